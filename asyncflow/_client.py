@@ -1,0 +1,54 @@
+"""The Client: talk to workflows from code outside the app's process."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._core import Core
+from ._handle import WorkflowHandle
+from ._storage import Storage
+
+
+class Client(Core):
+    """Connects to an asyncflow database from another process (a web tier, a script, a CLI).
+
+    Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
+    its waits (``get_event``, ``read_stream``, ``get_result``) are woken by NOTIFY as well. It
+    never creates or migrates the schema; it checks the schema version when it connects.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = "asyncflow",
+        pool_size: int = 4,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+
+    async def _prepare_schema(self, storage: Storage) -> None:
+        await storage.check_schema()
+
+    async def send(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send a message to a workflow. With ``idempotency_key``, repeated sends with the same
+        key deliver once, even after the first was consumed. Never blocks on the receiver."""
+        await self._send_outside(destination_id, message, topic, idempotency_key)
+
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
+        """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout."""
+        return await self._get_event_outside(workflow_id, key, timeout_seconds)
+
+    async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow. It is left
+        unassigned and a live app's recovery supervisor (woken by NOTIFY) claims and runs it."""
+        await self._resume(workflow_id, None)
+        return self._handle(workflow_id)

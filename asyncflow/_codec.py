@@ -1,0 +1,171 @@
+"""JSON encoding of every stored value (orjson) and of recorded exceptions. No pickle, ever."""
+
+from __future__ import annotations
+
+import math
+import sys
+import traceback
+from typing import Any
+
+import orjson
+
+from ._errors import (
+    InvalidArgumentError,
+    RecordedError,
+    SerializationError,
+    ValueTooLargeError,
+)
+
+#: The largest JSON encoding of a single value (argument list, result, message, event or stream
+#: value) that asyncflow stores. Larger values raise :class:`ValueTooLargeError` before anything
+#: is written.
+MAX_VALUE_BYTES = 16 * 1024 * 1024
+
+#: Longest accepted workflow id, in characters (ids travel in NOTIFY payloads, < 8000 bytes).
+MAX_ID_LENGTH = 1000
+
+_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
+def dumps(value: Any, what: str = "value") -> str:
+    """Encode ``value`` as JSON text, or raise :class:`SerializationError` naming ``what``."""
+    try:
+        data = orjson.dumps(value, option=_OPTIONS)
+    except TypeError as exc:
+        raise SerializationError(
+            f"{what} is not JSON-serializable ({exc}). asyncflow stores values as JSON: use dict "
+            "(with str keys), list, tuple, str, int, float, bool or None, and convert other "
+            "objects (dataclasses, datetimes, sets, bytes) yourself."
+        ) from None
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValueTooLargeError(
+            f"{what} is {len(data)} bytes as JSON; the limit is {MAX_VALUE_BYTES} bytes "
+            "(asyncflow.MAX_VALUE_BYTES). Store large data elsewhere and pass a reference."
+        )
+    # orjson writes NaN/Infinity as null; refuse instead of silently changing the value.
+    if b"null" in data and _has_non_finite(value):
+        raise SerializationError(
+            f"{what} contains NaN or Infinity, which JSON cannot represent; "
+            "replace it (for example with None or a string) before storing it."
+        )
+    return data.decode()
+
+
+def loads(text: str) -> Any:
+    """Decode JSON text written by :func:`dumps`."""
+    return orjson.loads(text)
+
+
+def check_id(value: object, what: str = "workflow id") -> str:
+    """Validate an id: a non-empty str without NUL, at most MAX_ID_LENGTH characters."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidArgumentError(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidArgumentError(
+            f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
+        )
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+    return value
+
+
+def check_name(value: object, what: str, *, optional: bool = False) -> str | None:
+    """Validate a topic or key: a str without NUL (``None`` allowed when ``optional``)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+    return value
+
+
+def check_timeout(value: object, what: str = "timeout_seconds") -> float:
+    """Validate a timeout in seconds: a finite number >= 0 (huge values are capped at a year)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentError(f"{what} must be a number of seconds, not {value!r}")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0:
+        raise InvalidArgumentError(f"{what} must be >= 0, not {value!r}")
+    return min(seconds, 365 * 24 * 3600.0)
+
+
+def encode_error(exc: BaseException) -> str:
+    """Record an exception as JSON: type, message, args (when JSON-able) and traceback text."""
+    cls = type(exc)
+    args: list[Any] | None
+    try:
+        orjson.dumps(list(exc.args), option=_OPTIONS)
+        args = list(exc.args)
+    except TypeError:
+        args = None
+    if isinstance(exc, RecordedError):
+        # A rebuilt-failed error passes through: keep the original type and traceback.
+        record: dict[str, Any] = {
+            "module": "",
+            "type": exc.type_name,
+            "message": exc.message,
+            "args": None,
+            "traceback": exc.traceback,
+        }
+    else:
+        record = {
+            "module": cls.__module__,
+            "type": cls.__qualname__,
+            "message": str(exc),
+            "args": args,
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+    return orjson.dumps(record).decode()
+
+
+def decode_error(text: str, fallback: type[RecordedError]) -> Exception:
+    """Rebuild a recorded exception.
+
+    The original class is used when its module is already imported in this process (nothing is
+    imported on behalf of stored data), it is an ``Exception`` subclass, and calling it with the
+    recorded args works. Otherwise ``fallback(type_name, message, traceback)`` is returned.
+    The recorded traceback is attached as a note either way.
+    """
+    record = orjson.loads(text)
+    module_name: str = record.get("module") or ""
+    qualname: str = record["type"]
+    message: str = record.get("message", "")
+    tb: str = record.get("traceback", "")
+    type_name = f"{module_name}.{qualname}" if module_name else qualname
+    rebuilt: Exception | None = None
+    module = sys.modules.get(module_name) if module_name else None
+    if module is not None and record.get("args") is not None:
+        obj: Any = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            try:
+                candidate = obj(*record["args"])
+            except Exception:
+                candidate = None
+            if candidate is not None and str(candidate) == message:
+                rebuilt = candidate
+    if rebuilt is None:
+        rebuilt = fallback(type_name, message, tb)
+    elif tb:
+        rebuilt.add_note("Recorded traceback of the original failure:\n" + tb.rstrip())
+    return rebuilt

@@ -1,0 +1,136 @@
+"""The running workflow and step, carried in context variables."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._errors import (
+    NonDeterministicWorkflowError,
+    NotInWorkflowError,
+    WorkflowCancelledError,
+)
+
+if TYPE_CHECKING:
+    from ._engine import AsyncFlow
+    from ._storage import Connection
+
+
+@dataclass(slots=True)
+class Recorded:
+    """One journal entry of a workflow, as loaded for replay."""
+
+    name: str
+    output: str | None
+    error: str | None
+    child_id: str | None
+    completed: bool
+    deadline: float | None
+
+
+class WorkflowContext:
+    """State of one execution of one workflow: its id, the journal to replay, the next op id."""
+
+    __slots__ = ("app", "cancelled", "db_failed", "journal", "name", "next_function_id",
+                 "stop_hint", "workflow_id")
+
+    def __init__(
+        self, app: AsyncFlow, workflow_id: str, name: str, journal: dict[int, Recorded]
+    ) -> None:
+        self.app = app
+        self.workflow_id = workflow_id
+        self.name = name
+        self.journal = journal
+        self.next_function_id = 0
+        self.cancelled = False  # confirmed: the database says CANCELLED
+        self.stop_hint = False  # a notification says it may have ended elsewhere: check
+        self.db_failed = False
+
+    def reserve(self) -> int:
+        """Take the next function id. Called synchronously at the call site of every operation."""
+        function_id = self.next_function_id
+        self.next_function_id = function_id + 1
+        return function_id
+
+    def replay(self, function_id: int, name: str) -> Recorded | None:
+        """The recorded entry at ``function_id``, checking it is the same operation."""
+        recorded = self.journal.get(function_id)
+        if recorded is not None and recorded.name != name:
+            raise NonDeterministicWorkflowError(
+                f"workflow {self.workflow_id!r} ({self.name}) called {name!r} as operation "
+                f"#{function_id}, but its journal recorded {recorded.name!r} there. Workflow code "
+                "must call the same durable operations in the same order on every run; move "
+                "non-deterministic choices into steps."
+            )
+        return recorded
+
+    def check_cancelled(self) -> None:
+        if self.cancelled:
+            raise WorkflowCancelledError(f"workflow {self.workflow_id!r} was cancelled")
+
+    @property
+    def should_check(self) -> bool:
+        return self.cancelled or self.stop_hint
+
+
+class StepContext:
+    """A step (or transaction) running inside a workflow."""
+
+    __slots__ = ("function_id", "name", "seq", "workflow")
+
+    def __init__(self, workflow: WorkflowContext, function_id: int, name: str) -> None:
+        self.workflow = workflow
+        self.function_id = function_id
+        self.name = name
+        self.seq = 0
+
+    def next_seq(self) -> int:
+        seq = self.seq
+        self.seq = seq + 1
+        return seq
+
+
+workflow_var: ContextVar[WorkflowContext | None] = ContextVar("asyncflow_workflow", default=None)
+step_var: ContextVar[StepContext | None] = ContextVar("asyncflow_step", default=None)
+connection_var: ContextVar[Connection | None] = ContextVar("asyncflow_connection", default=None)
+
+
+def current_workflow() -> WorkflowContext | None:
+    """The workflow whose own body is running (``None`` outside workflows and inside steps)."""
+    if step_var.get() is not None:
+        return None
+    return workflow_var.get()
+
+
+def require_workflow(operation: str) -> WorkflowContext:
+    ctx = workflow_var.get()
+    if ctx is None:
+        raise NotInWorkflowError(
+            f"asyncflow.{operation}() can only be called inside a workflow function; outside "
+            "workflows use the app's or a Client's methods"
+        )
+    if step_var.get() is not None:
+        raise NotInWorkflowError(
+            f"asyncflow.{operation}() must be called from the workflow function itself, not from "
+            "inside a step or transaction"
+        )
+    return ctx
+
+
+def workflow_id() -> str:
+    """The id of the running workflow (also available inside its steps)."""
+    ctx = workflow_var.get()
+    if ctx is None:
+        raise NotInWorkflowError("asyncflow.workflow_id() can only be called inside a workflow")
+    return ctx.workflow_id
+
+
+def connection() -> Any:
+    """The asyncpg connection of the running ``@app.transaction`` function."""
+    conn = connection_var.get()
+    if conn is None:
+        raise NotInWorkflowError(
+            "asyncflow.connection() can only be called inside an @app.transaction function"
+        )
+    return conn

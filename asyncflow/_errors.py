@@ -1,0 +1,100 @@
+"""The exception hierarchy. Every error asyncflow raises derives from :class:`AsyncFlowError`."""
+
+from __future__ import annotations
+
+
+class AsyncFlowError(Exception):
+    """Base class of every error raised by asyncflow."""
+
+
+class ConfigurationError(AsyncFlowError):
+    """The app or client is configured in a way that cannot work (bad URL, schema name, …)."""
+
+
+class SchemaVersionError(AsyncFlowError):
+    """The database schema is missing, or newer than this version of asyncflow understands."""
+
+
+class NotLaunchedError(AsyncFlowError):
+    """The app or client is used before ``launch()`` / ``async with`` or after ``shutdown()``."""
+
+
+class ExecutorIdInUseError(AsyncFlowError):
+    """Another live process already runs with this executor id."""
+
+
+class InvalidArgumentError(AsyncFlowError, ValueError):
+    """An argument is out of range or malformed (an id with NUL, a NaN timeout, …)."""
+
+
+class SerializationError(AsyncFlowError, TypeError):
+    """A value cannot be stored as JSON. Nothing was written."""
+
+
+class ValueTooLargeError(SerializationError):
+    """A value's JSON encoding exceeds the size limit. Nothing was written."""
+
+
+class WorkflowNotFoundError(AsyncFlowError, LookupError):
+    """No workflow with this id exists (or no workflow function is registered by this name)."""
+
+
+class NotInWorkflowError(AsyncFlowError):
+    """A workflow-only operation (``recv``, ``sleep``, …) was called outside a workflow."""
+
+
+class NonDeterministicWorkflowError(AsyncFlowError):
+    """On replay, a workflow called a different operation than the one recorded at that position."""
+
+
+class WorkflowConflictError(AsyncFlowError):
+    """A workflow id is already used by a workflow of another name."""
+
+
+class WorkflowCancelledError(AsyncFlowError):
+    """The workflow was cancelled."""
+
+
+class MaxRecoveryAttemptsExceededError(AsyncFlowError):
+    """The workflow was recovered more times than its ``max_recovery_attempts`` allows."""
+
+
+class AsyncFlowTimeoutError(AsyncFlowError, TimeoutError):
+    """A wait (for example ``get_result(timeout_seconds=…)``) ran out of time."""
+
+
+class StreamClosedError(AsyncFlowError):
+    """A value was written to a stream that is already closed."""
+
+
+class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
+    """The database connection was lost or could not be opened."""
+
+
+class RecordedError(AsyncFlowError):
+    """An exception recorded in the journal whose original type could not be rebuilt.
+
+    Attributes carry what was recorded: ``type_name`` (``module.QualName``), ``message`` and
+    ``traceback`` (the formatted traceback text of the original failure).
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+
+class WorkflowFailedError(RecordedError):
+    """A workflow failed with an exception that cannot be rebuilt in this process."""
+
+
+class StepFailedError(RecordedError):
+    """A step failed with an exception that cannot be rebuilt in this process."""
+
+
+class _ExecutionConflict(BaseException):
+    """Another execution of the same workflow recorded this operation first; stop quietly.
+
+    A ``BaseException`` so that user code catching ``Exception`` cannot swallow it.
+    """

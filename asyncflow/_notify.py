@@ -1,0 +1,181 @@
+"""Wake-ups: the in-process waiter registry and the LISTEN connection that feeds it.
+
+A waiter registers interest in keys ``(kind, workflow_id)`` *before* it checks the database, then
+waits. A NOTIFY (or a direct local wake after a local commit) sets its event and it checks again,
+so no interleaving loses a wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a
+workflow, ``s`` stream written or closed, ``t`` workflow reached a terminal status (completed,
+failed, cancelled), ``r`` a workflow was resumed or left unassigned (wakes recovery supervisors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ._errors import DatabaseUnavailableError, ExecutorIdInUseError
+from ._queries import TRY_EXECUTOR_LOCK
+from ._storage import Connection, Storage, map_errors
+
+logger = logging.getLogger("asyncflow")
+
+Key = tuple[str, str]
+
+MESSAGE = "m"
+EVENT = "e"
+STREAM = "s"
+TERMINAL = "t"
+RESUMED = "r"
+
+
+class WaitRegistry:
+    """Maps ``(kind, workflow_id)`` to the events of the waiters parked on it."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[Key, set[asyncio.Event]] = {}
+
+    @contextmanager
+    def watch(self, *keys: Key) -> Iterator[asyncio.Event]:
+        """Register one waiter under ``keys`` for the duration of the block."""
+        event = asyncio.Event()
+        waiters = self._waiters
+        for key in keys:
+            waiters.setdefault(key, set()).add(event)
+        try:
+            yield event
+        finally:
+            for key in keys:
+                group = waiters.get(key)
+                if group is not None:
+                    group.discard(event)
+                    if not group:
+                        del waiters[key]
+
+    def wake(self, kind: str, workflow_id: str) -> None:
+        group = self._waiters.get((kind, workflow_id))
+        if group:
+            for event in group:
+                event.set()
+
+    def wake_all(self) -> None:
+        for group in self._waiters.values():
+            for event in group:
+                event.set()
+
+    def dispatch(self, payload: str) -> None:
+        if payload:
+            self.wake(payload[0], payload[1:])
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self._waiters.values())
+
+
+async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
+    """Wait for ``event`` until ``deadline`` (event-loop time) passes; never raises on timeout."""
+    if deadline is None:
+        await event.wait()
+        return
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        return
+    try:
+        async with asyncio.timeout(remaining):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
+class Listener:
+    """Owns the one LISTEN connection of an app or client and reconnects it with backoff.
+
+    For an app it also holds the executor's session-level advisory lock, which is how other
+    processes' recovery supervisors know this executor is alive.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        registry: WaitRegistry,
+        *,
+        executor_id: str | None = None,
+        on_notify: Callable[[str], None] | None = None,
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self._storage = storage
+        self._registry = registry
+        self._executor_id = executor_id
+        self._on_notify = on_notify
+        self._on_reconnect = on_reconnect
+        self.connected = False
+        self.reconnects = 0
+        self.backend_pid: int | None = None
+
+    def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._registry.dispatch(payload)
+        if self._on_notify is not None:
+            self._on_notify(payload)
+
+    async def _open(self) -> tuple[Connection, asyncio.Event]:
+        conn = await self._storage.connect()
+        lost = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: lost.set())
+            with map_errors(conn):
+                await conn.add_listener(self._storage.channel, self._callback)
+                if self._executor_id is not None:
+                    got = await conn.fetchval(
+                        self._storage.sql(TRY_EXECUTOR_LOCK),
+                        self._storage.namespace,
+                        self._executor_id,
+                    )
+                    if not got:
+                        raise ExecutorIdInUseError(
+                            f"executor id {self._executor_id!r} is already in use by another live "
+                            "process on this database; give each process its own executor_id "
+                            "(or leave it unset for a generated one)"
+                        )
+                self.backend_pid = conn.get_server_pid()
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn, lost
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+        delay = 0.05
+        while True:
+            conn: Connection | None = None
+            try:
+                conn, lost = await self._open()
+                self.connected = True
+                if started:
+                    self.reconnects += 1
+                    logger.info("asyncflow listener reconnected")
+                # Anything may have happened while we were not listening: everyone re-checks.
+                self._registry.wake_all()
+                if self._on_reconnect is not None:
+                    self._on_reconnect()
+                if not started:
+                    started = True
+                    task_status.started()
+                delay = 0.05
+                await lost.wait()
+                logger.warning("asyncflow listener connection lost; reconnecting")
+            except (DatabaseUnavailableError, ExecutorIdInUseError) as exc:
+                if not started:
+                    raise
+                logger.warning("asyncflow listener cannot reconnect yet: %s", exc)
+            finally:
+                self.connected = False
+                if conn is not None:
+                    conn.terminate()
+            # Reconnect backoff (not a wait for database state).
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

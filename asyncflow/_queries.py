@@ -1,0 +1,385 @@
+"""Every SQL statement asyncflow runs, as named constants.
+
+``{s}`` stands for the (validated, quoted) schema identifier and is substituted once per app by
+:func:`render`; it is the only text ever spliced into SQL. Every value travels as a ``$n``
+parameter. ``pg_notify`` payloads are a one-letter kind plus a workflow id, never user data.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def quote_schema(schema: str) -> str:
+    """Return the quoted identifier for a schema name, or raise ValueError if it is not plain."""
+    if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
+        raise ValueError(
+            f"schema must be a plain identifier (letters, digits, underscore; at most 63 "
+            f"characters, not starting with a digit), not {schema!r}"
+        )
+    return '"' + schema + '"'
+
+
+def render(template: str, schema: str) -> str:
+    """Substitute the quoted schema identifier into one statement template."""
+    return template.replace("{s}", quote_schema(schema))
+
+
+# ---------------------------------------------------------------------------------------------
+# Migrations: forward-only, numbered from 1, applied in one transaction under an advisory lock.
+# ---------------------------------------------------------------------------------------------
+
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1::int, 0)"
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
+CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}.schema_version (
+    version integer NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+GET_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM {s}.schema_version"
+# $1 is the qualified name of the version table, passed as a value to to_regclass.
+VERSION_TABLE_EXISTS = "SELECT to_regclass($1) IS NOT NULL"
+SET_SCHEMA_VERSION = "INSERT INTO {s}.schema_version (version) VALUES ($1)"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the whole initial schema.
+    """
+    CREATE TABLE {s}.workflows (
+        workflow_id        text PRIMARY KEY,
+        name               text NOT NULL,
+        status             text NOT NULL,
+        inputs             text NOT NULL,
+        output             text,
+        error              text,
+        executor_id        text,
+        app_version        text NOT NULL,
+        recovery_attempts  integer NOT NULL DEFAULT 0,
+        parent_workflow_id text,
+        created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+        updated_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+        completed_at       timestamptz
+    );
+    CREATE INDEX workflows_pending_idx ON {s}.workflows (executor_id) WHERE status = 'PENDING';
+    CREATE INDEX workflows_created_idx ON {s}.workflows (created_at);
+
+    CREATE TABLE {s}.operations (
+        workflow_id  text NOT NULL,
+        function_id  integer NOT NULL,
+        name         text NOT NULL,
+        output       text,
+        error        text,
+        child_id     text,
+        completed    boolean NOT NULL DEFAULT true,
+        deadline     double precision,
+        created_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (workflow_id, function_id)
+    );
+
+    CREATE TABLE {s}.messages (
+        message_id     bigserial PRIMARY KEY,
+        destination_id text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        topic          text,
+        message        text NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE INDEX messages_mailbox_idx ON {s}.messages (destination_id, topic, message_id);
+
+    CREATE TABLE {s}.message_keys (
+        destination_id  text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        idempotency_key text NOT NULL,
+        PRIMARY KEY (destination_id, idempotency_key)
+    );
+
+    CREATE TABLE {s}.events (
+        workflow_id text NOT NULL,
+        key         text NOT NULL,
+        value       text NOT NULL,
+        updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (workflow_id, key)
+    );
+
+    CREATE TABLE {s}.stream_heads (
+        workflow_id text NOT NULL,
+        key         text NOT NULL,
+        next_offset bigint NOT NULL,
+        closed      boolean NOT NULL DEFAULT false,
+        PRIMARY KEY (workflow_id, key)
+    );
+
+    CREATE TABLE {s}.streams (
+        workflow_id text NOT NULL,
+        key         text NOT NULL,
+        "offset"    bigint NOT NULL,
+        value       text NOT NULL,
+        writer_fid  integer NOT NULL,
+        writer_seq  integer NOT NULL,
+        created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (workflow_id, key, "offset"),
+        UNIQUE (workflow_id, key, writer_fid, writer_seq)
+    );
+    """,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Workflows
+# ---------------------------------------------------------------------------------------------
+
+INSERT_WORKFLOW = """
+WITH ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id)
+    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6)
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING name
+)
+SELECT true AS created, name FROM ins
+UNION ALL
+SELECT false, name FROM {s}.workflows
+WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
+
+WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
+
+_STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
+    parent_workflow_id, created_at, updated_at, completed_at, error"""
+
+WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
+
+LIST_WORKFLOWS = (
+    "SELECT "
+    + _STATUS_COLUMNS
+    + """ FROM {s}.workflows
+WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2)
+ORDER BY created_at DESC, workflow_id
+LIMIT $3"""
+)
+
+FINISH_WORKFLOW = """
+WITH u AS (
+    UPDATE {s}.workflows
+    SET status = $2, output = $3, error = $4, updated_at = clock_timestamp(),
+        completed_at = clock_timestamp()
+    WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id
+)
+SELECT pg_notify($5, 't' || workflow_id) FROM u"""
+
+CANCEL_WORKFLOW = """
+WITH u AS (
+    UPDATE {s}.workflows
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
+    WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id
+), n AS (
+    SELECT pg_notify($2, 't' || workflow_id) FROM u
+)
+SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
+       (SELECT count(*) FROM n) AS cancelled"""
+
+RESUME_WORKFLOW = """
+WITH u AS (
+    UPDATE {s}.workflows
+    SET status = 'PENDING', executor_id = $2, recovery_attempts = 0, output = NULL, error = NULL,
+        completed_at = NULL, updated_at = clock_timestamp()
+    WHERE workflow_id = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    RETURNING workflow_id, name, inputs
+), n AS (
+    SELECT pg_notify($3, 'r' || workflow_id) FROM u
+)
+SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
+       u.name, u.inputs, (SELECT count(*) FROM n) AS notified
+FROM (SELECT 1) AS one LEFT JOIN u ON true"""
+
+# Claims PENDING workflows nobody is running: unassigned ones, this executor's own (at launch),
+# and those of executors whose advisory lock is free (their process is gone). SKIP LOCKED keeps
+# two supervisors from ever claiming the same row.
+CLAIM_WORKFLOWS = """
+WITH live AS (
+    SELECT objid FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 2
+      AND classid = ($5::bigint & 4294967295)::oid
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), candidates AS (
+    SELECT c.workflow_id FROM {s}.workflows c
+    WHERE c.status = 'PENDING'
+      AND c.name = ANY ($2::text[])
+      AND c.app_version = $3
+      AND c.workflow_id <> ALL ($7::text[])
+      AND (
+          c.executor_id IS NULL
+          OR ($4 AND c.executor_id = $1)
+          OR (c.executor_id <> $1 AND (hashtext(c.executor_id)::bigint & 4294967295)::oid
+              NOT IN (SELECT objid FROM live))
+      )
+    ORDER BY c.created_at
+    LIMIT $6
+    FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE {s}.workflows w
+SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, updated_at = clock_timestamp()
+FROM candidates
+WHERE w.workflow_id = candidates.workflow_id
+RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts"""
+
+DEAD_LETTER = """
+WITH u AS (
+    UPDATE {s}.workflows
+    SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', updated_at = clock_timestamp(),
+        completed_at = clock_timestamp()
+    WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id
+)
+SELECT pg_notify($2, 't' || workflow_id) FROM u"""
+
+# ---------------------------------------------------------------------------------------------
+# Executor liveness (session-level advisory lock held on the listener connection)
+# ---------------------------------------------------------------------------------------------
+
+TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, hashtext($2))"
+
+# ---------------------------------------------------------------------------------------------
+# The journal
+# ---------------------------------------------------------------------------------------------
+
+LOAD_JOURNAL = """
+SELECT function_id, name, output, error, child_id, completed, deadline
+FROM {s}.operations WHERE workflow_id = $1"""
+
+# Guarded by the workflow still being PENDING (cancellation stops at the next operation); a
+# duplicate (workflow_id, function_id) is a unique violation: another execution recorded it.
+RECORD_OPERATION = """
+INSERT INTO {s}.operations
+    (workflow_id, function_id, name, output, error, child_id, completed, deadline)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8
+FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'"""
+
+COMPLETE_OPERATION = """
+UPDATE {s}.operations SET output = $3, completed = true
+WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
+  AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')"""
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+SEND_MESSAGE = """
+WITH ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message) VALUES ($1, $2, $3)
+    RETURNING destination_id
+)
+SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+
+SEND_MESSAGE_ONCE = """
+WITH k AS (
+    INSERT INTO {s}.message_keys (destination_id, idempotency_key) VALUES ($1, $5)
+    ON CONFLICT DO NOTHING
+    RETURNING destination_id
+), ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message)
+    SELECT destination_id, $2, $3 FROM k
+    RETURNING destination_id
+)
+SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+
+_RECV = """
+WITH m AS (
+    SELECT message_id, message FROM {s}.messages
+    WHERE destination_id = $1 AND %TOPIC%
+    ORDER BY message_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), op AS (
+    UPDATE {s}.operations SET output = (SELECT message FROM m), completed = true
+    WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
+      AND EXISTS (SELECT 1 FROM m)
+      AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
+    RETURNING 1
+), d AS (
+    DELETE FROM {s}.messages
+    WHERE message_id = (SELECT message_id FROM m) AND EXISTS (SELECT 1 FROM op)
+    RETURNING 1
+)
+SELECT (SELECT message FROM m) AS message,
+       (SELECT count(*) FROM d) AS consumed,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
+
+RECV_TOPIC = _RECV.replace("%TOPIC%", "topic = $2")
+RECV_NO_TOPIC = _RECV.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+SET_EVENT = """
+WITH u AS (
+    INSERT INTO {s}.events (workflow_id, key, value) VALUES ($1, $2, $3)
+    ON CONFLICT (workflow_id, key)
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    RETURNING workflow_id
+)
+SELECT pg_notify($4, 'e' || workflow_id) FROM u"""
+
+# $3 is the id of the workflow doing the waiting (NULL outside a workflow), to notice its cancel.
+GET_EVENT = """
+SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
+       (SELECT value FROM {s}.events WHERE workflow_id = $1 AND key = $2) AS value,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $3) AS waiter_status"""
+
+GET_ALL_EVENTS = """
+SELECT key, value FROM {s}.events WHERE workflow_id = $1 ORDER BY key"""
+
+WORKFLOW_EXISTS = "SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1)"
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------------------------
+
+# A write is keyed by its writer (function id, sequence number within that function's run), so a
+# retried or replayed step overwrites the value it wrote before instead of appending it again.
+# Offsets come from the stream head row, whose lock serializes concurrent writers.
+WRITE_STREAM = """
+WITH existing AS (
+    SELECT "offset" FROM {s}.streams
+    WHERE workflow_id = $1 AND key = $2 AND writer_fid = $4 AND writer_seq = $5
+), upd AS (
+    UPDATE {s}.streams SET value = $3
+    WHERE workflow_id = $1 AND key = $2 AND "offset" = (SELECT "offset" FROM existing)
+    RETURNING "offset"
+), head AS (
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset)
+    SELECT $1, $2, 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT (workflow_id, key)
+    DO UPDATE SET next_offset = {s}.stream_heads.next_offset + 1
+    WHERE NOT {s}.stream_heads.closed
+    RETURNING next_offset - 1 AS "offset"
+), ins AS (
+    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
+    SELECT $1, $2, "offset", $3, $4, $5 FROM head
+    RETURNING "offset"
+)
+SELECT coalesce((SELECT "offset" FROM ins), (SELECT "offset" FROM upd)) AS "offset",
+       pg_notify($6, 's' || $1)"""
+
+CLOSE_STREAM = """
+WITH h AS (
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed) VALUES ($1, $2, 0, true)
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    RETURNING workflow_id
+)
+SELECT pg_notify($3, 's' || workflow_id) FROM h"""
+
+# One snapshot: the writer's status, whether the stream is closed, and the next rows.
+READ_STREAM = """
+SELECT w.status, coalesce(h.closed, false) AS closed, r."offset", r.value
+FROM {s}.workflows w
+LEFT JOIN {s}.stream_heads h ON h.workflow_id = w.workflow_id AND h.key = $2
+LEFT JOIN LATERAL (
+    SELECT "offset", value FROM {s}.streams
+    WHERE workflow_id = $1 AND key = $2 AND "offset" >= $3
+    ORDER BY "offset" LIMIT $4
+) r ON true
+WHERE w.workflow_id = $1
+ORDER BY r."offset"
+"""

