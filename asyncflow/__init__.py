@@ -49,6 +49,7 @@ from ._handle import (
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
     SUCCESS,
+    StepInfo,
     WorkflowHandle,
     WorkflowStatus,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "SchemaVersionError",
     "SerializationError",
     "StepFailedError",
+    "StepInfo",
     "StreamClosedError",
     "ValueTooLargeError",
     "WorkflowCancelledError",

@@ -33,6 +33,7 @@ from ._handle import (
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
     SUCCESS,
+    StepInfo,
     WorkflowHandle,
     WorkflowStatus,
 )
@@ -201,6 +202,15 @@ class Core:
             raise InvalidArgumentError(f"limit must be an int >= 0, not {limit!r}")
         rows = await self.storage.fetch(Q.LIST_WORKFLOWS, status, name, limit)
         return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
+        """The journal of a workflow: every recorded operation, in function-id order."""
+        _codec.check_id(workflow_id)
+        storage = self.storage
+        rows = await storage.fetch(Q.LIST_OPERATIONS, workflow_id)
+        if not rows and not await storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id):
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        return [StepInfo.from_row(row) for row in rows]
 
     async def wait_result(self, workflow_id: str, timeout_seconds: float | None) -> Any:
         """Wait for a workflow's terminal status and return (or raise) its outcome."""

@@ -43,12 +43,7 @@ class WorkflowStatus:
 
     @classmethod
     def from_row(cls, row: Any) -> WorkflowStatus:
-        error = None
-        if row["error"] is not None:
-            record = orjson.loads(row["error"])
-            module = record.get("module") or ""
-            type_name = f"{module}.{record['type']}" if module else record["type"]
-            error = f"{type_name}: {record.get('message', '')}"
+        error = _error_summary(row["error"])
         return cls(
             workflow_id=row["workflow_id"],
             name=row["name"],
@@ -65,11 +60,57 @@ class WorkflowStatus:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
-        out: dict[str, Any] = {}
-        for field in self.__dataclass_fields__:
-            value = getattr(self, field)
-            out[field] = value.isoformat() if isinstance(value, datetime) else value
-        return out
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One entry of a workflow's journal: a step, transaction, message, event, sleep, …
+
+    ``output`` is the recorded value (decoded JSON) and ``error`` is ``"Type: message"`` when the
+    operation raised; ``completed`` is false for a wait (recv, get_event) still in progress.
+    """
+
+    function_id: int
+    name: str
+    output: Any
+    error: str | None
+    child_workflow_id: str | None
+    completed: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> StepInfo:
+        return cls(
+            function_id=row["function_id"],
+            name=row["name"],
+            output=None if row["output"] is None else orjson.loads(row["output"]),
+            error=_error_summary(row["error"]),
+            child_workflow_id=row["child_id"],
+            completed=row["completed"],
+            created_at=row["created_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
+        return _as_dict(self)
+
+
+def _error_summary(text: str | None) -> str | None:
+    if text is None:
+        return None
+    record = orjson.loads(text)
+    module = record.get("module") or ""
+    type_name = f"{module}.{record['type']}" if module else record["type"]
+    return f"{type_name}: {record.get('message', '')}"
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in obj.__dataclass_fields__:
+        value = getattr(obj, field)
+        out[field] = value.isoformat() if isinstance(value, datetime) else value
+    return out
 
 
 class WorkflowHandle(Generic[R]):

@@ -248,6 +248,10 @@ LOAD_JOURNAL = """
 SELECT function_id, name, output, error, child_id, completed, deadline
 FROM {s}.operations WHERE workflow_id = $1"""
 
+LIST_OPERATIONS = """
+SELECT function_id, name, output, error, child_id, completed, deadline, created_at
+FROM {s}.operations WHERE workflow_id = $1 ORDER BY function_id"""
+
 # Guarded by the workflow still being PENDING (cancellation stops at the next operation); a
 # duplicate (workflow_id, function_id) is a unique violation: another execution recorded it.
 RECORD_OPERATION = """
