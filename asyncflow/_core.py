@@ -152,7 +152,10 @@ class Core:
         self._tg = None
         tg.cancel_scope.cancel()
         try:
-            return await tg.__aexit__(exc_type, exc, tb)
+            # The body's own exception (if any) propagates unchanged: it is not handed to the
+            # task group, which would wrap it in an ExceptionGroup.
+            await tg.__aexit__(None, None, None)
+            return None
         finally:
             self._storage = None
             self._listener = None
