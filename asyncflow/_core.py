@@ -64,7 +64,7 @@ class Core:
         self._storage: Storage | None = None
         self._listener: _notify.Listener | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._closed = False
+        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -147,9 +147,9 @@ class Core:
         tb: TracebackType | None,
     ) -> bool | None:
         tg, storage = self._tg, self._storage
-        if tg is None:
+        if tg is None or self._closing:
             return None
-        self._tg = None
+        self._closing = True
         tg.cancel_scope.cancel()
         try:
             # The body's own exception (if any) propagates unchanged: it is not handed to the
@@ -157,6 +157,8 @@ class Core:
             await tg.__aexit__(None, None, None)
             return None
         finally:
+            self._tg = None
+            self._closing = False
             self._storage = None
             self._listener = None
             if storage is not None:

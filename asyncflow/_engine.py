@@ -316,7 +316,7 @@ class AsyncFlow(Core):
         return handle
 
     def _spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool) -> None:
-        if self._tg is None:
+        if self._tg is None or self._closing:
             return
         if workflow_id in self._running:
             # Resumed while a cancelled execution is still unwinding: run again once it has.
@@ -341,8 +341,15 @@ class AsyncFlow(Core):
                     await self._run_once(ctx, spec, inputs)
                     return
                 except DatabaseUnavailableError as exc:
+                    if self._closing:
+                        return
                     logger.warning("workflow %s lost its database connection (%s); retrying",
                                    ctx.workflow_id, exc)
+                except Exception:
+                    # Never let one workflow take the app down: it stays PENDING and is
+                    # recovered by the next launch (or resume).
+                    logger.exception("workflow %s stopped unexpectedly", ctx.workflow_id)
+                    return
                 # Retry backoff: replay from the journal once the database answers again.
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -366,6 +373,8 @@ class AsyncFlow(Core):
         except _ExecutionConflict:
             return
         except Exception as exc:
+            if self._closing:
+                return  # shutting down: leave it PENDING for recovery
             if ctx.db_failed or isinstance(exc, DatabaseUnavailableError):
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):

@@ -38,6 +38,8 @@ class WaitRegistry:
 
     def __init__(self) -> None:
         self._waiters: dict[Key, set[asyncio.Event]] = {}
+        self._count = 0
+        self._target: tuple[int, asyncio.Event] | None = None
 
     @contextmanager
     def watch(self, *keys: Key) -> Iterator[asyncio.Event]:
@@ -46,9 +48,13 @@ class WaitRegistry:
         waiters = self._waiters
         for key in keys:
             waiters.setdefault(key, set()).add(event)
+        self._count += 1
+        if self._target is not None and self._count >= self._target[0]:
+            self._target[1].set()
         try:
             yield event
         finally:
+            self._count -= 1
             for key in keys:
                 group = waiters.get(key)
                 if group is not None:
@@ -72,7 +78,19 @@ class WaitRegistry:
             self.wake(payload[0], payload[1:])
 
     def __len__(self) -> int:
-        return sum(len(group) for group in self._waiters.values())
+        """The number of registered waiters."""
+        return self._count
+
+    async def wait_for_count(self, count: int) -> None:
+        """Wait until at least ``count`` waiters are registered (for tests and benchmarks)."""
+        if self._count >= count:
+            return
+        reached = asyncio.Event()
+        self._target = (count, reached)
+        try:
+            await reached.wait()
+        finally:
+            self._target = None
 
 
 async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
