@@ -53,6 +53,7 @@ from ._handle import (
     WorkflowHandle,
     WorkflowStatus,
 )
+from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "ERROR",
+    "EventStream",
     "ExecutorIdInUseError",
     "InvalidArgumentError",
     "MAX_ID_LENGTH",
@@ -82,6 +84,7 @@ __all__ = [
     "StepFailedError",
     "StepInfo",
     "StreamClosedError",
+    "StreamSnapshot",
     "ValueTooLargeError",
     "WorkflowCancelledError",
     "WorkflowConflictError",
@@ -94,12 +97,15 @@ __all__ = [
     "connection",
     "get_all_events",
     "get_event",
+    "lifespan",
     "read_stream",
     "recv",
     "send",
     "set_event",
     "sleep",
+    "sse_response",
     "start_workflow",
+    "stream_snapshot",
     "workflow_id",
     "write_stream",
 ]

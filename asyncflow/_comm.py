@@ -148,7 +148,7 @@ async def recv(
                 if time.time() >= wall_deadline:
                     await _finish_wait(ctx, function_id, None)
                     return None
-                await _notify.wait_until(event, deadline)
+                await app._registry.park(event, deadline)
     except DatabaseUnavailableError:
         ctx.db_failed = True
         raise
@@ -200,7 +200,7 @@ async def get_event(
                 if time.time() >= wall_deadline:
                     await _finish_wait(ctx, function_id, None)
                     return None
-                await _notify.wait_until(event, deadline)
+                await app._registry.park(event, deadline)
     except DatabaseUnavailableError:
         ctx.db_failed = True
         raise
@@ -276,7 +276,7 @@ async def sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
                 status = await app.storage.fetchval(Q.WORKFLOW_STATE, ctx.workflow_id)
                 if status != PENDING:
                     await stop_for_status(ctx)
-                await _notify.wait_until(event, deadline)
+                await app._registry.park(event, deadline)
     except DatabaseUnavailableError:
         ctx.db_failed = True
         raise

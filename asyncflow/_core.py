@@ -244,7 +244,7 @@ class Core:
                     raise AsyncFlowTimeoutError(
                         f"workflow {workflow_id!r} did not finish within {timeout_seconds} seconds"
                     )
-                await _notify.wait_until(event, deadline)
+                await self._registry.park(event, deadline)
 
     async def _ensure_waiter_running(self, workflow_id: str) -> None:
         """Hook for the app: raise if the waiting workflow itself was cancelled."""
@@ -329,7 +329,7 @@ class Core:
                     return _codec.loads(row["value"])
                 if loop.time() >= deadline:
                     return None
-                await _notify.wait_until(event, deadline)
+                await self._registry.park(event, deadline)
 
     async def get_all_events(self, workflow_id: str) -> dict[str, Any]:
         """A snapshot of every event of a workflow, ``{key: latest value}``; never blocks."""
@@ -370,7 +370,7 @@ class Core:
                 first = rows[0]
                 if first["closed"] or first["status"] != PENDING:
                     return
-                await event.wait()
+                await self._registry.park(event)
 
     async def read_stream(
         self, workflow_id: str, key: str, *, offset: int = 0

@@ -48,13 +48,9 @@ class WaitRegistry:
         waiters = self._waiters
         for key in keys:
             waiters.setdefault(key, set()).add(event)
-        self._count += 1
-        if self._target is not None and self._count >= self._target[0]:
-            self._target[1].set()
         try:
             yield event
         finally:
-            self._count -= 1
             for key in keys:
                 group = waiters.get(key)
                 if group is not None:
@@ -77,12 +73,22 @@ class WaitRegistry:
         if payload:
             self.wake(payload[0], payload[1:])
 
+    async def park(self, event: asyncio.Event, deadline: float | None = None) -> None:
+        """Wait for a registered ``event`` until ``deadline`` (loop time), counted as parked."""
+        self._count += 1
+        if self._target is not None and self._count >= self._target[0]:
+            self._target[1].set()
+        try:
+            await wait_until(event, deadline)
+        finally:
+            self._count -= 1
+
     def __len__(self) -> int:
-        """The number of registered waiters."""
+        """The number of waiters parked right now."""
         return self._count
 
     async def wait_for_count(self, count: int) -> None:
-        """Wait until at least ``count`` waiters are registered (for tests and benchmarks)."""
+        """Wait until at least ``count`` waiters are parked (for tests and benchmarks)."""
         if self._count >= count:
             return
         reached = asyncio.Event()

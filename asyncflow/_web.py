@@ -1,0 +1,345 @@
+"""Web embedding: an ASGI lifespan for apps and clients, and Server-Sent Events of a stream.
+
+Nothing here imports a web framework at import time. :class:`EventStream` is a plain ASGI
+application, so it works under any ASGI server or framework; :func:`sse_response` wraps it in a
+Starlette ``Response`` (imported on first use) for FastAPI and Starlette endpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import orjson
+
+from . import _codec
+from . import _queries as Q
+from ._core import STREAM_BATCH, Core
+from ._errors import AsyncFlowError, ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
+from ._handle import PENDING
+
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
+logger = logging.getLogger("asyncflow")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_MAX_OFFSET_DIGITS = 18
+
+
+# -- lifespan -----------------------------------------------------------------------------------
+
+
+def lifespan(
+    *sources: Core,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A lifespan for Starlette/FastAPI that runs apps and clients while the server runs.
+
+    ``FastAPI(lifespan=asyncflow.lifespan(app))``: the app is launched (schema migrated,
+    listener and recovery started) before the server accepts requests and shut down after the
+    last request. Several apps/clients are launched in order and shut down in reverse order.
+    With a lifespan of your own, use ``async with app:`` inside it instead.
+    """
+    if not sources:
+        raise ConfigurationError("asyncflow.lifespan() needs at least one AsyncFlow or Client")
+    for source in sources:
+        if not isinstance(source, Core):
+            raise ConfigurationError(
+                f"asyncflow.lifespan() takes AsyncFlow apps and Clients, not {source!r}"
+            )
+
+    @asynccontextmanager
+    async def run(_asgi_app: Any) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for source in sources:
+                await stack.enter_async_context(source)
+            yield
+
+    return run
+
+
+# -- non-blocking stream reads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSnapshot:
+    """What a stream holds right now: ``entries`` are ``(offset, value)`` pairs in order, and
+    ``done`` is true when nothing more can be written (the stream was closed or its workflow
+    ended)."""
+
+    entries: list[tuple[int, Any]]
+    done: bool
+
+    @property
+    def values(self) -> list[Any]:
+        """The values alone, in stream order."""
+        return [value for _offset, value in self.entries]
+
+
+async def stream_snapshot(
+    source: Core, workflow_id: str, key: str, *, offset: int = 0
+) -> StreamSnapshot:
+    """Everything written to a workflow's stream so far, from ``offset`` on; never waits.
+
+    Raises :class:`WorkflowNotFoundError` for an unknown workflow. Use ``read_stream`` (or
+    :class:`EventStream` over HTTP) to follow a stream as it is written.
+    """
+    _codec.check_id(workflow_id)
+    _codec.check_name(key, "key")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+    storage = source.storage
+    entries: list[tuple[int, Any]] = []
+    while True:
+        rows = await storage.fetch(Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH)
+        if not rows:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        count = 0
+        for row in rows:
+            if row["offset"] is None:
+                continue
+            count += 1
+            offset = row["offset"] + 1
+            entries.append((row["offset"], _codec.loads(row["value"])))
+        if count < STREAM_BATCH:
+            first = rows[0]
+            return StreamSnapshot(entries, bool(first["closed"]) or first["status"] != PENDING)
+
+
+# -- Server-Sent Events -------------------------------------------------------------------------
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _field(name: str, value: str) -> bytes:
+    # One field per line; a value never contains a line break (callers pass ids and names).
+    return f"{name}: {value}\n".encode()
+
+
+class EventStream:
+    """A plain ASGI application streaming a workflow's stream as ``text/event-stream``.
+
+    Each stream value is one SSE event: ``id`` is its stream offset and ``data`` its JSON. A
+    client reconnecting with ``Last-Event-ID: N`` (browsers' ``EventSource`` do this by
+    themselves) resumes at offset ``N + 1``: nothing is lost or repeated. Without that header
+    reading starts at ``offset``. When the stream is closed (or its workflow ends) an
+    ``end_event`` event (type ``"end"`` by default, no id, ``null`` data) is sent so clients can
+    stop reconnecting, and the response ends.
+
+    ``source`` is a running :class:`~asyncflow.AsyncFlow` or :class:`~asyncflow.Client`.
+    ``event`` names the event type of values (default: the unnamed ``message`` type).
+    ``ping_seconds`` is the interval of keep-alive comments. An unknown workflow gets a 404 and
+    a malformed ``Last-Event-ID`` a 400 (JSON ``{"detail": ...}``) before streaming starts.
+
+    Mount or return it from any ASGI framework: ``await EventStream(...)(scope, receive, send)``.
+    In FastAPI endpoints return :func:`sse_response` instead.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        source: Core,
+        workflow_id: str,
+        key: str,
+        *,
+        offset: int = 0,
+        event: str | None = None,
+        end_event: str | None = "end",
+        ping_seconds: float = 15.0,
+        retry_ms: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(source, Core):
+            raise InvalidArgumentError(
+                f"source must be an AsyncFlow app or a Client, not {source!r}"
+            )
+        _codec.check_id(workflow_id)
+        _codec.check_name(key, "key")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+        for what, name in (("event", event), ("end_event", end_event)):
+            _codec.check_name(name, what, optional=True)
+            if name is not None and ("\n" in name or "\r" in name or not name):
+                raise InvalidArgumentError(f"{what} must be a non-empty single-line name")
+        ping = _codec.check_timeout(ping_seconds, "ping_seconds")
+        if ping <= 0:
+            raise InvalidArgumentError(f"ping_seconds must be > 0, not {ping_seconds!r}")
+        if retry_ms is not None and (
+            isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0
+        ):
+            raise InvalidArgumentError(f"retry_ms must be an int >= 0, not {retry_ms!r}")
+        self.source = source
+        self.workflow_id = workflow_id
+        self.key = key
+        self.offset = offset
+        self.event = event
+        self.end_event = end_event
+        self.ping_seconds = ping
+        self.retry_ms = retry_ms
+        self.headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),  # tell nginx-style proxies not to buffer
+        ]
+        for name, value in (headers or {}).items():
+            self.headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+
+    def start_offset(self, scope: Scope) -> int:
+        """The offset to start at: right after ``Last-Event-ID`` if the request has one."""
+        last = _header(scope, b"last-event-id")
+        if last is None or last.strip() == "":
+            return self.offset
+        text = last.strip()
+        if not text.isdigit() or not text.isascii() or len(text) > _MAX_OFFSET_DIGITS:
+            raise InvalidArgumentError(
+                f"Last-Event-ID must be a stream offset (an integer >= 0), not {last!r}"
+            )
+        return int(text) + 1
+
+    def encode(self, offset: int, value: Any) -> bytes:
+        """One SSE event for one stream value."""
+        parts = [_field("id", str(offset))]
+        if self.event is not None:
+            parts.append(_field("event", self.event))
+        parts.append(b"data: " + orjson.dumps(value) + b"\n\n")
+        return b"".join(parts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            raise ConfigurationError(
+                f"EventStream serves HTTP requests, not ASGI {scope.get('type')!r} scopes"
+            )
+        try:
+            start = self.start_offset(scope)
+            await self.source.get_workflow_status(self.workflow_id)
+        except InvalidArgumentError as exc:
+            await _json_error(send, 400, str(exc))
+            return
+        except WorkflowNotFoundError as exc:
+            await _json_error(send, 404, str(exc))
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        first = b": asyncflow stream\n" if self.retry_ms is None else (
+            _field("retry", str(self.retry_ms))
+        )
+        await send({"type": "http.response.body", "body": first + b"\n", "more_body": True})
+        lock = anyio.Lock()
+        finished = False
+
+        async def emit(chunk: bytes) -> None:
+            async with lock:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def produce(tg: anyio.abc.TaskGroup) -> None:
+            nonlocal finished
+            try:
+                async for offset, value in self.source.stream_entries(
+                    self.workflow_id, self.key, offset=start
+                ):
+                    await emit(self.encode(offset, value))
+                if self.end_event is not None:
+                    await emit(_field("event", self.end_event) + b"data: null\n\n")
+            except AsyncFlowError as exc:
+                # Headers are sent: report in-band; the client reconnects with Last-Event-ID.
+                logger.warning("SSE of stream %r of workflow %s stopped: %s",
+                               self.key, self.workflow_id, exc)
+                detail = orjson.dumps({"detail": str(exc), "type": type(exc).__name__})
+                await emit(b"event: error\ndata: " + detail + b"\n\n")
+            finished = True
+            tg.cancel_scope.cancel()
+
+        async def keep_alive() -> None:
+            # A timer, not a poll: idle connections get a comment so proxies keep them open.
+            while True:
+                await anyio.sleep(self.ping_seconds)
+                await emit(b": ping\n\n")
+
+        async def watch_disconnect(tg: anyio.abc.TaskGroup) -> None:
+            while True:
+                message = await receive()
+                if message.get("type") == "http.disconnect":
+                    tg.cancel_scope.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce, tg)
+            tg.start_soon(keep_alive)
+            tg.start_soon(watch_disconnect, tg)
+        if finished:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _json_error(send: Send, status: int, detail: str) -> None:
+    body = orjson.dumps({"detail": detail})
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+@functools.cache
+def _starlette_response_class() -> Callable[[EventStream], Response]:
+    try:
+        from starlette.background import BackgroundTask
+        from starlette.responses import Response
+    except ImportError:
+        raise ConfigurationError(
+            "asyncflow.sse_response() needs Starlette: `pip install 'asyncflow[web]'`, or serve "
+            "asyncflow.EventStream as a plain ASGI app"
+        ) from None
+
+    class EventStreamResponse(Response):
+        """A Starlette response that serves an :class:`EventStream`."""
+
+        media_type = EventStream.media_type
+
+        def __init__(self, stream: EventStream) -> None:  # no super(): there is no body
+            self.stream = stream
+            self.status_code = 200
+            self.background: BackgroundTask | None = None
+            self.raw_headers = list(stream.headers)
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await self.stream(scope, receive, send)
+            if self.background is not None:
+                await self.background()
+
+    return EventStreamResponse
+
+
+def sse_response(
+    source: Core,
+    workflow_id: str,
+    key: str,
+    **options: Any,
+) -> Response:
+    """A Starlette/FastAPI response streaming a workflow's stream as Server-Sent Events.
+
+    Return it from an endpoint: ``return asyncflow.sse_response(app, workflow_id, "progress")``.
+    ``options`` are those of :class:`EventStream` (``offset``, ``event``, ``end_event``,
+    ``ping_seconds``, ``retry_ms``, ``headers``). Needs the ``web`` extra (Starlette).
+    """
+    stream = EventStream(source, workflow_id, key, **options)
+    return _starlette_response_class()(stream)
