@@ -138,6 +138,17 @@ class Listener:
         self.connected = False
         self.reconnects = 0
         self.backend_pid: int | None = None
+        self._changed = asyncio.Event()
+
+    def _transition(self, connected: bool) -> None:
+        self.connected = connected
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_connected(self, not_pid: int | None = None) -> None:
+        """Wait until the listener is connected (on a backend other than ``not_pid``)."""
+        while not (self.connected and self.backend_pid != not_pid):
+            await self._changed.wait()
 
     def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         self._registry.dispatch(payload)
@@ -178,7 +189,7 @@ class Listener:
             conn: Connection | None = None
             try:
                 conn, lost = await self._open()
-                self.connected = True
+                self._transition(True)
                 if started:
                     self.reconnects += 1
                     logger.info("asyncflow listener reconnected")
@@ -197,7 +208,7 @@ class Listener:
                     raise
                 logger.warning("asyncflow listener cannot reconnect yet: %s", exc)
             finally:
-                self.connected = False
+                self._transition(False)
                 if conn is not None:
                     conn.terminate()
             # Reconnect backoff (not a wait for database state).

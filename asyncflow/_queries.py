@@ -16,8 +16,8 @@ def quote_schema(schema: str) -> str:
     """Return the quoted identifier for a schema name, or raise ValueError if it is not plain."""
     if not isinstance(schema, str) or not _SCHEMA_RE.fullmatch(schema):
         raise ValueError(
-            f"schema must be a plain identifier (letters, digits, underscore; at most 63 "
-            f"characters, not starting with a digit), not {schema!r}"
+            "schema must be a plain identifier (letters, digits, underscore; at most 63 "
+            "characters, not starting with a digit), not " + repr(schema)
         )
     return '"' + schema + '"'
 

@@ -1,0 +1,136 @@
+"""The public surface and the project's own rules, pinned."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import asyncflow
+from asyncflow import _queries
+
+PACKAGE = Path(asyncflow.__file__).parent
+
+EXPECTED = {
+    "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
+    "ConfigurationError", "DatabaseUnavailableError", "ERROR", "ExecutorIdInUseError",
+    "InvalidArgumentError", "MAX_ID_LENGTH", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
+    "MaxRecoveryAttemptsExceededError", "NonDeterministicWorkflowError", "NotInWorkflowError",
+    "NotLaunchedError", "PENDING", "RecordedError", "SUCCESS", "SchemaVersionError",
+    "SerializationError", "StepFailedError", "StepInfo", "StreamClosedError",
+    "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
+    "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
+    "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
+    "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
+}
+WEB = {"lifespan", "sse_response", "SSEResponse"}
+
+
+def test_public_names_are_pinned():
+    exported = set(asyncflow.__all__)
+    # The web helpers are pinned here too once they exist (see docs: "Use it in your web app").
+    assert exported - WEB == EXPECTED
+    for name in asyncflow.__all__:
+        assert hasattr(asyncflow, name), name
+
+
+def test_every_public_object_has_a_docstring():
+    for name in asyncflow.__all__:
+        obj = getattr(asyncflow, name)
+        if callable(obj) and not isinstance(obj, str):
+            assert obj.__doc__ and obj.__doc__.strip(), f"{name} has no docstring"
+
+
+def test_errors_share_one_root():
+    for name in asyncflow.__all__:
+        obj = getattr(asyncflow, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, asyncflow.AsyncFlowError), name
+
+
+def test_only_storage_and_listener_import_asyncpg():
+    importers = set()
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "asyncpg" or n.startswith("asyncpg.") for n in names):
+                importers.add(path.name)
+    assert importers <= {"_storage.py", "_notify.py"}
+
+
+# Where the library may call sleep: retry backoffs and the listener's reconnect backoff, and
+# asyncflow.sleep outside a workflow (a plain sleep by definition). Waiting for database state
+# is always a registered waiter woken by NOTIFY, never a sleep in a loop.
+ALLOWED_SLEEPS = {
+    ("_journal.py", "run_step"),
+    ("_journal.py", "run_transaction"),
+    ("_notify.py", "run"),
+    ("_engine.py", "_execute"),
+    ("_api.py", "sleep"),
+}
+
+
+def test_sleep_is_only_called_where_allowed():
+    found = set()
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "sleep"
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in {"asyncio", "anyio", "time", "trio"}
+                ):
+                    found.add((path.name, func.name))
+    assert found <= ALLOWED_SLEEPS, found - ALLOWED_SLEEPS
+
+
+def test_sql_never_formats_values():
+    source = (PACKAGE / "_queries.py").read_text()
+    # No f-strings, %-formatting or .format() in the SQL module: the schema identifier is the only
+    # substitution (render()), values are always $n parameters.
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        assert not isinstance(node, ast.JoinedStr), "f-string in _queries.py"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            assert node.func.attr != "format", ".format() in _queries.py"
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+            raise AssertionError("%-formatting in _queries.py")
+    for name in dir(_queries):
+        value = getattr(_queries, name)
+        if isinstance(value, str) and name.isupper() and "SELECT" in value.upper():
+            placeholders = set(re.findall(r"\{(\w*)\}", value))
+            assert placeholders <= {"s"}, (name, placeholders)
+    # Other modules never build SQL from strings at run time.
+    for path in PACKAGE.glob("*.py"):
+        if path.name == "_queries.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"f\"\s*(SELECT|INSERT|UPDATE|DELETE)\b", text, re.I), path.name
+
+
+def test_no_pickle_anywhere():
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert all("pickle" not in a.name for a in node.names), path.name
+            elif isinstance(node, ast.ImportFrom):
+                assert "pickle" not in (node.module or ""), path.name
+
+
+def test_notify_payloads_are_kind_plus_id():
+    payloads = re.findall(r"pg_notify\(\$\d+, ([^)]*)\)", "\n".join(
+        getattr(_queries, n) for n in dir(_queries) if n.isupper()
+        and isinstance(getattr(_queries, n), str)))
+    assert payloads
+    for payload in payloads:
+        assert re.fullmatch(r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id)", payload), payload
