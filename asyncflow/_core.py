@@ -161,6 +161,9 @@ class Core:
             self._closing = False
             self._storage = None
             self._listener = None
+            # Waiters outside the task group (e.g. a web request reading a stream) re-check
+            # and get NotLaunchedError instead of waiting forever.
+            self._registry.wake_all()
             if storage is not None:
                 with anyio.CancelScope(shield=True):
                     await storage.close()

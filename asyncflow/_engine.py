@@ -333,12 +333,13 @@ class AsyncFlow(Core):
         workflow_var.set(None)
         step_var.set(None)
         delay = 0.1
+        finished = False
         try:
             while True:
                 try:
                     if not fresh:
                         ctx.journal = await load_journal(self.storage, ctx.workflow_id)
-                    await self._run_once(ctx, spec, inputs)
+                    finished = await self._run_once(ctx, spec, inputs)
                     return
                 except DatabaseUnavailableError as exc:
                     if self._closing:
@@ -364,23 +365,27 @@ class AsyncFlow(Core):
                 again = self._respawn.pop(ctx.workflow_id, None)
                 if again is not None:
                     self._spawn(ctx.workflow_id, again[0], again[1], fresh=False)
+                elif not finished and self._supervisor is not None and not self._closing:
+                    # Stopped early (cancelled, or ended elsewhere): if it was resumed meanwhile
+                    # (say by a Client), it is unassigned now, so sweep rather than wait.
+                    self._supervisor.poke()
 
-    async def _run_once(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str) -> None:
+    async def _run_once(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str) -> bool:
+        """Run the workflow function once; True if this execution wrote its terminal status."""
         payload = _codec.loads(inputs)
         token = workflow_var.set(ctx)
         try:
             result = await spec.fn(*payload["args"], **payload["kwargs"])
         except _ExecutionConflict:
-            return
+            return False
         except Exception as exc:
             if self._closing:
-                return  # shutting down: leave it PENDING for recovery
+                return False  # shutting down: leave it PENDING for recovery
             if ctx.db_failed or isinstance(exc, DatabaseUnavailableError):
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
-                return
-            await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
-            return
+                return False
+            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
         finally:
             workflow_var.reset(token)
         if ctx.db_failed:
@@ -388,13 +393,12 @@ class AsyncFlow(Core):
         try:
             output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
         except SerializationError as exc:
-            await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
-            return
-        await self._finish(ctx, SUCCESS, output, None)
+            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+        return await self._finish(ctx, SUCCESS, output, None)
 
     async def _finish(
         self, ctx: WorkflowContext, status: str, output: str | None, error: str | None
-    ) -> None:
+    ) -> bool:
         """The terminal write, shielded from cancellation so shutdown cannot tear it."""
         storage = self.storage
         with anyio.CancelScope(shield=True):
@@ -403,6 +407,7 @@ class AsyncFlow(Core):
             )
         if rows:
             self._registry.wake(_notify.TERMINAL, ctx.workflow_id)
+        return bool(rows)
 
     # -- operations that are journaled inside a workflow ----------------------------------------
 

@@ -17,6 +17,7 @@ import asyncpg.exceptions as pgerr
 from . import _queries as Q
 from ._errors import (
     AsyncFlowError,
+    ConfigurationError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     NotLaunchedError,
@@ -70,6 +71,27 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         if conn is None or conn.is_closed():
             raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
         raise
+
+
+_CONFIGURATION: tuple[type[BaseException], ...] = (
+    pgerr.InvalidCatalogNameError,  # database does not exist
+    pgerr.InvalidAuthorizationSpecificationError,  # role does not exist / not permitted
+    pgerr.InvalidPasswordError,
+    asyncpg.ClientConfigurationError,  # malformed URL or options
+)
+
+
+@contextmanager
+def _configuration_errors(url: str) -> Iterator[None]:
+    """Connection failures that retrying cannot fix become ConfigurationError."""
+    try:
+        yield
+    except _CONFIGURATION as exc:
+        raise ConfigurationError(
+            f"cannot connect to the database ({type(exc).__name__}: {exc}); check the database "
+            "URL (argument, ASYNCFLOW_DATABASE_URL), that the database exists and the role may "
+            "log in"
+        ) from exc
 
 
 def advisory_namespace(schema: str) -> int:
@@ -128,7 +150,7 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        with map_errors():
+        with map_errors(), _configuration_errors(self.url):
             self._pool = await asyncpg.create_pool(
                 self.url,
                 min_size=min(2, self.pool_size),
@@ -143,7 +165,7 @@ class Storage:
 
     async def connect(self) -> Connection:
         """A dedicated connection outside the pool (used by the listener)."""
-        with map_errors():
+        with map_errors(), _configuration_errors(self.url):
             conn: Connection = await asyncpg.connect(self.url)
             return conn
 

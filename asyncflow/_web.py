@@ -21,7 +21,13 @@ import orjson
 from . import _codec
 from . import _queries as Q
 from ._core import STREAM_BATCH, Core
-from ._errors import AsyncFlowError, ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
+from ._errors import (
+    AsyncFlowError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    WorkflowNotFoundError,
+)
 from ._handle import PENDING
 
 if TYPE_CHECKING:
@@ -235,6 +241,9 @@ class EventStream:
         except WorkflowNotFoundError as exc:
             await _json_error(send, 404, str(exc))
             return
+        except DatabaseUnavailableError as exc:
+            await _json_error(send, 503, str(exc))
+            return
         await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         first = b": asyncflow stream\n" if self.retry_ms is None else (
             _field("retry", str(self.retry_ms))
@@ -278,10 +287,15 @@ class EventStream:
                     tg.cancel_scope.cancel()
                     return
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(produce, tg)
-            tg.start_soon(keep_alive)
-            tg.start_soon(watch_disconnect, tg)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce, tg)
+                tg.start_soon(keep_alive)
+                tg.start_soon(watch_disconnect, tg)
+        except BaseExceptionGroup as group:  # a failed send: raise it as itself
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
         if finished:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -140,10 +140,10 @@ class Proc:
         )
         return cls(process)
 
-    async def expect(self, prefix: str, timeout: float = 60) -> str:
+    async def expect(self, prefix: str, within: float = 60) -> str:
         """Read lines until one starts with ``prefix``; fail on EOF or timeout."""
         assert self.process.stdout is not None
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 raw = await self.process.stdout.readline()
                 if not raw:
@@ -160,8 +160,8 @@ class Proc:
         if self.process.returncode is None:
             self.process.kill()
 
-    async def wait(self, timeout: float = 60) -> int:
-        async with asyncio.timeout(timeout):
+    async def wait(self, within: float = 60) -> int:
+        async with asyncio.timeout(within):
             if self.process.stdout is not None:
                 rest = await self.process.stdout.read()
                 self.lines.extend(rest.decode().splitlines())

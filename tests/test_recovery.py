@@ -20,12 +20,12 @@ async def _tables(conn):
         await conn.execute(statement)
 
 
-async def _wait_all(db_url, ids, timeout=30):
+async def _wait_all(db_url, ids, within=30):
     async with asyncflow.Client(db_url) as client:
         results = {}
         for wid in ids:
             handle = await client.retrieve_workflow(wid)
-            results[wid] = await handle.get_result(timeout_seconds=timeout)
+            results[wid] = await handle.get_result(timeout_seconds=within)
         return results
 
 
@@ -58,7 +58,7 @@ async def test_failover_to_live_process_within_seconds(db_url, conn, procs):
     killed_at = time.monotonic()
     a.kill()
     await a.wait()
-    results = await _wait_all(db_url, [f"wf-{n}" for n in range(5)], timeout=20)
+    results = await _wait_all(db_url, [f"wf-{n}" for n in range(5)], within=20)
     assert time.monotonic() - killed_at < 10
     assert all(r == [0, 10, 20, 30] for r in results.values())
     owners = await conn.fetch("select distinct executor_id from asyncflow.workflows")
@@ -168,7 +168,7 @@ async def test_recovered_sleep_only_sleeps_the_remaining_time(make_app, conn):
         return time.time()
 
     async with app:
-        finished = await _wait_all(app.storage.url, ["wf-1", "wf-2"], timeout=10)
+        finished = await _wait_all(app.storage.url, ["wf-1", "wf-2"], within=10)
     assert wake_soon - 0.05 <= finished["wf-1"] < wake_soon + 3
     assert finished["wf-2"] < wake_soon
 

@@ -60,7 +60,7 @@ async def test_streams_close_when_the_workflow_ends(make_app, ending):
         return "ok"
 
     async with app:
-        h = await app.start_workflow(writer, workflow_id="w")
+        await app.start_workflow(writer, workflow_id="w")
         got = []
 
         async def follow():

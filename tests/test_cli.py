@@ -1,0 +1,245 @@
+"""The ``asyncflow`` command line, run as a subprocess against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import python_env, with_database
+
+import asyncflow
+
+
+def cli_env(db_url: str | None, **extra: str) -> dict[str, str]:
+    env = python_env()
+    env.pop("ASYNCFLOW_DATABASE_URL", None)
+    env.pop("ASYNCFLOW_DATA_DIR", None)
+    if db_url is not None:
+        env["ASYNCFLOW_DATABASE_URL"] = db_url
+    env.update(extra)
+    return env
+
+
+async def start_cli(db_url: str | None, *args: str, cwd: Path | None = None,
+                   env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asyncflow", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else cli_env(db_url), cwd=cwd,
+    )
+
+
+async def cli(db_url: str | None, *args: str, **kwargs: Any) -> tuple[int, str, str]:
+    """Run ``python -m asyncflow ARGS``; its exit code, stdout and stderr."""
+    process = await start_cli(db_url, *args, **kwargs)
+    raw_out, raw_err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = raw_out.decode(), raw_err.decode()
+    assert process.returncode is not None
+    assert "Traceback" not in err, err
+    return process.returncode, out, err
+
+
+async def cli_json(db_url: str, *args: str) -> Any:
+    code, out, err = await cli(db_url, "--json", *args)
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def read_line(process: asyncio.subprocess.Process) -> str:
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert line, "the command exited early"
+    return line.decode().rstrip("\n")
+
+
+async def test_workflow_commands(make_app, db_url):
+    app = make_app()
+
+    @app.step()
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @app.workflow()
+    async def finished(x: int) -> dict[str, int]:
+        return {"doubled": await double(x)}
+
+    @app.workflow()
+    async def waiting() -> Any:
+        return {"got": await asyncflow.recv("go", timeout_seconds=60)}
+
+    @app.workflow()
+    async def failing() -> None:
+        raise ValueError("boom")
+
+    async with app:
+        await (await app.start_workflow(finished, 21, workflow_id="wf-done")).get_result()
+        handle = await app.start_workflow(waiting, workflow_id="wf-wait")
+        with pytest.raises(ValueError):
+            await (await app.start_workflow(failing, workflow_id="wf-fail")).get_result()
+
+        code, out, err = await cli(db_url, "workflow", "list")
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].split() == ["WORKFLOW", "ID", "NAME", "STATUS", "CREATED", "UPDATED",
+                                    "EXECUTOR"]
+        assert {line.split()[0]: line.split()[2] for line in lines[1:]} == {
+            "wf-done": "SUCCESS", "wf-wait": "PENDING", "wf-fail": "ERROR"}
+
+        name = (await app.get_workflow_status("wf-done")).name
+        pending, newest, named, info, steps = await asyncio.gather(
+            cli_json(db_url, "workflow", "list", "--status", "pending"),
+            cli_json(db_url, "workflow", "list", "--limit", "1"),
+            cli_json(db_url, "workflow", "list", "--name", name),
+            cli_json(db_url, "workflow", "get", "wf-done"),
+            cli_json(db_url, "workflow", "steps", "wf-done"),
+        )
+        assert [w["workflow_id"] for w in pending] == ["wf-wait"]
+        assert [w["workflow_id"] for w in newest] == ["wf-fail"]  # newest first
+        assert [w["workflow_id"] for w in named] == ["wf-done"]
+        assert (info["status"], info["output"]) == ("SUCCESS", {"doubled": 42})
+        assert [(s["function_id"], s["output"], s["completed"]) for s in steps] == [(0, 42, True)]
+        assert steps[0]["name"].endswith("double")
+        (code, out, _), (code2, out2, _) = await asyncio.gather(
+            cli(db_url, "workflow", "get", "wf-fail"), cli(db_url, "workflow", "steps", "wf-done"))
+        assert code == 0 and "ValueError: boom" in out and "ERROR" in out
+        assert code2 == 0 and out2.split()[:5] == ["ID", "NAME", "DONE", "CHILD", "OUTPUT"]
+
+        code, out, _ = await cli(db_url, "workflow", "cancel", "wf-done")
+        assert code == 0 and "nothing to cancel" in out
+        assert await cli_json(db_url, "workflow", "cancel", "wf-wait") == {
+            "workflow_id": "wf-wait", "status": "CANCELLED", "changed": True}
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await handle.get_result(timeout_seconds=10)
+        resumed = await cli_json(db_url, "workflow", "resume", "wf-wait")
+        assert resumed == {"workflow_id": "wf-wait", "status": "PENDING", "changed": True}
+        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go")
+        assert code == 0, err
+        assert out.strip() == "message sent to workflow wf-wait on topic 'go'"
+        assert await handle.get_result(timeout_seconds=30) == {"got": {"ok": True}}
+
+        cases = (["workflow", "get", "nope"], ["workflow", "steps", "nope"],
+                 ["workflow", "cancel", "nope"], ["workflow", "resume", "nope"])
+        results = await asyncio.gather(*(cli(db_url, *args) for args in cases))
+        for args, (code, out, err) in zip(cases, results, strict=True):
+            assert (code, out) == (1, ""), args
+            assert err.strip() == "asyncflow: error: no workflow with id 'nope'"
+
+
+async def test_events_messages_and_streams(make_app, db_url, conn):
+    app = make_app()
+
+    @app.workflow()
+    async def talker() -> None:
+        await asyncflow.set_event("status", {"phase": 1})
+        await asyncflow.set_event("nothing", None)
+        await asyncflow.write_stream("out", "first")
+        await asyncflow.recv("go", timeout_seconds=60)
+        await asyncflow.set_event("later", [1, 2])
+        await asyncflow.write_stream("out", {"second": 2})
+        await asyncflow.close_stream("out")
+
+    async with app:
+        handle = await app.start_workflow(talker, workflow_id="t1")
+        assert await app.get_event("t1", "nothing", timeout_seconds=0) is None
+        assert await app.get_event("t1", "status", timeout_seconds=10) == {"phase": 1}
+        async for _value in app.read_stream("t1", "out"):  # "first" is written
+            break
+
+        assert await cli_json(db_url, "events", "t1") == {"nothing": None, "status": {"phase": 1}}
+        code, out, _ = await cli(db_url, "events", "t1")
+        assert out.splitlines() == ["KEY      VALUE", "nothing  null", 'status   {"phase":1}']
+        code, out, _ = await cli(db_url, "event", "get", "t1", "status")
+        assert (code, json.loads(out)) == (0, {"phase": 1})
+        code, out, _ = await cli(db_url, "event", "get", "t1", "nothing")  # set, to null
+        assert (code, out.strip()) == (0, "null")
+        code, out, err = await cli(db_url, "event", "get", "t1", "missing", "--timeout", "0.1")
+        assert code == 1 and out == ""
+        assert "event 'missing' of workflow 't1' is not set" in err
+
+        # Non-blocking snapshot, then a follower that prints values as they are written.
+        code, out, _ = await cli(db_url, "stream", "read", "t1", "out")
+        assert (code, out) == (0, '0: "first"\n')
+        follower = await start_cli(db_url, "--json", "stream", "read", "t1", "out", "--follow")
+        waiter = await start_cli(db_url, "event", "get", "t1", "later", "--timeout", "30")
+        assert json.loads(await read_line(follower)) == {"offset": 0, "value": "first"}
+
+        # Idempotent sends: the same key twice queues one message.
+        for _ in range(2):
+            code, _, err = await cli(db_url, "send", "t1", '"go!"', "--topic", "go",
+                                     "--idempotency-key", "k1")
+            assert code == 0, err
+        await handle.get_result(timeout_seconds=30)
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.messages where destination_id = 't1'") == 0
+
+        assert json.loads(await read_line(follower)) == {"offset": 1, "value": {"second": 2}}
+        assert await asyncio.wait_for(follower.wait(), 30) == 0
+        out, _ = await asyncio.wait_for(waiter.communicate(), 30)
+        assert (waiter.returncode, json.loads(out)) == (0, [1, 2])
+        code, out, _ = await cli(db_url, "stream", "read", "t1", "out", "--offset", "1")
+        assert out == '1: {"second":2}\n'
+
+        code, out, err = await cli(db_url, "send", "t1", "{bad json")
+        assert code == 2 and out == "" and "MESSAGE is not valid JSON" in err
+        code, out, err = await cli(db_url, "send", "nope", "1")
+        assert code == 1 and "does not exist" in err
+        cases = (["events", "nope"], ["event", "get", "nope", "k"],
+                 ["stream", "read", "nope", "out"], ["stream", "read", "nope", "out", "--follow"])
+        results = await asyncio.gather(*(cli(db_url, *args) for args in cases))
+        for args, (code, out, err) in zip(cases, results, strict=True):
+            assert (code, out, err.strip()) == (1, "", "asyncflow: error: no workflow with id "
+                                                       "'nope'"), args
+
+
+async def test_db_migrate_and_connection_errors(empty_db_url, tmp_path):
+    code, out, err = await cli(empty_db_url, "workflow", "list")
+    assert code == 1 and "asyncflow db migrate" in err
+    code, out, err = await cli(empty_db_url, "db", "migrate")
+    assert code == 0 and out.startswith("schema 'asyncflow' is at version "), err
+    assert await cli_json(empty_db_url, "db", "migrate") == {
+        "schema": "asyncflow", "version": int(out.split()[-1])}
+    code, out, _ = await cli(None, "--database-url", empty_db_url, "workflow", "list")
+    assert (code, out) == (0, "no workflows\n")
+
+    missing = with_database(empty_db_url, "no_such_database")
+    code, out, err = await cli(missing, "workflow", "list")
+    assert code == 1 and "no_such_database" in err
+    # No URL and no embedded server running in the data directory: say what to do.
+    code, out, err = await cli(None, "workflow", "list", cwd=tmp_path)
+    assert code == 1 and "asyncflow postgres start" in err and "--database-url" in err
+
+
+async def test_usage_errors(db_url):
+    cases = (["workflow", "list", "--limit", "-1"], ["workflow", "list", "--status", "NOPE"],
+             ["event", "get", "x", "k", "--timeout", "nan"], ["workflow"], ["stream", "read"],
+             ["postgres", "restart"], [])
+    results = await asyncio.gather(*(cli(db_url, *args) for args in cases))
+    for args, (code, out, err) in zip(cases, results, strict=True):
+        assert code == 2 and out == "", args
+        assert "error" in err, args
+
+
+async def test_bench_forwards_or_explains(tmp_path):
+    package = tmp_path / "benchmarks"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "def main(argv=None):\n    print('bench args', argv)\n    return 3\n")
+    env = cli_env(None)
+    env["PYTHONPATH"] = str(tmp_path) + os.pathsep + env["PYTHONPATH"]
+    code, out, _ = await cli(None, "bench", "--quick", "-n", "5", env=env, cwd=tmp_path)
+    assert (code, out) == (3, "bench args ['--quick', '-n', '5']\n")
+
+    hide = ("import sys; sys.modules['benchmarks'] = None; from asyncflow._cli import main; "
+            "raise SystemExit(main(['bench']))")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", hide, cwd=tmp_path.parent, env=cli_env(None),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"python -m benchmarks" in err and b"source checkout" in err

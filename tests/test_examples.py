@@ -1,0 +1,216 @@
+"""The examples, run for real: the communication server under uvicorn driven over HTTP (with SSE
+resume), the Client example against its database, and the quickstart with no configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, Proc, python_env
+from test_cli import cli, cli_env
+
+EXAMPLES = ROOT / "examples"
+
+
+def fib(n: int) -> int:
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[str]:
+    """The example app under ``uvicorn`` on 127.0.0.1 and a free port; yields its base URL."""
+    env = python_env()
+    env["ASYNCFLOW_DATABASE_URL"] = db_url
+    env["EXAMPLE_STEP_SECONDS"] = "0.05"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "communication_server:app",
+        "--host", "127.0.0.1", "--port", "0", "--no-access-log",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )
+    proc = Proc(process)
+    drain: asyncio.Task[int] | None = None
+    try:
+        while "Uvicorn running on" not in (line := await proc.expect("")):
+            pass
+        port = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert port is not None, line
+        drain = asyncio.create_task(proc.wait(3600))  # keep reading its output
+        yield f"http://127.0.0.1:{port.group(1)}"
+    finally:
+        proc.kill()
+        await (drain if drain is not None else proc.wait(10))
+    assert not any("Traceback" in line for line in proc.lines), "\n".join(proc.lines)
+
+
+@dataclass
+class SSE:
+    id: str | None
+    event: str | None
+    data: Any
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[SSE]:
+    fields: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line == "":
+            if "data" in fields:
+                yield SSE(fields.get("id"), fields.get("event"), json.loads(fields["data"]))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+async def test_events_messaging_and_bad_input(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        # Events: the GET of "result" blocks until the workflow publishes it.
+        started = await http.post("/start-workflow-events/ev-1/3")
+        assert started.status_code == 200
+        assert started.json()["query_endpoints"]["all"] == "/workflow-events/ev-1/all"
+        response = await http.get("/workflow-events/ev-1/result", params={"timeout": 30})
+        total = fib(23) + fib(24) + fib(25)
+        assert response.json() == {"workflow_id": "ev-1", "event_key": "result",
+                                   "value": {"total_steps": 3, "total_fibonacci": total}}
+        response = await http.get("/workflow-events/ev-1/all")
+        assert response.json()["events"] == {
+            "progress": 100, "status": "completed",
+            "result": {"total_steps": 3, "total_fibonacci": total}}
+        response = await http.get("/workflow-events/ev-1/missing", params={"timeout": 0.1})
+        assert response.status_code == 404 and "not set" in response.json()["detail"]
+
+        # Messaging: the workflow waits for approval; sends never block; keys dedupe.
+        assert (await http.post("/start-workflow-messaging/m-1/2")).status_code == 200
+        assert (await http.get("/workflows/m-1")).json()["status"] == "PENDING"
+        for _ in range(2):
+            response = await http.post("/send-message/m-1", json={"approved": True},
+                                       headers={"Idempotency-Key": "approve-m-1"})
+            assert response.json()["payload"] == {"approved": True}
+        done = (await http.get("/workflows/m-1", params={"timeout": 30})).json()
+        assert done["status"] == "SUCCESS"
+        assert done["result"]["status"] == "completed"
+        assert done["result"]["results"] == [{"n": 20, "fibonacci": fib(20)},
+                                             {"n": 21, "fibonacci": fib(21)}]
+
+        await http.post("/start-workflow-messaging/m-2/2")
+        await http.post("/send-message/m-2", json={"approved": False})
+        await http.post("/start-workflow-messaging/m-3/2", params={"approval_timeout": 0.1})
+        for workflow_id, reason in (("m-2", "not approved"), ("m-3", "timeout")):
+            done = (await http.get(f"/workflows/{workflow_id}", params={"timeout": 30})).json()
+            assert done["result"] == {"status": "cancelled", "reason": reason, "results": []}
+
+        # Bad input: clear JSON errors, never a 500.
+        bad = [
+            ("GET", "/workflows/nope", None, 404),
+            ("GET", "/workflow-events/nope/all", None, 404),
+            ("GET", "/workflow-events/nope/status?timeout=0", None, 404),
+            ("GET", "/workflow-events/ev-1/status?timeout=soon", None, 422),
+            ("GET", "/workflow-stream/nope", None, 404),
+            ("GET", "/workflow-stream/nope/live", None, 404),
+            ("POST", "/send-message/nope", b'{"approved": true}', 404),
+            ("POST", "/send-message/m-1", b'{"approved": tru', 422),
+            ("POST", "/send-message/m-1", b"", 422),
+            ("POST", "/start-workflow-events/x/many", None, 422),
+            ("POST", "/start-workflow-events/x/-1", None, 422),
+            ("POST", "/start-workflow-streaming/ev-1/2", None, 409),  # id of another workflow
+            ("POST", "/start-workflow-events/" + "x" * 1001 + "/1", None, 400),
+        ]
+        for method, path, body, status in bad:
+            response = await http.request(method, path, content=body,
+                                          headers={"content-type": "application/json"})
+            assert response.status_code == status, (method, path, response.text)
+            assert "detail" in response.json()
+        assert (await http.get("/health")).json()["status"] == "ok"
+
+
+async def test_streaming_sse_resume_and_client_example(server: str, db_url: str) -> None:
+    async with httpx.AsyncClient(base_url=server, timeout=30) as http:
+        assert (await http.post("/start-workflow-streaming/s-1/3")).status_code == 200
+        first: list[SSE] = []
+        async with http.stream("GET", "/workflow-stream/s-1/live") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for event in sse_events(response):
+                first.append(event)
+                if len(first) == 3:
+                    break  # drop the connection mid-stream
+        async with http.stream("GET", "/workflow-stream/s-1/live",
+                               headers={"Last-Event-ID": first[-1].id or ""}) as response:
+            rest = [event async for event in sse_events(response)]  # ends when stream closes
+        assert (rest[-1].event, rest[-1].data) == ("end", None)
+        values = first + rest[:-1]
+        assert [int(e.id or -1) for e in values] == list(range(8))  # no gap, no repeat
+        assert [e.data["type"] for e in values] == (
+            ["start"] + ["progress", "result"] * 3 + ["complete"])
+        stamps = [e.data["timestamp"] for e in values]
+        assert stamps == sorted(stamps)
+
+        snapshot = (await http.get("/workflow-stream/s-1")).json()
+        assert snapshot == {"workflow_id": "s-1", "stream_values": [e.data for e in values],
+                            "total_messages": 8, "closed": True}
+        done = (await http.get("/workflows/s-1", params={"timeout": 30})).json()
+        assert done["status"] == "SUCCESS" and len(done["result"]) == 3
+
+        # The Client example, from another process, against the server's database.
+        await http.post("/start-workflow-messaging/c-msg/1")
+        await http.post("/start-workflow-events/c-ev/2")
+        await http.post("/start-workflow-streaming/c-st/2")
+        env = cli_env(db_url)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / "client_example.py"), "c-msg", "c-ev", "c-st",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        raw, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        lines = raw.decode().splitlines()
+        assert lines[0] == "sent approval to c-msg"
+        result = json.loads(lines[1].removeprefix("messaging result: "))
+        assert result["status"] == "completed"
+        assert result["approval"] == {"approved": True, "by": "client_example"}
+        assert json.loads(lines[2].removeprefix("events result: ")) == {
+            "total_fibonacci": fib(23) + fib(24), "total_steps": 2}
+        assert json.loads(lines[3].removeprefix("all events: "))["status"] == "completed"
+        assert [line.split(":")[0] for line in lines[4:-1]] == [f"stream {i}" for i in range(6)]
+        assert lines[-1] == "stream closed"
+
+
+async def test_quickstart_without_configuration_and_embedded_postgres_cli(tmp_path) -> None:
+    env = cli_env(None)  # no ASYNCFLOW_DATABASE_URL, no ASYNCFLOW_DATA_DIR
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(EXAMPLES / "quickstart.py"), cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        raw, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, err.decode()
+        assert raw.decode().splitlines() == [
+            "event: Hello, world!",
+            "stream: waiting for a reply",
+            "stream: got 'hi there'",
+            "result: Hello, world! They said: hi there",
+        ]
+        assert (tmp_path / ".asyncflow" / "pgdata" / "PG_VERSION").is_file()
+
+        # The quickstart stopped the server it started; the CLI starts it again, and the
+        # workflow it ran is still there.
+        code, _, err = await cli(None, "postgres", "url", cwd=tmp_path)
+        assert code == 1 and "not running" in err
+        code, url, err = await cli(None, "postgres", "start", cwd=tmp_path)
+        assert code == 0 and url.startswith("postgresql://"), err
+        assert await cli(None, "postgres", "url", cwd=tmp_path) == (0, url, "")
+        code, out, err = await cli(None, "--json", "workflow", "list", cwd=tmp_path)
+        assert code == 0, err
+        assert [(w["name"], w["status"]) for w in json.loads(out)] == [("greet", "SUCCESS")]
+        code, out, _ = await cli(None, "postgres", "stop", cwd=tmp_path)
+        assert code == 0 and out.startswith("stopped")
+        code, _, err = await cli(None, "postgres", "url", cwd=tmp_path)
+        assert code == 1 and "not running" in err
+    finally:
+        await cli(None, "postgres", "stop", cwd=tmp_path)
