@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _codec, _notify
@@ -16,13 +15,14 @@ from . import _queries as Q
 from ._context import StepContext, WorkflowContext
 from ._errors import (
     DatabaseUnavailableError,
+    StepFailedError,
     StreamClosedError,
     WorkflowNotFoundError,
     _ExecutionConflict,
 )
 from ._handle import PENDING
 from ._journal import ensure_running, record, stop_for_status
-from ._storage import Tx
+from ._storage import Row, Storage, UniqueViolation
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"
@@ -34,20 +34,30 @@ SLEEP = "asyncflow.sleep"
 
 
 async def _journaled(
-    ctx: WorkflowContext, function_id: int, name: str, effect: Callable[[Tx], Awaitable[None]]
-) -> bool:
-    """Record the operation and apply its effect in one transaction; False when replayed."""
-    if ctx.replay(function_id, name) is not None:
-        return False
+    ctx: WorkflowContext, function_id: int, name: str, template: str, *args: Any
+) -> Row | None:
+    """Journal the operation and apply its effect in one statement (``_queries.JOURNALED_*``).
+
+    Returns the statement's row, or ``None`` when the operation is replayed from the journal
+    (a recorded failure is raised again).
+    """
+    recorded = ctx.replay(function_id, name)
+    if recorded is not None:
+        if recorded.error is not None:
+            raise _codec.decode_error(recorded.error, StepFailedError)
+        return None
     await ensure_running(ctx)
     try:
-        async with ctx.app.storage.transaction() as tx:
-            await record(ctx, function_id, name, tx=tx)
-            await effect(tx)
+        row = await ctx.app.storage.fetchrow(template, ctx.workflow_id, function_id, name, *args)
+    except UniqueViolation:
+        raise _ExecutionConflict(f"operation #{function_id} recorded elsewhere") from None
     except DatabaseUnavailableError:
         ctx.db_failed = True
         raise
-    return True
+    assert row is not None
+    if not row["recorded"]:
+        await stop_for_status(ctx)
+    return row
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -62,17 +72,24 @@ async def send(
     idempotency_key: str | None,
 ) -> None:
     storage = ctx.app.storage
-
-    async def effect(tx: Tx) -> None:
-        if idempotency_key is None:
-            await tx.execute(Q.SEND_MESSAGE, destination_id, topic, text, storage.channel)
-        else:
-            await tx.execute(
-                Q.SEND_MESSAGE_ONCE, destination_id, topic, text, storage.channel, idempotency_key
-            )
-
-    if await _journaled(ctx, function_id, SEND, effect):
-        ctx.app._registry.wake(_notify.MESSAGE, destination_id)
+    if idempotency_key is not None:
+        # Rare: a caller-chosen key on top of the journal. Journal entry + keyed send in one
+        # transaction.
+        if ctx.replay(function_id, SEND) is not None:
+            return
+        await ensure_running(ctx)
+        try:
+            async with storage.transaction() as tx:
+                await record(ctx, function_id, SEND, tx=tx)
+                await tx.execute(Q.SEND_MESSAGE_ONCE, destination_id, topic, text,
+                                 storage.channel, idempotency_key)
+        except DatabaseUnavailableError:
+            ctx.db_failed = True
+            raise
+    elif await _journaled(ctx, function_id, SEND, Q.JOURNALED_SEND, destination_id, topic,
+                          text, storage.channel) is None:
+        return
+    ctx.app._registry.wake(_notify.MESSAGE, destination_id)
 
 
 async def send_from_step(
@@ -88,26 +105,6 @@ async def send_from_step(
         Q.SEND_MESSAGE_ONCE, destination_id, topic, text, storage.channel, key
     )
     app._registry.wake(_notify.MESSAGE, destination_id)
-
-
-async def _begin_wait(
-    ctx: WorkflowContext, function_id: int, name: str, wait_seconds: float
-) -> tuple[Any, float | None]:
-    """Replay a finished wait, or checkpoint its deadline (wall clock) before waiting.
-
-    Returns ``(value, None)`` when the outcome is recorded, else ``(None, deadline)``.
-    """
-    recorded = ctx.replay(function_id, name)
-    if recorded is not None:
-        if recorded.completed:
-            value = None if recorded.output is None else _codec.loads(recorded.output)
-            return value, None
-        assert recorded.deadline is not None
-        return None, recorded.deadline
-    await ensure_running(ctx)
-    deadline = time.time() + wait_seconds
-    await record(ctx, function_id, name, completed=False, deadline=deadline)
-    return None, deadline
 
 
 async def _finish_wait(ctx: WorkflowContext, function_id: int, output: str | None) -> None:
@@ -126,26 +123,49 @@ async def recv(
     ctx: WorkflowContext, function_id: int, topic: str | None, wait_seconds: float
 ) -> Any:
     try:
-        value, wall_deadline = await _begin_wait(ctx, function_id, RECV, wait_seconds)
-        if wall_deadline is None:
-            return value
         app = ctx.app
         storage = app.storage
-        query = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
-        deadline = _loop_deadline(wall_deadline)
+        recorded = ctx.replay(function_id, RECV)
+        if recorded is not None and recorded.completed:
+            return None if recorded.output is None else _codec.loads(recorded.output)
         keys = ((_notify.MESSAGE, ctx.workflow_id), (_notify.TERMINAL, ctx.workflow_id))
         with app._registry.watch(*keys) as event:
-            while True:
-                event.clear()
-                row = await storage.fetchrow(query, ctx.workflow_id, topic, function_id)
+            if recorded is not None:
+                assert recorded.deadline is not None
+                wall_deadline = recorded.deadline
+                event.set()  # check the mailbox first
+            else:
+                # First attempt: journal the recv with its deadline and take a waiting message,
+                # in one statement.
+                await ensure_running(ctx)
+                wall_deadline = time.time() + wait_seconds
+                first = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
+                try:
+                    row = await storage.fetchrow(
+                        first, ctx.workflow_id, topic, function_id, wall_deadline
+                    )
+                except UniqueViolation:
+                    raise _ExecutionConflict(f"recv #{function_id} recorded elsewhere") from None
                 assert row is not None
-                if row["status"] != PENDING:
+                if not row["recorded"]:
                     await stop_for_status(ctx)
-                if row["message"] is not None:
-                    if not row["consumed"]:
-                        raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+                if row["consumed"]:
                     return _codec.loads(row["message"])
-                if time.time() >= wall_deadline:
+            query = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
+            deadline = _loop_deadline(wall_deadline)
+            loop = asyncio.get_running_loop()
+            while True:
+                if event.is_set():
+                    event.clear()
+                    row = await storage.fetchrow(query, ctx.workflow_id, topic, function_id)
+                    assert row is not None
+                    if row["status"] != PENDING:
+                        await stop_for_status(ctx)
+                    if row["message"] is not None:
+                        if not row["consumed"]:
+                            raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+                        return _codec.loads(row["message"])
+                if loop.time() >= deadline or time.time() >= wall_deadline:
                     await _finish_wait(ctx, function_id, None)
                     return None
                 await app._registry.park(event, deadline)
@@ -159,11 +179,8 @@ async def recv(
 
 async def set_event(ctx: WorkflowContext, function_id: int, key: str, text: str) -> None:
     channel = ctx.app.storage.channel
-
-    async def effect(tx: Tx) -> None:
-        await tx.execute(Q.SET_EVENT, ctx.workflow_id, key, text, channel)
-
-    if await _journaled(ctx, function_id, SET_EVENT, effect):
+    if await _journaled(ctx, function_id, SET_EVENT, Q.JOURNALED_SET_EVENT, key, text,
+                        channel) is not None:
         ctx.app._registry.wake(_notify.EVENT, ctx.workflow_id)
 
 
@@ -178,26 +195,51 @@ async def get_event(
     ctx: WorkflowContext, function_id: int, target_id: str, key: str, wait_seconds: float
 ) -> Any:
     try:
-        value, wall_deadline = await _begin_wait(ctx, function_id, GET_EVENT, wait_seconds)
-        if wall_deadline is None:
-            return value
         app = ctx.app
         storage = app.storage
-        deadline = _loop_deadline(wall_deadline)
+        recorded = ctx.replay(function_id, GET_EVENT)
+        if recorded is not None and recorded.completed:
+            return None if recorded.output is None else _codec.loads(recorded.output)
         keys = ((_notify.EVENT, target_id), (_notify.TERMINAL, ctx.workflow_id))
         with app._registry.watch(*keys) as event:
-            while True:
-                event.clear()
-                row = await storage.fetchrow(Q.GET_EVENT, target_id, key, ctx.workflow_id)
+            if recorded is not None:
+                assert recorded.deadline is not None
+                wall_deadline = recorded.deadline
+                event.set()
+            else:
+                await ensure_running(ctx)
+                wall_deadline = time.time() + wait_seconds
+                try:
+                    row = await storage.fetchrow(
+                        Q.GET_EVENT_FIRST, ctx.workflow_id, target_id, key, function_id,
+                        wall_deadline,
+                    )
+                except UniqueViolation:
+                    raise _ExecutionConflict(
+                        f"get_event #{function_id} recorded elsewhere"
+                    ) from None
                 assert row is not None
-                if row["waiter_status"] != PENDING:
+                if not row["recorded"]:
                     await stop_for_status(ctx)
                 if not row["found"]:
                     raise WorkflowNotFoundError(f"no workflow with id {target_id!r}")
                 if row["value"] is not None:
-                    await _finish_wait(ctx, function_id, row["value"])
                     return _codec.loads(row["value"])
-                if time.time() >= wall_deadline:
+            deadline = _loop_deadline(wall_deadline)
+            loop = asyncio.get_running_loop()
+            while True:
+                if event.is_set():
+                    event.clear()
+                    row = await storage.fetchrow(Q.GET_EVENT, target_id, key, ctx.workflow_id)
+                    assert row is not None
+                    if row["waiter_status"] != PENDING:
+                        await stop_for_status(ctx)
+                    if not row["found"]:
+                        raise WorkflowNotFoundError(f"no workflow with id {target_id!r}")
+                    if row["value"] is not None:
+                        await _finish_wait(ctx, function_id, row["value"])
+                        return _codec.loads(row["value"])
+                if loop.time() >= deadline or time.time() >= wall_deadline:
                     await _finish_wait(ctx, function_id, None)
                     return None
                 await app._registry.park(event, deadline)
@@ -209,24 +251,33 @@ async def get_event(
 # -- streams ------------------------------------------------------------------------------------
 
 
+def _closed_error(workflow_id: str, key: str) -> StreamClosedError:
+    return StreamClosedError(
+        f"stream {key!r} of workflow {workflow_id!r} is closed; nothing more can be written"
+    )
+
+
 async def _write(
-    target: Tx | Any, workflow_id: str, key: str, text: str, fid: int, seq: int, channel: str
+    storage: Storage, workflow_id: str, key: str, text: str, fid: int, seq: int, channel: str
 ) -> None:
-    row = await target.fetchrow(Q.WRITE_STREAM, workflow_id, key, text, fid, seq, channel)
+    row = await storage.fetchrow(Q.WRITE_STREAM, workflow_id, key, text, fid, seq, channel)
     if row is None or row["offset"] is None:
-        raise StreamClosedError(
-            f"stream {key!r} of workflow {workflow_id!r} is closed; nothing more can be written"
-        )
+        raise _closed_error(workflow_id, key)
 
 
 async def write_stream(ctx: WorkflowContext, function_id: int, key: str, text: str) -> None:
-    channel = ctx.app.storage.channel
-
-    async def effect(tx: Tx) -> None:
-        await _write(tx, ctx.workflow_id, key, text, function_id, 0, channel)
-
-    if await _journaled(ctx, function_id, WRITE_STREAM, effect):
-        ctx.app._registry.wake(_notify.STREAM, ctx.workflow_id)
+    storage = ctx.app.storage
+    row = await _journaled(ctx, function_id, WRITE_STREAM, Q.JOURNALED_WRITE_STREAM, key, text,
+                           storage.channel)
+    if row is None:
+        return
+    if row["offset"] is None:
+        # Journaled, but the stream was closed: record the failure so a replay raises it too.
+        error = _closed_error(ctx.workflow_id, key)
+        await storage.execute(Q.SET_OPERATION_ERROR, ctx.workflow_id, function_id,
+                              _codec.encode_error(error))
+        raise error
+    ctx.app._registry.wake(_notify.STREAM, ctx.workflow_id)
 
 
 async def write_stream_from_step(step: StepContext, key: str, text: str) -> None:
@@ -239,12 +290,8 @@ async def write_stream_from_step(step: StepContext, key: str, text: str) -> None
 
 
 async def close_stream(ctx: WorkflowContext, function_id: int, key: str) -> None:
-    channel = ctx.app.storage.channel
-
-    async def effect(tx: Tx) -> None:
-        await tx.execute(Q.CLOSE_STREAM, ctx.workflow_id, key, channel)
-
-    if await _journaled(ctx, function_id, CLOSE_STREAM, effect):
+    if await _journaled(ctx, function_id, CLOSE_STREAM, Q.JOURNALED_CLOSE_STREAM, key,
+                        ctx.app.storage.channel) is not None:
         ctx.app._registry.wake(_notify.STREAM, ctx.workflow_id)
 
 

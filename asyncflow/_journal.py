@@ -188,7 +188,7 @@ async def run_transaction(
     attempt = 0
     while True:
         try:
-            async with storage.transaction(spec.isolation) as tx:
+            async with storage.transaction(spec.isolation, user_code=True) as tx:
                 conn_token = connection_var.set(tx.connection)
                 step_token = step_var.set(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None

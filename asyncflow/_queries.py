@@ -265,6 +265,61 @@ UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
   AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')"""
 
+# Journaled effects of a workflow: the journal entry and the effect in ONE statement (one round
+# trip, atomic). ``recorded`` is 0 when the workflow is no longer PENDING (nothing was done); a
+# duplicate journal entry is a unique violation and nothing is done either.
+_JOURNAL_ENTRY = """
+WITH op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name)
+    SELECT $1, $2, $3 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id
+)"""
+
+JOURNALED_SEND = _JOURNAL_ENTRY + """, ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message)
+    SELECT $4, $5, $6 FROM op
+    RETURNING destination_id
+)
+SELECT (SELECT count(*) FROM op) AS recorded,
+       (SELECT pg_notify($7, 'm' || destination_id) FROM ins) AS notified"""
+
+JOURNALED_SET_EVENT = _JOURNAL_ENTRY + """, u AS (
+    INSERT INTO {s}.events (workflow_id, key, value)
+    SELECT workflow_id, $4, $5 FROM op
+    ON CONFLICT (workflow_id, key)
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    RETURNING workflow_id
+)
+SELECT (SELECT count(*) FROM op) AS recorded,
+       (SELECT pg_notify($6, 'e' || workflow_id) FROM u) AS notified"""
+
+JOURNALED_WRITE_STREAM = _JOURNAL_ENTRY + """, head AS (
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset)
+    SELECT workflow_id, $4, 1 FROM op
+    ON CONFLICT (workflow_id, key)
+    DO UPDATE SET next_offset = {s}.stream_heads.next_offset + 1
+    WHERE NOT {s}.stream_heads.closed
+    RETURNING next_offset - 1 AS "offset"
+), ins AS (
+    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
+    SELECT $1, $4, "offset", $5, $2, 0 FROM head
+    RETURNING "offset"
+)
+SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "offset",
+       (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
+
+JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY + """, h AS (
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
+    SELECT workflow_id, $4, 0, true FROM op
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    RETURNING workflow_id
+)
+SELECT (SELECT count(*) FROM op) AS recorded,
+       (SELECT pg_notify($5, 's' || workflow_id) FROM h) AS notified"""
+
+SET_OPERATION_ERROR = """
+UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2"""
+
 # ---------------------------------------------------------------------------------------------
 # Messages
 # ---------------------------------------------------------------------------------------------
@@ -312,6 +367,31 @@ SELECT (SELECT message FROM m) AS message,
 RECV_TOPIC = _RECV.replace("%TOPIC%", "topic = $2")
 RECV_NO_TOPIC = _RECV.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
 
+# The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
+# one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
+_RECV_FIRST = """
+WITH m AS (
+    SELECT message_id, message FROM {s}.messages
+    WHERE destination_id = $1 AND %TOPIC%
+    ORDER BY message_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
+    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4
+    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING 1
+), d AS (
+    DELETE FROM {s}.messages
+    WHERE message_id = (SELECT message_id FROM m) AND EXISTS (SELECT 1 FROM op)
+    RETURNING 1
+)
+SELECT (SELECT message FROM m) AS message,
+       (SELECT count(*) FROM d) AS consumed,
+       (SELECT count(*) FROM op) AS recorded"""
+
+RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
+RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
+
 # ---------------------------------------------------------------------------------------------
 # Events
 # ---------------------------------------------------------------------------------------------
@@ -330,6 +410,21 @@ GET_EVENT = """
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
        (SELECT value FROM {s}.events WHERE workflow_id = $1 AND key = $2) AS value,
        (SELECT status FROM {s}.workflows WHERE workflow_id = $3) AS waiter_status"""
+
+# The first attempt of a get_event inside workflow $1 (function id $4, deadline $5): journal it,
+# completed with the value if the event ($2, $3) is already set.
+GET_EVENT_FIRST = """
+WITH v AS (
+    SELECT value FROM {s}.events WHERE workflow_id = $2 AND key = $3
+), op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
+    SELECT $1, $4, 'asyncflow.get_event', (SELECT value FROM v), EXISTS (SELECT 1 FROM v), $5
+    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
+       (SELECT value FROM v) AS value,
+       (SELECT count(*) FROM op) AS recorded"""
 
 GET_ALL_EVENTS = """
 SELECT key, value FROM {s}.events WHERE workflow_id = $1 ORDER BY key"""

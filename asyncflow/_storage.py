@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
 
+import anyio
 import asyncpg
 import asyncpg.exceptions as pgerr
 
@@ -100,6 +101,10 @@ def advisory_namespace(schema: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+async def _keep_session(_conn: Connection) -> None:
+    return None
+
+
 class Tx:
     """An open transaction on one pooled connection."""
 
@@ -156,6 +161,10 @@ class Storage:
                 min_size=min(2, self.pool_size),
                 max_size=self.pool_size,
                 max_inactive_connection_lifetime=60.0,
+                # asyncflow's own statements leave no session state behind, so skip asyncpg's
+                # reset round trip on every release; connections that ran user code (transaction
+                # functions) are reset explicitly in transaction().
+                reset=_keep_session,
             )
 
     async def close(self) -> None:
@@ -214,21 +223,32 @@ class Storage:
             await pool.release(conn)
 
     @asynccontextmanager
-    async def transaction(self, isolation: str | None = None) -> AsyncIterator[Tx]:
-        """Run a block in one transaction; it commits when the block exits normally."""
+    async def transaction(
+        self, isolation: str | None = None, *, user_code: bool = False
+    ) -> AsyncIterator[Tx]:
+        """Run a block in one transaction; it commits when the block exits normally.
+
+        With ``user_code`` the connection is reset (as a fresh pool connection would be) before
+        it goes back to the pool, since user code may have changed session state.
+        """
         async with self._acquire() as conn:
-            tx = conn.transaction(isolation=isolation)
-            with map_errors(conn):
-                await tx.start()
             try:
-                yield Tx(self, conn)
-            except BaseException:
-                if not conn.is_closed():
-                    with map_errors(conn):
-                        await tx.rollback()
-                raise
-            with map_errors(conn):
-                await tx.commit()
+                tx = conn.transaction(isolation=isolation)
+                with map_errors(conn):
+                    await tx.start()
+                try:
+                    yield Tx(self, conn)
+                except BaseException:
+                    if not conn.is_closed():
+                        with map_errors(conn):
+                            await tx.rollback()
+                    raise
+                with map_errors(conn):
+                    await tx.commit()
+            finally:
+                if user_code and not conn.is_closed():
+                    with anyio.CancelScope(shield=True), map_errors(conn):
+                        await conn.reset()
 
     # -- schema --------------------------------------------------------------------------------
 
