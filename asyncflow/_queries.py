@@ -207,7 +207,6 @@ WITH live AS (
     WHERE c.status = 'PENDING'
       AND c.name = ANY ($2::text[])
       AND c.app_version = $3
-      AND c.workflow_id <> ALL ($7::text[])
       AND (
           c.executor_id IS NULL
           OR ($4 AND c.executor_id = $1)

@@ -71,7 +71,6 @@ class Supervisor:
                 include_own,
                 storage.namespace,
                 CLAIM_BATCH,
-                list(app._running),
             )
             for row in rows:
                 workflow_id = row["workflow_id"]
@@ -86,6 +85,8 @@ class Supervisor:
                     if await storage.fetch(Q.DEAD_LETTER, workflow_id, storage.channel):
                         app._registry.wake(_notify.TERMINAL, workflow_id)
                     continue
+                # If an execution is still unwinding here (say it was cancelled, then resumed),
+                # _spawn runs the workflow again as soon as that one has ended.
                 app._spawn(workflow_id, spec, row["inputs"], fresh=False)
             total += len(rows)
             if len(rows) < CLAIM_BATCH:
