@@ -20,6 +20,7 @@ from . import _queries as Q
 from ._context import current_workflow
 from ._errors import (
     AsyncFlowTimeoutError,
+    ConfigurationError,
     InvalidArgumentError,
     MaxRecoveryAttemptsExceededError,
     NotLaunchedError,
@@ -55,7 +56,10 @@ class Core:
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
     ) -> None:
-        Q.quote_schema(schema)
+        try:
+            Q.quote_schema(schema)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._database_url = database_url
         self._schema = schema
         self._pool_size = pool_size
@@ -354,10 +358,15 @@ class Core:
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
         storage = self.storage
-        keys = ((_notify.STREAM, workflow_id), (_notify.TERMINAL, workflow_id))
+        keys = [(_notify.STREAM, workflow_id), (_notify.TERMINAL, workflow_id)]
+        waiter = current_workflow()
+        if waiter is not None:  # read inside a workflow: its own cancellation wakes it
+            keys.append((_notify.TERMINAL, waiter.workflow_id))
         with self._registry.watch(*keys) as event:
             while True:
                 event.clear()
+                if waiter is not None:
+                    await self._ensure_waiter_running(waiter.workflow_id)
                 rows = await storage.fetch(Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH)
                 if not rows:
                     raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")

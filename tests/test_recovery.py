@@ -192,3 +192,45 @@ async def test_client_resume_is_claimed_by_a_live_supervisor(make_app, db_url):
             await client.resume_workflow("cl")
             await client.send("cl", "go")
             assert await (await client.retrieve_workflow("cl")).get_result(10) == "resumed"
+
+
+async def test_two_executions_never_both_record_a_step(make_app, conn):
+    """A slow execution and a recovery race: the journal key lets one win each operation and
+    the loser stops without doing anything after that."""
+    app = make_app()
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+    bodies = []
+
+    @app.step()
+    async def slow(i):
+        bodies.append(i)
+        entered.set()
+        if i == 0:
+            await gate.wait()
+        return i
+
+    @app.step()
+    async def after(i):
+        bodies.append(("after", i))
+        return i
+
+    @app.workflow()
+    async def wf():
+        return [await slow(0), await after(1)]
+
+    async with app:
+        handle = await app.start_workflow(wf, workflow_id="race")
+        await entered.wait()  # the first execution is inside slow(0)
+        # A second execution of the same workflow (as a recovery would start).
+        first = app._running.pop("race")
+        await conn.execute("update asyncflow.workflows set executor_id = null")
+        await app._supervisor.sweep(include_own=False)
+        second = app._running["race"]
+        assert second is not first
+        gate.set()  # both now race to record slow(0), then after(1)
+        assert await handle.get_result(timeout_seconds=10) == [0, 1]
+    rows = await conn.fetch(
+        "select function_id, count(*) from asyncflow.operations group by 1 order by 1")
+    assert [tuple(r) for r in rows] == [(0, 1), (1, 1)]
+    assert bodies.count(("after", 1)) == 1  # the loser did nothing after losing

@@ -171,3 +171,24 @@ async def test_reader_parked_at_tail_wakes_per_write(make_app):
         assert (await h.get_status()).status == "PENDING"
         await app.send("w", "end")
         await h.get_result()
+
+
+async def test_cancel_wakes_workflow_parked_in_read_stream(make_app):
+    app = make_app()
+
+    @app.workflow()
+    async def silent():
+        await asyncflow.recv(timeout_seconds=3600)
+
+    @app.workflow()
+    async def follower():
+        return [v async for v in asyncflow.read_stream("quiet", "s")]
+
+    async with app:
+        await app.start_workflow(silent, workflow_id="quiet")
+        h = await app.start_workflow(follower, workflow_id="f")
+        await app._registry.wait_for_count(2)
+        await app.cancel_workflow("f")
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await h.get_result(timeout_seconds=5)
+        await app.cancel_workflow("quiet")
