@@ -6,7 +6,9 @@ comes from ``_queries`` and every value is a bound parameter.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
@@ -72,6 +74,13 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         if conn is None or conn.is_closed():
             raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
         raise
+    except asyncpg.InternalClientError as exc:
+        # The connection's protocol is out of step, typically because the server's FATAL
+        # (shutdown, pg_terminate_backend) arrived just before its socket closed: the statement
+        # was never sent. Drop the connection so the pool opens a fresh one.
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+        raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
 
 
 _CONFIGURATION: tuple[type[BaseException], ...] = (
@@ -95,14 +104,33 @@ def _configuration_errors(url: str) -> Iterator[None]:
         ) from exc
 
 
+_SESSION_ENDED: tuple[type[BaseException], ...] = (
+    pgerr.PostgresConnectionError,
+    pgerr.AdminShutdownError,
+    pgerr.CrashShutdownError,
+    pgerr.CannotConnectNowError,
+)
+
+
+def _lost_by_user_code(conn: Connection, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by user code in a transaction on ``conn``, means the connection
+    is gone (the transaction is then retried as an outage rather than recorded as a failure).
+
+    Judged by the connection, not by the exception's type alone: a body's own OSError or
+    TimeoutError (a missing file, a slow service) is a failure of the body.
+    """
+    if not isinstance(exc, Exception) or isinstance(exc, DatabaseUnavailableError):
+        return False
+    if isinstance(exc, asyncpg.InternalClientError):  # protocol out of step: unusable
+        conn.terminate()
+        return True
+    return isinstance(exc, _SESSION_ENDED) or conn.is_closed()
+
+
 def advisory_namespace(schema: str) -> int:
     """The first advisory-lock key for a schema (a signed int4), so schemas never collide."""
     value = zlib.crc32(("asyncflow:" + schema).encode())
     return value - (1 << 32) if value >= (1 << 31) else value
-
-
-async def _keep_session(_conn: Connection) -> None:
-    return None
 
 
 class Tx:
@@ -127,6 +155,100 @@ class Tx:
             return await self.connection.fetchrow(self._storage.sql(template), *args)
 
 
+class ConnectionPool:
+    """A lean connection pool: at most ``size`` connections, reused last-in first-out.
+
+    Release is synchronous (no reset round trip, no task per release): asyncflow's statements
+    leave no session state, and connections that ran user code are reset by ``transaction()``.
+    A closed connection is dropped on release and its slot handed to a waiter.
+    """
+
+    def __init__(self, url: str, size: int) -> None:
+        self._url = url
+        self._size = size
+        self._idle: list[Connection] = []
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._open = 0  # open or opening
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    async def acquire(self) -> Connection:
+        while True:
+            if self._closed:
+                raise NotLaunchedError("the connection pool is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+                self._open -= 1
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    with map_errors(), _configuration_errors(self._url):
+                        new: Connection = await asyncpg.connect(self._url)
+                        return new
+                except BaseException:
+                    self._open -= 1
+                    self._hand(None)
+                    raise
+            waiter: asyncio.Future[Connection | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    got = waiter.result()
+                    if got is not None:
+                        self.release(got)
+                    else:
+                        self._hand(None)
+                raise
+            if handed is not None:
+                return handed
+            # None: a slot was freed (a connection was dropped): open one on the next turn.
+
+    def release(self, conn: Connection) -> None:
+        if self._closed or conn.is_closed():
+            if not conn.is_closed():
+                conn.terminate()
+            self._open -= 1
+            self._hand(None)
+        else:
+            self._hand(conn)
+
+    def _hand(self, conn: Connection | None) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(NotLaunchedError("the connection pool is closed"))
+        self._waiters.clear()
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._open -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+
+
 class Storage:
     """A pool of connections to one database, with statements rendered for one schema."""
 
@@ -137,7 +259,7 @@ class Storage:
         self.pool_size = pool_size
         self.channel = f"asyncflow_{schema}"
         self.namespace = advisory_namespace(schema)
-        self._pool: asyncpg.Pool | None = None
+        self._pool: ConnectionPool | None = None
         self._sql: dict[str, str] = {}
 
     def sql(self, template: str) -> str:
@@ -147,7 +269,7 @@ class Storage:
         return text
 
     @property
-    def pool(self) -> asyncpg.Pool:
+    def pool(self) -> ConnectionPool:
         if self._pool is None:
             raise NotLaunchedError(
                 "asyncflow is not running: use `async with app:` (or `await app.launch()`) first"
@@ -155,17 +277,9 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        with map_errors(), _configuration_errors(self.url):
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=min(2, self.pool_size),
-                max_size=self.pool_size,
-                max_inactive_connection_lifetime=60.0,
-                # asyncflow's own statements leave no session state behind, so skip asyncpg's
-                # reset round trip on every release; connections that ran user code (transaction
-                # functions) are reset explicitly in transaction().
-                reset=_keep_session,
-            )
+        pool = ConnectionPool(self.url, self.pool_size)
+        pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
+        self._pool = pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -183,44 +297,45 @@ class Storage:
         """A raw asyncpg error from user code that a transaction retry may cure."""
         return isinstance(exc, pgerr.SerializationError | pgerr.DeadlockDetectedError)
 
-    @staticmethod
-    def is_connection_loss(exc: BaseException) -> bool:
-        """A raw asyncpg/OS error meaning the connection is gone."""
-        return isinstance(exc, _CONNECTION_LOSS)
-
     # -- single statements (autocommit) -----------------------------------------------------
 
     async def execute(self, template: str, *args: Any) -> str:
-        async with self._acquire() as conn:
-            with map_errors(conn):
-                result: str = await conn.execute(self.sql(template), *args)
-                return result
+        result: str = await self._query("execute", template, args)
+        return result
 
     async def fetch(self, template: str, *args: Any) -> list[Row]:
-        async with self._acquire() as conn:
-            with map_errors(conn):
-                rows: list[Row] = await conn.fetch(self.sql(template), *args)
-                return rows
+        rows: list[Row] = await self._query("fetch", template, args)
+        return rows
 
     async def fetchrow(self, template: str, *args: Any) -> Row | None:
-        async with self._acquire() as conn:
-            with map_errors(conn):
-                return await conn.fetchrow(self.sql(template), *args)
+        return await self._query("fetchrow", template, args)
 
     async def fetchval(self, template: str, *args: Any) -> Any:
-        async with self._acquire() as conn:
+        return await self._query("fetchval", template, args)
+
+    async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
+        pool = self.pool
+        conn = await pool.acquire()
+        try:
             with map_errors(conn):
-                return await conn.fetchval(self.sql(template), *args)
+                return await getattr(conn, method)(self.sql(template), *args)
+        except asyncio.CancelledError:
+            conn.terminate()  # cancelled mid-statement: the connection's state is unknown
+            raise
+        finally:
+            pool.release(conn)
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Connection]:
         pool = self.pool
-        with map_errors():
-            conn = await pool.acquire()
+        conn = await pool.acquire()
         try:
             yield conn
+        except asyncio.CancelledError:
+            conn.terminate()
+            raise
         finally:
-            await pool.release(conn)
+            pool.release(conn)
 
     @asynccontextmanager
     async def transaction(
@@ -238,7 +353,10 @@ class Storage:
                     await tx.start()
                 try:
                     yield Tx(self, conn)
-                except BaseException:
+                except BaseException as exc:
+                    if _lost_by_user_code(conn, exc):
+                        raise DatabaseUnavailableError(
+                            f"database connection lost: {exc!r}") from exc
                     if not conn.is_closed():
                         with map_errors(conn):
                             await tx.rollback()

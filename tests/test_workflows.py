@@ -335,11 +335,13 @@ async def test_cancel_then_resume_runs_remaining_steps(make_app):
         gate.set()
         with pytest.raises(asyncflow.WorkflowCancelledError):
             await h.get_result(timeout_seconds=10)
-        # The in-flight step finished, but its checkpoint was refused: second never ran.
+        # The in-flight step finished; second never ran while cancelled.
         await app.resume_workflow("cr")
         assert await h.get_result(timeout_seconds=10) == 3
         assert (await h.get_status()).status == "SUCCESS"
-    assert seen == ["first", "first", "second"]
+    # "first" ran again only if its checkpoint was refused (the cancel was still in force when
+    # it finished); "second" ran exactly once, after the resume.
+    assert seen in (["first", "first", "second"], ["first", "second"])
 
 
 async def test_errors_round_trip_with_their_type(make_app):
