@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _codec, _comm
 from ._context import WorkflowContext, current_workflow, require_workflow, step_var, workflow_var
@@ -20,7 +20,6 @@ from ._handle import WorkflowHandle
 if TYPE_CHECKING:
     from ._engine import AsyncFlow
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 
@@ -164,7 +163,10 @@ def read_stream(workflow_id: str, key: str, *, offset: int = 0) -> AsyncIterator
 
 
 def start_workflow(
-    fn: Callable[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    fn: Callable[..., Coroutine[Any, Any, R]],
+    *args: Any,
+    workflow_id: str | None = None,
+    **kwargs: Any,
 ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
     """Start workflow ``fn`` on the app it is registered with (a child workflow when called
     inside a workflow). Pass ``workflow_id=`` to choose its id."""
@@ -175,4 +177,4 @@ def start_workflow(
             "@app.workflow()"
         )
     app: AsyncFlow = bound[0]
-    return app.start_workflow(fn, *args, **kwargs)
+    return app.start_workflow(fn, *args, workflow_id=workflow_id, **kwargs)

@@ -10,7 +10,7 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import anyio
 import anyio.abc
@@ -129,7 +129,7 @@ class AsyncFlow(Core):
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-                start = self.start_workflow(call, *args, **kwargs)
+                start = self._begin(spec, args, kwargs, None)
                 return self._await_started(start)
 
             setattr(call, _SPEC_ATTR, (self, spec))
@@ -248,9 +248,10 @@ class AsyncFlow(Core):
 
     def start_workflow(
         self,
-        fn: Callable[P, Coroutine[Any, Any, R]],
-        *args: P.args,
-        **kwargs: P.kwargs,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        *args: Any,
+        workflow_id: str | None = None,
+        **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Start a workflow; returns (when awaited) its handle once its row and inputs are durable.
 
@@ -258,8 +259,15 @@ class AsyncFlow(Core):
         that workflow and never runs it again. Inside a workflow this starts a child workflow
         whose id is derived from the parent's (the start is journaled).
         """
-        workflow_id = cast("str | None", kwargs.pop("workflow_id", None))
-        spec = self._spec_of(fn)
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id)
+
+    def _begin(
+        self,
+        spec: WorkflowSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
         inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},

@@ -135,6 +135,7 @@ class Listener:
         self._executor_id = executor_id
         self._on_notify = on_notify
         self._on_reconnect = on_reconnect
+        self._own_pids = storage.pool.pids
         self.connected = False
         self.reconnects = 0
         self.backend_pid: int | None = None
@@ -150,7 +151,9 @@ class Listener:
         while not (self.connected and self.backend_pid != not_pid):
             await self._changed.wait()
 
-    def _callback(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        if pid in self._own_pids:
+            return  # an echo of our own commit: its waiters were woken in-process already
         self._registry.dispatch(payload)
         if self._on_notify is not None:
             self._on_notify(payload)

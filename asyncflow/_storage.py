@@ -170,6 +170,9 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._open = 0  # open or opening
         self._closed = False
+        #: Backend pids of this pool's connections: NOTIFYs they send are echoes of local
+        #: commits whose waiters were already woken in-process.
+        self.pids: set[int] = set()
 
     @property
     def size(self) -> int:
@@ -188,12 +191,14 @@ class ConnectionPool:
                 if not conn.is_closed():
                     return conn
                 self._open -= 1
+                self.pids.discard(conn.get_server_pid())
             if self._open < self._size:
                 self._open += 1
                 try:
                     with map_errors(), _configuration_errors(self._url):
                         new: Connection = await asyncpg.connect(self._url)
-                        return new
+                    self.pids.add(new.get_server_pid())
+                    return new
                 except BaseException:
                     self._open -= 1
                     self._hand(None)
@@ -221,6 +226,7 @@ class ConnectionPool:
             if not conn.is_closed():
                 conn.terminate()
             self._open -= 1
+            self.pids.discard(conn.get_server_pid())
             self._hand(None)
         else:
             self._hand(conn)
@@ -241,6 +247,7 @@ class ConnectionPool:
                 waiter.set_exception(NotLaunchedError("the connection pool is closed"))
         self._waiters.clear()
         idle, self._idle = self._idle, []
+        self.pids.clear()
         for conn in idle:
             self._open -= 1
             try:
