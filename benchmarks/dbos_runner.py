@@ -1,0 +1,278 @@
+"""DBOS Transact's side of ``--compare dbos``: scenarios 1-5 with its documented async API.
+
+Run by :mod:`benchmarks.dbos_compare` in a subprocess of its own (DBOS is a process-wide
+singleton), one scenario per process, against a fresh database on the same server:
+``python -m benchmarks.dbos_runner SCENARIO URL [--quick]``. DBOS runs with its defaults; only
+the application name and the system database URL are configured. Prints ``PROGRESS text`` lines
+and finally ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from dbos import DBOS, DBOSClient, DBOSConfig, SetWorkflowID
+
+from .model import Figure, ScenarioResult, latency_figures
+from .sizes import FULL, QUICK, Sizes
+from .stats import median, to_ms
+
+Measured = tuple[list[Figure], dict[str, Any]]
+STEPS = 3
+GAP_S = 0.002
+
+durations: list[float] = []
+write_rate: list[float] = []
+
+
+class Arrivals:
+    def __init__(self, expected: int = 0) -> None:
+        self.expected = expected
+        self.count = 0
+        self.done = asyncio.Event()
+
+    def arrive(self) -> None:
+        self.count += 1
+        if self.count >= self.expected:
+            self.done.set()
+
+
+arrivals = Arrivals()
+
+
+def progress(text: str) -> None:
+    print(f"PROGRESS {text}", flush=True)
+
+
+@DBOS.step(name="bench.noop")
+async def noop() -> None:
+    return None
+
+
+@DBOS.workflow(name="bench.steps")
+async def chain(steps: int, timed: bool) -> int:
+    for _ in range(steps):
+        before = time.perf_counter()
+        await noop()
+        if timed:
+            durations.append(time.perf_counter() - before)
+    return steps
+
+
+@DBOS.workflow(name="bench.three_steps")
+async def three_steps() -> None:
+    for _ in range(STEPS):
+        await noop()
+
+
+@DBOS.workflow(name="bench.ponger")
+async def ponger(total: int) -> int:
+    for index in range(total):
+        message = await DBOS.recv_async("ping", timeout_seconds=60)
+        await DBOS.set_event_async(f"pong{index}", message)
+    return total
+
+
+@DBOS.workflow(name="bench.paced_writer")
+async def paced_writer(count: int) -> int:
+    for _ in range(count):
+        await DBOS.write_stream_async("ticks", time.perf_counter())
+        await asyncio.sleep(GAP_S)  # pacing between writes, not a wait for state
+    await DBOS.close_stream_async("ticks")
+    return count
+
+
+@DBOS.workflow(name="bench.fast_writer")
+async def fast_writer(count: int) -> int:
+    started = time.perf_counter()
+    for index in range(count):
+        await DBOS.write_stream_async("values", index)
+    write_rate.append(count / (time.perf_counter() - started))
+    await DBOS.close_stream_async("values")
+    return count
+
+
+@DBOS.workflow(name="bench.parked")
+async def parked() -> Any:
+    arrivals.arrive()
+    return await DBOS.recv_async(timeout_seconds=300)
+
+
+async def run_and_wait(workflow: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
+    handle = await DBOS.start_workflow_async(workflow, *args)
+    return await handle.get_result()
+
+
+async def steps(url: str, sizes: Sizes) -> Measured:
+    await run_and_wait(chain, sizes.warmup_rounds, False)
+    durations.clear()
+    totals = []
+    for _ in range(sizes.steps_repeats):
+        started = time.perf_counter()
+        await run_and_wait(chain, sizes.steps, True)
+        totals.append(time.perf_counter() - started)
+    figures = latency_figures("step", "step", durations, "commit_ms_p50", "commit_ms_p99")
+    figures.append(Figure("workflow_ms_per_step", "whole workflow / steps",
+                          median(to_ms(totals)) / sizes.steps, "ms", "commit_ms_p50"))
+    return figures, {"steps": sizes.steps, "workflows_timed": sizes.steps_repeats}
+
+
+async def throughput(url: str, sizes: Sizes) -> Measured:
+    async def batch(size: int) -> tuple[float, float]:
+        started = time.perf_counter()
+        handles = await asyncio.gather(
+            *(DBOS.start_workflow_async(three_steps) for _ in range(size))
+        )
+        all_started = time.perf_counter()
+        await asyncio.gather(*(handle.get_result() for handle in handles))
+        return all_started - started, time.perf_counter() - started
+
+    count = sizes.throughput
+    await batch(max(10, count // 10))
+    start_s, total_s = await batch(count)
+    figures = [
+        Figure("workflows_per_s", "workflows/s", count / total_s, "wf/s", "commits_per_s_20"),
+        Figure("start_s", f"all {count} started", start_s, "s"),
+        Figure("total_s", f"all {count} finished", total_s, "s", "s_per_commit_20",
+               float(count)),
+    ]
+    return figures, {"workflows": count, "steps_each": STEPS}
+
+
+async def _rounds(send: Any, get_event: Any, workflow_id: str, first: int,
+                  count: int) -> list[float]:
+    samples = []
+    for index in range(first, first + count):
+        before = time.perf_counter()
+        await send(workflow_id, index, "ping")
+        value = await get_event(workflow_id, f"pong{index}", timeout_seconds=30)
+        samples.append(time.perf_counter() - before)
+        if value != index:
+            raise AssertionError(f"round {index}: got {value!r}")
+    return samples
+
+
+async def pingpong(url: str, sizes: Sizes) -> Measured:
+    rounds, warmup = sizes.pingpong, sizes.warmup_rounds
+    with SetWorkflowID("ponger-app"):
+        handle = await DBOS.start_workflow_async(ponger, warmup + rounds)
+    await _rounds(DBOS.send_async, DBOS.get_event_async, "ponger-app", 0, warmup)
+    in_app = await _rounds(DBOS.send_async, DBOS.get_event_async, "ponger-app", warmup, rounds)
+    await handle.get_result()
+    progress(f"{rounds} rounds from the app")
+    with SetWorkflowID("ponger-client"):
+        handle = await DBOS.start_workflow_async(ponger, warmup + rounds)
+    client = DBOSClient(system_database_url=url)
+    try:
+        await _rounds(client.send_async, client.get_event_async, "ponger-client", 0, warmup)
+        via_client = await _rounds(client.send_async, client.get_event_async, "ponger-client",
+                                   warmup, rounds)
+    finally:
+        client.destroy()
+    await handle.get_result()
+    progress(f"{rounds} rounds from a DBOSClient")
+    figures = latency_figures("rtt", "round trip", in_app, "notify_ms_p50", "notify_ms_p99")
+    figures += latency_figures("client_rtt", "round trip via Client (NOTIFY)", via_client,
+                               "notify_ms_p50", "notify_ms_p99")
+    return figures, {"rounds": rounds, "warmup_rounds": warmup}
+
+
+async def stream(url: str, sizes: Sizes) -> Measured:
+    paced, sustained, warmup = sizes.stream_values, sizes.stream_sustained, sizes.warmup_rounds
+    handle = await DBOS.start_workflow_async(paced_writer, warmup + paced)
+    latencies = []
+    async for written_at in DBOS.read_stream_async(handle.workflow_id, "ticks"):
+        latencies.append(time.perf_counter() - written_at)
+    await handle.get_result()
+    latencies = latencies[warmup:]
+    progress(f"{len(latencies)} paced values read")
+    started = time.perf_counter()
+    handle = await DBOS.start_workflow_async(fast_writer, sustained)
+    received = 0
+    async for _value in DBOS.read_stream_async(handle.workflow_id, "values"):
+        received += 1
+    elapsed = time.perf_counter() - started
+    await handle.get_result()
+    if received != sustained or len(latencies) != paced:
+        raise AssertionError(f"read {len(latencies)}/{paced} and {received}/{sustained} values")
+    figures = latency_figures("latency", "write→read", latencies, "notify_ms_p50",
+                              "notify_ms_p99")
+    figures += [
+        Figure("values_per_s", "values/s written and read", sustained / elapsed, "values/s",
+               "commits_per_s_1"),
+        Figure("write_values_per_s", "values/s written", write_rate[0], "values/s",
+               "commits_per_s_1"),
+    ]
+    return figures, {"paced_values": paced, "gap_ms": GAP_S * 1000, "sustained_values": sustained}
+
+
+async def _settle() -> None:
+    """Let the thread-pool work DBOS queued for the recvs just entered run (it does its
+    database calls in worker threads): two round trips through the same pool, in order."""
+    await asyncio.to_thread(lambda: None)
+    await asyncio.to_thread(lambda: None)
+
+
+async def fanout(url: str, sizes: Sizes) -> Measured:
+    async def round_trip(size: int) -> tuple[float, float]:
+        global arrivals
+        arrivals = Arrivals(size)
+        started = time.perf_counter()
+        handles = await asyncio.gather(*(DBOS.start_workflow_async(parked) for _ in range(size)))
+        await arrivals.done.wait()
+        await _settle()
+        park_s = time.perf_counter() - started
+        results = asyncio.gather(*(handle.get_result() for handle in handles))
+        await _settle()
+        started = time.perf_counter()
+        await asyncio.gather(*(DBOS.send_async(handle.workflow_id, index)
+                               for index, handle in enumerate(handles)))
+        values = await results
+        elapsed = time.perf_counter() - started
+        if values != list(range(size)):
+            raise AssertionError("fanout results do not match the messages sent")
+        return park_s, elapsed
+
+    count = sizes.fanout
+    await round_trip(max(10, count // 10))
+    park_s, elapsed = await round_trip(count)
+    figures = [
+        Figure("seconds", f"{count} sends → {count} results", elapsed, "s", "s_per_commit_20",
+               float(count)),
+        Figure("park_s", f"start and park {count}", park_s, "s"),
+    ]
+    return figures, {"workflows": count}
+
+
+SCENARIOS: dict[str, Callable[[str, Sizes], Awaitable[Measured]]] = {
+    "steps": steps,
+    "throughput": throughput,
+    "pingpong": pingpong,
+    "stream": stream,
+    "fanout": fanout,
+}
+
+
+async def main(name: str, url: str, quick: bool) -> None:
+    config: DBOSConfig = {"name": "asyncflow-bench", "system_database_url": url}
+    DBOS(config=config)
+    DBOS.launch()
+    result = ScenarioResult(name)
+    started = time.perf_counter()
+    try:
+        result.figures, result.params = await SCENARIOS[name](url, QUICK if quick else FULL)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        result.seconds = time.perf_counter() - started
+        DBOS.destroy()
+    print("RESULT " + json.dumps(result.to_dict(None)), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], "--quick" in sys.argv[3:]))

@@ -1,0 +1,30 @@
+"""The scenarios, in the order they run. Each gets a fresh database of its own."""
+
+from __future__ import annotations
+
+from . import fanout, pingpong, recovery, steps, stream, throughput, transaction, waiters
+from ._base import Context, Measured, Scenario
+
+SCENARIOS: dict[str, Scenario] = {
+    "steps": steps.run,
+    "throughput": throughput.run,
+    "pingpong": pingpong.run,
+    "stream": stream.run,
+    "fanout": fanout.run,
+    "waiters": waiters.run,
+    "recovery": recovery.run,
+    "transaction": transaction.run,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "steps": "one workflow running no-op steps sequentially",
+    "throughput": "workflows x 3 no-op steps started at once",
+    "pingpong": "send → recv → set_event → get_event round trips",
+    "stream": "write_stream → read_stream latency and sustained rate",
+    "fanout": "workflows parked in recv, woken by as many sends",
+    "waiters": "workflows parked in recv in one process: connections and RSS",
+    "recovery": "PENDING workflows of a SIGKILLed process completed by a fresh app",
+    "transaction": "a workflow of @app.transaction steps each updating a row",
+}
+
+__all__ = ["DESCRIPTIONS", "SCENARIOS", "Context", "Measured", "Scenario"]

@@ -1,0 +1,57 @@
+"""``fanout``: many workflows parked in ``recv``; the time from the first of as many sends until
+every workflow's result is in."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncflow
+
+from ..model import Figure
+from ._base import Arrivals, Context, Measured, drain, make_app, wait_parked
+
+
+async def run(ctx: Context) -> Measured:
+    count = ctx.sizes.fanout
+    app = make_app(ctx.url)
+    arrivals = Arrivals(0)
+
+    @app.workflow(name="bench.parked")
+    async def parked() -> Any:
+        arrivals.arrive()
+        return await asyncflow.recv(timeout_seconds=300)
+
+    async def round_trip(size: int) -> tuple[float, float]:
+        nonlocal arrivals
+        arrivals = Arrivals(size)
+        started = time.perf_counter()
+        handles = await asyncio.gather(*(app.start_workflow(parked) for _ in range(size)))
+        await arrivals.done.wait()
+        waiting = await wait_parked(app, ctx.url, size)
+        if waiting != size:
+            raise AssertionError(f"only {waiting} of {size} workflows parked in recv")
+        park_s = time.perf_counter() - started
+        ids = [handle.workflow_id for handle in handles]
+        results = asyncio.gather(*(handle.get_result() for handle in handles))
+        await drain(app)  # the result waiters made their first check and are parked too
+        started = time.perf_counter()
+        await asyncio.gather(*(app.send(workflow_id, index) for index, workflow_id in
+                               enumerate(ids)))
+        values = await results
+        elapsed = time.perf_counter() - started
+        if values != list(range(size)):
+            raise AssertionError("fanout results do not match the messages sent")
+        return park_s, elapsed
+
+    async with app:
+        await round_trip(max(10, count // 10))  # warm-up
+        park_s, elapsed = await round_trip(count)
+    ctx.note(f"{count} parked in {park_s:.2f} s; all woken and done in {elapsed:.3f} s")
+    figures = [
+        Figure("seconds", f"{count} sends → {count} results", elapsed, "s", "s_per_commit_20",
+               float(count)),
+        Figure("park_s", f"start and park {count}", park_s, "s"),
+    ]
+    return figures, {"workflows": count}

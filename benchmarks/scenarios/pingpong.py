@@ -1,0 +1,55 @@
+"""``pingpong``: a workflow loops ``recv`` → ``set_event``; the caller ``send``s then
+``get_event``s. Timed from the app itself (wake-ups in process), and from a Client in the same
+process (its own LISTEN connection, so every wake-up travels through NOTIFY)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import asyncflow
+
+from ..model import latency_figures
+from ._base import Context, Measured, make_app
+
+
+async def _rounds(caller: Any, workflow_id: str, first: int, count: int) -> list[float]:
+    samples: list[float] = []
+    for index in range(first, first + count):
+        before = time.perf_counter()
+        await caller.send(workflow_id, index, "ping")
+        value = await caller.get_event(workflow_id, f"pong{index}", timeout_seconds=30)
+        samples.append(time.perf_counter() - before)
+        if value != index:
+            raise AssertionError(f"round {index}: got {value!r}")
+    return samples
+
+
+async def run(ctx: Context) -> Measured:
+    rounds, warmup = ctx.sizes.pingpong, ctx.sizes.warmup_rounds
+    app = make_app(ctx.url)
+
+    @app.workflow(name="bench.ponger")
+    async def ponger(total: int) -> int:
+        for index in range(total):
+            message = await asyncflow.recv("ping", timeout_seconds=60)
+            await asyncflow.set_event(f"pong{index}", message)
+        return total
+
+    total = warmup + rounds
+    async with app:
+        handle = await app.start_workflow(ponger, total)
+        await _rounds(app, handle.workflow_id, 0, warmup)
+        in_app = await _rounds(app, handle.workflow_id, warmup, rounds)
+        await handle.get_result()
+        ctx.note(f"{rounds} rounds from the app")
+        handle = await app.start_workflow(ponger, total)
+        async with asyncflow.Client(ctx.url) as client:
+            await _rounds(client, handle.workflow_id, 0, warmup)
+            via_client = await _rounds(client, handle.workflow_id, warmup, rounds)
+        await handle.get_result()
+        ctx.note(f"{rounds} rounds from a Client")
+    figures = latency_figures("rtt", "round trip", in_app, "notify_ms_p50", "notify_ms_p99")
+    figures += latency_figures("client_rtt", "round trip via Client (NOTIFY)", via_client,
+                               "notify_ms_p50", "notify_ms_p99")
+    return figures, {"rounds": rounds, "warmup_rounds": warmup}

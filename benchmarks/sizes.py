@@ -1,0 +1,61 @@
+"""How big each scenario runs: the issue's sizes, or small ones for ``--quick`` (CI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    floor_warmup: int
+    floor_commits: int
+    floor_commits_per_connection: int
+    floor_notifies: int
+    steps: int  # no-op steps in the one workflow
+    steps_repeats: int  # how many such workflows are timed
+    throughput: int  # workflows started at once
+    pingpong: int  # rounds
+    stream_values: int  # paced values (2 ms apart)
+    stream_sustained: int  # values written back to back
+    fanout: int  # workflows parked in recv
+    waiters: int  # workflows parked in recv in one process
+    recovery: int  # PENDING workflows left by the killed process
+    transaction: int  # transaction steps in the one workflow
+    warmup_rounds: int  # warm-up iterations before the timed ones
+
+
+FULL = Sizes(
+    floor_warmup=100,
+    floor_commits=2000,
+    floor_commits_per_connection=250,
+    floor_notifies=500,
+    steps=200,
+    steps_repeats=3,
+    throughput=500,
+    pingpong=100,
+    stream_values=200,
+    stream_sustained=3000,
+    fanout=1000,
+    waiters=10_000,
+    recovery=1000,
+    transaction=100,
+    warmup_rounds=20,
+)
+
+QUICK = Sizes(
+    floor_warmup=10,
+    floor_commits=100,
+    floor_commits_per_connection=10,
+    floor_notifies=20,
+    steps=20,
+    steps_repeats=1,
+    throughput=30,
+    pingpong=10,
+    stream_values=20,
+    stream_sustained=100,
+    fanout=30,
+    waiters=200,
+    recovery=30,
+    transaction=10,
+    warmup_rounds=3,
+)

@@ -1,0 +1,83 @@
+"""The issue's targets (2-core machine, embedded Postgres on a unix socket) and their checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .model import Floor, ScenarioResult
+
+Limit = Callable[[Floor | None, dict[str, Any]], float | None]
+
+
+def _fixed(value: float) -> Limit:
+    return lambda _floor, _params: value
+
+
+def _steps_limit(floor: Floor | None, _params: dict[str, Any]) -> float | None:
+    return None if floor is None else 2.5 * floor.commit_ms_p50
+
+
+def _pool_limit(_floor: Floor | None, params: dict[str, Any]) -> float | None:
+    pool = params.get("pool_size")
+    return None if pool is None else float(pool) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    scenario: str
+    key: str
+    op: str  # "<=" or ">="
+    text: str
+    limit: Limit
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("steps", "step_p50_ms", "<=", "≤ 2.5x floor commit p50", _steps_limit),
+    Target("throughput", "workflows_per_s", ">=", "≥ 1,000 wf/s", _fixed(1000)),
+    Target("pingpong", "rtt_p50_ms", "<=", "≤ 1.5 ms", _fixed(1.5)),
+    Target("pingpong", "rtt_p99_ms", "<=", "≤ 5 ms", _fixed(5.0)),
+    Target("stream", "latency_p50_ms", "<=", "≤ 1 ms", _fixed(1.0)),
+    Target("stream", "latency_p99_ms", "<=", "≤ 3 ms", _fixed(3.0)),
+    Target("stream", "values_per_s", ">=", "≥ 5,000 values/s", _fixed(5000)),
+    Target("fanout", "seconds", "<=", "≤ 0.3 s", _fixed(0.3)),
+    Target("waiters", "connections_peak", "<=", "≤ pool size + 1", _pool_limit),
+    Target("waiters", "rss_mb", "<=", "≤ 300 MB", _fixed(300)),
+    Target("recovery", "seconds", "<=", "≤ 3 s", _fixed(3.0)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    target: Target
+    value: float | None
+    limit: float | None
+    status: str  # "pass", "MISS" or "n/a"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.target.scenario,
+            "figure": self.target.key,
+            "target": self.target.text,
+            "op": self.target.op,
+            "limit": self.limit,
+            "value": self.value,
+            "status": self.status,
+        }
+
+
+def check(target: Target, result: ScenarioResult | None, floor: Floor | None) -> Verdict:
+    figure = None if result is None else result.figure(target.key)
+    limit = target.limit(floor, {} if result is None else result.params)
+    if figure is None or limit is None:
+        return Verdict(target, None if figure is None else figure.value, limit, "n/a")
+    ok = figure.value <= limit if target.op == "<=" else figure.value >= limit
+    return Verdict(target, figure.value, limit, "pass" if ok else "MISS")
+
+
+def targets_of(scenario: str, key: str) -> Target | None:
+    for target in TARGETS:
+        if target.scenario == scenario and target.key == key:
+            return target
+    return None
