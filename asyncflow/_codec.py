@@ -21,7 +21,9 @@ from ._errors import (
 #: is written.
 MAX_VALUE_BYTES = 16 * 1024 * 1024
 
-#: Longest accepted workflow id, in characters (ids travel in NOTIFY payloads, < 8000 bytes).
+#: Longest accepted workflow id, topic, event or stream key and idempotency key, in bytes of
+#: UTF-8 (characters, for ASCII). Ids travel in NOTIFY payloads (< 8000 bytes), and an id plus a
+#: key must fit in one btree index entry (< 2704 bytes).
 MAX_ID_LENGTH = 1000
 
 _OPTIONS = (
@@ -70,29 +72,44 @@ def loads(text: str) -> Any:
     return orjson.loads(text)
 
 
+def _check_text(value: str, what: str) -> None:
+    """Text Postgres stores and indexes exactly: no NUL, valid UTF-8, MAX_ID_LENGTH bytes."""
+    if value.isascii():
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise InvalidArgumentError(
+                f"{what} is not valid Unicode text (it contains a lone surrogate)"
+            ) from None
+    if size > MAX_ID_LENGTH:
+        raise InvalidArgumentError(
+            f"{what} is {size} bytes long as UTF-8; the limit is {MAX_ID_LENGTH} "
+            "(asyncflow.MAX_ID_LENGTH)"
+        )
+    if "\x00" in value:
+        raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+
+
 def check_id(value: object, what: str = "workflow id") -> str:
-    """Validate an id: a non-empty str without NUL, at most MAX_ID_LENGTH characters."""
+    """Validate an id: a non-empty str without NUL, at most MAX_ID_LENGTH bytes of UTF-8."""
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
         raise InvalidArgumentError(f"{what} must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidArgumentError(
-            f"{what} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}"
-        )
-    if "\x00" in value:
-        raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+    _check_text(value, what)
     return value
 
 
 def check_name(value: object, what: str, *, optional: bool = False) -> str | None:
-    """Validate a topic or key: a str without NUL (``None`` allowed when ``optional``)."""
+    """Validate a topic or key: a str without NUL, at most MAX_ID_LENGTH bytes of UTF-8
+    (``None`` allowed when ``optional``)."""
     if value is None and optional:
         return None
     if not isinstance(value, str):
         raise InvalidArgumentError(f"{what} must be a str, not {type(value).__name__}")
-    if "\x00" in value:
-        raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+    _check_text(value, what)
     return value
 
 

@@ -1,16 +1,19 @@
 """What the app and the Client share: lifecycle, the listener, and operations from outside.
 
 Every wait follows the same order: register interest in the waiter registry, check the database,
-then wait for a wake-up (NOTIFY, a local commit, or a listener reconnect).
+then wait for a wake-up (NOTIFY, a local commit, or a listener reconnect). A check that fails
+because the database is unreachable is retried (woken early by the listener's reconnect) until
+the wait's own deadline: a parked waiter outlives a Postgres restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.abc
@@ -21,6 +24,7 @@ from ._context import current_workflow
 from ._errors import (
     AsyncFlowTimeoutError,
     ConfigurationError,
+    DatabaseUnavailableError,
     InvalidArgumentError,
     MaxRecoveryAttemptsExceededError,
     NotLaunchedError,
@@ -41,6 +45,28 @@ from ._handle import (
 from ._storage import Storage
 
 STREAM_BATCH = 500
+T = TypeVar("T")
+
+
+async def checked(
+    event: asyncio.Event, deadline: float | None, check: Callable[[], Awaitable[T]]
+) -> T:
+    """Run a wait's read-only database check. While the database is unreachable, retry with
+    backoff, at once when ``event`` is set (the listener's reconnect sets every waiter's event);
+    once the wait's ``deadline`` (loop time) has passed, raise the DatabaseUnavailableError."""
+    loop = asyncio.get_running_loop()
+    delay = 0.05
+    while True:
+        try:
+            return await check()
+        except DatabaseUnavailableError:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise
+            retry_at = now + delay if deadline is None else min(deadline, now + delay)
+            await _notify.wait_until(event, retry_at)
+            event.clear()
+            delay = min(delay * 2, 2.0)
 
 
 class Core:
@@ -239,7 +265,9 @@ class Core:
         with self._registry.watch(*keys) as event:
             while True:
                 event.clear()
-                row = await storage.fetchrow(Q.WORKFLOW_RESULT, workflow_id)
+                row = await checked(
+                    event, deadline, partial(storage.fetchrow, Q.WORKFLOW_RESULT, workflow_id)
+                )
                 if row is None:
                     raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
                 status = row["status"]
@@ -328,7 +356,9 @@ class Core:
         with self._registry.watch((_notify.EVENT, workflow_id)) as event:
             while True:
                 event.clear()
-                row = await storage.fetchrow(Q.GET_EVENT, workflow_id, key, None)
+                row = await checked(
+                    event, deadline, partial(storage.fetchrow, Q.GET_EVENT, workflow_id, key, None)
+                )
                 assert row is not None
                 if not row["found"]:
                     raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
@@ -367,7 +397,9 @@ class Core:
                 event.clear()
                 if waiter is not None:
                     await self._ensure_waiter_running(waiter.workflow_id)
-                rows = await storage.fetch(Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH)
+                rows = await checked(event, None, partial(
+                    storage.fetch, Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH
+                ))
                 if not rows:
                     raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
                 count = 0

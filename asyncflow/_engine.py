@@ -359,8 +359,11 @@ class AsyncFlow(Core):
                     # recovered by the next launch (or resume).
                     logger.exception("workflow %s stopped unexpectedly", ctx.workflow_id)
                     return
-                # Retry backoff: replay from the journal once the database answers again.
-                await anyio.sleep(delay)
+                # Retry backoff: replay from the journal once the database answers again. The
+                # listener's reconnect (it wakes every registered waiter) or a cancellation ends
+                # the wait early.
+                with self._registry.watch((_notify.TERMINAL, ctx.workflow_id)) as woken:
+                    await _notify.wait_until(woken, anyio.current_time() + delay)
                 delay = min(delay * 2, 5.0)
                 fresh = False
                 cancelled = ctx.cancelled

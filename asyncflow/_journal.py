@@ -208,7 +208,7 @@ async def run_transaction(
         except Exception as exc:
             if storage.is_retryable(exc):
                 pass
-            elif storage.is_connection_loss(exc) or isinstance(exc, DatabaseUnavailableError):
+            elif isinstance(exc, DatabaseUnavailableError):
                 if ctx is not None:
                     ctx.db_failed = True
                 raise

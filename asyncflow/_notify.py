@@ -137,6 +137,7 @@ class Listener:
         self._on_reconnect = on_reconnect
         self._own_pids = storage.pool.pids
         self.connected = False
+        self.holds_lock = False  # the executor's liveness lock (apps only)
         self.reconnects = 0
         self.backend_pid: int | None = None
         self._changed = asyncio.Event()
@@ -146,9 +147,11 @@ class Listener:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def wait_connected(self, not_pid: int | None = None) -> None:
-        """Wait until the listener is connected (on a backend other than ``not_pid``)."""
-        while not (self.connected and self.backend_pid != not_pid):
+    async def wait_connected(self, not_pid: int | None = None, *, lock: bool = False) -> None:
+        """Wait until the listener is connected (on a backend other than ``not_pid``) and, with
+        ``lock``, holds the executor's liveness lock."""
+        while not (self.connected and self.backend_pid != not_pid
+                   and (self.holds_lock or not lock)):
             await self._changed.wait()
 
     def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
@@ -158,30 +161,47 @@ class Listener:
         if self._on_notify is not None:
             self._on_notify(payload)
 
-    async def _open(self) -> tuple[Connection, asyncio.Event]:
+    async def _try_lock(self, conn: Connection) -> bool:
+        with map_errors(conn):
+            got: bool = await conn.fetchval(
+                self._storage.sql(TRY_EXECUTOR_LOCK), self._storage.namespace, self._executor_id
+            )
+        self.holds_lock = got
+        return got
+
+    async def _open(self, first: bool) -> tuple[Connection, asyncio.Event]:
         conn = await self._storage.connect()
         lost = asyncio.Event()
         try:
             conn.add_termination_listener(lambda _c: lost.set())
             with map_errors(conn):
                 await conn.add_listener(self._storage.channel, self._callback)
-                if self._executor_id is not None:
-                    got = await conn.fetchval(
-                        self._storage.sql(TRY_EXECUTOR_LOCK),
-                        self._storage.namespace,
-                        self._executor_id,
-                    )
-                    if not got:
-                        raise ExecutorIdInUseError(
-                            f"executor id {self._executor_id!r} is already in use by another live "
-                            "process on this database; give each process its own executor_id "
-                            "(or leave it unset for a generated one)"
-                        )
-                self.backend_pid = conn.get_server_pid()
+            if self._executor_id is not None and not await self._try_lock(conn) and first:
+                raise ExecutorIdInUseError(
+                    f"executor id {self._executor_id!r} is already in use by another live "
+                    "process on this database; give each process its own executor_id "
+                    "(or leave it unset for a generated one)"
+                )
+            self.backend_pid = conn.get_server_pid()
         except BaseException:
             conn.terminate()
             raise
         return conn, lost
+
+    async def _hold(self, conn: Connection, lost: asyncio.Event) -> None:
+        """Until the connection is lost. On a reconnect the executor lock may still be held by
+        this process's previous backend (the server has not noticed it is gone yet): listen
+        anyway, and take the lock as soon as it is free."""
+        if self._executor_id is not None and not self.holds_lock:
+            logger.warning("asyncflow executor lock still held by a previous connection; "
+                           "listening without it and retrying")
+            retry = 0.05  # short at first: usually the old backend is just exiting
+            while not lost.is_set() and not await self._try_lock(conn):
+                await wait_until(lost, asyncio.get_running_loop().time() + retry)
+                retry = min(retry * 2, 1.0)
+            if self.holds_lock:
+                self._transition(True)  # wakes wait_connected(lock=True)
+        await lost.wait()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -191,7 +211,7 @@ class Listener:
         while True:
             conn: Connection | None = None
             try:
-                conn, lost = await self._open()
+                conn, lost = await self._open(first=not started)
                 self._transition(True)
                 if started:
                     self.reconnects += 1
@@ -204,13 +224,14 @@ class Listener:
                     started = True
                     task_status.started()
                 delay = 0.05
-                await lost.wait()
+                await self._hold(conn, lost)
                 logger.warning("asyncflow listener connection lost; reconnecting")
             except (DatabaseUnavailableError, ExecutorIdInUseError) as exc:
                 if not started:
                     raise
                 logger.warning("asyncflow listener cannot reconnect yet: %s", exc)
             finally:
+                self.holds_lock = False
                 self._transition(False)
                 if conn is not None:
                     conn.terminate()

@@ -195,7 +195,9 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 
 # Claims PENDING workflows nobody is running: unassigned ones, this executor's own (at launch),
 # and those of executors whose advisory lock is free (their process is gone). SKIP LOCKED keeps
-# two supervisors from ever claiming the same row.
+# two supervisors from ever claiming the same row. NO KEY UPDATE (what the UPDATE takes anyway)
+# rather than UPDATE: a send in flight holds a KEY SHARE lock on its destination's row (the
+# foreign key check), which must not make a sweep skip that workflow.
 CLAIM_WORKFLOWS = """
 WITH live AS (
     SELECT objid FROM pg_locks
@@ -215,7 +217,7 @@ WITH live AS (
       )
     ORDER BY c.created_at
     LIMIT $6
-    FOR UPDATE OF c SKIP LOCKED
+    FOR NO KEY UPDATE OF c SKIP LOCKED
 )
 UPDATE {s}.workflows w
 SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, updated_at = clock_timestamp()

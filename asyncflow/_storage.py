@@ -68,6 +68,11 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise RetryableTransactionError(str(exc)) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.InsufficientPrivilegeError as exc:
+        raise ConfigurationError(
+            f"the database role lacks a privilege asyncflow needs ({exc}); see the README's "
+            "privileges section for the GRANTs a runtime role needs"
+        ) from exc
     except _CONNECTION_LOSS as exc:
         raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
     except asyncpg.InterfaceError as exc:
@@ -173,6 +178,8 @@ class ConnectionPool:
         #: Backend pids of this pool's connections: NOTIFYs they send are echoes of local
         #: commits whose waiters were already woken in-process.
         self.pids: set[int] = set()
+        # The pid of each open connection, kept here: a terminated connection cannot tell it.
+        self._pid_of: dict[Connection, int] = {}
 
     @property
     def size(self) -> int:
@@ -191,13 +198,17 @@ class ConnectionPool:
                 if not conn.is_closed():
                     return conn
                 self._open -= 1
-                self.pids.discard(conn.get_server_pid())
+                self.pids.discard(self._pid_of.pop(conn, 0))
             if self._open < self._size:
                 self._open += 1
                 try:
                     with map_errors(), _configuration_errors(self._url):
                         new: Connection = await asyncpg.connect(self._url)
-                    self.pids.add(new.get_server_pid())
+                    pid = self._pid_of[new] = new.get_server_pid()
+                    self.pids.add(pid)
+                    # Forget the pid the moment the connection is gone, so a backend that later
+                    # gets the same pid is never mistaken for ours.
+                    new.add_termination_listener(lambda _c, pid=pid: self.pids.discard(pid))
                     return new
                 except BaseException:
                     self._open -= 1
@@ -226,7 +237,7 @@ class ConnectionPool:
             if not conn.is_closed():
                 conn.terminate()
             self._open -= 1
-            self.pids.discard(conn.get_server_pid())
+            self.pids.discard(self._pid_of.pop(conn, 0))
             self._hand(None)
         else:
             self._hand(conn)
@@ -248,6 +259,7 @@ class ConnectionPool:
         self._waiters.clear()
         idle, self._idle = self._idle, []
         self.pids.clear()
+        self._pid_of.clear()
         for conn in idle:
             self._open -= 1
             try:
@@ -378,7 +390,15 @@ class Storage:
     # -- schema --------------------------------------------------------------------------------
 
     async def migrate(self) -> int:
-        """Create or upgrade the schema; concurrent callers are serialized by an advisory lock."""
+        """Create or upgrade the schema; concurrent callers are serialized by an advisory lock.
+
+        An up-to-date schema is only read, never locked or altered: a runtime role needs no
+        CREATE privilege once the schema is migrated.
+        """
+        current = await self._installed_version()
+        self._check_not_newer(current)
+        if current == SCHEMA_VERSION:
+            return SCHEMA_VERSION
         async with self.transaction() as tx:
             await tx.execute(Q.MIGRATION_LOCK, self.namespace)
             await tx.execute(Q.CREATE_SCHEMA)
@@ -393,19 +413,25 @@ class Storage:
 
     async def check_schema(self) -> None:
         """Fail clearly if the schema is missing or newer than this code (clients never migrate)."""
-        table = Q.quote_schema(self.schema) + ".schema_version"
-        if not await self.fetchval(Q.VERSION_TABLE_EXISTS, table):
+        current = await self._installed_version()
+        if current == 0:
             raise SchemaVersionError(
                 f"the asyncflow schema {self.schema!r} does not exist in this database; launch an "
                 "AsyncFlow app (or run `asyncflow db migrate`) against it first"
             )
-        current = int(await self.fetchval(Q.GET_SCHEMA_VERSION))
         self._check_not_newer(current)
         if current < SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"the asyncflow schema {self.schema!r} is at version {current}, older than "
                 f"{SCHEMA_VERSION}; run `asyncflow db migrate` or launch an AsyncFlow app first"
             )
+
+    async def _installed_version(self) -> int:
+        """The schema version in the database (0: no asyncflow schema yet); read-only."""
+        table = Q.quote_schema(self.schema) + ".schema_version"
+        if not await self.fetchval(Q.VERSION_TABLE_EXISTS, table):
+            return 0
+        return int(await self.fetchval(Q.GET_SCHEMA_VERSION))
 
     def _check_not_newer(self, current: int) -> None:
         if current > SCHEMA_VERSION:

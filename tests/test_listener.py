@@ -51,7 +51,7 @@ async def test_listener_reconnects_and_keeps_executor_lock(make_app, conn):
         await conn.execute("select pg_terminate_backend($1)", old)
         # The executor's advisory lock comes back with the new connection.
         async with asyncio.timeout(20):
-            await listener.wait_connected(not_pid=old)
+            await listener.wait_connected(not_pid=old, lock=True)
         assert listener.reconnects >= 1
         clash = make_app(executor_id="lock-holder")
         try:
