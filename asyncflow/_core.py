@@ -69,6 +69,25 @@ async def checked(
             delay = min(delay * 2, 2.0)
 
 
+def check_stream_args(workflow_id: str, key: str, offset: int) -> None:
+    _codec.check_id(workflow_id)
+    _codec.check_name(key, "key")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+
+
+def stream_page(workflow_id: str, rows: list[Any]) -> tuple[list[tuple[int, Any]], bool]:
+    """Decode one ``READ_STREAM`` result: its ``(offset, value)`` entries, and whether the stream
+    has ended (closed, or its workflow finished) as of that snapshot."""
+    if not rows:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    entries = [
+        (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
+    ]
+    first = rows[0]
+    return entries, bool(first["closed"]) or first["status"] != PENDING
+
+
 class Core:
     """Lifecycle and the operations that work the same from an app and from a Client."""
 
@@ -264,6 +283,9 @@ class Core:
         storage = self.storage
         with self._registry.watch(*keys) as event:
             while True:
+                handed = event.handed.get((_notify.TERMINAL, workflow_id))
+                if handed is not None:  # finished in this process: its outcome was handed over
+                    return self._outcome(workflow_id, *handed)
                 event.clear()
                 row = await checked(
                     event, deadline, partial(storage.fetchrow, Q.WORKFLOW_RESULT, workflow_id)
@@ -383,10 +405,7 @@ class Core:
         self, workflow_id: str, key: str, *, offset: int = 0
     ) -> AsyncIterator[tuple[int, Any]]:
         """Like :meth:`read_stream` but yields ``(offset, value)`` pairs."""
-        _codec.check_id(workflow_id)
-        _codec.check_name(key, "key")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+        check_stream_args(workflow_id, key, offset)
         storage = self.storage
         keys = [(_notify.STREAM, workflow_id), (_notify.TERMINAL, workflow_id)]
         waiter = current_workflow()
@@ -400,19 +419,13 @@ class Core:
                 rows = await checked(event, None, partial(
                     storage.fetch, Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH
                 ))
-                if not rows:
-                    raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-                count = 0
-                for row in rows:
-                    if row["offset"] is None:
-                        continue
-                    count += 1
-                    offset = row["offset"] + 1
-                    yield row["offset"], _codec.loads(row["value"])
-                if count == STREAM_BATCH:
+                entries, ended = stream_page(workflow_id, rows)
+                for entry in entries:
+                    offset = entry[0] + 1
+                    yield entry
+                if len(entries) == STREAM_BATCH:
                     continue
-                first = rows[0]
-                if first["closed"] or first["status"] != PENDING:
+                if ended:
                     return
                 await self._registry.park(event)
 

@@ -417,7 +417,7 @@ class AsyncFlow(Core):
                 Q.FINISH_WORKFLOW, ctx.workflow_id, status, output, error, storage.channel
             )
         if rows:
-            self._registry.wake(_notify.TERMINAL, ctx.workflow_id)
+            self._registry.wake(_notify.TERMINAL, ctx.workflow_id, (status, output, error))
         return bool(rows)
 
     # -- operations that are journaled inside a workflow ----------------------------------------

@@ -33,18 +33,27 @@ TERMINAL = "t"
 RESUMED = "r"
 
 
+class Waiter(asyncio.Event):
+    """A waiter's event. A local wake-up may hand over the value behind one of its keys:
+    ``handed`` maps that key to the value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: dict[Key, Any] = {}
+
+
 class WaitRegistry:
     """Maps ``(kind, workflow_id)`` to the events of the waiters parked on it."""
 
     def __init__(self) -> None:
-        self._waiters: dict[Key, set[asyncio.Event]] = {}
+        self._waiters: dict[Key, set[Waiter]] = {}
         self._count = 0
         self._target: tuple[int, asyncio.Event] | None = None
 
     @contextmanager
-    def watch(self, *keys: Key) -> Iterator[asyncio.Event]:
+    def watch(self, *keys: Key) -> Iterator[Waiter]:
         """Register one waiter under ``keys`` for the duration of the block."""
-        event = asyncio.Event()
+        event = Waiter()
         waiters = self._waiters
         for key in keys:
             waiters.setdefault(key, set()).add(event)
@@ -58,10 +67,14 @@ class WaitRegistry:
                     if not group:
                         del waiters[key]
 
-    def wake(self, kind: str, workflow_id: str) -> None:
+    def wake(self, kind: str, workflow_id: str, value: Any = None) -> None:
+        """Wake the waiters of a key; ``value`` (if given) is handed to each of them, so that a
+        local commit's outcome need not be read back from the database."""
         group = self._waiters.get((kind, workflow_id))
         if group:
             for event in group:
+                if value is not None:
+                    event.handed[(kind, workflow_id)] = value
                 event.set()
 
     def wake_all(self) -> None:

@@ -20,7 +20,7 @@ import orjson
 
 from . import _codec
 from . import _queries as Q
-from ._core import STREAM_BATCH, Core
+from ._core import STREAM_BATCH, Core, check_stream_args, stream_page
 from ._errors import (
     AsyncFlowError,
     ConfigurationError,
@@ -28,7 +28,6 @@ from ._errors import (
     InvalidArgumentError,
     WorkflowNotFoundError,
 )
-from ._handle import PENDING
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -100,26 +99,16 @@ async def stream_snapshot(
     Raises :class:`WorkflowNotFoundError` for an unknown workflow. Use ``read_stream`` (or
     :class:`EventStream` over HTTP) to follow a stream as it is written.
     """
-    _codec.check_id(workflow_id)
-    _codec.check_name(key, "key")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+    check_stream_args(workflow_id, key, offset)
     storage = source.storage
     entries: list[tuple[int, Any]] = []
     while True:
         rows = await storage.fetch(Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH)
-        if not rows:
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-        count = 0
-        for row in rows:
-            if row["offset"] is None:
-                continue
-            count += 1
-            offset = row["offset"] + 1
-            entries.append((row["offset"], _codec.loads(row["value"])))
-        if count < STREAM_BATCH:
-            first = rows[0]
-            return StreamSnapshot(entries, bool(first["closed"]) or first["status"] != PENDING)
+        page, ended = stream_page(workflow_id, rows)
+        entries.extend(page)
+        if len(page) < STREAM_BATCH:
+            return StreamSnapshot(entries, ended)
+        offset = page[-1][0] + 1
 
 
 # -- Server-Sent Events -------------------------------------------------------------------------
