@@ -344,25 +344,30 @@ WITH k AS (
 )
 SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
 
-_RECV = """
+# The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
+_MAILBOX_HEAD = """
 WITH m AS (
     SELECT message_id, message FROM {s}.messages
     WHERE destination_id = $1 AND %TOPIC%
     ORDER BY message_id LIMIT 1
     FOR UPDATE SKIP LOCKED
-), op AS (
-    UPDATE {s}.operations SET output = (SELECT message FROM m), completed = true
-    WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
-      AND EXISTS (SELECT 1 FROM m)
-      AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
-    RETURNING 1
-), d AS (
+)"""
+_TAKE_MESSAGE = """, d AS (
     DELETE FROM {s}.messages
     WHERE message_id = (SELECT message_id FROM m) AND EXISTS (SELECT 1 FROM op)
     RETURNING 1
 )
 SELECT (SELECT message FROM m) AS message,
-       (SELECT count(*) FROM d) AS consumed,
+       (SELECT count(*) FROM d) AS consumed,"""
+
+# A later attempt of recv #$3: complete its open journal entry with the message, if any.
+_RECV = _MAILBOX_HEAD + """, op AS (
+    UPDATE {s}.operations SET output = (SELECT message FROM m), completed = true
+    WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
+      AND EXISTS (SELECT 1 FROM m)
+      AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
+    RETURNING 1
+)""" + _TAKE_MESSAGE + """
        (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
 
 RECV_TOPIC = _RECV.replace("%TOPIC%", "topic = $2")
@@ -370,24 +375,12 @@ RECV_NO_TOPIC = _RECV.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
 
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
-_RECV_FIRST = """
-WITH m AS (
-    SELECT message_id, message FROM {s}.messages
-    WHERE destination_id = $1 AND %TOPIC%
-    ORDER BY message_id LIMIT 1
-    FOR UPDATE SKIP LOCKED
-), op AS (
+_RECV_FIRST = _MAILBOX_HEAD + """, op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
     SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4
     FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
     RETURNING 1
-), d AS (
-    DELETE FROM {s}.messages
-    WHERE message_id = (SELECT message_id FROM m) AND EXISTS (SELECT 1 FROM op)
-    RETURNING 1
-)
-SELECT (SELECT message FROM m) AS message,
-       (SELECT count(*) FROM d) AS consumed,
+)""" + _TAKE_MESSAGE + """
        (SELECT count(*) FROM op) AS recorded"""
 
 RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
