@@ -294,18 +294,25 @@ JOURNALED_SET_EVENT = _JOURNAL_ENTRY + """, u AS (
 SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($6, 'e' || workflow_id) FROM u) AS notified"""
 
-JOURNALED_WRITE_STREAM = _JOURNAL_ENTRY + """, head AS (
+# Appending to a stream: the head row's lock serializes writers and hands out the next offset
+# (nothing when the stream is closed); %HEAD% and %ROW% name where the values come from.
+_STREAM_APPEND = """, head AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset)
-    SELECT workflow_id, $4, 1 FROM op
+    SELECT %HEAD%
     ON CONFLICT (workflow_id, key)
     DO UPDATE SET next_offset = {s}.stream_heads.next_offset + 1
     WHERE NOT {s}.stream_heads.closed
     RETURNING next_offset - 1 AS "offset"
 ), ins AS (
     INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
-    SELECT $1, $4, "offset", $5, $2, 0 FROM head
+    SELECT %ROW% FROM head
     RETURNING "offset"
 )
+"""
+
+JOURNALED_WRITE_STREAM = _JOURNAL_ENTRY + _STREAM_APPEND.replace(
+    "%HEAD%", "workflow_id, $4, 1 FROM op"
+).replace("%ROW%", '$1, $4, "offset", $5, $2, 0') + """\
 SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "offset",
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
@@ -440,18 +447,9 @@ WITH existing AS (
     UPDATE {s}.streams SET value = $3
     WHERE workflow_id = $1 AND key = $2 AND "offset" = (SELECT "offset" FROM existing)
     RETURNING "offset"
-), head AS (
-    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset)
-    SELECT $1, $2, 1 WHERE NOT EXISTS (SELECT 1 FROM existing)
-    ON CONFLICT (workflow_id, key)
-    DO UPDATE SET next_offset = {s}.stream_heads.next_offset + 1
-    WHERE NOT {s}.stream_heads.closed
-    RETURNING next_offset - 1 AS "offset"
-), ins AS (
-    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
-    SELECT $1, $2, "offset", $3, $4, $5 FROM head
-    RETURNING "offset"
-)
+)""" + _STREAM_APPEND.replace(
+    "%HEAD%", "$1, $2, 1 WHERE NOT EXISTS (SELECT 1 FROM existing)"
+).replace("%ROW%", '$1, $2, "offset", $3, $4, $5') + """\
 SELECT coalesce((SELECT "offset" FROM ins), (SELECT "offset" FROM upd)) AS "offset",
        pg_notify($6, 's' || $1)"""
 

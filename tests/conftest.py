@@ -17,30 +17,16 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from faultlib import admin, with_database
 
 import asyncflow
 from asyncflow._storage import Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = f"asyncflow_tmpl_{os.getpid()}"
-
-
-def with_database(url: str, database: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
-
-
-async def _admin(url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def _migrate(url: str) -> None:
@@ -74,29 +60,29 @@ def server_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}"',
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}"',
                        f'CREATE DATABASE "{TEMPLATE}"'))
     asyncio.run(_migrate(with_database(server_url, TEMPLATE)))
     yield TEMPLATE
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def db_url(server_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test."""
     name = f"asyncflow_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
     yield with_database(server_url, name)
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def empty_db_url(server_url: str) -> Iterator[str]:
     """A fresh database without the asyncflow schema."""
     name = f"asyncflow_e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     yield with_database(server_url, name)
-    asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
