@@ -17,10 +17,10 @@ from ._api import (
     start_workflow,
     write_stream,
 )
+from ._app import AsyncFlow
 from ._client import Client
 from ._codec import MAX_ID_LENGTH, MAX_VALUE_BYTES
 from ._context import connection, workflow_id
-from ._engine import AsyncFlow
 from ._errors import (
     AsyncFlowError,
     AsyncFlowTimeoutError,
@@ -43,14 +43,17 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from ._handle import (
+from ._handle import WorkflowHandle
+from ._status import (
     CANCELLED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
     SUCCESS,
+    ComponentHealth,
+    Health,
+    Status,
     StepInfo,
-    WorkflowHandle,
     WorkflowStatus,
 )
 from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
@@ -63,11 +66,13 @@ __all__ = [
     "AsyncFlowTimeoutError",
     "CANCELLED",
     "Client",
+    "ComponentHealth",
     "ConfigurationError",
     "DatabaseUnavailableError",
     "ERROR",
     "EventStream",
     "ExecutorIdInUseError",
+    "Health",
     "InvalidArgumentError",
     "MAX_ID_LENGTH",
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
@@ -81,6 +86,7 @@ __all__ = [
     "SUCCESS",
     "SchemaVersionError",
     "SerializationError",
+    "Status",
     "StepFailedError",
     "StepInfo",
     "StreamClosedError",
@@ -109,3 +115,18 @@ __all__ = [
     "workflow_id",
     "write_stream",
 ]
+
+
+def _publish() -> None:
+    """Exported classes and functions report ``asyncflow`` as their module (not the private
+    module that defines them), so reprs, docs and recorded error types use public names."""
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) or callable(obj):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                pass
+
+
+_publish()

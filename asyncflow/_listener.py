@@ -1,130 +1,24 @@
-"""Wake-ups: the in-process waiter registry and the LISTEN connection that feeds it.
-
-A waiter registers interest in keys ``(kind, workflow_id)`` *before* it checks the database, then
-waits. A NOTIFY (or a direct local wake after a local commit) sets its event and it checks again,
-so no interleaving loses a wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a
-workflow, ``s`` stream written or closed, ``t`` workflow reached a terminal status (completed,
-failed, cancelled), ``r`` a workflow was resumed or left unassigned (wakes recovery supervisors).
-"""
+"""The LISTEN connection of an app or client: it feeds NOTIFYs to the waiter registry, and for
+an app it holds the executor's liveness lock. It reconnects with backoff after any failure and
+never lets a database error end it; its state is reported through health."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from ._errors import DatabaseUnavailableError, ExecutorIdInUseError
-from ._queries import TRY_EXECUTOR_LOCK
+from ._health import Monitor
 from ._storage import Connection, Storage, map_errors
+from ._store import Store
+from ._wait import WaitRegistry, wait_until
 
 logger = logging.getLogger("asyncflow")
-
-Key = tuple[str, str]
-
-MESSAGE = "m"
-EVENT = "e"
-STREAM = "s"
-TERMINAL = "t"
-RESUMED = "r"
-
-
-class Waiter(asyncio.Event):
-    """A waiter's event. A local wake-up may hand over the value behind one of its keys:
-    ``handed`` maps that key to the value."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.handed: dict[Key, Any] = {}
-
-
-class WaitRegistry:
-    """Maps ``(kind, workflow_id)`` to the events of the waiters parked on it."""
-
-    def __init__(self) -> None:
-        self._waiters: dict[Key, set[Waiter]] = {}
-        self._count = 0
-        self._target: tuple[int, asyncio.Event] | None = None
-
-    @contextmanager
-    def watch(self, *keys: Key) -> Iterator[Waiter]:
-        """Register one waiter under ``keys`` for the duration of the block."""
-        event = Waiter()
-        waiters = self._waiters
-        for key in keys:
-            waiters.setdefault(key, set()).add(event)
-        try:
-            yield event
-        finally:
-            for key in keys:
-                group = waiters.get(key)
-                if group is not None:
-                    group.discard(event)
-                    if not group:
-                        del waiters[key]
-
-    def wake(self, kind: str, workflow_id: str, value: Any = None) -> None:
-        """Wake the waiters of a key; ``value`` (if given) is handed to each of them, so that a
-        local commit's outcome need not be read back from the database."""
-        group = self._waiters.get((kind, workflow_id))
-        if group:
-            for event in group:
-                if value is not None:
-                    event.handed[(kind, workflow_id)] = value
-                event.set()
-
-    def wake_all(self) -> None:
-        for group in self._waiters.values():
-            for event in group:
-                event.set()
-
-    def dispatch(self, payload: str) -> None:
-        if payload:
-            self.wake(payload[0], payload[1:])
-
-    async def park(self, event: asyncio.Event, deadline: float | None = None) -> None:
-        """Wait for a registered ``event`` until ``deadline`` (loop time), counted as parked."""
-        self._count += 1
-        if self._target is not None and self._count >= self._target[0]:
-            self._target[1].set()
-        try:
-            await wait_until(event, deadline)
-        finally:
-            self._count -= 1
-
-    def __len__(self) -> int:
-        """The number of waiters parked right now."""
-        return self._count
-
-    async def wait_for_count(self, count: int) -> None:
-        """Wait until at least ``count`` waiters are parked (for tests and benchmarks)."""
-        if self._count >= count:
-            return
-        reached = asyncio.Event()
-        self._target = (count, reached)
-        try:
-            await reached.wait()
-        finally:
-            self._target = None
-
-
-async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
-    """Wait for ``event`` until ``deadline`` (event-loop time) passes; never raises on timeout."""
-    if deadline is None:
-        await event.wait()
-        return
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining <= 0:
-        return
-    try:
-        async with asyncio.timeout(remaining):
-            await event.wait()
-    except TimeoutError:
-        pass
 
 
 class Listener:
@@ -136,19 +30,19 @@ class Listener:
 
     def __init__(
         self,
-        storage: Storage,
+        store: Store,
         registry: WaitRegistry,
         *,
         executor_id: str | None = None,
         on_notify: Callable[[str], None] | None = None,
-        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
-        self._storage = storage
+        self._store = store
+        self._storage: Storage = store.storage
         self._registry = registry
         self._executor_id = executor_id
         self._on_notify = on_notify
-        self._on_reconnect = on_reconnect
-        self._own_pids = storage.pool.pids
+        self._own_pids = self._storage.pool.pids
+        self.monitor = Monitor("listener")
         self.connected = False
         self.holds_lock = False  # the executor's liveness lock (apps only)
         self.reconnects = 0
@@ -175,10 +69,9 @@ class Listener:
             self._on_notify(payload)
 
     async def _try_lock(self, conn: Connection) -> bool:
+        assert self._executor_id is not None
         with map_errors(conn):
-            got: bool = await conn.fetchval(
-                self._storage.sql(TRY_EXECUTOR_LOCK), self._storage.namespace, self._executor_id
-            )
+            got = await self._store.try_executor_lock(conn, self._executor_id)
         self.holds_lock = got
         return got
 
@@ -226,23 +119,24 @@ class Listener:
             try:
                 conn, lost = await self._open(first=not started)
                 self._transition(True)
+                self.monitor.ok()
                 if started:
                     self.reconnects += 1
                     logger.info("asyncflow listener reconnected")
                 # Anything may have happened while we were not listening: everyone re-checks.
                 self._registry.wake_all()
-                if self._on_reconnect is not None:
-                    self._on_reconnect()
                 if not started:
                     started = True
                     task_status.started()
                 delay = 0.05
                 await self._hold(conn, lost)
-                logger.warning("asyncflow listener connection lost; reconnecting")
-            except (DatabaseUnavailableError, ExecutorIdInUseError) as exc:
+                self.monitor.failed(DatabaseUnavailableError("the LISTEN connection was lost"))
+            except Exception as exc:
                 if not started:
-                    raise
-                logger.warning("asyncflow listener cannot reconnect yet: %s", exc)
+                    raise  # at launch: a bad URL or a taken executor id is the caller's error
+                # Any failure (refused connections, a dropped database, a driver error) is
+                # retried: the listener must outlive outages.
+                self.monitor.failed(exc)
             finally:
                 self.holds_lock = False
                 self._transition(False)
