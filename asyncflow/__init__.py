@@ -15,6 +15,7 @@ from ._api import (
     set_event,
     sleep,
     start_workflow,
+    wait_first,
     write_stream,
 )
 from ._app import AsyncFlow
@@ -56,6 +57,7 @@ from ._status import (
     StepInfo,
     WorkflowStatus,
 )
+from ._wait_first import Branch, Fired, event, message, result, timer
 from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
 
 __version__ = "0.1.0"
@@ -64,6 +66,7 @@ __all__ = [
     "AsyncFlow",
     "AsyncFlowError",
     "AsyncFlowTimeoutError",
+    "Branch",
     "CANCELLED",
     "Client",
     "ComponentHealth",
@@ -72,6 +75,7 @@ __all__ = [
     "ERROR",
     "EventStream",
     "ExecutorIdInUseError",
+    "Fired",
     "Health",
     "InvalidArgumentError",
     "MAX_ID_LENGTH",
@@ -101,17 +105,22 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "event",
     "get_all_events",
     "get_event",
     "lifespan",
+    "message",
     "read_stream",
     "recv",
+    "result",
     "send",
     "set_event",
     "sleep",
     "sse_response",
     "start_workflow",
     "stream_snapshot",
+    "timer",
+    "wait_first",
     "workflow_id",
     "write_stream",
 ]

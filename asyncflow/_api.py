@@ -12,11 +12,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from . import _codec, _events, _messages, _streams, _timers
+from . import _codec, _events, _messages, _streams, _timers, _wait_first
 from ._context import any_context, current_step, current_workflow, require_workflow
 from ._errors import InvalidArgumentError
 from ._handle import WorkflowHandle
 from ._lifecycle import check_stream_args
+from ._wait_first import Branch, Fired
 
 R = TypeVar("R")
 
@@ -134,6 +135,24 @@ def read_stream(workflow_id: str, key: str, *, offset: int = 0) -> AsyncIterator
     ctx = any_context("read_stream")
     check_stream_args(workflow_id, key, offset)
     return _streams.values(ctx.runtime, workflow_id, key, offset, current_workflow())
+
+
+def wait_first(*branches: Branch) -> Coroutine[Any, Any, Fired]:
+    """Wait until the first of ``branches`` is ready and return which one fired and its value.
+
+    Branches: :func:`asyncflow.message` (the running workflow's mailbox), :func:`asyncflow.event`,
+    :func:`asyncflow.result` (another workflow's outcome; its error is raised) and
+    :func:`asyncflow.timer`. In a workflow body it is journaled: a replay takes the same branch
+    with the same value, and a message whose branch did not win stays in the mailbox. In a step
+    it waits without journaling (no message branches); outside workflows use
+    ``app.wait_first`` / ``client.wait_first``.
+    """
+    ctx = any_context("wait_first")
+    current = current_workflow()
+    checked = _wait_first.check_branches(branches, in_workflow=current is not None)
+    if current is not None:
+        return _wait_first.wait_first_in_workflow(current, current.reserve(), checked)
+    return _wait_first.wait_first_outside(ctx.runtime, checked)
 
 
 def start_workflow(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from . import _codec
@@ -92,3 +93,35 @@ async def get_event_from_workflow(
         return _codec.loads(result)
     await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
     return None
+
+
+async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[Any]:
+    """Yield the event's value now (if set) and after every change, until the workflow ends.
+
+    Between two checks several sets may land: the latest is yielded (never a lost final value).
+    After the workflow ends, a value set before its end is still yielded, then the iteration
+    stops. A listener reconnect wakes the watcher, which re-reads.
+    """
+    seen = 0
+    ended = False
+
+    async def check(_waiter: Waiter) -> tuple[str | None, bool] | _NotYet:
+        nonlocal seen, ended
+        status, value, version = await runtime.store.watch_event(workflow_id, key)
+        ended = status != PENDING
+        if version != seen and value is not None:
+            seen = version
+            return value, ended
+        return (None, True) if ended else NOT_YET
+
+    keys = ((EVENT, workflow_id), (TERMINAL, workflow_id))
+    spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
+    with runtime.waits.watch(*keys) as waiter:  # registered once for the whole watch
+        while True:
+            result = await wait(spec, waiter)
+            assert not isinstance(result, _NotYet)
+            value, finished = result
+            if value is not None:
+                yield _codec.loads(value)
+            if finished:
+                return

@@ -4,7 +4,7 @@ and the operations that work the same from both (outside any workflow)."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -15,6 +15,7 @@ from . import _codec
 from . import _queries as Q
 from ._context import current_workflow
 from ._errors import ConfigurationError, InvalidArgumentError
+from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._runtime import Runtime, not_launched
@@ -23,6 +24,13 @@ from ._storage import Storage
 from ._store import Store
 from ._streams import entries
 from ._wait import TERMINAL, WaitRegistry
+from ._wait_first import (
+    Branch,
+    Fired,
+    check_branches,
+    wait_first_in_workflow,
+    wait_first_outside,
+)
 
 MAX_BIGINT = 2**63 - 1
 
@@ -249,6 +257,25 @@ class Connected:
         async for entry in entries(runtime, workflow_id, key, offset,
                                    current_workflow(runtime)):
             yield entry
+
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]:
+        """Yield the value of event ``key`` of a workflow now (if set) and after every change,
+        until the workflow ends. Woken by NOTIFY; when several sets land between two reads the
+        latest is yielded, and the value at the workflow's end is never lost."""
+        _codec.check_id(workflow_id)
+        _codec.check_name(key, "key")
+        return watch(self.runtime, workflow_id, key)
+
+    def wait_first(self, *branches: Branch) -> Coroutine[Any, Any, Fired]:
+        """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
+        workflow of this app it is journaled; elsewhere it waits on events, workflow results and
+        timers."""
+        runtime = self.runtime
+        ctx = current_workflow(runtime)
+        checked = check_branches(branches, in_workflow=ctx is not None)
+        if ctx is not None:
+            return wait_first_in_workflow(ctx, ctx.reserve(), checked)
+        return wait_first_outside(runtime, checked)
 
     async def read_stream(
         self, workflow_id: str, key: str, *, offset: int = 0

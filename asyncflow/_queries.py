@@ -120,6 +120,10 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (workflow_id, key, writer_fid, writer_seq)
     );
     """,
+    # 2: a version per event, so a watcher sees every change (also of an equal value).
+    """
+    ALTER TABLE {s}.events ADD COLUMN version bigint NOT NULL DEFAULT 1;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +292,8 @@ JOURNALED_SET_EVENT = _JOURNAL_ENTRY + """, u AS (
     INSERT INTO {s}.events (workflow_id, key, value)
     SELECT workflow_id, $4, $5 FROM op
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+                  version = {s}.events.version + 1
     RETURNING workflow_id
 )
 SELECT (SELECT count(*) FROM op) AS recorded,
@@ -369,7 +374,7 @@ SELECT (SELECT message FROM m) AS message,
 
 # A later attempt of recv #$3: complete its open journal entry with the message, if any.
 _RECV = _MAILBOX_HEAD + """, op AS (
-    UPDATE {s}.operations SET output = (SELECT message FROM m), completed = true
+    UPDATE {s}.operations SET output = %OUTPUT%, completed = true
     WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
       AND EXISTS (SELECT 1 FROM m)
       AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
@@ -377,8 +382,15 @@ _RECV = _MAILBOX_HEAD + """, op AS (
 )""" + _TAKE_MESSAGE + """
        (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
 
-RECV_TOPIC = _RECV.replace("%TOPIC%", "topic = $2")
-RECV_NO_TOPIC = _RECV.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
+_TOPIC = "topic = $2"
+_NO_TOPIC = "topic IS NULL AND $2::text IS NULL"
+_MESSAGE = "(SELECT message FROM m)"
+RECV_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _MESSAGE)
+RECV_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _MESSAGE)
+# wait_first's message branch: the same, but the journal records {"index": $4, "value": message}.
+_BRANCH = """'{"index":' || $4::int || ',"value":' || (SELECT message FROM m) || '}'"""
+TAKE_BRANCH_MESSAGE_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _BRANCH)
+TAKE_BRANCH_MESSAGE_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _BRANCH)
 
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
@@ -401,7 +413,8 @@ SET_EVENT = """
 WITH u AS (
     INSERT INTO {s}.events (workflow_id, key, value) VALUES ($1, $2, $3)
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+                  version = {s}.events.version + 1
     RETURNING workflow_id
 )
 SELECT pg_notify($4, 'e' || workflow_id) FROM u"""
@@ -426,6 +439,13 @@ WITH v AS (
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
        (SELECT count(*) FROM op) AS recorded"""
+
+# A watcher's snapshot: the workflow's status and the event's value and version.
+WATCH_EVENT = """
+SELECT w.status, e.value, e.version
+FROM {s}.workflows w
+LEFT JOIN {s}.events e ON e.workflow_id = w.workflow_id AND e.key = $2
+WHERE w.workflow_id = $1"""
 
 GET_ALL_EVENTS = """
 SELECT key, value FROM {s}.events WHERE workflow_id = $1 ORDER BY key"""

@@ -316,7 +316,24 @@ class Store:
         assert row is not None
         return row["status"], row["message"], bool(row["consumed"])
 
+    async def take_branch_message(
+        self, workflow_id: str, topic: str | None, function_id: int, index: int
+    ) -> tuple[str | None, str | None, bool]:
+        """Like :meth:`recv_next` for wait_first's branch ``index``: the open journal entry is
+        completed with ``{"index": index, "value": message}``."""
+        template = Q.TAKE_BRANCH_MESSAGE_NO_TOPIC if topic is None else Q.TAKE_BRANCH_MESSAGE_TOPIC
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, index)
+        assert row is not None
+        return row["status"], row["message"], bool(row["consumed"])
+
     # -- events ---------------------------------------------------------------------------------
+
+    async def watch_event(self, workflow_id: str, key: str) -> tuple[str, str | None, int]:
+        """``(workflow status, event value or None, event version or 0)``."""
+        row = await self.storage.fetchrow(Q.WATCH_EVENT, workflow_id, key)
+        if row is None:
+            raise not_found(workflow_id)
+        return row["status"], row["value"], row["version"] or 0
 
     async def set_event(self, workflow_id: str, key: str, text: str) -> None:
         await self.storage.execute(Q.SET_EVENT, workflow_id, key, text, self.channel)

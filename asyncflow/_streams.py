@@ -91,15 +91,16 @@ async def entries(
         return (page, ended) if page or ended else NOT_YET
 
     spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
-    while True:
-        result = await wait(spec)
-        assert not isinstance(result, _NotYet)
-        page, ended = result
-        for entry in page:
-            offset = entry[0] + 1
-            yield entry
-        if ended and len(page) < STREAM_BATCH:
-            return
+    with runtime.waits.watch(*keys) as waiter:  # registered once for the whole read
+        while True:
+            result = await wait(spec, waiter)
+            assert not isinstance(result, _NotYet)
+            page, ended = result
+            for entry in page:
+                offset = entry[0] + 1
+                yield entry
+            if ended and len(page) < STREAM_BATCH:
+                return
 
 
 async def values(

@@ -184,36 +184,43 @@ class Wait(Generic[T]):
         self.retry_unavailable = retry_unavailable
 
 
-async def wait(spec: Wait[T]) -> T | _NotYet:
+async def wait(spec: Wait[T], waiter: Waiter | None = None) -> T | _NotYet:
     """Run a wait: register → check → park until woken or the deadline → re-check.
 
     Returns the check's result, or :data:`NOT_YET` when the deadline passed first (after one
-    last check).
+    last check). ``waiter``: one already registered under ``spec.keys`` (by
+    ``registry.watch``), for a caller that waits again and again, such as a stream reader.
     """
+    if waiter is not None:
+        return await _run(spec, waiter)
+    with spec.registry.watch(*spec.keys, deadline=spec.deadline) as registered:
+        return await _run(spec, registered)
+
+
+async def _run(spec: Wait[T], waiter: Waiter) -> T | _NotYet:
     loop = asyncio.get_running_loop()
-    with spec.registry.watch(*spec.keys, deadline=spec.deadline) as waiter:
+    delay = 0.05
+    while True:
+        waiter.clear()
+        try:
+            result = await spec.check(waiter)
+        except DatabaseUnavailableError:
+            if not spec.retry_unavailable:
+                raise
+            now = loop.time()
+            if waiter.deadline is not None and now >= waiter.deadline:
+                raise
+            # Retry backoff; the listener's reconnect wakes every waiter, ending it early.
+            retry_at = now + delay
+            if waiter.deadline is not None:
+                retry_at = min(waiter.deadline, retry_at)
+            await wait_until(waiter, retry_at)
+            delay = min(delay * 2, 2.0)
+            continue
         delay = 0.05
-        while True:
-            waiter.clear()
-            try:
-                result = await spec.check(waiter)
-            except DatabaseUnavailableError:
-                if not spec.retry_unavailable:
-                    raise
-                now = loop.time()
-                if waiter.deadline is not None and now >= waiter.deadline:
-                    raise
-                # Retry backoff; the listener's reconnect wakes every waiter, ending it early.
-                retry_at = now + delay
-                if waiter.deadline is not None:
-                    retry_at = min(waiter.deadline, retry_at)
-                await wait_until(waiter, retry_at)
-                delay = min(delay * 2, 2.0)
-                continue
-            delay = 0.05
-            if not isinstance(result, _NotYet):
-                return result
-            if waiter.deadline is not None and loop.time() >= waiter.deadline:
-                return NOT_YET
-            if not waiter.is_set():
-                await spec.registry.park(waiter)
+        if not isinstance(result, _NotYet):
+            return result
+        if waiter.deadline is not None and loop.time() >= waiter.deadline:
+            return NOT_YET
+        if not waiter.is_set():
+            await spec.registry.park(waiter)

@@ -21,6 +21,7 @@ EXPECTED = {
     "SerializationError", "StepFailedError", "StepInfo", "StreamClosedError",
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
+    "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
 }
