@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -63,15 +64,25 @@ class WorkflowContext:
 
 
 class StepContext:
-    """A step (or transaction) running inside a workflow."""
+    """One attempt of a step (or transaction) running inside a workflow.
 
-    __slots__ = ("function_id", "name", "seq", "workflow")
+    Durable effects the attempt asks for (sends, events, stream writes) are *staged* here and
+    applied in the transaction that commits the step's checkpoint; a failed or interrupted
+    attempt leaves none of them behind.
+    """
+
+    __slots__ = ("effects", "function_id", "name", "seq", "workflow")
 
     def __init__(self, workflow: WorkflowContext, function_id: int, name: str) -> None:
         self.workflow = workflow
         self.function_id = function_id
         self.name = name
         self.seq = 0
+        self.effects: list[tuple[Callable[[], Awaitable[None]], tuple[str, str]]] = []
+
+    def stage(self, apply: Callable[[], Awaitable[None]], wakes: tuple[str, str]) -> None:
+        """Apply ``apply()`` with the checkpoint; then wake the waiters of key ``wakes``."""
+        self.effects.append((apply, wakes))
 
     def next_seq(self) -> int:
         seq = self.seq

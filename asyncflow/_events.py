@@ -34,9 +34,10 @@ async def set_event_from_workflow(
 
 
 async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
-    runtime = step.workflow.runtime
-    await runtime.store.set_event(step.workflow.workflow_id, key, text)
-    runtime.waits.wake(EVENT, step.workflow.workflow_id)
+    """Staged: the event is set with the step's checkpoint (never by a failed attempt)."""
+    store = step.workflow.runtime.store
+    workflow_id = step.workflow.workflow_id
+    step.stage(lambda: store.set_event(workflow_id, key, text), (EVENT, workflow_id))
 
 
 async def get_event_outside(

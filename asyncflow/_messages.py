@@ -60,11 +60,15 @@ async def send_from_workflow(
 async def send_from_step(
     step: StepContext, destination_id: str, text: str, topic: str | None, key: str | None
 ) -> None:
-    """A send inside a step is made exactly-once by a key derived from the step's position."""
+    """A send inside a step is staged: delivered with the step's checkpoint (so a failed attempt
+    sends nothing), keyed by the step's position (so it is delivered once)."""
     seq = step.next_seq()
     if key is None:
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
-    await send_outside(step.workflow.runtime, destination_id, text, topic, key)
+    store = step.workflow.runtime.store
+    chosen = key
+    step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
+               (MESSAGE, destination_id))
 
 
 async def recv(

@@ -124,7 +124,52 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.events ADD COLUMN version bigint NOT NULL DEFAULT 1;
     """,
+    # 3: the guard of user transactions. Every @app.transaction inserts a row whose deferred
+    # trigger refuses to commit unless asyncflow itself commits (asyncflow.commit = 'yes'): a
+    # body that runs COMMIT commits nothing.
+    """
+    CREATE TABLE {s}.transaction_guard (backend integer NOT NULL);
+    CREATE FUNCTION {s}.transaction_guard_check() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF current_setting('asyncflow.commit', true) IS DISTINCT FROM 'yes' THEN
+            RAISE EXCEPTION 'an @app.transaction body must not end its own transaction'
+                USING ERRCODE = 'AF001';
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE CONSTRAINT TRIGGER transaction_guard AFTER INSERT ON {s}.transaction_guard
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+        EXECUTE FUNCTION {s}.transaction_guard_check();
+    """,
+    # 4: executors, each with a unique lock key: liveness is exact (no hash of the id).
+    """
+    CREATE TABLE {s}.executors (
+        executor_id text PRIMARY KEY,
+        lock_key    integer NOT NULL UNIQUE GENERATED ALWAYS AS IDENTITY,
+        created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    """,
 )
+
+# ---------------------------------------------------------------------------------------------
+# User transactions (@app.transaction): one simple-query round trip to open, one to commit.
+# New transactions on the session are read-only until asyncflow's own ends (the connection is
+# reset afterwards), so a body that ends the transaction cannot write outside it either.
+# ---------------------------------------------------------------------------------------------
+
+# Its own round trip: a SET in the same simple query as BEGIN would join the transaction and be
+# rolled back with it.
+READ_ONLY_BY_DEFAULT = "SET default_transaction_read_only = on"
+BEGIN_USER_TRANSACTION = """BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
+INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
+BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
+BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
+BEGIN_SERIALIZABLE = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "SERIALIZABLE")
+COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
+DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
+COMMIT"""
+ROLLBACK = "ROLLBACK"
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
@@ -204,10 +249,11 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 # foreign key check), which must not make a sweep skip that workflow.
 CLAIM_WORKFLOWS = """
 WITH live AS (
-    SELECT objid FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND objsubid = 2
-      AND classid = ($5::bigint & 4294967295)::oid
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    SELECT e.executor_id FROM pg_locks l
+    JOIN {s}.executors e ON l.objid = e.lock_key::oid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = ($5::bigint & 4294967295)::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ), candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING'
@@ -216,8 +262,7 @@ WITH live AS (
       AND (
           c.executor_id IS NULL
           OR ($4 AND c.executor_id = $1)
-          OR (c.executor_id <> $1 AND (hashtext(c.executor_id)::bigint & 4294967295)::oid
-              NOT IN (SELECT objid FROM live))
+          OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live))
       )
     ORDER BY c.created_at
     LIMIT $6
@@ -243,7 +288,31 @@ SELECT pg_notify($2, 't' || workflow_id) FROM u"""
 # Executor liveness (session-level advisory lock held on the listener connection)
 # ---------------------------------------------------------------------------------------------
 
-TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, hashtext($2))"
+# The lock namespace of a schema: its OID (unique in the database), as a signed int4.
+SCHEMA_LOCK_NAMESPACE = """
+SELECT (oid::bigint - CASE WHEN oid::bigint >= 2147483648 THEN 4294967296 ELSE 0 END)::int
+FROM pg_namespace WHERE nspname = $1"""
+REGISTER_EXECUTOR = """
+WITH ins AS (
+    INSERT INTO {s}.executors (executor_id) VALUES ($1)
+    ON CONFLICT (executor_id) DO NOTHING
+    RETURNING lock_key
+)
+SELECT lock_key FROM ins
+UNION ALL
+SELECT lock_key FROM {s}.executors WHERE executor_id = $1"""
+TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+# Executors that are not alive and own no PENDING workflow are forgotten.
+PRUNE_EXECUTORS = """
+DELETE FROM {s}.executors e
+WHERE NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid = ($1::bigint & 4294967295)::oid AND l.objid = e.lock_key::oid
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+  AND NOT EXISTS (
+        SELECT 1 FROM {s}.workflows w
+        WHERE w.executor_id = e.executor_id AND w.status = 'PENDING')"""
 
 # ---------------------------------------------------------------------------------------------
 # The journal

@@ -7,11 +7,11 @@ a transaction runs its body in a database transaction that also commits its chec
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 from . import _codec
 from ._context import StepContext, WorkflowContext, connection_var, step_var
-from ._errors import DatabaseUnavailableError, SerializationError
+from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
 from ._journal import begin, record, replayed_value
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
@@ -33,7 +33,8 @@ async def run_step(
     attempt = 0
     delay = spec.retry_interval_seconds
     while True:
-        token = step_var.set(StepContext(ctx, function_id, spec.name))
+        step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
+        token = step_var.set(step)
         try:
             result = await spec.fn(*args, **kwargs)
             break
@@ -45,13 +46,42 @@ async def run_step(
                 continue
             if isinstance(exc, DatabaseUnavailableError):
                 raise
-            await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
-            raise
+            await fail(ctx, function_id, spec.name, exc)
         finally:
             step_var.reset(token)
     output = _codec.dumps(result, f"the result of step {spec.name!r}")
-    await record(ctx, function_id, spec.name, output=output)
+    if not step.effects:
+        await record(ctx, function_id, spec.name, output=output)
+    else:
+        try:
+            async with ctx.runtime.store.storage.transaction():
+                await apply_effects(step)
+                await record(ctx, function_id, spec.name, output=output)
+        except StreamClosedError as exc:
+            await fail(ctx, function_id, spec.name, exc)
+        wake_effects(step)
     return _codec.loads(output)
+
+
+async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
+    """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
+    from its record, so the first run and every replay see the same type and values."""
+    encoded = _codec.encode_error(exc)
+    await record(ctx, function_id, name, error=encoded)
+    raise exc
+
+
+async def apply_effects(step: StepContext) -> None:
+    """Apply a step's staged effects (inside the transaction of its checkpoint)."""
+    for apply, _key in step.effects:
+        await apply()
+
+
+def wake_effects(step: StepContext) -> None:
+    """After the checkpoint committed: wake the local waiters of the effects' keys."""
+    waits = step.workflow.runtime.waits
+    for key in {key for _apply, key in step.effects}:
+        waits.wake(*key)
 
 
 async def run_transaction(
@@ -74,7 +104,8 @@ async def run_transaction(
     attempt = 0
     while True:
         try:
-            async with storage.transaction(spec.isolation, user_code=True) as tx:
+            async with storage.transaction(spec.isolation, user_code=True,
+                                           name=spec.name) as tx:
                 conn_token = connection_var.set(tx.connection)
                 step_token = step_var.set(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None
@@ -82,12 +113,17 @@ async def run_transaction(
                 try:
                     result = await spec.fn(*args, **kwargs)
                 finally:
+                    step = step_var.get()
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
+                tx.check_intact(spec.name)
                 if ctx is None:
                     return result
                 output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                assert step is not None
+                await apply_effects(step)
                 await record(ctx, function_id, spec.name, output=output)
+            wake_effects(step)
             return _codec.loads(output)
         except RetryableTransactionError:
             pass

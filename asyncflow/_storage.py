@@ -27,6 +27,7 @@ from ._errors import (
     InvalidArgumentError,
     NotLaunchedError,
     SchemaVersionError,
+    TransactionStateError,
     WorkflowNotFoundError,
 )
 
@@ -90,6 +91,11 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise RetryableTransactionError(str(exc)) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.ReadOnlySQLTransactionError as exc:
+        raise TransactionStateError(
+            "a statement ran outside asyncflow's transaction (the transaction body ended it); "
+            "nothing of it was committed"
+        ) from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
             f"the database role lacks a privilege asyncflow needs ({exc}); see the README's "
@@ -168,12 +174,34 @@ def advisory_namespace(schema: str) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+_BEGIN = {
+    None: Q.BEGIN_READ_COMMITTED,
+    "read_committed": Q.BEGIN_READ_COMMITTED,
+    "repeatable_read": Q.BEGIN_REPEATABLE_READ,
+    "serializable": Q.BEGIN_SERIALIZABLE,
+}
+
+
+def _body_ended(name: str) -> TransactionStateError:
+    return TransactionStateError(
+        f"the body of transaction {name!r} ended or replaced its transaction (COMMIT, ROLLBACK "
+        "or BEGIN); nothing of it was committed. Run only statements on "
+        "asyncflow.connection(): asyncflow begins and commits the transaction"
+    )
+
+
 class Tx:
     """An open transaction on one pooled connection."""
 
-    def __init__(self, storage: Storage, conn: Connection) -> None:
+    def __init__(self, storage: Storage, conn: Connection, *, guarded: bool = False) -> None:
         self._storage = storage
         self.connection = conn
+        self.guarded = guarded
+
+    def check_intact(self, name: str) -> None:
+        """Raise TransactionStateError if user code ended the transaction."""
+        if self.guarded and not self.connection.is_in_transaction():
+            raise _body_ended(name)
 
     async def execute(self, template: str, *args: Any) -> str:
         with map_errors(self.connection):
@@ -307,7 +335,9 @@ class Storage:
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
-        self.namespace = advisory_namespace(schema)
+        self.namespace = advisory_namespace(schema)  # the migration lock's namespace
+        #: The executors' liveness locks' namespace: the schema's OID (known after launch).
+        self.lock_namespace: int | None = None
         self._pool: ConnectionPool | None = None
         self._sql: dict[str, str] = {}
 
@@ -391,7 +421,7 @@ class Storage:
 
     @asynccontextmanager
     async def transaction(
-        self, isolation: str | None = None, *, user_code: bool = False
+        self, isolation: str | None = None, *, user_code: bool = False, name: str = ""
     ) -> AsyncIterator[Tx]:
         """Run a block in one transaction; it commits when the block exits normally.
 
@@ -400,23 +430,39 @@ class Storage:
         """
         async with self._acquire() as conn:
             try:
-                tx = conn.transaction(isolation=isolation)
-                with map_errors(conn):
-                    await tx.start()
+                if user_code:
+                    # Guarded (see _queries.BEGIN_USER_TRANSACTION): the body cannot commit.
+                    with map_errors(conn):
+                        await conn.execute(Q.READ_ONLY_BY_DEFAULT)
+                        begin = _BEGIN[isolation]
+                        await conn.execute(self.sql(begin))
+                    tx = None
+                else:
+                    tx = conn.transaction(isolation=isolation)
+                    with map_errors(conn):
+                        await tx.start()
                 token = _held.set(conn)
                 try:
-                    yield Tx(self, conn)
+                    yield Tx(self, conn, guarded=user_code)
                 except BaseException as exc:
                     if _lost_by_user_code(conn, exc):
                         raise _unavailable(f"database connection lost: {exc!r}") from exc
                     if not conn.is_closed():
                         with map_errors(conn):
-                            await tx.rollback()
+                            if tx is not None:
+                                await tx.rollback()
+                            elif conn.is_in_transaction():
+                                await conn.execute(Q.ROLLBACK)
+                            else:  # the body ended the transaction itself
+                                raise _body_ended(name) from exc
                     raise
                 finally:
                     _held.reset(token)
                 with map_errors(conn):
-                    await tx.commit()
+                    if tx is not None:
+                        await tx.commit()
+                    else:
+                        await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
             finally:
                 if user_code and not conn.is_closed():
                     with anyio.CancelScope(shield=True), map_errors(conn):

@@ -153,9 +153,12 @@ class Store:
         names: list[str],
         app_version: str,
         include_own: bool,
-        namespace: int,
         limit: int,
     ) -> list[Claimed]:
+        namespace = self.storage.lock_namespace
+        if namespace is None:
+            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            self.storage.lock_namespace = namespace
         rows = await self.storage.fetch(
             Q.CLAIM_WORKFLOWS, executor_id, names, app_version, include_own, namespace, limit
         )
@@ -168,11 +171,19 @@ class Store:
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
 
     async def try_executor_lock(self, conn: Connection, executor_id: str) -> bool:
-        """Take this executor's liveness lock on ``conn`` (the listener's own connection)."""
-        got: bool = await conn.fetchval(
-            self.storage.sql(Q.TRY_EXECUTOR_LOCK), self.storage.namespace, executor_id
-        )
+        """Take this executor's liveness lock on ``conn`` (the listener's own connection): an
+        advisory lock on (the schema's OID, the executor's unique lock key)."""
+        storage = self.storage
+        namespace = await conn.fetchval(Q.SCHEMA_LOCK_NAMESPACE, storage.schema)
+        lock_key = await conn.fetchval(storage.sql(Q.REGISTER_EXECUTOR), executor_id)
+        storage.lock_namespace = namespace
+        got: bool = await conn.fetchval(Q.TRY_EXECUTOR_LOCK, namespace, lock_key)
         return got
+
+    async def prune_executors(self) -> None:
+        """Forget dead executors that own no PENDING workflow."""
+        if self.storage.lock_namespace is not None:
+            await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
 
     # -- the journal ------------------------------------------------------------------------------
 

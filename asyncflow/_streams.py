@@ -48,14 +48,18 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
 
 
 async def write_from_step(step: StepContext, key: str, text: str) -> None:
-    """Keyed by (step function id, write number): a retried step overwrites, never appends."""
-    runtime = step.workflow.runtime
+    """Staged: appended with the step's checkpoint, so a failed or interrupted attempt leaves
+    nothing in the stream and every reader sees one history. Keyed by (step function id, write
+    number), so it is appended once."""
+    store = step.workflow.runtime.store
     workflow_id = step.workflow.workflow_id
-    offset = await runtime.store.write_stream(workflow_id, key, text, step.function_id,
-                                              step.next_seq())
-    if offset is None:
-        raise closed_error(workflow_id, key)
-    runtime.waits.wake(STREAM, workflow_id)
+    seq = step.next_seq()
+
+    async def apply() -> None:
+        if await store.write_stream(workflow_id, key, text, step.function_id, seq) is None:
+            raise closed_error(workflow_id, key)
+
+    step.stage(apply, (STREAM, workflow_id))
 
 
 async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) -> None:
@@ -67,9 +71,10 @@ async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) 
 
 
 async def close_from_step(step: StepContext, key: str) -> None:
-    runtime = step.workflow.runtime
-    await runtime.store.close_stream(step.workflow.workflow_id, key)
-    runtime.waits.wake(STREAM, step.workflow.workflow_id)
+    """Staged: the stream is closed with the step's checkpoint."""
+    store = step.workflow.runtime.store
+    workflow_id = step.workflow.workflow_id
+    step.stage(lambda: store.close_stream(workflow_id, key), (STREAM, workflow_id))
 
 
 async def entries(

@@ -25,6 +25,7 @@ from ._wait import RESUMED, TERMINAL, wait_until
 logger = logging.getLogger("asyncflow")
 
 CLAIM_BATCH = 500
+PRUNE_EVERY = 100  # sweeps between two prunings of dead executors' rows
 
 
 class Supervisor:
@@ -72,8 +73,7 @@ class Supervisor:
         total = 0
         while True:
             claimed = await store.claim_workflows(
-                executor_id, list(self._specs), runner.app_version, include_own,
-                store.storage.namespace, CLAIM_BATCH,
+                executor_id, list(self._specs), runner.app_version, include_own, CLAIM_BATCH,
             )
             for row in claimed:
                 spec = self._specs[row.name]
@@ -91,5 +91,7 @@ class Supervisor:
                 runner.spawn(row.workflow_id, spec, row.inputs, fresh=False)
             total += len(claimed)
             if len(claimed) < CLAIM_BATCH:
+                if self.sweeps % PRUNE_EVERY == 1:
+                    await store.prune_executors()
                 self.monitor.ok()
                 return total
