@@ -38,7 +38,7 @@ _LEAD: Final = _Lead()
 class _Entry(Generic[Op]):
     __slots__ = ("future", "op")
 
-    def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
+    def __init__(self, op: Op, future: asyncio.Future[Any] | None) -> None:
         self.op = op
         self.future = future
 
@@ -71,38 +71,34 @@ class Batcher(Generic[Op, R]):
 
     async def submit(self, op: Op) -> R:
         """Write ``op`` (alone or in a batch); its result once committed."""
-        if self._active < self._writers and not self._queue:
-            self._active += 1
-            return await self._write([_Entry(op, _done_future())], own=0)
-        entry: _Entry[Op] = _Entry(op, asyncio.get_running_loop().create_future())
-        self._queue.append(entry)
         if self._active < self._writers:
             self._active += 1
-            return await self._lead(entry)
+            return await self._lead(op)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        entry: _Entry[Op] = _Entry(op, future)
+        self._queue.append(entry)
         try:
-            outcome = await entry.future
+            outcome = await future
         except asyncio.CancelledError:
-            if entry.future.done() and not entry.future.cancelled() and (
-                    entry.future.result() is _LEAD):
+            if future.done() and not future.cancelled() and future.result() is _LEAD:
                 self._hand_over()  # it was our turn: give it to the next one
             elif entry in self._queue:
                 self._queue.remove(entry)
             raise
         if outcome is _LEAD:
-            return await self._lead(entry)
+            return await self._lead(op)
         result: R = outcome
         return result
 
-    async def _lead(self, mine: _Entry[Op]) -> R:
-        batch: list[_Entry[Op]] = []
-        while self._queue and len(batch) < self._max_batch:
-            batch.append(self._queue.popleft())
-        if mine not in batch:  # cannot happen: the leader is always at the head
-            batch.append(mine)
-            self._queue.remove(mine)
-        return await self._write(batch, own=batch.index(mine))
+    async def _lead(self, op: Op) -> R:
+        """Write ``op`` with every queued op (up to ``max_batch``)."""
+        batch: list[_Entry[Op]] = [_Entry(op, None)]
+        queue = self._queue
+        while queue and len(batch) < self._max_batch:
+            batch.append(queue.popleft())
+        return await self._write(batch)
 
-    async def _write(self, batch: list[_Entry[Op]], own: int) -> R:
+    async def _write(self, batch: list[_Entry[Op]]) -> R:
         try:
             with anyio.CancelScope(shield=True):
                 results = await self._run([entry.op for entry in batch])
@@ -110,22 +106,24 @@ class Batcher(Generic[Op, R]):
             results = [exc for _ in batch]
         finally:
             self._hand_over()
-        for index, (entry, result) in enumerate(zip(batch, results, strict=True)):
-            if index != own and not entry.future.done():
+        for entry, result in zip(batch[1:], results[1:], strict=True):
+            assert entry.future is not None
+            if not entry.future.done():  # (done: its caller was cancelled meanwhile)
                 if isinstance(result, BaseException):
                     entry.future.set_exception(result)
                 else:
                     entry.future.set_result(result)
-        mine = results[own]
+        mine = results[0]
         if isinstance(mine, BaseException):
             raise mine
         return mine
 
     def _hand_over(self) -> None:
+        """Give the turn to the first queued op (it then writes a batch of its own)."""
         while self._queue:
             head = self._queue.popleft()
+            assert head.future is not None
             if not head.future.done():
-                self._queue.appendleft(head)
                 head.future.set_result(_LEAD)
                 return
         self._active -= 1
@@ -152,6 +150,3 @@ class Batcher(Generic[Op, R]):
 #: What a single write may raise as its own outcome (passed to its caller alone).
 _OUTCOMES: tuple[type[BaseException], ...] = (Exception, _ExecutionConflict)
 
-
-def _done_future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()

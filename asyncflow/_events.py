@@ -118,8 +118,10 @@ async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[A
     keys = ((EVENT, workflow_id), (TERMINAL, workflow_id))
     spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
     with runtime.waits.watch(*keys) as waiter:  # registered once for the whole watch
+        first = True
         while True:
-            result = await wait(spec, waiter)
+            result = await wait(spec, waiter, park_first=not first)
+            first = False
             assert not isinstance(result, _NotYet)
             value, finished = result
             if value is not None:

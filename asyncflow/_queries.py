@@ -596,26 +596,28 @@ WITH input AS (
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
+# Rows 'r' (recorded) and 'p' (workflows still PENDING); a PENDING workflow's entry that was not
+# recorded already existed (another execution recorded it).
 RECORD_OPERATIONS = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bool[], $8::float8[]) WITH ORDINALITY
-        AS i(workflow_id, function_id, name, output, error, child_id, completed, deadline, ord)
+                         $7::bool[], $8::float8[])
+        AS i(workflow_id, function_id, name, output, error, child_id, completed, deadline)
+), pending AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
 ), ins AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline)
     SELECT i.workflow_id, i.function_id, i.name, i.output, i.error, i.child_id, i.completed,
            i.deadline
-    FROM input i JOIN {s}.workflows w ON w.workflow_id = i.workflow_id AND w.status = 'PENDING'
+    FROM input i WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id
 )
-SELECT i.ord, ins.workflow_id IS NOT NULL AS recorded,
-       EXISTS (SELECT 1 FROM {s}.workflows w
-               WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING') AS pending
-FROM input i
-LEFT JOIN ins ON ins.workflow_id = i.workflow_id AND ins.function_id = i.function_id
-ORDER BY i.ord"""
+SELECT 'r' AS kind, workflow_id, function_id FROM ins
+UNION ALL
+SELECT 'p', workflow_id, NULL FROM pending"""
 
 SEND_MESSAGES = """
 WITH input AS (
@@ -642,6 +644,70 @@ WITH input AS (
 ), woken AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
-SELECT i.ord, EXISTS (SELECT 1 FROM known WHERE known.ord = i.ord) AS found,
+SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""
+
+# Offsets come from each stream head as of the statement's snapshot plus the write's position
+# in the batch. A concurrent writer to the same stream (another process) makes two rows claim
+# one offset: the streams primary key refuses that, and the batch is written again one by one
+# (each write then takes the head's row lock). Written: rows 'o' (journaled), 'w' (appended, with
+# the offset) and 'p' (workflows still PENDING).
+JOURNALED_WRITE_STREAMS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, ord)
+), pending AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+), op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name)
+    SELECT i.workflow_id, i.function_id, i.name FROM input i
+    WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
+    ON CONFLICT (workflow_id, function_id) DO NOTHING
+    RETURNING workflow_id, function_id
+), ok AS (
+    SELECT i.*,
+           row_number() OVER (PARTITION BY i.workflow_id, i.key ORDER BY i.ord) AS pos,
+           count(*) OVER (PARTITION BY i.workflow_id, i.key) AS n
+    FROM input i
+    WHERE (i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op)
+), cur AS (
+    SELECT ok.*, coalesce(h.next_offset, 0) AS base, coalesce(h.closed, false) AS closed
+    FROM ok LEFT JOIN {s}.stream_heads h ON h.workflow_id = ok.workflow_id AND h.key = ok.key
+), head AS (
+    INSERT INTO {s}.stream_heads AS h (workflow_id, key, next_offset)
+    SELECT workflow_id, key, n FROM cur WHERE pos = 1 AND NOT closed
+    ON CONFLICT (workflow_id, key)
+    DO UPDATE SET next_offset = h.next_offset + excluded.next_offset
+    WHERE NOT h.closed
+    RETURNING workflow_id, key
+), ins AS (
+    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
+    SELECT workflow_id, key, base + pos - 1, value, function_id, 0 FROM cur
+    WHERE (workflow_id, key) IN (SELECT workflow_id, key FROM head)
+    RETURNING workflow_id, writer_fid, "offset"
+), woken AS (
+    SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
+SELECT 'o' AS kind, workflow_id, function_id, NULL::bigint AS "offset",
+       (SELECT count(*) FROM notified) AS notifies FROM op
+UNION ALL
+SELECT 'w', workflow_id, writer_fid, "offset", NULL FROM ins
+UNION ALL
+SELECT 'p', workflow_id, NULL, NULL, NULL FROM pending"""
+
+# Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
+# workflow does not exist gets one row with a NULL status).
+READ_STREAMS = """
+SELECT i.ord, w.status, coalesce(h.closed, false) AS closed, r."offset", r.value
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::int[]) WITH ORDINALITY
+    AS i(workflow_id, key, start, lim, ord)
+LEFT JOIN {s}.workflows w ON w.workflow_id = i.workflow_id
+LEFT JOIN {s}.stream_heads h ON h.workflow_id = i.workflow_id AND h.key = i.key
+LEFT JOIN LATERAL (
+    SELECT s."offset", s.value FROM {s}.streams s
+    WHERE s.workflow_id = i.workflow_id AND s.key = i.key AND s."offset" >= i.start
+    ORDER BY s."offset" LIMIT i.lim
+) r ON w.workflow_id IS NOT NULL
+ORDER BY i.ord, r."offset\""""

@@ -21,6 +21,9 @@ from ._storage import Connection, Storage, UniqueViolation, holds_connection, re
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
 Send = tuple[str, str | None, str, str | None]
+Write = tuple[str, int, str, str, str]
+Read = tuple[str, str, int, int]
+Page = tuple[list[tuple[int, Any]], bool]
 
 
 @dataclass(slots=True)
@@ -65,6 +68,14 @@ def not_found(workflow_id: str) -> WorkflowNotFoundError:
     return WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
 
 
+def _page(rows: list[Any]) -> Page:
+    entries = [
+        (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
+    ]
+    first = rows[0]
+    return entries, bool(first["closed"]) or first["status"] != "PENDING"
+
+
 class Store:
     """Named database operations over one :class:`Storage` (pool + schema).
 
@@ -72,7 +83,7 @@ class Store:
     commit (:mod:`asyncflow._batch`): concurrent ones share a statement.
     """
 
-    __slots__ = ("channel", "finishes", "records", "sends", "storage")
+    __slots__ = ("channel", "finishes", "reads", "records", "sends", "storage", "writes")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -80,6 +91,10 @@ class Store:
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
         self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
+        self.writes: Batcher[Write, tuple[bool, int | None]] = Batcher(
+            self._write_many, self._write_one)
+        # Readers woken by one commit read together (reads do not contend: two in flight).
+        self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
 
     @staticmethod
     async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
@@ -264,11 +279,13 @@ class Store:
     async def _record_many(self, ops: list[Record]) -> list[bool | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(Q.RECORD_OPERATIONS, *map(list, columns))
+        recorded = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "r"}
+        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
         results: list[bool | BaseException] = []
-        for op, row in zip(ops, rows, strict=True):
-            if row["recorded"]:
+        for op in ops:
+            if (op[0], op[1]) in recorded:
                 results.append(True)
-            elif row["pending"]:  # a PENDING workflow whose entry exists: another execution
+            elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
                 results.append(_conflict(op[0], op[1]))
             else:
                 results.append(False)
@@ -325,9 +342,34 @@ class Store:
         self, workflow_id: str, function_id: int, name: str, key: str, text: str
     ) -> tuple[bool, int | None]:
         """``(recorded, offset)``; offset ``None``: the stream was closed."""
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
-                                    key, text, self.channel)
+        written: tuple[bool, int | None] = await self._submit(
+            self.writes, self._write_one, (workflow_id, function_id, name, key, text))
+        return written
+
+    async def _write_one(self, op: Write) -> tuple[bool, int | None]:
+        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, *op, self.channel)
         return bool(row["recorded"]), row["offset"]
+
+    async def _write_many(
+        self, ops: list[Write]
+    ) -> list[tuple[bool, int | None] | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *map(list, columns),
+                                        self.channel)
+        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+        offsets = {(r["workflow_id"], r["function_id"]): r["offset"]
+                   for r in rows if r["kind"] == "w"}
+        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
+        results: list[tuple[bool, int | None] | BaseException] = []
+        for op in ops:
+            key = (op[0], op[1])
+            if key in journaled:
+                results.append((True, offsets.get(key)))  # no offset: the stream is closed
+            elif op[0] in pending:
+                results.append(_conflict(op[0], op[1]))
+            else:
+                results.append((False, None))
+        return results
 
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, key: str
@@ -454,12 +496,27 @@ class Store:
     ) -> tuple[list[tuple[int, Any]], bool]:
         """The next ``(offset, value)`` entries from ``offset``, and whether the stream had
         ended (closed, or its workflow finished) as of the same snapshot."""
-        rows = await self.storage.fetch(Q.READ_STREAM, workflow_id, key, offset, limit)
+        page: Page = await self._submit(self.reads, self._read_one,
+                                        (workflow_id, key, offset, limit))
+        return page
+
+    async def _read_one(self, op: Read) -> Page:
+        rows = await self.storage.fetch(Q.READ_STREAM, *op)
         if not rows:
-            raise not_found(workflow_id)
-        entries = [
-            (row["offset"], _codec.loads(row["value"]))
-            for row in rows if row["offset"] is not None
-        ]
-        first = rows[0]
-        return entries, bool(first["closed"]) or first["status"] != "PENDING"
+            raise not_found(op[0])
+        return _page(rows)
+
+    async def _read_many(self, ops: list[Read]) -> list[Page | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.READ_STREAMS, *map(list, columns))
+        grouped: dict[int, list[Any]] = {}
+        for row in rows:
+            grouped.setdefault(row["ord"], []).append(row)
+        results: list[Page | BaseException] = []
+        for ordinal, op in enumerate(ops, start=1):
+            mine = grouped.get(ordinal, [])
+            if not mine or mine[0]["status"] is None:
+                results.append(not_found(op[0]))
+            else:
+                results.append(_page(mine))
+        return results

@@ -97,14 +97,16 @@ async def entries(
 
     spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
     with runtime.waits.watch(*keys) as waiter:  # registered once for the whole read
+        full = True  # whether to look again at once (first read, or a full page)
         while True:
-            result = await wait(spec, waiter)
+            result = await wait(spec, waiter, park_first=not full)
             assert not isinstance(result, _NotYet)
             page, ended = result
             for entry in page:
                 offset = entry[0] + 1
                 yield entry
-            if ended and len(page) < STREAM_BATCH:
+            full = len(page) == STREAM_BATCH
+            if ended and not full:
                 return
 
 

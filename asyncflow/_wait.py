@@ -206,22 +206,28 @@ class Wait(Generic[T]):
         self.retry_unavailable = retry_unavailable
 
 
-async def wait(spec: Wait[T], waiter: Waiter | None = None) -> T | _NotYet:
+async def wait(
+    spec: Wait[T], waiter: Waiter | None = None, *, park_first: bool = False
+) -> T | _NotYet:
     """Run a wait: register → check → park until woken or the deadline → re-check.
 
     Returns the check's result, or :data:`NOT_YET` when the deadline passed first (after one
     last check). ``waiter``: one already registered under ``spec.keys`` (by
-    ``registry.watch``), for a caller that waits again and again, such as a stream reader.
+    ``registry.watch``), for a caller that waits again and again, such as a stream reader;
+    with ``park_first`` it parks before its first check unless already woken (it has just
+    seen the state, and a wake-up since then is recorded in the waiter).
     """
     if waiter is not None:
-        return await _run(spec, waiter)
+        return await _run(spec, waiter, park_first)
     with spec.registry.watch(*spec.keys, deadline=spec.deadline) as registered:
-        return await _run(spec, registered)
+        return await _run(spec, registered, park_first)
 
 
-async def _run(spec: Wait[T], waiter: Waiter) -> T | _NotYet:
+async def _run(spec: Wait[T], waiter: Waiter, park_first: bool) -> T | _NotYet:
     loop = asyncio.get_running_loop()
     delay = 0.05
+    if park_first and not waiter.is_set():
+        await spec.registry.park(waiter)
     while True:
         waiter.clear()
         try:

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from . import fanout, pingpong, recovery, steps, stream, throughput, transaction, waiters
+from . import (
+    fanout,
+    pingpong,
+    recovery,
+    steps,
+    stream,
+    streams_concurrent,
+    throughput,
+    transaction,
+    waiters,
+)
 from ._base import Context, Measured, Scenario
 
 SCENARIOS: dict[str, Scenario] = {
@@ -10,6 +20,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "pingpong": pingpong.run,
     "stream": stream.run,
+    "streams_concurrent": streams_concurrent.run,
     "fanout": fanout.run,
     "waiters": waiters.run,
     "recovery": recovery.run,
@@ -21,6 +32,7 @@ DESCRIPTIONS: dict[str, str] = {
     "throughput": "workflows x 3 no-op steps started at once",
     "pingpong": "send → recv → set_event → get_event round trips",
     "stream": "write_stream → read_stream latency and sustained rate",
+    "streams_concurrent": "many workflows streaming at once, a reader on each",
     "fanout": "workflows parked in recv, woken by as many sends",
     "waiters": "workflows parked in recv in one process: connections and RSS",
     "recovery": "PENDING workflows of a SIGKILLed process completed by a fresh app",
