@@ -5,6 +5,9 @@ waits. A NOTIFY (or a direct local wake after a local commit) sets its event and
 so no interleaving loses a wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a
 workflow, ``s`` stream written or closed, ``t`` workflow reached a terminal status (completed,
 failed, cancelled), ``r`` a workflow was resumed or left unassigned (wakes recovery supervisors).
+
+Observers (:meth:`WaitRegistry.add_observer`) see every wake-up, local or from a NOTIFY, as
+``(kind, workflow_id)``: the dashboard turns them into live page updates.
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ class WaitRegistry:
         self._waiters: dict[Key, set[Waiter]] = {}
         self._count = 0
         self._target: tuple[int, asyncio.Event] | None = None
+        self._observers: dict[object, Callable[[str, str], None]] = {}
+
+    def add_observer(self, callback: Callable[[str, str], None]) -> Callable[[], None]:
+        """Call ``callback(kind, workflow_id)`` on every wake-up (a local one after a commit, or
+        a dispatched NOTIFY) until the returned function is called. ``kind`` is one of the
+        one-letter constants of this module. The callback runs synchronously inside
+        :meth:`wake`: it must be quick and must not raise (an exception is logged and dropped).
+        """
+        token = object()
+        self._observers[token] = callback
+
+        def remove() -> None:
+            self._observers.pop(token, None)
+
+        return remove
 
     @contextmanager
     def watch(self, *keys: Key) -> Iterator[Waiter]:
@@ -70,6 +88,12 @@ class WaitRegistry:
     def wake(self, kind: str, workflow_id: str, value: Any = None) -> None:
         """Wake the waiters of a key; ``value`` (if given) is handed to each of them, so that a
         local commit's outcome need not be read back from the database."""
+        if self._observers:
+            for observer in tuple(self._observers.values()):
+                try:
+                    observer(kind, workflow_id)
+                except Exception:
+                    logger.exception("asyncflow wake-up observer failed")
         group = self._waiters.get((kind, workflow_id))
         if group:
             for event in group:
