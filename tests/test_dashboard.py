@@ -480,6 +480,25 @@ async def test_live_events(make_app: Any, db_url: str) -> None:
         await app.cancel_workflow("w-1")
 
 
+async def test_served_alone_lifespan(make_app: Any) -> None:
+    """Served directly by an ASGI server, the dashboard answers the lifespan protocol, and its
+    shutdown ends the open live connections (the server would otherwise wait for them)."""
+    async with running(make_app) as (app, _flows):
+        dash = dashboard(app)
+        live = LiveCall(dash)
+        assert await live.event() == ("ready", {})
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        task = asyncio.create_task(dash({"type": "lifespan"}, inbox.get, outbox.put))
+        await inbox.put({"type": "lifespan.startup"})
+        assert (await outbox.get())["type"] == "lifespan.startup.complete"
+        await inbox.put({"type": "lifespan.shutdown"})
+        assert (await outbox.get())["type"] == "lifespan.shutdown.complete"
+        await task
+        async with asyncio.timeout(30):
+            await live.task  # ended by the shutdown, not by the client
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 

@@ -307,9 +307,7 @@ class Dashboard:
         if not _valid_token(token) or not hmac.compare_digest(token or "", sent):
             raise HTTPError(403, "the form's security token is missing or stale: reload the "
                             "page and try again")
-        workflow_id = _codec.check_id(form.get("id", ""))
-        if not workflow_id:
-            raise HTTPError(400, "the form names no workflow")
+        workflow_id = _codec.check_id(form.get("id", ""), "the form's workflow id")
         notice, kind = await action.run(self.source, workflow_id, form)
         if kind is not None:
             self._hub.publish(kind, workflow_id)

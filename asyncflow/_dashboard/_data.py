@@ -144,7 +144,8 @@ def parse_time(text: str, what: str) -> datetime:
 @dataclass(frozen=True, slots=True)
 class Filters:
     """The list page's filters. Every field is optional; ``after`` is the paging cursor
-    (created_at, workflow id) of the last row of the previous page."""
+    (created_at, workflow id) of the last row of the previous page. (A queue filter joins here,
+    and in ``DASHBOARD_LIST_WORKFLOWS``, once workflows have queues.)"""
 
     status: str | None = None
     name: str | None = None
@@ -163,7 +164,9 @@ class Filters:
 
         def text(name: str) -> str | None:
             raw = get(name)
-            return raw.strip() or None if raw is not None else None
+            if raw is None or not raw.strip():
+                return None
+            return raw.strip()
 
         status = text("status")
         if status is not None:

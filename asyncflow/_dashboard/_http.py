@@ -77,8 +77,9 @@ class Request:
         for key, value in scope.get("headers", ()):
             name = key.decode("latin-1").lower()
             text = value.decode("latin-1")
-            headers[name] = f"{headers[name]}; {text}" if name == "cookie" and name in headers \
-                else text
+            if name == "cookie" and name in headers:  # HTTP/2 may split cookies over headers
+                text = f"{headers[name]}; {text}"
+            headers[name] = text
         self.headers = headers
 
     def param(self, name: str) -> str | None:
@@ -161,6 +162,7 @@ async def html(
 
 async def redirect(send: Send, location: str) -> None:
     """A 303 See Other (the answer to a successful action)."""
+    safe = urllib.parse.quote(location, safe="/?&=%:#;,+@!$'()*~")  # non-ASCII mount paths
     await respond(send, 303, b"", "text/plain", [
-        (b"location", location.encode("utf-8")), (b"cache-control", b"no-store"),
+        (b"location", safe.encode("ascii")), (b"cache-control", b"no-store"),
     ])

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from ._actions import ACTIONS, NOTICES, Action
 from ._data import (
+    PAGE_SIZE,
     SINCE,
     STATUSES,
     STREAM_KEYS,
@@ -62,7 +63,7 @@ def _filter_form(view: View, filters: Filters, problems: list[str]) -> str:
         + f'<label>Created<select name="since">{"".join(since)}</select></label>'
         + field("from", "From (UTC)", moment(filters.created_from), "2025-01-31T14:00")
         + field("to", "To (UTC)", moment(filters.created_to), "2025-01-31T15:00")
-        + (hidden("limit", str(filters.limit)) if filters.limit != 50 else "")
+        + (hidden("limit", str(filters.limit)) if filters.limit != PAGE_SIZE else "")
         + '<button type="submit">Filter</button>'
         + (f'<a class="reset" href="{esc(view.url("/"))}">Reset</a>' if filters.active else "")
         + "</form>"
