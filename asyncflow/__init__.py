@@ -15,12 +15,13 @@ from ._api import (
     set_event,
     sleep,
     start_workflow,
+    wait_first,
     write_stream,
 )
+from ._app import AsyncFlow
 from ._client import Client
 from ._codec import MAX_ID_LENGTH, MAX_VALUE_BYTES
 from ._context import connection, workflow_id
-from ._engine import AsyncFlow
 from ._errors import (
     AsyncFlowError,
     AsyncFlowTimeoutError,
@@ -43,16 +44,20 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
-from ._handle import (
+from ._handle import WorkflowHandle
+from ._status import (
     CANCELLED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
     SUCCESS,
+    ComponentHealth,
+    Health,
+    Status,
     StepInfo,
-    WorkflowHandle,
     WorkflowStatus,
 )
+from ._wait_first import Branch, Fired, event, message, result, timer
 from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
 
 __version__ = "0.1.0"
@@ -61,13 +66,17 @@ __all__ = [
     "AsyncFlow",
     "AsyncFlowError",
     "AsyncFlowTimeoutError",
+    "Branch",
     "CANCELLED",
     "Client",
+    "ComponentHealth",
     "ConfigurationError",
     "DatabaseUnavailableError",
     "ERROR",
     "EventStream",
     "ExecutorIdInUseError",
+    "Fired",
+    "Health",
     "InvalidArgumentError",
     "MAX_ID_LENGTH",
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
@@ -81,6 +90,7 @@ __all__ = [
     "SUCCESS",
     "SchemaVersionError",
     "SerializationError",
+    "Status",
     "StepFailedError",
     "StepInfo",
     "StreamClosedError",
@@ -95,17 +105,37 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "event",
     "get_all_events",
     "get_event",
     "lifespan",
+    "message",
     "read_stream",
     "recv",
+    "result",
     "send",
     "set_event",
     "sleep",
     "sse_response",
     "start_workflow",
     "stream_snapshot",
+    "timer",
+    "wait_first",
     "workflow_id",
     "write_stream",
 ]
+
+
+def _publish() -> None:
+    """Exported classes and functions report ``asyncflow`` as their module (not the private
+    module that defines them), so reprs, docs and recorded error types use public names."""
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) or callable(obj):
+            try:
+                obj.__module__ = __name__
+            except (AttributeError, TypeError):
+                pass
+
+
+_publish()

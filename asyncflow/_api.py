@@ -1,36 +1,25 @@
 """Module-level operations used inside workflows and steps (``asyncflow.recv`` and friends).
 
 Each validates and encodes its arguments and reserves the workflow's next function id
-*synchronously*, at the call, then returns the coroutine doing the work. That is what makes
-``asyncio.gather`` of operations replay in the same order, and bad input fail before anything is
-written.
+*synchronously*, at the call, then returns the coroutine of the variant that fits where it was
+called (workflow body, step, outside). That is what makes ``asyncio.gather`` of operations replay
+in the same order, and bad input fail before anything is written.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from . import _codec, _comm
-from ._context import WorkflowContext, current_workflow, require_workflow, step_var, workflow_var
-from ._errors import InvalidArgumentError, NotInWorkflowError
+from . import _codec, _events, _messages, _streams, _timers, _wait_first
+from ._context import any_context, current_step, current_workflow, require_workflow
+from ._errors import InvalidArgumentError
 from ._handle import WorkflowHandle
-
-if TYPE_CHECKING:
-    from ._engine import AsyncFlow
+from ._lifecycle import check_stream_args
+from ._wait_first import Branch, Fired
 
 R = TypeVar("R")
-
-
-def _any_context(operation: str) -> WorkflowContext:
-    ctx = workflow_var.get()
-    if ctx is None:
-        raise NotInWorkflowError(
-            f"asyncflow.{operation}() can only be called inside a workflow or one of its steps; "
-            "outside workflows use the app's or a Client's methods"
-        )
-    return ctx
 
 
 def sleep(seconds: float) -> Coroutine[Any, Any, None]:
@@ -41,7 +30,7 @@ def sleep(seconds: float) -> Coroutine[Any, Any, None]:
     ctx = current_workflow()
     if ctx is None:
         return asyncio.sleep(seconds)
-    return _comm.sleep(ctx, ctx.reserve(), seconds)
+    return _timers.sleep(ctx, ctx.reserve(), seconds)
 
 
 def send(
@@ -56,28 +45,15 @@ def send(
     From a workflow the send is journaled: it happens exactly once across recoveries. From a
     step it is keyed by the step's position, so a retried step does not send twice.
     """
-    ctx = _any_context("send")
-    return send_via(ctx.app, destination_id, message, topic, idempotency_key)
-
-
-def send_via(
-    app: AsyncFlow,
-    destination_id: str,
-    message: Any,
-    topic: str | None,
-    idempotency_key: str | None,
-) -> Coroutine[Any, Any, None]:
-    _codec.check_id(destination_id, "destination_id")
-    _codec.check_name(topic, "topic", optional=True)
-    _codec.check_name(idempotency_key, "idempotency_key", optional=True)
-    text = _codec.dumps(message, "message")
+    any_context("send")
+    text = _codec.check_message(destination_id, message, topic, idempotency_key)
     ctx = current_workflow()
-    if ctx is not None and ctx.app is app:
-        return _comm.send(ctx, ctx.reserve(), destination_id, text, topic, idempotency_key)
-    step = step_var.get()
-    if step is not None and step.workflow.app is app:
-        return _comm.send_from_step(step, destination_id, text, topic, idempotency_key)
-    return app._send_outside(destination_id, message, topic, idempotency_key)
+    if ctx is not None:
+        return _messages.send_from_workflow(ctx, ctx.reserve(), destination_id, text, topic,
+                                            idempotency_key)
+    step = current_step()
+    assert step is not None
+    return _messages.send_from_step(step, destination_id, text, topic, idempotency_key)
 
 
 def recv(topic: str | None = None, timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]:
@@ -88,21 +64,21 @@ def recv(topic: str | None = None, timeout_seconds: float = 60) -> Coroutine[Any
     """
     ctx = require_workflow("recv")
     _codec.check_name(topic, "topic", optional=True)
-    timeout = _codec.check_timeout(timeout_seconds)
-    return _comm.recv(ctx, ctx.reserve(), topic, timeout)
+    timeout_seconds = _codec.check_timeout(timeout_seconds)
+    return _messages.recv(ctx, ctx.reserve(), topic, timeout_seconds)
 
 
 def set_event(key: str, value: Any) -> Coroutine[Any, Any, None]:
     """Publish ``value`` under ``key`` on the running workflow (last value wins)."""
-    ctx = _any_context("set_event")
+    any_context("set_event")
     _codec.check_name(key, "key")
     text = _codec.dumps(value, f"the value of event {key!r}")
-    current = current_workflow()
-    if current is not None:
-        return _comm.set_event(current, current.reserve(), key, text)
-    step = step_var.get()
-    assert step is not None and step.workflow is ctx
-    return _comm.set_event_from_step(step, key, text)
+    ctx = current_workflow()
+    if ctx is not None:
+        return _events.set_event_from_workflow(ctx, ctx.reserve(), key, text)
+    step = current_step()
+    assert step is not None
+    return _events.set_event_from_step(step, key, text)
 
 
 def get_event(
@@ -110,56 +86,73 @@ def get_event(
 ) -> Coroutine[Any, Any, Any]:
     """Wait until workflow ``workflow_id`` has set event ``key`` and return its value
     (``None`` after ``timeout_seconds``). In a workflow the value read is checkpointed."""
-    ctx = _any_context("get_event")
-    return get_event_via(ctx.app, workflow_id, key, timeout_seconds)
-
-
-def get_event_via(
-    app: AsyncFlow, workflow_id: str, key: str, timeout_seconds: float
-) -> Coroutine[Any, Any, Any]:
+    runtime = any_context("get_event").runtime
     _codec.check_id(workflow_id)
     _codec.check_name(key, "key")
-    timeout = _codec.check_timeout(timeout_seconds)
+    timeout_seconds = _codec.check_timeout(timeout_seconds)
     ctx = current_workflow()
-    if ctx is not None and ctx.app is app:
-        return _comm.get_event(ctx, ctx.reserve(), workflow_id, key, timeout)
-    return app._get_event_outside(workflow_id, key, timeout)
+    if ctx is not None:
+        return _events.get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key,
+                                               timeout_seconds)
+    return _events.get_event_outside(runtime, workflow_id, key, timeout_seconds)
 
 
 async def get_all_events(workflow_id: str) -> dict[str, Any]:
     """Snapshot of every event of ``workflow_id`` (not checkpointed; never blocks)."""
-    return await _any_context("get_all_events").app.get_all_events(workflow_id)
+    runtime = any_context("get_all_events").runtime
+    _codec.check_id(workflow_id)
+    return await runtime.store.get_all_events(workflow_id)
 
 
 def write_stream(key: str, value: Any) -> Coroutine[Any, Any, None]:
     """Append ``value`` to the running workflow's stream ``key`` (exactly-once, also from a
     step: a retried step overwrites what it wrote instead of appending it again)."""
-    ctx = _any_context("write_stream")
+    any_context("write_stream")
     _codec.check_name(key, "key")
     text = _codec.dumps(value, f"the value written to stream {key!r}")
-    current = current_workflow()
-    if current is not None:
-        return _comm.write_stream(current, current.reserve(), key, text)
-    step = step_var.get()
-    assert step is not None and step.workflow is ctx
-    return _comm.write_stream_from_step(step, key, text)
+    ctx = current_workflow()
+    if ctx is not None:
+        return _streams.write_from_workflow(ctx, ctx.reserve(), key, text)
+    step = current_step()
+    assert step is not None
+    return _streams.write_from_step(step, key, text)
 
 
 def close_stream(key: str) -> Coroutine[Any, Any, None]:
     """Close the running workflow's stream ``key``: readers stop after its last value."""
-    ctx = _any_context("close_stream")
+    any_context("close_stream")
     _codec.check_name(key, "key")
-    current = current_workflow()
-    if current is not None:
-        return _comm.close_stream(current, current.reserve(), key)
-    step = step_var.get()
-    assert step is not None and step.workflow is ctx
-    return _comm.close_stream_from_step(step, key)
+    ctx = current_workflow()
+    if ctx is not None:
+        return _streams.close_from_workflow(ctx, ctx.reserve(), key)
+    step = current_step()
+    assert step is not None
+    return _streams.close_from_step(step, key)
 
 
 def read_stream(workflow_id: str, key: str, *, offset: int = 0) -> AsyncIterator[Any]:
     """Read another workflow's stream (not checkpointed: prefer reading inside a step)."""
-    return _any_context("read_stream").app.read_stream(workflow_id, key, offset=offset)
+    ctx = any_context("read_stream")
+    check_stream_args(workflow_id, key, offset)
+    return _streams.values(ctx.runtime, workflow_id, key, offset, current_workflow())
+
+
+def wait_first(*branches: Branch) -> Coroutine[Any, Any, Fired]:
+    """Wait until the first of ``branches`` is ready and return which one fired and its value.
+
+    Branches: :func:`asyncflow.message` (the running workflow's mailbox), :func:`asyncflow.event`,
+    :func:`asyncflow.result` (another workflow's outcome; its error is raised) and
+    :func:`asyncflow.timer`. In a workflow body it is journaled: a replay takes the same branch
+    with the same value, and a message whose branch did not win stays in the mailbox. In a step
+    it waits without journaling (no message branches); outside workflows use
+    ``app.wait_first`` / ``client.wait_first``.
+    """
+    ctx = any_context("wait_first")
+    current = current_workflow()
+    checked = _wait_first.check_branches(branches, in_workflow=current is not None)
+    if current is not None:
+        return _wait_first.wait_first_in_workflow(current, current.reserve(), checked)
+    return _wait_first.wait_first_outside(ctx.runtime, checked)
 
 
 def start_workflow(
@@ -176,5 +169,6 @@ def start_workflow(
             f"{getattr(fn, '__qualname__', fn)!r} is not a workflow; decorate it with "
             "@app.workflow()"
         )
-    app: AsyncFlow = bound[0]
-    return app.start_workflow(fn, *args, workflow_id=workflow_id, **kwargs)
+    started: Coroutine[Any, Any, WorkflowHandle[R]] = bound[0].start_workflow(
+        fn, *args, workflow_id=workflow_id, **kwargs)
+    return started

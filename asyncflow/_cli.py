@@ -25,7 +25,7 @@ import orjson
 from ._client import Client
 from ._embedded import ENV_URL, _import_embedded, data_directory
 from ._errors import AsyncFlowError
-from ._handle import (
+from ._status import (
     CANCELLED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,

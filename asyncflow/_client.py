@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ._core import Core
+from . import _codec
+from ._events import get_event_outside
 from ._handle import WorkflowHandle
+from ._lifecycle import Connected
+from ._messages import send_outside
 from ._storage import Storage
 
 
-class Client(Core):
+class Client(Connected):
     """Connects to an asyncflow database from another process (a web tier, a script, a CLI).
 
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
@@ -41,14 +44,19 @@ class Client(Core):
     ) -> None:
         """Send a message to a workflow. With ``idempotency_key``, repeated sends with the same
         key deliver once, even after the first was consumed. Never blocks on the receiver."""
-        await self._send_outside(destination_id, message, topic, idempotency_key)
+        text = _codec.check_message(destination_id, message, topic, idempotency_key)
+        await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout."""
-        return await self._get_event_outside(workflow_id, key, timeout_seconds)
+        _codec.check_id(workflow_id)
+        _codec.check_name(key, "key")
+        timeout_seconds = _codec.check_timeout(timeout_seconds)
+        return await get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow. It is left
         unassigned and a live app's recovery supervisor (woken by NOTIFY) claims and runs it."""
-        await self._resume(workflow_id, None)
+        _codec.check_id(workflow_id)
+        await self.runtime.store.resume_workflow(workflow_id, None)
         return self._handle(workflow_id)

@@ -123,6 +123,16 @@ def check_timeout(value: object, what: str = "timeout_seconds") -> float:
     return min(seconds, 365 * 24 * 3600.0)
 
 
+def check_message(
+    destination_id: object, message: Any, topic: object, idempotency_key: object
+) -> str:
+    """Validate a send's arguments; returns the message encoded."""
+    check_id(destination_id, "destination_id")
+    check_name(topic, "topic", optional=True)
+    check_name(idempotency_key, "idempotency_key", optional=True)
+    return dumps(message, "message")
+
+
 def encode_error(exc: BaseException) -> str:
     """Record an exception as JSON: type, message, args (when JSON-able) and traceback text."""
     cls = type(exc)

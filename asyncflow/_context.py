@@ -2,50 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._errors import (
     NonDeterministicWorkflowError,
     NotInWorkflowError,
     WorkflowCancelledError,
 )
-
-if TYPE_CHECKING:
-    from ._engine import AsyncFlow
-    from ._storage import Connection
-
-
-@dataclass(slots=True)
-class Recorded:
-    """One journal entry of a workflow, as loaded for replay."""
-
-    name: str
-    output: str | None
-    error: str | None
-    child_id: str | None
-    completed: bool
-    deadline: float | None
+from ._runtime import Runtime
+from ._store import JournalEntry
 
 
 class WorkflowContext:
     """State of one execution of one workflow: its id, the journal to replay, the next op id."""
 
-    __slots__ = ("app", "cancelled", "db_failed", "journal", "name", "next_function_id",
+    __slots__ = ("cancelled", "db_failed", "journal", "name", "next_function_id", "runtime",
                  "stop_hint", "workflow_id")
 
     def __init__(
-        self, app: AsyncFlow, workflow_id: str, name: str, journal: dict[int, Recorded]
+        self, runtime: Runtime, workflow_id: str, name: str, journal: dict[int, JournalEntry]
     ) -> None:
-        self.app = app
+        self.runtime = runtime
         self.workflow_id = workflow_id
         self.name = name
         self.journal = journal
         self.next_function_id = 0
         self.cancelled = False  # confirmed: the database says CANCELLED
         self.stop_hint = False  # a notification says it may have ended elsewhere: check
-        self.db_failed = False
+        self.db_failed = False  # the database became unreachable under this execution
+
+    def mark_db_failed(self) -> None:
+        self.db_failed = True
 
     def reserve(self) -> int:
         """Take the next function id. Called synchronously at the call site of every operation."""
@@ -53,7 +42,7 @@ class WorkflowContext:
         self.next_function_id = function_id + 1
         return function_id
 
-    def replay(self, function_id: int, name: str) -> Recorded | None:
+    def replay(self, function_id: int, name: str) -> JournalEntry | None:
         """The recorded entry at ``function_id``, checking it is the same operation."""
         recorded = self.journal.get(function_id)
         if recorded is not None and recorded.name != name:
@@ -75,15 +64,25 @@ class WorkflowContext:
 
 
 class StepContext:
-    """A step (or transaction) running inside a workflow."""
+    """One attempt of a step (or transaction) running inside a workflow.
 
-    __slots__ = ("function_id", "name", "seq", "workflow")
+    Durable effects the attempt asks for (sends, events, stream writes) are *staged* here and
+    applied in the transaction that commits the step's checkpoint; a failed or interrupted
+    attempt leaves none of them behind.
+    """
+
+    __slots__ = ("effects", "function_id", "name", "seq", "workflow")
 
     def __init__(self, workflow: WorkflowContext, function_id: int, name: str) -> None:
         self.workflow = workflow
         self.function_id = function_id
         self.name = name
         self.seq = 0
+        self.effects: list[tuple[Callable[[], Awaitable[None]], tuple[str, str]]] = []
+
+    def stage(self, apply: Callable[[], Awaitable[None]], wakes: tuple[str, str]) -> None:
+        """Apply ``apply()`` with the checkpoint; then wake the waiters of key ``wakes``."""
+        self.effects.append((apply, wakes))
 
     def next_seq(self) -> int:
         seq = self.seq
@@ -93,14 +92,37 @@ class StepContext:
 
 workflow_var: ContextVar[WorkflowContext | None] = ContextVar("asyncflow_workflow", default=None)
 step_var: ContextVar[StepContext | None] = ContextVar("asyncflow_step", default=None)
-connection_var: ContextVar[Connection | None] = ContextVar("asyncflow_connection", default=None)
+connection_var: ContextVar[Any] = ContextVar("asyncflow_connection", default=None)
 
 
-def current_workflow() -> WorkflowContext | None:
-    """The workflow whose own body is running (``None`` outside workflows and inside steps)."""
+def current_workflow(runtime: Runtime | None = None) -> WorkflowContext | None:
+    """The workflow whose own body is running (``None`` outside workflows and inside steps);
+    with ``runtime``, only if that workflow runs on it."""
     if step_var.get() is not None:
         return None
-    return workflow_var.get()
+    ctx = workflow_var.get()
+    if ctx is not None and runtime is not None and ctx.runtime is not runtime:
+        return None
+    return ctx
+
+
+def current_step(runtime: Runtime | None = None) -> StepContext | None:
+    """The step or transaction running inside a workflow (on ``runtime``, if given)."""
+    step = step_var.get()
+    if step is not None and runtime is not None and step.workflow.runtime is not runtime:
+        return None
+    return step
+
+
+def any_context(operation: str) -> WorkflowContext:
+    """The running workflow, from its body or one of its steps."""
+    ctx = workflow_var.get()
+    if ctx is None:
+        raise NotInWorkflowError(
+            f"asyncflow.{operation}() can only be called inside a workflow or one of its steps; "
+            "outside workflows use the app's or a Client's methods"
+        )
+    return ctx
 
 
 def require_workflow(operation: str) -> WorkflowContext:

@@ -67,6 +67,12 @@ class StreamClosedError(AsyncFlowError):
     """A value was written to a stream that is already closed."""
 
 
+class TransactionStateError(AsyncFlowError):
+    """An ``@app.transaction`` body ended or replaced its own transaction (``COMMIT``,
+    ``ROLLBACK``, ``BEGIN``). Nothing of it was committed and no success was recorded: use the
+    connection only for statements inside the transaction asyncflow opened."""
+
+
 class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
     """The database connection was lost or could not be opened."""
 

@@ -120,7 +120,56 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (workflow_id, key, writer_fid, writer_seq)
     );
     """,
+    # 2: a version per event, so a watcher sees every change (also of an equal value).
+    """
+    ALTER TABLE {s}.events ADD COLUMN version bigint NOT NULL DEFAULT 1;
+    """,
+    # 3: the guard of user transactions. Every @app.transaction inserts a row whose deferred
+    # trigger refuses to commit unless asyncflow itself commits (asyncflow.commit = 'yes'): a
+    # body that runs COMMIT commits nothing.
+    """
+    CREATE TABLE {s}.transaction_guard (backend integer NOT NULL);
+    CREATE FUNCTION {s}.transaction_guard_check() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF current_setting('asyncflow.commit', true) IS DISTINCT FROM 'yes' THEN
+            RAISE EXCEPTION 'an @app.transaction body must not end its own transaction'
+                USING ERRCODE = 'AF001';
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE CONSTRAINT TRIGGER transaction_guard AFTER INSERT ON {s}.transaction_guard
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+        EXECUTE FUNCTION {s}.transaction_guard_check();
+    """,
+    # 4: executors, each with a unique lock key: liveness is exact (no hash of the id).
+    """
+    CREATE TABLE {s}.executors (
+        executor_id text PRIMARY KEY,
+        lock_key    integer NOT NULL UNIQUE GENERATED ALWAYS AS IDENTITY,
+        created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    """,
 )
+
+# ---------------------------------------------------------------------------------------------
+# User transactions (@app.transaction): one simple-query round trip to open, one to commit.
+# New transactions on the session are read-only until asyncflow's own ends (the connection is
+# reset afterwards), so a body that ends the transaction cannot write outside it either.
+# ---------------------------------------------------------------------------------------------
+
+# Its own round trip: a SET in the same simple query as BEGIN would join the transaction and be
+# rolled back with it.
+READ_ONLY_BY_DEFAULT = "SET default_transaction_read_only = on"
+BEGIN_USER_TRANSACTION = """BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
+INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
+BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
+BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
+BEGIN_SERIALIZABLE = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "SERIALIZABLE")
+COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
+DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
+COMMIT"""
+ROLLBACK = "ROLLBACK"
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
@@ -200,10 +249,11 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 # foreign key check), which must not make a sweep skip that workflow.
 CLAIM_WORKFLOWS = """
 WITH live AS (
-    SELECT objid FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND objsubid = 2
-      AND classid = ($5::bigint & 4294967295)::oid
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    SELECT e.executor_id FROM pg_locks l
+    JOIN {s}.executors e ON l.objid = e.lock_key::oid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.classid = ($5::bigint & 4294967295)::oid
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 ), candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING'
@@ -212,8 +262,7 @@ WITH live AS (
       AND (
           c.executor_id IS NULL
           OR ($4 AND c.executor_id = $1)
-          OR (c.executor_id <> $1 AND (hashtext(c.executor_id)::bigint & 4294967295)::oid
-              NOT IN (SELECT objid FROM live))
+          OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live))
       )
     ORDER BY c.created_at
     LIMIT $6
@@ -239,7 +288,31 @@ SELECT pg_notify($2, 't' || workflow_id) FROM u"""
 # Executor liveness (session-level advisory lock held on the listener connection)
 # ---------------------------------------------------------------------------------------------
 
-TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, hashtext($2))"
+# The lock namespace of a schema: its OID (unique in the database), as a signed int4.
+SCHEMA_LOCK_NAMESPACE = """
+SELECT (oid::bigint - CASE WHEN oid::bigint >= 2147483648 THEN 4294967296 ELSE 0 END)::int
+FROM pg_namespace WHERE nspname = $1"""
+REGISTER_EXECUTOR = """
+WITH ins AS (
+    INSERT INTO {s}.executors (executor_id) VALUES ($1)
+    ON CONFLICT (executor_id) DO NOTHING
+    RETURNING lock_key
+)
+SELECT lock_key FROM ins
+UNION ALL
+SELECT lock_key FROM {s}.executors WHERE executor_id = $1"""
+TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+# Executors that are not alive and own no PENDING workflow are forgotten.
+PRUNE_EXECUTORS = """
+DELETE FROM {s}.executors e
+WHERE NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid = ($1::bigint & 4294967295)::oid AND l.objid = e.lock_key::oid
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+  AND NOT EXISTS (
+        SELECT 1 FROM {s}.workflows w
+        WHERE w.executor_id = e.executor_id AND w.status = 'PENDING')"""
 
 # ---------------------------------------------------------------------------------------------
 # The journal
@@ -288,7 +361,8 @@ JOURNALED_SET_EVENT = _JOURNAL_ENTRY + """, u AS (
     INSERT INTO {s}.events (workflow_id, key, value)
     SELECT workflow_id, $4, $5 FROM op
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+                  version = {s}.events.version + 1
     RETURNING workflow_id
 )
 SELECT (SELECT count(*) FROM op) AS recorded,
@@ -369,7 +443,7 @@ SELECT (SELECT message FROM m) AS message,
 
 # A later attempt of recv #$3: complete its open journal entry with the message, if any.
 _RECV = _MAILBOX_HEAD + """, op AS (
-    UPDATE {s}.operations SET output = (SELECT message FROM m), completed = true
+    UPDATE {s}.operations SET output = %OUTPUT%, completed = true
     WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
       AND EXISTS (SELECT 1 FROM m)
       AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
@@ -377,8 +451,15 @@ _RECV = _MAILBOX_HEAD + """, op AS (
 )""" + _TAKE_MESSAGE + """
        (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
 
-RECV_TOPIC = _RECV.replace("%TOPIC%", "topic = $2")
-RECV_NO_TOPIC = _RECV.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
+_TOPIC = "topic = $2"
+_NO_TOPIC = "topic IS NULL AND $2::text IS NULL"
+_MESSAGE = "(SELECT message FROM m)"
+RECV_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _MESSAGE)
+RECV_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _MESSAGE)
+# wait_first's message branch: the same, but the journal records {"index": $4, "value": message}.
+_BRANCH = """'{"index":' || $4::int || ',"value":' || (SELECT message FROM m) || '}'"""
+TAKE_BRANCH_MESSAGE_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _BRANCH)
+TAKE_BRANCH_MESSAGE_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _BRANCH)
 
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
@@ -401,7 +482,8 @@ SET_EVENT = """
 WITH u AS (
     INSERT INTO {s}.events (workflow_id, key, value) VALUES ($1, $2, $3)
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp()
+    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+                  version = {s}.events.version + 1
     RETURNING workflow_id
 )
 SELECT pg_notify($4, 'e' || workflow_id) FROM u"""
@@ -426,6 +508,13 @@ WITH v AS (
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
        (SELECT count(*) FROM op) AS recorded"""
+
+# A watcher's snapshot: the workflow's status and the event's value and version.
+WATCH_EVENT = """
+SELECT w.status, e.value, e.version
+FROM {s}.workflows w
+LEFT JOIN {s}.events e ON e.workflow_id = w.workflow_id AND e.key = $2
+WHERE w.workflow_id = $1"""
 
 GET_ALL_EVENTS = """
 SELECT key, value FROM {s}.events WHERE workflow_id = $1 ORDER BY key"""

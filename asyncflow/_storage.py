@@ -7,10 +7,12 @@ comes from ``_queries`` and every value is a bound parameter.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import anyio
@@ -25,6 +27,7 @@ from ._errors import (
     InvalidArgumentError,
     NotLaunchedError,
     SchemaVersionError,
+    TransactionStateError,
     WorkflowNotFoundError,
 )
 
@@ -32,6 +35,24 @@ Row: TypeAlias = Any  # an asyncpg.Record: indexable by position and column name
 Connection: TypeAlias = asyncpg.Connection
 
 SCHEMA_VERSION = len(Q.MIGRATIONS)
+
+#: Set by whoever runs code that must know when the database became unreachable under it (a
+#: workflow execution): called whenever a DatabaseUnavailableError is raised in its context,
+#: even if user code later swallows the exception.
+on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
+    "asyncflow_on_unavailable", default=None
+)
+#: The connection the current task holds for an open transaction. Statements issued while it is
+#: held run on it instead of waiting for a second pool connection (which could deadlock a full
+#: pool: no two code paths wait on a pool connection while holding one).
+_held: ContextVar[Connection | None] = ContextVar("asyncflow_held_connection", default=None)
+
+
+def _unavailable(message: str) -> DatabaseUnavailableError:
+    callback = on_unavailable.get()
+    if callback is not None:
+        callback()
+    return DatabaseUnavailableError(message)
 
 
 class UniqueViolation(Exception):
@@ -64,20 +85,27 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise WorkflowNotFoundError(
             "the destination workflow does not exist; start it first or check the id"
         ) from exc
+    except pgerr.NumericValueOutOfRangeError as exc:
+        raise InvalidArgumentError(f"a number is out of the range Postgres stores: {exc}") from exc
     except (pgerr.SerializationError, pgerr.DeadlockDetectedError) as exc:
         raise RetryableTransactionError(str(exc)) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.ReadOnlySQLTransactionError as exc:
+        raise TransactionStateError(
+            "a statement ran outside asyncflow's transaction (the transaction body ended it); "
+            "nothing of it was committed"
+        ) from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
             f"the database role lacks a privilege asyncflow needs ({exc}); see the README's "
             "privileges section for the GRANTs a runtime role needs"
         ) from exc
     except _CONNECTION_LOSS as exc:
-        raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
+        raise _unavailable(f"database connection lost: {exc!r}") from exc
     except asyncpg.InterfaceError as exc:
         if conn is None or conn.is_closed():
-            raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
+            raise _unavailable(f"database connection lost: {exc!r}") from exc
         raise
     except asyncpg.InternalClientError as exc:
         # The connection's protocol is out of step, typically because the server's FATAL
@@ -85,7 +113,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         # was never sent. Drop the connection so the pool opens a fresh one.
         if conn is not None and not conn.is_closed():
             conn.terminate()
-        raise DatabaseUnavailableError(f"database connection lost: {exc!r}") from exc
+        raise _unavailable(f"database connection lost: {exc!r}") from exc
 
 
 _CONFIGURATION: tuple[type[BaseException], ...] = (
@@ -132,18 +160,48 @@ def _lost_by_user_code(conn: Connection, exc: BaseException) -> bool:
     return isinstance(exc, _SESSION_ENDED) or conn.is_closed()
 
 
+def channel_name(schema: str) -> str:
+    """The NOTIFY channel of a schema; always within Postgres's 63-byte identifier limit."""
+    name = "asyncflow_" + schema
+    if len(name) <= 63:
+        return name
+    return "asyncflow_" + hashlib.sha256(schema.encode()).hexdigest()[:40]
+
+
 def advisory_namespace(schema: str) -> int:
     """The first advisory-lock key for a schema (a signed int4), so schemas never collide."""
     value = zlib.crc32(("asyncflow:" + schema).encode())
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
+_BEGIN = {
+    None: Q.BEGIN_READ_COMMITTED,
+    "read_committed": Q.BEGIN_READ_COMMITTED,
+    "repeatable_read": Q.BEGIN_REPEATABLE_READ,
+    "serializable": Q.BEGIN_SERIALIZABLE,
+}
+
+
+def _body_ended(name: str) -> TransactionStateError:
+    return TransactionStateError(
+        f"the body of transaction {name!r} ended or replaced its transaction (COMMIT, ROLLBACK "
+        "or BEGIN); nothing of it was committed. Run only statements on "
+        "asyncflow.connection(): asyncflow begins and commits the transaction"
+    )
+
+
 class Tx:
     """An open transaction on one pooled connection."""
 
-    def __init__(self, storage: Storage, conn: Connection) -> None:
+    def __init__(self, storage: Storage, conn: Connection, *, guarded: bool = False) -> None:
         self._storage = storage
         self.connection = conn
+        self.guarded = guarded
+
+    def check_intact(self, name: str) -> None:
+        """Raise TransactionStateError if user code ended the transaction."""
+        if self.guarded and not self.connection.is_in_transaction():
+            raise _body_ended(name)
 
     async def execute(self, template: str, *args: Any) -> str:
         with map_errors(self.connection):
@@ -276,8 +334,10 @@ class Storage:
         self.url = url
         self.schema = schema
         self.pool_size = pool_size
-        self.channel = f"asyncflow_{schema}"
-        self.namespace = advisory_namespace(schema)
+        self.channel = channel_name(schema)
+        self.namespace = advisory_namespace(schema)  # the migration lock's namespace
+        #: The executors' liveness locks' namespace: the schema's OID (known after launch).
+        self.lock_namespace: int | None = None
         self._pool: ConnectionPool | None = None
         self._sql: dict[str, str] = {}
 
@@ -333,15 +393,18 @@ class Storage:
         return await self._query("fetchval", template, args)
 
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
+        held = _held.get()
+        if held is not None:  # inside a transaction of this task: use its connection
+            with map_errors(held):
+                return await getattr(held, method)(self.sql(template), *args)
         pool = self.pool
         conn = await pool.acquire()
         try:
             with map_errors(conn):
                 return await getattr(conn, method)(self.sql(template), *args)
-        except asyncio.CancelledError:
-            conn.terminate()  # cancelled mid-statement: the connection's state is unknown
-            raise
         finally:
+            # Also when cancelled mid-statement: asyncpg cancels the statement on the server and
+            # the connection's next statement waits for that, so it stays usable.
             pool.release(conn)
 
     @asynccontextmanager
@@ -358,7 +421,7 @@ class Storage:
 
     @asynccontextmanager
     async def transaction(
-        self, isolation: str | None = None, *, user_code: bool = False
+        self, isolation: str | None = None, *, user_code: bool = False, name: str = ""
     ) -> AsyncIterator[Tx]:
         """Run a block in one transaction; it commits when the block exits normally.
 
@@ -367,21 +430,39 @@ class Storage:
         """
         async with self._acquire() as conn:
             try:
-                tx = conn.transaction(isolation=isolation)
-                with map_errors(conn):
-                    await tx.start()
+                if user_code:
+                    # Guarded (see _queries.BEGIN_USER_TRANSACTION): the body cannot commit.
+                    with map_errors(conn):
+                        await conn.execute(Q.READ_ONLY_BY_DEFAULT)
+                        begin = _BEGIN[isolation]
+                        await conn.execute(self.sql(begin))
+                    tx = None
+                else:
+                    tx = conn.transaction(isolation=isolation)
+                    with map_errors(conn):
+                        await tx.start()
+                token = _held.set(conn)
                 try:
-                    yield Tx(self, conn)
+                    yield Tx(self, conn, guarded=user_code)
                 except BaseException as exc:
                     if _lost_by_user_code(conn, exc):
-                        raise DatabaseUnavailableError(
-                            f"database connection lost: {exc!r}") from exc
+                        raise _unavailable(f"database connection lost: {exc!r}") from exc
                     if not conn.is_closed():
                         with map_errors(conn):
-                            await tx.rollback()
+                            if tx is not None:
+                                await tx.rollback()
+                            elif conn.is_in_transaction():
+                                await conn.execute(Q.ROLLBACK)
+                            else:  # the body ended the transaction itself
+                                raise _body_ended(name) from exc
                     raise
+                finally:
+                    _held.reset(token)
                 with map_errors(conn):
-                    await tx.commit()
+                    if tx is not None:
+                        await tx.commit()
+                    else:
+                        await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
             finally:
                 if user_code and not conn.is_closed():
                     with anyio.CancelScope(shield=True), map_errors(conn):

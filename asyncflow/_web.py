@@ -19,8 +19,6 @@ import anyio.abc
 import orjson
 
 from . import _codec
-from . import _queries as Q
-from ._core import STREAM_BATCH, Core, check_stream_args, stream_page
 from ._errors import (
     AsyncFlowError,
     ConfigurationError,
@@ -28,6 +26,9 @@ from ._errors import (
     InvalidArgumentError,
     WorkflowNotFoundError,
 )
+from ._lifecycle import Connected as Core
+from ._lifecycle import check_stream_args
+from ._streams import STREAM_BATCH
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -100,11 +101,10 @@ async def stream_snapshot(
     :class:`EventStream` over HTTP) to follow a stream as it is written.
     """
     check_stream_args(workflow_id, key, offset)
-    storage = source.storage
+    store = source.runtime.store
     entries: list[tuple[int, Any]] = []
     while True:
-        rows = await storage.fetch(Q.READ_STREAM, workflow_id, key, offset, STREAM_BATCH)
-        page, ended = stream_page(workflow_id, rows)
+        page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
         entries.extend(page)
         if len(page) < STREAM_BATCH:
             return StreamSnapshot(entries, ended)

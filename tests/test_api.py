@@ -13,13 +13,15 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 EXPECTED = {
     "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
-    "ConfigurationError", "DatabaseUnavailableError", "ERROR", "ExecutorIdInUseError",
+    "ComponentHealth", "ConfigurationError", "DatabaseUnavailableError", "ERROR",
+    "ExecutorIdInUseError", "Health", "Status",
     "InvalidArgumentError", "MAX_ID_LENGTH", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
     "MaxRecoveryAttemptsExceededError", "NonDeterministicWorkflowError", "NotInWorkflowError",
     "NotLaunchedError", "PENDING", "RecordedError", "SUCCESS", "SchemaVersionError",
     "SerializationError", "StepFailedError", "StepInfo", "StreamClosedError",
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
+    "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
 }
@@ -59,7 +61,7 @@ def test_only_storage_and_listener_import_asyncpg():
                 names = [node.module]
             if any(n == "asyncpg" or n.startswith("asyncpg.") for n in names):
                 importers.add(path.name)
-    assert importers <= {"_storage.py", "_notify.py"}
+    assert importers <= {"_storage.py", "_listener.py"}
 
 
 # Where the library may call sleep: retry backoffs, the listener's reconnect backoff, the SSE
@@ -67,10 +69,9 @@ def test_only_storage_and_listener_import_asyncpg():
 # asyncflow.sleep outside a workflow (a plain sleep by definition). Waiting for database state
 # is always a registered waiter woken by NOTIFY, never a sleep in a loop.
 ALLOWED_SLEEPS = {
-    ("_journal.py", "run_step"),
-    ("_journal.py", "run_transaction"),
-    ("_notify.py", "run"),
-    ("_engine.py", "_execute"),
+    ("_steps.py", "run_step"),
+    ("_steps.py", "run_transaction"),
+    ("_listener.py", "run"),
     ("_api.py", "sleep"),
     ("_web.py", "keep_alive"),  # the SSE keep-alive comment timer
 }

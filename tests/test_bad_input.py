@@ -437,7 +437,7 @@ async def test_calls_before_launch_and_after_shutdown(make_app, db_url):
         async with client:
             # Waiters parked outside the task group when shutdown comes are told so.
             parked = asyncio.ensure_future(client.get_event("w", "never", 3600))
-            await client._registry.wait_for_count(1)
+            await client._waits.wait_for_count(1)
         with pytest.raises(asyncflow.NotLaunchedError):
             await parked
     for core in (app, client):

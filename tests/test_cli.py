@@ -187,7 +187,7 @@ async def test_events_messages_and_streams(make_app, db_url, conn):
         code, out, err = await cli(db_url, "send", "t1", "{bad json")
         assert code == 2 and out == "" and "MESSAGE is not valid JSON" in err
         code, out, err = await cli(db_url, "send", "nope", "1")
-        assert code == 1 and "does not exist" in err
+        assert code == 1 and "no workflow with id 'nope'" in err
         cases = (["events", "nope"], ["event", "get", "nope", "k"],
                  ["stream", "read", "nope", "out"], ["stream", "read", "nope", "out", "--follow"])
         results = await asyncio.gather(*(cli(db_url, *args) for args in cases))

@@ -79,7 +79,7 @@ async def test_client_cancel_resume_and_steps(make_app, db_url):
 
     async with app:
         h = await app.start_workflow(wf, workflow_id="cw")
-        await app._registry.wait_for_count(1)
+        await app._waits.wait_for_count(1)
         async with asyncflow.Client(db_url) as client:
             steps = await client.list_workflow_steps("cw")
             assert [(s.name, s.output, s.completed) for s in steps] == [

@@ -218,6 +218,27 @@ async def test_workflow_page(make_app: Any) -> None:
         await app.cancel_workflow(waiting.workflow_id)
 
 
+async def test_wait_first_in_the_timeline(make_app: Any) -> None:
+    app = make_app()
+
+    @app.workflow(name="racer")
+    async def racer() -> Any:
+        fired = await asyncflow.wait_first(asyncflow.message("a"), asyncflow.message("b"))
+        return fired.value
+
+    async with app:
+        handle = await app.start_workflow(racer, workflow_id="race-1")
+        async with client_for(dashboard(app)) as http:
+            await app._waits.wait_for_count(1)  # parked in its wait_first
+            page = (await http.get("/workflow", params={"id": "race-1"})).text
+            assert 'class="op op-wait_first state-waiting"' in page and "waiting…" in page
+            await app.send("race-1", "b wins", topic="b")
+            assert await handle.get_result(timeout_seconds=60) == "b wins"
+            page = (await http.get("/workflow", params={"id": "race-1"})).text
+            assert 'class="op op-wait_first state-done"' in page
+            assert "fired" in page and "&quot;b wins&quot;" in page
+
+
 async def test_error_and_traceback(make_app: Any) -> None:
     async with running(make_app) as (app, flows):
         handle = await app.start_workflow(flows["broken"], "it went <wrong>", workflow_id="b-1")
@@ -384,7 +405,7 @@ async def test_registry_observer_hook(make_app: Any, db_url: str) -> None:
             seen.append((kind, workflow_id))
             arrived.set()
 
-        remove = app._registry.add_observer(observe)
+        remove = app._waits.add_observer(observe)
         await app.send("w-1", 1, topic="other")  # local: woken in-process after the commit
         assert ("m", "w-1") in seen
         async with asyncflow.Client(db_url) as client:
@@ -445,7 +466,7 @@ async def test_live_events(make_app: Any, db_url: str) -> None:
         one = LiveCall(dash, b"id=w-2")
         assert await everything.event() == ("ready", {})
         assert await one.event() == ("ready", {})
-        observers = app._registry._observers
+        observers = app._waits._observers
         assert len(observers) == 1  # one observer for the dashboard, whatever its connections
 
         await app.send("w-1", "hello", topic="elsewhere")
@@ -462,15 +483,15 @@ async def test_live_events(make_app: Any, db_url: str) -> None:
         burst = LiveCall(dash, b"id=w-1")
         assert await burst.event() == ("ready", {})
         for _ in range(50):
-            app._registry.wake("m", "w-1")
-            app._registry.wake("e", "w-1")
-            app._registry.wake("m", "unrelated")
+            app._waits.wake("m", "w-1")
+            app._waits.wake("e", "w-1")
+            app._waits.wake("m", "unrelated")
         assert await burst.event() == ("change", {"ids": {"w-1": "em"}, "all": False})
         # Too many workflows at once: the page is told to refresh everything.
         flood = LiveCall(dash)
         assert await flood.event() == ("ready", {})
         for i in range(600):
-            app._registry.wake("s", f"flood-{i}")
+            app._waits.wake("s", f"flood-{i}")
         assert await flood.event() == ("change", {"ids": {}, "all": True})
 
         dash.close()  # server shutdown: live connections end

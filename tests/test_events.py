@@ -48,7 +48,7 @@ async def test_get_event_waits_until_set_and_times_out(make_app):
         assert await app.get_event("w", "ready", timeout_seconds=0.3) is None
         assert 0.28 <= time.monotonic() - t0 < 1.5
         waiter = asyncio.ensure_future(app.get_event("w", "ready", timeout_seconds=10))
-        await app._registry.wait_for_count(2)  # the workflow's recv + our get_event
+        await app._waits.wait_for_count(2)  # the workflow's recv + our get_event
         assert not waiter.done()
         await app.send("w", "now", "go")
         assert await waiter is True
@@ -121,7 +121,7 @@ async def test_cancel_wakes_workflow_parked_in_get_event(make_app):
     async with app:
         await app.start_workflow(target, workflow_id="t")
         h = await app.start_workflow(waiter, workflow_id="w")
-        await app._registry.wait_for_count(2)
+        await app._waits.wait_for_count(2)
         t0 = time.monotonic()
         await app.cancel_workflow("w")
         with pytest.raises(asyncflow.WorkflowCancelledError):

@@ -153,7 +153,7 @@ async def test_listener_reconnects_while_its_old_backend_still_holds_the_executo
     try:
         async with asyncio.timeout(60), app, asyncflow.Client(db_url) as client:
             handles = [await app.start_workflow(parked, workflow_id=f"p{i}") for i in range(n)]
-            await app._registry.wait_for_count(n)
+            await app._waits.wait_for_count(n)
             listener = app.listener
             old = listener.backend_pid
             assert proxy.strand(b"LISTEN") == 1

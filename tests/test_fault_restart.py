@@ -116,8 +116,8 @@ async def test_postgres_restart_while_running_and_parked(
         await all_in_step.wait()
         # Parked in the app: odd workflows in recv(round 1), event waiters, result waiters; in
         # the client: event waiters and stream readers.
-        await app._registry.wait_for_count(n // 2 + 2 * n)
-        await client._registry.wait_for_count(2 * n)
+        await app._waits.wait_for_count(n // 2 + 2 * n)
+        await client._waits.wait_for_count(2 * n)
 
         lock_pid = app.listener.backend_pid
         for k in range(restarts):

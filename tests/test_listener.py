@@ -20,12 +20,12 @@ async def test_listener_killed_while_waiters_are_parked(make_app, db_url, conn):
 
     async with app:
         handles = [await app.start_workflow(parked, i, workflow_id=f"p{i}") for i in range(n)]
-        await app._registry.wait_for_count(n)
+        await app._waits.wait_for_count(n)
         async with asyncflow.Client(db_url) as client:
             # Outside waiters parked in this app too.
             event_waiters = [asyncio.ensure_future(app.get_event(f"p{i}", "got", 3600))
                              for i in range(0, n, 5)]
-            await app._registry.wait_for_count(n + len(event_waiters))
+            await app._waits.wait_for_count(n + len(event_waiters))
             started = time.monotonic()
             listener = app.listener
             killed = None

@@ -156,7 +156,7 @@ async def test_send_from_workflow_is_exactly_once_across_reexecution(make_app, c
         # Make the journal be replayed by a second execution while the first is blocked.
         await conn.execute(
             "update asyncflow.workflows set executor_id = null where workflow_id = 'sender'")
-        app._running.pop("sender")  # forget the in-flight execution, as a crash would
+        app.runner.running.pop("sender")  # forget the in-flight execution, as a crash would
         await app._supervisor.sweep(include_own=False)
         gate.set()
         assert await sink_handle.get_result() == ["one", "two", "three"]
@@ -229,7 +229,7 @@ async def test_thousand_parked_receivers_each_get_their_message(make_app, conn):
         handles = [await app.start_workflow(parked, i, workflow_id=f"p{i}") for i in range(n)]
         # Wait (event-driven) until every receiver has checkpointed its deadline and parked.
         async with asyncio.timeout(60):
-            await app._registry.wait_for_count(n)
+            await app._waits.wait_for_count(n)
         for i in range(n):
             await app.send(f"p{i}", f"m{i}")
         results = [await h.get_result(timeout_seconds=60) for h in handles]

@@ -223,10 +223,10 @@ async def test_two_executions_never_both_record_a_step(make_app, conn):
         handle = await app.start_workflow(wf, workflow_id="race")
         await entered.wait()  # the first execution is inside slow(0)
         # A second execution of the same workflow (as a recovery would start).
-        first = app._running.pop("race")
+        first = app.runner.running.pop("race")
         await conn.execute("update asyncflow.workflows set executor_id = null")
         await app._supervisor.sweep(include_own=False)
-        second = app._running["race"]
+        second = app.runner.running["race"]
         assert second is not first
         gate.set()  # both now race to record slow(0), then after(1)
         assert await handle.get_result(timeout_seconds=10) == [0, 1]

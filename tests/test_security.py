@@ -214,7 +214,7 @@ async def _run_as_runtime_role(url: str) -> None:
         assert await first.get_all_events("chat") == {"said": "hello"}
         assert [v async for v in first.read_stream("chat", "out")] == ["hello"]
         await first.start_workflow(fns["blocked"], workflow_id="blocked")
-        await first._registry.wait_for_count(1)
+        await first._waits.wait_for_count(1)
     # "first" stopped with "blocked" pending: another executor claims it (pg_locks, advisory
     # locks, SKIP LOCKED claims) under the same plain role.
     async with second, asyncflow.Client(url) as client:

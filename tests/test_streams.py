@@ -39,7 +39,7 @@ async def test_order_offsets_keys_and_close(make_app):
                 letters.append(v)
 
         reader = asyncio.ensure_future(follow())
-        await app._registry.wait_for_count(2)  # the writer's recv + the parked reader
+        await app._waits.wait_for_count(2)  # the writer's recv + the parked reader
         assert letters == list("abcde")
         await app.send("w", "finish")
         await h.get_result()
@@ -68,7 +68,7 @@ async def test_streams_close_when_the_workflow_ends(make_app, ending):
                 got.append(v)
 
         reader = asyncio.ensure_future(follow())
-        await app._registry.wait_for_count(2)  # the writer's recv and the reader
+        await app._waits.wait_for_count(2)  # the writer's recv and the reader
         assert got == ["first"]
         if ending == "cancel":
             await app.cancel_workflow("w")
@@ -162,7 +162,7 @@ async def test_reader_parked_at_tail_wakes_per_write(make_app):
         stream = app.read_stream("w", "s").__aiter__()
         for i in range(3):
             nxt = asyncio.ensure_future(stream.__anext__())
-            await app._registry.wait_for_count(2)
+            await app._waits.wait_for_count(2)
             assert not nxt.done()
             await app.send("w", i)
             assert await asyncio.wait_for(nxt, 10) == i
@@ -187,7 +187,7 @@ async def test_cancel_wakes_workflow_parked_in_read_stream(make_app):
     async with app:
         await app.start_workflow(silent, workflow_id="quiet")
         h = await app.start_workflow(follower, workflow_id="f")
-        await app._registry.wait_for_count(2)
+        await app._waits.wait_for_count(2)
         await app.cancel_workflow("f")
         with pytest.raises(asyncflow.WorkflowCancelledError):
             await h.get_result(timeout_seconds=5)

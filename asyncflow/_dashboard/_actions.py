@@ -15,13 +15,12 @@ from typing import Any
 
 import orjson
 
-from .._core import Core
 from .._errors import InvalidArgumentError
-from .._notify import MESSAGE, RESUMED, TERMINAL
+from .._lifecycle import Connected
+from .._status import PENDING
+from .._wait import MESSAGE, RESUMED, TERMINAL
 from ._data import RESUMABLE
 from ._http import HTTPError
-
-PENDING = "PENDING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +42,7 @@ class Action:
     name: str
     label: str
     applies: Callable[[str], bool]
-    run: Callable[[Core, str, dict[str, str]], Awaitable[tuple[str, str | None]]]
+    run: Callable[[Connected, str, dict[str, str]], Awaitable[tuple[str, str | None]]]
     fields: tuple[Field, ...] = ()
     danger: bool = False
 
@@ -57,14 +56,17 @@ NOTICES = {
 }
 
 
-async def _cancel(core: Core, workflow_id: str, _form: dict[str, str]) -> tuple[str, str | None]:
+Outcome = tuple[str, str | None]
+
+
+async def _cancel(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
     if (await core.get_workflow_status(workflow_id)).status != PENDING:
         return "unchanged", None
     await core.cancel_workflow(workflow_id)
     return "cancelled", TERMINAL
 
 
-async def _resume(core: Core, workflow_id: str, _form: dict[str, str]) -> tuple[str, str | None]:
+async def _resume(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
     if (await core.get_workflow_status(workflow_id)).status not in RESUMABLE:
         return "unchanged", None
     resume: Callable[[str], Awaitable[Any]] = getattr(core, "resume_workflow")  # noqa: B009
@@ -72,7 +74,7 @@ async def _resume(core: Core, workflow_id: str, _form: dict[str, str]) -> tuple[
     return "resumed", RESUMED
 
 
-async def _send(core: Core, workflow_id: str, form: dict[str, str]) -> tuple[str, str | None]:
+async def _send(core: Connected, workflow_id: str, form: dict[str, str]) -> Outcome:
     text = form.get("message", "")
     try:
         message = orjson.loads(text)

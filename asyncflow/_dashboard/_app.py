@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable
 from typing import ClassVar, TypeAlias
 
 from .. import _codec
-from .._core import Core
 from .._errors import (
     AsyncFlowError,
     ConfigurationError,
@@ -36,6 +35,7 @@ from .._errors import (
     NotLaunchedError,
     WorkflowNotFoundError,
 )
+from .._lifecycle import Connected
 from . import _data, _live, _pages
 from ._actions import ACTIONS
 from ._html import STATIC, View, message_page
@@ -77,13 +77,13 @@ class Dashboard:
 
     def __init__(
         self,
-        source: Core,
+        source: Connected,
         *,
         auth: AuthHook | None = None,
         read_auth: AuthHook | None = None,
         live_interval_seconds: float = 0.25,
     ) -> None:
-        if not isinstance(source, Core):
+        if not isinstance(source, Connected):
             raise ConfigurationError(
                 f"dashboard() shows an AsyncFlow app or a Client, not {source!r}"
             )
@@ -340,7 +340,7 @@ _TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method 
 
 
 def dashboard(
-    app_or_client: Core,
+    app_or_client: Connected,
     *,
     auth: AuthHook | None = None,
     read_auth: AuthHook | None = None,

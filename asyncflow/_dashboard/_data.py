@@ -16,9 +16,9 @@ import orjson
 
 from .. import _codec
 from .. import _queries as Q
-from .._core import Core
 from .._errors import InvalidArgumentError, WorkflowNotFoundError
-from .._handle import (
+from .._lifecycle import Connected
+from .._status import (
     CANCELLED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
@@ -59,7 +59,9 @@ _KINDS = {
     "asyncflow.close_stream": "close_stream",
     "asyncflow.sleep": "sleep",
     "asyncflow.start_workflow": "child",
+    "asyncflow.wait_first": "wait_first",
 }
+_WAITS = ("recv", "get_event", "wait_first")  # when such a wait ended is not recorded
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ class ListPage:
     more: bool
 
 
-async def list_workflows(core: Core, filters: Filters) -> ListPage:
+async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     """The workflows matching ``filters``, newest first."""
     lower, upper = filters.window(datetime.now(UTC))
     after_at, after_id = filters.after if filters.after is not None else (None, None)
@@ -278,7 +280,7 @@ class Detail:
     error: ErrorInfo | None
 
 
-async def workflow_detail(core: Core, workflow_id: str) -> Detail:
+async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     """The status and data of one workflow; :class:`WorkflowNotFoundError` if unknown."""
     status = await core.get_workflow_status(workflow_id)
     row = await core.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, VALUE_CHARS)
@@ -300,8 +302,8 @@ class Entry:
     """One operation of the timeline.
 
     ``kind`` is ``step`` (steps and transactions), ``send``, ``recv``, ``get_event``,
-    ``set_event``, ``write_stream``, ``close_stream``, ``sleep`` or ``child``. ``state`` is
-    ``done``, ``failed``, ``waiting`` (a recv/get_event in progress), ``sleeping`` or
+    ``wait_first``, ``set_event``, ``write_stream``, ``close_stream``, ``sleep`` or ``child``.
+    ``state`` is ``done``, ``failed``, ``waiting`` (a wait in progress), ``sleeping`` or
     ``interrupted`` (a wait the workflow ended in). ``duration`` is in seconds: exact for a
     sleep, and for a step the time since the previous operation ended (``approximate``), when
     that is known.
@@ -344,12 +346,12 @@ def timeline(steps: list[StepInfo], status: WorkflowStatus, now: datetime) -> li
                 state = "sleeping" if pending else "interrupted"
         elif kind == "child":
             end = None  # the parent may have awaited the child's result after starting it
-        elif kind in ("recv", "get_event"):
-            end = None  # when the wait ended is not recorded
+        elif kind in _WAITS:
+            end = None
             if not step.completed:
                 state = "waiting" if pending else "interrupted"
         output = None
-        if step.completed and step.error is None and kind in ("step", "recv", "get_event"):
+        if step.completed and step.error is None and kind in ("step", *_WAITS):
             output = Value.of(step.output, ENTRY_CHARS)
         entries.append(Entry(
             step.function_id, kind, step.name, state, step.created_at, output, step.error,
@@ -360,7 +362,7 @@ def timeline(steps: list[StepInfo], status: WorkflowStatus, now: datetime) -> li
 
 
 async def workflow_timeline(
-    core: Core, status: WorkflowStatus
+    core: Connected, status: WorkflowStatus
 ) -> tuple[list[Entry], int]:
     """The last ``TIMELINE_MAX`` timeline entries and how many were left out before them."""
     steps = await core.list_workflow_steps(status.workflow_id)
@@ -369,7 +371,7 @@ async def workflow_timeline(
     return entries[omitted:], omitted
 
 
-async def workflow_events(core: Core, workflow_id: str) -> list[tuple[str, Value]]:
+async def workflow_events(core: Connected, workflow_id: str) -> list[tuple[str, Value]]:
     """The workflow's events, ``(key, value)`` by key."""
     found = await core.get_all_events(workflow_id)
     return [(key, Value.of(value, ENTRY_CHARS * 4)) for key, value in found.items()]
@@ -385,7 +387,7 @@ class PendingMessage:
     created_at: datetime
 
 
-async def pending_messages(core: Core, workflow_id: str) -> tuple[list[PendingMessage], int]:
+async def pending_messages(core: Connected, workflow_id: str) -> tuple[list[PendingMessage], int]:
     """The oldest ``MESSAGES`` waiting messages (every topic) and how many wait in all."""
     rows = await core.storage.fetch(
         Q.DASHBOARD_PENDING_MESSAGES, workflow_id, MESSAGES, ENTRY_CHARS
@@ -410,7 +412,9 @@ class StreamView:
     entries: list[tuple[int, Value]]
 
 
-async def workflow_streams(core: Core, status: WorkflowStatus) -> tuple[list[StreamView], bool]:
+async def workflow_streams(
+    core: Connected, status: WorkflowStatus
+) -> tuple[list[StreamView], bool]:
     """The workflow's streams (the first ``STREAM_KEYS`` keys) and whether there may be more."""
     rows = await core.storage.fetch(
         Q.DASHBOARD_STREAMS, status.workflow_id, STREAM_KEYS, STREAM_TAIL, ENTRY_CHARS

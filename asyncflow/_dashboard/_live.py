@@ -18,8 +18,8 @@ import anyio
 import anyio.abc
 import orjson
 
-from .._core import Core
-from .._notify import WaitRegistry
+from .._lifecycle import Connected
+from .._wait import WaitRegistry
 from ._http import Receive, Send
 
 logger = logging.getLogger("asyncflow")
@@ -27,9 +27,9 @@ logger = logging.getLogger("asyncflow")
 MAX_PENDING_IDS = 500  # beyond this many changed workflows, a page just refreshes everything
 
 
-def _registry(core: Core) -> WaitRegistry:
+def _registry(core: Connected) -> WaitRegistry:
     # The one place the dashboard reaches into the app: its waiter registry's observer hook.
-    return core._registry
+    return core._waits
 
 
 class Subscription:
@@ -68,7 +68,7 @@ class Subscription:
 class Hub:
     """Fans the registry's wake-ups out to the dashboard's live connections."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Connected) -> None:
         self._core = core
         self._everything: set[Subscription] = set()
         self._by_id: dict[str, set[Subscription]] = {}

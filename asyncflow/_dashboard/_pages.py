@@ -180,7 +180,7 @@ def io_part(detail: Detail) -> str:
 _KIND_LABELS = {
     "step": "step", "send": "send", "recv": "recv", "get_event": "get event",
     "set_event": "set event", "write_stream": "stream write", "close_stream": "stream close",
-    "sleep": "sleep", "child": "child workflow",
+    "sleep": "sleep", "child": "child workflow", "wait_first": "wait first",
 }
 _DURATION_HINT = ("time since the previous operation ended: the journal records when each "
                   "operation completed, so this is the step's duration when operations ran one "
@@ -194,13 +194,13 @@ def _entry_detail(view: View, entry: Entry) -> str:
         return workflow_link(view, entry.child_id)
     if entry.kind == "sleep":
         return f"until {when(entry.until)}" if entry.until else ""
-    if entry.kind in ("recv", "get_event"):
+    if entry.kind in ("recv", "get_event", "wait_first"):
         if entry.state == "waiting":
             return '<span class="muted">waiting…</span>'
         if entry.state == "interrupted":
             return '<span class="muted">ended while waiting</span>'
-        got = value_block(entry.output, css="value small")
-        return f"received {got}" if entry.kind == "recv" else f"read {got}"
+        verb = {"recv": "received", "get_event": "read"}.get(entry.kind, "fired")
+        return f"{verb} {value_block(entry.output, css='value small')}"
     if entry.kind == "step":
         return value_block(entry.output, css="value small")
     return ""

@@ -49,7 +49,7 @@ async def run(ctx: Context) -> Measured:
     async with app:
         launched = time.perf_counter() - started
         results = await asyncio.gather(
-            *(app.wait_result(workflow_id(index), 120) for index in range(count))
+            *(app._handle(workflow_id(index)).get_result(120) for index in range(count))
         )
         elapsed = time.perf_counter() - started
     if results != list(range(count)):

@@ -1,0 +1,353 @@
+"""The app: registration of workflows, steps and transactions, and running workflows durably."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeAlias, TypeVar
+
+from . import _api, _codec
+from ._context import current_step, current_workflow
+from ._errors import ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
+from ._events import get_event_from_workflow, get_event_outside
+from ._handle import WorkflowHandle
+from ._lifecycle import Connected
+from ._messages import send_from_step, send_from_workflow, send_outside
+from ._runner import Runner
+from ._runtime import Runtime
+from ._specs import StepSpec, TransactionSpec, WorkflowSpec
+from ._steps import run_step, run_transaction
+from ._storage import Storage
+from ._supervisor import Supervisor
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SPEC_ATTR = "__asyncflow_workflow__"
+_Fn: TypeAlias = Callable[P, Coroutine[Any, Any, R]]
+MIN_RECOVERY_INTERVAL = 0.05
+_ISOLATION_LEVELS = (None, "read_committed", "repeatable_read", "serializable")
+
+
+def _default_executor_id() -> str:
+    return os.environ.get("ASYNCFLOW_EXECUTOR_ID") or (
+        f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+
+
+def _check_coroutine_function(fn: Any, what: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(f"@app.{what}() decorates `async def` functions, not {fn!r}")
+
+
+def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
+    """The app and spec of a decorated workflow function, if it is one."""
+    bound: tuple[AsyncFlow, WorkflowSpec] | None = getattr(fn, _SPEC_ATTR, None)
+    return bound
+
+
+class AsyncFlow(Connected):
+    """An asyncflow application: durable workflows on one Postgres database and schema.
+
+    ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
+    data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
+    ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
+    one); ``app_version`` defaults to a hash of the registered workflows' source, and only
+    workflows started by the same version are recovered by this app.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        schema: str = "asyncflow",
+        executor_id: str | None = None,
+        app_version: str | None = None,
+        pool_size: int = 10,
+        data_dir: str | os.PathLike[str] | None = None,
+        recovery_interval_seconds: float = 1.0,
+    ) -> None:
+        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+        self.executor_id = _codec.check_id(executor_id or _default_executor_id(), "executor_id")
+        self._executor_id = self.executor_id
+        if app_version is not None:
+            _codec.check_id(app_version, "app_version")
+        self._app_version = app_version
+        interval = _codec.check_timeout(recovery_interval_seconds, "recovery_interval_seconds")
+        if interval < MIN_RECOVERY_INTERVAL:
+            raise InvalidArgumentError(
+                f"recovery_interval_seconds must be at least {MIN_RECOVERY_INTERVAL} (each sweep "
+                f"is a query), not {recovery_interval_seconds!r}"
+            )
+        self._recovery_interval = interval
+        self._workflows: dict[str, WorkflowSpec] = {}
+        self._runner: Runner | None = None
+        self._supervisor: Supervisor | None = None
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def workflow(
+        self, name: str | None = None, *, max_recovery_attempts: int = 100
+    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
+        """Register an ``async def`` workflow.
+
+        Calling the decorated function outside a workflow starts it with a fresh id and awaits
+        its result; inside a workflow it runs it as a child workflow (deterministic id).
+        """
+
+        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
+            _check_coroutine_function(fn, "workflow")
+            spec_name = name or fn.__qualname__
+            if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
+                raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
+            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts)
+            self._workflows[spec_name] = spec
+
+            @functools.wraps(fn)
+            def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+                return self._await_started(self._begin(spec, args, kwargs, None))
+
+            setattr(call, _SPEC_ATTR, (self, spec))
+            return call
+
+        return decorate
+
+    @staticmethod
+    async def _await_started(start: Awaitable[WorkflowHandle[R]]) -> R:
+        handle = await start
+        return await handle.get_result()
+
+    def step(
+        self,
+        name: str | None = None,
+        *,
+        retries: int = 0,
+        retry_interval_seconds: float = 1.0,
+        backoff_rate: float = 2.0,
+    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
+        """Register an ``async def`` step: inside a workflow it runs once and its result (or
+        exception) is checkpointed; failures are retried ``retries`` times with backoff."""
+
+        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
+            _check_coroutine_function(fn, "step")
+            spec = StepSpec(name or fn.__qualname__, fn, retries, retry_interval_seconds,
+                            backoff_rate)
+
+            @functools.wraps(fn)
+            def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+                ctx = current_workflow()
+                function_id = ctx.reserve() if ctx is not None else -1
+                return run_step(spec, ctx, function_id, args, kwargs)
+
+            return call
+
+        return decorate
+
+    def transaction(
+        self, name: str | None = None, *, isolation: str | None = None
+    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
+        """Register an ``async def`` database transaction. Inside it,
+        :func:`asyncflow.connection` is the transaction's asyncpg connection, and the checkpoint
+        commits in that same transaction, so its effects happen exactly once. ``isolation`` is
+        ``"read_committed"`` (default), ``"repeatable_read"`` or ``"serializable"``."""
+        if isolation not in _ISOLATION_LEVELS:
+            raise ConfigurationError(f"unknown isolation level {isolation!r}")
+
+        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
+            _check_coroutine_function(fn, "transaction")
+            spec = TransactionSpec(name or fn.__qualname__, fn, isolation)
+
+            @functools.wraps(fn)
+            def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+                ctx = current_workflow()
+                function_id = ctx.reserve() if ctx is not None else -1
+                return run_transaction(spec, ctx, self.storage, function_id, args, kwargs)
+
+            return call
+
+        return decorate
+
+    def _spec_of(self, fn: Any) -> WorkflowSpec:
+        bound = workflow_binding(fn)
+        if bound is None or bound[0] is not self:
+            raise WorkflowNotFoundError(
+                f"{getattr(fn, '__qualname__', fn)!r} is not a workflow of this app; decorate it "
+                "with @app.workflow() on the app you start it from"
+            )
+        return bound[1]
+
+    # -- lifecycle hooks ------------------------------------------------------------------------
+
+    @property
+    def app_version(self) -> str:
+        """The version stamped on workflows this app starts (and recovers)."""
+        if self._app_version is None:
+            digest = hashlib.sha256()
+            for name in sorted(self._workflows):
+                fn = self._workflows[name].fn
+                try:
+                    source = inspect.getsource(fn)
+                except (OSError, TypeError):
+                    source = repr(fn.__code__.co_code)
+                digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+            self._app_version = digest.hexdigest()[:16]
+        return self._app_version
+
+    async def _prepare_schema(self, storage: Storage) -> None:
+        await storage.migrate()
+
+    async def _start_background(self, runtime: Runtime) -> None:
+        runner = self._runner = Runner(runtime, self.app_version)
+        supervisor = self._supervisor = Supervisor(runner, self._workflows,
+                                                   self._recovery_interval)
+        runner.on_stopped_early = supervisor.poke
+        runtime.monitors["supervisor"] = supervisor.monitor
+        await supervisor.sweep(include_own=True)
+        await runtime.tg.start(supervisor.run)
+
+    def _on_notify(self, payload: str) -> None:
+        if self._supervisor is not None:
+            self._supervisor.on_notify(payload)
+        if self._runner is not None:
+            self._runner.on_notify(payload)
+
+    def _stopped(self) -> None:
+        self._runner = None
+        self._supervisor = None
+
+    @property
+    def runner(self) -> Runner:
+        """The workflow runner (internal)."""
+        runner = self._runner
+        if runner is None or self._runtime is None:
+            _ = self.runtime  # raises NotLaunchedError
+            raise AssertionError("unreachable")
+        return runner
+
+    # -- starting workflows ---------------------------------------------------------------------
+
+    def start_workflow(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        *args: Any,
+        workflow_id: str | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
+        """Start a workflow; returns (when awaited) its handle once its row and inputs are durable.
+
+        ``workflow_id=`` (keyword) chooses the id: starting an id that exists returns a handle to
+        that workflow and never runs it again. Inside a workflow this starts a child workflow
+        whose id is derived from the parent's (the start is journaled).
+        """
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id)
+
+    def _begin(
+        self,
+        spec: WorkflowSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
+        if workflow_id is not None:
+            _codec.check_id(workflow_id)
+        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
+                              f"the arguments of workflow {spec.name!r}")
+        parent = current_workflow()
+        if parent is not None and parent.runtime is self._runtime:
+            return self._start_child(parent.reserve(), spec, inputs, workflow_id)
+        return self._start(spec, inputs, workflow_id)
+
+    async def _start(
+        self, spec: WorkflowSpec, inputs: str, workflow_id: str | None
+    ) -> WorkflowHandle[Any]:
+        return self._handle(await self.runner.start(spec, inputs, workflow_id, None))
+
+    async def _start_child(
+        self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None
+    ) -> WorkflowHandle[Any]:
+        parent = current_workflow()
+        assert parent is not None
+        return self._handle(
+            await self.runner.start_child(parent, function_id, spec, inputs, workflow_id))
+
+    async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
+        its checkpoints (recovery attempts reset to 0). It runs on this app if this app registers
+        its workflow function; otherwise it is left unassigned for a live app that does (woken
+        by NOTIFY). Until some app registering it runs, it stays PENDING."""
+        _codec.check_id(workflow_id)
+        runtime = self.runtime
+        status = await runtime.store.workflow_status(workflow_id)
+        here = status.name in self._workflows
+        resumed = await runtime.store.resume_workflow(
+            workflow_id, self.executor_id if here else None)
+        if resumed is not None and here:
+            name, inputs = resumed
+            self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+        return self._handle(workflow_id)
+
+    def _after_cancel(self, workflow_id: str) -> None:
+        if self._runner is not None:
+            self._runner.mark_cancelled(workflow_id)
+
+    def running_workflows(self) -> list[str]:
+        """Ids of the workflows executing in this process right now."""
+        return [] if self._runner is None else list(self._runner.running)
+
+    # -- communication --------------------------------------------------------------------------
+
+    def send(
+        self,
+        destination_id: str,
+        message: Any,
+        topic: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Coroutine[Any, Any, None]:
+        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
+        text = _codec.check_message(destination_id, message, topic, idempotency_key)
+        runtime = self._runtime
+        ctx = current_workflow(runtime) if runtime is not None else None
+        if ctx is not None:
+            return send_from_workflow(ctx, ctx.reserve(), destination_id, text, topic,
+                                      idempotency_key)
+        step = current_step(runtime) if runtime is not None else None
+        if step is not None:
+            return send_from_step(step, destination_id, text, topic, idempotency_key)
+        return send_outside(self.runtime, destination_id, text, topic, idempotency_key)
+
+    def get_event(
+        self, workflow_id: str, key: str, timeout_seconds: float = 60
+    ) -> Coroutine[Any, Any, Any]:
+        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow."""
+        _codec.check_id(workflow_id)
+        _codec.check_name(key, "key")
+        timeout_seconds = _codec.check_timeout(timeout_seconds)
+        runtime = self._runtime
+        ctx = current_workflow(runtime) if runtime is not None else None
+        if ctx is not None:
+            return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
+        return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+
+    def recv(
+        self, topic: str | None = None, timeout_seconds: float = 60
+    ) -> Coroutine[Any, Any, Any]:
+        """Same as :func:`asyncflow.recv` (workflows only)."""
+        return _api.recv(topic, timeout_seconds)
+
+    def set_event(self, key: str, value: Any) -> Coroutine[Any, Any, None]:
+        """Same as :func:`asyncflow.set_event` (workflows and steps)."""
+        return _api.set_event(key, value)
+
+    def write_stream(self, key: str, value: Any) -> Coroutine[Any, Any, None]:
+        """Same as :func:`asyncflow.write_stream` (workflows and steps)."""
+        return _api.write_stream(key, value)
+
+    def close_stream(self, key: str) -> Coroutine[Any, Any, None]:
+        """Same as :func:`asyncflow.close_stream` (workflows and steps)."""
+        return _api.close_stream(key)

@@ -1,0 +1,128 @@
+"""Events: the latest value per key of a workflow, readable by anyone, waited on by NOTIFY.
+
+``set_event`` from a workflow is journaled, from a step it is a plain upsert; ``get_event``
+inside a workflow checkpoints the value it read (and its deadline), outside it is a plain wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import _codec
+from ._context import StepContext, WorkflowContext
+from ._journal import begin, checked, stop_for_status
+from ._runtime import Runtime
+from ._status import PENDING
+from ._timers import loop_deadline
+from ._wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
+
+SET_EVENT = "asyncflow.set_event"
+GET_EVENT = "asyncflow.get_event"
+
+
+async def set_event_from_workflow(
+    ctx: WorkflowContext, function_id: int, key: str, text: str
+) -> None:
+    if await begin(ctx, function_id, SET_EVENT) is not None:
+        return
+    await checked(ctx, ctx.runtime.store.journaled_set_event(
+        ctx.workflow_id, function_id, SET_EVENT, key, text))
+    ctx.runtime.waits.wake(EVENT, ctx.workflow_id)
+
+
+async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
+    """Staged: the event is set with the step's checkpoint (never by a failed attempt)."""
+    store = step.workflow.runtime.store
+    workflow_id = step.workflow.workflow_id
+    step.stage(lambda: store.set_event(workflow_id, key, text), (EVENT, workflow_id))
+
+
+async def get_event_outside(
+    runtime: Runtime, workflow_id: str, key: str, timeout_seconds: float
+) -> Any:
+    """Wait until the event is set; its value, or ``None`` after ``timeout_seconds``."""
+
+    async def check(_waiter: Waiter) -> str | _NotYet:
+        value, _ = await runtime.store.get_event(workflow_id, key)
+        return NOT_YET if value is None else value
+
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    result = await wait(Wait(runtime.waits, ((EVENT, workflow_id),), check,
+                             deadline=deadline, retry_unavailable=True))
+    return None if isinstance(result, _NotYet) else _codec.loads(result)
+
+
+async def get_event_from_workflow(
+    ctx: WorkflowContext, function_id: int, target_id: str, key: str,
+    timeout_seconds: float,
+) -> Any:
+    """Read an event inside a workflow; the value read (or the timeout) is checkpointed."""
+    store = ctx.runtime.store
+    recorded = await begin(ctx, function_id, GET_EVENT)
+    if recorded is not None and recorded.completed:
+        return None if recorded.output is None else _codec.loads(recorded.output)
+    first = recorded is None
+    wall_deadline = time.time() + timeout_seconds if recorded is None else recorded.deadline
+    assert wall_deadline is not None
+
+    async def check(_waiter: Waiter) -> str | _NotYet | None:
+        nonlocal first
+        if first:
+            first = False
+            recorded_now, value = await store.get_event_first(
+                ctx.workflow_id, target_id, key, function_id, wall_deadline)
+            if not recorded_now:
+                await stop_for_status(ctx)
+            return NOT_YET if value is None else value
+        value, waiter_status = await store.get_event(target_id, key, ctx.workflow_id)
+        if waiter_status != PENDING:
+            await stop_for_status(ctx)
+        if value is not None:
+            await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, value))
+            return value
+        if time.time() >= wall_deadline:
+            return None
+        return NOT_YET
+
+    keys = ((EVENT, target_id), (TERMINAL, ctx.workflow_id))
+    result = await wait(Wait(ctx.runtime.waits, keys, check,
+                             deadline=loop_deadline(wall_deadline)))
+    if isinstance(result, str):
+        return _codec.loads(result)
+    await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
+    return None
+
+
+async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[Any]:
+    """Yield the event's value now (if set) and after every change, until the workflow ends.
+
+    Between two checks several sets may land: the latest is yielded (never a lost final value).
+    After the workflow ends, a value set before its end is still yielded, then the iteration
+    stops. A listener reconnect wakes the watcher, which re-reads.
+    """
+    seen = 0
+    ended = False
+
+    async def check(_waiter: Waiter) -> tuple[str | None, bool] | _NotYet:
+        nonlocal seen, ended
+        status, value, version = await runtime.store.watch_event(workflow_id, key)
+        ended = status != PENDING
+        if version != seen and value is not None:
+            seen = version
+            return value, ended
+        return (None, True) if ended else NOT_YET
+
+    keys = ((EVENT, workflow_id), (TERMINAL, workflow_id))
+    spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
+    with runtime.waits.watch(*keys) as waiter:  # registered once for the whole watch
+        while True:
+            result = await wait(spec, waiter)
+            assert not isinstance(result, _NotYet)
+            value, finished = result
+            if value is not None:
+                yield _codec.loads(value)
+            if finished:
+                return

@@ -1,0 +1,289 @@
+"""What the app and the Client share: configuration, launch and shutdown, the runtime, health,
+and the operations that work the same from both (outside any workflow)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Coroutine
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+
+from . import _codec
+from . import _queries as Q
+from ._context import current_workflow
+from ._errors import ConfigurationError, InvalidArgumentError
+from ._events import watch
+from ._handle import WorkflowHandle
+from ._listener import Listener
+from ._runtime import Runtime, not_launched
+from ._status import Health, StepInfo, WorkflowStatus
+from ._storage import Storage
+from ._store import Store
+from ._streams import entries
+from ._wait import TERMINAL, WaitRegistry
+from ._wait_first import (
+    Branch,
+    Fired,
+    check_branches,
+    wait_first_in_workflow,
+    wait_first_outside,
+)
+
+MAX_BIGINT = 2**63 - 1
+
+
+def check_count(value: object, what: str) -> int:
+    """An int in 0..2**63-1 (what Postgres's bigint holds)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
+        raise InvalidArgumentError(f"{what} must be an int from 0 to 2**63-1, not {value!r}")
+    return value
+
+
+def check_stream_args(workflow_id: str, key: str, offset: int) -> None:
+    _codec.check_id(workflow_id)
+    _codec.check_name(key, "key")
+    check_count(offset, "offset")
+
+
+class Connected:
+    """Lifecycle and the operations that work the same from an app and from a Client."""
+
+    _executor_id: str | None = None
+
+    def __init__(
+        self,
+        database_url: str | None,
+        *,
+        schema: str,
+        pool_size: int,
+        data_dir: str | os.PathLike[str] | None,
+    ) -> None:
+        try:
+            Q.quote_schema(schema)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise InvalidArgumentError(f"pool_size must be an int >= 1, not {pool_size!r}")
+        if database_url is not None and not isinstance(database_url, str):
+            raise ConfigurationError(
+                f"database_url must be a str, not {type(database_url).__name__}")
+        self._database_url = database_url
+        self._schema = schema
+        self._pool_size = pool_size
+        self._data_dir = data_dir
+        self._waits = WaitRegistry()
+        self._runtime: Runtime | None = None
+        self._storage: Storage | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        """The running runtime (internal; raises NotLaunchedError when not running)."""
+        runtime = self._runtime
+        if runtime is None or runtime.closing:
+            raise not_launched(type(self).__name__)
+        return runtime
+
+    def _get_runtime(self) -> Runtime:
+        return self.runtime
+
+    @property
+    def storage(self) -> Storage:
+        """The connection pool (internal)."""
+        return self.runtime.store.storage
+
+    @property
+    def listener(self) -> Listener:
+        """The LISTEN connection (internal)."""
+        return self.runtime.listener
+
+    @property
+    def database_url(self) -> str:
+        """The URL in use (resolved at launch)."""
+        return self.storage.url
+
+    def health(self) -> Health:
+        """The state of the background components (listener, supervisor): whether each works,
+        and its last error while failing. They retry on their own; this only reports."""
+        runtime = self._runtime
+        if runtime is None:
+            return Health(healthy=False, running=False, components={})
+        return runtime.health()
+
+    async def _prepare_schema(self, storage: Storage) -> None:
+        raise NotImplementedError
+
+    async def _start_background(self, runtime: Runtime) -> None:
+        """Hook for the app: start the supervisor and recover workflows."""
+
+    def _on_notify(self, payload: str) -> None:
+        """Hook for the app: react to a notification (after waiters were woken)."""
+
+    async def launch(self) -> None:
+        """Connect, prepare the schema, and start the listener (and, for an app, recovery).
+
+        Call :meth:`shutdown` from the same task (``async with`` does both).
+        """
+        if self._runtime is not None:
+            return
+        from ._embedded import resolve_database_url
+
+        url = await resolve_database_url(self._database_url, self._data_dir)
+        storage = Storage(url, self._schema, pool_size=self._pool_size)
+        await storage.open()
+        tg = anyio.create_task_group()
+        entered = False
+        try:
+            await self._prepare_schema(storage)
+            await tg.__aenter__()
+            entered = True
+            store = Store(storage)
+            listener = Listener(store, self._waits, executor_id=self._executor_id,
+                                on_notify=self._on_notify)
+            runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
+            self._runtime = runtime
+            await tg.start(listener.run)
+            await self._start_background(runtime)
+        except BaseException as exc:
+            self._runtime = None
+            if entered:
+                tg.cancel_scope.cancel()
+                try:
+                    await tg.__aexit__(type(exc), exc, exc.__traceback__)
+                except BaseException:
+                    pass
+            await storage.close()
+            raise
+
+    async def shutdown(self) -> None:
+        """Stop background work and close connections. Running workflows stay PENDING and are
+        resumed by the next launch of this executor or by another executor's supervisor."""
+        await self._stop()
+
+    async def _stop(self) -> None:
+        runtime = self._runtime
+        if runtime is None or runtime.closing:
+            return
+        runtime.closing = True
+        runtime.tg.cancel_scope.cancel()
+        try:
+            # The body's own exception (if any) propagates unchanged: it is not handed to the
+            # task group, which would wrap it in an ExceptionGroup.
+            await runtime.tg.__aexit__(None, None, None)
+        finally:
+            self._runtime = None
+            self._stopped()
+            # Waiters outside the task group (e.g. a web request reading a stream) re-check
+            # and get NotLaunchedError instead of waiting forever.
+            self._waits.wake_all()
+            with anyio.CancelScope(shield=True):
+                await runtime.store.storage.close()
+
+    def _stopped(self) -> None:
+        """Hook: forget per-launch state."""
+
+    async def __aenter__(self) -> Self:
+        await self.launch()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    def _handle(self, workflow_id: str) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._get_runtime, workflow_id)
+
+    async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle to an existing workflow; :class:`WorkflowNotFoundError` if there is none."""
+        _codec.check_id(workflow_id)
+        await self.runtime.store.workflow_status(workflow_id)
+        return self._handle(workflow_id)
+
+    async def get_workflow_status(self, workflow_id: str) -> WorkflowStatus:
+        """The current status of a workflow (never blocks)."""
+        _codec.check_id(workflow_id)
+        return await self.runtime.store.workflow_status(workflow_id)
+
+    async def list_workflows(
+        self, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[WorkflowStatus]:
+        """Workflows, newest first, optionally filtered by status and/or name."""
+        _codec.check_name(status, "status", optional=True)
+        _codec.check_name(name, "name", optional=True)
+        check_count(limit, "limit")
+        return await self.runtime.store.list_workflows(status, name, limit)
+
+    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
+        """The journal of a workflow: every recorded operation, in function-id order."""
+        _codec.check_id(workflow_id)
+        return await self.runtime.store.list_operations(workflow_id)
+
+    async def cancel_workflow(self, workflow_id: str) -> None:
+        """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
+        parked in (recv, sleep, get_event, child result) wakes at once. Finished workflows are
+        left as they are."""
+        _codec.check_id(workflow_id)
+        runtime = self.runtime
+        if await runtime.store.cancel_workflow(workflow_id):
+            self._after_cancel(workflow_id)
+            runtime.waits.wake(TERMINAL, workflow_id)
+
+    def _after_cancel(self, workflow_id: str) -> None:
+        """Hook for the app: mark its running execution cancelled."""
+
+    # -- events and streams ---------------------------------------------------------------------
+
+    async def get_all_events(self, workflow_id: str) -> dict[str, Any]:
+        """A snapshot of every event of a workflow, ``{key: latest value}``; never blocks."""
+        _codec.check_id(workflow_id)
+        return await self.runtime.store.get_all_events(workflow_id)
+
+    async def stream_entries(
+        self, workflow_id: str, key: str, *, offset: int = 0
+    ) -> AsyncIterator[tuple[int, Any]]:
+        """Like :meth:`read_stream` but yields ``(offset, value)`` pairs."""
+        check_stream_args(workflow_id, key, offset)
+        runtime = self.runtime
+        async for entry in entries(runtime, workflow_id, key, offset,
+                                   current_workflow(runtime)):
+            yield entry
+
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]:
+        """Yield the value of event ``key`` of a workflow now (if set) and after every change,
+        until the workflow ends. Woken by NOTIFY; when several sets land between two reads the
+        latest is yielded, and the value at the workflow's end is never lost."""
+        _codec.check_id(workflow_id)
+        _codec.check_name(key, "key")
+        return watch(self.runtime, workflow_id, key)
+
+    def wait_first(self, *branches: Branch) -> Coroutine[Any, Any, Fired]:
+        """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
+        workflow of this app it is journaled; elsewhere it waits on events, workflow results and
+        timers."""
+        runtime = self.runtime
+        ctx = current_workflow(runtime)
+        checked = check_branches(branches, in_workflow=ctx is not None)
+        if ctx is not None:
+            return wait_first_in_workflow(ctx, ctx.reserve(), checked)
+        return wait_first_outside(runtime, checked)
+
+    async def read_stream(
+        self, workflow_id: str, key: str, *, offset: int = 0
+    ) -> AsyncIterator[Any]:
+        """Yield every value of a workflow's stream in order, from ``offset`` on.
+
+        Parks at the tail until more is written (woken by NOTIFY); ends when the stream is
+        closed or the writing workflow ends (success, error or cancellation).
+        """
+        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset):
+            yield value

@@ -1,0 +1,115 @@
+"""Messages: per-(destination, topic) FIFO mailboxes with exactly-once receipt.
+
+``send`` has three variants side by side — journaled from a workflow, keyed by position from a
+step, plain from outside — and ``recv`` (workflows only) is one wait on the mailbox.
+Arguments are validated and encoded by the caller (``_api``) before a function id is reserved,
+so bad input raises at the call and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import _codec
+from ._context import StepContext, WorkflowContext
+from ._errors import _ExecutionConflict
+from ._journal import begin, checked, record, stop_for_status
+from ._runtime import Runtime
+from ._status import PENDING
+from ._timers import loop_deadline
+from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
+
+SEND = "asyncflow.send"
+RECV = "asyncflow.recv"
+
+
+async def send_outside(
+    runtime: Runtime, destination_id: str, text: str, topic: str | None, key: str | None
+) -> None:
+    """A send from outside any workflow (an app's or client's method)."""
+    await runtime.store.send_message(destination_id, topic, text, key)
+    runtime.waits.wake(MESSAGE, destination_id)
+
+
+async def send_from_workflow(
+    ctx: WorkflowContext,
+    function_id: int,
+    destination_id: str,
+    text: str,
+    topic: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """A journaled send: delivered exactly once across recoveries."""
+    runtime = ctx.runtime
+    if await begin(ctx, function_id, SEND) is not None:
+        return
+    store = runtime.store
+    if idempotency_key is None:
+        # Journal entry and delivery in one statement.
+        await checked(ctx, store.journaled_send(
+            ctx.workflow_id, function_id, SEND, destination_id, topic, text))
+    else:
+        # Rare: a caller-chosen key on top of the journal; both in one transaction.
+        async with store.storage.transaction():
+            await record(ctx, function_id, SEND)
+            await store.send_message(destination_id, topic, text, idempotency_key)
+    runtime.waits.wake(MESSAGE, destination_id)
+
+
+async def send_from_step(
+    step: StepContext, destination_id: str, text: str, topic: str | None, key: str | None
+) -> None:
+    """A send inside a step is staged: delivered with the step's checkpoint (so a failed attempt
+    sends nothing), keyed by the step's position (so it is delivered once)."""
+    seq = step.next_seq()
+    if key is None:
+        key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
+    store = step.workflow.runtime.store
+    chosen = key
+    step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
+               (MESSAGE, destination_id))
+
+
+async def recv(
+    ctx: WorkflowContext, function_id: int, topic: str | None, timeout_seconds: float
+) -> Any:
+    """Take the next message of ``topic`` into the journal, waiting up to ``timeout_seconds``
+    (the deadline is checkpointed first, so a recovery waits only for what is left)."""
+    store = ctx.runtime.store
+    recorded = await begin(ctx, function_id, RECV)
+    if recorded is not None and recorded.completed:
+        return None if recorded.output is None else _codec.loads(recorded.output)
+    first = recorded is None
+    wall_deadline = time.time() + timeout_seconds if recorded is None else recorded.deadline
+    assert wall_deadline is not None
+
+    async def check(_waiter: Waiter) -> str | _NotYet | None:
+        nonlocal first
+        if first:
+            # First attempt: journal the recv with its deadline and take a waiting message,
+            # in one statement.
+            first = False
+            recorded_now, message = await store.recv_first(
+                ctx.workflow_id, topic, function_id, wall_deadline)
+            if not recorded_now:
+                await stop_for_status(ctx)
+            return NOT_YET if message is None else message
+        status, message, consumed = await store.recv_next(ctx.workflow_id, topic, function_id)
+        if status != PENDING:
+            await stop_for_status(ctx)
+        if message is not None:
+            if not consumed:
+                raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+            return message
+        if time.time() >= wall_deadline:
+            return None  # timed out (by the wall clock the deadline was recorded in)
+        return NOT_YET
+
+    keys = ((MESSAGE, ctx.workflow_id), (TERMINAL, ctx.workflow_id))
+    result = await wait(Wait(ctx.runtime.waits, keys, check,
+                             deadline=loop_deadline(wall_deadline)))
+    if isinstance(result, str):
+        return _codec.loads(result)
+    await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
+    return None

@@ -1,0 +1,83 @@
+"""Waiting for a workflow's outcome, and turning a recorded outcome into a value or an error."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import _codec
+from ._context import WorkflowContext
+from ._errors import (
+    AsyncFlowTimeoutError,
+    MaxRecoveryAttemptsExceededError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+)
+from ._journal import ensure_running
+from ._runtime import Runtime
+from ._status import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, SUCCESS
+from ._store import Outcome, not_found
+from ._wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
+
+
+def outcome_value(workflow_id: str, outcome: Outcome) -> Any:
+    """The result of a finished workflow, or its error raised."""
+    status = outcome.status
+    if status == SUCCESS:
+        return None if outcome.output is None else _codec.loads(outcome.output)
+    if status == ERROR and outcome.error is not None:
+        raise _codec.decode_error(outcome.error, WorkflowFailedError)
+    if status == CANCELLED:
+        raise WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
+    if status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:
+        raise MaxRecoveryAttemptsExceededError(
+            f"workflow {workflow_id!r} exceeded its maximum recovery attempts and was moved "
+            "to MAX_RECOVERY_ATTEMPTS_EXCEEDED; fix the cause, then resume_workflow() it"
+        )
+    raise WorkflowFailedError("unknown", f"workflow ended with status {status}", "")
+
+
+async def finished_outcome(
+    runtime: Runtime, workflow_id: str, waiter: Waiter | None = None
+) -> Outcome | _NotYet:
+    """The outcome if the workflow has finished (handed over in-process, or read), else
+    :data:`NOT_YET`."""
+    if waiter is not None:
+        handed = waiter.handed.get((TERMINAL, workflow_id))
+        if handed is not None:  # finished in this process: its outcome was handed over
+            outcome: Outcome = handed
+            return outcome
+    found = await runtime.store.workflow_outcome(workflow_id)
+    if found is None:
+        raise not_found(workflow_id)
+    return NOT_YET if found.status == PENDING else found
+
+
+async def wait_result(
+    runtime: Runtime,
+    workflow_id: str,
+    timeout_seconds: float | None,
+    reader: WorkflowContext | None = None,
+) -> Any:
+    """Wait for a workflow's terminal status and return (or raise) its outcome. ``reader``: the
+    workflow doing the waiting (its own cancellation wakes it)."""
+    keys: tuple[Key, ...] = ((TERMINAL, workflow_id),)
+    if reader is not None:
+        keys += ((TERMINAL, reader.workflow_id),)
+
+    async def check(waiter: Waiter) -> Outcome | _NotYet:
+        outcome = await finished_outcome(runtime, workflow_id, waiter)
+        if isinstance(outcome, _NotYet) and reader is not None:
+            await ensure_running(reader)
+        return outcome
+
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_seconds is None else loop.time() + timeout_seconds
+    result = await wait(Wait(runtime.waits, keys, check, deadline=deadline,
+                             retry_unavailable=True))
+    if isinstance(result, _NotYet):
+        raise AsyncFlowTimeoutError(
+            f"workflow {workflow_id!r} did not finish within {timeout_seconds} seconds"
+        )
+    return outcome_value(workflow_id, result)
+

@@ -1,0 +1,227 @@
+"""Running workflows: starting them, executing their functions in the app's task group, and
+writing their terminal status.
+
+One workflow's failure stays in that workflow: any exception — ``BaseException`` included, a
+stray ``CancelledError`` too — ends it in ``ERROR``; only ``KeyboardInterrupt``, ``SystemExit``
+and the app's own cancellation (shutdown) pass through. An execution that loses its database
+connection is retried from the journal with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable
+
+import anyio
+
+from . import _codec
+from ._codec import MAX_ID_LENGTH
+from ._context import WorkflowContext, step_var, workflow_var
+from ._errors import (
+    DatabaseUnavailableError,
+    SerializationError,
+    WorkflowCancelledError,
+    WorkflowConflictError,
+    _ExecutionConflict,
+)
+from ._journal import checked, ensure_running
+from ._runtime import Runtime
+from ._specs import WorkflowSpec
+from ._status import ERROR, SUCCESS
+from ._storage import on_unavailable
+from ._store import Outcome
+from ._wait import TERMINAL, wait_until
+
+logger = logging.getLogger("asyncflow")
+
+CHILD = "asyncflow.start_workflow"
+
+
+def is_own_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is this task being cancelled (shutdown), not a stray CancelledError
+    raised by user code."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def passes_through(exc: BaseException) -> bool:
+    """Exceptions a workflow does not absorb: interpreter exits and real cancellation."""
+    return isinstance(exc, KeyboardInterrupt | SystemExit) or is_own_cancellation(exc)
+
+
+def child_id(parent_id: str, function_id: int) -> str:
+    """The deterministic id of a parent's child workflow, always a valid id."""
+    candidate = f"{parent_id}-{function_id}"
+    if len(candidate.encode()) <= MAX_ID_LENGTH:
+        return candidate
+    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{digest}-{function_id}"
+
+
+class Runner:
+    """Starts and executes the workflows of one app."""
+
+    def __init__(self, runtime: Runtime, app_version: str) -> None:
+        self.runtime = runtime
+        self.app_version = app_version
+        self.running: dict[str, WorkflowContext] = {}
+        self._respawn: dict[str, tuple[WorkflowSpec, str]] = {}
+        #: Called when an execution stopped without finishing (cancelled, ended elsewhere): if
+        #: it was resumed meanwhile it is unassigned, so the supervisor should sweep.
+        self.on_stopped_early: Callable[[], None] | None = None
+
+    # -- starting ---------------------------------------------------------------------------
+
+    async def start(
+        self, spec: WorkflowSpec, inputs: str, workflow_id: str | None, parent_id: str | None
+    ) -> str:
+        """Insert the workflow (idempotent by id) and run it if it is new; returns its id."""
+        if workflow_id is None:
+            workflow_id = secrets.token_hex(16)
+        created, existing = await self.runtime.store.insert_workflow(
+            workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
+            parent_id,
+        )
+        if existing != spec.name:
+            raise WorkflowConflictError(
+                f"workflow id {workflow_id!r} is already used by workflow {existing!r}, "
+                f"not {spec.name!r}; choose another id"
+            )
+        if created:
+            self.spawn(workflow_id, spec, inputs, fresh=True)
+        return workflow_id
+
+    async def start_child(
+        self,
+        parent: WorkflowContext,
+        function_id: int,
+        spec: WorkflowSpec,
+        inputs: str,
+        workflow_id: str | None,
+    ) -> str:
+        """Start a child workflow from a parent's body; the start is journaled."""
+        recorded = parent.replay(function_id, CHILD)
+        if recorded is not None and recorded.child_id is not None:
+            return recorded.child_id
+        await ensure_running(parent)
+        started = await self.start(spec, inputs, workflow_id or child_id(
+            parent.workflow_id, function_id), parent.workflow_id)
+        await checked(parent, self.runtime.store.record_operation(
+            parent.workflow_id, function_id, CHILD, child_id=started))
+        return started
+
+    def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool) -> None:
+        """Execute a workflow in the task group (after the one still unwinding, if any)."""
+        if self.runtime.closing:
+            return
+        if workflow_id in self.running:
+            # Resumed while a cancelled execution is still unwinding: run again once it has.
+            self._respawn[workflow_id] = (spec, inputs)
+            return
+        ctx = WorkflowContext(self.runtime, workflow_id, spec.name, {})
+        self.running[workflow_id] = ctx
+        self.runtime.spawn(self._execute, ctx, spec, inputs, fresh, name=f"workflow {workflow_id}")
+
+    def mark_cancelled(self, workflow_id: str) -> None:
+        ctx = self.running.get(workflow_id)
+        if ctx is not None:
+            ctx.cancelled = True
+
+    def on_notify(self, payload: str) -> None:
+        if payload[:1] == TERMINAL:
+            ctx = self.running.get(payload[1:])
+            if ctx is not None:
+                ctx.stop_hint = True  # maybe cancelled or ended elsewhere: check before next op
+
+    # -- executing --------------------------------------------------------------------------
+
+    async def _execute(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str,
+                       fresh: bool) -> None:
+        workflow_var.set(None)
+        step_var.set(None)
+        runtime = self.runtime
+        delay = 0.1
+        finished = False
+        try:
+            while True:
+                on_unavailable.set(ctx.mark_db_failed)
+                try:
+                    if not fresh:
+                        ctx.journal = await runtime.store.load_journal(ctx.workflow_id)
+                    finished = await self._run_once(ctx, spec, inputs)
+                    return
+                except DatabaseUnavailableError as exc:
+                    if runtime.closing:
+                        return
+                    logger.warning("workflow %s lost its database connection (%s); retrying",
+                                   ctx.workflow_id, exc)
+                except BaseException as exc:
+                    if passes_through(exc):
+                        raise
+                    # Never let one workflow take the app down: it stays PENDING and is
+                    # recovered by the next launch (or resume).
+                    logger.exception("workflow %s stopped unexpectedly", ctx.workflow_id)
+                    return
+                # Retry backoff: replay from the journal once the database answers again. The
+                # listener's reconnect (it wakes every registered waiter) or a cancellation ends
+                # the wait early.
+                with runtime.waits.watch((TERMINAL, ctx.workflow_id)) as woken:
+                    await wait_until(woken, asyncio.get_running_loop().time() + delay)
+                delay = min(delay * 2, 5.0)
+                fresh = False
+                cancelled = ctx.cancelled
+                ctx = WorkflowContext(runtime, ctx.workflow_id, spec.name, {})
+                ctx.cancelled = cancelled
+                self.running[ctx.workflow_id] = ctx
+        finally:
+            if self.running.get(ctx.workflow_id) is ctx:
+                del self.running[ctx.workflow_id]
+                again = self._respawn.pop(ctx.workflow_id, None)
+                if again is not None:
+                    self.spawn(ctx.workflow_id, again[0], again[1], fresh=False)
+                elif not finished and not runtime.closing and self.on_stopped_early is not None:
+                    self.on_stopped_early()
+
+    async def _run_once(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str) -> bool:
+        """Run the workflow function once; True if this execution wrote its terminal status."""
+        payload = _codec.loads(inputs)
+        token = workflow_var.set(ctx)
+        try:
+            result = await spec.fn(*payload["args"], **payload["kwargs"])
+        except _ExecutionConflict:
+            return False
+        except BaseException as exc:
+            if passes_through(exc):
+                raise
+            if self.runtime.closing:
+                return False  # shutting down: leave it PENDING for recovery
+            if ctx.db_failed or isinstance(exc, DatabaseUnavailableError):
+                raise DatabaseUnavailableError(str(exc)) from exc
+            if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
+                return False
+            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+        finally:
+            workflow_var.reset(token)
+        if ctx.db_failed:
+            raise DatabaseUnavailableError("a database operation of the workflow failed")
+        try:
+            output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
+        except SerializationError as exc:
+            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+        return await self._finish(ctx, SUCCESS, output, None)
+
+    async def _finish(
+        self, ctx: WorkflowContext, status: str, output: str | None, error: str | None
+    ) -> bool:
+        """The terminal write, shielded from cancellation so shutdown cannot tear it."""
+        runtime = self.runtime
+        with anyio.CancelScope(shield=True):
+            done = await runtime.store.finish_workflow(ctx.workflow_id, status, output, error)
+        if done:
+            runtime.waits.wake(TERMINAL, ctx.workflow_id, Outcome(status, output, error))
+        return done

@@ -1,0 +1,61 @@
+"""The runtime: what a launched app or client shares with the code that runs under it.
+
+Made at launch, dropped at shutdown. Workflow contexts, the supervisor, the web helpers and the
+client reach the database, the waiter registry and the task group only through it; nothing
+below the app reaches into the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.abc
+
+from ._errors import NotLaunchedError
+from ._health import Monitor
+from ._listener import Listener
+from ._status import Health
+from ._store import Store
+from ._wait import WaitRegistry
+
+
+class Runtime:
+    """The store, the waiter registry, the listener and the task group of one running app or
+    client, plus its executor id (``None`` for a client)."""
+
+    __slots__ = ("closing", "executor_id", "listener", "monitors", "store", "tg", "waits")
+
+    def __init__(
+        self,
+        store: Store,
+        waits: WaitRegistry,
+        listener: Listener,
+        tg: anyio.abc.TaskGroup,
+        executor_id: str | None,
+    ) -> None:
+        self.store = store
+        self.waits = waits
+        self.listener = listener
+        self.tg = tg
+        self.executor_id = executor_id
+        self.closing = False
+        self.monitors: dict[str, Monitor] = {"listener": listener.monitor}
+
+    def health(self) -> Health:
+        components = {name: m.snapshot() for name, m in self.monitors.items()}
+        healthy = not self.closing and all(c.healthy for c in components.values())
+        return Health(healthy=healthy, running=not self.closing, components=components)
+
+    def spawn(self, fn: Any, *args: Any, name: str) -> bool:
+        """Run ``fn(*args)`` in the task group; False once shutting down."""
+        if self.closing:
+            return False
+        self.tg.start_soon(fn, *args, name=name)
+        return True
+
+
+def not_launched(what: str) -> NotLaunchedError:
+    return NotLaunchedError(
+        f"{what} is not running: use `async with` (or `await launch()`) before calling it, and "
+        "not after `shutdown()`"
+    )

@@ -1,0 +1,37 @@
+"""What the decorators register: workflow, step and transaction specifications."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    """A registered workflow function."""
+
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    max_recovery_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """A registered step."""
+
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    retries: int
+    retry_interval_seconds: float
+    backoff_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSpec:
+    """A registered transaction."""
+
+    name: str
+    fn: Callable[..., Awaitable[Any]]
+    isolation: str | None
+    max_retries: int = 20

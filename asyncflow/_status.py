@@ -1,0 +1,151 @@
+"""Workflow statuses, and the read-only snapshots asyncflow returns: workflow status, journal
+entry, health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Status(StrEnum):
+    """The status of a workflow. Values are the plain strings stored in the database, so
+    ``Status.PENDING == "PENDING"``."""
+
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+
+
+PENDING = Status.PENDING
+SUCCESS = Status.SUCCESS
+ERROR = Status.ERROR
+CANCELLED = Status.CANCELLED
+MAX_RECOVERY_ATTEMPTS_EXCEEDED = Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
+TERMINAL_STATUSES = frozenset({SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStatus:
+    """A snapshot of one workflow's row.
+
+    ``status`` is a :class:`Status` (a ``str``). ``error`` is ``"Type: message"`` for a failed
+    workflow.
+    """
+
+    workflow_id: str
+    name: str
+    status: str
+    executor_id: str | None
+    app_version: str
+    recovery_attempts: int
+    parent_workflow_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> WorkflowStatus:
+        """Build from a database row (internal)."""
+        return cls(
+            workflow_id=row["workflow_id"],
+            name=row["name"],
+            status=Status(row["status"]),
+            executor_id=row["executor_id"],
+            app_version=row["app_version"],
+            recovery_attempts=row["recovery_attempts"],
+            parent_workflow_id=row["parent_workflow_id"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            completed_at=row["completed_at"],
+            error=error_summary(row["error"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One entry of a workflow's journal: a step, transaction, message, event, sleep, …
+
+    ``output`` is the recorded value (decoded JSON) and ``error`` is ``"Type: message"`` when the
+    operation raised; ``completed`` is false for a wait (recv, get_event) still in progress.
+    """
+
+    function_id: int
+    name: str
+    output: Any
+    error: str | None
+    child_workflow_id: str | None
+    completed: bool
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any, output: Any) -> StepInfo:
+        """Build from a database row and its decoded output (internal)."""
+        return cls(
+            function_id=row["function_id"],
+            name=row["name"],
+            output=output,
+            error=error_summary(row["error"]),
+            child_workflow_id=row["child_id"],
+            completed=row["completed"],
+            created_at=row["created_at"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
+        return _as_dict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """The state of one background component (``listener``, ``supervisor``).
+
+    ``healthy`` is false while it keeps failing (it retries with backoff on its own);
+    ``error`` is the last failure, ``since`` when the current failure streak began and
+    ``failures`` how many attempts failed in a row.
+    """
+
+    healthy: bool
+    error: str | None = None
+    since: datetime | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What ``app.health()`` / ``client.health()`` report: every background component's state.
+
+    ``healthy`` is true when the app or client is running and every component works.
+    """
+
+    healthy: bool
+    running: bool
+    components: dict[str, ComponentHealth] = field(default_factory=dict)
+
+
+def error_summary(text: str | None) -> str | None:
+    """``"module.Type: message"`` of a recorded error (internal)."""
+    if text is None:
+        return None
+    record = orjson.loads(text)
+    module = record.get("module") or ""
+    type_name = f"{module}.{record['type']}" if module else record["type"]
+    return f"{type_name}: {record.get('message', '')}"
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in obj.__dataclass_fields__:
+        value = getattr(obj, name)
+        out[name] = value.isoformat() if isinstance(value, datetime) else value
+    return out

@@ -1,0 +1,145 @@
+"""Steps and transactions: run once per workflow, checkpointed.
+
+A step runs its body and records its JSON result (or exception) before the workflow continues;
+a transaction runs its body in a database transaction that also commits its checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NoReturn
+
+from . import _codec
+from ._context import StepContext, WorkflowContext, connection_var, step_var
+from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
+from ._journal import begin, record, replayed_value
+from ._specs import StepSpec, TransactionSpec
+from ._storage import RetryableTransactionError, Storage
+
+
+async def run_step(
+    spec: StepSpec,
+    ctx: WorkflowContext | None,
+    function_id: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a step once per workflow: replay its recorded outcome, or run and record it."""
+    if ctx is None:
+        return await spec.fn(*args, **kwargs)
+    recorded = await begin(ctx, function_id, spec.name)
+    if recorded is not None:
+        return replayed_value(recorded)
+    attempt = 0
+    delay = spec.retry_interval_seconds
+    while True:
+        step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
+        token = step_var.set(step)
+        try:
+            result = await spec.fn(*args, **kwargs)
+            break
+        except Exception as exc:
+            if attempt < spec.retries and not ctx.cancelled:
+                attempt += 1
+                await asyncio.sleep(delay)  # retry backoff
+                delay *= spec.backoff_rate
+                continue
+            if isinstance(exc, DatabaseUnavailableError):
+                raise
+            await fail(ctx, function_id, spec.name, exc)
+        finally:
+            step_var.reset(token)
+    output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    if not step.effects:
+        await record(ctx, function_id, spec.name, output=output)
+    else:
+        try:
+            async with ctx.runtime.store.storage.transaction():
+                await apply_effects(step)
+                await record(ctx, function_id, spec.name, output=output)
+        except StreamClosedError as exc:
+            await fail(ctx, function_id, spec.name, exc)
+        wake_effects(step)
+    return _codec.loads(output)
+
+
+async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
+    """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
+    from its record, so the first run and every replay see the same type and values."""
+    encoded = _codec.encode_error(exc)
+    await record(ctx, function_id, name, error=encoded)
+    raise exc
+
+
+async def apply_effects(step: StepContext) -> None:
+    """Apply a step's staged effects (inside the transaction of its checkpoint)."""
+    for apply, _key in step.effects:
+        await apply()
+
+
+def wake_effects(step: StepContext) -> None:
+    """After the checkpoint committed: wake the local waiters of the effects' keys."""
+    waits = step.workflow.runtime.waits
+    for key in {key for _apply, key in step.effects}:
+        waits.wake(*key)
+
+
+async def run_transaction(
+    spec: TransactionSpec,
+    ctx: WorkflowContext | None,
+    storage: Storage,
+    function_id: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a transaction function; its checkpoint commits in the same database transaction.
+
+    Serialization failures and deadlocks roll back and run the body again (with backoff).
+    """
+    if ctx is not None:
+        recorded = await begin(ctx, function_id, spec.name)
+        if recorded is not None:
+            return replayed_value(recorded)
+    delay = 0.005
+    attempt = 0
+    while True:
+        try:
+            async with storage.transaction(spec.isolation, user_code=True,
+                                           name=spec.name) as tx:
+                conn_token = connection_var.set(tx.connection)
+                step_token = step_var.set(
+                    StepContext(ctx, function_id, spec.name) if ctx is not None else None
+                )
+                try:
+                    result = await spec.fn(*args, **kwargs)
+                finally:
+                    step = step_var.get()
+                    step_var.reset(step_token)
+                    connection_var.reset(conn_token)
+                tx.check_intact(spec.name)
+                if ctx is None:
+                    return result
+                output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                assert step is not None
+                await apply_effects(step)
+                await record(ctx, function_id, spec.name, output=output)
+            wake_effects(step)
+            return _codec.loads(output)
+        except RetryableTransactionError:
+            pass
+        except Exception as exc:
+            if storage.is_retryable(exc):
+                pass
+            elif isinstance(exc, DatabaseUnavailableError):
+                raise
+            else:
+                if ctx is not None and not isinstance(exc, SerializationError):
+                    await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
+                raise
+        attempt += 1
+        if attempt > spec.max_retries:
+            raise RetryableTransactionError(
+                f"transaction {spec.name!r} kept failing with serialization errors"
+            )
+        await asyncio.sleep(delay)  # retry backoff
+        delay = min(delay * 2, 0.5)

@@ -1,0 +1,406 @@
+"""The store: every database operation asyncflow performs, as one named method each.
+
+A method owns its statement (from ``_queries``), the order of its parameters, the NOTIFY
+channel, the decoding of its rows and the translation of its errors. Nothing else in asyncflow
+passes ``$n`` arguments. Statements run on the pool (autocommit), or on the transaction's own
+connection when called inside ``storage.transaction()`` by the same task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _codec
+from . import _queries as Q
+from ._errors import WorkflowNotFoundError, _ExecutionConflict
+from ._status import StepInfo, WorkflowStatus
+from ._storage import Connection, Storage, UniqueViolation
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One recorded operation of a workflow, as loaded for replay."""
+
+    name: str
+    output: str | None
+    error: str | None
+    child_id: str | None
+    completed: bool
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A workflow the supervisor claimed for this executor."""
+
+    workflow_id: str
+    name: str
+    inputs: str
+    recovery_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A workflow's status with its recorded output and error (JSON text)."""
+
+    status: str
+    output: str | None
+    error: str | None
+
+
+def _conflict(workflow_id: str, function_id: int) -> _ExecutionConflict:
+    return _ExecutionConflict(
+        f"operation #{function_id} of workflow {workflow_id!r} was recorded by another execution"
+    )
+
+
+def not_found(workflow_id: str) -> WorkflowNotFoundError:
+    """The error for an unknown workflow id (one wording everywhere)."""
+    return WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+
+
+class Store:
+    """Named database operations over one :class:`Storage` (pool + schema)."""
+
+    __slots__ = ("channel", "storage")
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.channel = storage.channel
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def insert_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        inputs: str,
+        executor_id: str | None,
+        app_version: str,
+        parent_id: str | None,
+    ) -> tuple[bool, str | None]:
+        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``."""
+        row = await self.storage.fetchrow(
+            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id
+        )
+        if row is None:  # lost a race with a concurrent insert of the same id: it exists now
+            existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
+            return False, existing
+        return bool(row["created"]), row["name"]
+
+    async def workflow_state(self, workflow_id: str) -> str | None:
+        """The workflow's status, or ``None`` if there is no such workflow."""
+        status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)
+        return status
+
+    async def workflow_outcome(self, workflow_id: str) -> Outcome | None:
+        row = await self.storage.fetchrow(Q.WORKFLOW_RESULT, workflow_id)
+        if row is None:
+            return None
+        return Outcome(row["status"], row["output"], row["error"])
+
+    async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
+        row = await self.storage.fetchrow(Q.WORKFLOW_STATUS, workflow_id)
+        if row is None:
+            raise not_found(workflow_id)
+        return WorkflowStatus.from_row(row)
+
+    async def workflow_exists(self, workflow_id: str) -> bool:
+        return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
+
+    async def list_workflows(
+        self, status: str | None, name: str | None, limit: int
+    ) -> list[WorkflowStatus]:
+        rows = await self.storage.fetch(Q.LIST_WORKFLOWS, status, name, limit)
+        return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def finish_workflow(
+        self, workflow_id: str, status: str, output: str | None, error: str | None
+    ) -> bool:
+        """Write the terminal status of a PENDING workflow (and notify); False if not PENDING."""
+        rows = await self.storage.fetch(
+            Q.FINISH_WORKFLOW, workflow_id, status, output, error, self.channel
+        )
+        return bool(rows)
+
+    async def cancel_workflow(self, workflow_id: str) -> bool:
+        """Cancel a PENDING workflow; True if it was cancelled now. Unknown id: not found."""
+        row = await self.storage.fetchrow(Q.CANCEL_WORKFLOW, workflow_id, self.channel)
+        assert row is not None
+        if not row["found"]:
+            raise not_found(workflow_id)
+        return bool(row["cancelled"])
+
+    async def resume_workflow(
+        self, workflow_id: str, executor_id: str | None
+    ) -> tuple[str, str] | None:
+        """Make a finished-but-not-successful workflow PENDING on ``executor_id`` (``None``:
+        unassigned, for a supervisor to claim). Returns ``(name, inputs)`` if it was resumed."""
+        row = await self.storage.fetchrow(
+            Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
+        )
+        assert row is not None
+        if not row["found"]:
+            raise not_found(workflow_id)
+        if row["name"] is None:
+            return None
+        return row["name"], row["inputs"]
+
+    async def claim_workflows(
+        self,
+        executor_id: str,
+        names: list[str],
+        app_version: str,
+        include_own: bool,
+        limit: int,
+    ) -> list[Claimed]:
+        namespace = self.storage.lock_namespace
+        if namespace is None:
+            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            self.storage.lock_namespace = namespace
+        rows = await self.storage.fetch(
+            Q.CLAIM_WORKFLOWS, executor_id, names, app_version, include_own, namespace, limit
+        )
+        return [
+            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"])
+            for row in rows
+        ]
+
+    async def dead_letter(self, workflow_id: str) -> bool:
+        return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
+
+    async def try_executor_lock(self, conn: Connection, executor_id: str) -> bool:
+        """Take this executor's liveness lock on ``conn`` (the listener's own connection): an
+        advisory lock on (the schema's OID, the executor's unique lock key)."""
+        storage = self.storage
+        namespace = await conn.fetchval(Q.SCHEMA_LOCK_NAMESPACE, storage.schema)
+        lock_key = await conn.fetchval(storage.sql(Q.REGISTER_EXECUTOR), executor_id)
+        storage.lock_namespace = namespace
+        got: bool = await conn.fetchval(Q.TRY_EXECUTOR_LOCK, namespace, lock_key)
+        return got
+
+    async def prune_executors(self) -> None:
+        """Forget dead executors that own no PENDING workflow."""
+        if self.storage.lock_namespace is not None:
+            await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
+
+    # -- the journal ------------------------------------------------------------------------------
+
+    async def load_journal(self, workflow_id: str) -> dict[int, JournalEntry]:
+        rows = await self.storage.fetch(Q.LOAD_JOURNAL, workflow_id)
+        return {
+            row["function_id"]: JournalEntry(
+                row["name"], row["output"], row["error"], row["child_id"], row["completed"],
+                row["deadline"],
+            )
+            for row in rows
+        }
+
+    async def list_operations(self, workflow_id: str) -> list[StepInfo]:
+        rows = await self.storage.fetch(Q.LIST_OPERATIONS, workflow_id)
+        if not rows and not await self.workflow_exists(workflow_id):
+            raise not_found(workflow_id)
+        return [
+            StepInfo.from_row(row, None if row["output"] is None else _codec.loads(row["output"]))
+            for row in rows
+        ]
+
+    async def record_operation(
+        self,
+        workflow_id: str,
+        function_id: int,
+        name: str,
+        *,
+        output: str | None = None,
+        error: str | None = None,
+        child_id: str | None = None,
+        completed: bool = True,
+        deadline: float | None = None,
+    ) -> bool:
+        """Journal one operation; False when the workflow is no longer PENDING."""
+        try:
+            result = await self.storage.execute(
+                Q.RECORD_OPERATION, workflow_id, function_id, name, output, error, child_id,
+                completed, deadline,
+            )
+        except UniqueViolation:
+            raise _conflict(workflow_id, function_id) from None
+        return not result.endswith(" 0")
+
+    async def complete_operation(
+        self, workflow_id: str, function_id: int, output: str | None
+    ) -> bool:
+        """Complete an open wait's journal entry; False when the workflow is no longer PENDING."""
+        result = await self.storage.execute(
+            Q.COMPLETE_OPERATION, workflow_id, function_id, output
+        )
+        return not result.endswith(" 0")
+
+    async def set_operation_error(self, workflow_id: str, function_id: int, error: str) -> None:
+        await self.storage.execute(Q.SET_OPERATION_ERROR, workflow_id, function_id, error)
+
+    async def _journaled(self, template: str, workflow_id: str, function_id: int,
+                         *args: Any) -> Any:
+        """Run a statement that inserts journal entry (workflow_id, function_id): those are its
+        parameters $1 and $2, followed by ``args``."""
+        return await self._insert_entry(workflow_id, function_id, template, workflow_id,
+                                        function_id, *args)
+
+    async def _insert_entry(self, workflow_id: str, function_id: int, template: str,
+                            *params: Any) -> Any:
+        try:
+            row = await self.storage.fetchrow(template, *params)
+        except UniqueViolation:
+            raise _conflict(workflow_id, function_id) from None
+        assert row is not None
+        return row
+
+    async def journaled_send(
+        self, workflow_id: str, function_id: int, name: str, destination_id: str,
+        topic: str | None, text: str,
+    ) -> bool:
+        """Journal a send and deliver the message in one statement; False if not PENDING."""
+        try:
+            row = await self._journaled(Q.JOURNALED_SEND, workflow_id, function_id, name,
+                                        destination_id, topic, text, self.channel)
+        except WorkflowNotFoundError:
+            raise not_found(destination_id) from None
+        return bool(row["recorded"])
+
+    async def journaled_set_event(
+        self, workflow_id: str, function_id: int, name: str, key: str, text: str
+    ) -> bool:
+        row = await self._journaled(Q.JOURNALED_SET_EVENT, workflow_id, function_id, name, key,
+                                    text, self.channel)
+        return bool(row["recorded"])
+
+    async def journaled_write_stream(
+        self, workflow_id: str, function_id: int, name: str, key: str, text: str
+    ) -> tuple[bool, int | None]:
+        """``(recorded, offset)``; offset ``None``: the stream was closed."""
+        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
+                                    key, text, self.channel)
+        return bool(row["recorded"]), row["offset"]
+
+    async def journaled_close_stream(
+        self, workflow_id: str, function_id: int, name: str, key: str
+    ) -> bool:
+        row = await self._journaled(Q.JOURNALED_CLOSE_STREAM, workflow_id, function_id, name,
+                                    key, self.channel)
+        return bool(row["recorded"])
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def send_message(
+        self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None
+    ) -> None:
+        try:
+            if idempotency_key is None:
+                await self.storage.execute(
+                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel
+                )
+            else:
+                await self.storage.execute(
+                    Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
+                    idempotency_key,
+                )
+        except WorkflowNotFoundError:
+            raise not_found(destination_id) from None
+
+    async def recv_first(
+        self, workflow_id: str, topic: str | None, function_id: int, deadline: float
+    ) -> tuple[bool, str | None]:
+        """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
+        in one statement: ``(recorded, message or None)``."""
+        template = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
+        row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
+                                       function_id, deadline)
+        return bool(row["recorded"]), row["message"] if row["consumed"] else None
+
+    async def recv_next(
+        self, workflow_id: str, topic: str | None, function_id: int
+    ) -> tuple[str | None, str | None, bool]:
+        """Take the next message into the open recv: ``(workflow status, message, consumed)``."""
+        template = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id)
+        assert row is not None
+        return row["status"], row["message"], bool(row["consumed"])
+
+    async def take_branch_message(
+        self, workflow_id: str, topic: str | None, function_id: int, index: int
+    ) -> tuple[str | None, str | None, bool]:
+        """Like :meth:`recv_next` for wait_first's branch ``index``: the open journal entry is
+        completed with ``{"index": index, "value": message}``."""
+        template = Q.TAKE_BRANCH_MESSAGE_NO_TOPIC if topic is None else Q.TAKE_BRANCH_MESSAGE_TOPIC
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, index)
+        assert row is not None
+        return row["status"], row["message"], bool(row["consumed"])
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def watch_event(self, workflow_id: str, key: str) -> tuple[str, str | None, int]:
+        """``(workflow status, event value or None, event version or 0)``."""
+        row = await self.storage.fetchrow(Q.WATCH_EVENT, workflow_id, key)
+        if row is None:
+            raise not_found(workflow_id)
+        return row["status"], row["value"], row["version"] or 0
+
+    async def set_event(self, workflow_id: str, key: str, text: str) -> None:
+        await self.storage.execute(Q.SET_EVENT, workflow_id, key, text, self.channel)
+
+    async def get_event(
+        self, workflow_id: str, key: str, waiter_id: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """``(value or None, status of the waiting workflow)``; unknown workflow: not found."""
+        row = await self.storage.fetchrow(Q.GET_EVENT, workflow_id, key, waiter_id)
+        assert row is not None
+        if not row["found"]:
+            raise not_found(workflow_id)
+        return row["value"], row["waiter_status"]
+
+    async def get_event_first(
+        self, workflow_id: str, target_id: str, key: str, function_id: int, deadline: float
+    ) -> tuple[bool, str | None]:
+        """Journal get_event #function_id of ``workflow_id``, completed if event (target, key)
+        is set: ``(recorded, value or None)``."""
+        row = await self._insert_entry(workflow_id, function_id, Q.GET_EVENT_FIRST, workflow_id,
+                                       target_id, key, function_id, deadline)
+        if row["recorded"] and not row["found"]:
+            raise not_found(target_id)
+        return bool(row["recorded"]), row["value"]
+
+    async def get_all_events(self, workflow_id: str) -> dict[str, Any]:
+        rows = await self.storage.fetch(Q.GET_ALL_EVENTS, workflow_id)
+        if not rows and not await self.workflow_exists(workflow_id):
+            raise not_found(workflow_id)
+        return {row["key"]: _codec.loads(row["value"]) for row in rows}
+
+    # -- streams --------------------------------------------------------------------------------
+
+    async def write_stream(
+        self, workflow_id: str, key: str, text: str, writer_fid: int, writer_seq: int
+    ) -> int | None:
+        """Write (or overwrite) the value of writer (fid, seq); ``None``: the stream is closed."""
+        row = await self.storage.fetchrow(
+            Q.WRITE_STREAM, workflow_id, key, text, writer_fid, writer_seq, self.channel
+        )
+        return None if row is None else row["offset"]
+
+    async def close_stream(self, workflow_id: str, key: str) -> None:
+        await self.storage.execute(Q.CLOSE_STREAM, workflow_id, key, self.channel)
+
+    async def read_stream(
+        self, workflow_id: str, key: str, offset: int, limit: int
+    ) -> tuple[list[tuple[int, Any]], bool]:
+        """The next ``(offset, value)`` entries from ``offset``, and whether the stream had
+        ended (closed, or its workflow finished) as of the same snapshot."""
+        rows = await self.storage.fetch(Q.READ_STREAM, workflow_id, key, offset, limit)
+        if not rows:
+            raise not_found(workflow_id)
+        entries = [
+            (row["offset"], _codec.loads(row["value"]))
+            for row in rows if row["offset"] is not None
+        ]
+        first = rows[0]
+        return entries, bool(first["closed"]) or first["status"] != "PENDING"

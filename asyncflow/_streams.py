@@ -1,0 +1,117 @@
+"""Streams: ordered, offset-addressed values a workflow appends and anyone reads.
+
+Writes from a workflow are journaled; writes from a step are keyed by (step, write number), so a
+retried or replayed step never appends twice. Reading parks at the tail and is woken per write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import _codec
+from ._context import StepContext, WorkflowContext
+from ._errors import StepFailedError, StreamClosedError
+from ._journal import begin, checked, ensure_running, stop_for_status
+from ._runtime import Runtime
+from ._wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
+
+WRITE_STREAM = "asyncflow.write_stream"
+CLOSE_STREAM = "asyncflow.close_stream"
+STREAM_BATCH = 500
+
+
+def closed_error(workflow_id: str, key: str) -> StreamClosedError:
+    return StreamClosedError(
+        f"stream {key!r} of workflow {workflow_id!r} is closed; nothing more can be written"
+    )
+
+
+async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
+                              text: str) -> None:
+    recorded = await begin(ctx, function_id, WRITE_STREAM)
+    if recorded is not None:
+        if recorded.error is not None:  # it was written to a closed stream: raise that again
+            raise _codec.decode_error(recorded.error, StepFailedError)
+        return
+    store = ctx.runtime.store
+    recorded_now, offset = await store.journaled_write_stream(
+        ctx.workflow_id, function_id, WRITE_STREAM, key, text)
+    if not recorded_now:
+        await stop_for_status(ctx)
+    if offset is None:
+        # Journaled, but the stream was closed: record the failure so a replay raises it too.
+        error = closed_error(ctx.workflow_id, key)
+        await store.set_operation_error(ctx.workflow_id, function_id, _codec.encode_error(error))
+        raise error
+    ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
+
+
+async def write_from_step(step: StepContext, key: str, text: str) -> None:
+    """Staged: appended with the step's checkpoint, so a failed or interrupted attempt leaves
+    nothing in the stream and every reader sees one history. Keyed by (step function id, write
+    number), so it is appended once."""
+    store = step.workflow.runtime.store
+    workflow_id = step.workflow.workflow_id
+    seq = step.next_seq()
+
+    async def apply() -> None:
+        if await store.write_stream(workflow_id, key, text, step.function_id, seq) is None:
+            raise closed_error(workflow_id, key)
+
+    step.stage(apply, (STREAM, workflow_id))
+
+
+async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) -> None:
+    if await begin(ctx, function_id, CLOSE_STREAM) is not None:
+        return
+    await checked(ctx, ctx.runtime.store.journaled_close_stream(
+        ctx.workflow_id, function_id, CLOSE_STREAM, key))
+    ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
+
+
+async def close_from_step(step: StepContext, key: str) -> None:
+    """Staged: the stream is closed with the step's checkpoint."""
+    store = step.workflow.runtime.store
+    workflow_id = step.workflow.workflow_id
+    step.stage(lambda: store.close_stream(workflow_id, key), (STREAM, workflow_id))
+
+
+async def entries(
+    runtime: Runtime, workflow_id: str, key: str, offset: int,
+    reader: WorkflowContext | None = None,
+) -> AsyncIterator[tuple[int, Any]]:
+    """Yield ``(offset, value)`` from ``offset`` on, parking at the tail; ends when the stream
+    is closed or its workflow ended. ``reader``: the workflow reading (its cancellation wakes
+    it)."""
+    keys: tuple[Key, ...] = ((STREAM, workflow_id), (TERMINAL, workflow_id))
+    if reader is not None:
+        keys += ((TERMINAL, reader.workflow_id),)
+    store = runtime.store
+
+    async def check(_waiter: Waiter) -> tuple[list[tuple[int, Any]], bool] | _NotYet:
+        if reader is not None:
+            await ensure_running(reader)
+        page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
+        return (page, ended) if page or ended else NOT_YET
+
+    spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
+    with runtime.waits.watch(*keys) as waiter:  # registered once for the whole read
+        while True:
+            result = await wait(spec, waiter)
+            assert not isinstance(result, _NotYet)
+            page, ended = result
+            for entry in page:
+                offset = entry[0] + 1
+                yield entry
+            if ended and len(page) < STREAM_BATCH:
+                return
+
+
+async def values(
+    runtime: Runtime, workflow_id: str, key: str, offset: int,
+    reader: WorkflowContext | None = None,
+) -> AsyncIterator[Any]:
+    """Like :func:`entries`, without the offsets."""
+    async for _offset, value in entries(runtime, workflow_id, key, offset, reader):
+        yield value

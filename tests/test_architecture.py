@@ -1,0 +1,95 @@
+"""The house, pinned: the layers of the package and the directions imports may run.
+
+Every module of ``asyncflow`` is listed below, bottom layer first. A module may import only
+modules listed before it (``TYPE_CHECKING`` imports included), so there are no import circles
+and no lower layer ever imports the app. docs/architecture.md describes the same layers.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import asyncflow
+
+PACKAGE = Path(asyncflow.__file__).parent
+
+LAYERS: list[list[str]] = [
+    # values, errors, SQL text
+    ["_errors", "_status", "_queries", "_specs"],
+    ["_codec", "_health", "_embedded"],
+    # the database: pool and error seam (asyncpg), then the named operations
+    ["_storage"],
+    ["_store"],
+    # waking: the registry and wait primitive, the LISTEN connection
+    ["_wait"],
+    ["_listener"],
+    ["_runtime"],
+    ["_context"],
+    ["_journal"],
+    # the primitives
+    ["_timers"],
+    ["_steps", "_messages", "_events", "_streams", "_results"],
+    ["_wait_first", "_runner", "_handle"],
+    ["_supervisor"],
+    # the app and the client, and what picks between variants
+    ["_lifecycle"],
+    ["_api", "_client"],
+    ["_app"],
+    ["_web"],
+    ["__init__"],
+    ["_cli"],
+    ["__main__"],
+]
+
+
+def _module_names() -> set[str]:
+    return {path.stem for path in PACKAGE.glob("*.py")}
+
+
+def _imports(name: str) -> set[str]:
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("asyncflow."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("asyncflow."):
+                    found.add(alias.name.split(".")[1])
+    return found & _module_names()
+
+
+def test_every_module_has_a_layer():
+    listed = [m for layer in LAYERS for m in layer]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == _module_names()
+
+
+def test_imports_only_run_down_the_layers():
+    position = {m: i for i, layer in enumerate(LAYERS) for m in layer}
+    wrong = []
+    for module, level in position.items():
+        for target in _imports(module):
+            if target != module and position[target] >= level:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+def test_only_the_storage_layer_and_listener_import_asyncpg():
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if path.name not in ("_storage.py", "_listener.py"):
+            assert "import asyncpg" not in text and "from asyncpg" not in text, path
+
+
+def test_exports_report_the_public_module():
+    for name in asyncflow.__all__:
+        obj = getattr(asyncflow, name)
+        if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__module__")):
+            assert obj.__module__ == "asyncflow", name
