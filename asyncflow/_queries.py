@@ -565,6 +565,88 @@ ORDER BY r."offset"
 """
 
 # ---------------------------------------------------------------------------------------------
+# Group commit (_batch): one statement writes many operations of one kind, reports a result per
+# operation, and wakes every woken key with as few NOTIFYs as fit: a batched payload is '*'
+# followed by items kind || length(id) || ':' || id (ids only, never user data), split so that
+# no payload passes 8000 bytes (ids are at most 1000 bytes).
+# ---------------------------------------------------------------------------------------------
+
+_NOTIFY_WOKEN = """, chunks AS (
+    SELECT item, sum(octet_length(item)) OVER (ORDER BY item ROWS UNBOUNDED PRECEDING) / 6000
+           AS chunk
+    FROM (SELECT DISTINCT item FROM woken) d
+), notified AS (
+    SELECT pg_notify(%CHANNEL%, '*' || string_agg(item, '')) FROM chunks GROUP BY chunk
+)
+"""
+
+FINISH_WORKFLOWS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        AS i(workflow_id, status, output, error)
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = i.status, output = i.output, error = i.error, updated_at = clock_timestamp(),
+        completed_at = clock_timestamp()
+    FROM input i
+    WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING'
+    RETURNING w.workflow_id
+), woken AS (
+    SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+RECORD_OPERATIONS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bool[], $8::float8[]) WITH ORDINALITY
+        AS i(workflow_id, function_id, name, output, error, child_id, completed, deadline, ord)
+), ins AS (
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, error, child_id, completed, deadline)
+    SELECT i.workflow_id, i.function_id, i.name, i.output, i.error, i.child_id, i.completed,
+           i.deadline
+    FROM input i JOIN {s}.workflows w ON w.workflow_id = i.workflow_id AND w.status = 'PENDING'
+    ON CONFLICT (workflow_id, function_id) DO NOTHING
+    RETURNING workflow_id, function_id
+)
+SELECT i.ord, ins.workflow_id IS NOT NULL AS recorded,
+       EXISTS (SELECT 1 FROM {s}.workflows w
+               WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING') AS pending
+FROM input i
+LEFT JOIN ins ON ins.workflow_id = i.workflow_id AND ins.function_id = i.function_id
+ORDER BY i.ord"""
+
+SEND_MESSAGES = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+        AS i(destination_id, topic, message, idempotency_key, ord)
+), known AS (
+    SELECT i.* FROM input i
+    WHERE EXISTS (SELECT 1 FROM {s}.workflows w WHERE w.workflow_id = i.destination_id)
+), k AS (
+    INSERT INTO {s}.message_keys (destination_id, idempotency_key)
+    SELECT DISTINCT destination_id, idempotency_key FROM known WHERE idempotency_key IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING destination_id, idempotency_key
+), chosen AS (
+    SELECT * FROM known WHERE idempotency_key IS NULL
+    UNION ALL
+    (SELECT DISTINCT ON (known.destination_id, known.idempotency_key) known.*
+     FROM known JOIN k USING (destination_id, idempotency_key)
+     ORDER BY known.destination_id, known.idempotency_key, known.ord)
+), ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message)
+    SELECT destination_id, topic, message FROM chosen ORDER BY ord
+    RETURNING destination_id
+), woken AS (
+    SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+SELECT i.ord, EXISTS (SELECT 1 FROM known WHERE known.ord = i.ord) AS found,
+       (SELECT count(*) FROM notified) AS notifies
+FROM input i ORDER BY i.ord"""
+
+# ---------------------------------------------------------------------------------------------
 # Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the
 # page shows at most $n characters of a value and its full length.
 # ---------------------------------------------------------------------------------------------

@@ -132,9 +132,9 @@ class Runner:
         if ctx is not None:
             ctx.cancelled = True
 
-    def on_notify(self, payload: str) -> None:
-        if payload[:1] == TERMINAL:
-            ctx = self.running.get(payload[1:])
+    def on_notify(self, kind: str, workflow_id: str) -> None:
+        if kind == TERMINAL:
+            ctx = self.running.get(workflow_id)
             if ctx is not None:
                 ctx.stop_hint = True  # maybe cancelled or ended elsewhere: check before next op
 

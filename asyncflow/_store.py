@@ -13,9 +13,14 @@ from typing import Any
 
 from . import _codec
 from . import _queries as Q
-from ._errors import WorkflowNotFoundError, _ExecutionConflict
+from ._batch import Batcher
+from ._errors import DatabaseUnavailableError, WorkflowNotFoundError, _ExecutionConflict
 from ._status import StepInfo, WorkflowStatus
-from ._storage import Connection, Storage, UniqueViolation
+from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
+
+Finish = tuple[str, str, str | None, str | None]
+Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
+Send = tuple[str, str | None, str, str | None]
 
 
 @dataclass(slots=True)
@@ -61,13 +66,30 @@ def not_found(workflow_id: str) -> WorkflowNotFoundError:
 
 
 class Store:
-    """Named database operations over one :class:`Storage` (pool + schema)."""
+    """Named database operations over one :class:`Storage` (pool + schema).
 
-    __slots__ = ("channel", "storage")
+    Workflow completions, journal entries and messages from outside workflows go through group
+    commit (:mod:`asyncflow._batch`): concurrent ones share a statement.
+    """
+
+    __slots__ = ("channel", "finishes", "records", "sends", "storage")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.channel = storage.channel
+        self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
+        self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
+        self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
+
+    @staticmethod
+    async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
+        if holds_connection():  # inside a transaction: its own statement, on its connection
+            return await one(op)
+        try:
+            return await batcher.submit(op)
+        except DatabaseUnavailableError:
+            report_unavailable()  # in the caller's context (the batch ran in another's)
+            raise
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -119,10 +141,18 @@ class Store:
         self, workflow_id: str, status: str, output: str | None, error: str | None
     ) -> bool:
         """Write the terminal status of a PENDING workflow (and notify); False if not PENDING."""
-        rows = await self.storage.fetch(
-            Q.FINISH_WORKFLOW, workflow_id, status, output, error, self.channel
-        )
-        return bool(rows)
+        done: bool = await self._submit(self.finishes, self._finish_one,
+                                        (workflow_id, status, output, error))
+        return done
+
+    async def _finish_one(self, op: Finish) -> bool:
+        return bool(await self.storage.fetch(Q.FINISH_WORKFLOW, *op, self.channel))
+
+    async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.FINISH_WORKFLOWS, *map(list, columns), self.channel)
+        finished = {row["workflow_id"] for row in rows}
+        return [op[0] in finished for op in ops]
 
     async def cancel_workflow(self, workflow_id: str) -> bool:
         """Cancel a PENDING workflow; True if it was cancelled now. Unknown id: not found."""
@@ -219,14 +249,30 @@ class Store:
         deadline: float | None = None,
     ) -> bool:
         """Journal one operation; False when the workflow is no longer PENDING."""
+        recorded: bool = await self._submit(
+            self.records, self._record_one,
+            (workflow_id, function_id, name, output, error, child_id, completed, deadline))
+        return recorded
+
+    async def _record_one(self, op: Record) -> bool:
         try:
-            result = await self.storage.execute(
-                Q.RECORD_OPERATION, workflow_id, function_id, name, output, error, child_id,
-                completed, deadline,
-            )
+            result = await self.storage.execute(Q.RECORD_OPERATION, *op)
         except UniqueViolation:
-            raise _conflict(workflow_id, function_id) from None
+            raise _conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
+
+    async def _record_many(self, ops: list[Record]) -> list[bool | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.RECORD_OPERATIONS, *map(list, columns))
+        results: list[bool | BaseException] = []
+        for op, row in zip(ops, rows, strict=True):
+            if row["recorded"]:
+                results.append(True)
+            elif row["pending"]:  # a PENDING workflow whose entry exists: another execution
+                results.append(_conflict(op[0], op[1]))
+            else:
+                results.append(False)
+        return results
 
     async def complete_operation(
         self, workflow_id: str, function_id: int, output: str | None
@@ -295,6 +341,19 @@ class Store:
     async def send_message(
         self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None
     ) -> None:
+        """Deliver a message (once per idempotency key, if given); unknown destination: not
+        found."""
+        await self._submit(self.sends, self._send_one,
+                           (destination_id, topic, text, idempotency_key))
+
+    async def _send_many(self, ops: list[Send]) -> list[BaseException | None]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
+        return [None if row["found"] else not_found(op[0])
+                for op, row in zip(ops, rows, strict=True)]
+
+    async def _send_one(self, op: Send) -> None:
+        destination_id, topic, text, idempotency_key = op
         try:
             if idempotency_key is None:
                 await self.storage.execute(

@@ -110,10 +110,12 @@ class WaitRegistry:
             for event in group:
                 event.set()
 
-    def dispatch(self, payload: str) -> None:
-        """Wake the waiters named by a NOTIFY payload (kind letter + workflow id)."""
-        if payload:
-            self.wake(payload[0], payload[1:])
+    def dispatch(self, payload: str) -> list[Key]:
+        """Wake the waiters named by a NOTIFY payload; returns the keys it named."""
+        keys = decode_payload(payload)
+        for kind, workflow_id in keys:
+            self.wake(kind, workflow_id)
+        return keys
 
     async def park(self, event: Waiter) -> None:
         """Wait for a registered ``event`` until its deadline, counted as parked."""
@@ -139,6 +141,26 @@ class WaitRegistry:
             await reached.wait()
         finally:
             self._target = None
+
+
+def decode_payload(payload: str) -> list[Key]:
+    """The keys of a NOTIFY payload: a kind letter plus an id, or — from a batch — ``*``
+    followed by items ``kind length ':' id``."""
+    if not payload:
+        return []
+    if payload[0] != "*":
+        return [(payload[0], payload[1:])]
+    keys: list[Key] = []
+    index, end = 1, len(payload)
+    try:
+        while index < end:
+            colon = payload.index(":", index + 1)
+            length = int(payload[index + 1:colon])
+            keys.append((payload[index], payload[colon + 1:colon + 1 + length]))
+            index = colon + 1 + length
+    except ValueError:  # not ours: ignore what cannot be read
+        pass
+    return keys
 
 
 async def wait_until(event: asyncio.Event, deadline: float | None) -> None:

@@ -145,4 +145,13 @@ def test_notify_payloads_are_kind_plus_id():
         and isinstance(getattr(_queries, n), str)))
     assert payloads
     for payload in payloads:
+        if payload.startswith("'*'"):  # a batch: items built below, ids only
+            assert payload == "'*' || string_agg(item, ''", payload
+            continue
         assert re.fullmatch(r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id)", payload), payload
+    items = re.findall(r"SELECT (.*) AS item FROM", "\n".join(
+        getattr(_queries, n) for n in dir(_queries) if n.isupper()
+        and isinstance(getattr(_queries, n), str)))
+    assert items
+    for item in items:
+        assert re.fullmatch(r"'[a-z]' \|\| char_length\((\w+)\) \|\| ':' \|\| \1", item), item

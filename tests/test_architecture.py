@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["_errors", "_status", "_queries", "_specs"],
     ["_codec", "_health", "_embedded"],
     # the database: pool and error seam (asyncpg), then the named operations
-    ["_storage"],
+    ["_storage", "_batch"],
     ["_store"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],

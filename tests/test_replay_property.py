@@ -27,8 +27,8 @@ an attempt that failed or crashed leaves none.
 
 Modes: ``basic`` avoids the two behaviours known to break these semantics today, and passes;
 ``kw-exceptions`` adds exceptions with a required keyword argument (issue 9, item 1) and
-``attempt-effects`` gives failing attempts durable effects (item 2); the first is a strict xfail until
-the engine is fixed.
+``attempt-effects`` gives failing attempts durable effects (item 2); the first is a strict
+xfail until the engine is fixed.
 
 Sizes: ``ASYNCFLOW_SOAK=1`` runs 60 programs per mode instead of 6
 (``ASYNCFLOW_SOAK_REPLAY_PROGRAMS`` sets it). A failure names its program's seed; replay it with
