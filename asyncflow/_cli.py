@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import socket
 import sys
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -317,6 +318,52 @@ def postgres(args: argparse.Namespace) -> int:
     return 0
 
 
+def dashboard(args: argparse.Namespace) -> int:
+    """Serve the web dashboard against the database until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow[web]'`",
+                       2) from None
+    url = _database_url(args)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        sock = socket.create_server((args.host, args.port), family=family)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host} port {args.port}: {exc}") from None
+    with sock:
+        return asyncio.run(_serve_dashboard(args, url, sock, uvicorn))
+
+
+def _allow_every_action(_scope: Any) -> bool:
+    return True
+
+
+async def _serve_dashboard(
+    args: argparse.Namespace, url: str, sock: socket.socket, uvicorn: Any
+) -> int:
+    from ._dashboard import dashboard as make_dashboard
+
+    async with Client(url, schema=args.schema, pool_size=4) as client:
+        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None)
+        loop = asyncio.get_running_loop()
+
+        class Server(uvicorn.Server):  # type: ignore[misc]
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                super().handle_exit(sig, frame)
+                loop.call_soon_threadsafe(app.close)  # end live pages: they would hold it open
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning",
+                                timeout_graceful_shutdown=5)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
+                   else "read-only; --allow-actions enables cancel, resume and send")
+        _emit(f"asyncflow dashboard: http://{shown}:{port}/ ({actions})")
+        await Server(config).serve(sockets=[sock])
+    return 0
+
+
 def bench(argv: list[str]) -> int:
     """Run the benchmark suite of a source checkout (``python -m benchmarks``)."""
     try:
@@ -377,6 +424,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return value
 
 
@@ -443,6 +497,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(commands, "postgres", "start, stop or locate the embedded Postgres server",
                   postgres)
     sub.add_argument("action", choices=["start", "stop", "url"])
+    sub.set_defaults(sync=True)
+
+    sub = command(commands, "dashboard", "serve the web dashboard of the database's workflows",
+                  dashboard)
+    sub.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any)")
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only)")
+    sub.add_argument("--allow-actions", action="store_true",
+                     help="let visitors cancel and resume workflows and send messages")
     sub.set_defaults(sync=True)
 
     commands.add_parser("bench", add_help=False,

@@ -711,3 +711,55 @@ LEFT JOIN LATERAL (
     ORDER BY s."offset" LIMIT i.lim
 ) r ON w.workflow_id IS NOT NULL
 ORDER BY i.ord, r."offset\""""
+
+# ---------------------------------------------------------------------------------------------
+# Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the
+# page shows at most $n characters of a value and its full length.
+# ---------------------------------------------------------------------------------------------
+
+# Workflows, newest first, with every filter optional: status $1, name $2, id prefix $3,
+# created at or after $4 and before $5; the page after the row ($6 created_at, $7 id); $8 rows.
+DASHBOARD_LIST_WORKFLOWS = (
+    "SELECT "
+    + _STATUS_COLUMNS
+    + """ FROM {s}.workflows
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::text IS NULL OR name = $2)
+  AND ($3::text IS NULL OR starts_with(workflow_id, $3))
+  AND ($4::timestamptz IS NULL OR created_at >= $4)
+  AND ($5::timestamptz IS NULL OR created_at < $5)
+  AND ($6::timestamptz IS NULL OR created_at < $6 OR (created_at = $6 AND workflow_id > $7))
+ORDER BY created_at DESC, workflow_id
+LIMIT $8"""
+)
+
+# A workflow's inputs, output and error (the recorded exception as JSON), each cut to $2 chars.
+DASHBOARD_WORKFLOW_DATA = """
+SELECT left(inputs, $2) AS inputs, length(inputs) AS inputs_length,
+       left(output, $2) AS output, length(output) AS output_length,
+       left(error, $2) AS error, length(error) AS error_length
+FROM {s}.workflows WHERE workflow_id = $1"""
+
+# The messages waiting in a workflow's mailboxes (every topic), oldest first: at most $2 of
+# them, each cut to $3 chars, with the total count.
+DASHBOARD_PENDING_MESSAGES = """
+SELECT message_id, topic, left(message, $3) AS message, length(message) AS length, created_at,
+       count(*) OVER () AS total
+FROM {s}.messages WHERE destination_id = $1
+ORDER BY message_id LIMIT $2"""
+
+# A workflow's streams (at most $2 keys, by key) with the last $3 entries of each, cut to $4
+# chars. A stream with no entries yet (closed before any write) has one row with a NULL offset.
+DASHBOARD_STREAMS = """
+SELECT h.key, h.next_offset, h.closed, e."offset", e.value, e.length
+FROM (
+    SELECT key, next_offset, closed FROM {s}.stream_heads
+    WHERE workflow_id = $1 ORDER BY key LIMIT $2
+) h
+LEFT JOIN LATERAL (
+    SELECT "offset", left(value, $4) AS value, length(value) AS length FROM {s}.streams
+    WHERE workflow_id = $1 AND key = h.key
+    ORDER BY "offset" DESC LIMIT $3
+) e ON true
+ORDER BY h.key, e."offset"
+"""
