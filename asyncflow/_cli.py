@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import sys
 import warnings
@@ -21,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from . import _codec
 from ._client import Client
 from ._embedded import ENV_URL, _import_embedded, data_directory
 from ._errors import AsyncFlowError
@@ -52,7 +54,17 @@ class CliError(Exception):
 
 def _json(value: Any, *, indent: bool = True) -> str:
     option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # integers past 64 bits: the standard library writes them exactly
+        return json.dumps(value, indent=2 if indent else None, ensure_ascii=False,
+                          separators=None if indent else (",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _short(value: Any) -> str:
@@ -246,8 +258,9 @@ async def send(client: Client, args: argparse.Namespace) -> int:
 
 def _parse_json(text: str, what: str) -> Any:
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        # The exact parser of stored values: integers of any size are kept exactly.
+        return _codec.loads_exact(text)
+    except ValueError as exc:
         raise CliError(
             f"{what} is not valid JSON ({exc}); quote strings, e.g. '\"text\"' or "
             "'{\"approved\": true}'",
