@@ -53,7 +53,7 @@ from ._handle import (
     WorkflowHandle,
     WorkflowStatus,
 )
-from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
+from .web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
 
 __version__ = "0.1.0"
 

@@ -44,7 +44,7 @@ from ._handle import (
     SUCCESS,
     WorkflowStatus,
 )
-from ._web import stream_snapshot
+from .web._snapshot import stream_snapshot
 
 PROG = "asyncflow"
 STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
