@@ -369,7 +369,7 @@ def bench(argv: list[str]) -> int:
     except ModuleNotFoundError as exc:
         if exc.name not in ("benchmarks", "benchmarks.__main__"):
             raise CliError(f"the benchmarks need module {exc.name!r}: install it with "
-                           "`pip install 'asyncflow[bench]'`", 2) from None
+                           "`pip install -e '.[bench]'` in the asyncflow checkout", 2) from None
         if Path.cwd().joinpath("benchmarks", "__main__.py").is_file() and (
             os.getcwd() not in sys.path
         ):
