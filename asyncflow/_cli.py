@@ -11,31 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import os
 import sys
-import warnings
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from . import _codec
+from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_output import PROG, CliError, _emit, _json, _short, _table, _time
 from ._client import Client
-from ._embedded import (
-    ENV_URL,
-    _import_embedded,
-    data_directory,
-    data_directory_origin,
-    describe_embedded,
-    join_running_sync,
-    running_url,
-    start_embedded_sync,
-    stop_embedded_sync,
-)
-from ._errors import AsyncFlowError, SchemaVersionError
+from ._embedded import ENV_URL
+from ._errors import AsyncFlowError
 from ._handle import (
     CANCELLED,
     ERROR,
@@ -46,101 +33,10 @@ from ._handle import (
 )
 from .web._snapshot import stream_snapshot
 
-PROG = "asyncflow"
 STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-CELL_WIDTH = 60
-
-
-class CliError(Exception):
-    """A failure reported as ``asyncflow: error: ...`` with an exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- output -------------------------------------------------------------------------------------
-
-
-def _json(value: Any, *, indent: bool = True) -> str:
-    option = orjson.OPT_INDENT_2 if indent else 0
-    try:
-        return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:  # integers past 64 bits: the standard library writes them exactly
-        return json.dumps(value, indent=2 if indent else None, ensure_ascii=False,
-                          separators=None if indent else (",", ":"), default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else _json(value, indent=False)
-    text = text.replace("\n", " ")
-    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
-
-
-def _time(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _emit(text: str) -> None:
-    print(text, flush=True)
 
 
 # -- connecting ---------------------------------------------------------------------------------
-
-
-def _embedded() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        return _import_embedded()
-
-
-def _database_url(args: argparse.Namespace) -> str:
-    url: str | None = args.database_url or os.environ.get(ENV_URL)
-    if url:
-        return url
-    _embedded()
-    data_dir = data_directory(args.data_dir)
-    origin = data_directory_origin(args.data_dir, option="--data-dir")
-    server = join_running_sync(data_dir)  # this command is one of its users while it runs
-    if server is None:
-        raise CliError(
-            f"no database: pass --database-url, set {ENV_URL}, or start the embedded server "
-            f"with `{PROG} postgres start` (data directory {data_dir}, {origin}; pass "
-            "--data-dir or set ASYNCFLOW_DATA_DIR to use another one)"
-        )
-    _used_embedded.append(describe_embedded(
-        data_dir, origin, False, data_dir_option="--data-dir DIR", url_option="--database-url URL"))
-    return server.url
-
-
-_used_embedded: list[str] = []  # what the embedded server in use is, for a missing schema
-
-
-async def _schema_checked(run: Awaitable[int]) -> int:
-    """Run a command; a missing schema on the embedded server says which server that is."""
-    try:
-        return await run
-    except SchemaVersionError as exc:
-        if not _used_embedded:
-            raise
-        raise CliError(f"{exc}\n{_used_embedded[-1]}") from None
 
 
 async def _with_client(
@@ -325,40 +221,6 @@ async def db_migrate(args: argparse.Namespace) -> int:
         _emit(_json({"schema": args.schema, "version": version}))
     else:
         _emit(f"schema {args.schema!r} is at version {version}")
-    return 0
-
-
-def postgres(args: argparse.Namespace) -> int:
-    _embedded()
-    data_dir = data_directory(args.data_dir)
-    where = f"the embedded Postgres of {data_dir}"
-    if args.action == "url":
-        url = running_url(data_dir)
-        if url is None:
-            raise CliError(f"{where} is not running; start it with `{PROG} postgres start`")
-        _emit(url)
-    elif args.action == "start":
-        server = start_embedded_sync(data_dir, keep=True, user=False)
-        if server.created:
-            print(f"{PROG}: created a new embedded Postgres data directory {data_dir} ("
-                  f"{data_directory_origin(args.data_dir, option='--data-dir')})",
-                  file=sys.stderr)
-        _emit(server.url if not args.json else _json({"url": server.url,
-                                                      "data_dir": str(data_dir)}))
-    else:
-        outcome = stop_embedded_sync(data_dir, force=args.force)
-        users = "; ".join(str(user) for user in outcome.users)
-        if outcome.deferred:
-            raise CliError(
-                f"{where} is in use by {len(outcome.users)} process(es): {users}. It was not "
-                "stopped; it stops by itself when the last of them exits. "
-                f"`{PROG} postgres stop --force` stops it now (their connections fail).")
-        if not outcome.stopped:
-            _emit(f"{where} is not running")
-        else:
-            if outcome.users:
-                print(f"{PROG}: warning: stopped while in use by: {users}", file=sys.stderr)
-            _emit(f"stopped {where}")
     return 0
 
 
