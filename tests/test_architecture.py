@@ -16,7 +16,7 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
-    ["_errors", "_status", "_queries", "_specs"],
+    ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
@@ -36,32 +36,40 @@ LAYERS: list[list[str]] = [
     ["_lifecycle"],
     ["_api", "_client"],
     ["_app"],
-    ["_web"],
+    ["_dashboard"],
+    ["web"],
     ["__init__"],
+    ["_cli_output"],
+    ["_cli_embedded"],
     ["_cli"],
     ["__main__"],
 ]
 
 
 def _module_names() -> set[str]:
-    return {path.stem for path in PACKAGE.glob("*.py")}
+    """Top-level modules, and subpackages (each counted as one unit)."""
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    return modules | {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
 
 
 def _imports(name: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    package = PACKAGE / name
+    files = sorted(package.rglob("*.py")) if package.is_dir() else [PACKAGE / f"{name}.py"]
+    level = 2 if package.is_dir() else 1  # the relative level that means "asyncflow."
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("asyncflow."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("asyncflow."):
-                    found.add(alias.name.split(".")[1])
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == level and node.module:
+                    found.add(node.module.split(".")[0])
+                elif node.level == level:
+                    found.update(alias.name for alias in node.names)
+                elif node.module and node.module.startswith("asyncflow."):
+                    found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("asyncflow."):
+                        found.add(alias.name.split(".")[1])
     return found & _module_names()
 
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 import asyncflow
-import asyncflow._web
+import asyncflow.web._snapshot
 
 
 @dataclass
@@ -292,7 +292,7 @@ async def test_stream_snapshot(make_app, monkeypatch):
         snapshot = await asyncflow.stream_snapshot(app, "g", "s")
         assert (snapshot.values, snapshot.done) == (["a", "b"], True)
 
-        monkeypatch.setattr(asyncflow._web, "STREAM_BATCH", 2)  # several batches
+        monkeypatch.setattr(asyncflow.web._snapshot, "STREAM_BATCH", 2)  # several batches
         await (await app.start_workflow(writer, 5, workflow_id="w")).get_result()
         snapshot = await asyncflow.stream_snapshot(app, "w", "s", offset=1)
         assert snapshot.entries == [(i, {"i": i}) for i in range(1, 5)] and snapshot.done

@@ -1,4 +1,4 @@
-"""Web embedding: an ASGI lifespan for apps and clients, and Server-Sent Events of a stream.
+"""Server-Sent Events of a workflow's stream.
 
 Nothing here imports a web framework at import time. :class:`EventStream` is a plain ASGI
 application, so it works under any ASGI server or framework; :func:`sse_response` wraps it in a
@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import orjson
 
-from . import _codec
-from ._errors import (
+from .. import _codec
+from .._errors import (
     AsyncFlowError,
     ConfigurationError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     WorkflowNotFoundError,
 )
-from ._lifecycle import Connected as Core
-from ._lifecycle import check_stream_args
-from ._streams import STREAM_BATCH
+from .._lifecycle import Connected as Core
+from . import _shutdown
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -41,74 +38,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _MAX_OFFSET_DIGITS = 18
-
-
-# -- lifespan -----------------------------------------------------------------------------------
-
-
-def lifespan(
-    *sources: Core,
-) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A lifespan for Starlette/FastAPI that runs apps and clients while the server runs.
-
-    ``FastAPI(lifespan=asyncflow.lifespan(app))``: the app is launched (schema migrated,
-    listener and recovery started) before the server accepts requests and shut down after the
-    last request. Several apps/clients are launched in order and shut down in reverse order.
-    With a lifespan of your own, use ``async with app:`` inside it instead.
-    """
-    if not sources:
-        raise ConfigurationError("asyncflow.lifespan() needs at least one AsyncFlow or Client")
-    for source in sources:
-        if not isinstance(source, Core):
-            raise ConfigurationError(
-                f"asyncflow.lifespan() takes AsyncFlow apps and Clients, not {source!r}"
-            )
-
-    @asynccontextmanager
-    async def run(_asgi_app: Any) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for source in sources:
-                await stack.enter_async_context(source)
-            yield
-
-    return run
-
-
-# -- non-blocking stream reads ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSnapshot:
-    """What a stream holds right now: ``entries`` are ``(offset, value)`` pairs in order, and
-    ``done`` is true when nothing more can be written (the stream was closed or its workflow
-    ended)."""
-
-    entries: list[tuple[int, Any]]
-    done: bool
-
-    @property
-    def values(self) -> list[Any]:
-        """The values alone, in stream order."""
-        return [value for _offset, value in self.entries]
-
-
-async def stream_snapshot(
-    source: Core, workflow_id: str, key: str, *, offset: int = 0
-) -> StreamSnapshot:
-    """Everything written to a workflow's stream so far, from ``offset`` on; never waits.
-
-    Raises :class:`WorkflowNotFoundError` for an unknown workflow. Use ``read_stream`` (or
-    :class:`EventStream` over HTTP) to follow a stream as it is written.
-    """
-    check_stream_args(workflow_id, key, offset)
-    store = source.runtime.store
-    entries: list[tuple[int, Any]] = []
-    while True:
-        page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
-        entries.extend(page)
-        if len(page) < STREAM_BATCH:
-            return StreamSnapshot(entries, ended)
-        offset = page[-1][0] + 1
 
 
 # -- Server-Sent Events -------------------------------------------------------------------------
@@ -213,7 +142,11 @@ class EventStream:
         parts = [_field("id", str(offset))]
         if self.event is not None:
             parts.append(_field("event", self.event))
-        parts.append(b"data: " + orjson.dumps(value) + b"\n\n")
+        try:
+            data = orjson.dumps(value)
+        except TypeError:  # integers past 64 bits: the exact encoding, without its marker
+            data = _codec.dumps(value).lstrip().encode()
+        parts.append(b"data: " + data + b"\n\n")
         return b"".join(parts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -276,17 +209,32 @@ class EventStream:
                     tg.cancel_scope.cancel()
                     return
 
+        stopping = anyio.Event()
+        last = b""
+
+        async def watch_shutdown(tg: anyio.abc.TaskGroup) -> None:
+            # The server is stopping: end the response now (not the stream: no end event), so
+            # the server need not wait for it; clients reconnect later with Last-Event-ID.
+            nonlocal finished, last
+            await stopping.wait()
+            finished, last = True, b": server stopping\n\n"
+            tg.cancel_scope.cancel()
+
+        unsubscribe = _shutdown.subscribe(stopping.set)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(produce, tg)
                 tg.start_soon(keep_alive)
                 tg.start_soon(watch_disconnect, tg)
+                tg.start_soon(watch_shutdown, tg)
         except BaseExceptionGroup as group:  # a failed send: raise it as itself
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            unsubscribe()
         if finished:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": last, "more_body": False})
 
 
 async def _json_error(send: Send, status: int, detail: str) -> None:
@@ -309,7 +257,8 @@ def _starlette_response_class() -> Callable[[EventStream], Response]:
         from starlette.responses import Response
     except ImportError:
         raise ConfigurationError(
-            "asyncflow.sse_response() needs Starlette: `pip install 'asyncflow[web]'`, or serve "
+            "asyncflow.sse_response() needs Starlette: install the `web` extra (`pip install -e "
+            "'.[web]'` in a clone of asyncflow), or serve "
             "asyncflow.EventStream as a plain ASGI app"
         ) from None
 
