@@ -25,8 +25,8 @@ EXPECTED = {
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
 }
-WEB = {"AuthHook", "Dashboard", "EventStream", "StreamSnapshot", "dashboard", "lifespan",
-       "sse_response", "stream_snapshot"}
+WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
+       "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}
 
 
 def test_public_names_are_pinned():
