@@ -15,6 +15,7 @@ from ._context import WorkflowContext
 from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict
 from ._status import CANCELLED, PENDING
 from ._store import JournalEntry
+from ._wait import JOURNAL
 
 
 async def stop_for_status(ctx: WorkflowContext) -> None:
@@ -46,6 +47,7 @@ async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: An
     """Write one journal entry (guarded: only while the workflow is PENDING)."""
     await checked(ctx, ctx.runtime.store.record_operation(
         ctx.workflow_id, function_id, name, **fields))
+    ctx.runtime.waits.wake(JOURNAL, ctx.workflow_id)  # observers only: nobody waits on it
 
 
 def replayed_value(recorded: JournalEntry) -> Any:

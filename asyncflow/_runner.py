@@ -33,7 +33,7 @@ from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._wait import TERMINAL, wait_until
+from ._wait import STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -93,6 +93,7 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
