@@ -520,3 +520,31 @@ class Store:
             else:
                 results.append(_page(mine))
         return results
+
+    # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
+
+    async def dashboard_workflows(
+        self, status: str | None, name: str | None, id_prefix: str | None, created_after: Any,
+        created_before: Any, after_at: Any, after_id: str | None, limit: int,
+    ) -> list[Any]:
+        """A filtered page of workflow rows, newest first, after a keyset cursor."""
+        return await self.storage.fetch(
+            Q.DASHBOARD_LIST_WORKFLOWS, status, name, id_prefix, created_after, created_before,
+            after_at, after_id, limit,
+        )
+
+    async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
+        """A workflow's inputs, output and error, cut at ``chars`` characters."""
+        return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
+
+    async def dashboard_pending_messages(
+        self, workflow_id: str, limit: int, chars: int
+    ) -> list[Any]:
+        """The oldest waiting messages of a workflow (all topics), with the total count."""
+        return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def dashboard_streams(
+        self, workflow_id: str, keys: int, tail: int, chars: int
+    ) -> list[Any]:
+        """The last ``tail`` entries of the workflow's first ``keys`` streams."""
+        return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
