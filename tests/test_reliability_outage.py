@@ -33,6 +33,22 @@ OUTAGE = 1.0  # seconds the database refuses service (the duration under test)
 WITHIN = 30  # seconds: bound on every wait, so a wedge fails quickly
 
 
+# -- the one internal this module touches: the LISTEN connection of an app or Client ----------
+# (asyncflow._notify.Listener). Used only to know, without polling health(), that the listener
+# is back on a new backend before asserting that health() says so.
+
+
+def listener_pid(source: Any) -> int | None:
+    pid: int | None = source.listener.backend_pid
+    return pid
+
+
+async def listener_reconnected(source: Any, old_pid: int | None, *, lock: bool) -> None:
+    await source.listener.wait_connected(not_pid=old_pid, lock=lock)
+
+# -----------------------------------------------------------------------------------------------
+
+
 def database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
@@ -138,6 +154,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
             with pytest.raises(CALL_ERROR[kind]):
                 await app.start_workflow(later)
             assert_unhealthy(app.health(), {"listener", "supervisor"}, FAILING[kind])
+            old_pid = listener_pid(app)
             await outage.end()
             async with asyncflow.Client(db_url) as client:
                 # The app's listener is back: a NOTIFY from elsewhere wakes its parked workflow.
@@ -148,6 +165,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
                 await client.send("resumed", "again")
                 assert await (await client.retrieve_workflow("resumed")).get_result() == "again"
             assert await (await app.start_workflow(later)).get_result() == "later"
+            await listener_reconnected(app, old_pid, lock=True)
             assert_healthy(app.health(), {"listener", "supervisor"})
             body_done = True
     assert body_done
@@ -180,10 +198,12 @@ async def test_item4_client_survives_a_database_outage_and_reports_health(server
                 await client.send("parked", "lost")
             if FAILING[kind] == "listener":
                 assert_unhealthy(client.health(), {"listener"}, "listener")
+            old_pid = listener_pid(client)
             await outage.end()
             async with app:  # recovers "parked"
                 await app.send("parked", "hello")
                 assert await result == "hello"
+            await listener_reconnected(client, old_pid, lock=False)
             assert_healthy(client.health(), {"listener"})
             body_done = True
     assert body_done
