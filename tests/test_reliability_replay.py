@@ -324,6 +324,43 @@ async def test_item6_unencodable_error_ends_the_workflow_in_error(make_app, make
         assert "Unprintable" in str(info.value) and "failed" in str(info.value)
 
 
+def _decode_recorded(text: str) -> Exception:
+    """Internal, isolated here: decode a journal's error record (asyncflow._codec)."""
+    from asyncflow._codec import decode_error
+
+    return decode_error(text, asyncflow.StepFailedError)
+
+
+def test_item1_records_written_before_the_fix_still_decode():
+    """Journals written by the previous record format (no "v", plain JSON args) replay as they
+    did: rebuilt from their args when that reproduces the message, else StepFailedError."""
+    old = ('{"module":"builtins","type":"KeyError","message":"\'sku\'","args":["sku"],'
+           '"traceback":"Traceback ...\\nKeyError: \'sku\'\\n"}')
+    rebuilt = _decode_recorded(old)
+    assert type(rebuilt) is KeyError and rebuilt.args == ("sku",)
+    unbuildable = ('{"module":"test_reliability_replay","type":"PaymentDeclined",'
+                   '"message":"card declined","args":null,"traceback":""}')
+    assert isinstance(_decode_recorded(unbuildable), asyncflow.StepFailedError)
+    assert isinstance(_decode_recorded("not json"), asyncflow.StepFailedError)
+
+
+async def test_item6_oversized_error_is_recorded_with_its_type(make_app):
+    """An exception whose record would pass MAX_VALUE_BYTES keeps its type and the head of its
+    message instead of failing the terminal write."""
+    app = make_app()
+
+    @app.workflow()
+    async def huge() -> None:
+        raise ValueError("x" * (asyncflow.MAX_VALUE_BYTES + 10))
+
+    async with asyncio.timeout(60), app:
+        handle = await app.start_workflow(huge)
+        with pytest.raises(ValueError) as info:
+            await handle.get_result(timeout_seconds=30)
+        assert (await handle.get_status()).status == "ERROR"
+    assert 0 < len(str(info.value)) < asyncflow.MAX_VALUE_BYTES
+
+
 # ---------------------------------------------------------------------------------------------
 # The property: random workflows, killed at random points, end as their first run would.
 # ---------------------------------------------------------------------------------------------
