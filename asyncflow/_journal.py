@@ -13,6 +13,7 @@ from typing import Any
 from . import _codec
 from ._context import WorkflowContext
 from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict
+from ._recorded import decode_error
 from ._status import CANCELLED, PENDING
 from ._store import JournalEntry
 from ._wait import JOURNAL
@@ -53,7 +54,7 @@ async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: An
 def replayed_value(recorded: JournalEntry) -> Any:
     """The recorded outcome: the value, or the recorded exception raised again."""
     if recorded.error is not None:
-        raise _codec.decode_error(recorded.error, StepFailedError)
+        raise decode_error(recorded.error, StepFailedError)
     return None if recorded.output is None else _codec.loads(recorded.output)
 
 

@@ -18,6 +18,7 @@ LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
+    ["_recorded"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],

@@ -109,7 +109,7 @@ class ErrorInfo:
 
 
 def decode_error(text: str) -> ErrorInfo:
-    """Decode a recorded exception (``_codec.encode_error``'s JSON); tolerant of cut text."""
+    """Decode a recorded exception (``_recorded.encode_error``'s JSON); tolerant of cut text."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
