@@ -15,18 +15,20 @@ EXPECTED = {
     "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
     "ComponentHealth", "ConfigurationError", "DatabaseUnavailableError", "ERROR",
     "ExecutorIdInUseError", "Health", "Status",
-    "InvalidArgumentError", "MAX_ID_LENGTH", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
+    "InvalidArgumentError", "InvalidSettingError", "MAX_ID_LENGTH",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
     "MaxRecoveryAttemptsExceededError", "NonDeterministicWorkflowError", "NotInWorkflowError",
     "NotLaunchedError", "PENDING", "RecordedError", "SUCCESS", "SchemaVersionError",
     "SerializationError", "StepFailedError", "StepInfo", "StreamClosedError",
+    "TransactionStateError",
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
     "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
 }
-WEB = {"AuthHook", "Dashboard", "EventStream", "StreamSnapshot", "dashboard", "lifespan",
-       "sse_response", "stream_snapshot"}
+WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
+       "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}
 
 
 def test_public_names_are_pinned():

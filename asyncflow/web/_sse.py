@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -25,6 +25,7 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._lifecycle import Connected as Core
+from .._lifecycle import check_count
 from . import _shutdown
 
 if TYPE_CHECKING:
@@ -96,8 +97,7 @@ class EventStream:
             )
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+        check_count(offset, "offset")
         for what, name in (("event", event), ("end_event", end_event)):
             _codec.check_name(name, what, optional=True)
             if name is not None and ("\n" in name or "\r" in name or not name):
@@ -136,6 +136,10 @@ class EventStream:
                 f"Last-Event-ID must be a stream offset (an integer >= 0), not {last!r}"
             )
         return int(text) + 1
+
+    def entries(self, start: int) -> AsyncIterator[tuple[int, Any]]:
+        """The ``(id, value)`` pairs to send, from ``start`` on."""
+        return self.source.stream_entries(self.workflow_id, self.key, offset=start)
 
     def encode(self, offset: int, value: Any) -> bytes:
         """One SSE event for one stream value."""
@@ -181,9 +185,7 @@ class EventStream:
         async def produce(tg: anyio.abc.TaskGroup) -> None:
             nonlocal finished
             try:
-                async for offset, value in self.source.stream_entries(
-                    self.workflow_id, self.key, offset=start
-                ):
+                async for offset, value in self.entries(start):
                     await emit(self.encode(offset, value))
                 if self.end_event is not None:
                     await emit(_field("event", self.end_event) + b"data: null\n\n")
@@ -235,6 +237,28 @@ class EventStream:
             unsubscribe()
         if finished:
             await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+class EventWatch(EventStream):
+    """A plain ASGI application following one **event** of a workflow as Server-Sent Events
+    (:meth:`~asyncflow.AsyncFlow.watch_event` over HTTP).
+
+    The event's current value (if set) is sent at once, then every new value as it is set;
+    when the workflow ends the ``end_event`` event is sent and the response ends. Event ids
+    count up; a client reconnecting (with ``Last-Event-ID``) gets the current value again and
+    ids go on from there. Options as :class:`EventStream` (``offset`` is not used).
+    """
+
+    def start_offset(self, scope: Scope) -> int:
+        """The first event id: one past ``Last-Event-ID`` when reconnecting, else 0."""
+        return super().start_offset(scope) if _header(scope, b"last-event-id") else 0
+
+    async def entries(self, start: int) -> AsyncIterator[tuple[int, Any]]:
+        """Each value of the event, numbered from ``start``."""
+        number = start
+        async for value in self.source.watch_event(self.workflow_id, self.key):
+            yield number, value
+            number += 1
 
 
 async def _json_error(send: Send, status: int, detail: str) -> None:
@@ -294,4 +318,16 @@ def sse_response(
     ``ping_seconds``, ``retry_ms``, ``headers``). Needs the ``web`` extra (Starlette).
     """
     stream = EventStream(source, workflow_id, key, **options)
+    return _starlette_response_class()(stream)
+
+
+def event_watch_response(
+    source: Core,
+    workflow_id: str,
+    key: str,
+    **options: Any,
+) -> Response:
+    """A Starlette/FastAPI response following event ``key`` of a workflow as Server-Sent
+    Events (see :class:`EventWatch`). Needs the ``web`` extra (Starlette)."""
+    stream = EventWatch(source, workflow_id, key, **options)
     return _starlette_response_class()(stream)
