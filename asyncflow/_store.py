@@ -534,6 +534,21 @@ class Store:
                 results.append(_page(mine))
         return results
 
+    # -- test databases (asyncflow.testing; on a server's admin connection) ---------------------
+
+    async def create_database(self, name: str, template: str | None = None) -> None:
+        """``CREATE DATABASE name`` (``TEMPLATE template``: a copy of that database)."""
+        if template is None:
+            await self.storage.execute(Q.database_statement(Q.CREATE_DATABASE, db=name))
+        else:
+            await self.storage.execute(Q.database_statement(
+                Q.CREATE_DATABASE_FROM_TEMPLATE, db=name, template=template))
+
+    async def drop_database(self, name: str) -> None:
+        """End the sessions still connected to database ``name``, then drop it (if it exists)."""
+        await self.storage.execute(Q.TERMINATE_SESSIONS, name)
+        await self.storage.execute(Q.database_statement(Q.DROP_DATABASE, db=name))
+
     # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
 
     async def dashboard_workflows(

@@ -426,6 +426,10 @@ async def test_bad_arguments_fail_at_the_call(asyncflow_app):
             crash_at(a, "bad\x00id", before=0)
         assert a.runtime.clock_offset == 0  # nothing moved
     assert isinstance(crash_at(app, before=0), Crash)
+    with pytest.raises(asyncflow.InvalidArgumentError, match="schema"):
+        TestDatabases(schema="not-plain")
+    with pytest.raises(asyncflow.InvalidArgumentError, match="admin_url"):
+        TestDatabases(5)  # type: ignore[arg-type]
 
 
 # -- installation and the example -----------------------------------------------------------------

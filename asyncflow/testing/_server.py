@@ -16,16 +16,16 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .. import _queries as Q
 from .._embedded import release_sync, start_embedded_sync, stop_embedded_sync
 from .._errors import ConfigurationError, InvalidArgumentError
 from .._storage import Storage
+from .._store import Store
 
 T = TypeVar("T")
 
@@ -56,12 +56,12 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-async def _admin(url: str, *statements: tuple[str, tuple[Any, ...]]) -> None:
+async def _admin(url: str, operation: Callable[[Store], Awaitable[None]]) -> None:
+    """Run a database operation on the server's admin URL, on a connection of its own."""
     storage = Storage(url, "asyncflow", pool_size=1)
     await storage.open()
     try:
-        for statement, args in statements:
-            await storage.execute(statement, *args)
+        await operation(Store(storage))
     finally:
         await storage.close()
 
@@ -93,7 +93,10 @@ class TestDatabases:
     def __init__(self, admin_url: str | None = None, *, schema: str = "asyncflow") -> None:
         if admin_url is not None and not isinstance(admin_url, str):
             raise InvalidArgumentError(f"admin_url must be a str, not {admin_url!r}")
-        Q.quote_schema(schema)
+        try:
+            Storage(admin_url or "", schema)  # checks the schema name
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         self._given = admin_url
         self._schema = schema
         self._admin_url: str | None = None
@@ -123,7 +126,7 @@ class TestDatabases:
         url = self._admin_url
 
         async def prepare() -> None:
-            await _admin(url, (Q.database_statement(Q.CREATE_DATABASE, db=template), ()))
+            await _admin(url, lambda store: store.create_database(template))
             await _migrate(with_database(url, template), self._schema)
 
         run_sync(prepare)
@@ -144,10 +147,8 @@ class TestDatabases:
         self.start()
         assert self._admin_url is not None and self._template is not None
         name = f"{TEST_PREFIX}{secrets.token_hex(6)}"
-        statement = Q.database_statement(Q.CREATE_DATABASE_FROM_TEMPLATE, db=name,
-                                         template=self._template)
-        url = self._admin_url
-        run_sync(lambda: _admin(url, (statement, ())))
+        url, template = self._admin_url, self._template
+        run_sync(lambda: _admin(url, lambda store: store.create_database(name, template)))
         self._created.add(name)
         return with_database(self._admin_url, name)
 
@@ -163,11 +164,7 @@ class TestDatabases:
     def _drop(self, name: str) -> None:
         assert self._admin_url is not None
         url = self._admin_url
-        run_sync(lambda: _admin(
-            url,
-            (Q.TERMINATE_SESSIONS, (name,)),
-            (Q.database_statement(Q.DROP_DATABASE, db=name), ()),
-        ))
+        run_sync(lambda: _admin(url, lambda store: store.drop_database(name)))
 
     def close(self) -> None:
         """Drop the template and the databases still there; stop and delete an embedded server."""
