@@ -1,7 +1,9 @@
 """Every SQL statement asyncflow runs, as named constants.
 
 ``{s}`` stands for the (validated, quoted) schema identifier and is substituted once per app by
-:func:`render`; it is the only text ever spliced into SQL. Every value travels as a ``$n``
+:func:`render`; it is the only text ever spliced into SQL, but for the database names of the test
+kit's CREATE/DROP DATABASE (identifiers cannot be parameters), validated and quoted the same way
+by :func:`database_statement`. Every value travels as a ``$n``
 parameter. ``pg_notify`` payloads are a one-letter kind plus a workflow id, never user data.
 """
 
