@@ -18,6 +18,7 @@ LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
+    ["_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
@@ -29,9 +30,10 @@ LAYERS: list[list[str]] = [
     ["_journal"],
     # the primitives
     ["_timers"],
-    ["_steps", "_messages", "_events", "_streams", "_results"],
+    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor"],
+    ["_supervisor", "_retention"],
+    ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
@@ -40,7 +42,7 @@ LAYERS: list[list[str]] = [
     ["web"],
     ["__init__"],
     ["_cli_output"],
-    ["_cli_embedded"],
+    ["_cli_embedded", "_cli_lifecycle"],
     ["_cli"],
     ["__main__"],
 ]
