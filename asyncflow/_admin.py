@@ -223,7 +223,8 @@ class Admin:
                 if status == PENDING:
                     raise WorkflowPendingError(_pending_message(workflow_id, found))
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
-            deleted = await store.delete_workflows(ids)
+            gone_now = set(await store.delete_workflows(ids))
+        deleted = [found for found in ids if found in gone_now]
         for gone in deleted:
             runtime.waits.wake(TERMINAL, gone)  # local waiters look again: not found
         return deleted
