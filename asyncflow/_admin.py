@@ -145,7 +145,7 @@ class Admin:
     ) -> list[str]:
         """Cancel every PENDING workflow matching the filters (at least one; the same as
         :meth:`list_workflows`'), created by the time of the call; with ``children`` their
-        PENDING descendants too. Returns the ids cancelled (matches first, oldest first)."""
+        PENDING descendants too. Returns the ids cancelled (the matches, then descendants)."""
         selected = make_filter(
             status=PENDING, allowed=(PENDING,), name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
