@@ -47,7 +47,8 @@ class WorkflowFilter:
     parent_workflow_id: str | None = None
 
     def params(self) -> tuple[Any, ...]:
-        """The statements' parameters $1-$7 (see ``_queries``)."""
+        """The filtered statements' parameters $1-$7 (statuses, time range, name, app version,
+        id prefix, parent)."""
         return (list(self.statuses), self.created_after, self.created_before, self.name,
                 self.app_version, self.workflow_id_prefix, self.parent_workflow_id)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
-from ._errors import InvalidArgumentError
+from ._errors import InvalidSettingError
 from ._filters import Cursor
 from ._health import Monitor
 from ._store import Store
@@ -36,7 +36,7 @@ def _check_seconds(value: object, what: str, *, optional: bool, positive: bool) 
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
             value) or value < 0 or (positive and value == 0):
         limit = "> 0" if positive else ">= 0"
-        raise InvalidArgumentError(f"{what} must be a finite number of seconds {limit}, "
+        raise InvalidSettingError(f"{what} must be a finite number of seconds {limit}, "
                                    f"not {value!r}")
 
 
@@ -47,7 +47,7 @@ def _check_int(value: object, what: str, low: int, high: int | None, *,
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (
             high is not None and value > high):
         upper = "" if high is None else f" and at most {high:,}"
-        raise InvalidArgumentError(f"{what} must be an int >= {low}{upper}, not {value!r}")
+        raise InvalidSettingError(f"{what} must be an int >= {low}{upper}, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ class Retention:
         _check_seconds(self.max_age_seconds, "max_age_seconds", optional=True, positive=False)
         _check_int(self.max_count, "max_count", 0, 2**63 - 1, optional=True)
         if self.max_age_seconds is None and self.max_count is None:
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 "Retention needs max_age_seconds, max_count or both (what to delete)")
         _check_seconds(self.interval_seconds, "interval_seconds", optional=False,
                        positive=True)

@@ -29,12 +29,13 @@ from ._errors import (
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._wait import TERMINAL, wait_until
+from ._wait import STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -94,6 +95,7 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -221,7 +223,7 @@ class Runner:
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
                 return False
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         finally:
             workflow_var.reset(token)
         if ctx.db_failed:
@@ -229,7 +231,7 @@ class Runner:
         try:
             output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
         except SerializationError as exc:
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
 
     async def _finish(

@@ -13,13 +13,15 @@ from typing import Any, NoReturn
 from . import _codec
 from ._context import StepContext, WorkflowContext, connection_var, step_var
 from ._errors import (
+    AsyncFlowError,
     DatabaseUnavailableError,
     InvalidArgumentError,
+    InvalidSettingError,
     SerializationError,
     StepTimeoutError,
-    StreamClosedError,
 )
 from ._journal import begin, record, replayed_value
+from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
 
@@ -31,12 +33,15 @@ def check_step_options(
     ``should_retry`` (a callable, or ``None``)."""
     seconds = None
     if timeout_seconds is not None:
-        seconds = _codec.check_timeout(timeout_seconds, "timeout_seconds")
+        try:
+            seconds = _codec.check_timeout(timeout_seconds, "timeout_seconds")
+        except InvalidArgumentError as exc:
+            raise InvalidSettingError(str(exc)) from None
         if seconds <= 0:
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 f"timeout_seconds must be > 0 (or None: no limit), not {timeout_seconds!r}")
     if should_retry is not None and not callable(should_retry):
-        raise InvalidArgumentError(
+        raise InvalidSettingError(
             "should_retry must be a function taking the exception and returning a bool, not "
             f"{should_retry!r}")
     return seconds, should_retry
@@ -78,7 +83,10 @@ async def run_step(
             await fail(ctx, function_id, spec.name, exc)
         finally:
             step_var.reset(token)
-    output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    try:
+        output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    except SerializationError as exc:  # journaled, so a replay raises it instead of re-running
+        await fail(ctx, function_id, spec.name, exc)
     if not step.effects:
         await record(ctx, function_id, spec.name, output=output)
     else:
@@ -86,7 +94,9 @@ async def run_step(
             async with ctx.runtime.store.storage.transaction():
                 await apply_effects(step)
                 await record(ctx, function_id, spec.name, output=output)
-        except StreamClosedError as exc:
+        except DatabaseUnavailableError:
+            raise
+        except AsyncFlowError as exc:  # an effect refused (a closed stream, a deleted workflow)
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
     return _codec.loads(output)
@@ -127,7 +137,7 @@ async def _retry_wanted(
 async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
     """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
     from its record, so the first run and every replay see the same type and values."""
-    encoded = _codec.encode_error(exc)
+    encoded = encode_error(exc)
     await record(ctx, function_id, name, error=encoded)
     raise exc
 
@@ -195,7 +205,7 @@ async def run_transaction(
                 raise
             else:
                 if ctx is not None and not isinstance(exc, SerializationError):
-                    await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
+                    await record(ctx, function_id, spec.name, error=encode_error(exc))
                 raise
         attempt += 1
         if attempt > spec.max_retries:
