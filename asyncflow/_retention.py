@@ -28,6 +28,7 @@ from ._wait import wait_until
 logger = logging.getLogger("asyncflow")
 
 MAX_BATCH = 10_000
+MAX_AGE_SECONDS = 100 * 366 * 24 * 3600.0  # a century: what a Postgres interval holds easily
 
 
 def _check_seconds(value: object, what: str, *, optional: bool, positive: bool) -> None:
@@ -69,6 +70,10 @@ class Retention:
 
     def __post_init__(self) -> None:
         _check_seconds(self.max_age_seconds, "max_age_seconds", optional=True, positive=False)
+        if self.max_age_seconds is not None and self.max_age_seconds > MAX_AGE_SECONDS:
+            raise InvalidSettingError(
+                f"max_age_seconds must be at most {MAX_AGE_SECONDS:.0f} (a century), not "
+                f"{self.max_age_seconds!r}")
         _check_int(self.max_count, "max_count", 0, 2**63 - 1, optional=True)
         if self.max_age_seconds is None and self.max_count is None:
             raise InvalidSettingError(

@@ -230,6 +230,7 @@ async def test_the_app_applies_its_retention_setting_in_the_background(make_app)
 
 async def test_retention_and_delete_check_their_input(make_app, db_url):
     for bad in ({}, {"max_age_seconds": -1}, {"max_age_seconds": float("nan")},
+                {"max_age_seconds": 1e20},
                 {"max_count": -1}, {"max_count": 1.5}, {"max_count": True},
                 {"max_count": 1, "interval_seconds": 0}, {"max_count": 1, "batch_size": 0},
                 {"max_count": 1, "batch_size": 10_001}):
