@@ -38,6 +38,7 @@ from ._errors import (
     SchemaVersionError,
     SerializationError,
     StepFailedError,
+    StepTimeoutError,
     StreamClosedError,
     TransactionStateError,
     ValueTooLargeError,
@@ -45,8 +46,10 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowFailedError,
     WorkflowNotFoundError,
+    WorkflowPendingError,
 )
 from ._handle import WorkflowHandle
+from ._retention import Retention
 from ._status import (
     CANCELLED,
     ERROR,
@@ -88,12 +91,14 @@ __all__ = [
     "NotLaunchedError",
     "PENDING",
     "RecordedError",
+    "Retention",
     "SUCCESS",
     "SchemaVersionError",
     "SerializationError",
     "Status",
     "StepFailedError",
     "StepInfo",
+    "StepTimeoutError",
     "StreamClosedError",
     "TransactionStateError",
     "ValueTooLargeError",
@@ -102,6 +107,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
+    "WorkflowPendingError",
     "WorkflowStatus",
     "__version__",
     "close_stream",

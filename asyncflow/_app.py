@@ -19,10 +19,11 @@ from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
 from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
+from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._specs import StepSpec, TransactionSpec, WorkflowSpec
-from ._steps import run_step, run_transaction
+from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
 
@@ -73,7 +74,9 @@ class AsyncFlow(Connected):
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
     one); ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app.
+    workflows started by the same version are recovered by this app. ``retention``: a
+    :class:`Retention` the app applies in the background (finished workflows older, or more,
+    than it keeps are deleted); ``None`` keeps everything.
     """
 
     def __init__(
@@ -86,8 +89,14 @@ class AsyncFlow(Connected):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidSettingError(
+                f"retention must be an asyncflow.Retention (or None), not {retention!r}")
+        self.retention = retention
+        self._retention_worker: RetentionWorker | None = None
         self.executor_id = setting(_codec.check_id, executor_id or _default_executor_id(),
                                    "executor_id")
         self._executor_id = self.executor_id
@@ -148,9 +157,17 @@ class AsyncFlow(Connected):
         retries: int = 0,
         retry_interval_seconds: float = 1.0,
         backoff_rate: float = 2.0,
+        timeout_seconds: float | None = None,
+        should_retry: Callable[[Exception], bool] | None = None,
     ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
         """Register an ``async def`` step: inside a workflow it runs once and its result (or
-        exception) is checkpointed; failures are retried ``retries`` times with backoff."""
+        exception) is checkpointed; failures are retried ``retries`` times with backoff.
+
+        ``timeout_seconds``: an attempt that runs longer is cancelled and fails with
+        :class:`StepTimeoutError` (a failed attempt like any other). ``should_retry``: called
+        with a failed attempt's exception; the step is retried only if it returns true (and
+        retries remain). Both apply inside workflows; outside one a step is a plain call."""
+        options = check_step_options(timeout_seconds, should_retry)
 
         check_positive_int(retries, "retries", 0)
         interval = _finite(retry_interval_seconds, "retry_interval_seconds", 0.0)
@@ -158,7 +175,7 @@ class AsyncFlow(Connected):
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "step")
-            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate)
+            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate, *options)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -233,6 +250,10 @@ class AsyncFlow(Connected):
         await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
         await runtime.tg.start(supervisor.run)
+        if self.retention is not None:
+            worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
+            runtime.monitors["retention"] = worker.monitor
+            await runtime.tg.start(worker.run)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -243,6 +264,14 @@ class AsyncFlow(Connected):
     def _stopped(self) -> None:
         self._runner = None
         self._supervisor = None
+        self._retention_worker = None
+
+    def _after_resume(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.poke()  # our own NOTIFY is an echo we ignore: sweep now
+
+    def _retention_setting(self) -> Retention | None:
+        return self.retention
 
     @property
     def runner(self) -> Runner:

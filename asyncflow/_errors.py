@@ -73,6 +73,16 @@ class StreamClosedError(AsyncFlowError):
     """A value was written to a stream that is already closed."""
 
 
+class StepTimeoutError(AsyncFlowTimeoutError):
+    """An attempt of a step ran longer than its ``timeout_seconds``: it was cancelled, and counts
+    as a failed attempt (retried like any other failure, if retries remain)."""
+
+
+class WorkflowPendingError(AsyncFlowError):
+    """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
+    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it."""
+
+
 class TransactionStateError(AsyncFlowError):
     """An ``@app.transaction`` body ended or replaced its own transaction (``COMMIT``,
     ``ROLLBACK``, ``BEGIN``). Nothing of it was committed and no success was recorded: use the

@@ -13,6 +13,7 @@ import anyio.abc
 
 from . import _codec
 from . import _queries as Q
+from ._admin import Admin
 from ._context import current_workflow
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
@@ -23,7 +24,7 @@ from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
 from ._streams import entries
-from ._wait import TERMINAL, WaitRegistry
+from ._wait import WaitRegistry
 from ._wait_first import (
     Branch,
     Fired,
@@ -64,8 +65,10 @@ def check_stream_args(workflow_id: str, key: str, offset: int) -> None:
     check_count(offset, "offset")
 
 
-class Connected:
-    """Lifecycle and the operations that work the same from an app and from a Client."""
+class Connected(Admin):
+    """Lifecycle and the operations that work the same from an app and from a Client (those on
+    workflows as a whole — listing, cancel, resume and delete in bulk, retention, send_many —
+    come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
 
@@ -239,32 +242,10 @@ class Connected:
         _codec.check_id(workflow_id)
         return await self.runtime.store.workflow_status(workflow_id)
 
-    async def list_workflows(
-        self, status: str | None = None, name: str | None = None, limit: int = 100
-    ) -> list[WorkflowStatus]:
-        """Workflows, newest first, optionally filtered by status and/or name."""
-        _codec.check_name(status, "status", optional=True)
-        _codec.check_name(name, "name", optional=True)
-        check_count(limit, "limit")
-        return await self.runtime.store.list_workflows(status, name, limit)
-
     async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
         """The journal of a workflow: every recorded operation, in function-id order."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_operations(workflow_id)
-
-    async def cancel_workflow(self, workflow_id: str) -> None:
-        """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
-        parked in (recv, sleep, get_event, child result) wakes at once. Finished workflows are
-        left as they are."""
-        _codec.check_id(workflow_id)
-        runtime = self.runtime
-        if await runtime.store.cancel_workflow(workflow_id):
-            self._after_cancel(workflow_id)
-            runtime.waits.wake(TERMINAL, workflow_id)
-
-    def _after_cancel(self, workflow_id: str) -> None:
-        """Hook for the app: mark its running execution cancelled."""
 
     # -- events and streams ---------------------------------------------------------------------
 

@@ -152,6 +152,22 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
+    # 5: operating workflows (lifecycle). Pages of workflows by status or by parent, newest
+    # first (keyset: created_at DESC, workflow_id); a cancel's walk down the children; retention
+    # by completion time. IF NOT EXISTS: on a large table, build them beforehand with CREATE
+    # INDEX CONCURRENTLY under these names (docs/operating-lifecycle.md). The index on
+    # created_at alone goes: every page walks the status index (the planner would otherwise
+    # walk created_at and filter out a rare status row by row).
+    """
+    CREATE INDEX IF NOT EXISTS workflows_status_created_idx
+        ON {s}.workflows (status, created_at DESC, workflow_id);
+    CREATE INDEX IF NOT EXISTS workflows_parent_idx
+        ON {s}.workflows (parent_workflow_id, created_at DESC, workflow_id)
+        WHERE parent_workflow_id IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS workflows_completed_idx
+        ON {s}.workflows (completed_at, workflow_id) WHERE status <> 'PENDING';
+    DROP INDEX IF EXISTS {s}.workflows_created_idx;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -202,15 +218,6 @@ _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recove
     parent_workflow_id, created_at, updated_at, completed_at, error"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
-
-LIST_WORKFLOWS = (
-    "SELECT "
-    + _STATUS_COLUMNS
-    + """ FROM {s}.workflows
-WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2)
-ORDER BY created_at DESC, workflow_id
-LIMIT $3"""
-)
 
 FINISH_WORKFLOW = """
 WITH u AS (
@@ -746,6 +753,183 @@ LEFT JOIN LATERAL (
 ORDER BY i.ord, r."offset\""""
 
 # ---------------------------------------------------------------------------------------------
+# Operating workflows (_admin, _cancel, _retention): filtered pages, cascading and bulk cancels,
+# bulk resumes, deletes and retention. Every filtered statement shares parameters $1-$7:
+# statuses ($1 text[], never NULL), created at or after $2 and before $3, name $4, app version
+# $5, id prefix $6, parent $7 (NULL: any).
+# ---------------------------------------------------------------------------------------------
+
+_FILTERS = """%STATUS%
+      AND w.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
+      AND w.created_at < coalesce($3::timestamptz, 'infinity'::timestamptz)
+      AND ($4::text IS NULL OR w.name = $4)
+      AND ($5::text IS NULL OR w.app_version = $5)
+      AND ($6::text IS NULL OR starts_with(w.workflow_id, $6))
+      AND ($7::text IS NULL OR w.parent_workflow_id = $7)"""
+
+# The page after the cursor ($8 created_at, $9 workflow_id) in the order created_at DESC,
+# workflow_id: the first condition bounds the index scan, the second drops the cursor's ties.
+_AFTER_CURSOR = """
+      AND w.created_at <= coalesce($8::timestamptz, 'infinity'::timestamptz)
+      AND ($8::timestamptz IS NULL OR w.created_at < $8 OR w.workflow_id > $9::text)"""
+
+# One page ($10 rows), walking the (status, created_at DESC, workflow_id) index once per wanted
+# status and merging: a rare status costs as little as a common one. (Ordering by the status,
+# fixed in each walk, is what lets the planner see that the index gives the order.)
+LIST_WORKFLOWS_PAGE = """
+SELECT p.* FROM unnest($1::text[]) AS wanted(status)
+CROSS JOIN LATERAL (
+    SELECT """ + _STATUS_COLUMNS + """
+    FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = wanted.status") + _AFTER_CURSOR + """
+    ORDER BY w.status, w.created_at DESC, w.workflow_id
+    LIMIT $10
+) p
+ORDER BY p.created_at DESC, p.workflow_id
+LIMIT $10"""
+
+# The same with a parent given ($7): walks that parent's children.
+LIST_CHILDREN_PAGE = """
+SELECT """ + _STATUS_COLUMNS + """
+FROM {s}.workflows w
+WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
+ORDER BY w.created_at DESC, w.workflow_id
+LIMIT $10"""
+
+# Wakes the workflows of rows ``u`` (kind 't'); the statement selects ``notifies``.
+_NOTIFY_CANCELLED = """, woken AS (
+    SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+)""" + _NOTIFY_WOKEN
+
+# Every PENDING descendant of the workflows $1 (any status themselves) is cancelled.
+CANCEL_DESCENDANTS = """
+WITH RECURSIVE tree AS (
+    SELECT c.workflow_id FROM {s}.workflows c WHERE c.parent_workflow_id = ANY ($1::text[])
+    UNION
+    SELECT c.workflow_id FROM {s}.workflows c JOIN tree t ON c.parent_workflow_id = t.workflow_id
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
+    WHERE w.workflow_id IN (SELECT workflow_id FROM tree) AND w.status = 'PENDING'
+    RETURNING w.workflow_id
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$2") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# Up to $9 PENDING workflows matching the filters and created at or before $8, oldest first.
+# The rows are locked in that order (waiting for a claim or a finish in flight); a row that is
+# no longer PENDING once locked is left out.
+CANCEL_MATCHING = """
+WITH c AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
+      AND w.created_at <= $8
+    ORDER BY w.created_at, w.workflow_id
+    LIMIT $9
+    FOR NO KEY UPDATE OF w
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
+    FROM c WHERE w.workflow_id = c.workflow_id AND w.status = 'PENDING'
+    RETURNING w.workflow_id
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# Up to $9 finished-but-not-successful workflows matching the filters that ended before $8 are
+# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them).
+RESUME_MATCHING = """
+WITH c AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
+      AND w.updated_at < $8
+    ORDER BY w.created_at, w.workflow_id
+    LIMIT $9
+    FOR NO KEY UPDATE OF w
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'PENDING', executor_id = NULL, recovery_attempts = 0, output = NULL,
+        error = NULL, completed_at = NULL, updated_at = clock_timestamp()
+    FROM c WHERE w.workflow_id = c.workflow_id
+      AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    RETURNING w.workflow_id
+), woken AS (
+    SELECT 'r' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+DATABASE_NOW = "SELECT clock_timestamp()"
+
+# A workflow and (with $2) all its descendants, locked: the delete checks none is PENDING.
+LOCK_WORKFLOW_TREE = """
+WITH RECURSIVE tree AS (
+    SELECT workflow_id FROM {s}.workflows WHERE workflow_id = $1
+    UNION
+    SELECT c.workflow_id FROM {s}.workflows c JOIN tree t ON c.parent_workflow_id = t.workflow_id
+    WHERE $2
+)
+SELECT w.workflow_id, w.status FROM {s}.workflows w
+WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
+ORDER BY w.workflow_id
+FOR UPDATE OF w"""
+
+# Everything of the workflows to delete (%IDS%): journal, events, streams and the rows
+# themselves (their messages and idempotency keys go with them: ON DELETE CASCADE).
+_DELETE_EVERYTHING = """, o AS (
+    DELETE FROM {s}.operations WHERE workflow_id IN (%IDS%)
+), e AS (
+    DELETE FROM {s}.events WHERE workflow_id IN (%IDS%)
+), h AS (
+    DELETE FROM {s}.stream_heads WHERE workflow_id IN (%IDS%)
+), v AS (
+    DELETE FROM {s}.streams WHERE workflow_id IN (%IDS%)
+), d AS (
+    DELETE FROM {s}.workflows WHERE workflow_id IN (%IDS%)
+    RETURNING workflow_id
+)
+SELECT workflow_id FROM d"""
+
+DELETE_WORKFLOWS = """
+WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.replace(
+    "%IDS%", "SELECT workflow_id FROM ids")
+
+# Retention: what to delete is every finished workflow at or before the bound ($1 completed_at,
+# $2 workflow_id) in completion order — except children of a workflow still PENDING (it may yet
+# read their results).
+_RETAINED = """
+    w.status <> 'PENDING' AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
+      AND NOT EXISTS (
+          SELECT 1 FROM {s}.workflows p
+          WHERE p.workflow_id = w.parent_workflow_id AND p.status = 'PENDING')"""
+
+# The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
+# the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest
+# one beyond them).
+RETENTION_BOUNDS = """
+SELECT clock_timestamp() - make_interval(secs => $1::float8) AS age_bound,
+       k.completed_at AS keep_completed_at, k.workflow_id AS keep_workflow_id
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT w.completed_at, w.workflow_id FROM {s}.workflows w
+    WHERE w.status <> 'PENDING' AND $2::bigint IS NOT NULL
+    ORDER BY w.completed_at DESC, w.workflow_id DESC
+    OFFSET $2 LIMIT 1
+) k ON true"""
+
+# One retention batch: up to $3 workflows, oldest first, locked with SKIP LOCKED (a row being
+# resumed, claimed or finished is left for the next pass), deleted in the same statement.
+RETENTION_DELETE = """
+WITH victims AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _RETAINED + """
+    ORDER BY w.completed_at, w.workflow_id
+    LIMIT $3
+    FOR UPDATE OF w SKIP LOCKED
+)""" + _DELETE_EVERYTHING.replace("%IDS%", "SELECT workflow_id FROM victims")
+
+RETENTION_COUNT = """
+SELECT count(*) FROM {s}.workflows w WHERE """ + _RETAINED
+
+# ---------------------------------------------------------------------------------------------
 # The test kit (asyncflow.testing): databases made and dropped on a test server. {db} and
 # {template} are database names the kit generates, quoted by database_statement().
 # ---------------------------------------------------------------------------------------------
@@ -771,22 +955,6 @@ def database_statement(statement: str, **names: str) -> str:
 # Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the
 # page shows at most $n characters of a value and its full length.
 # ---------------------------------------------------------------------------------------------
-
-# Workflows, newest first, with every filter optional: status $1, name $2, id prefix $3,
-# created at or after $4 and before $5; the page after the row ($6 created_at, $7 id); $8 rows.
-DASHBOARD_LIST_WORKFLOWS = (
-    "SELECT "
-    + _STATUS_COLUMNS
-    + """ FROM {s}.workflows
-WHERE ($1::text IS NULL OR status = $1)
-  AND ($2::text IS NULL OR name = $2)
-  AND ($3::text IS NULL OR starts_with(workflow_id, $3))
-  AND ($4::timestamptz IS NULL OR created_at >= $4)
-  AND ($5::timestamptz IS NULL OR created_at < $5)
-  AND ($6::timestamptz IS NULL OR created_at < $6 OR (created_at = $6 AND workflow_id > $7))
-ORDER BY created_at DESC, workflow_id
-LIMIT $8"""
-)
 
 # A workflow's inputs, output and error (the recorded exception as JSON), each cut to $2 chars.
 DASHBOARD_WORKFLOW_DATA = """

@@ -9,12 +9,14 @@ connection when called inside ``storage.transaction()`` by the same task.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
 from ._errors import DatabaseUnavailableError, WorkflowNotFoundError, _ExecutionConflict
+from ._filters import Cursor, WorkflowFilter
 from ._status import StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
 
@@ -146,12 +148,6 @@ class Store:
     async def workflow_exists(self, workflow_id: str) -> bool:
         return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
 
-    async def list_workflows(
-        self, status: str | None, name: str | None, limit: int
-    ) -> list[WorkflowStatus]:
-        rows = await self.storage.fetch(Q.LIST_WORKFLOWS, status, name, limit)
-        return [WorkflowStatus.from_row(row) for row in rows]
-
     async def finish_workflow(
         self, workflow_id: str, status: str, output: str | None, error: str | None
     ) -> bool:
@@ -235,6 +231,102 @@ class Store:
         """Forget dead executors that own no PENDING workflow."""
         if self.storage.lock_namespace is not None:
             await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
+
+    # -- operating workflows (lifecycle: _admin, _cancel, _retention) ---------------------------
+
+    async def list_page(
+        self, selected: WorkflowFilter, after: Cursor | None, limit: int
+    ) -> list[WorkflowStatus]:
+        """One page of workflows, newest first, after the cursor (keyset)."""
+        template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
+            Q.LIST_CHILDREN_PAGE)
+        cursor = (None, None) if after is None else after
+        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit)
+        return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def cancel_descendants(self, roots: list[str]) -> list[str]:
+        """Cancel every PENDING descendant of ``roots``; the ids cancelled."""
+        rows = await self.storage.fetch(Q.CANCEL_DESCENDANTS, roots, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def database_now(self) -> datetime:
+        """The database server's clock (bulk operations bound their work by it)."""
+        now: datetime = await self.storage.fetchval(Q.DATABASE_NOW)
+        return now
+
+    async def cancel_matching(
+        self, selected: WorkflowFilter, created_by: datetime, limit: int
+    ) -> list[str]:
+        """Cancel up to ``limit`` matching PENDING workflows created by ``created_by``."""
+        rows = await self.storage.fetch(Q.CANCEL_MATCHING, *selected.params(), created_by,
+                                        limit, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def resume_matching(
+        self, selected: WorkflowFilter, ended_before: datetime, limit: int
+    ) -> list[str]:
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
+        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
+                                        limit, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def lock_workflow_tree(
+        self, workflow_id: str, children: bool
+    ) -> list[tuple[str, str]]:
+        """Lock a workflow (and its descendants): ``(id, status)`` of each (in a transaction)."""
+        rows = await self.storage.fetch(Q.LOCK_WORKFLOW_TREE, workflow_id, children)
+        return [(row["workflow_id"], row["status"]) for row in rows]
+
+    async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """Delete workflows with everything of theirs; the ids deleted."""
+        rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_bounds(
+        self, max_age_seconds: float | None, max_count: int | None
+    ) -> tuple[datetime | None, Cursor | None]:
+        """The age bound (now minus the age) and the newest finished workflow beyond the
+        ``max_count`` kept, by the database's clock."""
+        row = await self.storage.fetchrow(Q.RETENTION_BOUNDS, max_age_seconds, max_count)
+        assert row is not None
+        keep = None if row["keep_completed_at"] is None else (
+            row["keep_completed_at"], row["keep_workflow_id"])
+        return row["age_bound"], keep
+
+    async def retention_delete(self, bound: Cursor, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished workflows at or before ``bound`` (oldest first)."""
+        rows = await self.storage.fetch(Q.RETENTION_DELETE, *bound, limit)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_count(self, bound: Cursor) -> int:
+        """How many finished workflows are at or before ``bound`` (a dry run)."""
+        count: int = await self.storage.fetchval(Q.RETENTION_COUNT, *bound)
+        return count
+
+    async def send_many_once(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement (in a transaction: no second try). A
+        destination deleted while it runs fails it as a whole: WorkflowNotFoundError."""
+        return [outcome is None for outcome in await self._send_many(ops)]
+
+    async def send_many(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement; per message, whether its destination exists.
+
+        A destination deleted while the statement runs fails it as a whole (its foreign key):
+        it is run again, and at last each message alone."""
+        for _attempt in range(3):
+            try:
+                outcomes = await self._send_many(ops)
+            except WorkflowNotFoundError:
+                continue
+            return [outcome is None for outcome in outcomes]
+        delivered: list[bool] = []
+        for op in ops:
+            try:
+                await self._send_one(op)
+                delivered.append(True)
+            except WorkflowNotFoundError:
+                delivered.append(False)
+        return delivered
 
     # -- the journal ------------------------------------------------------------------------------
 
@@ -550,16 +642,6 @@ class Store:
         await self.storage.execute(Q.database_statement(Q.DROP_DATABASE, db=name))
 
     # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
-
-    async def dashboard_workflows(
-        self, status: str | None, name: str | None, id_prefix: str | None, created_after: Any,
-        created_before: Any, after_at: Any, after_id: str | None, limit: int,
-    ) -> list[Any]:
-        """A filtered page of workflow rows, newest first, after a keyset cursor."""
-        return await self.storage.fetch(
-            Q.DASHBOARD_LIST_WORKFLOWS, status, name, id_prefix, created_after, created_before,
-            after_at, after_id, limit,
-        )
 
     async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
         """A workflow's inputs, output and error, cut at ``chars`` characters."""

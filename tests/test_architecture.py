@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
-    ["_recorded"],
+    ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
@@ -30,9 +30,10 @@ LAYERS: list[list[str]] = [
     ["_journal"],
     # the primitives
     ["_timers"],
-    ["_steps", "_messages", "_events", "_streams", "_results"],
+    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor"],
+    ["_supervisor", "_retention"],
+    ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
@@ -43,7 +44,7 @@ LAYERS: list[list[str]] = [
     # the users' test kit (a subpackage): on top of everything, imported by nothing
     ["testing"],
     ["_cli_output"],
-    ["_cli_embedded"],
+    ["_cli_embedded", "_cli_lifecycle"],
     ["_cli"],
     ["__main__"],
 ]
