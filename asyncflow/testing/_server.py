@@ -127,7 +127,11 @@ class TestDatabases:
 
         async def prepare() -> None:
             await _admin(url, lambda store: store.create_database(template))
-            await _migrate(with_database(url, template), self._schema)
+            try:
+                await _migrate(with_database(url, template), self._schema)
+            except BaseException:
+                await _admin(url, lambda store: store.drop_database(template))
+                raise
 
         run_sync(prepare)
         self._template = template
