@@ -33,6 +33,7 @@ from ._errors import (
     NonDeterministicWorkflowError,
     NotInWorkflowError,
     NotLaunchedError,
+    QueueDeduplicatedError,
     RecordedError,
     SchemaVersionError,
     SerializationError,
@@ -45,8 +46,11 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._handle import WorkflowHandle
+from ._queues import Queue
 from ._status import (
     CANCELLED,
+    DELAYED,
+    ENQUEUED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
@@ -71,7 +75,9 @@ __all__ = [
     "Client",
     "ComponentHealth",
     "ConfigurationError",
+    "DELAYED",
     "DatabaseUnavailableError",
+    "ENQUEUED",
     "ERROR",
     "EventStream",
     "ExecutorIdInUseError",
@@ -86,6 +92,8 @@ __all__ = [
     "NotInWorkflowError",
     "NotLaunchedError",
     "PENDING",
+    "Queue",
+    "QueueDeduplicatedError",
     "RecordedError",
     "SUCCESS",
     "SchemaVersionError",

@@ -26,6 +26,8 @@ from ._embedded import ENV_URL, _import_embedded, data_directory
 from ._errors import AsyncFlowError
 from ._status import (
     CANCELLED,
+    DELAYED,
+    ENQUEUED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
@@ -35,7 +37,9 @@ from ._status import (
 from ._web import stream_snapshot
 
 PROG = "asyncflow"
-STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
+STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED,
+            MAX_RECOVERY_ATTEMPTS_EXCEEDED)
+ACTIVE = (PENDING, ENQUEUED, DELAYED)
 CELL_WIDTH = 60
 
 
@@ -129,15 +133,17 @@ async def workflow_list(client: Client, args: argparse.Namespace) -> int:
     status = args.status.upper() if args.status else None
     if status is not None and status not in STATUSES:
         raise CliError(f"unknown status {args.status!r}; choose from {', '.join(STATUSES)}", 2)
-    found = await client.list_workflows(status=status, name=args.name, limit=args.limit)
+    found = await client.list_workflows(status=status, name=args.name, limit=args.limit,
+                                        queue_name=args.queue)
     if args.json:
         _emit(_json([w.to_dict() for w in found]))
     elif not found:
         _emit("no workflows")
     else:
         rows = [[w.workflow_id, w.name, w.status, _time(w.created_at), _time(w.updated_at),
-                 w.executor_id or "-"] for w in found]
-        _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR"], rows))
+                 w.executor_id or "-", w.queue_name or "-"] for w in found]
+        _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR",
+                      "QUEUE"], rows))
     return 0
 
 
@@ -191,7 +197,7 @@ def _report(args: argparse.Namespace, status: str, text: str, changed: bool) -> 
 
 async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
     before = (await client.get_workflow_status(args.workflow_id)).status
-    if before != PENDING:
+    if before not in ACTIVE:
         return _report(args, before, f"workflow {args.workflow_id} already ended with status "
                        f"{before}; nothing to cancel", False)
     await client.cancel_workflow(args.workflow_id)
@@ -201,7 +207,7 @@ async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
 
 async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
     before = (await client.get_workflow_status(args.workflow_id)).status
-    if before in (PENDING, SUCCESS):
+    if before in (*ACTIVE, SUCCESS):
         return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
                        "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
     await client.resume_workflow(args.workflow_id)
@@ -399,11 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(wf, "list", "list workflows, newest first", workflow_list)
     sub.add_argument("--status", help="only this status: " + ", ".join(STATUSES))
     sub.add_argument("--name", help="only workflows of this function name")
+    sub.add_argument("--queue", help="only workflows of this queue")
     sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
     for name, help_text, run in (
         ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
         ("steps", "show a workflow's journal of steps and operations", workflow_steps),
-        ("cancel", "cancel a pending workflow", workflow_cancel),
+        ("cancel", "cancel a pending workflow (or remove a queued one)", workflow_cancel),
         ("resume", "resume a cancelled or failed workflow from its checkpoints",
          workflow_resume),
     ):

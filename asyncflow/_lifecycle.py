@@ -23,7 +23,7 @@ from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
 from ._streams import entries
-from ._wait import TERMINAL, WaitRegistry
+from ._wait import QUEUE, TERMINAL, WaitRegistry
 from ._wait_first import (
     Branch,
     Fired,
@@ -215,13 +215,20 @@ class Connected:
         return await self.runtime.store.workflow_status(workflow_id)
 
     async def list_workflows(
-        self, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        *,
+        queue_name: str | None = None,
     ) -> list[WorkflowStatus]:
-        """Workflows, newest first, optionally filtered by status and/or name."""
+        """Workflows, newest first, optionally filtered by status (e.g. ``ENQUEUED``), name
+        and/or queue."""
         _codec.check_name(status, "status", optional=True)
         _codec.check_name(name, "name", optional=True)
+        _codec.check_name(queue_name, "queue_name", optional=True)
         check_count(limit, "limit")
-        return await self.runtime.store.list_workflows(status, name, limit)
+        return await self.runtime.store.list_workflows(status, name, limit, queue_name)
 
     async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
         """The journal of a workflow: every recorded operation, in function-id order."""
@@ -230,13 +237,17 @@ class Connected:
 
     async def cancel_workflow(self, workflow_id: str) -> None:
         """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
-        parked in (recv, sleep, get_event, child result) wakes at once. Finished workflows are
-        left as they are."""
+        parked in (recv, sleep, get_event, child result) wakes at once. A queued workflow
+        (ENQUEUED or DELAYED) is removed from its queue. Finished workflows are left as they
+        are."""
         _codec.check_id(workflow_id)
         runtime = self.runtime
-        if await runtime.store.cancel_workflow(workflow_id):
+        cancelled, queue_name = await runtime.store.cancel_workflow(workflow_id)
+        if cancelled:
             self._after_cancel(workflow_id)
             runtime.waits.wake(TERMINAL, workflow_id)
+            if queue_name is not None:
+                runtime.waits.wake(QUEUE, queue_name)
 
     def _after_cancel(self, workflow_id: str) -> None:
         """Hook for the app: mark its running execution cancelled."""

@@ -7,10 +7,11 @@ a transaction runs its body in a database transaction that also commits its chec
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import _codec
-from ._context import StepContext, WorkflowContext, connection_var, step_var
+from ._context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
 from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
 from ._journal import begin, record, replayed_value
 from ._specs import StepSpec, TransactionSpec
@@ -104,25 +105,32 @@ async def run_transaction(
     attempt = 0
     while True:
         try:
+            after_commit: list[Callable[[], None]] = []
             async with storage.transaction(spec.isolation, user_code=True,
                                            name=spec.name) as tx:
                 conn_token = connection_var.set(tx.connection)
                 step_token = step_var.set(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None
                 )
+                after_token = after_commit_var.set(after_commit)
                 try:
                     result = await spec.fn(*args, **kwargs)
                 finally:
                     step = step_var.get()
+                    after_commit_var.reset(after_token)
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
                 tx.check_intact(spec.name)
-                if ctx is None:
-                    return result
-                output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
-                assert step is not None
-                await apply_effects(step)
-                await record(ctx, function_id, spec.name, output=output)
+                if ctx is not None:
+                    output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                    assert step is not None
+                    await apply_effects(step)
+                    await record(ctx, function_id, spec.name, output=output)
+            for callback in after_commit:  # committed: wake what the body made durable
+                callback()
+            if ctx is None:
+                return result
+            assert step is not None
             wake_effects(step)
             return _codec.loads(output)
         except RetryableTransactionError:

@@ -5,7 +5,9 @@ parks. A NOTIFY (through the listener), a direct wake after a local commit, or t
 reconnect (which wakes everyone) sets its event, and it checks again — so no interleaving loses a
 wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a workflow, ``s`` stream written
 or closed, ``t`` workflow reached a terminal status (or was cancelled), ``r`` a workflow was
-resumed or left unassigned (wakes recovery supervisors).
+resumed or left unassigned (wakes recovery supervisors), ``q`` something changed in a queue (a
+workflow was enqueued or put back, or one of its workflows ended): the key's id is the queue
+name, and it wakes that queue's dispatchers.
 
 :func:`wait` is the primitive: register → check → park until a wake-up or the deadline →
 re-check. A new kind of wait is a check function, not a new loop.
@@ -28,6 +30,7 @@ EVENT: Final = "e"
 STREAM: Final = "s"
 TERMINAL: Final = "t"
 RESUMED: Final = "r"
+QUEUE: Final = "q"
 
 
 class _NotYet:

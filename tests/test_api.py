@@ -22,6 +22,7 @@ EXPECTED = {
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
     "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
+    "DELAYED", "ENQUEUED", "Queue", "QueueDeduplicatedError",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
 }
@@ -145,4 +146,5 @@ def test_notify_payloads_are_kind_plus_id():
         and isinstance(getattr(_queries, n), str)))
     assert payloads
     for payload in payloads:
-        assert re.fullmatch(r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id)", payload), payload
+        assert re.fullmatch(
+            r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id|queue_name)", payload), payload

@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor"],
+    ["_supervisor", "_dispatch", "_queues"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
