@@ -3,10 +3,11 @@
 The dispatcher waits on key ``(q, queue name)``; its check claims what may start now
 (``Store.claim_queued``: serialized per queue by the queue row's lock, counting running
 workflows and recent starts in the same transaction) and runs the claimed workflows here. The
-keys are woken by NOTIFY from other processes — a workflow enqueued or put back in the queue, or
-one of the queue's workflows ended (a slot freed) — and directly by this process's own commits
-(an enqueue here, a local workflow of the queue ending: seen by an observer of the registry). The
-only timer is a real deadline: the next DELAYED workflow's time or the moment the rate limit's
+key is woken by NOTIFY from other processes (a workflow enqueued or put back in the queue) and
+directly by this process's own commits (an enqueue here; a local workflow of the queue ending,
+seen by an observer of the registry). Queues whose limits count across processes also wait on
+``(f, queue name)``: a workflow of the queue ended elsewhere, so a slot may be free. The only
+timer is a real deadline: the next DELAYED workflow's time or the moment the rate limit's
 window opens, which the claim reports. The listener's reconnect wakes every waiter, so every
 dispatcher re-checks after an outage. No polling loop.
 """
@@ -23,7 +24,18 @@ from ._health import Monitor
 from ._runner import Runner
 from ._specs import QueueSpec, WorkflowSpec
 from ._store import QueueClaim
-from ._wait import NOT_YET, QUEUE, TERMINAL, Wait, Waiter, _NotYet, wait, wait_until
+from ._wait import (
+    NOT_YET,
+    QUEUE,
+    SLOT_FREED,
+    TERMINAL,
+    Key,
+    Wait,
+    Waiter,
+    _NotYet,
+    wait,
+    wait_until,
+)
 
 logger = logging.getLogger("asyncflow")
 
@@ -39,6 +51,11 @@ class Dispatcher:
         self._runner = runner
         self._specs = specs
         self._key = (QUEUE, spec.name)
+        # A workflow of the queue ending elsewhere matters only to limits counted across
+        # processes; this process's own endings are seen by the observer (any limit).
+        self._keys: tuple[Key, ...] = (self._key,)
+        if spec.concurrency is not None or spec.partition_concurrency is not None:
+            self._keys += ((SLOT_FREED, spec.name),)
         #: Workflows of this queue started here and not ended yet (for the local slot wake-up).
         self._local: set[str] = set()
         #: A claim failed: its transaction may have committed unseen, so claimed workflows
@@ -65,7 +82,7 @@ class Dispatcher:
         try:
             while True:
                 try:
-                    await wait(Wait(waits, (self._key,), self._check))
+                    await wait(Wait(waits, self._keys, self._check))
                     delay = 0.05
                 except Exception as exc:  # a database error: report, back off, retry
                     self._uncertain = True
@@ -88,7 +105,7 @@ class Dispatcher:
                 logger.info("asyncflow queue %s: put back workflows claimed by a claim whose "
                             "outcome was lost", self.spec.name)
             self._uncertain = False
-        claims, wait_s = await store.claim_queued(
+        claims, wait_s, more = await store.claim_queued(
             self.spec, executor_id, list(self._specs), runner.app_version, CLAIM_BATCH)
         self.monitor.ok()
         if claims:
@@ -96,7 +113,10 @@ class Dispatcher:
             for claim in claims:
                 await self._start(claim)
             self.claimed += len(claims)
-            return len(claims)  # claim again at once: more may be startable
+            if more:
+                return len(claims)  # claim again at once
+        # Nothing more startable now: park (at once re-checked if woken during this check)
+        # until a wake-up or the next deadline.
         waiter.deadline = None if wait_s is None else (
             asyncio.get_running_loop().time() + max(wait_s, 0.001))
         return NOT_YET

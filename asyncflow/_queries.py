@@ -244,10 +244,11 @@ WITH u AS (
     RETURNING workflow_id, queue_name
 )
 SELECT pg_notify($5, 't' || workflow_id),
-       CASE WHEN queue_name IS NOT NULL THEN pg_notify($5, 'q' || queue_name) END
+       CASE WHEN queue_name IS NOT NULL THEN pg_notify($5, 'f' || queue_name) END
 FROM u"""
 
-# A queued workflow (ENQUEUED, DELAYED or running) is cancelled too; its queue is notified.
+# A queued workflow (ENQUEUED, DELAYED or running) is cancelled too; its queue is notified
+# (kind f: a slot of the queue may be free).
 CANCEL_WORKFLOW = """
 WITH u AS (
     UPDATE {s}.workflows
@@ -256,7 +257,7 @@ WITH u AS (
     RETURNING workflow_id, queue_name
 ), n AS (
     SELECT pg_notify($2, 't' || workflow_id),
-           CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'q' || queue_name) END
+           CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'f' || queue_name) END
     FROM u
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
@@ -325,7 +326,7 @@ WITH u AS (
     RETURNING workflow_id, queue_name
 )
 SELECT pg_notify($2, 't' || workflow_id),
-       CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'q' || queue_name) END
+       CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'f' || queue_name) END
 FROM u"""
 
 # ---------------------------------------------------------------------------------------------
@@ -657,7 +658,8 @@ ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE fa
 # any app version (it has no journal yet: it is stamped with the claimer's); one that ran before
 # only on its own version. Due DELAYED rows not taken become ENQUEUED; the starts are recorded.
 # Returns the claimed rows (none: one row of NULLs) and, in every row, how many seconds until
-# the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for).
+# the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
+# many ready rows were found and how many could start (found < room: no more ready rows).
 CLAIM_QUEUED = """
 WITH t AS (
     SELECT clock_timestamp() AS ts
@@ -736,7 +738,8 @@ WITH t AS (
     ) - t.ts)::float8 AS wait_s
     FROM t
 )
-SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, n.wait_s
+SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, n.wait_s,
+       (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room
 FROM next n LEFT JOIN claimed c ON true"""
 
 # The supervisor's part in queues: PENDING queued workflows of dead executors (and, at launch,

@@ -500,11 +500,13 @@ class Store:
         names: list[str],
         app_version: str,
         batch: int,
-    ) -> tuple[list[QueueClaim], float | None]:
+    ) -> tuple[list[QueueClaim], float | None, bool]:
         """Claim the workflows of a queue that may start now, within its limits: one short
         transaction serialized with every other claim of the queue by the queue row's lock.
-        Returns the claims and the seconds until the next moment something may become
-        startable on its own (a DELAYED row due, the rate limit's window opening)."""
+        Returns the claims, the seconds until the next moment something may become startable
+        on its own (a DELAYED row due, the rate limit's window opening), and whether another
+        claim right away may find more (the batch was full, or a partition's cap dropped
+        rows)."""
         rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
         async with self.storage.transaction():
             await self.storage.execute(Q.LOCK_QUEUE, spec.name)
@@ -517,8 +519,10 @@ class Store:
                        bool(row["fresh"]))
             for row in rows if row["workflow_id"] is not None
         ]
-        wait_s = rows[0]["wait_s"] if rows else None
-        return claims, wait_s
+        first = rows[0]
+        found, room = first["found"], first["room"]
+        more = len(claims) < found or (found == room == batch)
+        return claims, first["wait_s"], more
 
     async def release_unstarted(
         self, queue_name: str, executor_id: str, running: list[str]

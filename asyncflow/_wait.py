@@ -5,9 +5,9 @@ parks. A NOTIFY (through the listener), a direct wake after a local commit, or t
 reconnect (which wakes everyone) sets its event, and it checks again — so no interleaving loses a
 wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a workflow, ``s`` stream written
 or closed, ``t`` workflow reached a terminal status (or was cancelled), ``r`` a workflow was
-resumed or left unassigned (wakes recovery supervisors), ``q`` something changed in a queue (a
-workflow was enqueued or put back, or one of its workflows ended): the key's id is the queue
-name, and it wakes that queue's dispatchers.
+resumed or left unassigned (wakes recovery supervisors), ``q`` a workflow was enqueued in a
+queue (or put back), ``f`` a workflow of a queue ended (a slot may be free): for these two the
+key's id is the queue name, and they wake that queue's dispatchers.
 
 :func:`wait` is the primitive: register → check → park until a wake-up or the deadline →
 re-check. A new kind of wait is a check function, not a new loop.
@@ -31,6 +31,7 @@ STREAM: Final = "s"
 TERMINAL: Final = "t"
 RESUMED: Final = "r"
 QUEUE: Final = "q"
+SLOT_FREED: Final = "f"
 
 
 class _NotYet:

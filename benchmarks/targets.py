@@ -45,6 +45,7 @@ TARGETS: tuple[Target, ...] = (
     Target("waiters", "connections_peak", "<=", "≤ pool size + 1", _pool_limit),
     Target("waiters", "rss_mb", "<=", "≤ 300 MB", _fixed(300)),
     Target("recovery", "seconds", "<=", "≤ 3 s", _fixed(3.0)),
+    Target("queue_latency", "latency_p50_ms", "<=", "≤ 2 ms", _fixed(2.0)),
 )
 
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from . import fanout, pingpong, recovery, steps, stream, throughput, transaction, waiters
+from . import (
+    fanout,
+    pingpong,
+    queue_fleet,
+    queue_latency,
+    recovery,
+    steps,
+    stream,
+    throughput,
+    transaction,
+    waiters,
+)
 from ._base import Context, Measured, Scenario
 
 SCENARIOS: dict[str, Scenario] = {
@@ -14,6 +25,8 @@ SCENARIOS: dict[str, Scenario] = {
     "waiters": waiters.run,
     "recovery": recovery.run,
     "transaction": transaction.run,
+    "queue_latency": queue_latency.run,
+    "queue_fleet": queue_fleet.run,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -25,6 +38,8 @@ DESCRIPTIONS: dict[str, str] = {
     "waiters": "workflows parked in recv in one process: connections and RSS",
     "recovery": "PENDING workflows of a SIGKILLed process completed by a fresh app",
     "transaction": "a workflow of @app.transaction steps each updating a row",
+    "queue_latency": "enqueue → first step running, one idle worker process",
+    "queue_fleet": "workflows enqueued at once, drained by 1, 2 and 4 worker processes",
 }
 
 __all__ = ["DESCRIPTIONS", "SCENARIOS", "Context", "Measured", "Scenario"]
