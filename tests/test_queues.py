@@ -363,3 +363,20 @@ async def test_bad_queue_arguments_fail_at_the_call(make_app):
     with pytest.raises(asyncflow.ConfigurationError, match="nope"):
         async with make_app(queues=["nope"]):
             pass
+
+
+async def test_listener_reconnect_makes_dispatchers_check_again(make_app, conn):
+    runs: list[str] = []
+    app, _queue, _job = order_app(make_app, runs)
+    async with app:
+        old_pid = app.listener.backend_pid
+        # A row whose NOTIFY never came (as if sent while the listener was away).
+        await conn.execute(
+            "insert into asyncflow.workflows (workflow_id, name, status, inputs, app_version, "
+            "queue_name) values ('silent', 'job', 'ENQUEUED', "
+            "'{\"args\": [\"silent\"], \"kwargs\": {}}', '', 'q')")
+        await conn.execute("select pg_terminate_backend($1)", old_pid)
+        await app.listener.wait_connected(not_pid=old_pid)
+        handle = await app.retrieve_workflow("silent")
+        assert await handle.get_result(timeout_seconds=20) == "silent"
+    assert runs == ["silent"]
