@@ -62,7 +62,6 @@ from ._status import (
     WorkflowStatus,
 )
 from ._wait_first import Branch, Fired, event, message, result, timer
-from ._web import EventStream, StreamSnapshot, lifespan, sse_response, stream_snapshot
 
 __version__ = "0.1.0"
 
@@ -79,7 +78,6 @@ __all__ = [
     "DatabaseUnavailableError",
     "ENQUEUED",
     "ERROR",
-    "EventStream",
     "ExecutorIdInUseError",
     "Fired",
     "Health",
@@ -102,7 +100,6 @@ __all__ = [
     "StepFailedError",
     "StepInfo",
     "StreamClosedError",
-    "StreamSnapshot",
     "ValueTooLargeError",
     "WorkflowCancelledError",
     "WorkflowConflictError",
@@ -116,7 +113,6 @@ __all__ = [
     "event",
     "get_all_events",
     "get_event",
-    "lifespan",
     "message",
     "read_stream",
     "recv",
@@ -124,14 +120,24 @@ __all__ = [
     "send",
     "set_event",
     "sleep",
-    "sse_response",
     "start_workflow",
-    "stream_snapshot",
     "timer",
     "wait_first",
     "workflow_id",
     "write_stream",
 ]
+
+
+_WEB = frozenset({"EventStream", "StreamSnapshot", "lifespan", "sse_response", "stream_snapshot"})
+
+
+def __getattr__(name: str) -> object:
+    """The web helpers moved to :mod:`asyncflow.web`; the old names still resolve there."""
+    if name in _WEB:
+        from . import web
+
+        return getattr(web, name)
+    raise AttributeError(f"module 'asyncflow' has no attribute {name!r}")
 
 
 def _publish() -> None:

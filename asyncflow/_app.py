@@ -269,11 +269,11 @@ class AsyncFlow(Connected):
             if self._serves(name):
                 self._start_dispatcher(runtime, queue)
 
-    def _on_notify(self, payload: str) -> None:
+    def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
-            self._supervisor.on_notify(payload)
+            self._supervisor.on_notify(kind)
         if self._runner is not None:
-            self._runner.on_notify(payload)
+            self._runner.on_notify(kind, workflow_id)
 
     def _stopped(self) -> None:
         self._runner = None

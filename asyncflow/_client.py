@@ -7,6 +7,8 @@ import secrets
 from typing import Any
 
 from . import _codec
+from ._embedded import schema_hint
+from ._errors import SchemaVersionError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
 from ._lifecycle import Connected
@@ -35,7 +37,13 @@ class Client(Connected):
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        await storage.check_schema()
+        try:
+            await storage.check_schema()
+        except SchemaVersionError as exc:
+            hint = schema_hint(storage.url)  # which embedded server this is, if it is one
+            if hint is None:
+                raise
+            raise SchemaVersionError(f"{exc}. {hint}") from None
 
     async def send(
         self,

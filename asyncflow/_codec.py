@@ -1,17 +1,18 @@
-"""JSON encoding of every stored value (orjson) and of recorded exceptions. No pickle, ever."""
+"""JSON encoding of every stored value (orjson), and validation of ids, names and timeouts.
+No pickle, ever. Recorded exceptions are encoded by :mod:`asyncflow._recorded`."""
 
 from __future__ import annotations
 
+import decimal
+import json
 import math
-import sys
-import traceback
-from typing import Any
+from json.encoder import encode_basestring as _encode_string
+from typing import Any, NoReturn
 
 import orjson
 
 from ._errors import (
     InvalidArgumentError,
-    RecordedError,
     SerializationError,
     ValueTooLargeError,
 )
@@ -44,32 +45,147 @@ def _has_non_finite(value: Any) -> bool:
 
 
 def dumps(value: Any, what: str = "value") -> str:
-    """Encode ``value`` as JSON text, or raise :class:`SerializationError` naming ``what``."""
+    """Encode ``value`` as JSON text, or raise :class:`SerializationError` naming ``what``.
+
+    orjson encodes everything but integers outside 64 bits; only when it refuses a value is the
+    value walked again by an exact encoder, which writes such integers digit for digit. Its text
+    starts with a space (still valid JSON) so that :func:`loads` knows to parse it exactly.
+    """
     try:
         data = orjson.dumps(value, option=_OPTIONS)
-    except TypeError as exc:
-        raise SerializationError(
-            f"{what} is not JSON-serializable ({exc}). asyncflow stores values as JSON: use dict "
-            "(with str keys), list, tuple, str, int, float, bool or None, and convert other "
-            "objects (dataclasses, datetimes, sets, bytes) yourself."
-        ) from None
+    except TypeError:
+        return _dumps_exact(value, what)
     if len(data) > MAX_VALUE_BYTES:
-        raise ValueTooLargeError(
-            f"{what} is {len(data)} bytes as JSON; the limit is {MAX_VALUE_BYTES} bytes "
-            "(asyncflow.MAX_VALUE_BYTES). Store large data elsewhere and pass a reference."
-        )
+        _too_large(what, len(data))
     # orjson writes NaN/Infinity as null; refuse instead of silently changing the value.
     if b"null" in data and _has_non_finite(value):
-        raise SerializationError(
-            f"{what} contains NaN or Infinity, which JSON cannot represent; "
-            "replace it (for example with None or a string) before storing it."
-        )
+        _non_finite(what)
     return data.decode()
 
 
 def loads(text: str) -> Any:
-    """Decode JSON text written by :func:`dumps`."""
+    """Decode JSON text written by :func:`dumps` (integers of any size come back exactly)."""
+    if text.startswith(EXACT_MARK):
+        return loads_exact(text)
     return orjson.loads(text)
+
+
+def _too_large(what: str, size: int) -> NoReturn:
+    raise ValueTooLargeError(
+        f"{what} is {size} bytes as JSON; the limit is {MAX_VALUE_BYTES} bytes "
+        "(asyncflow.MAX_VALUE_BYTES). Store large data elsewhere and pass a reference."
+    )
+
+
+def _non_finite(what: str) -> NoReturn:
+    raise SerializationError(
+        f"{what} contains NaN or Infinity, which JSON cannot represent; "
+        "replace it (for example with None or a string) before storing it."
+    )
+
+
+def _not_json(what: str, reason: object) -> NoReturn:
+    raise SerializationError(
+        f"{what} is not JSON-serializable ({reason}). asyncflow stores values as JSON: use dict "
+        "(with str keys), list, tuple, str, int, float, bool or None, and convert other "
+        "objects (dataclasses, datetimes, sets, bytes) yourself."
+    )
+
+
+# -- integers past 64 bits ----------------------------------------------------------------------
+
+#: Texts written by the exact encoder start with this (JSON allows leading whitespace).
+EXACT_MARK = " "
+_MAX_DEPTH = 254  # containers nested deeper are refused, as orjson refuses them
+_DIGITS_LIMIT = 4000  # below Python's int/str conversion limit (4300 by default)
+
+
+class _Refused(Exception):
+    """A value the JSON encoding cannot hold; the reason says why."""
+
+
+def _int_text(number: int) -> str:
+    if -(10**_DIGITS_LIMIT) < number < 10**_DIGITS_LIMIT:
+        return int.__repr__(number)
+    # Past Python's int-to-text limit (sys.get_int_max_str_digits): decimal converts exactly.
+    return str(decimal.Decimal(number))
+
+
+def _encode(value: Any, out: list[str], depth: int) -> None:
+    kind = type(value)
+    if kind is str:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _Refused("str is not valid UTF-8: surrogates not allowed") from None
+        out.append(_encode_string(value))
+    elif value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif kind is int:
+        out.append(_int_text(value))
+    elif kind is float:
+        if not math.isfinite(value):
+            raise _Refused("NaN")
+        out.append(float.__repr__(value))
+    elif kind is list or kind is tuple or kind is dict:
+        if depth >= _MAX_DEPTH:
+            raise _Refused("Recursion limit reached")
+        if kind is dict:
+            out.append("{")
+            for index, (key, item) in enumerate(value.items()):
+                if type(key) is not str:
+                    raise _Refused("Dict key must be str")
+                if index:
+                    out.append(",")
+                _encode(key, out, depth + 1)
+                out.append(":")
+                _encode(item, out, depth + 1)
+            out.append("}")
+        else:
+            out.append("[")
+            for index, item in enumerate(value):
+                if index:
+                    out.append(",")
+                _encode(item, out, depth + 1)
+            out.append("]")
+    else:
+        raise _Refused(f"Type is not JSON serializable: {kind.__name__}")
+
+
+def _dumps_exact(value: Any, what: str) -> str:
+    """The exact encoding of a value orjson refused; refuses whatever orjson refuses, except
+    integers outside 64 bits."""
+    out = [EXACT_MARK]
+    try:
+        _encode(value, out, 0)
+    except _Refused as exc:
+        if str(exc) == "NaN":
+            _non_finite(what)
+        _not_json(what, exc)
+    text = "".join(out)
+    size = len(text) if text.isascii() else len(text.encode())
+    if size > MAX_VALUE_BYTES:
+        _too_large(what, size)
+    return text
+
+
+def _parse_int(digits: str) -> int:
+    if len(digits) < _DIGITS_LIMIT:
+        return int(digits)
+    return int(decimal.Decimal(digits))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_exact(text: str) -> Any:
+    """Parse JSON keeping integers of any size exact (slower than orjson; NaN is refused)."""
+    return json.loads(text, parse_int=_parse_int, parse_constant=_refuse_constant)
 
 
 def _check_text(value: str, what: str) -> None:
@@ -131,68 +247,3 @@ def check_message(
     check_name(topic, "topic", optional=True)
     check_name(idempotency_key, "idempotency_key", optional=True)
     return dumps(message, "message")
-
-
-def encode_error(exc: BaseException) -> str:
-    """Record an exception as JSON: type, message, args (when JSON-able) and traceback text."""
-    cls = type(exc)
-    args: list[Any] | None
-    try:
-        orjson.dumps(list(exc.args), option=_OPTIONS)
-        args = list(exc.args)
-    except TypeError:
-        args = None
-    if isinstance(exc, RecordedError):
-        # A rebuilt-failed error passes through: keep the original type and traceback.
-        record: dict[str, Any] = {
-            "module": "",
-            "type": exc.type_name,
-            "message": exc.message,
-            "args": None,
-            "traceback": exc.traceback,
-        }
-    else:
-        record = {
-            "module": cls.__module__,
-            "type": cls.__qualname__,
-            "message": str(exc),
-            "args": args,
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-    return orjson.dumps(record).decode()
-
-
-def decode_error(text: str, fallback: type[RecordedError]) -> Exception:
-    """Rebuild a recorded exception.
-
-    The original class is used when its module is already imported in this process (nothing is
-    imported on behalf of stored data), it is an ``Exception`` subclass, and calling it with the
-    recorded args works. Otherwise ``fallback(type_name, message, traceback)`` is returned.
-    The recorded traceback is attached as a note either way.
-    """
-    record = orjson.loads(text)
-    module_name: str = record.get("module") or ""
-    qualname: str = record["type"]
-    message: str = record.get("message", "")
-    tb: str = record.get("traceback", "")
-    type_name = f"{module_name}.{qualname}" if module_name else qualname
-    rebuilt: Exception | None = None
-    module = sys.modules.get(module_name) if module_name else None
-    if module is not None and record.get("args") is not None:
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, type) and issubclass(obj, Exception):
-            try:
-                candidate = obj(*record["args"])
-            except Exception:
-                candidate = None
-            if candidate is not None and str(candidate) == message:
-                rebuilt = candidate
-    if rebuilt is None:
-        rebuilt = fallback(type_name, message, tb)
-    elif tb:
-        rebuilt.add_note("Recorded traceback of the original failure:\n" + tb.rstrip())
-    return rebuilt

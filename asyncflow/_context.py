@@ -40,6 +40,9 @@ class WorkflowContext:
         """Take the next function id. Called synchronously at the call site of every operation."""
         function_id = self.next_function_id
         self.next_function_id = function_id + 1
+        hook = self.runtime.on_operation
+        if hook is not None:
+            hook(self.workflow_id, function_id)
         return function_id
 
     def replay(self, function_id: int, name: str) -> JournalEntry | None:

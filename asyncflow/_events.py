@@ -7,7 +7,6 @@ inside a workflow checkpoints the value it read (and its deadline), outside it i
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,7 +64,8 @@ async def get_event_from_workflow(
     if recorded is not None and recorded.completed:
         return None if recorded.output is None else _codec.loads(recorded.output)
     first = recorded is None
-    wall_deadline = time.time() + timeout_seconds if recorded is None else recorded.deadline
+    wall_deadline = (ctx.runtime.now() + timeout_seconds if recorded is None
+                     else recorded.deadline)
     assert wall_deadline is not None
 
     async def check(_waiter: Waiter) -> str | _NotYet | None:
@@ -83,13 +83,13 @@ async def get_event_from_workflow(
         if value is not None:
             await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, value))
             return value
-        if time.time() >= wall_deadline:
+        if ctx.runtime.now() >= wall_deadline:
             return None
         return NOT_YET
 
     keys = ((EVENT, target_id), (TERMINAL, ctx.workflow_id))
     result = await wait(Wait(ctx.runtime.waits, keys, check,
-                             deadline=loop_deadline(wall_deadline)))
+                             deadline=loop_deadline(ctx.runtime, wall_deadline)))
     if isinstance(result, str):
         return _codec.loads(result)
     await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
@@ -118,8 +118,10 @@ async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[A
     keys = ((EVENT, workflow_id), (TERMINAL, workflow_id))
     spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
     with runtime.waits.watch(*keys) as waiter:  # registered once for the whole watch
+        first = True
         while True:
-            result = await wait(spec, waiter)
+            result = await wait(spec, waiter, park_first=not first)
+            first = False
             assert not isinstance(result, _NotYet)
             value, finished = result
             if value is not None:

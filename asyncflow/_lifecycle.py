@@ -120,7 +120,7 @@ class Connected:
     async def _start_background(self, runtime: Runtime) -> None:
         """Hook for the app: start the supervisor and recover workflows."""
 
-    def _on_notify(self, payload: str) -> None:
+    def _on_notify(self, kind: str, workflow_id: str) -> None:
         """Hook for the app: react to a notification (after waiters were woken)."""
 
     async def launch(self) -> None:

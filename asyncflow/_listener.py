@@ -34,7 +34,7 @@ class Listener:
         registry: WaitRegistry,
         *,
         executor_id: str | None = None,
-        on_notify: Callable[[str], None] | None = None,
+        on_notify: Callable[[str, str], None] | None = None,
     ) -> None:
         self._store = store
         self._storage: Storage = store.storage
@@ -64,9 +64,10 @@ class Listener:
     def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
         if pid in self._own_pids:
             return  # an echo of our own commit: its waiters were woken in-process already
-        self._registry.dispatch(payload)
+        keys = self._registry.dispatch(payload)
         if self._on_notify is not None:
-            self._on_notify(payload)
+            for kind, workflow_id in keys:
+                self._on_notify(kind, workflow_id)
 
     async def _try_lock(self, conn: Connection) -> bool:
         assert self._executor_id is not None

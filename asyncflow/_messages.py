@@ -8,7 +8,6 @@ so bad input raises at the call and writes nothing.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from . import _codec
@@ -81,7 +80,8 @@ async def recv(
     if recorded is not None and recorded.completed:
         return None if recorded.output is None else _codec.loads(recorded.output)
     first = recorded is None
-    wall_deadline = time.time() + timeout_seconds if recorded is None else recorded.deadline
+    wall_deadline = (ctx.runtime.now() + timeout_seconds if recorded is None
+                     else recorded.deadline)
     assert wall_deadline is not None
 
     async def check(_waiter: Waiter) -> str | _NotYet | None:
@@ -102,13 +102,13 @@ async def recv(
             if not consumed:
                 raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
             return message
-        if time.time() >= wall_deadline:
+        if ctx.runtime.now() >= wall_deadline:
             return None  # timed out (by the wall clock the deadline was recorded in)
         return NOT_YET
 
     keys = ((MESSAGE, ctx.workflow_id), (TERMINAL, ctx.workflow_id))
     result = await wait(Wait(ctx.runtime.waits, keys, check,
-                             deadline=loop_deadline(wall_deadline)))
+                             deadline=loop_deadline(ctx.runtime, wall_deadline)))
     if isinstance(result, str):
         return _codec.loads(result)
     await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))

@@ -32,6 +32,7 @@ from ._context import WorkflowContext, after_commit_var, current_step, current_w
 from ._errors import InvalidArgumentError, QueueDeduplicatedError, WorkflowConflictError
 from ._handle import WorkflowHandle
 from ._journal import begin, record, replayed_value
+from ._recorded import encode_error
 from ._runner import child_id
 from ._runtime import Runtime
 from ._specs import QueueSpec, WorkflowSpec
@@ -203,7 +204,7 @@ async def enqueue_from_workflow(ctx: WorkflowContext, function_id: int, req: Enq
     try:
         got = await insert(ctx.runtime, req, workflow_id, app_version, ctx.workflow_id)
     except QueueDeduplicatedError as exc:
-        await record(ctx, function_id, ENQUEUE, error=_codec.encode_error(exc))
+        await record(ctx, function_id, ENQUEUE, error=encode_error(exc))
         raise
     ctx.runtime.waits.wake(QUEUE, req.queue_name)
     await record(ctx, function_id, ENQUEUE, child_id=got)

@@ -28,12 +28,13 @@ from ._errors import (
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._wait import TERMINAL, wait_until
+from ._wait import STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -93,6 +94,7 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -132,9 +134,9 @@ class Runner:
         if ctx is not None:
             ctx.cancelled = True
 
-    def on_notify(self, payload: str) -> None:
-        if payload[:1] == TERMINAL:
-            ctx = self.running.get(payload[1:])
+    def on_notify(self, kind: str, workflow_id: str) -> None:
+        if kind == TERMINAL:
+            ctx = self.running.get(workflow_id)
             if ctx is not None:
                 ctx.stop_hint = True  # maybe cancelled or ended elsewhere: check before next op
 
@@ -204,7 +206,7 @@ class Runner:
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
                 return False
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         finally:
             workflow_var.reset(token)
         if ctx.db_failed:
@@ -212,7 +214,7 @@ class Runner:
         try:
             output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
         except SerializationError as exc:
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
 
     async def _finish(

@@ -7,6 +7,8 @@ below the app reaches into the app.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio.abc
@@ -23,7 +25,8 @@ class Runtime:
     """The store, the waiter registry, the listener and the task group of one running app or
     client, plus its executor id (``None`` for a client)."""
 
-    __slots__ = ("closing", "executor_id", "listener", "monitors", "store", "tg", "waits")
+    __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
+                 "on_operation", "store", "tg", "waits")
 
     def __init__(
         self,
@@ -40,6 +43,20 @@ class Runtime:
         self.executor_id = executor_id
         self.closing = False
         self.monitors: dict[str, Monitor] = {"listener": listener.monitor}
+        #: Seconds added to the wall clock of durable timers (``asyncflow.testing`` moves it).
+        self.clock_offset = 0.0
+        #: Called with (workflow id, function id) as each durable operation of a workflow is
+        #: reserved (``asyncflow.testing`` uses it to simulate crashes); ``None`` normally.
+        self.on_operation: Callable[[str, int], None] | None = None
+
+    def now(self) -> float:
+        """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move durable timers' clock forward and let every waiter look again."""
+        self.clock_offset += seconds
+        self.waits.wake_all()
 
     def health(self) -> Health:
         components = {name: m.snapshot() for name, m in self.monitors.items()}

@@ -14,6 +14,7 @@ from . import _codec
 from ._context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
 from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
 from ._journal import begin, record, replayed_value
+from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
 
@@ -67,7 +68,7 @@ async def run_step(
 async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
     """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
     from its record, so the first run and every replay see the same type and values."""
-    encoded = _codec.encode_error(exc)
+    encoded = encode_error(exc)
     await record(ctx, function_id, name, error=encoded)
     raise exc
 
@@ -142,7 +143,7 @@ async def run_transaction(
                 raise
             else:
                 if ctx is not None and not isinstance(exc, SerializationError):
-                    await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
+                    await record(ctx, function_id, spec.name, error=encode_error(exc))
                 raise
         attempt += 1
         if attempt > spec.max_retries:

@@ -48,10 +48,20 @@ on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
 _held: ContextVar[Connection | None] = ContextVar("asyncflow_held_connection", default=None)
 
 
-def _unavailable(message: str) -> DatabaseUnavailableError:
+def report_unavailable() -> None:
+    """Tell the code running in this context that the database became unreachable under it."""
     callback = on_unavailable.get()
     if callback is not None:
         callback()
+
+
+def holds_connection() -> bool:
+    """Whether this task holds a transaction's connection (statements then run on it)."""
+    return _held.get() is not None
+
+
+def _unavailable(message: str) -> DatabaseUnavailableError:
+    report_unavailable()
     return DatabaseUnavailableError(message)
 
 

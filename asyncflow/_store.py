@@ -13,7 +13,9 @@ from typing import Any
 
 from . import _codec
 from . import _queries as Q
+from ._batch import Batcher
 from ._errors import (
+    DatabaseUnavailableError,
     QueueDeduplicatedError,
     WorkflowConflictError,
     WorkflowNotFoundError,
@@ -21,7 +23,14 @@ from ._errors import (
 )
 from ._specs import QueueSpec
 from ._status import TERMINAL_STATUSES, StepInfo, WorkflowStatus
-from ._storage import Connection, Storage, UniqueViolation
+from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
+
+Finish = tuple[str, str, str | None, str | None]
+Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
+Send = tuple[str, str | None, str, str | None]
+Write = tuple[str, int, str, str, str]
+Read = tuple[str, str, int, int]
+Page = tuple[list[tuple[int, Any]], bool]
 
 
 @dataclass(slots=True)
@@ -98,14 +107,43 @@ def not_found(workflow_id: str) -> WorkflowNotFoundError:
     return WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
 
 
-class Store:
-    """Named database operations over one :class:`Storage` (pool + schema)."""
+def _page(rows: list[Any]) -> Page:
+    entries = [
+        (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
+    ]
+    first = rows[0]
+    return entries, bool(first["closed"]) or first["status"] in TERMINAL_STATUSES
 
-    __slots__ = ("channel", "storage")
+
+class Store:
+    """Named database operations over one :class:`Storage` (pool + schema).
+
+    Workflow completions, journal entries and messages from outside workflows go through group
+    commit (:mod:`asyncflow._batch`): concurrent ones share a statement.
+    """
+
+    __slots__ = ("channel", "finishes", "reads", "records", "sends", "storage", "writes")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.channel = storage.channel
+        self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
+        self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
+        self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
+        self.writes: Batcher[Write, tuple[bool, int | None]] = Batcher(
+            self._write_many, self._write_one)
+        # Readers woken by one commit read together (reads do not contend: two in flight).
+        self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
+
+    @staticmethod
+    async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
+        if holds_connection():  # inside a transaction: its own statement, on its connection
+            return await one(op)
+        try:
+            return await batcher.submit(op)
+        except DatabaseUnavailableError:
+            report_unavailable()  # in the caller's context (the batch ran in another's)
+            raise
 
     # -- workflows ------------------------------------------------------------------------------
 
@@ -157,10 +195,18 @@ class Store:
         self, workflow_id: str, status: str, output: str | None, error: str | None
     ) -> bool:
         """Write the terminal status of a PENDING workflow (and notify); False if not PENDING."""
-        rows = await self.storage.fetch(
-            Q.FINISH_WORKFLOW, workflow_id, status, output, error, self.channel
-        )
-        return bool(rows)
+        done: bool = await self._submit(self.finishes, self._finish_one,
+                                        (workflow_id, status, output, error))
+        return done
+
+    async def _finish_one(self, op: Finish) -> bool:
+        return bool(await self.storage.fetch(Q.FINISH_WORKFLOW, *op, self.channel))
+
+    async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.FINISH_WORKFLOWS, *map(list, columns), self.channel)
+        finished = {row["workflow_id"] for row in rows}
+        return [op[0] in finished for op in ops]
 
     async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
         """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
@@ -274,14 +320,32 @@ class Store:
         deadline: float | None = None,
     ) -> bool:
         """Journal one operation; False when the workflow is no longer PENDING."""
+        recorded: bool = await self._submit(
+            self.records, self._record_one,
+            (workflow_id, function_id, name, output, error, child_id, completed, deadline))
+        return recorded
+
+    async def _record_one(self, op: Record) -> bool:
         try:
-            result = await self.storage.execute(
-                Q.RECORD_OPERATION, workflow_id, function_id, name, output, error, child_id,
-                completed, deadline,
-            )
+            result = await self.storage.execute(Q.RECORD_OPERATION, *op)
         except UniqueViolation:
-            raise _conflict(workflow_id, function_id) from None
+            raise _conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
+
+    async def _record_many(self, ops: list[Record]) -> list[bool | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.RECORD_OPERATIONS, *map(list, columns))
+        recorded = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "r"}
+        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
+        results: list[bool | BaseException] = []
+        for op in ops:
+            if (op[0], op[1]) in recorded:
+                results.append(True)
+            elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
+                results.append(_conflict(op[0], op[1]))
+            else:
+                results.append(False)
+        return results
 
     async def complete_operation(
         self, workflow_id: str, function_id: int, output: str | None
@@ -334,9 +398,34 @@ class Store:
         self, workflow_id: str, function_id: int, name: str, key: str, text: str
     ) -> tuple[bool, int | None]:
         """``(recorded, offset)``; offset ``None``: the stream was closed."""
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
-                                    key, text, self.channel)
+        written: tuple[bool, int | None] = await self._submit(
+            self.writes, self._write_one, (workflow_id, function_id, name, key, text))
+        return written
+
+    async def _write_one(self, op: Write) -> tuple[bool, int | None]:
+        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, *op, self.channel)
         return bool(row["recorded"]), row["offset"]
+
+    async def _write_many(
+        self, ops: list[Write]
+    ) -> list[tuple[bool, int | None] | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *map(list, columns),
+                                        self.channel)
+        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+        offsets = {(r["workflow_id"], r["function_id"]): r["offset"]
+                   for r in rows if r["kind"] == "w"}
+        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
+        results: list[tuple[bool, int | None] | BaseException] = []
+        for op in ops:
+            key = (op[0], op[1])
+            if key in journaled:
+                results.append((True, offsets.get(key)))  # no offset: the stream is closed
+            elif op[0] in pending:
+                results.append(_conflict(op[0], op[1]))
+            else:
+                results.append((False, None))
+        return results
 
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, key: str
@@ -350,6 +439,19 @@ class Store:
     async def send_message(
         self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None
     ) -> None:
+        """Deliver a message (once per idempotency key, if given); unknown destination: not
+        found."""
+        await self._submit(self.sends, self._send_one,
+                           (destination_id, topic, text, idempotency_key))
+
+    async def _send_many(self, ops: list[Send]) -> list[BaseException | None]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
+        return [None if row["found"] else not_found(op[0])
+                for op, row in zip(ops, rows, strict=True)]
+
+    async def _send_one(self, op: Send) -> None:
+        destination_id, topic, text, idempotency_key = op
         try:
             if idempotency_key is None:
                 await self.storage.execute(
@@ -450,15 +552,58 @@ class Store:
     ) -> tuple[list[tuple[int, Any]], bool]:
         """The next ``(offset, value)`` entries from ``offset``, and whether the stream had
         ended (closed, or its workflow finished) as of the same snapshot."""
-        rows = await self.storage.fetch(Q.READ_STREAM, workflow_id, key, offset, limit)
+        page: Page = await self._submit(self.reads, self._read_one,
+                                        (workflow_id, key, offset, limit))
+        return page
+
+    async def _read_one(self, op: Read) -> Page:
+        rows = await self.storage.fetch(Q.READ_STREAM, *op)
         if not rows:
-            raise not_found(workflow_id)
-        entries = [
-            (row["offset"], _codec.loads(row["value"]))
-            for row in rows if row["offset"] is not None
-        ]
-        first = rows[0]
-        return entries, bool(first["closed"]) or first["status"] in TERMINAL_STATUSES
+            raise not_found(op[0])
+        return _page(rows)
+
+    async def _read_many(self, ops: list[Read]) -> list[Page | BaseException]:
+        columns = list(zip(*ops, strict=True))
+        rows = await self.storage.fetch(Q.READ_STREAMS, *map(list, columns))
+        grouped: dict[int, list[Any]] = {}
+        for row in rows:
+            grouped.setdefault(row["ord"], []).append(row)
+        results: list[Page | BaseException] = []
+        for ordinal, op in enumerate(ops, start=1):
+            mine = grouped.get(ordinal, [])
+            if not mine or mine[0]["status"] is None:
+                results.append(not_found(op[0]))
+            else:
+                results.append(_page(mine))
+        return results
+
+    # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
+
+    async def dashboard_workflows(
+        self, status: str | None, name: str | None, id_prefix: str | None, created_after: Any,
+        created_before: Any, after_at: Any, after_id: str | None, limit: int,
+    ) -> list[Any]:
+        """A filtered page of workflow rows, newest first, after a keyset cursor."""
+        return await self.storage.fetch(
+            Q.DASHBOARD_LIST_WORKFLOWS, status, name, id_prefix, created_after, created_before,
+            after_at, after_id, limit,
+        )
+
+    async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
+        """A workflow's inputs, output and error, cut at ``chars`` characters."""
+        return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
+
+    async def dashboard_pending_messages(
+        self, workflow_id: str, limit: int, chars: int
+    ) -> list[Any]:
+        """The oldest waiting messages of a workflow (all topics), with the total count."""
+        return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def dashboard_streams(
+        self, workflow_id: str, keys: int, tail: int, chars: int
+    ) -> list[Any]:
+        """The last ``tail`` entries of the workflow's first ``keys`` streams."""
+        return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
 
     # -- queues ---------------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import StepFailedError, StreamClosedError
 from ._journal import begin, checked, ensure_running, stop_for_status
+from ._recorded import decode_error, encode_error
 from ._runtime import Runtime
 from ._wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
@@ -32,7 +32,7 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
     recorded = await begin(ctx, function_id, WRITE_STREAM)
     if recorded is not None:
         if recorded.error is not None:  # it was written to a closed stream: raise that again
-            raise _codec.decode_error(recorded.error, StepFailedError)
+            raise decode_error(recorded.error, StepFailedError)
         return
     store = ctx.runtime.store
     recorded_now, offset = await store.journaled_write_stream(
@@ -42,7 +42,7 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
     if offset is None:
         # Journaled, but the stream was closed: record the failure so a replay raises it too.
         error = closed_error(ctx.workflow_id, key)
-        await store.set_operation_error(ctx.workflow_id, function_id, _codec.encode_error(error))
+        await store.set_operation_error(ctx.workflow_id, function_id, encode_error(error))
         raise error
     ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
 
@@ -97,14 +97,16 @@ async def entries(
 
     spec = Wait(runtime.waits, keys, check, retry_unavailable=True)
     with runtime.waits.watch(*keys) as waiter:  # registered once for the whole read
+        full = True  # whether to look again at once (first read, or a full page)
         while True:
-            result = await wait(spec, waiter)
+            result = await wait(spec, waiter, park_first=not full)
             assert not isinstance(result, _NotYet)
             page, ended = result
             for entry in page:
                 offset = entry[0] + 1
                 yield entry
-            if ended and len(page) < STREAM_BATCH:
+            full = len(page) == STREAM_BATCH
+            if ended and not full:
                 return
 
 

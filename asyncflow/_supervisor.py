@@ -44,8 +44,8 @@ class Supervisor:
         """Sweep now (a workflow was resumed or left unassigned)."""
         self._wakeup.set()
 
-    def on_notify(self, payload: str) -> None:
-        if payload[:1] == RESUMED:
+    def on_notify(self, kind: str) -> None:
+        if kind == RESUMED:
             self.poke()
 
     async def run(

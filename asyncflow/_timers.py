@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from . import _codec
 from ._context import WorkflowContext
 from ._journal import begin, record, stop_for_status
+from ._runtime import Runtime
 from ._status import PENDING
 from ._wait import NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
 SLEEP = "asyncflow.sleep"
 
 
-def loop_deadline(wall_deadline: float) -> float:
-    """The event-loop time at which the wall clock reaches ``wall_deadline``."""
-    return asyncio.get_running_loop().time() + (wall_deadline - time.time())
+def loop_deadline(runtime: Runtime, wall_deadline: float) -> float:
+    """The event-loop time at which the runtime's clock reaches ``wall_deadline``."""
+    return asyncio.get_running_loop().time() + (wall_deadline - runtime.now())
 
 
 async def sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
@@ -26,15 +26,15 @@ async def sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
         assert recorded.output is not None
         wake_at = float(_codec.loads(recorded.output))
     else:
-        wake_at = time.time() + seconds
+        wake_at = ctx.runtime.now() + seconds
         await record(ctx, function_id, SLEEP, output=_codec.dumps(wake_at))
-    if time.time() >= wake_at:
+    if ctx.runtime.now() >= wake_at:
         return
 
     async def check(_waiter: Waiter) -> bool | _NotYet:
         if await ctx.runtime.store.workflow_state(ctx.workflow_id) != PENDING:
             await stop_for_status(ctx)
-        return True if time.time() >= wake_at else NOT_YET
+        return True if ctx.runtime.now() >= wake_at else NOT_YET
 
     await wait(Wait(ctx.runtime.waits, ((TERMINAL, ctx.workflow_id),), check,
-                    deadline=loop_deadline(wake_at)))
+                    deadline=loop_deadline(ctx.runtime, wake_at)))

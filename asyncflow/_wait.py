@@ -7,7 +7,9 @@ wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a workflow, ``s`
 or closed, ``t`` workflow reached a terminal status (or was cancelled), ``r`` a workflow was
 resumed or left unassigned (wakes recovery supervisors), ``q`` a workflow was enqueued in a
 queue (or put back), ``f`` a workflow of a queue ended (a slot may be free): for these two the
-key's id is the queue name, and they wake that queue's dispatchers.
+key's id is the queue name, and they wake that queue's dispatchers; and, in-process only, ``j``
+a journal entry was recorded and ``w`` a workflow was started (for observers such as the
+dashboard).
 
 :func:`wait` is the primitive: register → check → park until a wake-up or the deadline →
 re-check. A new kind of wait is a check function, not a new loop.
@@ -30,8 +32,11 @@ EVENT: Final = "e"
 STREAM: Final = "s"
 TERMINAL: Final = "t"
 RESUMED: Final = "r"
-QUEUE: Final = "q"
-SLOT_FREED: Final = "f"
+QUEUE: Final = "q"  # id: a queue name
+SLOT_FREED: Final = "f"  # id: a queue name
+# Local only (never sent as NOTIFY): for observers such as the dashboard.
+JOURNAL: Final = "j"  # a journal entry (a step's checkpoint, …) was recorded in this process
+STARTED: Final = "w"  # a workflow was started in this process
 
 
 class _NotYet:
@@ -114,10 +119,12 @@ class WaitRegistry:
             for event in group:
                 event.set()
 
-    def dispatch(self, payload: str) -> None:
-        """Wake the waiters named by a NOTIFY payload (kind letter + workflow id)."""
-        if payload:
-            self.wake(payload[0], payload[1:])
+    def dispatch(self, payload: str) -> list[Key]:
+        """Wake the waiters named by a NOTIFY payload; returns the keys it named."""
+        keys = decode_payload(payload)
+        for kind, workflow_id in keys:
+            self.wake(kind, workflow_id)
+        return keys
 
     async def park(self, event: Waiter) -> None:
         """Wait for a registered ``event`` until its deadline, counted as parked."""
@@ -143,6 +150,26 @@ class WaitRegistry:
             await reached.wait()
         finally:
             self._target = None
+
+
+def decode_payload(payload: str) -> list[Key]:
+    """The keys of a NOTIFY payload: a kind letter plus an id, or — from a batch — ``*``
+    followed by items ``kind length ':' id``."""
+    if not payload:
+        return []
+    if payload[0] != "*":
+        return [(payload[0], payload[1:])]
+    keys: list[Key] = []
+    index, end = 1, len(payload)
+    try:
+        while index < end:
+            colon = payload.index(":", index + 1)
+            length = int(payload[index + 1:colon])
+            keys.append((payload[index], payload[colon + 1:colon + 1 + length]))
+            index = colon + 1 + length
+    except ValueError:  # not ours: ignore what cannot be read
+        pass
+    return keys
 
 
 async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
@@ -188,22 +215,28 @@ class Wait(Generic[T]):
         self.retry_unavailable = retry_unavailable
 
 
-async def wait(spec: Wait[T], waiter: Waiter | None = None) -> T | _NotYet:
+async def wait(
+    spec: Wait[T], waiter: Waiter | None = None, *, park_first: bool = False
+) -> T | _NotYet:
     """Run a wait: register → check → park until woken or the deadline → re-check.
 
     Returns the check's result, or :data:`NOT_YET` when the deadline passed first (after one
     last check). ``waiter``: one already registered under ``spec.keys`` (by
-    ``registry.watch``), for a caller that waits again and again, such as a stream reader.
+    ``registry.watch``), for a caller that waits again and again, such as a stream reader;
+    with ``park_first`` it parks before its first check unless already woken (it has just
+    seen the state, and a wake-up since then is recorded in the waiter).
     """
     if waiter is not None:
-        return await _run(spec, waiter)
+        return await _run(spec, waiter, park_first)
     with spec.registry.watch(*spec.keys, deadline=spec.deadline) as registered:
-        return await _run(spec, registered)
+        return await _run(spec, registered, park_first)
 
 
-async def _run(spec: Wait[T], waiter: Waiter) -> T | _NotYet:
+async def _run(spec: Wait[T], waiter: Waiter, park_first: bool) -> T | _NotYet:
     loop = asyncio.get_running_loop()
     delay = 0.05
+    if park_first and not waiter.is_set():
+        await spec.registry.park(waiter)
     while True:
         waiter.clear()
         try:

@@ -11,7 +11,6 @@ the branches' keys.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -178,7 +177,7 @@ async def wait_first_in_workflow(
     elif timer_index is not None:
         seconds = branches[timer_index].seconds
         assert seconds is not None
-        wall_deadline = time.time() + seconds
+        wall_deadline = ctx.runtime.now() + seconds
     else:
         wall_deadline = None
     if recorded is None:
@@ -220,17 +219,18 @@ async def wait_first_in_workflow(
                         "error": outcome.error}}
                     await complete(payload)
                     return payload
-        if wall_deadline is not None and time.time() >= wall_deadline:
+        if wall_deadline is not None and ctx.runtime.now() >= wall_deadline:
             assert timer_index is not None
             payload = {"index": timer_index, "value": None}
             await complete(payload)
             return payload
         return NOT_YET
 
-    deadline = None if wall_deadline is None else loop_deadline(wall_deadline)
+    deadline = None if wall_deadline is None else loop_deadline(ctx.runtime, wall_deadline)
     outcome = await wait(Wait(ctx.runtime.waits, _keys(branches, workflow_id), check,
                               deadline=deadline))
     while isinstance(outcome, _NotYet):  # the loop's clock reached the deadline first
         outcome = await wait(Wait(ctx.runtime.waits, _keys(branches, workflow_id), check,
-                                  deadline=loop_deadline(wall_deadline or time.time())))
+                                  deadline=loop_deadline(ctx.runtime,
+                                                         wall_deadline or ctx.runtime.now())))
     return _fired(branches, outcome, workflow_id)

@@ -60,7 +60,7 @@ async def compare_dbos(server: Server, names: Sequence[str], *, quick: bool) -> 
         version = metadata.version("dbos")
     except metadata.PackageNotFoundError:
         return Comparison("DBOS", reason="not run: the `dbos` package is not installed "
-                          "(pip install 'asyncflow[bench]')")
+                          "(pip install -e '.[bench]')")
     comparison = Comparison("DBOS", version=version)
     for name in names:
         if name not in COMPARED:

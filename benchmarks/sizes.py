@@ -17,6 +17,8 @@ class Sizes:
     pingpong: int  # rounds
     stream_values: int  # paced values (2 ms apart)
     stream_sustained: int  # values written back to back
+    streams_concurrent: int  # workflows streaming at once
+    streams_concurrent_values: int  # values each (5 ms apart)
     fanout: int  # workflows parked in recv
     waiters: int  # workflows parked in recv in one process
     recovery: int  # PENDING workflows left by the killed process
@@ -38,6 +40,8 @@ FULL = Sizes(
     pingpong=100,
     stream_values=200,
     stream_sustained=3000,
+    streams_concurrent=200,
+    streams_concurrent_values=100,
     fanout=1000,
     waiters=10_000,
     recovery=1000,
@@ -59,6 +63,8 @@ QUICK = Sizes(
     pingpong=10,
     stream_values=20,
     stream_sustained=100,
+    streams_concurrent=10,
+    streams_concurrent_values=10,
     fanout=30,
     waiters=200,
     recovery=30,

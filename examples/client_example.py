@@ -30,9 +30,10 @@ def show(label: str, value: Any) -> None:
 
 async def main(messaging_id: str, events_id: str, stream_id: str) -> None:
     async with asyncflow.Client() as client:
-        # 1. Messages: approve the waiting workflow. The idempotency key makes a retry of this
-        #    script deliver the approval once.
-        await client.send(messaging_id, {"approved": True, "by": "client_example"}, TOPIC,
+        # 1. Messages: approve the waiting workflow, in the server's envelope (see its docs). The
+        #    idempotency key makes a retry of this script deliver the approval once.
+        approval = {"approved": True, "by": "client_example"}
+        await client.send(messaging_id, {"payload": approval}, TOPIC,
                           idempotency_key=f"approve-{messaging_id}")
         print(f"sent approval to {messaging_id}", flush=True)
         handle = await client.retrieve_workflow(messaging_id)

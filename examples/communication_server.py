@@ -6,16 +6,20 @@ Three workflows each show one way to talk to a running workflow:
                ``GET /workflow-events/{id}/{key}`` blocks until the event exists (or times out),
                ``GET /workflow-events/{id}/all`` answers at once.
 * messaging -- the workflow waits (``recv`` with a timeout) for an approval message, then runs its
-               steps or stops; ``POST /send-message/{id}`` never blocks.
+               steps or stops; ``POST /send-message/{id}`` never blocks. ``recv`` returns
+               ``None`` on timeout, so every message travels in an envelope
+               ``{"payload": <the JSON body>}``: a ``null`` body is a message, not a timeout.
 * streaming -- the workflow streams ``start``, ``progress``, ``result`` and ``complete`` records
                and closes the stream; ``GET /workflow-stream/{id}`` is a snapshot,
                ``GET /workflow-stream/{id}/live`` follows it as Server-Sent Events.
 
-Every wait is woken by Postgres LISTEN/NOTIFY: nothing polls, and the server stays responsive
-while requests and workflows wait. Run it with no configuration (an embedded Postgres in
-``./.asyncflow``) or point it at a database with ``ASYNCFLOW_DATABASE_URL``::
+Starting an id that exists returns the existing workflow (its inputs never change): the answer
+says so with ``"started": false``. Every wait is woken by Postgres LISTEN/NOTIFY: nothing polls,
+and the server stays responsive while requests and workflows wait. Run it with no configuration
+(an embedded Postgres in ``./.asyncflow``) or point it at a database with
+``ASYNCFLOW_DATABASE_URL``::
 
-    pip install 'asyncflow[examples]'
+    pip install -e '.[examples]'                        # from a clone of asyncflow
     python examples/communication_server.py            # or: uvicorn communication_server:app
 
     curl -X POST localhost:8000/start-workflow-events/ev-1/3
@@ -50,6 +54,28 @@ flow = asyncflow.AsyncFlow()  # ASYNCFLOW_DATABASE_URL, else the embedded Postgr
 app = FastAPI(title="asyncflow workflow communication", lifespan=asyncflow.lifespan(flow))
 
 Steps = Annotated[int, Path(ge=0, le=100, description="how many steps the workflow runs")]
+
+
+async def start(fn: Any, workflow_id: str, *args: Any) -> dict[str, Any]:
+    """Start ``fn(*args)`` as ``workflow_id``, or find the workflow that already has that id.
+
+    Either way it runs once: starting an existing id returns that workflow, whose inputs never
+    change. The answer says which happened.
+    """
+    try:
+        existing: asyncflow.WorkflowStatus | None = await flow.get_workflow_status(workflow_id)
+    except asyncflow.WorkflowNotFoundError:
+        existing = None
+    await flow.start_workflow(fn, *args, workflow_id=workflow_id)  # 409 if another kind's id
+    if existing is None:
+        return {"workflow_id": workflow_id, "started": True}
+    return {
+        "workflow_id": workflow_id,
+        "started": False,
+        "status": existing.status,
+        "message": f"Workflow {workflow_id} already exists (status {existing.status}): returned "
+        "the existing workflow, unchanged; the requested inputs were not used",
+    }
 
 
 def fibonacci(n: int) -> int:
@@ -87,11 +113,11 @@ async def workflow_with_events(steps: int) -> list[dict[str, int]]:
 
 @app.post("/start-workflow-events/{workflow_id}/{steps}")
 async def start_workflow_events(workflow_id: str, steps: Steps) -> dict[str, Any]:
-    await flow.start_workflow(workflow_with_events, steps, workflow_id=workflow_id)
+    answer = await start(workflow_with_events, workflow_id, steps)
     base = f"/workflow-events/{workflow_id}"
     return {
-        "workflow_id": workflow_id,
         "message": "Workflow started with events",
+        **answer,
         "query_endpoints": {k: f"{base}/{k}" for k in ("progress", "status", "result", "all")},
     }
 
@@ -124,11 +150,15 @@ async def get_workflow_event(
 @flow.workflow()
 async def workflow_with_messaging(steps: int, approval_timeout: float = 60) -> dict[str, Any]:
     # Suspends this workflow (not the server) until a message arrives; messages sent before
-    # this line are kept in Postgres and received here all the same.
-    approval = await asyncflow.recv(NOTIFICATION_TOPIC, timeout_seconds=approval_timeout)
+    # this line are kept in Postgres and received here all the same. recv returns None only on
+    # timeout: messages are envelopes, so even a null body arrives as {"payload": None}.
+    envelope = await asyncflow.recv(NOTIFICATION_TOPIC, timeout_seconds=approval_timeout)
+    if envelope is None:
+        return {"status": "cancelled", "reason": "timeout", "results": []}
+    approval = envelope["payload"]
     if not (isinstance(approval, dict) and approval.get("approved") is True):
-        reason = "timeout" if approval is None else "not approved"
-        return {"status": "cancelled", "reason": reason, "results": []}
+        return {"status": "cancelled", "reason": "not approved", "message": approval,
+                "results": []}
     results = [await compute(20 + i) for i in range(steps)]
     return {"status": "completed", "approval": approval, "results": results}
 
@@ -139,12 +169,10 @@ async def start_workflow_messaging(
     steps: Steps,
     approval_timeout: Annotated[float, Query(ge=0, le=3600)] = 60,
 ) -> dict[str, Any]:
-    await flow.start_workflow(
-        workflow_with_messaging, steps, approval_timeout, workflow_id=workflow_id
-    )
+    answer = await start(workflow_with_messaging, workflow_id, steps, approval_timeout)
     return {
-        "workflow_id": workflow_id,
         "message": "Workflow started and will wait for approval notification",
+        **answer,
         "send_approval": f"/send-message/{workflow_id}",
         "note": 'POST a JSON body such as {"approved": true}; messages are queued durably.',
     }
@@ -158,7 +186,8 @@ async def send_message(
 ) -> dict[str, Any]:
     """Queue a message for the workflow and return at once. With an ``Idempotency-Key`` header,
     repeated sends with that key are delivered once."""
-    await flow.send(workflow_id, message, NOTIFICATION_TOPIC, idempotency_key=idempotency_key)
+    await flow.send(workflow_id, {"payload": message}, NOTIFICATION_TOPIC,
+                    idempotency_key=idempotency_key)
     return {"workflow_id": workflow_id, "message": "Notification sent to workflow",
             "payload": message}
 
@@ -189,10 +218,10 @@ async def workflow_with_streaming(steps: int) -> list[dict[str, int]]:
 
 @app.post("/start-workflow-streaming/{workflow_id}/{steps}")
 async def start_workflow_streaming(workflow_id: str, steps: Steps) -> dict[str, Any]:
-    await flow.start_workflow(workflow_with_streaming, steps, workflow_id=workflow_id)
+    answer = await start(workflow_with_streaming, workflow_id, steps)
     return {
-        "workflow_id": workflow_id,
         "message": "Workflow started with streaming",
+        **answer,
         "read_stream": f"/workflow-stream/{workflow_id}",
         "live_stream": f"/workflow-stream/{workflow_id}/live",
     }
@@ -264,5 +293,6 @@ async def asyncflow_error(request: Request, exc: Exception) -> JSONResponse:
 
 if __name__ == "__main__":
     host, port = os.environ.get("HOST", "127.0.0.1"), int(os.environ.get("PORT", "8000"))
-    # Open SSE connections keep uvicorn waiting at shutdown; give them 3 seconds to finish.
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=3)
+    # Open SSE streams end by themselves when the server stops; requests waiting for an event
+    # (GET /workflow-events/...?timeout=S) get 5 seconds to finish.
+    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=5)

@@ -16,10 +16,11 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
-    ["_errors", "_status", "_queries", "_specs"],
+    ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
+    ["_recorded"],
     # the database: pool and error seam (asyncpg), then the named operations
-    ["_storage"],
+    ["_storage", "_batch"],
     ["_store"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],
@@ -36,32 +37,40 @@ LAYERS: list[list[str]] = [
     ["_lifecycle"],
     ["_api", "_client"],
     ["_app"],
-    ["_web"],
+    ["_dashboard"],
+    ["web"],
     ["__init__"],
+    ["_cli_output"],
+    ["_cli_embedded"],
     ["_cli"],
     ["__main__"],
 ]
 
 
 def _module_names() -> set[str]:
-    return {path.stem for path in PACKAGE.glob("*.py")}
+    """Top-level modules, and subpackages (each counted as one unit)."""
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    return modules | {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
 
 
 def _imports(name: str) -> set[str]:
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    package = PACKAGE / name
+    files = sorted(package.rglob("*.py")) if package.is_dir() else [PACKAGE / f"{name}.py"]
+    level = 2 if package.is_dir() else 1  # the relative level that means "asyncflow."
     found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                found.add(node.module.split(".")[0])
-            elif node.level == 1:
-                found.update(alias.name for alias in node.names)
-            elif node.module and node.module.startswith("asyncflow."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith("asyncflow."):
-                    found.add(alias.name.split(".")[1])
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == level and node.module:
+                    found.add(node.module.split(".")[0])
+                elif node.level == level:
+                    found.update(alias.name for alias in node.names)
+                elif node.module and node.module.startswith("asyncflow."):
+                    found.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("asyncflow."):
+                        found.add(alias.name.split(".")[1])
     return found & _module_names()
 
 
@@ -93,3 +102,18 @@ def test_exports_report_the_public_module():
         obj = getattr(asyncflow, name)
         if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__module__")):
             assert obj.__module__ == "asyncflow", name
+
+
+def test_sql_is_run_only_by_the_store_and_storage_layers():
+    """Statements are named methods of the store: no other module imports the SQL module
+    (``_lifecycle`` only validates the schema name with it) or runs statements itself."""
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if path.name in ("_store.py", "_storage.py", "_queries.py"):
+            continue
+        if path.name == "_lifecycle.py":
+            assert "Q.quote_schema" in text and text.count("Q.") == 1, path
+            continue
+        assert "_queries" not in text, path
+        for call in (".fetch(", ".fetchrow(", ".fetchval(", ".execute("):
+            assert "storage" + call not in text, (path, call)

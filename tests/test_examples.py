@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +33,7 @@ async def server(db_url: str) -> AsyncIterator[str]:
     """The example app under ``uvicorn`` on 127.0.0.1 and a free port; yields its base URL."""
     env = python_env()
     env["ASYNCFLOW_DATABASE_URL"] = db_url
-    env["EXAMPLE_STEP_SECONDS"] = "0.05"
+    env["EXAMPLE_STEP_SECONDS"] = "0.01"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "communication_server:app",
         "--host", "127.0.0.1", "--port", "0", "--no-access-log",
@@ -104,9 +106,27 @@ async def test_events_messaging_and_bad_input(server: str) -> None:
         await http.post("/start-workflow-messaging/m-2/2")
         await http.post("/send-message/m-2", json={"approved": False})
         await http.post("/start-workflow-messaging/m-3/2", params={"approval_timeout": 0.1})
-        for workflow_id, reason in (("m-2", "not approved"), ("m-3", "timeout")):
+        await http.post("/start-workflow-messaging/m-4/2")
+        response = await http.post("/send-message/m-4", content=b"null",
+                                   headers={"content-type": "application/json"})
+        assert response.status_code == 200 and response.json()["payload"] is None
+        # A null message is a message, not a timeout: the answers tell them apart.
+        for workflow_id, expected in (
+            ("m-2", {"reason": "not approved", "message": {"approved": False}}),
+            ("m-3", {"reason": "timeout"}),
+            ("m-4", {"reason": "not approved", "message": None}),
+        ):
             done = (await http.get(f"/workflows/{workflow_id}", params={"timeout": 30})).json()
-            assert done["result"] == {"status": "cancelled", "reason": reason, "results": []}
+            assert done["result"] == {"status": "cancelled", **expected, "results": []}
+
+        # Starting an existing id (here with another step count) returns that workflow, and
+        # says so; it is neither run again nor changed.
+        again = await http.post("/start-workflow-messaging/m-1/7")
+        assert again.status_code == 200
+        assert again.json()["started"] is False and again.json()["status"] == "SUCCESS"
+        assert "already exists" in again.json()["message"]
+        assert len((await http.get("/workflows/m-1")).json()["result"]["results"]) == 2
+        assert started.json()["started"] is True
 
         # Bad input: clear JSON errors, never a 500.
         bad = [
@@ -130,6 +150,23 @@ async def test_events_messaging_and_bad_input(server: str) -> None:
             assert response.status_code == status, (method, path, response.text)
             assert "detail" in response.json()
         assert (await http.get("/health")).json()["status"] == "ok"
+
+
+async def test_fibonacci_of_100_steps_is_exact(server: str) -> None:
+    # fib(122) needs 84 bits: integers of any size travel through events, results and streams.
+    async with httpx.AsyncClient(base_url=server, timeout=60) as http:
+        assert (await http.post("/start-workflow-events/big-ev/100")).status_code == 200
+        assert (await http.post("/start-workflow-streaming/big-st/100")).status_code == 200
+        response = await http.get("/workflow-events/big-ev/result", params={"timeout": 60})
+        total = sum(fib(23 + i) for i in range(100))
+        assert response.json()["value"] == {"total_steps": 100, "total_fibonacci": total}
+        done = (await http.get("/workflows/big-st", params={"timeout": 60})).json()
+        assert done["status"] == "SUCCESS"
+        assert done["result"][-1] == {"n": 122, "fibonacci": fib(122)} and fib(122) > 2**64
+        async with http.stream("GET", "/workflow-stream/big-st/live") as live:
+            events = [event async for event in sse_events(live)]
+        results = [e.data["result"] for e in events if e.data and e.data["type"] == "result"]
+        assert results == [{"n": 23 + i, "fibonacci": fib(23 + i)} for i in range(100)]
 
 
 async def test_streaming_sse_resume_and_client_example(server: str, db_url: str) -> None:
@@ -182,20 +219,55 @@ async def test_streaming_sse_resume_and_client_example(server: str, db_url: str)
         assert lines[-1] == "stream closed"
 
 
-async def test_quickstart_without_configuration_and_embedded_postgres_cli(tmp_path) -> None:
-    env = cli_env(None)  # no ASYNCFLOW_DATABASE_URL, no ASYNCFLOW_DATA_DIR
+async def run_quickstart(
+    cwd: Path, stop: signal.Signals | None = None, at: str = "stream: waiting 2 seconds"
+) -> tuple[int, list[str], str]:
+    """Run examples/quickstart.py with no configuration; with ``stop``, send that signal once it
+    prints a line starting with ``at``. Its exit code, stdout lines and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "quickstart.py"), cwd=cwd, env=cli_env(None),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    proc = Proc(process)
     try:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, str(EXAMPLES / "quickstart.py"), cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        raw, err = await asyncio.wait_for(process.communicate(), 120)
-        assert process.returncode == 0, err.decode()
-        assert raw.decode().splitlines() == [
-            "event: Hello, world!",
-            "stream: waiting for a reply",
-            "stream: got 'hi there'",
-            "result: Hello, world! They said: hi there",
-        ]
+        if stop is not None:
+            await proc.expect(at, within=120)
+            process.send_signal(stop)
+        assert process.stderr is not None
+        err = await asyncio.wait_for(process.stderr.read(), 120)
+        code = await proc.wait(120)
+    finally:
+        proc.kill()
+    return code, proc.lines, err.decode()
+
+
+async def test_quickstart_resumes_after_ctrl_c_and_kill(tmp_path) -> None:
+    waiting = "stream: waiting 2 seconds: press Ctrl-C now and run me again"
+    rest = ["stream: waiting for a reply", "stream: got 'hi there'",
+            "result: Hello, world! They said: hi there"]
+    try:
+        # Ctrl-C while the workflow sleeps: one line, no traceback.
+        code, lines, err = await run_quickstart(tmp_path, signal.SIGINT)
+        assert code == 130
+        assert lines == ["started workflow quickstart-greet-world",
+                         "step: making the greeting (runs once per workflow)",
+                         "event: Hello, world!", waiting]
+        assert err == ("interrupted: workflow quickstart-greet-world is saved; run again to "
+                       "resume it\n")
+        # Run again: it resumes (its step does not run again); kill it outright.
+        resumed = "resumed workflow quickstart-greet-world from its checkpoints"
+        code, lines, err = await run_quickstart(tmp_path, signal.SIGKILL, at="resumed")
+        assert code == -signal.SIGKILL and lines[0] == resumed
+        assert not any(line.startswith("step:") for line in lines)
+        # Run again: it resumes and finishes (unless it already finished before the kill).
+        finished = ("workflow quickstart-greet-world already ended (SUCCESS): its recorded "
+                    "outcome")
+        code, lines, err = await run_quickstart(tmp_path)
+        assert (code, err) == (0, "")
+        assert lines[0] in (resumed, finished) and lines[1:] == [
+            "event: Hello, world!", waiting, *rest]
+        code, lines, err = await run_quickstart(tmp_path)
+        assert (code, err) == (0, "")
+        assert lines == [finished, "event: Hello, world!", waiting, *rest]
         assert (tmp_path / ".asyncflow" / "pgdata" / "PG_VERSION").is_file()
 
         # The quickstart stopped the server it started; the CLI starts it again, and the
@@ -203,7 +275,7 @@ async def test_quickstart_without_configuration_and_embedded_postgres_cli(tmp_pa
         code, _, err = await cli(None, "postgres", "url", cwd=tmp_path)
         assert code == 1 and "not running" in err
         code, url, err = await cli(None, "postgres", "start", cwd=tmp_path)
-        assert code == 0 and url.startswith("postgresql://"), err
+        assert code == 0 and url.startswith("postgresql://") and err == ""
         assert await cli(None, "postgres", "url", cwd=tmp_path) == (0, url, "")
         code, out, err = await cli(None, "--json", "workflow", "list", cwd=tmp_path)
         assert code == 0, err
@@ -213,4 +285,4 @@ async def test_quickstart_without_configuration_and_embedded_postgres_cli(tmp_pa
         code, _, err = await cli(None, "postgres", "url", cwd=tmp_path)
         assert code == 1 and "not running" in err
     finally:
-        await cli(None, "postgres", "stop", cwd=tmp_path)
+        await cli(None, "postgres", "stop", "--force", cwd=tmp_path)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 import asyncflow
-import asyncflow._web
+import asyncflow.web._snapshot
 
 
 @dataclass
@@ -292,7 +292,7 @@ async def test_stream_snapshot(make_app, monkeypatch):
         snapshot = await asyncflow.stream_snapshot(app, "g", "s")
         assert (snapshot.values, snapshot.done) == (["a", "b"], True)
 
-        monkeypatch.setattr(asyncflow._web, "STREAM_BATCH", 2)  # several batches
+        monkeypatch.setattr(asyncflow.web._snapshot, "STREAM_BATCH", 2)  # several batches
         await (await app.start_workflow(writer, 5, workflow_id="w")).get_result()
         snapshot = await asyncflow.stream_snapshot(app, "w", "s", offset=1)
         assert snapshot.entries == [(i, {"i": i}) for i in range(1, 5)] and snapshot.done
@@ -312,3 +312,42 @@ def test_importing_asyncflow_does_not_import_web_frameworks():
     result = subprocess.run([sys.executable, "-c", code], env=python_env(), capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_event_watch_over_sse(make_app):
+    app = make_app()
+
+    @app.workflow()
+    async def status() -> None:
+        await asyncflow.set_event("status", "queued")
+        await asyncflow.recv("go", timeout_seconds=60)
+        await asyncflow.set_event("status", "running")
+        await asyncflow.recv("go", timeout_seconds=60)
+        await asyncflow.set_event("status", {"done": True})
+
+    async with app:
+        await app.start_workflow(status, workflow_id="w")
+        watch = asyncflow.web.EventWatch(app, "w", "status")
+        call = ASGICall()
+        task = asyncio.create_task(watch(call.scope, call.receive, call.send))
+        assert (await asyncio.wait_for(call.sent.get(), 10))["status"] == 200
+        assert (await call.next_chunk()).startswith(b":")
+        first = parse_sse(await call.next_chunk())[0]
+        assert (first.id, first.data) == ("0", "queued")
+        await app.send("w", 1, "go")
+        second = parse_sse(await call.next_chunk())[0]
+        assert (second.id, second.data) == ("1", "running")
+        await app.send("w", 1, "go")
+        await asyncio.wait_for(task, 10)
+        events = parse_sse(call.rest())
+        assert [(e.id, e.data) for e in events] == [("2", {"done": True}), (None, None)]
+        assert events[-1].event == "end"
+
+        # A reconnecting client gets the current (final) value, numbered after its last id.
+        again = ASGICall([(b"last-event-id", b"2")])
+        await asyncio.wait_for(watch(again.scope, again.receive, again.send), 10)
+        _, body = again.drain()
+        assert next((e.id, e.data) for e in parse_sse(body)) == ("3", {"done": True})
+        # And the Starlette response wraps it for FastAPI endpoints.
+        assert asyncflow.web.event_watch_response(app, "w", "status").media_type == (
+            "text/event-stream")

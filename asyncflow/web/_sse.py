@@ -1,4 +1,4 @@
-"""Web embedding: an ASGI lifespan for apps and clients, and Server-Sent Events of a stream.
+"""Server-Sent Events of a workflow's stream.
 
 Nothing here imports a web framework at import time. :class:`EventStream` is a plain ASGI
 application, so it works under any ASGI server or framework; :func:`sse_response` wraps it in a
@@ -10,25 +10,22 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import orjson
 
-from . import _codec
-from ._errors import (
+from .. import _codec
+from .._errors import (
     AsyncFlowError,
     ConfigurationError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     WorkflowNotFoundError,
 )
-from ._lifecycle import Connected as Core
-from ._lifecycle import check_stream_args
-from ._streams import STREAM_BATCH
+from .._lifecycle import Connected as Core
+from . import _shutdown
 
 if TYPE_CHECKING:
     from starlette.responses import Response
@@ -41,74 +38,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _MAX_OFFSET_DIGITS = 18
-
-
-# -- lifespan -----------------------------------------------------------------------------------
-
-
-def lifespan(
-    *sources: Core,
-) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A lifespan for Starlette/FastAPI that runs apps and clients while the server runs.
-
-    ``FastAPI(lifespan=asyncflow.lifespan(app))``: the app is launched (schema migrated,
-    listener and recovery started) before the server accepts requests and shut down after the
-    last request. Several apps/clients are launched in order and shut down in reverse order.
-    With a lifespan of your own, use ``async with app:`` inside it instead.
-    """
-    if not sources:
-        raise ConfigurationError("asyncflow.lifespan() needs at least one AsyncFlow or Client")
-    for source in sources:
-        if not isinstance(source, Core):
-            raise ConfigurationError(
-                f"asyncflow.lifespan() takes AsyncFlow apps and Clients, not {source!r}"
-            )
-
-    @asynccontextmanager
-    async def run(_asgi_app: Any) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for source in sources:
-                await stack.enter_async_context(source)
-            yield
-
-    return run
-
-
-# -- non-blocking stream reads ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSnapshot:
-    """What a stream holds right now: ``entries`` are ``(offset, value)`` pairs in order, and
-    ``done`` is true when nothing more can be written (the stream was closed or its workflow
-    ended)."""
-
-    entries: list[tuple[int, Any]]
-    done: bool
-
-    @property
-    def values(self) -> list[Any]:
-        """The values alone, in stream order."""
-        return [value for _offset, value in self.entries]
-
-
-async def stream_snapshot(
-    source: Core, workflow_id: str, key: str, *, offset: int = 0
-) -> StreamSnapshot:
-    """Everything written to a workflow's stream so far, from ``offset`` on; never waits.
-
-    Raises :class:`WorkflowNotFoundError` for an unknown workflow. Use ``read_stream`` (or
-    :class:`EventStream` over HTTP) to follow a stream as it is written.
-    """
-    check_stream_args(workflow_id, key, offset)
-    store = source.runtime.store
-    entries: list[tuple[int, Any]] = []
-    while True:
-        page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
-        entries.extend(page)
-        if len(page) < STREAM_BATCH:
-            return StreamSnapshot(entries, ended)
-        offset = page[-1][0] + 1
 
 
 # -- Server-Sent Events -------------------------------------------------------------------------
@@ -208,12 +137,20 @@ class EventStream:
             )
         return int(text) + 1
 
+    def entries(self, start: int) -> AsyncIterator[tuple[int, Any]]:
+        """The ``(id, value)`` pairs to send, from ``start`` on."""
+        return self.source.stream_entries(self.workflow_id, self.key, offset=start)
+
     def encode(self, offset: int, value: Any) -> bytes:
         """One SSE event for one stream value."""
         parts = [_field("id", str(offset))]
         if self.event is not None:
             parts.append(_field("event", self.event))
-        parts.append(b"data: " + orjson.dumps(value) + b"\n\n")
+        try:
+            data = orjson.dumps(value)
+        except TypeError:  # integers past 64 bits: the exact encoding, without its marker
+            data = _codec.dumps(value).lstrip().encode()
+        parts.append(b"data: " + data + b"\n\n")
         return b"".join(parts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -248,9 +185,7 @@ class EventStream:
         async def produce(tg: anyio.abc.TaskGroup) -> None:
             nonlocal finished
             try:
-                async for offset, value in self.source.stream_entries(
-                    self.workflow_id, self.key, offset=start
-                ):
+                async for offset, value in self.entries(start):
                     await emit(self.encode(offset, value))
                 if self.end_event is not None:
                     await emit(_field("event", self.end_event) + b"data: null\n\n")
@@ -276,17 +211,54 @@ class EventStream:
                     tg.cancel_scope.cancel()
                     return
 
+        stopping = anyio.Event()
+        last = b""
+
+        async def watch_shutdown(tg: anyio.abc.TaskGroup) -> None:
+            # The server is stopping: end the response now (not the stream: no end event), so
+            # the server need not wait for it; clients reconnect later with Last-Event-ID.
+            nonlocal finished, last
+            await stopping.wait()
+            finished, last = True, b": server stopping\n\n"
+            tg.cancel_scope.cancel()
+
+        unsubscribe = _shutdown.subscribe(stopping.set)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(produce, tg)
                 tg.start_soon(keep_alive)
                 tg.start_soon(watch_disconnect, tg)
+                tg.start_soon(watch_shutdown, tg)
         except BaseExceptionGroup as group:  # a failed send: raise it as itself
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            unsubscribe()
         if finished:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+
+
+class EventWatch(EventStream):
+    """A plain ASGI application following one **event** of a workflow as Server-Sent Events
+    (:meth:`~asyncflow.AsyncFlow.watch_event` over HTTP).
+
+    The event's current value (if set) is sent at once, then every new value as it is set;
+    when the workflow ends the ``end_event`` event is sent and the response ends. Event ids
+    count up; a client reconnecting (with ``Last-Event-ID``) gets the current value again and
+    ids go on from there. Options as :class:`EventStream` (``offset`` is not used).
+    """
+
+    def start_offset(self, scope: Scope) -> int:
+        """The first event id: one past ``Last-Event-ID`` when reconnecting, else 0."""
+        return super().start_offset(scope) if _header(scope, b"last-event-id") else 0
+
+    async def entries(self, start: int) -> AsyncIterator[tuple[int, Any]]:
+        """Each value of the event, numbered from ``start``."""
+        number = start
+        async for value in self.source.watch_event(self.workflow_id, self.key):
+            yield number, value
+            number += 1
 
 
 async def _json_error(send: Send, status: int, detail: str) -> None:
@@ -309,7 +281,8 @@ def _starlette_response_class() -> Callable[[EventStream], Response]:
         from starlette.responses import Response
     except ImportError:
         raise ConfigurationError(
-            "asyncflow.sse_response() needs Starlette: `pip install 'asyncflow[web]'`, or serve "
+            "asyncflow.sse_response() needs Starlette: install the `web` extra (`pip install -e "
+            "'.[web]'` in a clone of asyncflow), or serve "
             "asyncflow.EventStream as a plain ASGI app"
         ) from None
 
@@ -345,4 +318,16 @@ def sse_response(
     ``ping_seconds``, ``retry_ms``, ``headers``). Needs the ``web`` extra (Starlette).
     """
     stream = EventStream(source, workflow_id, key, **options)
+    return _starlette_response_class()(stream)
+
+
+def event_watch_response(
+    source: Core,
+    workflow_id: str,
+    key: str,
+    **options: Any,
+) -> Response:
+    """A Starlette/FastAPI response following event ``key`` of a workflow as Server-Sent
+    Events (see :class:`EventWatch`). Needs the ``web`` extra (Starlette)."""
+    stream = EventWatch(source, workflow_id, key, **options)
     return _starlette_response_class()(stream)

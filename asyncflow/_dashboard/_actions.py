@@ -1,0 +1,105 @@
+"""The dashboard's actions on a workflow: cancel, resume, send a message.
+
+Each action is posted to ``{root}/action/{name}`` as a form with the workflow ``id`` and the
+page's CSRF token (checked by the app before :attr:`Action.run` is called). New actions (fork
+from a step, once the engine has it) join :data:`ACTIONS`; their buttons show on the workflow
+page for the statuses :attr:`Action.applies` accepts, and actions with inputs render their own
+form fields (:attr:`Action.fields`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .._errors import InvalidArgumentError
+from .._lifecycle import Connected
+from .._status import PENDING
+from .._wait import MESSAGE, RESUMED, TERMINAL
+from ._data import RESUMABLE
+from ._http import HTTPError
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """An input of an action's form."""
+
+    name: str
+    label: str
+    placeholder: str = ""
+    multiline: bool = False
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One action. ``run(core, workflow_id, form)`` does it and returns ``(notice, kind)``: the
+    notice shown after the redirect and the wake-up kind to publish to live pages (or None)."""
+
+    name: str
+    label: str
+    applies: Callable[[str], bool]
+    run: Callable[[Connected, str, dict[str, str]], Awaitable[tuple[str, str | None]]]
+    fields: tuple[Field, ...] = ()
+    danger: bool = False
+
+
+NOTICES = {
+    "cancelled": "Cancelled: the workflow stops at its next durable operation; a wait it is "
+                 "parked in wakes at once.",
+    "resumed": "Resumed: a running app continues it from its checkpoints.",
+    "sent": "Message sent.",
+    "unchanged": "Nothing done: the workflow's status did not allow it (it changed meanwhile?).",
+}
+
+
+Outcome = tuple[str, str | None]
+
+
+async def _cancel(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
+    if (await core.get_workflow_status(workflow_id)).status != PENDING:
+        return "unchanged", None
+    await core.cancel_workflow(workflow_id)
+    return "cancelled", TERMINAL
+
+
+async def _resume(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
+    if (await core.get_workflow_status(workflow_id)).status not in RESUMABLE:
+        return "unchanged", None
+    resume: Callable[[str], Awaitable[Any]] = getattr(core, "resume_workflow")  # noqa: B009
+    await resume(workflow_id)
+    return "resumed", RESUMED
+
+
+async def _send(core: Connected, workflow_id: str, form: dict[str, str]) -> Outcome:
+    text = form.get("message", "")
+    try:
+        message = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPError(400, f"the message is not valid JSON ({exc}); quote strings, e.g. "
+                        '"text" or {"approved": true}') from None
+    topic = form.get("topic") or None
+    key = form.get("idempotency_key") or None
+    send: Callable[..., Awaitable[None]] = getattr(core, "send")  # noqa: B009
+    try:
+        await send(workflow_id, message, topic, idempotency_key=key)
+    except InvalidArgumentError as exc:
+        raise HTTPError(400, str(exc)) from None
+    return "sent", MESSAGE
+
+
+ACTIONS: dict[str, Action] = {
+    action.name: action for action in (
+        Action("cancel", "Cancel", lambda status: status == PENDING, _cancel, danger=True),
+        Action("resume", "Resume", lambda status: status in RESUMABLE, _resume),
+        Action("send", "Send message", lambda _status: True, _send, fields=(
+            Field("topic", "Topic", "none"),
+            Field("message", "Message (JSON)", '{"approved": true}', multiline=True,
+                  required=True),
+            Field("idempotency_key", "Idempotency key", "optional"),
+        )),
+    )
+}

@@ -1,0 +1,338 @@
+"""The dashboard's pages: the workflow list and a workflow's page, and their live parts.
+
+A live part is an element with ``data-part="name"``; the page's script re-fetches the parts a
+change touches and swaps them in. Forms the user types into are never inside a live part.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ._actions import ACTIONS, NOTICES, Action
+from ._data import (
+    PAGE_SIZE,
+    SINCE,
+    STATUSES,
+    STREAM_KEYS,
+    Detail,
+    Entry,
+    Filters,
+    ListPage,
+    PendingMessage,
+    StreamView,
+    Value,
+)
+from ._html import (
+    View,
+    badge,
+    esc,
+    hidden,
+    layout,
+    seconds,
+    value_block,
+    when,
+    workflow_link,
+)
+
+# -- the list -----------------------------------------------------------------------------------
+
+
+def _filter_form(view: View, filters: Filters, problems: list[str]) -> str:
+    options = ['<option value="">any status</option>'] + [
+        f'<option value="{esc(s)}"{" selected" if s == filters.status else ""}>{esc(s)}</option>'
+        for s in STATUSES
+    ]
+    since = ['<option value="">any time</option>'] + [
+        f'<option value="{esc(k)}"{" selected" if k == filters.since else ""}>'
+        f"last {esc(label)}</option>" for k, (label, _delta) in SINCE.items()
+    ]
+
+    def field(name: str, label: str, value: str | None, placeholder: str = "") -> str:
+        return (f'<label>{esc(label)}<input name="{esc(name)}" value="{esc(value or "")}" '
+                f'placeholder="{esc(placeholder)}"></label>')
+
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    problem_list = "".join(f"<li>{esc(p)}</li>" for p in problems)
+    return (
+        f'<form class="filters" method="get" action="{esc(view.url("/"))}">'
+        f'<label>Status<select name="status">{"".join(options)}</select></label>'
+        + field("name", "Name", filters.name, "exact workflow name")
+        + field("id", "Id prefix", filters.id_prefix, "starts with")
+        + f'<label>Created<select name="since">{"".join(since)}</select></label>'
+        + field("from", "From (UTC)", moment(filters.created_from), "2025-01-31T14:00")
+        + field("to", "To (UTC)", moment(filters.created_to), "2025-01-31T15:00")
+        + (hidden("limit", str(filters.limit)) if filters.limit != PAGE_SIZE else "")
+        + '<button type="submit">Filter</button>'
+        + (f'<a class="reset" href="{esc(view.url("/"))}">Reset</a>' if filters.active else "")
+        + "</form>"
+        + (f'<ul class="problems">{problem_list}</ul>' if problems else "")
+    )
+
+
+def list_part(view: View, filters: Filters, page: ListPage) -> str:
+    """The live table of workflows (and the link to the next page)."""
+    if not page.workflows:
+        what = "matching these filters" if filters.active or filters.after else "yet"
+        table = f'<p class="empty">No workflows {what}.</p>'
+    else:
+        rows = []
+        for w in page.workflows:
+            ended = w.completed_at or datetime.now(UTC)
+            parent = workflow_link(view, w.parent_workflow_id) if w.parent_workflow_id else ""
+            rows.append(
+                f'<tr data-workflow-id="{esc(w.workflow_id)}">'
+                f"<td>{workflow_link(view, w.workflow_id)}</td><td>{esc(w.name)}</td>"
+                f"<td>{badge(w.status)}</td><td>{when(w.created_at)}</td>"
+                f"<td>{seconds((ended - w.created_at).total_seconds())}</td>"
+                f"<td>{when(w.updated_at)}</td>"
+                f'<td class="small">{esc(w.executor_id) if w.executor_id else "&ndash;"}</td>'
+                f"<td>{w.recovery_attempts}</td><td>{parent}</td></tr>"
+            )
+        table = (
+            '<table class="list"><thead><tr><th>Id</th><th>Name</th><th>Status</th>'
+            "<th>Created (UTC)</th><th>Duration</th><th>Updated (UTC)</th><th>Executor</th>"
+            "<th>Recoveries</th><th>Parent</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>"
+        )
+    pager = []
+    if filters.after is not None:
+        pager.append(f'<a href="{esc(view.url("/", filters.params(page=False)))}">« newest</a>')
+    if page.more:
+        following = filters.next_page(page.workflows[-1])
+        pager.append(f'<a href="{esc(view.url("/", following.params()))}">older »</a>')
+    nav = f'<nav class="pager">{" ".join(pager)}</nav>' if pager else ""
+    return f'<section data-part="list">{table}{nav}</section>'
+
+
+def list_page(view: View, filters: Filters, problems: list[str], page: ListPage) -> str:
+    """The workflow list with its filters, updated live."""
+    params = filters.params()
+    body = (
+        "<h1>Workflows</h1>"
+        + _filter_form(view, filters, problems)
+        + list_part(view, filters, page)
+    )
+    return layout(view, "Workflows", body, live=view.url("/live"),
+                  fragments=view.url("/list", params))
+
+
+# -- one workflow -------------------------------------------------------------------------------
+
+PARTS = ("summary", "io", "timeline", "events", "streams", "messages")
+
+
+def _action_button(view: View, action: Action, workflow_id: str) -> str:
+    css = "danger" if action.danger else ""
+    return (
+        f'<form class="inline" method="post" action="{esc(view.url("/action/" + action.name))}">'
+        f'{hidden("id", workflow_id)}{hidden("csrf", view.csrf)}'
+        f'<button type="submit" class="{css}" data-action="{esc(action.name)}">'
+        f"{esc(action.label)}</button></form>"
+    )
+
+
+def summary_part(view: View, detail: Detail) -> str:
+    """Status, timestamps and the buttons of the actions that apply now."""
+    w = detail.status
+    ended = w.completed_at or datetime.now(UTC)
+    rows = [
+        ("Status", badge(w.status)),
+        ("Name", esc(w.name)),
+        ("Created", when(w.created_at)),
+        ("Updated", when(w.updated_at)),
+        ("Completed", when(w.completed_at)),
+        ("Duration", seconds((ended - w.created_at).total_seconds())),
+        ("Executor", esc(w.executor_id or "unassigned")),
+        ("App version", esc(w.app_version)),
+        ("Recovery attempts", str(w.recovery_attempts)),
+    ]
+    if w.parent_workflow_id:
+        rows.append(("Parent", workflow_link(view, w.parent_workflow_id)))
+    facts = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
+    buttons = "".join(
+        _action_button(view, action, w.workflow_id)
+        for action in ACTIONS.values() if not action.fields and action.applies(w.status)
+    )
+    actions = ""
+    if view.can_act and buttons:
+        actions = f'<div class="actions">{buttons}</div>'
+    return f'<section data-part="summary"><dl class="facts">{facts}</dl>{actions}</section>'
+
+
+def io_part(detail: Detail) -> str:
+    """Inputs, and the result or the error with its traceback."""
+    parts = [f'<div class="io"><h3>Inputs</h3>{value_block(detail.inputs)}</div>']
+    if detail.status.status == "SUCCESS":
+        parts.append(f'<div class="io"><h3>Result</h3>{value_block(detail.output)}</div>')
+    if detail.error is not None:
+        error = detail.error
+        trace = (f'<details open><summary>Traceback</summary><pre class="traceback">'
+                 f"{esc(error.traceback)}</pre></details>" if error.traceback else "")
+        parts.append(
+            f'<div class="io error"><h3>Error</h3><p class="problem"><strong>'
+            f"{esc(error.type_name)}</strong>: {esc(error.message)}</p>{trace}</div>"
+        )
+    return f'<section data-part="io" class="columns">{"".join(parts)}</section>'
+
+
+_KIND_LABELS = {
+    "step": "step", "send": "send", "recv": "recv", "get_event": "get event",
+    "set_event": "set event", "write_stream": "stream write", "close_stream": "stream close",
+    "sleep": "sleep", "child": "child workflow", "wait_first": "wait first",
+}
+_DURATION_HINT = ("time since the previous operation ended: the journal records when each "
+                  "operation completed, so this is the step's duration when operations ran one "
+                  "after another")
+
+
+def _entry_detail(view: View, entry: Entry) -> str:
+    if entry.error is not None:
+        return f'<span class="problem">{esc(entry.error)}</span>'
+    if entry.kind == "child" and entry.child_id:
+        return workflow_link(view, entry.child_id)
+    if entry.kind == "sleep":
+        return f"until {when(entry.until)}" if entry.until else ""
+    if entry.kind in ("recv", "get_event", "wait_first"):
+        if entry.state == "waiting":
+            return '<span class="muted">waiting…</span>'
+        if entry.state == "interrupted":
+            return '<span class="muted">ended while waiting</span>'
+        verb = {"recv": "received", "get_event": "read"}.get(entry.kind, "fired")
+        return f"{verb} {value_block(entry.output, css='value small')}"
+    if entry.kind == "step":
+        return value_block(entry.output, css="value small")
+    return ""
+
+
+def timeline_part(view: View, entries: list[Entry], omitted: int) -> str:
+    """The journal, one row per operation."""
+    if not entries:
+        return ('<section data-part="timeline"><h2>Timeline</h2>'
+                '<p class="empty">No operations recorded yet.</p></section>')
+    rows = []
+    for e in entries:
+        duration = seconds(e.duration, approximate=e.approximate,
+                           title=_DURATION_HINT if e.approximate else "")
+        name = "" if e.name.startswith("asyncflow.") else esc(e.name)
+        rows.append(
+            f'<tr class="op op-{esc(e.kind)} state-{esc(e.state)}" '
+            f'data-function-id="{e.function_id}" data-state="{esc(e.state)}">'
+            f"<td>{e.function_id}</td><td>{when(e.created_at)}</td>"
+            f'<td><span class="kind">{esc(_KIND_LABELS.get(e.kind, e.kind))}</span> '
+            f'<span class="opname">{name}</span></td>'
+            f'<td><span class="state">{esc(e.state)}</span></td><td>{duration}</td>'
+            f"<td>{_entry_detail(view, e)}</td></tr>"
+        )
+    note = (f'<p class="note">The first {omitted:,} operations are not shown.</p>'
+            if omitted else "")
+    return (
+        '<section data-part="timeline"><h2>Timeline</h2>' + note +
+        '<table class="timeline"><thead><tr><th>#</th><th>Recorded (UTC)</th><th>Operation</th>'
+        "<th>State</th><th>Duration</th><th>Outcome</th></tr></thead><tbody>"
+        + "".join(rows) + "</tbody></table></section>"
+    )
+
+
+def events_part(events: list[tuple[str, Value]]) -> str:
+    """The workflow's current events."""
+    if not events:
+        body = '<p class="empty">No events set.</p>'
+    else:
+        body = '<table class="kv"><thead><tr><th>Key</th><th>Value</th></tr></thead><tbody>' + \
+            "".join(f'<tr data-event-key="{esc(k)}"><td><code>{esc(k)}</code></td>'
+                    f"<td>{value_block(v, css='value small')}</td></tr>"
+                    for k, v in events) + "</tbody></table>"
+    return f'<section data-part="events"><h2>Events</h2>{body}</section>'
+
+
+def _stream(view: StreamView) -> str:
+    state = "closed" if view.closed else ("ended" if view.ended else "open")
+    first = view.entries[0][0] if view.entries else view.count
+    skipped = (f'<li class="note">{first:,} earlier entries not shown</li>' if first else "")
+    items = "".join(f'<li data-offset="{offset}"><span class="offset">{offset}</span>'
+                    f"{value_block(value, css='value small')}</li>"
+                    for offset, value in view.entries)
+    return (
+        f'<div class="stream" data-stream-key="{esc(view.key)}" data-state="{state}">'
+        f'<h3><code>{esc(view.key)}</code> <span class="muted">{view.count:,} '
+        f'{"entry" if view.count == 1 else "entries"}, '
+        f'{state}</span></h3><ol class="stream-entries" data-stream-key="{esc(view.key)}">'
+        f"{skipped}{items}</ol></div>"
+    )
+
+
+def streams_part(streams: list[StreamView], more: bool) -> str:
+    """The workflow's streams, each with its last entries."""
+    if not streams:
+        body = '<p class="empty">No streams written.</p>'
+    else:
+        body = "".join(_stream(s) for s in streams)
+        if more:
+            body += f'<p class="note">Only the first {STREAM_KEYS} streams are shown.</p>'
+    return f'<section data-part="streams"><h2>Streams</h2>{body}</section>'
+
+
+def messages_part(messages: list[PendingMessage], total: int) -> str:
+    """The messages waiting in the workflow's mailboxes."""
+    if not messages:
+        body = '<p class="empty">No messages waiting.</p>'
+    else:
+        rows = "".join(
+            f'<tr data-message-id="{m.message_id}"><td>{when(m.created_at)}</td><td>'
+            + ("<span class=\"muted\">none</span>" if m.topic is None
+               else f"<code>{esc(m.topic)}</code>")
+            + f"</td><td>{value_block(m.value, css='value small')}</td></tr>"
+            for m in messages
+        )
+        more = (f'<p class="note">{total - len(messages):,} more not shown.</p>'
+                if total > len(messages) else "")
+        body = ('<table class="kv"><thead><tr><th>Sent (UTC)</th><th>Topic</th>'
+                f"<th>Message</th></tr></thead><tbody>{rows}</tbody></table>{more}")
+    return (f'<section data-part="messages"><h2>Pending messages '
+            f'<span class="muted">({total:,})</span></h2>{body}</section>')
+
+
+def _action_forms(view: View, workflow_id: str) -> str:
+    if not view.can_act:
+        return ('<section class="forms"><p class="note">Actions are disabled: pass '
+                "<code>auth=</code> to the dashboard (or <code>--allow-actions</code>) to "
+                "enable them.</p></section>")
+    forms = []
+    for action in ACTIONS.values():
+        if not action.fields:
+            continue
+        inputs = []
+        for f in action.fields:
+            required = " required" if f.required else ""
+            control = (
+                f'<textarea name="{esc(f.name)}" placeholder="{esc(f.placeholder)}" rows="3"'
+                f"{required}></textarea>" if f.multiline else
+                f'<input name="{esc(f.name)}" placeholder="{esc(f.placeholder)}"{required}>'
+            )
+            inputs.append(f"<label>{esc(f.label)}{control}</label>")
+        forms.append(
+            f'<form class="action-form" method="post" data-action="{esc(action.name)}" '
+            f'action="{esc(view.url("/action/" + action.name))}"><h3>{esc(action.label)}</h3>'
+            f'{hidden("id", workflow_id)}{hidden("csrf", view.csrf)}{"".join(inputs)}'
+            f'<button type="submit">{esc(action.label)}</button></form>'
+        )
+    return f'<section class="forms">{"".join(forms)}</section>'
+
+
+def workflow_page(view: View, detail: Detail, parts: dict[str, str], notice: str | None) -> str:
+    """A workflow's page; ``parts`` are its rendered live parts."""
+    w = detail.status
+    flash = ""
+    if notice in NOTICES:
+        flash = f'<p class="notice" data-notice="{esc(notice)}">{esc(NOTICES[notice])}</p>'
+    body = (
+        f'<p class="crumbs"><a href="{esc(view.url("/"))}">Workflows</a> &rsaquo;</p>'
+        f'<h1>Workflow <code class="wid">{esc(w.workflow_id)}</code></h1>{flash}'
+        + "".join(parts[name] for name in PARTS if name in parts)
+        + _action_forms(view, w.workflow_id)
+    )
+    return layout(view, f"Workflow {w.workflow_id}", body,
+                  live=view.url("/live", [("id", w.workflow_id)]),
+                  fragments=view.url("/workflow/parts", [("id", w.workflow_id)]))

@@ -1,0 +1,152 @@
+// asyncflow dashboard: live updates of server-rendered pages.
+//
+// A live page has data-live (its Server-Sent Events URL) and data-fragments (the URL of its
+// live parts) on <body>. Each "change" event names the workflows that changed and how (one
+// letter per kind: m message, e event, s stream, t terminal, r resumed); the page re-fetches
+// the parts those kinds touch and swaps every returned [data-part] element in. One fetch at a
+// time: changes arriving meanwhile are merged into the next one. No timers, no polling.
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var liveUrl = body.getAttribute("data-live");
+  var fragmentsUrl = body.getAttribute("data-fragments");
+  var indicator = document.getElementById("live-status");
+
+  // Which live parts of a workflow page each kind of change touches (null: all of them).
+  // Steps and received messages make no notification of their own, so every change also
+  // refreshes the timeline and the mailbox (a recv takes its message without a word).
+  var KIND_PARTS = {
+    m: ["summary", "timeline", "messages"],
+    e: ["summary", "timeline", "messages", "events"],
+    s: ["summary", "timeline", "messages", "streams"],
+    j: ["summary", "timeline"],
+    t: null,
+    r: null
+  };
+
+  var wanted = null; // null: nothing to do; "all"; or an object used as a set of part names
+  var busy = false;
+  var refreshes = 0;
+
+  function setState(state, text) {
+    body.setAttribute("data-live-state", state);
+    if (indicator) {
+      indicator.className = "live-" + state;
+      indicator.textContent = text;
+    }
+  }
+
+  function want(parts) {
+    if (parts === null || wanted === "all") {
+      wanted = "all";
+    } else {
+      wanted = wanted || {};
+      parts.forEach(function (part) { wanted[part] = true; });
+    }
+    run();
+  }
+
+  function streamPositions() {
+    // Stream boxes scrolled to their end stay at their end when new entries arrive.
+    var atEnd = {};
+    document.querySelectorAll("ol.stream-entries").forEach(function (box) {
+      var key = box.getAttribute("data-stream-key");
+      atEnd[key] = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+    });
+    return atEnd;
+  }
+
+  function scrollStreams(atEnd) {
+    document.querySelectorAll("ol.stream-entries").forEach(function (box) {
+      var key = box.getAttribute("data-stream-key");
+      if (!(key in atEnd) || atEnd[key]) {
+        box.scrollTop = box.scrollHeight;
+      }
+    });
+  }
+
+  function swap(html) {
+    var doc = new DOMParser().parseFromString(html, "text/html");
+    var atEnd = streamPositions();
+    doc.querySelectorAll("[data-part]").forEach(function (fresh) {
+      var name = fresh.getAttribute("data-part");
+      var old = document.querySelector('[data-part="' + CSS.escape(name) + '"]');
+      if (old) {
+        old.replaceWith(document.adoptNode(fresh));
+      }
+    });
+    scrollStreams(atEnd);
+  }
+
+  function run() {
+    if (busy || wanted === null) {
+      return;
+    }
+    var parts = wanted;
+    wanted = null;
+    busy = true;
+    var url = fragmentsUrl;
+    if (parts !== "all") {
+      url += (url.indexOf("?") < 0 ? "?" : "&") + "parts=" +
+        encodeURIComponent(Object.keys(parts).join(","));
+    }
+    fetch(url, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) {
+          throw new Error("HTTP " + response.status);
+        }
+        return response.text();
+      })
+      .then(function (html) {
+        swap(html);
+        refreshes += 1;
+        body.setAttribute("data-refreshes", String(refreshes));
+      })
+      .catch(function (error) {
+        setState("error", "update failed");
+        console.warn("asyncflow dashboard: refresh failed:", error);
+      })
+      .then(function () {
+        busy = false;
+        run();
+      });
+  }
+
+  function onChange(event) {
+    var data = JSON.parse(event.data);
+    if (data.all) {
+      want(null);
+      return;
+    }
+    var parts = {};
+    var ids = Object.keys(data.ids);
+    for (var i = 0; i < ids.length; i++) {
+      var kinds = data.ids[ids[i]];
+      for (var j = 0; j < kinds.length; j++) {
+        var touched = KIND_PARTS[kinds[j]];
+        if (!touched) {
+          want(null); // terminal, resumed, or a kind this script does not know
+          return;
+        }
+        touched.forEach(function (part) { parts[part] = true; });
+      }
+    }
+    want(Object.keys(parts));
+  }
+
+  scrollStreams({});
+  if (!liveUrl || !fragmentsUrl || !window.EventSource) {
+    return;
+  }
+  var source = new EventSource(liveUrl);
+  source.addEventListener("ready", function () {
+    setState("on", "live");
+    want(null); // whatever changed between rendering and subscribing
+  });
+  source.addEventListener("change", onChange);
+  source.addEventListener("error", function () {
+    setState("off", "reconnecting…"); // EventSource reconnects by itself
+  });
+  window.addEventListener("pagehide", function () { source.close(); });
+})();
