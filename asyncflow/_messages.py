@@ -16,6 +16,7 @@ from ._errors import _ExecutionConflict
 from ._journal import begin, checked, record, stop_for_status
 from ._runtime import Runtime
 from ._status import PENDING
+from ._store import not_found
 from ._timers import loop_deadline
 from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
@@ -65,6 +66,8 @@ async def send_from_step(
     if key is None:
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
     store = step.workflow.runtime.store
+    if not await store.workflow_exists(destination_id):  # fail at the call, as unstaged sends do
+        raise not_found(destination_id)
     chosen = key
     step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
                (MESSAGE, destination_id))

@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from . import _codec
 from ._context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
-from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
+from ._errors import AsyncFlowError, DatabaseUnavailableError, SerializationError
 from ._journal import begin, record, replayed_value
 from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
@@ -51,7 +51,10 @@ async def run_step(
             await fail(ctx, function_id, spec.name, exc)
         finally:
             step_var.reset(token)
-    output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    try:
+        output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    except SerializationError as exc:  # journaled, so a replay raises it instead of re-running
+        await fail(ctx, function_id, spec.name, exc)
     if not step.effects:
         await record(ctx, function_id, spec.name, output=output)
     else:
@@ -59,7 +62,9 @@ async def run_step(
             async with ctx.runtime.store.storage.transaction():
                 await apply_effects(step)
                 await record(ctx, function_id, spec.name, output=output)
-        except StreamClosedError as exc:
+        except DatabaseUnavailableError:
+            raise
+        except AsyncFlowError as exc:  # an effect refused (a closed stream, a deleted workflow)
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
     return _codec.loads(output)
@@ -127,8 +132,12 @@ async def run_transaction(
                     assert step is not None
                     await apply_effects(step)
                     await record(ctx, function_id, spec.name, output=output)
-            for callback in after_commit:  # committed: wake what the body made durable
-                callback()
+            outer = after_commit_var.get()
+            if outer is not None:  # nested (a savepoint): the outermost commit wakes them
+                outer.extend(after_commit)
+            else:
+                for callback in after_commit:  # committed: wake what the body made durable
+                    callback()
             if ctx is None:
                 return result
             assert step is not None

@@ -39,8 +39,6 @@ async def read_all(source: Any, workflow_id: str, key: str) -> list[Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: a failed attempt's stream writes stay in "
-                   "the stream (the retry overwrites by write number, never deletes)")
 async def test_item2_retried_step_stream_writes_one_history(make_app):
     app = make_app()
     attempts: list[int] = []
@@ -84,8 +82,6 @@ async def test_item2_retried_step_stream_writes_one_history(make_app):
     assert live == later
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: a failed attempt's send is delivered and "
-                   "the retry's send is dropped as a duplicate of it (same step-position key)")
 async def test_item2_retried_step_send_delivers_only_the_retry_message(make_app):
     app = make_app()
     attempts: list[int] = []
@@ -113,7 +109,6 @@ async def test_item2_retried_step_send_delivers_only_the_retry_message(make_app)
         assert await rx.get_result() == ["second", None]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: a failed attempt's set_event stays set")
 async def test_item2_retried_step_event_from_failed_attempt_is_never_set(make_app):
     app = make_app()
     attempts: list[int] = []
@@ -139,8 +134,6 @@ async def test_item2_retried_step_event_from_failed_attempt_is_never_set(make_ap
         assert await app.get_all_events("ev") == {"retry": "second"}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: a failed attempt's close_stream stays "
-                   "in force")
 async def test_item2_retried_step_close_stream_from_failed_attempt_is_undone(make_app):
     app = make_app()
     attempts: list[int] = []
@@ -164,8 +157,6 @@ async def test_item2_retried_step_close_stream_from_failed_attempt_is_undone(mak
         assert await read_all(app, "cl", "s") == ["after"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: effects of a step attempt interrupted by "
-                   "a shutdown stay visible, and the re-run's send is dropped as a duplicate")
 async def test_item2_interrupted_step_leaves_no_effects(db_url):
     """The step's first attempt writes, sends and sets, then the app shuts down mid-step (as a
     crash would interrupt it); the relaunched app runs the step again, which does less. Readers
@@ -270,8 +261,6 @@ async def _rows(db_url: str) -> list[tuple[str, str]]:
         await conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 3: set_event inside a transaction waits for "
-                   "a second pooled connection while holding one; pool_size of them deadlock")
 @pytest.mark.parametrize("pool_size", [2, 10])
 async def test_item3_transactions_calling_set_event_with_a_cancel_do_not_deadlock(
         db_url, pool_size):
@@ -308,9 +297,6 @@ async def test_item3_transactions_calling_set_event_with_a_cancel_do_not_deadloc
     assert events == [{}] + [{"k": i} for i in range(1, pool_size)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 3: a transaction whose checkpoint is refused "
-                   "(cancelled) reads the workflow status on a second pooled connection while "
-                   "holding its own (_journal.record -> stop_for_status)")
 async def test_item3_transactions_cancelled_while_inside_do_not_deadlock(db_url):
     pool_size = 3
     await _create_rows_table(db_url)
@@ -343,8 +329,6 @@ async def test_item3_transactions_cancelled_while_inside_do_not_deadlock(db_url)
     assert await _rows(db_url) == []  # refused checkpoints roll their transactions back
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 3 (sibling): send, write_stream and "
-                   "close_stream inside a transaction each take a second pooled connection")
 async def test_item3_sibling_transaction_effects_do_not_deadlock(db_url):
     pool_size = 2
     app = asyncflow.AsyncFlow(db_url, pool_size=pool_size, recovery_interval_seconds=0.2)
@@ -388,9 +372,6 @@ async def test_item3_sibling_transaction_effects_do_not_deadlock(db_url):
     assert streams == [[f"e{i}"] for i in range(pool_size)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 3 (sibling): a nested @app.transaction call "
-                   "and app reads (get_workflow_status, get_event) inside a transaction each take "
-                   "a second pooled connection")
 async def test_item3_sibling_nested_transaction_and_reads_do_not_deadlock(db_url):
     pool_size = 2
     await _create_rows_table(db_url)
@@ -522,16 +503,11 @@ async def _run_breaker(db_url: str, breaker: Any) -> None:
     assert error is not None and issubclass(error, asyncflow.AsyncFlowError)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 12: a body that ends or replaces its "
-                   "transaction commits its row and/or journals a success")
 @pytest.mark.parametrize("case", list(BREAKERS))
 async def test_item12_transaction_body_breaking_its_transaction_fails_cleanly(db_url, case):
     await _run_breaker(db_url, BREAKERS[case])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 12 (sibling): COMMIT AND CHAIN / END commit "
-                   "the body; an aborted transaction's checkpoint raises a raw driver error; a "
-                   "closed connection is retried as an outage forever")
 @pytest.mark.parametrize("case", list(SIBLING_BREAKERS))
 async def test_item12_sibling_transaction_body_breaking_its_transaction_fails_cleanly(
         db_url, case):

@@ -64,8 +64,6 @@ async def colliding_executor_ids(conn: Any) -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 7: the channel 'asyncflow_<schema>' passes "
-                   "Postgres's 63-byte identifier limit; pg_notify raises a raw driver error")
 @pytest.mark.parametrize("length", [54, 63])
 async def test_item7_long_schema_names_work_end_to_end(db_url, length):
     schema = "s" * length
@@ -122,8 +120,6 @@ async def _tree(app: asyncflow.AsyncFlow, root: str) -> dict[str, list[str]]:
     return tree
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 8: the derived child id '<parent>-<n>' is "
-                   "longer than MAX_ID_LENGTH; awaiting the child raises InvalidArgumentError")
 async def test_item8_children_of_a_1000_byte_parent_id_are_valid_and_deterministic(make_app):
     root = "p" * asyncflow.MAX_ID_LENGTH
     twin = "p" * (asyncflow.MAX_ID_LENGTH - 1) + "q"  # shares the first 999 bytes
@@ -150,9 +146,6 @@ async def test_item8_children_of_a_1000_byte_parent_id_are_valid_and_determinist
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 9: resume_workflow assigns the workflow to "
-                   "this app, which does not register it, while its live executor id keeps "
-                   "everyone else from claiming it")
 async def test_item9_resume_on_an_app_that_does_not_register_the_workflow(db_url):
     app_a = asyncflow.AsyncFlow(db_url, executor_id="only-a", recovery_interval_seconds=0.2)
     app_b = asyncflow.AsyncFlow(db_url, executor_id="runs-b", recovery_interval_seconds=0.2)
@@ -176,8 +169,6 @@ async def test_item9_resume_on_an_app_that_does_not_register_the_workflow(db_url
         assert (await app_a.get_workflow_status("r")).executor_id == "runs-b"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 9 (sibling): a live executor relaunched "
-                   "without a workflow's function keeps its PENDING workflows, which nobody runs")
 async def test_item9_sibling_live_executor_without_the_function_releases_its_workflows(db_url):
     def build(executor_id: str, register: bool) -> tuple[asyncflow.AsyncFlow, Any]:
         app = asyncflow.AsyncFlow(db_url, executor_id=executor_id, app_version="v9",
@@ -209,16 +200,12 @@ async def test_item9_sibling_live_executor_without_the_function_releases_its_wor
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 10: the liveness lock is keyed by "
-                   "hashtext(executor_id); the second id refuses to launch")
 async def test_item10_colliding_executor_ids_both_launch(make_app, conn):
     a, b = await colliding_executor_ids(conn)
     async with asyncio.timeout(WITHIN), make_app(executor_id=a), make_app(executor_id=b):
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 10: a dead executor whose id's hashtext "
-                   "equals a live one's looks alive; its workflows are never recovered")
 async def test_item10_dead_executor_recovered_while_a_colliding_one_lives(db_url, conn):
     a, b = await colliding_executor_ids(conn)
 
@@ -243,9 +230,6 @@ async def test_item10_dead_executor_recovered_while_a_colliding_one_lives(db_url
             assert (await live.get_workflow_status("orphan")).executor_id == b
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 10 (sibling): schemas are told apart in "
-                   "advisory locks by a crc32 of their name; two colliding schemas share one "
-                   "executor-lock space")
 async def test_item10_sibling_same_executor_id_on_schemas_with_colliding_namespaces(make_app):
     first, second = colliding_schema_names()
     async with asyncio.timeout(WITHIN), make_app(schema=first, executor_id="same"), make_app(
@@ -311,25 +295,18 @@ BAD_REGISTRATION: dict[str, Callable[[], Any]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11: pool_size, a reserved schema name, an "
-                   "app_version Postgres cannot store and a zero recovery interval are accepted "
-                   "(then hang, raise raw errors, or spin)")
 @pytest.mark.parametrize("case", list(BAD_CONFIG))
 def test_item11_bad_configuration_fails_at_construction(case):
     with pytest.raises(asyncflow.ConfigurationError):
         BAD_CONFIG[case]()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11 (sibling): more configuration values "
-                   "accepted at construction that cannot work (or raise InvalidArgumentError)")
 @pytest.mark.parametrize("case", list(BAD_CONFIG_SIBLINGS))
 def test_item11_sibling_bad_configuration_fails_at_construction(case):
     with pytest.raises(asyncflow.ConfigurationError):
         BAD_CONFIG_SIBLINGS[case]()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11 (sibling): decorator names and retry "
-                   "options are not validated; Postgres or the retry loop fails later")
 @pytest.mark.parametrize("case", list(BAD_REGISTRATION))
 def test_item11_sibling_bad_registration_fails_at_decoration(case):
     with pytest.raises(asyncflow.ConfigurationError):
@@ -344,8 +321,6 @@ async def _drain(iterator: Any) -> list[Any]:
     return [item async for item in iterator]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11: an offset or limit beyond bigint "
-                   "reaches asyncpg, which raises a raw DataError")
 @pytest.mark.parametrize("call", ["read_stream", "list_workflows"])
 async def test_item11_out_of_range_offset_and_limit(make_app, call):
     app = make_app()
@@ -363,8 +338,6 @@ async def test_item11_out_of_range_offset_and_limit(make_app, call):
                 await app.list_workflows(limit=2**63)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11 (sibling): the same raw DataError from "
-                   "every other offset taker")
 @pytest.mark.parametrize("call", ["stream_entries", "stream_snapshot", "EventStream",
                                   "client read_stream", "client list_workflows"])
 async def test_item11_sibling_out_of_range_offsets(make_app, db_url, call):
@@ -453,14 +426,10 @@ async def _run_cancelled_waits(make_app: Any, conn: Any, db_url: str, call: str,
     assert opened <= pool_size + 1, f"{opened} sessions opened (pool of {pool_size} + LISTEN)"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11: a wait cancelled while its database "
-                   "check is in flight terminates its pooled connection (_storage._query)")
 async def test_item11_cancelled_get_event_waits_keep_their_connections(make_app, conn, db_url):
     await _run_cancelled_waits(make_app, conn, db_url, "get_event", 1000)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 11 (sibling): every call cancelled mid-"
-                   "statement terminates its pooled connection")
 @pytest.mark.parametrize("call", ["get_result", "list_workflows"])
 async def test_item11_sibling_cancelled_calls_keep_their_connections(make_app, conn, db_url,
                                                                    call):
@@ -472,16 +441,12 @@ async def test_item11_sibling_cancelled_calls_keep_their_connections(make_app, c
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 13: the foreign-key mapping "
-                   "(_storage.map_errors) has a generic message without the id")
 async def test_item13_send_to_unknown_workflow_names_the_id(make_app):
     async with asyncio.timeout(WITHIN), make_app() as app:
         with pytest.raises(asyncflow.WorkflowNotFoundError, match="no-such-id"):
             await app.send("no-such-id", 1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 13 (sibling): every send path gets the same "
-                   "generic foreign-key message")
 @pytest.mark.parametrize("how", ["app idempotent", "client", "client idempotent", "workflow",
                                  "workflow idempotent", "step"])
 async def test_item13_sibling_every_send_path_names_the_id(make_app, db_url, how):

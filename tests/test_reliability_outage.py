@@ -125,9 +125,6 @@ def assert_health_types(health: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: a raw driver error in the listener's "
-                   "reconnect or the supervisor's sweep ends the app's task group; there is no "
-                   "health() yet")
 @pytest.mark.parametrize("kind", ["refused", "read-only"])
 async def test_item4_app_survives_a_database_outage_and_reports_health(server_url, db_url, kind):
     app = asyncflow.AsyncFlow(db_url, recovery_interval_seconds=0.2, app_version="outage")
@@ -171,8 +168,6 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
     assert body_done
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: a raw driver error in the Client's "
-                   "listener reconnect ends its task group; there is no health() yet")
 @pytest.mark.parametrize("kind", ["refused", "read-only"])
 async def test_item4_client_survives_a_database_outage_and_reports_health(server_url, db_url,
                                                                           kind):
@@ -209,9 +204,6 @@ async def test_item4_client_survives_a_database_outage_and_reports_health(server
     assert body_done
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: losing the database or the schema for "
-                   "good ends the app's and the Client's task groups (a ConfigurationError or raw "
-                   "driver error in a background task); there is no health() yet")
 @pytest.mark.parametrize("kind", ["database-dropped", "schema-dropped"])
 async def test_item4_lost_database_is_reported_not_fatal(server_url, db_url, kind):
     app = asyncflow.AsyncFlow(db_url, recovery_interval_seconds=0.2)
@@ -238,8 +230,6 @@ async def test_item4_lost_database_is_reported_not_fatal(server_url, db_url, kin
     assert body_done
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4 (sibling): calls made while the database "
-                   "refuses connections raise a raw asyncpg ObjectNotInPrerequisiteStateError")
 async def test_item4_sibling_calls_during_refused_connections_raise_typed_errors(server_url,
                                                                                  db_url):
     outage = Outage(server_url, db_url, "refused")
@@ -252,8 +242,6 @@ async def test_item4_sibling_calls_during_refused_connections_raise_typed_errors
             await outage.end()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4 (sibling): launching while the database "
-                   "refuses connections or is read-only raises a raw asyncpg error")
 @pytest.mark.parametrize("kind", ["refused", "read-only"])
 async def test_item4_sibling_launch_during_an_outage_raises_a_typed_error(server_url, db_url,
                                                                           kind):
@@ -272,9 +260,6 @@ async def test_item4_sibling_launch_during_an_outage_raises_a_typed_error(server
         await outage.end()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4 (sibling): a statement_timeout or "
-                   "lock_timeout cancellation is a raw asyncpg QueryCanceledError / "
-                   "LockNotAvailableError")
 @pytest.mark.parametrize("setting", ["statement_timeout", "lock_timeout"])
 async def test_item4_sibling_server_timeouts_raise_typed_errors(server_url, db_url, setting):
     await admin(server_url, f"ALTER DATABASE \"{database_name(db_url)}\" SET {setting} = '200ms'")
@@ -309,8 +294,6 @@ KINDS: dict[str, type[BaseException]] = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 5: a BaseException from one workflow "
-                   "escapes _execute into the app's task group, which cancels everything")
 @pytest.mark.parametrize("where", ["step", "transaction", "workflow"])
 @pytest.mark.parametrize("kind", list(KINDS))
 async def test_item5_base_exception_fails_only_its_workflow(make_app, kind, where):

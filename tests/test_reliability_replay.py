@@ -193,9 +193,6 @@ async def test_item1_non_json_args_keep_their_type_on_replay(db_url):
         LookupError, "/no/such/key")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 1 (sibling): a step whose result cannot be "
-                   "encoded is not journaled, so a replay runs it again and may take another "
-                   "branch")
 async def test_item1_sibling_unencodable_step_result_is_journaled_as_a_failure(db_url):
     runs: list[int] = []
     branches: list[str] = []
@@ -238,9 +235,6 @@ async def test_item1_sibling_unencodable_step_result_is_journaled_as_a_failure(d
     assert len(runs) == 1, "the step ran again although the workflow saw its outcome"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 1 (sibling): a write to a closed stream is "
-                   "journaled as a success first and its failure recorded by a second statement "
-                   "(_comm.write_stream); a crash between them makes the replay succeed")
 async def test_item1_sibling_stream_closed_failure_survives_a_lost_connection(server_url,
                                                                              db_url):
     """A write to a closed stream is journaled, then its failure is recorded by a second
@@ -397,9 +391,6 @@ async def _run_until(proc: Any, kill_after_ops: int | None, within: float = 60) 
                     return None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2 (with item 1): every program has a retried "
-                   "step whose failed attempt writes more stream values than the retry, and those "
-                   "stay in the stream")
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_property_random_programs_killed_at_random_points_end_as_the_first_run(
         db_url, procs, seed):
