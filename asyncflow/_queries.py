@@ -327,6 +327,7 @@ RELEASE_UNREGISTERED = """
 WITH u AS (
     UPDATE {s}.workflows SET executor_id = NULL, updated_at = clock_timestamp()
     WHERE executor_id = $1 AND status = 'PENDING' AND NOT (name = ANY ($2::text[]))
+      AND queue_name IS NULL  -- queued ones go back to their queue (REQUEUE_ORPHANS)
     RETURNING workflow_id
 )
 SELECT pg_notify($3, 'r' || workflow_id) FROM u"""
@@ -773,7 +774,7 @@ FROM next n LEFT JOIN claimed c ON true"""
 REQUEUE_ORPHANS = _LIVE_EXECUTORS.replace("$5", "$4") + """, orphans AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NOT NULL
-      AND (($2 AND c.executor_id = $1)
+      AND (($2 AND c.executor_id = $1) OR c.executor_id IS NULL
            OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live)))
     FOR NO KEY UPDATE OF c SKIP LOCKED
 ), u AS (

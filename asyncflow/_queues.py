@@ -29,7 +29,12 @@ from typing import Any, Protocol, TypeVar
 from . import _codec
 from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, after_commit_var, current_step, current_workflow
-from ._errors import InvalidArgumentError, QueueDeduplicatedError, WorkflowConflictError
+from ._errors import (
+    InvalidArgumentError,
+    InvalidSettingError,
+    QueueDeduplicatedError,
+    WorkflowConflictError,
+)
 from ._handle import WorkflowHandle
 from ._journal import begin, record, replayed_value
 from ._recorded import encode_error
@@ -53,8 +58,8 @@ def _limit(value: object, what: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _INT4:
-        raise InvalidArgumentError(f"{what} must be None or an int from 1 to 2**31-1, not "
-                                   f"{value!r}")
+        raise InvalidSettingError(f"{what} must be None or an int from 1 to 2**31-1, not "
+                                  f"{value!r}")
     return value
 
 
@@ -65,19 +70,22 @@ def queue_spec(
     rate_limit: object = None,
     partition_concurrency: object = None,
 ) -> QueueSpec:
-    """Validate a queue's name and limits."""
-    checked = _codec.check_id(name, "queue name")
+    """Validate a queue's name and limits (:class:`InvalidSettingError` when one is bad)."""
+    try:
+        checked = _codec.check_id(name, "queue name")
+    except InvalidArgumentError as exc:
+        raise InvalidSettingError(str(exc)) from None
     rate: tuple[int, float] | None = None
     if rate_limit is not None:
         if not isinstance(rate_limit, tuple | list) or len(rate_limit) != 2:
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 f"rate_limit must be None or (starts, per_seconds), e.g. (10, 1.0), not "
                 f"{rate_limit!r}")
         count, per = rate_limit
         count = _limit(count, "rate_limit's count of starts")
         if (isinstance(per, bool) or not isinstance(per, int | float) or not math.isfinite(per)
                 or not 0 < per <= 365 * 24 * 3600):
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 f"rate_limit's period must be a number of seconds > 0 (at most a year), not "
                 f"{per!r}")
         assert count is not None

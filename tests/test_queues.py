@@ -271,6 +271,11 @@ async def test_transactional_enqueue_commits_or_rolls_back_with_the_transaction(
     async def checkout(order_id: str, fail: bool) -> str:
         return await place_order(order_id, fail)
 
+    @app.transaction(name="place_and_fail")
+    async def place_and_fail(order_id: str) -> None:
+        await place_order(order_id, False)  # nested: a savepoint of this transaction
+        raise RuntimeError("the outer transaction fails")
+
     async with app:
         # Outside any workflow: the transaction's own commit makes the workflow durable.
         shipped = await place_order("o1", False)
@@ -282,6 +287,8 @@ async def test_transactional_enqueue_commits_or_rolls_back_with_the_transaction(
         assert await (await app.retrieve_workflow(child)).get_result(timeout_seconds=20) == "o3"
         with pytest.raises(RuntimeError, match="declined"):
             await checkout("o4", True)
+        with pytest.raises(RuntimeError, match="outer transaction fails"):
+            await place_and_fail("o5")
     assert sorted(r["id"] for r in await conn.fetch("select id from orders")) == ["o1", "o3"]
     queued = await conn.fetch(
         "select workflow_id from asyncflow.workflows where queue_name = 'q' order by 1")
@@ -340,12 +347,14 @@ async def test_client_enqueues_by_name_and_gets_the_result(make_app, db_url):
 
 async def test_bad_queue_arguments_fail_at_the_call(make_app):
     app = make_app()
-    with pytest.raises(asyncflow.InvalidArgumentError):
+    with pytest.raises(asyncflow.InvalidSettingError, match="concurrency"):
         app.queue("x", concurrency=0)
-    with pytest.raises(asyncflow.InvalidArgumentError):
+    with pytest.raises(asyncflow.InvalidSettingError, match="rate_limit"):
         app.queue("x", rate_limit=(5, 0))
-    with pytest.raises(asyncflow.InvalidArgumentError):
+    with pytest.raises(asyncflow.InvalidSettingError, match="queue name"):
         app.queue("")
+    with pytest.raises(asyncflow.InvalidSettingError, match="queues"):
+        make_app(queues="emails")
     queue = app.queue("x")
     with pytest.raises(asyncflow.ConfigurationError, match="already registered"):
         app.queue("x")
