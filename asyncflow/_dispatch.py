@@ -62,6 +62,7 @@ class Dispatcher:
         #: not running here are put back before the next claim.
         self._uncertain = False
         self.monitor = Monitor(f"queue {spec.name}")
+        self.monitor.ok()  # healthy until a claim fails (the app launched: the database answers)
         self.claimed = 0
 
     def _observe(self, kind: str, workflow_id: str) -> None:

@@ -389,3 +389,12 @@ async def test_listener_reconnect_makes_dispatchers_check_again(make_app, conn):
         handle = await app.retrieve_workflow("silent")
         assert await handle.get_result(timeout_seconds=20) == "silent"
     assert runs == ["silent"]
+
+
+async def test_dispatchers_report_through_health(make_app):
+    runs: list[str] = []
+    app, _queue, _job = order_app(make_app, runs)
+    async with app:
+        health = app.health()
+        assert health.healthy
+        assert health.components["queue q"].healthy
