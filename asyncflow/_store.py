@@ -346,6 +346,9 @@ class Store:
         results: list[bool | BaseException] = []
         for op in ops:
             if (op[0], op[1]) in recorded:
+                # Two executions of one workflow may record the same entry in one batch: the
+                # first wins, like the first of two inserts; the other is a conflict.
+                recorded.discard((op[0], op[1]))
                 results.append(True)
             elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
                 results.append(_conflict(op[0], op[1]))
@@ -429,8 +432,8 @@ class Store:
         results: list[Written | BaseException] = []
         for op in ops:
             key = (op[0], op[1])
-            if key in journaled:
-                results.append((True, offsets.get(key), journaled[key]))
+            if key in journaled:  # (the first of two executions' writes wins, as in records)
+                results.append((True, offsets.get(key), journaled.pop(key)))
             elif op[0] in pending:
                 results.append(_conflict(op[0], op[1]))
             else:
