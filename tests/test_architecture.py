@@ -34,6 +34,7 @@ LAYERS: list[list[str]] = [
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention"],
     ["_admin"],
+    ["_supervisor", "_dispatch", "_queues"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
