@@ -32,9 +32,8 @@ LAYERS: list[list[str]] = [
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor", "_retention"],
+    ["_supervisor", "_retention", "_dispatch", "_queues"],
     ["_admin"],
-    ["_supervisor", "_dispatch", "_queues"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
