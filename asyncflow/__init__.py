@@ -34,6 +34,7 @@ from ._errors import (
     NonDeterministicWorkflowError,
     NotInWorkflowError,
     NotLaunchedError,
+    QueueDeduplicatedError,
     RecordedError,
     SchemaVersionError,
     SerializationError,
@@ -49,9 +50,12 @@ from ._errors import (
     WorkflowPendingError,
 )
 from ._handle import WorkflowHandle
+from ._queues import Queue
 from ._retention import Retention
 from ._status import (
     CANCELLED,
+    DELAYED,
+    ENQUEUED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
@@ -75,7 +79,9 @@ __all__ = [
     "Client",
     "ComponentHealth",
     "ConfigurationError",
+    "DELAYED",
     "DatabaseUnavailableError",
+    "ENQUEUED",
     "ERROR",
     "ExecutorIdInUseError",
     "Fired",
@@ -90,6 +96,8 @@ __all__ = [
     "NotInWorkflowError",
     "NotLaunchedError",
     "PENDING",
+    "Queue",
+    "QueueDeduplicatedError",
     "RecordedError",
     "Retention",
     "SUCCESS",
