@@ -127,6 +127,7 @@ async def test_notify_payloads_carry_only_a_kind_and_an_id(make_app, db_url):
 
     @app.workflow()
     async def talker(peer: str) -> str:
+        await asyncflow.recv("go", timeout_seconds=30)  # once the peer exists
         await asyncflow.send(peer, secret, topic=secret)
         got = await asyncflow.recv(topic=secret, timeout_seconds=30)
         await asyncflow.set_event(secret, got)
@@ -139,11 +140,14 @@ async def test_notify_payloads_carry_only_a_kind_and_an_id(make_app, db_url):
         async with app, asyncflow.Client(db_url) as client:
             a = await app.start_workflow(talker, "w-b", workflow_id="w-a")
             b = await app.start_workflow(talker, "w-a", workflow_id="w-b")
+            await client.send("w-a", 1, "go")
+            await client.send("w-b", 1, "go")
             await client.send("w-a", secret, secret, idempotency_key=secret)
             assert await a.get_result(30) == secret
             assert await b.get_result(30) == secret
             # Cancel and resume (from the Client: its NOTIFYs are not echoes of the app's).
             c = await app.start_workflow(talker, "w-a", workflow_id="w-c")
+            await client.send("w-c", 1, "go")
             await client.cancel_workflow("w-c")
             await client.resume_workflow("w-c")
             await client.send("w-c", secret, secret)
