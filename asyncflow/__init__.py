@@ -48,6 +48,7 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
     WorkflowPendingError,
+    WorkflowTimeoutError,
 )
 from ._handle import WorkflowHandle
 from ._queues import Queue
@@ -111,6 +112,7 @@ __all__ = [
     "TransactionStateError",
     "ValueTooLargeError",
     "WorkflowCancelledError",
+    "WorkflowTimeoutError",
     "WorkflowConflictError",
     "WorkflowFailedError",
     "WorkflowHandle",

@@ -159,10 +159,12 @@ def start_workflow(
     fn: Callable[..., Coroutine[Any, Any, R]],
     *args: Any,
     workflow_id: str | None = None,
+    timeout_seconds: float | None = None,
     **kwargs: Any,
 ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
     """Start workflow ``fn`` on the app it is registered with (a child workflow when called
-    inside a workflow). Pass ``workflow_id=`` to choose its id."""
+    inside a workflow). Pass ``workflow_id=`` to choose its id, ``timeout_seconds=`` to give it
+    a durable deadline (see ``AsyncFlow.start_workflow``)."""
     bound = getattr(fn, "__asyncflow_workflow__", None)
     if bound is None:
         raise InvalidArgumentError(
@@ -170,5 +172,5 @@ def start_workflow(
             "@app.workflow()"
         )
     started: Coroutine[Any, Any, WorkflowHandle[R]] = bound[0].start_workflow(
-        fn, *args, workflow_id=workflow_id, **kwargs)
+        fn, *args, workflow_id=workflow_id, timeout_seconds=timeout_seconds, **kwargs)
     return started

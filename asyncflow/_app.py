@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow
+from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
@@ -128,31 +129,39 @@ class AsyncFlow(Connected):
         self._supervisor: Supervisor | None = None
         self._queues: dict[str, Queue] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
+        self._deadlines: DeadlineWatcher | None = None
 
     # -- registration ---------------------------------------------------------------------------
 
     def workflow(
-        self, name: str | None = None, *, max_recovery_attempts: int = 100
+        self,
+        name: str | None = None,
+        *,
+        max_recovery_attempts: int = 100,
+        timeout_seconds: float | None = None,
     ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
         """Register an ``async def`` workflow.
 
         Calling the decorated function outside a workflow starts it with a fresh id and awaits
         its result; inside a workflow it runs it as a child workflow (deterministic id).
+        ``timeout_seconds``: the default timeout of its runs (see :meth:`start_workflow`).
         """
 
         check_positive_int(max_recovery_attempts, "max_recovery_attempts", 0)
+        default_timeout = setting(_codec.check_workflow_timeout, timeout_seconds,
+                                  "timeout_seconds")
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "workflow")
             spec_name = _registered_name(name, fn)
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
-            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts)
+            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout)
             self._workflows[spec_name] = spec
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-                return self._await_started(self._begin(spec, args, kwargs, None))
+                return self._await_started(self._begin(spec, args, kwargs, None, None))
 
             setattr(call, _SPEC_ATTR, (self, spec))
             return call
@@ -306,6 +315,9 @@ class AsyncFlow(Connected):
         await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
         await runtime.tg.start(supervisor.run)
+        deadlines = self._deadlines = DeadlineWatcher(runtime, runner.mark_cancelled)
+        runtime.monitors[deadlines.monitor.name] = deadlines.monitor
+        await runtime.tg.start(deadlines.run)
         if self.retention is not None:
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor
@@ -349,6 +361,7 @@ class AsyncFlow(Connected):
         fn: Callable[..., Coroutine[Any, Any, R]],
         *args: Any,
         workflow_id: str | None = None,
+        timeout_seconds: float | None = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Start a workflow; returns (when awaited) its handle once its row and inputs are durable.
@@ -356,8 +369,14 @@ class AsyncFlow(Connected):
         ``workflow_id=`` (keyword) chooses the id: starting an id that exists returns a handle to
         that workflow and never runs it again. Inside a workflow this starts a child workflow
         whose id is derived from the parent's (the start is journaled).
+
+        ``timeout_seconds=`` (keyword; default: the ``@app.workflow(timeout_seconds=)`` of the
+        function, else none): a durable deadline, stored with the workflow. When it passes the
+        workflow is cancelled with its descendants, wherever it runs and across restarts, and
+        ``get_result`` raises :class:`WorkflowTimeoutError`.
         """
-        return self._begin(self._spec_of(fn), args, kwargs, workflow_id)
+        timeout = _codec.check_workflow_timeout(timeout_seconds)
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout)
 
     def _begin(
         self,
@@ -365,6 +384,7 @@ class AsyncFlow(Connected):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
+        timeout_seconds: float | None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
@@ -372,21 +392,25 @@ class AsyncFlow(Connected):
                               f"the arguments of workflow {spec.name!r}")
         parent = current_workflow()
         if parent is not None and parent.runtime is self._runtime:
-            return self._start_child(parent.reserve(), spec, inputs, workflow_id)
-        return self._start(spec, inputs, workflow_id)
+            return self._start_child(parent.reserve(), spec, inputs, workflow_id,
+                                     timeout_seconds)
+        return self._start(spec, inputs, workflow_id, timeout_seconds)
 
     async def _start(
-        self, spec: WorkflowSpec, inputs: str, workflow_id: str | None
+        self, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
+        timeout_seconds: float | None,
     ) -> WorkflowHandle[Any]:
-        return self._handle(await self.runner.start(spec, inputs, workflow_id, None))
+        return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
+                                                    timeout_seconds))
 
     async def _start_child(
-        self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None
+        self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
+        timeout_seconds: float | None,
     ) -> WorkflowHandle[Any]:
         parent = current_workflow()
         assert parent is not None
-        return self._handle(
-            await self.runner.start_child(parent, function_id, spec, inputs, workflow_id))
+        return self._handle(await self.runner.start_child(
+            parent, function_id, spec, inputs, workflow_id, timeout_seconds))
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from

@@ -86,6 +86,7 @@ class Client(Connected):
         delay_seconds: float = 0,
         partition_key: str | None = None,
         on_duplicate: str = "raise",
+        timeout_seconds: float | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle[Any]:
         """Enqueue workflow ``workflow_name`` (its registered name: ``name=`` of
@@ -94,14 +95,16 @@ class Client(Connected):
 
         Any app that registers the queue and a workflow of that name runs it, whatever its app
         version (a queued workflow that never ran has no journal yet). The options are those of
-        :meth:`Queue.enqueue`.
+        :meth:`Queue.enqueue` (without ``timeout_seconds``, the default timeout of the workflow
+        function, if it has one, applies when a worker dispatches it).
         """
         _codec.check_id(queue_name, "queue name")
         _codec.check_id(workflow_name, "workflow_name")
         req = enqueue_request(
             queue_name, workflow_name, args, kwargs, workflow_id=workflow_id,
             priority=priority, deduplication_id=deduplication_id, delay_seconds=delay_seconds,
-            partition_key=partition_key, on_duplicate=on_duplicate)
+            partition_key=partition_key, on_duplicate=on_duplicate,
+            timeout_seconds=timeout_seconds)
         runtime = self.runtime
         got = await enqueue_with_id(runtime, req, req.workflow_id or secrets.token_hex(16),
                                     NO_VERSION, None)

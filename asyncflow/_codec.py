@@ -239,6 +239,18 @@ def check_timeout(value: object, what: str = "timeout_seconds") -> float:
     return min(seconds, 365 * 24 * 3600.0)
 
 
+def check_workflow_timeout(value: object, what: str = "timeout_seconds") -> float | None:
+    """Validate a workflow's timeout: ``None`` (none) or a number of seconds > 0 (capped at a
+    year, like every timeout)."""
+    if value is None:
+        return None
+    seconds = check_timeout(value, what)
+    if seconds <= 0:
+        raise InvalidArgumentError(f"{what} must be None or a number of seconds > 0, not "
+                                   f"{value!r}")
+    return seconds
+
+
 def check_message(
     destination_id: object, message: Any, topic: object, idempotency_key: object
 ) -> str:

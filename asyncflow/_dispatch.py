@@ -25,6 +25,7 @@ from ._runner import Runner
 from ._specs import QueueSpec, WorkflowSpec
 from ._store import QueueClaim
 from ._wait import (
+    DEADLINE,
     NOT_YET,
     QUEUE,
     SLOT_FREED,
@@ -107,7 +108,8 @@ class Dispatcher:
                             "outcome was lost", self.spec.name)
             self._uncertain = False
         claims, wait_s, more = await store.claim_queued(
-            self.spec, executor_id, list(self._specs), runner.app_version, CLAIM_BATCH)
+            self.spec, executor_id, list(self._specs), runner.app_version, CLAIM_BATCH,
+            runtime.now())
         self.monitor.ok()
         if claims:
             self._local.intersection_update(runner.running)
@@ -132,6 +134,13 @@ class Dispatcher:
             if await runner.runtime.store.dead_letter(claim.workflow_id):
                 runner.runtime.waits.wake(TERMINAL, claim.workflow_id)
             return
+        timeout = spec.timeout_seconds
+        if claim.deadline is not None:
+            runner.runtime.waits.wake(DEADLINE, "")  # its clock started: this process enforces
+        elif timeout is not None:  # enqueued by name (a Client): the function's default applies
+            now = runner.runtime.now()
+            if await runner.runtime.store.set_deadline(claim.workflow_id, timeout, now + timeout):
+                runner.runtime.waits.wake(DEADLINE, "")
         if self.spec.bounds_running:
             self._local.add(claim.workflow_id)
         runner.spawn(claim.workflow_id, spec, claim.inputs, fresh=claim.fresh)

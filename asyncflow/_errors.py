@@ -75,6 +75,18 @@ class WorkflowCancelledError(AsyncFlowError):
     """The workflow was cancelled."""
 
 
+class WorkflowTimeoutError(WorkflowCancelledError):
+    """The workflow ran past its ``timeout_seconds`` deadline and was cancelled (status
+    ``CANCELLED``), with its descendants. Raised by ``get_result``; a subclass of
+    :class:`WorkflowCancelledError`, so code that handles cancellation handles it too.
+    ``resume_workflow`` runs it again, without a deadline."""
+
+
+class ScheduleNotFoundError(AsyncFlowError, LookupError):
+    """No schedule of this name is registered (``pause_schedule``, ``trigger_schedule``, …)
+    or stored in the database (``asyncflow schedule ...``)."""
+
+
 class MaxRecoveryAttemptsExceededError(AsyncFlowError):
     """The workflow was recovered more times than its ``max_recovery_attempts`` allows."""
 

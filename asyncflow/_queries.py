@@ -195,6 +195,30 @@ MIGRATIONS: tuple[str, ...] = (
         ON {s}.workflows (completed_at, workflow_id) WHERE status <> 'PENDING';
     DROP INDEX IF EXISTS {s}.workflows_created_idx;
     """,
+    # 7: workflow timeouts and schedules. ``timeout_seconds`` is what the workflow was started
+    # (or enqueued) with; ``deadline`` the time it is cancelled at, in seconds since the epoch of
+    # the runtime clock durable timers use (set at start, or at dispatch for a queued workflow).
+    # The partial index serves the enforcers' "nearest deadline" query. One row per schedule
+    # name: whether it is paused and the last tick it started (ticks are claimed by moving
+    # last_tick forward, under the row's lock).
+    """
+    ALTER TABLE {s}.workflows
+        ADD COLUMN timeout_seconds double precision,
+        ADD COLUMN deadline        double precision;
+    CREATE INDEX workflows_deadline_idx ON {s}.workflows (deadline)
+        WHERE deadline IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED');
+    CREATE TABLE {s}.schedules (
+        schedule_name text PRIMARY KEY,
+        workflow_name text NOT NULL,
+        cron          text NOT NULL,
+        timezone      text NOT NULL,
+        catch_up      text NOT NULL,
+        queue_name    text,
+        paused        boolean NOT NULL DEFAULT false,
+        last_tick     timestamptz,
+        updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -227,14 +251,17 @@ ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOI
 INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
-        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id)
-    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6)
+        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
+         timeout_seconds, deadline)
+    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8)
     ON CONFLICT (workflow_id) DO NOTHING
-    RETURNING name
+    RETURNING name, deadline
 )
-SELECT true AS created, name FROM ins
+SELECT true AS created, name,
+       CASE WHEN deadline IS NOT NULL THEN pg_notify($9, 'd') END AS notified
+FROM ins
 UNION ALL
-SELECT false, name FROM {s}.workflows
+SELECT false, name, NULL FROM {s}.workflows
 WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
@@ -243,7 +270,7 @@ WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflo
 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
-    deduplication_id, partition_key, delay_until, dispatched_at"""
+    deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
@@ -282,8 +309,8 @@ WITH u AS (
     UPDATE {s}.workflows
     SET status = CASE WHEN queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = CASE WHEN queue_name IS NULL THEN $2 END,
-        recovery_attempts = 0, output = NULL, error = NULL,
-        completed_at = NULL, updated_at = clock_timestamp()
+        recovery_attempts = 0, output = NULL, error = NULL, timeout_seconds = NULL,
+        deadline = NULL, completed_at = NULL, updated_at = clock_timestamp()
     WHERE workflow_id = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING workflow_id, name, inputs, queue_name
 ), n AS (
@@ -658,10 +685,11 @@ WITH t AS (
 ), ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
-         priority, deduplication_id, partition_key, delay_until, created_at, updated_at)
+         priority, deduplication_id, partition_key, delay_until, created_at, updated_at,
+         timeout_seconds)
     SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
            $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
-           t.ts, t.ts
+           t.ts, t.ts, $12
     FROM t
     ON CONFLICT DO NOTHING
     RETURNING queue_name
@@ -684,7 +712,9 @@ ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE fa
 
 # The claim (under LOCK_QUEUE, in the same transaction). $1 queue, $2 executor, $3 workflow
 # names this executor runs, $4 its app version, $5 concurrency, $6 worker concurrency,
-# $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch.
+# $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch,
+# $11 the claimer's runtime clock (a claimed workflow's timeout starts now, unless it had a
+# deadline already), $12 the channel ('d': a deadline was set, for the deadline enforcers).
 # How many may start: the least of the free slots (PENDING workflows of the queue, of this
 # executor), the rate limit's room (starts recorded in the last $8 seconds) and the batch. The
 # ready rows (ENQUEUED, or DELAYED and due) are taken in (priority, created_at) order, skipping
@@ -744,10 +774,10 @@ WITH t AS (
 ), claimed AS (
     UPDATE {s}.workflows w
     SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = t.ts,
-        updated_at = t.ts
+        updated_at = t.ts, deadline = coalesce(w.deadline, $11::float8 + w.timeout_seconds)
     FROM chosen, t
     WHERE w.workflow_id = chosen.workflow_id
-    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh
+    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh, w.deadline
 ), promoted AS (
     UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = t.ts
     FROM t
@@ -772,8 +802,10 @@ WITH t AS (
     ) - t.ts)::float8 AS wait_s
     FROM t
 )
-SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, n.wait_s,
-       (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room
+SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, c.deadline, n.wait_s,
+       (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room,
+       (SELECT count(*) FROM (SELECT pg_notify($12, 'd') WHERE EXISTS (
+            SELECT 1 FROM claimed WHERE deadline IS NOT NULL)) d) AS deadlines
 FROM next n LEFT JOIN claimed c ON true"""
 
 # The supervisor's part in queues: PENDING queued workflows of dead executors (and, at launch,
@@ -1069,8 +1101,9 @@ WITH c AS (
 ), u AS (
     UPDATE {s}.workflows w
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
-        executor_id = NULL, recovery_attempts = 0, output = NULL,
-        error = NULL, completed_at = NULL, updated_at = clock_timestamp()
+        executor_id = NULL, recovery_attempts = 0, output = NULL, error = NULL,
+        timeout_seconds = NULL, deadline = NULL, completed_at = NULL,
+        updated_at = clock_timestamp()
     FROM c WHERE w.workflow_id = c.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING w.workflow_id, w.queue_name
@@ -1082,6 +1115,98 @@ WITH c AS (
     WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# ---------------------------------------------------------------------------------------------
+# Workflow deadlines (_deadlines): enforced by every live app's deadline watcher; one guarded
+# UPDATE per batch, so exactly one enforcer cancels each workflow.
+# ---------------------------------------------------------------------------------------------
+
+# The nearest deadline of a workflow not ended yet (NULL: none).
+NEXT_DEADLINE = """
+SELECT min(deadline) FROM {s}.workflows
+WHERE deadline IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED')"""
+
+# Up to $2 workflows whose deadline passed by $1 (the enforcer's runtime clock) are cancelled
+# with a recorded WorkflowTimeoutError (the v2 record of asyncflow._recorded), and their waiters
+# and queues notified. The UPDATE re-checks the status once it holds a row's lock: a workflow
+# that finished (or was cancelled by another enforcer) meanwhile is left alone.
+ENFORCE_DEADLINES = """
+WITH due AS (
+    SELECT workflow_id FROM {s}.workflows
+    WHERE deadline IS NOT NULL AND deadline <= $1
+      AND status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    ORDER BY deadline
+    LIMIT $2
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp(),
+        error = jsonb_build_object(
+            'v', 2, 'module', 'asyncflow', 'type', 'WorkflowTimeoutError',
+            'message', format('workflow %L timed out after %s seconds and was cancelled',
+                              w.workflow_id, w.timeout_seconds),
+            'args', jsonb_build_array(
+                format('workflow %L timed out after %s seconds and was cancelled',
+                       w.workflow_id, w.timeout_seconds)),
+            'attrs', jsonb_build_object(), 'traceback', '')::text
+    FROM due
+    WHERE w.workflow_id = due.workflow_id AND w.deadline <= $1
+      AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    RETURNING w.workflow_id, w.queue_name
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$3") + """
+SELECT u.workflow_id, u.queue_name, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# A queued workflow enqueued without a timeout whose registered workflow has a default one: its
+# deadline is set when it is dispatched (by the dispatcher, after its claim).
+SET_DEADLINE = """
+WITH u AS (
+    UPDATE {s}.workflows SET timeout_seconds = $2, deadline = $3
+    WHERE workflow_id = $1 AND deadline IS NULL AND status = 'PENDING'
+    RETURNING workflow_id
+)
+SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'd') END FROM u"""
+
+# ---------------------------------------------------------------------------------------------
+# Schedules (_schedules)
+# ---------------------------------------------------------------------------------------------
+
+# Register a schedule (at launch): created unpaused, or its definition updated (its paused flag
+# and last tick are kept).
+UPSERT_SCHEDULE = """
+INSERT INTO {s}.schedules (schedule_name, workflow_name, cron, timezone, catch_up, queue_name)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (schedule_name) DO UPDATE
+SET workflow_name = excluded.workflow_name, cron = excluded.cron, timezone = excluded.timezone,
+    catch_up = excluded.catch_up, queue_name = excluded.queue_name
+WHERE (schedules.workflow_name, schedules.cron, schedules.timezone, schedules.catch_up,
+       schedules.queue_name)
+      IS DISTINCT FROM (excluded.workflow_name, excluded.cron, excluded.timezone,
+                        excluded.catch_up, excluded.queue_name)"""
+
+_SCHEDULE_COLUMNS = """schedule_name, workflow_name, cron, timezone, catch_up, queue_name,
+    paused, last_tick, updated_at"""
+LIST_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules ORDER BY schedule_name"
+GET_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE schedule_name = $1"
+
+# Pause or resume; the schedulers of every process are woken ('c' || name). $3 (not NULL): the
+# last tick moves forward to it (a resumed catch_up="skip" schedule skips what it missed).
+SET_SCHEDULE_PAUSED = """
+WITH u AS (
+    UPDATE {s}.schedules
+    SET paused = $2, updated_at = clock_timestamp(),
+        last_tick = CASE WHEN $3::timestamptz IS NULL THEN last_tick
+                         ELSE greatest(last_tick, $3) END
+    WHERE schedule_name = $1
+    RETURNING schedule_name
+)
+SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'c' || $1) END FROM u"""
+
+# A scheduler's claim of ticks, in one transaction: lock and read the schedule's row, then move
+# last_tick forward to the last tick it starts (the workflows are started in that transaction).
+LOCK_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
+WHERE schedule_name = $1 FOR UPDATE"""
+ADVANCE_SCHEDULE = """
+UPDATE {s}.schedules SET last_tick = $2, updated_at = clock_timestamp()
+WHERE schedule_name = $1 AND (last_tick IS NULL OR last_tick < $2)"""
 
 DATABASE_NOW = "SELECT clock_timestamp()"
 

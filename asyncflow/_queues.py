@@ -108,6 +108,8 @@ class EnqueueRequest:
     delay_seconds: float
     partition_key: str | None
     on_duplicate: str
+    #: Its timeout (``None``: none); the clock starts when a dispatcher starts it.
+    timeout_seconds: float | None = None
 
 
 def enqueue_request(
@@ -122,6 +124,7 @@ def enqueue_request(
     delay_seconds: object,
     partition_key: object,
     on_duplicate: object,
+    timeout_seconds: object = None,
 ) -> EnqueueRequest:
     """Validate and encode an enqueue's arguments (raises before anything is written)."""
     wid = None if workflow_id is None else _codec.check_id(workflow_id)
@@ -134,13 +137,14 @@ def enqueue_request(
     partition = None if partition_key is None else _codec.check_id(partition_key,
                                                                      "partition_key")
     delay = _codec.check_timeout(delay_seconds, "delay_seconds")
+    timeout = _codec.check_workflow_timeout(timeout_seconds)
     if on_duplicate not in ON_DUPLICATE:
         raise InvalidArgumentError(
             f"on_duplicate must be 'raise' or 'return_existing', not {on_duplicate!r}")
     inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
                           f"the arguments of workflow {name!r}")
     return EnqueueRequest(queue_name, name, inputs, wid, priority, dedup, delay, partition,
-                          str(on_duplicate))
+                          str(on_duplicate), timeout)
 
 
 def step_child_id(parent_id: str, function_id: int, seq: int) -> str:
@@ -162,7 +166,7 @@ async def insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_ve
     ``on_duplicate="return_existing"`` the workflow holding the deduplication id)."""
     found = await runtime.store.enqueue_workflow(
         workflow_id, req.name, req.inputs, app_version, parent_id, req.queue_name, req.priority,
-        req.deduplication_id, req.delay_seconds, req.partition_key,
+        req.deduplication_id, req.delay_seconds, req.partition_key, req.timeout_seconds,
     )
     if found.created:
         return workflow_id
@@ -325,6 +329,7 @@ class Queue:
         delay_seconds: float = 0,
         partition_key: str | None = None,
         on_duplicate: str = "raise",
+        timeout_seconds: float | None = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Enqueue workflow ``fn(*args, **kwargs)``; returns (when awaited) its handle, once the
@@ -336,6 +341,9 @@ class Queue:
         ``on_duplicate="return_existing"``, that workflow's handle is returned instead.
         ``workflow_id``: enqueueing an id that exists returns its handle and enqueues nothing.
         ``partition_key``: the partition counted by ``partition_concurrency``.
+        ``timeout_seconds`` (default: the function's ``@app.workflow(timeout_seconds=)``): the
+        workflow is cancelled (:class:`WorkflowTimeoutError`) once it has run that long; its
+        clock starts when a dispatcher starts it, not while it waits in the queue.
 
         In a workflow the enqueue is journaled (exactly once, deterministic id); in a step it
         is keyed by the step's position; in an ``@app.transaction`` it commits (or rolls
@@ -345,7 +353,9 @@ class Queue:
         req = enqueue_request(
             self.spec.name, spec.name, args, kwargs, workflow_id=workflow_id,
             priority=priority, deduplication_id=deduplication_id, delay_seconds=delay_seconds,
-            partition_key=partition_key, on_duplicate=on_duplicate)
+            partition_key=partition_key, on_duplicate=on_duplicate,
+            timeout_seconds=(spec.timeout_seconds if timeout_seconds is None
+                             else timeout_seconds))
         handle: Coroutine[Any, Any, WorkflowHandle[R]] = enqueue(self._host, req)
         return handle
 

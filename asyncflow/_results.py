@@ -35,6 +35,10 @@ def outcome_value(workflow_id: str, outcome: Outcome) -> Any:
     if status == ERROR and outcome.error is not None:
         raise decode_error(outcome.error, WorkflowFailedError)
     if status == CANCELLED:
+        if outcome.error is not None:  # a recorded reason: its deadline passed
+            reason = decode_error(outcome.error, WorkflowFailedError)
+            if isinstance(reason, WorkflowCancelledError):
+                raise reason
         raise WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
     if status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:
         raise MaxRecoveryAttemptsExceededError(

@@ -35,7 +35,7 @@ from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._wait import STARTED, TERMINAL, wait_until
+from ._wait import DEADLINE, STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -80,15 +80,26 @@ class Runner:
     # -- starting ---------------------------------------------------------------------------
 
     async def start(
-        self, spec: WorkflowSpec, inputs: str, workflow_id: str | None, parent_id: str | None
+        self,
+        spec: WorkflowSpec,
+        inputs: str,
+        workflow_id: str | None,
+        parent_id: str | None,
+        timeout_seconds: float | None = None,
     ) -> str:
-        """Insert the workflow (idempotent by id) and run it if it is new; returns its id."""
+        """Insert the workflow (idempotent by id) and run it if it is new; returns its id.
+        ``timeout_seconds`` (default: the spec's): its deadline starts now."""
         if workflow_id is None:
             workflow_id = secrets.token_hex(16)
+        if timeout_seconds is None:
+            timeout_seconds = spec.timeout_seconds
+        deadline = None if timeout_seconds is None else self.runtime.now() + timeout_seconds
         created, existing = await self.runtime.store.insert_workflow(
             workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
-            parent_id,
+            parent_id, timeout_seconds, deadline,
         )
+        if created and deadline is not None:
+            self.runtime.waits.wake(DEADLINE, "")  # this process's enforcer (NOTIFY: others)
         if existing != spec.name:
             raise WorkflowConflictError(
                 f"workflow id {workflow_id!r} is already used by workflow {existing!r}, "
@@ -106,6 +117,7 @@ class Runner:
         spec: WorkflowSpec,
         inputs: str,
         workflow_id: str | None,
+        timeout_seconds: float | None = None,
     ) -> str:
         """Start a child workflow from a parent's body; the start is journaled."""
         recorded = parent.replay(function_id, CHILD)
@@ -113,7 +125,7 @@ class Runner:
             return recorded.child_id
         await ensure_running(parent)
         started = await self.start(spec, inputs, workflow_id or child_id(
-            parent.workflow_id, function_id), parent.workflow_id)
+            parent.workflow_id, function_id), parent.workflow_id, timeout_seconds)
         try:
             await checked(parent, self.runtime.store.record_operation(
                 parent.workflow_id, function_id, CHILD, child_id=started))

@@ -14,6 +14,8 @@ class WorkflowSpec:
     name: str
     fn: Callable[..., Awaitable[Any]]
     max_recovery_attempts: int
+    #: The default timeout of its runs (``None``: none): see ``@app.workflow(timeout_seconds=)``.
+    timeout_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,7 +45,8 @@ class WorkflowStatus:
     workflow. Queued workflows also carry their ``queue_name``, ``priority``,
     ``deduplication_id``, ``partition_key``, ``delay_until`` (when a DELAYED one becomes
     ready) and ``dispatched_at`` (when a dispatcher last started it); ``None`` (0 for
-    ``priority``) for the others.
+    ``priority``) for the others. A workflow started with a timeout has ``timeout_seconds``
+    and, once its clock started (at start; at dispatch for a queued one), its ``deadline``.
     """
 
     workflow_id: str
@@ -65,6 +66,8 @@ class WorkflowStatus:
     partition_key: str | None = None
     delay_until: datetime | None = None
     dispatched_at: datetime | None = None
+    timeout_seconds: float | None = None
+    deadline: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> WorkflowStatus:
@@ -87,6 +90,9 @@ class WorkflowStatus:
             partition_key=row["partition_key"],
             delay_until=row["delay_until"],
             dispatched_at=row["dispatched_at"],
+            timeout_seconds=row["timeout_seconds"],
+            deadline=(None if row["deadline"] is None
+                      else datetime.fromtimestamp(row["deadline"], UTC)),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,14 +36,15 @@ from ._store_base import (
 )
 from ._store_base import conflict as _conflict
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
+from ._store_schedules import ScheduleRow, ScheduleStatements
 
 __all__ = [
-    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "Send", "Store",
-    "not_found",
+    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleRow",
+    "Send", "Store", "not_found",
 ]
 
 
-class Store(AdminStatements, QueueStatements):
+class Store(AdminStatements, QueueStatements, ScheduleStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -82,10 +83,14 @@ class Store(AdminStatements, QueueStatements):
         executor_id: str | None,
         app_version: str,
         parent_id: str | None,
+        timeout_seconds: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[bool, str | None]:
-        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``."""
+        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``.
+        With a ``deadline`` (runtime-clock seconds) the deadline enforcers are notified."""
         row = await self.storage.fetchrow(
-            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id
+            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
+            timeout_seconds, deadline, self.channel,
         )
         if row is None:  # lost a race with a concurrent insert of the same id: it exists now
             existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)

@@ -30,6 +30,8 @@ class QueueClaim:
     inputs: str
     recovery_attempts: int
     fresh: bool
+    #: Its deadline (runtime-clock seconds), if it has a timeout (set at dispatch).
+    deadline: float | None = None
 
 
 class QueueStatements(StoreBase):
@@ -51,6 +53,7 @@ class QueueStatements(StoreBase):
         deduplication_id: str | None,
         delay_seconds: float,
         partition_key: str | None,
+        timeout_seconds: float | None = None,
     ) -> Enqueued:
         """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
         or the deduplication id is held (then say which)."""
@@ -58,7 +61,7 @@ class QueueStatements(StoreBase):
             row = await self.storage.fetchrow(
                 Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
                 queue_name, priority, deduplication_id, delay_seconds, partition_key,
-                self.channel,
+                self.channel, timeout_seconds,
             )
             assert row is not None
             if row["created"]:
@@ -77,23 +80,25 @@ class QueueStatements(StoreBase):
         names: list[str],
         app_version: str,
         batch: int,
+        now: float,
     ) -> tuple[list[QueueClaim], float | None, bool]:
         """Claim the workflows of a queue that may start now, within its limits: one short
         transaction serialized with every other claim of the queue by the queue row's lock.
         Returns the claims, the seconds until the next moment something may become startable
         on its own (a DELAYED row due, the rate limit's window opening), and whether another
         claim right away may find more (the batch was full, or a partition's cap dropped
-        rows)."""
+        rows). ``now``: the runtime clock, where the timeouts of the claimed workflows start."""
         rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
         async with self.storage.transaction():
             await self.storage.execute(Q.LOCK_QUEUE, spec.name)
             rows = await self.storage.fetch(
                 Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
                 spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
+                now, self.channel,
             )
         claims = [
             QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
-                       bool(row["fresh"]))
+                       bool(row["fresh"]), row["deadline"])
             for row in rows if row["workflow_id"] is not None
         ]
         first = rows[0]

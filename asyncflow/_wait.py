@@ -7,7 +7,9 @@ wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a workflow, ``s`
 or closed, ``t`` workflow reached a terminal status (or was cancelled), ``r`` a workflow was
 resumed or left unassigned (wakes recovery supervisors), ``q`` a workflow was enqueued in a
 queue (or put back), ``f`` a workflow of a queue ended (a slot may be free): for these two the
-key's id is the queue name, and they wake that queue's dispatchers; and, in-process only, ``j``
+key's id is the queue name, and they wake that queue's dispatchers; ``d`` a workflow deadline
+was set (id empty: wakes the deadline enforcers); ``c`` a schedule was paused or resumed (id:
+the schedule's name); and, in-process only, ``j``
 a journal entry was recorded and ``w`` a workflow was started (for observers such as the
 dashboard).
 
@@ -34,6 +36,8 @@ TERMINAL: Final = "t"
 RESUMED: Final = "r"
 QUEUE: Final = "q"  # id: a queue name
 SLOT_FREED: Final = "f"  # id: a queue name
+DEADLINE: Final = "d"  # id: "" (a workflow's deadline was set)
+SCHEDULE: Final = "c"  # id: a schedule name (paused or resumed)
 # Local only (never sent as NOTIFY): for observers such as the dashboard.
 JOURNAL: Final = "j"  # a journal entry (a step's checkpoint, …) was recorded in this process
 STARTED: Final = "w"  # a workflow was started in this process

@@ -24,7 +24,7 @@ LAYERS: list[list[str]] = [
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base"],
-    ["_store_batches", "_store_queues"],
+    ["_store_batches", "_store_queues", "_store_schedules"],
     ["_store_admin"],
     ["_store"],
     # waking: the registry and wait primitive, the LISTEN connection
@@ -37,7 +37,7 @@ LAYERS: list[list[str]] = [
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor", "_retention", "_dispatch", "_queues"],
+    ["_supervisor", "_retention", "_dispatch", "_queues", "_deadlines"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],

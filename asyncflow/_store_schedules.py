@@ -1,0 +1,95 @@
+"""The store's statements for time-driven work: workflow deadlines (``_deadlines``) and
+schedules (``_schedules``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import _queries as Q
+from ._store_base import StoreBase
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A schedule's stored state (what ``list_schedules`` reports)."""
+
+    name: str
+    workflow_name: str
+    cron: str
+    timezone: str
+    catch_up: str
+    queue_name: str | None
+    paused: bool
+    last_tick: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ScheduleRow:
+        """Build from a database row (internal)."""
+        return cls(row["schedule_name"], row["workflow_name"], row["cron"], row["timezone"],
+                   row["catch_up"], row["queue_name"], row["paused"], row["last_tick"],
+                   row["updated_at"])
+
+
+class ScheduleStatements(StoreBase):
+    """Deadlines of workflows with a timeout, and the state of schedules."""
+
+    __slots__ = ()
+
+    # -- deadlines ------------------------------------------------------------------------------
+
+    async def next_deadline(self) -> float | None:
+        """The nearest deadline (runtime-clock seconds) of a workflow not ended yet."""
+        found: float | None = await self.storage.fetchval(Q.NEXT_DEADLINE)
+        return found
+
+    async def enforce_deadlines(
+        self, now: float, batch: int
+    ) -> list[tuple[str, str | None]]:
+        """Cancel up to ``batch`` workflows whose deadline is at or before ``now`` (recording a
+        WorkflowTimeoutError) and notify them; returns ``(workflow id, queue name)`` of each."""
+        rows = await self.storage.fetch(Q.ENFORCE_DEADLINES, now, batch, self.channel)
+        return [(row["workflow_id"], row["queue_name"]) for row in rows]
+
+    async def set_deadline(self, workflow_id: str, timeout_seconds: float,
+                           deadline: float) -> bool:
+        """Give a running workflow without a deadline one (and notify the enforcers)."""
+        row = await self.storage.fetchrow(Q.SET_DEADLINE, workflow_id, timeout_seconds,
+                                          deadline, self.channel)
+        return bool(row is not None and row["updated"])
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def upsert_schedule(self, name: str, workflow_name: str, cron: str, timezone: str,
+                              catch_up: str, queue_name: str | None) -> None:
+        """Store a schedule's definition (its paused flag and last tick are kept)."""
+        await self.storage.execute(Q.UPSERT_SCHEDULE, name, workflow_name, cron, timezone,
+                                   catch_up, queue_name)
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule, by name."""
+        return [ScheduleRow.from_row(row) for row in await self.storage.fetch(Q.LIST_SCHEDULES)]
+
+    async def get_schedule(self, name: str) -> ScheduleRow | None:
+        """One stored schedule, or ``None``."""
+        row = await self.storage.fetchrow(Q.GET_SCHEDULE, name)
+        return None if row is None else ScheduleRow.from_row(row)
+
+    async def set_schedule_paused(self, name: str, paused: bool,
+                                  skip_to: datetime | None) -> bool:
+        """Pause or resume a schedule (with ``skip_to``, its last tick moves forward to it) and
+        wake every scheduler; False if there is no such schedule."""
+        row = await self.storage.fetchrow(Q.SET_SCHEDULE_PAUSED, name, paused, skip_to,
+                                          self.channel)
+        return bool(row is not None and row["updated"])
+
+    async def lock_schedule(self, name: str) -> ScheduleRow | None:
+        """Lock and read a schedule's row (inside ``storage.transaction()``)."""
+        row = await self.storage.fetchrow(Q.LOCK_SCHEDULE, name)
+        return None if row is None else ScheduleRow.from_row(row)
+
+    async def advance_schedule(self, name: str, last_tick: datetime) -> None:
+        """Move a schedule's last tick forward (never back)."""
+        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick)
