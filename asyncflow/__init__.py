@@ -36,6 +36,7 @@ from ._errors import (
     NotLaunchedError,
     QueueDeduplicatedError,
     RecordedError,
+    ScheduleNotFoundError,
     SchemaVersionError,
     SerializationError,
     StepFailedError,
@@ -67,6 +68,7 @@ from ._status import (
     StepInfo,
     WorkflowStatus,
 )
+from ._store_schedules import ScheduleStatus
 from ._wait_first import Branch, Fired, event, message, result, timer
 
 __version__ = "0.1.0"
@@ -113,6 +115,8 @@ __all__ = [
     "ValueTooLargeError",
     "WorkflowCancelledError",
     "WorkflowTimeoutError",
+    "ScheduleNotFoundError",
+    "ScheduleStatus",
     "WorkflowConflictError",
     "WorkflowFailedError",
     "WorkflowHandle",

@@ -10,21 +10,27 @@ then, a bulk resume those that had ended by then, so neither chases work that ke
 from __future__ import annotations
 
 from collections.abc import Coroutine, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from . import _codec
 from ._cancel import cancel_descendants, mark_cancelled
 from ._context import current_step, current_workflow
-from ._errors import InvalidArgumentError, NotInWorkflowError, WorkflowPendingError
+from ._errors import (
+    InvalidArgumentError,
+    NotInWorkflowError,
+    ScheduleNotFoundError,
+    WorkflowPendingError,
+)
 from ._filters import RESUMABLE, WorkflowFilter, make_filter, parse_after
 from ._messages import send_many_from_workflow, send_many_outside
 from ._retention import Retention, retention_pass
 from ._runtime import Runtime
+from ._schedules import tick_workflow_id
 from ._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from ._storage import RetryableTransactionError
-from ._store import Send, not_found
-from ._wait import QUEUE, TERMINAL
+from ._store import ScheduleStatus, Send, not_found
+from ._wait import QUEUE, SCHEDULE, TERMINAL
 
 BULK_BATCH = 500
 MAX_BIGINT = 2**63 - 1
@@ -256,6 +262,45 @@ class Admin:
         _check_flag(dry_run, "dry_run")
         return await retention_pass(self.runtime.store, chosen, dry_run=dry_run)
 
+    # -- schedules --------------------------------------------------------------------------
+
+    async def list_schedules(self) -> list[ScheduleStatus]:
+        """Every schedule stored in the database (registered by some app with
+        ``@app.scheduled``), by name: its definition, whether it is paused, its last tick."""
+        return await self.runtime.store.list_schedules()
+
+    async def pause_schedule(self, name: str) -> None:
+        """Pause a schedule in every process: no tick starts until it is resumed (a manual
+        :meth:`trigger_schedule` still runs). :class:`ScheduleNotFoundError` if there is none."""
+        await self._set_paused(name, True)
+
+    async def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule from its next tick on: ticks that came due while it was
+        paused are not run, whatever its ``catch_up``."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        _codec.check_id(name, "schedule name")
+        runtime = self.runtime
+        skip_to = None if paused else datetime.fromtimestamp(runtime.now(), UTC)
+        if not await runtime.store.set_schedule_paused(name, paused, skip_to):
+            raise _no_schedule(name)
+        runtime.waits.wake(SCHEDULE, name)  # this process's scheduler (NOTIFY: the others)
+
+    async def trigger_schedule(self, name: str) -> str:
+        """Start a run of a schedule now, outside its ticks (also while it is paused): a live
+        app serving the schedule starts it at once. Returns the run's workflow id,
+        ``"<name>@manual-<time>"`` (``retrieve_workflow`` it once it has started). Triggers
+        made before a scheduler picked the first one up share its run."""
+        _codec.check_id(name, "schedule name")
+        runtime = self.runtime
+        at = await runtime.store.trigger_schedule(name, datetime.fromtimestamp(runtime.now(),
+                                                                               UTC))
+        if at is None:
+            raise _no_schedule(name)
+        runtime.waits.wake(SCHEDULE, name)
+        return tick_workflow_id(name, at, manual=True)
+
     # -- sending ----------------------------------------------------------------------------
 
     def send_many(self, messages: Iterable[Any]) -> Coroutine[Any, Any, list[bool]]:
@@ -278,6 +323,12 @@ class Admin:
         if ctx is not None:
             return send_many_from_workflow(ctx, ctx.reserve(), ops)
         return send_many_outside(runtime, ops)
+
+
+def _no_schedule(name: str) -> ScheduleNotFoundError:
+    return ScheduleNotFoundError(
+        f"no schedule named {name!r}; list_schedules() (asyncflow schedule list) shows them, "
+        "and an app creates one with @app.scheduled(...) when it launches")
 
 
 def _pending_message(root: str, found: str) -> str:

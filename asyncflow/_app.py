@@ -25,7 +25,8 @@ from ._queues import Queue, queue_spec
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
-from ._specs import StepSpec, TransactionSpec, WorkflowSpec
+from ._schedules import Scheduler, schedule_spec
+from ._specs import ScheduleSpec, StepSpec, TransactionSpec, WorkflowSpec
 from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
@@ -130,6 +131,8 @@ class AsyncFlow(Connected):
         self._queues: dict[str, Queue] = {}
         self._dispatchers: dict[str, Dispatcher] = {}
         self._deadlines: DeadlineWatcher | None = None
+        self._schedules: dict[str, ScheduleSpec] = {}
+        self._scheduler: Scheduler | None = None
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -234,6 +237,47 @@ class AsyncFlow(Connected):
 
         return decorate
 
+    def scheduled(
+        self,
+        cron: str,
+        *,
+        name: str | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "skip",
+        queue: str | None = None,
+        grace_seconds: float = 10.0,
+    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
+        """Start a workflow on a cron schedule: one run per tick across all processes.
+
+        ``cron``: 5 fields (minute hour day-of-month month day-of-week) or 6 with **seconds
+        first** (``"*/10 * * * * *"``: every 10 seconds), read in ``timezone`` (an IANA name).
+        The workflow is called with the tick's time as an ISO 8601 string (in that time zone)
+        and gets the id ``"<name>@<tick in UTC>"``. Put it above ``@app.workflow(...)`` (a plain
+        ``async def`` is registered as a workflow of the schedule's name). ``name`` defaults to
+        the workflow's name. Ticks missed while no process ran: ``catch_up="skip"`` runs only
+        those at most ``grace_seconds`` late, ``"latest"`` the most recent one, ``"all"`` every
+        one (the 1,000 most recent at most). ``queue``: enqueue each run on that registered
+        queue instead of starting it here. Needs the ``schedules`` extra (croniter).
+        """
+
+        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
+            bound = workflow_binding(fn)
+            if bound is None:
+                fn = self.workflow(name=name)(fn)
+                bound = workflow_binding(fn)
+            if bound is None or bound[0] is not self:
+                raise ConfigurationError(
+                    f"@app.scheduled() decorates a workflow of this app, not {fn!r}")
+            workflow = bound[1]
+            spec = schedule_spec(cron, name if name is not None else workflow.name,
+                                 workflow.name, timezone, catch_up, queue, grace_seconds)
+            if spec.name in self._schedules:
+                raise ConfigurationError(f"a schedule named {spec.name!r} is already registered")
+            self._schedules[spec.name] = spec
+            return fn
+
+        return decorate
+
     def queue(
         self,
         name: str,
@@ -318,6 +362,16 @@ class AsyncFlow(Connected):
         deadlines = self._deadlines = DeadlineWatcher(runtime, runner.mark_cancelled)
         runtime.monitors[deadlines.monitor.name] = deadlines.monitor
         await runtime.tg.start(deadlines.run)
+        if self._schedules:
+            for spec in self._schedules.values():
+                if spec.queue_name is not None and spec.queue_name not in self._queues:
+                    raise ConfigurationError(
+                        f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which "
+                        "this app does not register; register it with app.queue(name) first")
+            scheduler = self._scheduler = Scheduler(runner, self._schedules, self._workflows)
+            runtime.monitors[scheduler.monitor.name] = scheduler.monitor
+            await scheduler.register()
+            await runtime.tg.start(scheduler.run)
         if self.retention is not None:
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor
@@ -336,6 +390,8 @@ class AsyncFlow(Connected):
         self._runner = None
         self._supervisor = None
         self._retention_worker = None
+        self._scheduler = None
+        self._deadlines = None
 
     def _after_resume(self) -> None:
         if self._supervisor is not None:

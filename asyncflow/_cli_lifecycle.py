@@ -183,6 +183,40 @@ async def gc(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- schedules ---------------------------------------------------------------------------------
+
+
+async def schedule_list(client: Client, args: argparse.Namespace) -> int:
+    schedules = await client.list_schedules()
+    if args.json:
+        _emit(_json([schedule.to_dict() for schedule in schedules]))
+        return 0
+    _emit(_table(
+        ("NAME", "CRON", "TIMEZONE", "CATCH_UP", "WORKFLOW", "QUEUE", "STATE", "LAST_TICK"),
+        [(s.name, s.cron, s.timezone, s.catch_up, s.workflow_name, s.queue_name or "-",
+          "paused" if s.paused else "active", _time(s.last_tick)) for s in schedules]))
+    return 0
+
+
+async def schedule_pause(client: Client, args: argparse.Namespace) -> int:
+    await client.pause_schedule(args.name)
+    _emit(_json({"paused": args.name}) if args.json else f"paused schedule {args.name}")
+    return 0
+
+
+async def schedule_resume(client: Client, args: argparse.Namespace) -> int:
+    await client.resume_schedule(args.name)
+    _emit(_json({"resumed": args.name}) if args.json else f"resumed schedule {args.name}")
+    return 0
+
+
+async def schedule_trigger(client: Client, args: argparse.Namespace) -> int:
+    workflow_id = await client.trigger_schedule(args.name)
+    _emit(_json({"triggered": args.name, "workflow_id": workflow_id}) if args.json
+          else f"triggered schedule {args.name}: workflow {workflow_id}")
+    return 0
+
+
 # -- parsers -----------------------------------------------------------------------------------
 
 
@@ -221,7 +255,19 @@ def add_commands(
     workflow: Any, commands: Any,
     command: Callable[[Any, str, str, Any], argparse.ArgumentParser],
 ) -> None:
-    """Add ``workflow list|cancel|resume|delete`` and ``gc`` to the parser."""
+    """Add ``workflow list|cancel|resume|delete``, ``gc`` and ``schedule
+    list|pause|resume|trigger`` to the parser."""
+    schedule = commands.add_parser("schedule", help="list, pause, resume and trigger schedules")
+    sched = schedule.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    command(sched, "list", "list the schedules, their state and last tick", schedule_list)
+    for name, help_text, run in (
+        ("pause", "pause a schedule in every process", schedule_pause),
+        ("resume", "resume a paused schedule from its next tick", schedule_resume),
+        ("trigger", "start a run of a schedule now (a live app serving it starts it)",
+         schedule_trigger),
+    ):
+        command(sched, name, help_text, run).add_argument("name", metavar="NAME")
+
     sub = command(workflow, "list", "list workflows, newest first (a page at a time)",
                   workflow_list)
     sub.add_argument("--status", action="append", metavar="S",

@@ -199,8 +199,8 @@ MIGRATIONS: tuple[str, ...] = (
     # (or enqueued) with; ``deadline`` the time it is cancelled at, in seconds since the epoch of
     # the runtime clock durable timers use (set at start, or at dispatch for a queued workflow).
     # The partial index serves the enforcers' "nearest deadline" query. One row per schedule
-    # name: whether it is paused and the last tick it started (ticks are claimed by moving
-    # last_tick forward, under the row's lock).
+    # name: whether it is paused, the last tick it started (ticks are claimed by moving
+    # last_tick forward, under the row's lock) and a manual trigger not started yet.
     """
     ALTER TABLE {s}.workflows
         ADD COLUMN timeout_seconds double precision,
@@ -216,6 +216,7 @@ MIGRATIONS: tuple[str, ...] = (
         queue_name    text,
         paused        boolean NOT NULL DEFAULT false,
         last_tick     timestamptz,
+        triggered_at  timestamptz,
         updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
@@ -1183,7 +1184,7 @@ WHERE (schedules.workflow_name, schedules.cron, schedules.timezone, schedules.ca
                         excluded.catch_up, excluded.queue_name)"""
 
 _SCHEDULE_COLUMNS = """schedule_name, workflow_name, cron, timezone, catch_up, queue_name,
-    paused, last_tick, updated_at"""
+    paused, last_tick, triggered_at, updated_at"""
 LIST_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules ORDER BY schedule_name"
 GET_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE schedule_name = $1"
 
@@ -1205,8 +1206,20 @@ SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'c' || $1)
 LOCK_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
 WHERE schedule_name = $1 FOR UPDATE"""
 ADVANCE_SCHEDULE = """
-UPDATE {s}.schedules SET last_tick = $2, updated_at = clock_timestamp()
-WHERE schedule_name = $1 AND (last_tick IS NULL OR last_tick < $2)"""
+UPDATE {s}.schedules
+SET last_tick = CASE WHEN last_tick IS NULL OR last_tick < $2 THEN $2 ELSE last_tick END,
+    triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END, updated_at = clock_timestamp()
+WHERE schedule_name = $1"""
+
+# A manual trigger: recorded in the row (a trigger already waiting is kept: both callers get
+# the same run) for a scheduler of the schedule to start, woken by 'c' || name.
+TRIGGER_SCHEDULE = """
+WITH u AS (
+    UPDATE {s}.schedules SET triggered_at = coalesce(triggered_at, $2)
+    WHERE schedule_name = $1
+    RETURNING schedule_name, triggered_at
+)
+SELECT u.triggered_at, pg_notify($3, 'c' || u.schedule_name) FROM u"""
 
 DATABASE_NOW = "SELECT clock_timestamp()"
 

@@ -59,3 +59,20 @@ class QueueSpec:
         """Whether a workflow of this queue ending can let another one start."""
         return (self.concurrency is not None or self.worker_concurrency is not None
                 or self.partition_concurrency is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A registered schedule: which workflow it starts, on which cron expression (5 fields, or
+    6 with seconds first) in which time zone, what it does with ticks missed while no process
+    ran it (``catch_up``: ``"skip"``, ``"all"`` or ``"latest"``; ``grace_seconds``: how late a
+    tick may still start under ``"skip"``), and the queue it enqueues on (``None``: started
+    directly by the scheduler's process)."""
+
+    name: str
+    workflow_name: str
+    cron: str
+    timezone: str
+    catch_up: str
+    queue_name: str | None
+    grace_seconds: float

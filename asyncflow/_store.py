@@ -36,10 +36,10 @@ from ._store_base import (
 )
 from ._store_base import conflict as _conflict
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
-from ._store_schedules import ScheduleRow, ScheduleStatements
+from ._store_schedules import ScheduleStatements, ScheduleStatus
 
 __all__ = [
-    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleRow",
+    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleStatus",
     "Send", "Store", "not_found",
 ]
 

@@ -12,8 +12,11 @@ from ._store_base import StoreBase
 
 
 @dataclass(frozen=True, slots=True)
-class ScheduleRow:
-    """A schedule's stored state (what ``list_schedules`` reports)."""
+class ScheduleStatus:
+    """A schedule's stored state, as ``list_schedules`` reports it: its definition (``cron``,
+    ``timezone``, ``catch_up``, ``queue_name``, the ``workflow_name`` it starts), whether it is
+    ``paused``, ``last_tick`` (the latest tick started or skipped; ``None`` before its first)
+    and ``triggered_at`` (a manual trigger not started yet)."""
 
     name: str
     workflow_name: str
@@ -23,14 +26,23 @@ class ScheduleRow:
     queue_name: str | None
     paused: bool
     last_tick: datetime | None
+    triggered_at: datetime | None
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> ScheduleRow:
+    def from_row(cls, row: Any) -> ScheduleStatus:
         """Build from a database row (internal)."""
         return cls(row["schedule_name"], row["workflow_name"], row["cron"], row["timezone"],
                    row["catch_up"], row["queue_name"], row["paused"], row["last_tick"],
-                   row["updated_at"])
+                   row["triggered_at"], row["updated_at"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
 
 
 class ScheduleStatements(StoreBase):
@@ -68,14 +80,14 @@ class ScheduleStatements(StoreBase):
         await self.storage.execute(Q.UPSERT_SCHEDULE, name, workflow_name, cron, timezone,
                                    catch_up, queue_name)
 
-    async def list_schedules(self) -> list[ScheduleRow]:
+    async def list_schedules(self) -> list[ScheduleStatus]:
         """Every stored schedule, by name."""
-        return [ScheduleRow.from_row(row) for row in await self.storage.fetch(Q.LIST_SCHEDULES)]
+        return [ScheduleStatus.from_row(row) for row in await self.storage.fetch(Q.LIST_SCHEDULES)]
 
-    async def get_schedule(self, name: str) -> ScheduleRow | None:
+    async def get_schedule(self, name: str) -> ScheduleStatus | None:
         """One stored schedule, or ``None``."""
         row = await self.storage.fetchrow(Q.GET_SCHEDULE, name)
-        return None if row is None else ScheduleRow.from_row(row)
+        return None if row is None else ScheduleStatus.from_row(row)
 
     async def set_schedule_paused(self, name: str, paused: bool,
                                   skip_to: datetime | None) -> bool:
@@ -85,11 +97,18 @@ class ScheduleStatements(StoreBase):
                                           self.channel)
         return bool(row is not None and row["updated"])
 
-    async def lock_schedule(self, name: str) -> ScheduleRow | None:
+    async def lock_schedule(self, name: str) -> ScheduleStatus | None:
         """Lock and read a schedule's row (inside ``storage.transaction()``)."""
         row = await self.storage.fetchrow(Q.LOCK_SCHEDULE, name)
-        return None if row is None else ScheduleRow.from_row(row)
+        return None if row is None else ScheduleStatus.from_row(row)
 
-    async def advance_schedule(self, name: str, last_tick: datetime) -> None:
-        """Move a schedule's last tick forward (never back)."""
-        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick)
+    async def advance_schedule(self, name: str, last_tick: datetime,
+                               clear_trigger: bool) -> None:
+        """Move a schedule's last tick forward (never back); forget its manual trigger."""
+        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick, clear_trigger)
+
+    async def trigger_schedule(self, name: str, at: datetime) -> datetime | None:
+        """Ask the schedulers to start a run of a schedule now; returns the time of the trigger
+        that will run (an earlier one still waiting is kept), ``None``: no such schedule."""
+        row = await self.storage.fetchrow(Q.TRIGGER_SCHEDULE, name, at, self.channel)
+        return None if row is None else row["triggered_at"]

@@ -30,7 +30,7 @@ EXPECTED = {
     # operating workflows (docs/operating-lifecycle.md)
     "Retention", "StepTimeoutError", "WorkflowPendingError",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
-    "WorkflowTimeoutError",
+    "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}
