@@ -276,7 +276,8 @@ class Dashboard:
     ) -> tuple[_queue_data.QueueView, _data.Filters, list[str], _data.ListPage]:
         filters, problems = _data.Filters.parse(request.param)
         if filters.queue is None:
-            raise HTTPError(400, "which queue? pass its name as ?queue=…")
+            bad = [problem for problem in problems if "queue name" in problem]
+            raise HTTPError(400, bad[0] if bad else "which queue? pass its name as ?queue=…")
         queue = await _queue_data.queue_detail(self.source, filters.queue)
         if queue is None:
             raise HTTPError(404, f"no queue named {filters.queue!r} is known: no workflow of "
