@@ -850,7 +850,16 @@ async def test_in_a_real_browser(db_url: str, procs: Any) -> None:
         await page.wait_for("document.body.dataset.liveState === 'on'")
         await page.screenshot(ARTIFACTS / "dashboard-5-cancelled.png")
         assert (await client.get_workflow_status("job-1")).status == "CANCELLED"
+
+        # The queues page, live: a workflow enqueued elsewhere (on a queue nobody serves)
+        # appears in its queue's row without a reload (the NOTIFY of kind "q").
+        await page.goto(f"{url}queues")
+        await page.wait_for("document.body.dataset.liveState === 'on'")
+        await client.enqueue("browser-q", "nobody-runs-this", workflow_id="queued-1")
+        await page.wait_for("(document.querySelector('tr[data-queue=\"browser-q\"] "
+                            "[data-count=\"enqueued\"]') || {}).textContent === '1'")
+        await page.screenshot(ARTIFACTS / "dashboard-6-queues.png")
     for name in ("1-list", "2-list-updated", "3-workflow-waiting", "4-workflow-live",
-                 "5-cancelled"):
+                 "5-cancelled", "6-queues"):
         shot = ARTIFACTS / f"dashboard-{name}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
