@@ -203,10 +203,10 @@ MIGRATIONS: tuple[str, ...] = (
 # reset afterwards), so a body that ends the transaction cannot write outside it either.
 # ---------------------------------------------------------------------------------------------
 
-# Its own round trip: a SET in the same simple query as BEGIN would join the transaction and be
-# rolled back with it.
-READ_ONLY_BY_DEFAULT = "SET default_transaction_read_only = on"
-BEGIN_USER_TRANSACTION = """BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
+# One round trip: the SET is committed on its own first (COMMIT ends the simple query's implicit
+# transaction), so it outlives a failed or replaced user transaction; then asyncflow's own.
+BEGIN_USER_TRANSACTION = """SET default_transaction_read_only = on; COMMIT;
+BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
 INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
 BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
 BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
