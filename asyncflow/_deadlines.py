@@ -50,7 +50,7 @@ class DeadlineWatcher:
         delay = 0.05
         while True:
             try:
-                await wait(Wait(waits, ((DEADLINE, ""),), self._check))
+                await wait(Wait(waits, ((DEADLINE, ""),), self._check, background=True))
                 delay = 0.05
             except Exception as exc:  # a database error: report, back off, retry
                 self.monitor.failed(exc)

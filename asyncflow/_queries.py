@@ -1133,7 +1133,10 @@ WHERE deadline IS NOT NULL AND status IN ('PENDING', 'ENQUEUED', 'DELAYED')"""
 # that finished (or was cancelled by another enforcer) meanwhile is left alone.
 ENFORCE_DEADLINES = """
 WITH due AS (
-    SELECT workflow_id FROM {s}.workflows
+    SELECT workflow_id,
+           'workflow ' || quote_literal(workflow_id) || ' timed out after '
+           || coalesce(timeout_seconds::text, '?') || ' seconds and was cancelled' AS message
+    FROM {s}.workflows
     WHERE deadline IS NOT NULL AND deadline <= $1
       AND status IN ('PENDING', 'ENQUEUED', 'DELAYED')
     ORDER BY deadline
@@ -1143,11 +1146,7 @@ WITH due AS (
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp(),
         error = jsonb_build_object(
             'v', 2, 'module', 'asyncflow', 'type', 'WorkflowTimeoutError',
-            'message', format('workflow %L timed out after %s seconds and was cancelled',
-                              w.workflow_id, w.timeout_seconds),
-            'args', jsonb_build_array(
-                format('workflow %L timed out after %s seconds and was cancelled',
-                       w.workflow_id, w.timeout_seconds)),
+            'message', due.message, 'args', jsonb_build_array(due.message),
             'attrs', jsonb_build_object(), 'traceback', '')::text
     FROM due
     WHERE w.workflow_id = due.workflow_id AND w.deadline <= $1
@@ -1219,7 +1218,7 @@ WITH u AS (
     WHERE schedule_name = $1
     RETURNING schedule_name, triggered_at
 )
-SELECT u.triggered_at, pg_notify($3, 'c' || u.schedule_name) FROM u"""
+SELECT u.triggered_at, pg_notify($3, 'c' || $1) FROM u"""
 
 DATABASE_NOW = "SELECT clock_timestamp()"
 

@@ -179,7 +179,7 @@ class Scheduler:
         delay = 0.05
         while True:
             try:
-                await wait(Wait(waits, keys, self._check))
+                await wait(Wait(waits, keys, self._check, background=True))
                 delay = 0.05
             except Exception as exc:  # a database error: report, back off, retry
                 self.monitor.failed(exc)

@@ -133,8 +133,13 @@ class WaitRegistry:
             self.wake(kind, workflow_id)
         return keys
 
-    async def park(self, event: Waiter) -> None:
-        """Wait for a registered ``event`` until its deadline, counted as parked."""
+    async def park(self, event: Waiter, *, counted: bool = True) -> None:
+        """Wait for a registered ``event`` until its deadline, counted as parked (unless
+        ``counted`` is false: a background task that is always parked, such as the deadline
+        watcher, is not counted by :meth:`wait_for_count` nor reported to ``on_park``)."""
+        if not counted:
+            await wait_until(event, event.deadline)
+            return
         self._count += 1
         if self._target is not None and self._count >= self._target[0]:
             self._target[1].set()
@@ -206,10 +211,12 @@ class Wait(Generic[T]):
     ``check(waiter)`` reads the state and returns the result, or :data:`NOT_YET`; it may move
     ``waiter.deadline``. ``retry_unavailable``: while the database is unreachable the check is
     retried with backoff (at once on the listener's reconnect) until the deadline, instead of
-    raising :class:`DatabaseUnavailableError` at once.
+    raising :class:`DatabaseUnavailableError` at once. ``background``: the wait of a background
+    task that parks between its own deadlines (deadline watcher, scheduler): its parking is not
+    counted (see :meth:`WaitRegistry.park`).
     """
 
-    __slots__ = ("check", "deadline", "keys", "registry", "retry_unavailable")
+    __slots__ = ("background", "check", "deadline", "keys", "registry", "retry_unavailable")
 
     def __init__(
         self,
@@ -219,7 +226,9 @@ class Wait(Generic[T]):
         *,
         deadline: float | None = None,
         retry_unavailable: bool = False,
+        background: bool = False,
     ) -> None:
+        self.background = background
         self.registry = registry
         self.keys = keys
         self.check = check
@@ -247,8 +256,9 @@ async def wait(
 async def _run(spec: Wait[T], waiter: Waiter, park_first: bool) -> T | _NotYet:
     loop = asyncio.get_running_loop()
     delay = 0.05
+    counted = not spec.background
     if park_first and not waiter.is_set():
-        await spec.registry.park(waiter)
+        await spec.registry.park(waiter, counted=counted)
     while True:
         waiter.clear()
         try:
@@ -272,4 +282,4 @@ async def _run(spec: Wait[T], waiter: Waiter, park_first: bool) -> T | _NotYet:
         if waiter.deadline is not None and loop.time() >= waiter.deadline:
             return NOT_YET
         if not waiter.is_set():
-            await spec.registry.park(waiter)
+            await spec.registry.park(waiter, counted=counted)

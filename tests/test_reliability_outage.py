@@ -141,7 +141,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
     body_done = False
     async with asyncio.timeout(WITHIN + OUTAGE):
         async with app:
-            assert_healthy(app.health(), {"listener", "supervisor"})
+            assert_healthy(app.health(), {"listener", "supervisor", "deadlines"})
             assert_health_types(app.health())
             handle = await app.start_workflow(parked, workflow_id="parked")
             await app.start_workflow(parked, workflow_id="resumed")
@@ -150,7 +150,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
             await asyncio.sleep(OUTAGE)
             with pytest.raises(CALL_ERROR[kind]):
                 await app.start_workflow(later)
-            assert_unhealthy(app.health(), {"listener", "supervisor"}, FAILING[kind])
+            assert_unhealthy(app.health(), {"listener", "supervisor", "deadlines"}, FAILING[kind])
             old_pid = listener_pid(app)
             await outage.end()
             async with asyncflow.Client(db_url) as client:
@@ -163,7 +163,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
                 assert await (await client.retrieve_workflow("resumed")).get_result() == "again"
             assert await (await app.start_workflow(later)).get_result() == "later"
             await listener_reconnected(app, old_pid, lock=True)
-            assert_healthy(app.health(), {"listener", "supervisor"})
+            assert_healthy(app.health(), {"listener", "supervisor", "deadlines"})
             body_done = True
     assert body_done
 
@@ -223,7 +223,7 @@ async def test_item4_lost_database_is_reported_not_fatal(server_url, db_url, kin
             for source in (app, client):
                 with pytest.raises(asyncflow.AsyncFlowError):
                     await source.list_workflows()
-            assert_unhealthy(app.health(), {"listener", "supervisor"}, FAILING[kind])
+            assert_unhealthy(app.health(), {"listener", "supervisor", "deadlines"}, FAILING[kind])
             if FAILING[kind] == "listener":
                 assert_unhealthy(client.health(), {"listener"}, "listener")
             body_done = True
