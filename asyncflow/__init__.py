@@ -45,6 +45,7 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._handle import WorkflowHandle
+from ._observe import logging_filter
 from ._status import (
     CANCELLED,
     ERROR,
@@ -57,6 +58,7 @@ from ._status import (
     StepInfo,
     WorkflowStatus,
 )
+from ._telemetry import Telemetry
 from ._wait_first import Branch, Fired, event, message, result, timer
 
 __version__ = "0.1.0"
@@ -92,6 +94,7 @@ __all__ = [
     "StepFailedError",
     "StepInfo",
     "StreamClosedError",
+    "Telemetry",
     "ValueTooLargeError",
     "WorkflowCancelledError",
     "WorkflowConflictError",
@@ -105,6 +108,7 @@ __all__ = [
     "event",
     "get_all_events",
     "get_event",
+    "logging_filter",
     "message",
     "read_stream",
     "recv",

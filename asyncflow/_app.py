@@ -24,6 +24,7 @@ from ._specs import StepSpec, TransactionSpec, WorkflowSpec
 from ._steps import run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
+from ._telemetry import Telemetry
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,7 +59,10 @@ class AsyncFlow(Connected):
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
     one); ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app.
+    workflows started by the same version are recovered by this app. ``telemetry``:
+    OpenTelemetry spans and metrics — ``None`` (default) turns them on when a global tracer or
+    meter provider is configured at launch, ``False`` off, ``True`` or a :class:`Telemetry`
+    on (see docs/observability.md).
     """
 
     def __init__(
@@ -71,8 +75,10 @@ class AsyncFlow(Connected):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
-        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
+                         telemetry=telemetry)
         self.executor_id = _codec.check_id(executor_id or _default_executor_id(), "executor_id")
         self._executor_id = self.executor_id
         if app_version is not None:
@@ -294,6 +300,9 @@ class AsyncFlow(Connected):
     def _after_cancel(self, workflow_id: str) -> None:
         if self._runner is not None:
             self._runner.mark_cancelled(workflow_id)
+
+    def _running_count(self) -> int | None:
+        return None if self._runner is None else len(self._runner.running)
 
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""

@@ -13,8 +13,10 @@ from typing import Any
 from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._journal import begin, checked, stop_for_status
+from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
+from ._telemetry import WORKFLOW_ID
 from ._timers import loop_deadline
 from ._wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
@@ -22,6 +24,7 @@ SET_EVENT = "asyncflow.set_event"
 GET_EVENT = "asyncflow.get_event"
 
 
+@workflow_operation(SET_EVENT, arguments={"asyncflow.event.key": 0})
 async def set_event_from_workflow(
     ctx: WorkflowContext, function_id: int, key: str, text: str
 ) -> None:
@@ -39,6 +42,7 @@ async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
     step.stage(lambda: store.set_event(workflow_id, key, text), (EVENT, workflow_id))
 
 
+@outside_operation(GET_EVENT, arguments={WORKFLOW_ID: 0, "asyncflow.event.key": 1})
 async def get_event_outside(
     runtime: Runtime, workflow_id: str, key: str, timeout_seconds: float
 ) -> Any:
@@ -54,6 +58,7 @@ async def get_event_outside(
     return None if isinstance(result, _NotYet) else _codec.loads(result)
 
 
+@workflow_operation(GET_EVENT, arguments={"asyncflow.target.id": 0, "asyncflow.event.key": 1})
 async def get_event_from_workflow(
     ctx: WorkflowContext, function_id: int, target_id: str, key: str,
     timeout_seconds: float,

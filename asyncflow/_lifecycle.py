@@ -4,7 +4,7 @@ and the operations that work the same from both (outside any workflow)."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -19,10 +19,11 @@ from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._runtime import Runtime, not_launched
-from ._status import Health, StepInfo, WorkflowStatus
+from ._status import CANCELLED, Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
 from ._streams import entries
+from ._telemetry import Source, Telemetry, activate, check_option
 from ._wait import TERMINAL, WaitRegistry
 from ._wait_first import (
     Branch,
@@ -60,11 +61,15 @@ class Connected:
         schema: str,
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         try:
             Q.quote_schema(schema)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        check_option(telemetry)
+        self._telemetry = telemetry
+        self._unobserve: Callable[[], None] | None = None
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise InvalidArgumentError(f"pool_size must be an int >= 1, not {pool_size!r}")
         if database_url is not None and not isinstance(database_url, str):
@@ -145,11 +150,13 @@ class Connected:
             listener = Listener(store, self._waits, executor_id=self._executor_id,
                                 on_notify=self._on_notify)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
+            self._observe(runtime)
             self._runtime = runtime
             await tg.start(listener.run)
             await self._start_background(runtime)
         except BaseException as exc:
             self._runtime = None
+            self._unobserved()
             if entered:
                 tg.cancel_scope.cancel()
                 try:
@@ -176,6 +183,7 @@ class Connected:
             await runtime.tg.__aexit__(None, None, None)
         finally:
             self._runtime = None
+            self._unobserved()
             self._stopped()
             # Waiters outside the task group (e.g. a web request reading a stream) re-check
             # and get NotLaunchedError instead of waiting forever.
@@ -185,6 +193,27 @@ class Connected:
 
     def _stopped(self) -> None:
         """Hook: forget per-launch state."""
+
+    # -- telemetry ------------------------------------------------------------------------------
+
+    def _observe(self, runtime: Runtime) -> None:
+        """Turn telemetry on for this launch (if configured) and report this app or client
+        through the observable metrics until it stops."""
+        telemetry = runtime.telemetry = activate(self._telemetry)
+        if telemetry is not None:
+            listener = runtime.listener
+            self._unobserve = telemetry.observe(Source(
+                self._executor_id, parked=self._waits.__len__,
+                reconnects=lambda: listener.reconnects, running=self._running_count))
+
+    def _unobserved(self) -> None:
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+
+    def _running_count(self) -> int | None:
+        """Hook for the app: how many workflows execute here (``None``: not reported)."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.launch()
@@ -234,9 +263,12 @@ class Connected:
         left as they are."""
         _codec.check_id(workflow_id)
         runtime = self.runtime
-        if await runtime.store.cancel_workflow(workflow_id):
+        name = await runtime.store.cancel_workflow(workflow_id)
+        if name is not None:
             self._after_cancel(workflow_id)
             runtime.waits.wake(TERMINAL, workflow_id)
+            if runtime.telemetry is not None:
+                runtime.telemetry.workflow_finished(name, CANCELLED)
 
     def _after_cancel(self, workflow_id: str) -> None:
         """Hook for the app: mark its running execution cancelled."""

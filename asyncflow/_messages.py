@@ -14,6 +14,7 @@ from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import _ExecutionConflict
 from ._journal import begin, checked, record, stop_for_status
+from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
 from ._timers import loop_deadline
@@ -21,16 +22,22 @@ from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"
+# Span attributes of a send: (attribute, index of the argument after ctx and function id).
+_SENT = {"asyncflow.destination.id": 0, "asyncflow.topic": 2}
 
 
+@outside_operation(SEND, "producer", _SENT)
 async def send_outside(
     runtime: Runtime, destination_id: str, text: str, topic: str | None, key: str | None
 ) -> None:
     """A send from outside any workflow (an app's or client's method)."""
-    await runtime.store.send_message(destination_id, topic, text, key)
+    telemetry = runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
+    await runtime.store.send_message(destination_id, topic, text, key, traceparent)
     runtime.waits.wake(MESSAGE, destination_id)
 
 
+@workflow_operation(SEND, "producer", _SENT)
 async def send_from_workflow(
     ctx: WorkflowContext,
     function_id: int,
@@ -44,15 +51,17 @@ async def send_from_workflow(
     if await begin(ctx, function_id, SEND) is not None:
         return
     store = runtime.store
+    telemetry = runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
     if idempotency_key is None:
         # Journal entry and delivery in one statement.
         await checked(ctx, store.journaled_send(
-            ctx.workflow_id, function_id, SEND, destination_id, topic, text))
+            ctx.workflow_id, function_id, SEND, destination_id, topic, text, traceparent))
     else:
         # Rare: a caller-chosen key on top of the journal; both in one transaction.
         async with store.storage.transaction():
             await record(ctx, function_id, SEND)
-            await store.send_message(destination_id, topic, text, idempotency_key)
+            await store.send_message(destination_id, topic, text, idempotency_key, traceparent)
     runtime.waits.wake(MESSAGE, destination_id)
 
 
@@ -64,12 +73,16 @@ async def send_from_step(
     seq = step.next_seq()
     if key is None:
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
-    store = step.workflow.runtime.store
+    runtime = step.workflow.runtime
+    store = runtime.store
     chosen = key
-    step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
+    # The trace context of the step's attempt (the send itself is delivered at its checkpoint).
+    traceparent = None if runtime.telemetry is None else runtime.telemetry.traceparent()
+    step.stage(lambda: store.send_message(destination_id, topic, text, chosen, traceparent),
                (MESSAGE, destination_id))
 
 
+@workflow_operation(RECV, "consumer", {"asyncflow.topic": 0})
 async def recv(
     ctx: WorkflowContext, function_id: int, topic: str | None, timeout_seconds: float
 ) -> Any:
@@ -84,23 +97,32 @@ async def recv(
                      else recorded.deadline)
     assert wall_deadline is not None
 
+    telemetry = ctx.runtime.telemetry
+
     async def check(_waiter: Waiter) -> str | _NotYet | None:
         nonlocal first
         if first:
             # First attempt: journal the recv with its deadline and take a waiting message,
             # in one statement.
             first = False
-            recorded_now, message = await store.recv_first(
+            recorded_now, message, sender = await store.recv_first(
                 ctx.workflow_id, topic, function_id, wall_deadline)
             if not recorded_now:
                 await stop_for_status(ctx)
-            return NOT_YET if message is None else message
-        status, message, consumed = await store.recv_next(ctx.workflow_id, topic, function_id)
+            if message is None:
+                return NOT_YET
+            if telemetry is not None:
+                telemetry.link(sender)  # the recv's span links to the send's
+            return message
+        status, message, consumed, sender = await store.recv_next(
+            ctx.workflow_id, topic, function_id)
         if status != PENDING:
             await stop_for_status(ctx)
         if message is not None:
             if not consumed:
                 raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+            if telemetry is not None:
+                telemetry.link(sender)
             return message
         if ctx.runtime.now() >= wall_deadline:
             return None  # timed out (by the wall clock the deadline was recorded in)

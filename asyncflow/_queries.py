@@ -150,6 +150,12 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
+    # 5: trace context (a W3C traceparent) of the span that started a workflow, and of the span
+    # that sent a message (asyncflow._telemetry); NULL when telemetry is off.
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN traceparent text;
+    ALTER TABLE {s}.messages ADD COLUMN traceparent text;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -178,8 +184,9 @@ ROLLBACK = "ROLLBACK"
 INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
-        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id)
-    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6)
+        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
+         traceparent)
+    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING name
 )
@@ -191,6 +198,7 @@ WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id = $1"
 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error"""
@@ -221,12 +229,12 @@ WITH u AS (
     UPDATE {s}.workflows
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
     WHERE workflow_id = $1 AND status = 'PENDING'
-    RETURNING workflow_id
+    RETURNING workflow_id, name
 ), n AS (
     SELECT pg_notify($2, 't' || workflow_id) FROM u
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
-       (SELECT count(*) FROM n) AS cancelled"""
+       (SELECT count(*) FROM n) AS cancelled, (SELECT name FROM u) AS name"""
 
 RESUME_WORKFLOW = """
 WITH u AS (
@@ -350,8 +358,8 @@ WITH op AS (
 )"""
 
 JOURNALED_SEND = _JOURNAL_ENTRY + """, ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT $4, $5, $6 FROM op
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT $4, $5, $6, $8 FROM op
     RETURNING destination_id
 )
 SELECT (SELECT count(*) FROM op) AS recorded,
@@ -408,7 +416,8 @@ UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
 
 SEND_MESSAGE = """
 WITH ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message) VALUES ($1, $2, $3)
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    VALUES ($1, $2, $3, $5)
     RETURNING destination_id
 )
 SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
@@ -419,8 +428,8 @@ WITH k AS (
     ON CONFLICT DO NOTHING
     RETURNING destination_id
 ), ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT destination_id, $2, $3 FROM k
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT destination_id, $2, $3, $6 FROM k
     RETURNING destination_id
 )
 SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
@@ -428,7 +437,7 @@ SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
 # The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
 _MAILBOX_HEAD = """
 WITH m AS (
-    SELECT message_id, message FROM {s}.messages
+    SELECT message_id, message, traceparent FROM {s}.messages
     WHERE destination_id = $1 AND %TOPIC%
     ORDER BY message_id LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -439,6 +448,7 @@ _TAKE_MESSAGE = """, d AS (
     RETURNING 1
 )
 SELECT (SELECT message FROM m) AS message,
+       (SELECT traceparent FROM m) AS traceparent,
        (SELECT count(*) FROM d) AS consumed,"""
 
 # A later attempt of recv #$3: complete its open journal entry with the message, if any.
@@ -621,8 +631,8 @@ SELECT 'p', workflow_id, NULL FROM pending"""
 
 SEND_MESSAGES = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-        AS i(destination_id, topic, message, idempotency_key, ord)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS i(destination_id, topic, message, idempotency_key, traceparent, ord)
 ), known AS (
     SELECT i.* FROM input i
     WHERE EXISTS (SELECT 1 FROM {s}.workflows w WHERE w.workflow_id = i.destination_id)
@@ -638,12 +648,12 @@ WITH input AS (
      FROM known JOIN k USING (destination_id, idempotency_key)
      ORDER BY known.destination_id, known.idempotency_key, known.ord)
 ), ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT destination_id, topic, message FROM chosen ORDER BY ord
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT destination_id, topic, message, traceparent FROM chosen ORDER BY ord
     RETURNING destination_id
 ), woken AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
-)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""

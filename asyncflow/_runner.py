@@ -10,6 +10,7 @@ connection is retried from the journal with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -28,11 +29,13 @@ from ._errors import (
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running
+from ._observe import execution
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
+from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME
 from ._wait import TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
@@ -52,6 +55,10 @@ def is_own_cancellation(exc: BaseException) -> bool:
 def passes_through(exc: BaseException) -> bool:
     """Exceptions a workflow does not absorb: interpreter exits and real cancellation."""
     return isinstance(exc, KeyboardInterrupt | SystemExit) or is_own_cancellation(exc)
+
+
+def start_attributes(workflow_id: str, spec: WorkflowSpec) -> dict[str, str]:
+    return {WORKFLOW_ID: workflow_id, WORKFLOW_NAME: spec.name}
 
 
 def child_id(parent_id: str, function_id: int) -> str:
@@ -83,9 +90,21 @@ class Runner:
         """Insert the workflow (idempotent by id) and run it if it is new; returns its id."""
         if workflow_id is None:
             workflow_id = secrets.token_hex(16)
+        telemetry = self.runtime.telemetry
+        if telemetry is None:
+            return await self._start(spec, inputs, workflow_id, parent_id, None)
+        # The span of the start; its trace context is stored with the workflow, and every
+        # execution of the workflow is its child (telemetry).
+        with telemetry.span(f"start_workflow {spec.name}", start_attributes(workflow_id, spec),
+                            kind="producer"):
+            return await self._start(spec, inputs, workflow_id, parent_id,
+                                     telemetry.traceparent())
+
+    async def _start(self, spec: WorkflowSpec, inputs: str, workflow_id: str,
+                     parent_id: str | None, traceparent: str | None) -> str:
         created, existing = await self.runtime.store.insert_workflow(
             workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
-            parent_id,
+            parent_id, traceparent,
         )
         if existing != spec.name:
             raise WorkflowConflictError(
@@ -93,6 +112,8 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            if self.runtime.telemetry is not None:
+                self.runtime.telemetry.workflow_started(spec.name)
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -153,7 +174,9 @@ class Runner:
                 try:
                     if not fresh:
                         ctx.journal = await runtime.store.load_journal(ctx.workflow_id)
-                    finished = await self._run_once(ctx, spec, inputs)
+                    run = functools.partial(self._run_once, ctx, spec, inputs)
+                    finished = await (run() if runtime.telemetry is None
+                                      else execution(ctx, fresh, run))
                     return
                 except DatabaseUnavailableError as exc:
                     if runtime.closing:
@@ -224,4 +247,6 @@ class Runner:
             done = await runtime.store.finish_workflow(ctx.workflow_id, status, output, error)
         if done:
             runtime.waits.wake(TERMINAL, ctx.workflow_id, Outcome(status, output, error))
+            if runtime.telemetry is not None:
+                runtime.telemetry.workflow_finished(ctx.name, status, error, in_execution=True)
         return done

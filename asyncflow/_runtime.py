@@ -18,6 +18,7 @@ from ._health import Monitor
 from ._listener import Listener
 from ._status import Health
 from ._store import Store
+from ._telemetry import Instruments
 from ._wait import WaitRegistry
 
 
@@ -26,7 +27,7 @@ class Runtime:
     client, plus its executor id (``None`` for a client)."""
 
     __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
-                 "on_operation", "store", "tg", "waits")
+                 "on_operation", "store", "telemetry", "tg", "waits")
 
     def __init__(
         self,
@@ -48,6 +49,8 @@ class Runtime:
         #: Called with (workflow id, function id) as each durable operation of a workflow is
         #: reserved (``asyncflow.testing`` uses it to simulate crashes); ``None`` normally.
         self.on_operation: Callable[[str, int], None] | None = None
+        #: OpenTelemetry instruments while telemetry is on, else ``None`` (set at launch).
+        self.telemetry: Instruments | None = None
 
     def now(self) -> float:
         """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""

@@ -13,6 +13,7 @@ from . import _codec
 from ._context import StepContext, WorkflowContext, connection_var, step_var
 from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
 from ._journal import begin, record, replayed_value
+from ._observe import attempt as observed
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
 
@@ -36,7 +37,8 @@ async def run_step(
         step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
         token = step_var.set(step)
         try:
-            result = await spec.fn(*args, **kwargs)
+            result = await observed(ctx, "step", spec.name, function_id, attempt + 1,
+                                    spec.fn(*args, **kwargs))
             break
         except Exception as exc:
             if attempt < spec.retries and not ctx.cancelled:
@@ -111,7 +113,8 @@ async def run_transaction(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None
                 )
                 try:
-                    result = await spec.fn(*args, **kwargs)
+                    result = await observed(ctx, "transaction", spec.name, function_id,
+                                            attempt + 1, spec.fn(*args, **kwargs))
                 finally:
                     step = step_var.get()
                     step_var.reset(step_token)

@@ -20,7 +20,7 @@ from ._storage import Connection, Storage, UniqueViolation, holds_connection, re
 
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
-Send = tuple[str, str | None, str, str | None]
+Send = tuple[str, str | None, str, str | None, str | None]
 Write = tuple[str, int, str, str, str]
 Read = tuple[str, str, int, int]
 Page = tuple[list[tuple[int, Any]], bool]
@@ -116,10 +116,13 @@ class Store:
         executor_id: str | None,
         app_version: str,
         parent_id: str | None,
+        traceparent: str | None = None,
     ) -> tuple[bool, str | None]:
-        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``."""
+        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``.
+        ``traceparent``: the trace context of the span that started it (telemetry)."""
         row = await self.storage.fetchrow(
-            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id
+            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
+            traceparent,
         )
         if row is None:  # lost a race with a concurrent insert of the same id: it exists now
             existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
@@ -130,6 +133,12 @@ class Store:
         """The workflow's status, or ``None`` if there is no such workflow."""
         status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)
         return status
+
+    async def workflow_traceparent(self, workflow_id: str) -> str | None:
+        """The trace context stored when the workflow was started (``None``: none)."""
+        traceparent: str | None = await self.storage.fetchval(Q.WORKFLOW_TRACEPARENT,
+                                                              workflow_id)
+        return traceparent
 
     async def workflow_outcome(self, workflow_id: str) -> Outcome | None:
         row = await self.storage.fetchrow(Q.WORKFLOW_RESULT, workflow_id)
@@ -169,13 +178,15 @@ class Store:
         finished = {row["workflow_id"] for row in rows}
         return [op[0] in finished for op in ops]
 
-    async def cancel_workflow(self, workflow_id: str) -> bool:
-        """Cancel a PENDING workflow; True if it was cancelled now. Unknown id: not found."""
+    async def cancel_workflow(self, workflow_id: str) -> str | None:
+        """Cancel a PENDING workflow; its name if it was cancelled now, else ``None``. Unknown
+        id: not found."""
         row = await self.storage.fetchrow(Q.CANCEL_WORKFLOW, workflow_id, self.channel)
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
-        return bool(row["cancelled"])
+        name: str | None = row["name"] if row["cancelled"] else None
+        return name
 
     async def resume_workflow(
         self, workflow_id: str, executor_id: str | None
@@ -321,12 +332,12 @@ class Store:
 
     async def journaled_send(
         self, workflow_id: str, function_id: int, name: str, destination_id: str,
-        topic: str | None, text: str,
+        topic: str | None, text: str, traceparent: str | None = None,
     ) -> bool:
         """Journal a send and deliver the message in one statement; False if not PENDING."""
         try:
             row = await self._journaled(Q.JOURNALED_SEND, workflow_id, function_id, name,
-                                        destination_id, topic, text, self.channel)
+                                        destination_id, topic, text, self.channel, traceparent)
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
         return bool(row["recorded"])
@@ -381,12 +392,13 @@ class Store:
     # -- messages -------------------------------------------------------------------------------
 
     async def send_message(
-        self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None
+        self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> None:
         """Deliver a message (once per idempotency key, if given); unknown destination: not
-        found."""
+        found. ``traceparent``: the trace context of the sending span (telemetry)."""
         await self._submit(self.sends, self._send_one,
-                           (destination_id, topic, text, idempotency_key))
+                           (destination_id, topic, text, idempotency_key, traceparent))
 
     async def _send_many(self, ops: list[Send]) -> list[BaseException | None]:
         columns = list(zip(*ops, strict=True))
@@ -395,38 +407,41 @@ class Store:
                 for op, row in zip(ops, rows, strict=True)]
 
     async def _send_one(self, op: Send) -> None:
-        destination_id, topic, text, idempotency_key = op
+        destination_id, topic, text, idempotency_key, traceparent = op
         try:
             if idempotency_key is None:
                 await self.storage.execute(
-                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel
+                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel, traceparent
                 )
             else:
                 await self.storage.execute(
                     Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
-                    idempotency_key,
+                    idempotency_key, traceparent,
                 )
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
 
     async def recv_first(
         self, workflow_id: str, topic: str | None, function_id: int, deadline: float
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[bool, str | None, str | None]:
         """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
-        in one statement: ``(recorded, message or None)``."""
+        in one statement: ``(recorded, message or None, its sender's traceparent)``."""
         template = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
         row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
                                        function_id, deadline)
-        return bool(row["recorded"]), row["message"] if row["consumed"] else None
+        if not row["consumed"]:
+            return bool(row["recorded"]), None, None
+        return bool(row["recorded"]), row["message"], row["traceparent"]
 
     async def recv_next(
         self, workflow_id: str, topic: str | None, function_id: int
-    ) -> tuple[str | None, str | None, bool]:
-        """Take the next message into the open recv: ``(workflow status, message, consumed)``."""
+    ) -> tuple[str | None, str | None, bool, str | None]:
+        """Take the next message into the open recv: ``(workflow status, message, consumed,
+        the sender's traceparent)``."""
         template = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id)
         assert row is not None
-        return row["status"], row["message"], bool(row["consumed"])
+        return row["status"], row["message"], bool(row["consumed"]), row["traceparent"]
 
     async def take_branch_message(
         self, workflow_id: str, topic: str | None, function_id: int, index: int

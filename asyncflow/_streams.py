@@ -13,6 +13,7 @@ from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import StepFailedError, StreamClosedError
 from ._journal import begin, checked, ensure_running, stop_for_status
+from ._observe import workflow_operation
 from ._runtime import Runtime
 from ._wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
@@ -27,6 +28,7 @@ def closed_error(workflow_id: str, key: str) -> StreamClosedError:
     )
 
 
+@workflow_operation(WRITE_STREAM, arguments={"asyncflow.stream.key": 0})
 async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
                               text: str) -> None:
     recorded = await begin(ctx, function_id, WRITE_STREAM)
@@ -62,6 +64,7 @@ async def write_from_step(step: StepContext, key: str, text: str) -> None:
     step.stage(apply, (STREAM, workflow_id))
 
 
+@workflow_operation(CLOSE_STREAM, arguments={"asyncflow.stream.key": 0})
 async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) -> None:
     if await begin(ctx, function_id, CLOSE_STREAM) is not None:
         return

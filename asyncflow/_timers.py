@@ -7,6 +7,7 @@ import asyncio
 from . import _codec
 from ._context import WorkflowContext
 from ._journal import begin, record, stop_for_status
+from ._observe import workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
 from ._wait import NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
@@ -19,6 +20,7 @@ def loop_deadline(runtime: Runtime, wall_deadline: float) -> float:
     return asyncio.get_running_loop().time() + (wall_deadline - runtime.now())
 
 
+@workflow_operation(SLEEP)
 async def sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
     """Checkpoint the wake-up time, then wait for it; cancellation wakes the sleeper at once."""
     recorded = await begin(ctx, function_id, SLEEP)

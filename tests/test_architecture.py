@@ -17,7 +17,7 @@ PACKAGE = Path(asyncflow.__file__).parent
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
-    ["_codec", "_health", "_embedded"],
+    ["_codec", "_health", "_embedded", "_telemetry"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
@@ -26,7 +26,7 @@ LAYERS: list[list[str]] = [
     ["_listener"],
     ["_runtime"],
     ["_context"],
-    ["_journal"],
+    ["_journal", "_observe"],
     # the primitives
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results"],
