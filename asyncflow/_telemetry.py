@@ -17,7 +17,7 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from ._errors import ConfigurationError
@@ -275,7 +275,6 @@ class Instruments:
         if context is not None:
             self._trace.get_current_span().add_link(context)
 
-    @contextmanager
     def span(
         self,
         name: str,
@@ -285,17 +284,17 @@ class Instruments:
         parent: str | None = None,
         new_trace: bool = False,
         link_current: bool = False,
-    ) -> Iterator[Any]:
-        """A span made current for the block (exceptions are recorded on it).
+    ) -> AbstractContextManager[Any]:
+        """A span made current for a ``with`` block (exceptions are recorded on it).
 
         ``parent``: a traceparent to start the span under (instead of the current span);
         ``new_trace``: without a usable ``parent``, start a new trace rather than a child of
         the current span; ``link_current``: link to the current span when not its child.
         """
-        trace = self._trace
         context = None
         links = None
         if parent is not None or new_trace:
+            trace = self._trace
             current = trace.get_current_span().get_span_context()
             remote = parse_traceparent(parent)
             from opentelemetry.context import Context
@@ -305,10 +304,9 @@ class Instruments:
             if link_current and current.is_valid and (
                     remote is None or current.span_id != remote.span_id):
                 links = [trace.Link(current)]
-        with self.tracer.start_as_current_span(
-            name, context=context, kind=self._kinds[kind], attributes=attributes, links=links,
-        ) as span:
-            yield span
+        started: AbstractContextManager[Any] = self.tracer.start_as_current_span(
+            name, context=context, kind=self._kinds[kind], attributes=attributes, links=links)
+        return started
 
     async def run(
         self, awaitable: Awaitable[R], name: str, attributes: Mapping[str, Any], kind: str
