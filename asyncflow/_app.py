@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 import os
 import secrets
 import socket
@@ -13,10 +14,10 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow
-from ._errors import ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
+from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
-from ._lifecycle import Connected
+from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._runner import Runner
 from ._runtime import Runtime
@@ -44,6 +45,20 @@ def _default_executor_id() -> str:
 def _check_coroutine_function(fn: Any, what: str) -> None:
     if not inspect.iscoroutinefunction(fn):
         raise ConfigurationError(f"@app.{what}() decorates `async def` functions, not {fn!r}")
+
+
+def _registered_name(name: str | None, fn: Any) -> str:
+    """The journal name of a decorated function: valid text Postgres stores exactly."""
+    chosen = name if name is not None else fn.__qualname__
+    return setting(_codec.check_id, chosen, "the registered name")
+
+
+def _finite(value: object, what: str, minimum: float) -> float:
+    """A finite number >= ``minimum`` (retry options)."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < minimum):
+        raise InvalidSettingError(f"{what} must be a finite number >= {minimum}, not {value!r}")
+    return float(value)
 
 
 def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
@@ -79,14 +94,16 @@ class AsyncFlow(Connected):
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
                          telemetry=telemetry)
-        self.executor_id = _codec.check_id(executor_id or _default_executor_id(), "executor_id")
+        self.executor_id = setting(_codec.check_id, executor_id or _default_executor_id(),
+                                   "executor_id")
         self._executor_id = self.executor_id
         if app_version is not None:
-            _codec.check_id(app_version, "app_version")
+            setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
-        interval = _codec.check_timeout(recovery_interval_seconds, "recovery_interval_seconds")
+        interval = setting(_codec.check_timeout, recovery_interval_seconds,
+                           "recovery_interval_seconds")
         if interval < MIN_RECOVERY_INTERVAL:
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 f"recovery_interval_seconds must be at least {MIN_RECOVERY_INTERVAL} (each sweep "
                 f"is a query), not {recovery_interval_seconds!r}"
             )
@@ -106,9 +123,11 @@ class AsyncFlow(Connected):
         its result; inside a workflow it runs it as a child workflow (deterministic id).
         """
 
+        check_positive_int(max_recovery_attempts, "max_recovery_attempts", 0)
+
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "workflow")
-            spec_name = name or fn.__qualname__
+            spec_name = _registered_name(name, fn)
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
             spec = WorkflowSpec(spec_name, fn, max_recovery_attempts)
@@ -139,10 +158,13 @@ class AsyncFlow(Connected):
         """Register an ``async def`` step: inside a workflow it runs once and its result (or
         exception) is checkpointed; failures are retried ``retries`` times with backoff."""
 
+        check_positive_int(retries, "retries", 0)
+        interval = _finite(retry_interval_seconds, "retry_interval_seconds", 0.0)
+        rate = _finite(backoff_rate, "backoff_rate", 0.0)
+
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "step")
-            spec = StepSpec(name or fn.__qualname__, fn, retries, retry_interval_seconds,
-                            backoff_rate)
+            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -166,7 +188,7 @@ class AsyncFlow(Connected):
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(name or fn.__qualname__, fn, isolation)
+            spec = TransactionSpec(_registered_name(name, fn), fn, isolation)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -213,6 +235,8 @@ class AsyncFlow(Connected):
                                                    self._recovery_interval)
         runner.on_stopped_early = supervisor.poke
         runtime.monitors["supervisor"] = supervisor.monitor
+        # Workflows this executor ran that this app cannot run go to apps that can.
+        await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
         await runtime.tg.start(supervisor.run)
 

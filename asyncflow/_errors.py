@@ -27,6 +27,12 @@ class InvalidArgumentError(AsyncFlowError, ValueError):
     """An argument is out of range or malformed (an id with NUL, a NaN timeout, …)."""
 
 
+class InvalidSettingError(ConfigurationError, InvalidArgumentError):
+    """A setting given to ``AsyncFlow``, ``Client`` or a decorator is out of range or malformed
+    (a pool size of 0, a NaN retry interval, a name with NUL, …). Raised at construction or
+    decoration, before anything runs."""
+
+
 class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.abc
@@ -14,7 +14,7 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._context import current_workflow
-from ._errors import ConfigurationError, InvalidArgumentError
+from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
@@ -34,12 +34,28 @@ from ._wait_first import (
 )
 
 MAX_BIGINT = 2**63 - 1
+T = TypeVar("T")
 
 
 def check_count(value: object, what: str) -> int:
     """An int in 0..2**63-1 (what Postgres's bigint holds)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
         raise InvalidArgumentError(f"{what} must be an int from 0 to 2**63-1, not {value!r}")
+    return value
+
+
+def setting(check: Callable[..., T], value: object, what: str, *args: Any) -> T:
+    """Run a validator on a setting: its error becomes an :class:`InvalidSettingError`."""
+    try:
+        return check(value, what, *args)
+    except InvalidArgumentError as exc:
+        raise InvalidSettingError(str(exc)) from None
+
+
+def check_positive_int(value: object, what: str, minimum: int = 1) -> int:
+    """An int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidSettingError(f"{what} must be an int >= {minimum}, not {value!r}")
     return value
 
 
@@ -66,12 +82,16 @@ class Connected:
         try:
             Q.quote_schema(schema)
         except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
+            raise InvalidSettingError(str(exc)) from None
+        if schema.lower().startswith("pg_"):
+            raise InvalidSettingError(
+                f"schema {schema!r} is reserved: Postgres keeps names starting with pg_ for "
+                "itself; choose another schema name"
+            )
+        check_positive_int(pool_size, "pool_size")
         check_option(telemetry)
         self._telemetry = telemetry
         self._unobserve: Callable[[], None] | None = None
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise InvalidArgumentError(f"pool_size must be an int >= 1, not {pool_size!r}")
         if database_url is not None and not isinstance(database_url, str):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")

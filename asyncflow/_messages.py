@@ -17,6 +17,7 @@ from ._journal import begin, checked, record, stop_for_status
 from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
+from ._store import not_found
 from ._timers import loop_deadline
 from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
@@ -75,6 +76,8 @@ async def send_from_step(
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
     runtime = step.workflow.runtime
     store = runtime.store
+    if not await store.workflow_exists(destination_id):  # fail at the call, as unstaged sends do
+        raise not_found(destination_id)
     chosen = key
     # The trace context of the step's attempt (the send itself is delivered at its checkpoint).
     traceparent = None if runtime.telemetry is None else runtime.telemetry.traceparent()

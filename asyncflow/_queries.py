@@ -176,6 +176,10 @@ COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
 DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
 COMMIT"""
 ROLLBACK = "ROLLBACK"
+# A transaction started inside another (of the same task) is a savepoint of it.
+SAVEPOINT = "SAVEPOINT asyncflow_nested"
+RELEASE_SAVEPOINT = "RELEASE SAVEPOINT asyncflow_nested"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOINT asyncflow_nested"
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
@@ -281,6 +285,16 @@ SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, updated_at = 
 FROM candidates
 WHERE w.workflow_id = candidates.workflow_id
 RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts"""
+
+# At launch: this executor's PENDING workflows whose function this app does not register are
+# left unassigned, and the supervisors of apps that may register them are woken.
+RELEASE_UNREGISTERED = """
+WITH u AS (
+    UPDATE {s}.workflows SET executor_id = NULL, updated_at = clock_timestamp()
+    WHERE executor_id = $1 AND status = 'PENDING' AND NOT (name = ANY ($2::text[]))
+    RETURNING workflow_id
+)
+SELECT pg_notify($3, 'r' || workflow_id) FROM u"""
 
 DEAD_LETTER = """
 WITH u AS (
@@ -392,10 +406,21 @@ _STREAM_APPEND = """, head AS (
 )
 """
 
-JOURNALED_WRITE_STREAM = _JOURNAL_ENTRY + _STREAM_APPEND.replace(
-    "%HEAD%", "workflow_id, $4, 1 FROM op"
+# A write to a stream already closed is journaled with its failure ($7, the recorded
+# StreamClosedError) in the same statement, so a replay raises it too.
+JOURNALED_WRITE_STREAM = """
+WITH op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    SELECT $1, $2, $3, CASE WHEN EXISTS (
+        SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
+    ) THEN $7 END
+    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id, error
+)""" + _STREAM_APPEND.replace(
+    "%HEAD%", "workflow_id, $4, 1 FROM op WHERE error IS NULL"
 ).replace("%ROW%", '$1, $4, "offset", $5, $2, 0') + """\
 SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "offset",
+       coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
 JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY + """, h AS (
@@ -658,6 +683,7 @@ SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""
 
+# $7: the recorded StreamClosedError of each write, journaled with it if its stream is closed.
 # Offsets come from each stream head as of the statement's snapshot plus the write's position
 # in the batch. A concurrent writer to the same stream (another process) makes two rows claim
 # one offset: the streams primary key refuses that, and the batch is written again one by one
@@ -665,23 +691,28 @@ FROM input i ORDER BY i.ord"""
 # the offset) and 'p' (workflows still PENDING).
 JOURNALED_WRITE_STREAMS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
-        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, ord)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $7::text[])
+        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, error, ord)
 ), pending AS (
     SELECT w.workflow_id FROM {s}.workflows w
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
 ), op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name)
-    SELECT i.workflow_id, i.function_id, i.name FROM input i
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
+        SELECT 1 FROM {s}.stream_heads h
+        WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
+    ) THEN i.error END
+    FROM input i
     WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
-    RETURNING workflow_id, function_id
+    RETURNING workflow_id, function_id, error
 ), ok AS (
     SELECT i.*,
            row_number() OVER (PARTITION BY i.workflow_id, i.key ORDER BY i.ord) AS pos,
            count(*) OVER (PARTITION BY i.workflow_id, i.key) AS n
     FROM input i
-    WHERE (i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op)
+    WHERE (i.workflow_id, i.function_id) IN (
+        SELECT workflow_id, function_id FROM op WHERE error IS NULL)
 ), cur AS (
     SELECT ok.*, coalesce(h.next_offset, 0) AS base, coalesce(h.closed, false) AS closed
     FROM ok LEFT JOIN {s}.stream_heads h ON h.workflow_id = ok.workflow_id AND h.key = ok.key
@@ -701,11 +732,11 @@ WITH input AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT 'o' AS kind, workflow_id, function_id, NULL::bigint AS "offset",
-       (SELECT count(*) FROM notified) AS notifies FROM op
+       error IS NOT NULL AS refused, (SELECT count(*) FROM notified) AS notifies FROM op
 UNION ALL
-SELECT 'w', workflow_id, writer_fid, "offset", NULL FROM ins
+SELECT 'w', workflow_id, writer_fid, "offset", NULL, NULL FROM ins
 UNION ALL
-SELECT 'p', workflow_id, NULL, NULL, NULL FROM pending"""
+SELECT 'p', workflow_id, NULL, NULL, NULL, NULL FROM pending"""
 
 # Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
 # workflow does not exist gets one row with a NULL status).

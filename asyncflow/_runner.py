@@ -30,13 +30,14 @@ from ._errors import (
 )
 from ._journal import checked, ensure_running
 from ._observe import execution
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
 from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME
-from ._wait import TERMINAL, wait_until
+from ._wait import STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -112,6 +113,7 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             if self.runtime.telemetry is not None:
                 self.runtime.telemetry.workflow_started(spec.name)
             self.spawn(workflow_id, spec, inputs, fresh=True)
@@ -227,7 +229,7 @@ class Runner:
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
                 return False
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         finally:
             workflow_var.reset(token)
         if ctx.db_failed:
@@ -235,7 +237,7 @@ class Runner:
         try:
             output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
         except SerializationError as exc:
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
 
     async def _finish(

@@ -11,9 +11,10 @@ from typing import Any, NoReturn
 
 from . import _codec
 from ._context import StepContext, WorkflowContext, connection_var, step_var
-from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
+from ._errors import AsyncFlowError, DatabaseUnavailableError, SerializationError
 from ._journal import begin, record, replayed_value
 from ._observe import attempt as observed
+from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
 
@@ -51,7 +52,10 @@ async def run_step(
             await fail(ctx, function_id, spec.name, exc)
         finally:
             step_var.reset(token)
-    output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    try:
+        output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    except SerializationError as exc:  # journaled, so a replay raises it instead of re-running
+        await fail(ctx, function_id, spec.name, exc)
     if not step.effects:
         await record(ctx, function_id, spec.name, output=output)
     else:
@@ -59,7 +63,9 @@ async def run_step(
             async with ctx.runtime.store.storage.transaction():
                 await apply_effects(step)
                 await record(ctx, function_id, spec.name, output=output)
-        except StreamClosedError as exc:
+        except DatabaseUnavailableError:
+            raise
+        except AsyncFlowError as exc:  # an effect refused (a closed stream, a deleted workflow)
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
     return _codec.loads(output)
@@ -68,7 +74,7 @@ async def run_step(
 async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
     """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
     from its record, so the first run and every replay see the same type and values."""
-    encoded = _codec.encode_error(exc)
+    encoded = encode_error(exc)
     await record(ctx, function_id, name, error=encoded)
     raise exc
 
@@ -137,7 +143,7 @@ async def run_transaction(
                 raise
             else:
                 if ctx is not None and not isinstance(exc, SerializationError):
-                    await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
+                    await record(ctx, function_id, spec.name, error=encode_error(exc))
                 raise
         attempt += 1
         if attempt > spec.max_retries:

@@ -21,8 +21,9 @@ from ._storage import Connection, Storage, UniqueViolation, holds_connection, re
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
 Send = tuple[str, str | None, str, str | None, str | None]
-Write = tuple[str, int, str, str, str]
+Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
 Read = tuple[str, str, int, int]
+Written = tuple[bool, int | None, bool]
 Page = tuple[list[tuple[int, Any]], bool]
 
 
@@ -91,8 +92,7 @@ class Store:
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
         self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
-        self.writes: Batcher[Write, tuple[bool, int | None]] = Batcher(
-            self._write_many, self._write_one)
+        self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
 
@@ -223,6 +223,12 @@ class Store:
             for row in rows
         ]
 
+    async def release_unregistered(self, executor_id: str, names: list[str]) -> int:
+        """Unassign this executor's PENDING workflows whose names are not in ``names``."""
+        rows = await self.storage.fetch(Q.RELEASE_UNREGISTERED, executor_id, names,
+                                        self.channel)
+        return len(rows)
+
     async def dead_letter(self, workflow_id: str) -> bool:
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
 
@@ -350,36 +356,40 @@ class Store:
         return bool(row["recorded"])
 
     async def journaled_write_stream(
-        self, workflow_id: str, function_id: int, name: str, key: str, text: str
-    ) -> tuple[bool, int | None]:
-        """``(recorded, offset)``; offset ``None``: the stream was closed."""
-        written: tuple[bool, int | None] = await self._submit(
-            self.writes, self._write_one, (workflow_id, function_id, name, key, text))
+        self, workflow_id: str, function_id: int, name: str, key: str, text: str,
+        closed_error: str,
+    ) -> Written:
+        """Journal and append a write (``closed_error`` is journaled instead when the stream
+        is closed): ``(recorded, offset or None, refused as closed)``."""
+        written: Written = await self._submit(
+            self.writes, self._write_one, (workflow_id, function_id, name, key, text,
+                                           closed_error))
         return written
 
-    async def _write_one(self, op: Write) -> tuple[bool, int | None]:
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, *op, self.channel)
-        return bool(row["recorded"]), row["offset"]
+    async def _write_one(self, op: Write) -> Written:
+        workflow_id, function_id, name, key, text, closed_error = op
+        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
+                                    key, text, self.channel, closed_error)
+        return bool(row["recorded"]), row["offset"], bool(row["refused"])
 
-    async def _write_many(
-        self, ops: list[Write]
-    ) -> list[tuple[bool, int | None] | BaseException]:
-        columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *map(list, columns),
-                                        self.channel)
-        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+    async def _write_many(self, ops: list[Write]) -> list[Written | BaseException]:
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *columns[:5], self.channel,
+                                        columns[5])
+        journaled = {(r["workflow_id"], r["function_id"]): bool(r["refused"])
+                     for r in rows if r["kind"] == "o"}
         offsets = {(r["workflow_id"], r["function_id"]): r["offset"]
                    for r in rows if r["kind"] == "w"}
         pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
-        results: list[tuple[bool, int | None] | BaseException] = []
+        results: list[Written | BaseException] = []
         for op in ops:
             key = (op[0], op[1])
             if key in journaled:
-                results.append((True, offsets.get(key)))  # no offset: the stream is closed
+                results.append((True, offsets.get(key), journaled[key]))
             elif op[0] in pending:
                 results.append(_conflict(op[0], op[1]))
             else:
-                results.append((False, None))
+                results.append((False, None, False))
         return results
 
     async def journaled_close_stream(
@@ -535,3 +545,31 @@ class Store:
             else:
                 results.append(_page(mine))
         return results
+
+    # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
+
+    async def dashboard_workflows(
+        self, status: str | None, name: str | None, id_prefix: str | None, created_after: Any,
+        created_before: Any, after_at: Any, after_id: str | None, limit: int,
+    ) -> list[Any]:
+        """A filtered page of workflow rows, newest first, after a keyset cursor."""
+        return await self.storage.fetch(
+            Q.DASHBOARD_LIST_WORKFLOWS, status, name, id_prefix, created_after, created_before,
+            after_at, after_id, limit,
+        )
+
+    async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
+        """A workflow's inputs, output and error, cut at ``chars`` characters."""
+        return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
+
+    async def dashboard_pending_messages(
+        self, workflow_id: str, limit: int, chars: int
+    ) -> list[Any]:
+        """The oldest waiting messages of a workflow (all topics), with the total count."""
+        return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def dashboard_streams(
+        self, workflow_id: str, keys: int, tail: int, chars: int
+    ) -> list[Any]:
+        """The last ``tail`` entries of the workflow's first ``keys`` streams."""
+        return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)

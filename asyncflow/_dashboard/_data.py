@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from .. import _codec
-from .. import _queries as Q
 from .._errors import InvalidArgumentError, WorkflowNotFoundError
 from .._lifecycle import Connected
 from .._status import (
@@ -110,7 +109,7 @@ class ErrorInfo:
 
 
 def decode_error(text: str) -> ErrorInfo:
-    """Decode a recorded exception (``_codec.encode_error``'s JSON); tolerant of cut text."""
+    """Decode a recorded exception (``_recorded.encode_error``'s JSON); tolerant of cut text."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -259,9 +258,9 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     """The workflows matching ``filters``, newest first."""
     lower, upper = filters.window(datetime.now(UTC))
     after_at, after_id = filters.after if filters.after is not None else (None, None)
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_LIST_WORKFLOWS, filters.status, filters.name, filters.id_prefix, lower,
-        upper, after_at, after_id, filters.limit + 1,
+    rows = await core.runtime.store.dashboard_workflows(
+        filters.status, filters.name, filters.id_prefix, lower, upper, after_at, after_id,
+        filters.limit + 1,
     )
     found = [WorkflowStatus.from_row(row) for row in rows]
     return ListPage(found[: filters.limit], len(found) > filters.limit)
@@ -283,7 +282,7 @@ class Detail:
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     """The status and data of one workflow; :class:`WorkflowNotFoundError` if unknown."""
     status = await core.get_workflow_status(workflow_id)
-    row = await core.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, VALUE_CHARS)
+    row = await core.runtime.store.dashboard_workflow_data(workflow_id, VALUE_CHARS)
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
     error = None
@@ -389,9 +388,8 @@ class PendingMessage:
 
 async def pending_messages(core: Connected, workflow_id: str) -> tuple[list[PendingMessage], int]:
     """The oldest ``MESSAGES`` waiting messages (every topic) and how many wait in all."""
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_PENDING_MESSAGES, workflow_id, MESSAGES, ENTRY_CHARS
-    )
+    rows = await core.runtime.store.dashboard_pending_messages(workflow_id, MESSAGES,
+                                                               ENTRY_CHARS)
     found = []
     for row in rows:
         value = Value.stored(row["message"], row["length"], ENTRY_CHARS)
@@ -416,9 +414,8 @@ async def workflow_streams(
     core: Connected, status: WorkflowStatus
 ) -> tuple[list[StreamView], bool]:
     """The workflow's streams (the first ``STREAM_KEYS`` keys) and whether there may be more."""
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_STREAMS, status.workflow_id, STREAM_KEYS, STREAM_TAIL, ENTRY_CHARS
-    )
+    rows = await core.runtime.store.dashboard_streams(status.workflow_id, STREAM_KEYS,
+                                                      STREAM_TAIL, ENTRY_CHARS)
     views: dict[str, StreamView] = {}
     for row in rows:
         key = row["key"]
