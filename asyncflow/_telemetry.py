@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, InvalidSettingError
 
 R = TypeVar("R")
 
@@ -81,7 +81,7 @@ class Telemetry:
 def check_option(option: object) -> None:
     """Validate the ``telemetry=`` argument of an app or client (at construction)."""
     if option is not None and not isinstance(option, bool | Telemetry):
-        raise ConfigurationError(
+        raise InvalidSettingError(
             "telemetry must be None (on when OpenTelemetry is configured globally), True, False "
             f"or an asyncflow.Telemetry(...), not {option!r}")
     if option is True and not available():

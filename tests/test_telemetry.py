@@ -396,7 +396,7 @@ async def test_telemetry_off_costs_an_attribute(make_app):
 
 
 def test_bad_telemetry_option_fails_at_construction():
-    with pytest.raises(asyncflow.ConfigurationError, match="telemetry must be"):
+    with pytest.raises(asyncflow.InvalidSettingError, match="telemetry must be"):
         asyncflow.AsyncFlow("postgresql://x/y", telemetry="yes")
 
 
