@@ -9,23 +9,27 @@ import math
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow
+from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
 from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
+from ._queues import Queue, queue_spec
+from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._specs import StepSpec, TransactionSpec, WorkflowSpec
-from ._steps import run_step, run_transaction
+from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
-from ._telemetry import Telemetry
+from ._telemetry import Telemetry, detached
+from ._wait import QUEUE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -74,10 +78,14 @@ class AsyncFlow(Connected):
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
     one); ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app. ``telemetry``:
-    OpenTelemetry spans and metrics — ``None`` (default) turns them on when a global tracer or
-    meter provider is configured at launch, ``False`` off, ``True`` or a :class:`Telemetry`
-    on (see docs/observability.md).
+    workflows started by the same version are recovered by this app. ``retention``: a
+    :class:`Retention` the app applies in the background (finished workflows older, or more,
+    than it keeps are deleted); ``None`` keeps everything.
+    ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
+    ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
+    ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
+    global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
+    :class:`Telemetry` on (see docs/observability.md).
     """
 
     def __init__(
@@ -90,10 +98,23 @@ class AsyncFlow(Connected):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        retention: Retention | None = None,
+        queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
                          telemetry=telemetry)
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidSettingError(
+                f"retention must be an asyncflow.Retention (or None), not {retention!r}")
+        self.retention = retention
+        self._retention_worker: RetentionWorker | None = None
+        if queues is not None:
+            if isinstance(queues, str):
+                raise InvalidSettingError(
+                    f"queues must be a list of queue names, not the string {queues!r}")
+            queues = [setting(_codec.check_id, name, "queue name") for name in queues]
+        self._serve: list[str] | None = queues
         self.executor_id = setting(_codec.check_id, executor_id or _default_executor_id(),
                                    "executor_id")
         self._executor_id = self.executor_id
@@ -111,6 +132,8 @@ class AsyncFlow(Connected):
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
+        self._queues: dict[str, Queue] = {}
+        self._dispatchers: dict[str, Dispatcher] = {}
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -154,9 +177,17 @@ class AsyncFlow(Connected):
         retries: int = 0,
         retry_interval_seconds: float = 1.0,
         backoff_rate: float = 2.0,
+        timeout_seconds: float | None = None,
+        should_retry: Callable[[Exception], bool] | None = None,
     ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
         """Register an ``async def`` step: inside a workflow it runs once and its result (or
-        exception) is checkpointed; failures are retried ``retries`` times with backoff."""
+        exception) is checkpointed; failures are retried ``retries`` times with backoff.
+
+        ``timeout_seconds``: an attempt that runs longer is cancelled and fails with
+        :class:`StepTimeoutError` (a failed attempt like any other). ``should_retry``: called
+        with a failed attempt's exception; the step is retried only if it returns true (and
+        retries remain). Both apply inside workflows; outside one a step is a plain call."""
+        options = check_step_options(timeout_seconds, should_retry)
 
         check_positive_int(retries, "retries", 0)
         interval = _finite(retry_interval_seconds, "retry_interval_seconds", 0.0)
@@ -164,7 +195,7 @@ class AsyncFlow(Connected):
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "step")
-            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate)
+            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate, *options)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -199,6 +230,43 @@ class AsyncFlow(Connected):
             return call
 
         return decorate
+
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        partition_concurrency: int | None = None,
+    ) -> Queue:
+        """Register a named queue and return it; enqueue with ``queue.enqueue(fn, ...)``.
+
+        ``concurrency`` caps how many of its workflows run at once across all processes;
+        ``worker_concurrency`` caps them per process; ``rate_limit=(n, per_seconds)`` caps how
+        many start in any window of that length across all processes; ``partition_concurrency``
+        caps each ``partition_key``. ``None``: no limit. This app runs the queue's workflows
+        (if it registers their functions) unless ``queues=`` leaves the queue out.
+        """
+        spec = queue_spec(name, concurrency, worker_concurrency, rate_limit,
+                          partition_concurrency)
+        if spec.name in self._queues:
+            raise ConfigurationError(f"a queue named {spec.name!r} is already registered")
+        queue = self._queues[spec.name] = Queue(spec, self)
+        if self._runner is not None and self._serves(spec.name):
+            self._start_dispatcher(self.runtime, queue)
+        return queue
+
+    def _serves(self, name: str) -> bool:
+        return self._serve is None or name in self._serve
+
+    def _start_dispatcher(self, runtime: Runtime, queue: Queue) -> None:
+        assert self._runner is not None
+        dispatcher = Dispatcher(queue.spec, self._runner, self._workflows)
+        self._dispatchers[queue.name] = dispatcher
+        runtime.monitors[dispatcher.monitor.name] = dispatcher.monitor
+        with detached(runtime.telemetry):  # outside the trace of whoever registered the queue
+            runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
 
     def _spec_of(self, fn: Any) -> WorkflowSpec:
         bound = workflow_binding(fn)
@@ -235,10 +303,23 @@ class AsyncFlow(Connected):
                                                    self._recovery_interval)
         runner.on_stopped_early = supervisor.poke
         runtime.monitors["supervisor"] = supervisor.monitor
+        if self._serve is not None:
+            unknown = [name for name in self._serve if name not in self._queues]
+            if unknown:
+                raise ConfigurationError(
+                    f"queues={self._serve!r} names queues this app does not register: "
+                    f"{unknown!r}; register them with app.queue(name, ...) before launch")
         # Workflows this executor ran that this app cannot run go to apps that can.
         await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
         await runtime.tg.start(supervisor.run)
+        if self.retention is not None:
+            worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
+            runtime.monitors["retention"] = worker.monitor
+            await runtime.tg.start(worker.run)
+        for name, queue in self._queues.items():
+            if self._serves(name):
+                self._start_dispatcher(runtime, queue)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -249,6 +330,15 @@ class AsyncFlow(Connected):
     def _stopped(self) -> None:
         self._runner = None
         self._supervisor = None
+        self._retention_worker = None
+
+    def _after_resume(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.poke()  # our own NOTIFY is an echo we ignore: sweep now
+
+    def _retention_setting(self) -> Retention | None:
+        return self.retention
+        self._dispatchers = {}
 
     @property
     def runner(self) -> Runner:
@@ -309,16 +399,19 @@ class AsyncFlow(Connected):
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
         its checkpoints (recovery attempts reset to 0). It runs on this app if this app registers
         its workflow function; otherwise it is left unassigned for a live app that does (woken
-        by NOTIFY). Until some app registering it runs, it stays PENDING."""
+        by NOTIFY). Until some app registering it runs, it stays PENDING. A queued workflow goes
+        back to its queue (ENQUEUED) and runs when a dispatcher of the queue starts it."""
         _codec.check_id(workflow_id)
         runtime = self.runtime
         status = await runtime.store.workflow_status(workflow_id)
         here = status.name in self._workflows
         resumed = await runtime.store.resume_workflow(
             workflow_id, self.executor_id if here else None)
-        if resumed is not None and here:
-            name, inputs = resumed
-            self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+        if resumed is not None and resumed.queue_name is not None:
+            runtime.waits.wake(QUEUE, resumed.queue_name)
+        elif resumed is not None and here:
+            self.runner.spawn(workflow_id, self._workflows[resumed.name], resumed.inputs,
+                              fresh=False)
         return self._handle(workflow_id)
 
     def _after_cancel(self, workflow_id: str) -> None:
@@ -327,6 +420,10 @@ class AsyncFlow(Connected):
 
     def _running_count(self) -> int | None:
         return None if self._runner is None else len(self._runner.running)
+
+    def _queue_depths(self) -> dict[str, int]:
+        return {name: dispatcher.depth for name, dispatcher in self._dispatchers.items()
+                if dispatcher.depth is not None}
 
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""

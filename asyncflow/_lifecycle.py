@@ -13,18 +13,19 @@ import anyio.abc
 
 from . import _codec
 from . import _queries as Q
+from ._admin import Admin
 from ._context import current_workflow
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._runtime import Runtime, not_launched
-from ._status import CANCELLED, Health, StepInfo, WorkflowStatus
+from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
 from ._streams import entries
-from ._telemetry import Source, Telemetry, activate, check_option
-from ._wait import TERMINAL, WaitRegistry
+from ._telemetry import Source, Telemetry, activate, check_option, detached
+from ._wait import WaitRegistry
 from ._wait_first import (
     Branch,
     Fired,
@@ -65,8 +66,10 @@ def check_stream_args(workflow_id: str, key: str, offset: int) -> None:
     check_count(offset, "offset")
 
 
-class Connected:
-    """Lifecycle and the operations that work the same from an app and from a Client."""
+class Connected(Admin):
+    """Lifecycle and the operations that work the same from an app and from a Client (those on
+    workflows as a whole — listing, cancel, resume and delete in bulk, retention, send_many —
+    come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
 
@@ -172,8 +175,10 @@ class Connected:
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
             self._observe(runtime)
             self._runtime = runtime
-            await tg.start(listener.run)
-            await self._start_background(runtime)
+            # Background tasks (and what they spawn) start outside the caller's trace.
+            with detached(runtime.telemetry):
+                await tg.start(listener.run)
+                await self._start_background(runtime)
         except BaseException as exc:
             self._runtime = None
             self._unobserved()
@@ -222,9 +227,10 @@ class Connected:
         telemetry = runtime.telemetry = activate(self._telemetry)
         if telemetry is not None:
             listener = runtime.listener
-            self._unobserve = telemetry.observe(Source(
-                self._executor_id, parked=self._waits.__len__,
-                reconnects=lambda: listener.reconnects, running=self._running_count))
+            source = Source(self._executor_id, parked=self._waits.__len__,
+                            reconnects=lambda: listener.reconnects, running=self._running_count)
+            source.queue_depths = self._queue_depths
+            self._unobserve = telemetry.observe(source)
 
     def _unobserved(self) -> None:
         if self._unobserve is not None:
@@ -234,6 +240,10 @@ class Connected:
     def _running_count(self) -> int | None:
         """Hook for the app: how many workflows execute here (``None``: not reported)."""
         return None
+
+    def _queue_depths(self) -> dict[str, int]:
+        """Hook for the app: ``{queue: workflows waiting}`` as its dispatchers last counted."""
+        return {}
 
     async def __aenter__(self) -> Self:
         await self.launch()
@@ -263,35 +273,10 @@ class Connected:
         _codec.check_id(workflow_id)
         return await self.runtime.store.workflow_status(workflow_id)
 
-    async def list_workflows(
-        self, status: str | None = None, name: str | None = None, limit: int = 100
-    ) -> list[WorkflowStatus]:
-        """Workflows, newest first, optionally filtered by status and/or name."""
-        _codec.check_name(status, "status", optional=True)
-        _codec.check_name(name, "name", optional=True)
-        check_count(limit, "limit")
-        return await self.runtime.store.list_workflows(status, name, limit)
-
     async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
         """The journal of a workflow: every recorded operation, in function-id order."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_operations(workflow_id)
-
-    async def cancel_workflow(self, workflow_id: str) -> None:
-        """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
-        parked in (recv, sleep, get_event, child result) wakes at once. Finished workflows are
-        left as they are."""
-        _codec.check_id(workflow_id)
-        runtime = self.runtime
-        name = await runtime.store.cancel_workflow(workflow_id)
-        if name is not None:
-            self._after_cancel(workflow_id)
-            runtime.waits.wake(TERMINAL, workflow_id)
-            if runtime.telemetry is not None:
-                runtime.telemetry.workflow_finished(name, CANCELLED)
-
-    def _after_cancel(self, workflow_id: str) -> None:
-        """Hook for the app: mark its running execution cancelled."""
 
     # -- events and streams ---------------------------------------------------------------------
 

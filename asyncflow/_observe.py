@@ -111,22 +111,25 @@ def attempt(
     return telemetry.attempt(body, kind, name, attributes)
 
 
-async def execution(ctx: WorkflowContext, fresh: bool, run: Callable[[], Awaitable[bool]]) -> bool:
+async def execution(
+    ctx: WorkflowContext, fresh: bool, run: Callable[[], Awaitable[bool]], started_under: str | None
+) -> bool:
     """One execution of a workflow, in a span ``"workflow <name>"`` (telemetry on only).
 
-    A fresh execution is a child of the span that started the workflow (current when it was
-    spawned). A resumed one (recovery, ``resume_workflow``, a retry after losing the database)
-    is a child of the starter's trace context stored with the workflow, so every execution of
-    a workflow lands in one trace; it links to whatever span spawned it (say, the request that
-    resumed it).
+    The first execution of a workflow started here is a child of the span that started it
+    (``started_under``, its traceparent). Any other one — dispatched from a queue, recovered,
+    resumed, retried after losing the database — is a child of the starter's trace context
+    stored with the workflow, so every execution of a workflow lands in one trace; it links to
+    the span that spawned it, if any (say, the request that resumed it). An execution stopped by
+    the workflow's cancellation counts it (``asyncflow.workflows.finished``, ``CANCELLED``).
     """
     runtime = ctx.runtime
     telemetry = runtime.telemetry
     assert telemetry is not None
     attributes = {WORKFLOW_ID: ctx.workflow_id, WORKFLOW_NAME: ctx.name, RESUMED: not fresh}
     name = f"workflow {ctx.name}"
-    if fresh:
-        span = telemetry.span(name, attributes, kind="consumer")
+    if started_under is not None:
+        span = telemetry.span(name, attributes, kind="consumer", parent=started_under)
     else:
         parent = await runtime.store.workflow_traceparent(ctx.workflow_id)
         span = telemetry.span(name, attributes, kind="consumer", parent=parent, new_trace=True,
@@ -135,6 +138,7 @@ async def execution(ctx: WorkflowContext, fresh: bool, run: Callable[[], Awaitab
         finished = await run()
         if not finished and ctx.cancelled:
             current.set_attribute(WORKFLOW_STATUS, CANCELLED)
+            telemetry.workflow_finished(ctx.name, CANCELLED)
         return finished
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import anyio
 
 from . import _codec
+from ._cancel import cancel_descendants, mark_cancelled
 from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
@@ -79,6 +80,9 @@ class Runner:
         self.app_version = app_version
         self.running: dict[str, WorkflowContext] = {}
         self._respawn: dict[str, tuple[WorkflowSpec, str]] = {}
+        #: Telemetry: the trace context of the start of workflows started here, for their first
+        #: execution (later ones read it from the workflow's row).
+        self._started_under: dict[str, str] = {}
         #: Called when an execution stopped without finishing (cancelled, ended elsewhere): if
         #: it was resumed meanwhile it is unassigned, so the supervisor should sweep.
         self.on_stopped_early: Callable[[], None] | None = None
@@ -116,6 +120,8 @@ class Runner:
             self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             if self.runtime.telemetry is not None:
                 self.runtime.telemetry.workflow_started(spec.name)
+                if traceparent is not None:
+                    self._started_under[workflow_id] = traceparent
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -134,9 +140,25 @@ class Runner:
         await ensure_running(parent)
         started = await self.start(spec, inputs, workflow_id or child_id(
             parent.workflow_id, function_id), parent.workflow_id)
-        await checked(parent, self.runtime.store.record_operation(
-            parent.workflow_id, function_id, CHILD, child_id=started))
+        try:
+            await checked(parent, self.runtime.store.record_operation(
+                parent.workflow_id, function_id, CHILD, child_id=started))
+        except WorkflowCancelledError:
+            # The parent was cancelled before its journal held the child: cancel the child
+            # (and what it started) too, or it would run on with no journal knowing of it.
+            await self._cancel_unjournaled_child(started, parent.workflow_id)
+            raise
         return started
+
+    async def _cancel_unjournaled_child(self, workflow_id: str, parent_id: str) -> None:
+        runtime = self.runtime
+        with anyio.CancelScope(shield=True):
+            status = await runtime.store.workflow_status(workflow_id)
+            if status.parent_workflow_id != parent_id:
+                return  # an existing workflow chosen by id, not this parent's child
+            if await runtime.store.cancel_workflow(workflow_id):
+                mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
+            await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
     def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool) -> None:
         """Execute a workflow in the task group (after the one still unwinding, if any)."""
@@ -178,7 +200,8 @@ class Runner:
                         ctx.journal = await runtime.store.load_journal(ctx.workflow_id)
                     run = functools.partial(self._run_once, ctx, spec, inputs)
                     finished = await (run() if runtime.telemetry is None
-                                      else execution(ctx, fresh, run))
+                                      else execution(ctx, fresh, run, self._started_under.pop(
+                                          ctx.workflow_id, None)))
                     return
                 except DatabaseUnavailableError as exc:
                     if runtime.closing:

@@ -3,6 +3,7 @@ entry, health."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -16,6 +17,10 @@ class Status(StrEnum):
     ``Status.PENDING == "PENDING"``."""
 
     PENDING = "PENDING"
+    #: Waiting in a queue for a dispatcher to start it.
+    ENQUEUED = "ENQUEUED"
+    #: Waiting in a queue until its ``delay_seconds`` have passed (then ENQUEUED).
+    DELAYED = "DELAYED"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
@@ -23,6 +28,8 @@ class Status(StrEnum):
 
 
 PENDING = Status.PENDING
+ENQUEUED = Status.ENQUEUED
+DELAYED = Status.DELAYED
 SUCCESS = Status.SUCCESS
 ERROR = Status.ERROR
 CANCELLED = Status.CANCELLED
@@ -35,7 +42,10 @@ class WorkflowStatus:
     """A snapshot of one workflow's row.
 
     ``status`` is a :class:`Status` (a ``str``). ``error`` is ``"Type: message"`` for a failed
-    workflow.
+    workflow. Queued workflows also carry their ``queue_name``, ``priority``,
+    ``deduplication_id``, ``partition_key``, ``delay_until`` (when a DELAYED one becomes
+    ready) and ``dispatched_at`` (when a dispatcher last started it); ``None`` (0 for
+    ``priority``) for the others.
     """
 
     workflow_id: str
@@ -49,6 +59,12 @@ class WorkflowStatus:
     updated_at: datetime
     completed_at: datetime | None
     error: str | None
+    queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    partition_key: str | None = None
+    delay_until: datetime | None = None
+    dispatched_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> WorkflowStatus:
@@ -65,11 +81,29 @@ class WorkflowStatus:
             updated_at=row["updated_at"],
             completed_at=row["completed_at"],
             error=error_summary(row["error"]),
+            queue_name=row["queue_name"],
+            priority=row["priority"],
+            deduplication_id=row["deduplication_id"],
+            partition_key=row["partition_key"],
+            delay_until=row["delay_until"],
+            dispatched_at=row["dispatched_at"],
         )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
         return _as_dict(self)
+
+    @property
+    def cursor(self) -> str:
+        """An opaque text naming this workflow's place in ``list_workflows`` order: pass it as
+        ``after=`` to get the page after this workflow (from any process, e.g. over HTTP)."""
+        return encode_cursor(self.created_at, self.workflow_id)
+
+
+def encode_cursor(created_at: datetime, workflow_id: str) -> str:
+    """The cursor text of a place in list order (``created_at``, ``workflow_id``)."""
+    raw = orjson.dumps([created_at.isoformat(), workflow_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)

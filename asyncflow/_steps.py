@@ -7,16 +7,45 @@ a transaction runs its body in a database transaction that also commits its chec
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import _codec
-from ._context import StepContext, WorkflowContext, connection_var, step_var
-from ._errors import AsyncFlowError, DatabaseUnavailableError, SerializationError
+from ._context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
+from ._errors import (
+    AsyncFlowError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    InvalidSettingError,
+    SerializationError,
+    StepTimeoutError,
+)
 from ._journal import begin, record, replayed_value
 from ._observe import attempt as observed
 from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
+
+
+def check_step_options(
+    timeout_seconds: object, should_retry: object
+) -> tuple[float | None, Callable[[Exception], bool] | None]:
+    """Validate ``@app.step``'s ``timeout_seconds`` (a number > 0, or ``None``) and
+    ``should_retry`` (a callable, or ``None``)."""
+    seconds = None
+    if timeout_seconds is not None:
+        try:
+            seconds = _codec.check_timeout(timeout_seconds, "timeout_seconds")
+        except InvalidArgumentError as exc:
+            raise InvalidSettingError(str(exc)) from None
+        if seconds <= 0:
+            raise InvalidSettingError(
+                f"timeout_seconds must be > 0 (or None: no limit), not {timeout_seconds!r}")
+    if should_retry is not None and not callable(should_retry):
+        raise InvalidSettingError(
+            "should_retry must be a function taking the exception and returning a bool, not "
+            f"{should_retry!r}")
+    return seconds, should_retry
 
 
 async def run_step(
@@ -38,11 +67,13 @@ async def run_step(
         step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
         token = step_var.set(step)
         try:
-            result = await observed(ctx, "step", spec.name, function_id, attempt + 1,
-                                    spec.fn(*args, **kwargs))
+            body = (spec.fn(*args, **kwargs) if spec.timeout_seconds is None
+                    else _attempt_with_timeout(spec, ctx, args, kwargs))
+            result = await observed(ctx, "step", spec.name, function_id, attempt + 1, body)
             break
         except Exception as exc:
-            if attempt < spec.retries and not ctx.cancelled:
+            if attempt < spec.retries and not ctx.cancelled and await _retry_wanted(
+                    spec, ctx, function_id, exc):
                 attempt += 1
                 await asyncio.sleep(delay)  # retry backoff
                 delay *= spec.backoff_rate
@@ -69,6 +100,38 @@ async def run_step(
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
     return _codec.loads(output)
+
+
+async def _attempt_with_timeout(
+    spec: StepSpec, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One attempt, cancelled after ``spec.timeout_seconds``: then :class:`StepTimeoutError`.
+    A ``TimeoutError`` the body raises itself passes through as it is."""
+    assert spec.timeout_seconds is not None
+    limit = asyncio.timeout(spec.timeout_seconds)
+    try:
+        async with limit:
+            return await spec.fn(*args, **kwargs)
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        raise StepTimeoutError(
+            f"an attempt of step {spec.name!r} in workflow {ctx.workflow_id!r} ran longer than "
+            f"its timeout_seconds={spec.timeout_seconds:g} and was cancelled"
+        ) from None
+
+
+async def _retry_wanted(
+    spec: StepSpec, ctx: WorkflowContext, function_id: int, exc: Exception
+) -> bool:
+    """Whether ``should_retry`` wants the failure ``exc`` retried; if the predicate itself
+    raises, that is recorded as the step's failure."""
+    if spec.should_retry is None:
+        return True
+    try:
+        return bool(spec.should_retry(exc))
+    except Exception as predicate_error:
+        await fail(ctx, function_id, spec.name, predicate_error)
 
 
 async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
@@ -112,26 +175,37 @@ async def run_transaction(
     attempt = 0
     while True:
         try:
+            after_commit: list[Callable[[], None]] = []
             async with storage.transaction(spec.isolation, user_code=True,
                                            name=spec.name) as tx:
                 conn_token = connection_var.set(tx.connection)
                 step_token = step_var.set(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None
                 )
+                after_token = after_commit_var.set(after_commit)
                 try:
                     result = await observed(ctx, "transaction", spec.name, function_id,
                                             attempt + 1, spec.fn(*args, **kwargs))
                 finally:
                     step = step_var.get()
+                    after_commit_var.reset(after_token)
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
                 tx.check_intact(spec.name)
-                if ctx is None:
-                    return result
-                output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
-                assert step is not None
-                await apply_effects(step)
-                await record(ctx, function_id, spec.name, output=output)
+                if ctx is not None:
+                    output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                    assert step is not None
+                    await apply_effects(step)
+                    await record(ctx, function_id, spec.name, output=output)
+            outer = after_commit_var.get()
+            if outer is not None:  # nested (a savepoint): the outermost commit wakes them
+                outer.extend(after_commit)
+            else:
+                for callback in after_commit:  # committed: wake what the body made durable
+                    callback()
+            if ctx is None:
+                return result
+            assert step is not None
             wake_effects(step)
             return _codec.loads(output)
         except RetryableTransactionError:

@@ -9,18 +9,28 @@ connection when called inside ``storage.transaction()`` by the same task.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
-from ._errors import DatabaseUnavailableError, WorkflowNotFoundError, _ExecutionConflict
-from ._status import StepInfo, WorkflowStatus
+from ._errors import (
+    DatabaseUnavailableError,
+    QueueDeduplicatedError,
+    WorkflowConflictError,
+    WorkflowNotFoundError,
+    _ExecutionConflict,
+)
+from ._filters import Cursor, WorkflowFilter
+from ._specs import QueueSpec
+from ._status import TERMINAL_STATUSES, StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
 
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
-Send = tuple[str, str | None, str, str | None, str | None]
+Send = tuple[str, str | None, str, str | None]  # destination, topic, text, idempotency key
+Sent = tuple[str, str | None, str, str | None, str | None]  # ... and the sender's traceparent
 Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
 Read = tuple[str, str, int, int]
 Written = tuple[bool, int | None, bool]
@@ -50,6 +60,38 @@ class Claimed:
 
 
 @dataclass(frozen=True, slots=True)
+class Resumed:
+    """A workflow that ``resume_workflow`` made runnable again: PENDING (to run), or back in its
+    queue (``queue_name`` set) for a dispatcher."""
+
+    name: str
+    inputs: str
+    queue_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What an enqueue found: ``created``, else the name of the workflow that already has the
+    id (``existing_name``) or the id of the active workflow holding the deduplication id."""
+
+    created: bool
+    existing_name: str | None
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueClaim:
+    """One workflow a dispatcher claimed: it is PENDING on this executor now. ``fresh``: it
+    never ran before (no journal to load)."""
+
+    workflow_id: str
+    name: str
+    inputs: str
+    recovery_attempts: int
+    fresh: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """A workflow's status with its recorded output and error (JSON text)."""
 
@@ -74,7 +116,7 @@ def _page(rows: list[Any]) -> Page:
         (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
     ]
     first = rows[0]
-    return entries, bool(first["closed"]) or first["status"] != "PENDING"
+    return entries, bool(first["closed"]) or first["status"] in TERMINAL_STATUSES
 
 
 class Store:
@@ -91,7 +133,7 @@ class Store:
         self.channel = storage.channel
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
-        self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
+        self.sends: Batcher[Sent, None] = Batcher(self._send_many, self._send_one)
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
@@ -155,12 +197,6 @@ class Store:
     async def workflow_exists(self, workflow_id: str) -> bool:
         return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
 
-    async def list_workflows(
-        self, status: str | None, name: str | None, limit: int
-    ) -> list[WorkflowStatus]:
-        rows = await self.storage.fetch(Q.LIST_WORKFLOWS, status, name, limit)
-        return [WorkflowStatus.from_row(row) for row in rows]
-
     async def finish_workflow(
         self, workflow_id: str, status: str, output: str | None, error: str | None
     ) -> bool:
@@ -178,30 +214,36 @@ class Store:
         finished = {row["workflow_id"] for row in rows}
         return [op[0] in finished for op in ops]
 
-    async def cancel_workflow(self, workflow_id: str) -> str | None:
-        """Cancel a PENDING workflow; its name if it was cancelled now, else ``None``. Unknown
-        id: not found."""
+    async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
+        """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
+        Unknown id: not found."""
         row = await self.storage.fetchrow(Q.CANCEL_WORKFLOW, workflow_id, self.channel)
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
-        name: str | None = row["name"] if row["cancelled"] else None
-        return name
+        return bool(row["cancelled"]), row["queue_name"]
 
     async def resume_workflow(
         self, workflow_id: str, executor_id: str | None
-    ) -> tuple[str, str] | None:
+    ) -> Resumed | None:
         """Make a finished-but-not-successful workflow PENDING on ``executor_id`` (``None``:
-        unassigned, for a supervisor to claim). Returns ``(name, inputs)`` if it was resumed."""
-        row = await self.storage.fetchrow(
-            Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
-        )
+        unassigned, for a supervisor to claim), or ENQUEUED again if it is a queued one.
+        Returns what was resumed (``None``: nothing, it was not in a resumable status)."""
+        try:
+            row = await self.storage.fetchrow(
+                Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
+            )
+        except UniqueViolation:
+            raise QueueDeduplicatedError(
+                f"workflow {workflow_id!r} cannot be resumed now: another workflow of its queue "
+                "holds its deduplication_id; resume it once that one has finished"
+            ) from None
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
         if row["name"] is None:
             return None
-        return row["name"], row["inputs"]
+        return Resumed(row["name"], row["inputs"], row["queue_name"])
 
     async def claim_workflows(
         self,
@@ -230,6 +272,7 @@ class Store:
         return len(rows)
 
     async def dead_letter(self, workflow_id: str) -> bool:
+        """End a PENDING workflow in MAX_RECOVERY_ATTEMPTS_EXCEEDED (and notify)."""
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
 
     async def try_executor_lock(self, conn: Connection, executor_id: str) -> bool:
@@ -242,10 +285,119 @@ class Store:
         got: bool = await conn.fetchval(Q.TRY_EXECUTOR_LOCK, namespace, lock_key)
         return got
 
+    async def _lock_namespace(self) -> int:
+        namespace = self.storage.lock_namespace
+        if namespace is None:
+            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            self.storage.lock_namespace = namespace
+        assert namespace is not None
+        return namespace
+
     async def prune_executors(self) -> None:
         """Forget dead executors that own no PENDING workflow."""
         if self.storage.lock_namespace is not None:
             await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
+
+    # -- operating workflows (lifecycle: _admin, _cancel, _retention) ---------------------------
+
+    async def list_page(
+        self, selected: WorkflowFilter, after: Cursor | None, limit: int
+    ) -> list[WorkflowStatus]:
+        """One page of workflows, newest first, after the cursor (keyset)."""
+        template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
+            Q.LIST_CHILDREN_PAGE)
+        cursor = (None, None) if after is None else after
+        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit,
+                                        selected.queue_name)
+        return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def cancel_descendants(self, roots: list[str]) -> list[str]:
+        """Cancel every PENDING descendant of ``roots``; the ids cancelled."""
+        rows = await self.storage.fetch(Q.CANCEL_DESCENDANTS, roots, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def database_now(self) -> datetime:
+        """The database server's clock (bulk operations bound their work by it)."""
+        now: datetime = await self.storage.fetchval(Q.DATABASE_NOW)
+        return now
+
+    async def cancel_matching(
+        self, selected: WorkflowFilter, created_by: datetime, limit: int
+    ) -> list[str]:
+        """Cancel up to ``limit`` matching PENDING workflows created by ``created_by``."""
+        rows = await self.storage.fetch(Q.CANCEL_MATCHING, *selected.params(), created_by,
+                                        limit, self.channel, selected.queue_name)
+        return [row["workflow_id"] for row in rows]
+
+    async def resume_matching(
+        self, selected: WorkflowFilter, ended_before: datetime, limit: int
+    ) -> list[str]:
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
+        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
+                                        limit, self.channel, selected.queue_name)
+        return [row["workflow_id"] for row in rows]
+
+    async def lock_workflow_tree(
+        self, workflow_id: str, children: bool
+    ) -> list[tuple[str, str]]:
+        """Lock a workflow (and its descendants): ``(id, status)`` of each (in a transaction)."""
+        rows = await self.storage.fetch(Q.LOCK_WORKFLOW_TREE, workflow_id, children)
+        return [(row["workflow_id"], row["status"]) for row in rows]
+
+    async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """Delete workflows with everything of theirs; the ids deleted."""
+        rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_bounds(
+        self, max_age_seconds: float | None, max_count: int | None
+    ) -> tuple[datetime | None, Cursor | None]:
+        """The age bound (now minus the age) and the newest finished workflow beyond the
+        ``max_count`` kept, by the database's clock."""
+        row = await self.storage.fetchrow(Q.RETENTION_BOUNDS, max_age_seconds, max_count)
+        assert row is not None
+        keep = None if row["keep_completed_at"] is None else (
+            row["keep_completed_at"], row["keep_workflow_id"])
+        return row["age_bound"], keep
+
+    async def retention_delete(self, bound: Cursor, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished workflows at or before ``bound`` (oldest first)."""
+        rows = await self.storage.fetch(Q.RETENTION_DELETE, *bound, limit)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_count(self, bound: Cursor) -> int:
+        """How many finished workflows are at or before ``bound`` (a dry run)."""
+        count: int = await self.storage.fetchval(Q.RETENTION_COUNT, *bound)
+        return count
+
+    async def send_many_once(self, ops: list[Send], traceparent: str | None = None
+                             ) -> list[bool]:
+        """Deliver many messages in one statement (in a transaction: no second try). A
+        destination deleted while it runs fails it as a whole: WorkflowNotFoundError."""
+        sent = [(*op, traceparent) for op in ops]
+        return [outcome is None for outcome in await self._send_many(sent)]
+
+    async def send_many(self, ops: list[Send], traceparent: str | None = None) -> list[bool]:
+        """Deliver many messages in one statement; per message, whether its destination exists.
+        ``traceparent``: the trace context of the sending span (telemetry).
+
+        A destination deleted while the statement runs fails it as a whole (its foreign key):
+        it is run again, and at last each message alone."""
+        sent = [(*op, traceparent) for op in ops]
+        for _attempt in range(3):
+            try:
+                outcomes = await self._send_many(sent)
+            except WorkflowNotFoundError:
+                continue
+            return [outcome is None for outcome in outcomes]
+        delivered: list[bool] = []
+        for op in sent:
+            try:
+                await self._send_one(op)
+                delivered.append(True)
+            except WorkflowNotFoundError:
+                delivered.append(False)
+        return delivered
 
     # -- the journal ------------------------------------------------------------------------------
 
@@ -301,6 +453,9 @@ class Store:
         results: list[bool | BaseException] = []
         for op in ops:
             if (op[0], op[1]) in recorded:
+                # Two executions of one workflow may record the same entry in one batch: the
+                # first wins, like the first of two inserts; the other is a conflict.
+                recorded.discard((op[0], op[1]))
                 results.append(True)
             elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
                 results.append(_conflict(op[0], op[1]))
@@ -384,8 +539,8 @@ class Store:
         results: list[Written | BaseException] = []
         for op in ops:
             key = (op[0], op[1])
-            if key in journaled:
-                results.append((True, offsets.get(key), journaled[key]))
+            if key in journaled:  # (the first of two executions' writes wins, as in records)
+                results.append((True, offsets.get(key), journaled.pop(key)))
             elif op[0] in pending:
                 results.append(_conflict(op[0], op[1]))
             else:
@@ -410,13 +565,13 @@ class Store:
         await self._submit(self.sends, self._send_one,
                            (destination_id, topic, text, idempotency_key, traceparent))
 
-    async def _send_many(self, ops: list[Send]) -> list[BaseException | None]:
+    async def _send_many(self, ops: list[Sent]) -> list[BaseException | None]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
         return [None if row["found"] else not_found(op[0])
                 for op, row in zip(ops, rows, strict=True)]
 
-    async def _send_one(self, op: Send) -> None:
+    async def _send_one(self, op: Sent) -> None:
         destination_id, topic, text, idempotency_key, traceparent = op
         try:
             if idempotency_key is None:
@@ -548,16 +703,6 @@ class Store:
 
     # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
 
-    async def dashboard_workflows(
-        self, status: str | None, name: str | None, id_prefix: str | None, created_after: Any,
-        created_before: Any, after_at: Any, after_id: str | None, limit: int,
-    ) -> list[Any]:
-        """A filtered page of workflow rows, newest first, after a keyset cursor."""
-        return await self.storage.fetch(
-            Q.DASHBOARD_LIST_WORKFLOWS, status, name, id_prefix, created_after, created_before,
-            after_at, after_id, limit,
-        )
-
     async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
         """A workflow's inputs, output and error, cut at ``chars`` characters."""
         return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
@@ -573,3 +718,92 @@ class Store:
     ) -> list[Any]:
         """The last ``tail`` entries of the workflow's first ``keys`` streams."""
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        inputs: str,
+        app_version: str,
+        parent_id: str | None,
+        queue_name: str,
+        priority: int,
+        deduplication_id: str | None,
+        delay_seconds: float,
+        partition_key: str | None,
+        traceparent: str | None = None,
+    ) -> Enqueued:
+        """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
+        or the deduplication id is held (then say which). ``traceparent``: the trace context of
+        the span that enqueued it (telemetry)."""
+        for _ in range(10):
+            row = await self.storage.fetchrow(
+                Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
+                queue_name, priority, deduplication_id, delay_seconds, partition_key,
+                self.channel, traceparent,
+            )
+            assert row is not None
+            if row["created"]:
+                return Enqueued(True, None, None)
+            if row["existing_name"] is not None or row["holder"] is not None:
+                return Enqueued(False, row["existing_name"], row["holder"])
+            # A concurrent insert committed after this statement's snapshot: look again.
+        raise WorkflowConflictError(
+            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
+            "the same id or deduplication id; try again")
+
+    async def queue_depth(self, queue_name: str) -> int:
+        """How many workflows wait in the queue (ENQUEUED or DELAYED)."""
+        depth: int = await self.storage.fetchval(Q.QUEUE_DEPTH, queue_name)
+        return depth
+
+    async def claim_queued(
+        self,
+        spec: QueueSpec,
+        executor_id: str,
+        names: list[str],
+        app_version: str,
+        batch: int,
+    ) -> tuple[list[QueueClaim], float | None, bool]:
+        """Claim the workflows of a queue that may start now, within its limits: one short
+        transaction serialized with every other claim of the queue by the queue row's lock.
+        Returns the claims, the seconds until the next moment something may become startable
+        on its own (a DELAYED row due, the rate limit's window opening), and whether another
+        claim right away may find more (the batch was full, or a partition's cap dropped
+        rows)."""
+        rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
+        async with self.storage.transaction():
+            await self.storage.execute(Q.LOCK_QUEUE, spec.name)
+            rows = await self.storage.fetch(
+                Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
+                spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
+            )
+        claims = [
+            QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                       bool(row["fresh"]))
+            for row in rows if row["workflow_id"] is not None
+        ]
+        first = rows[0]
+        found, room = first["found"], first["room"]
+        more = len(claims) < found or (found == room == batch)
+        return claims, first["wait_s"], more
+
+    async def release_unstarted(
+        self, queue_name: str, executor_id: str, running: list[str]
+    ) -> int:
+        """Put this executor's PENDING workflows of a queue that are not in ``running`` back in
+        the queue (after a claim whose outcome was lost); returns how many."""
+        released: int = await self.storage.fetchval(
+            Q.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
+        return released
+
+    async def requeue_orphans(self, executor_id: str, include_own: bool) -> list[str]:
+        """Put dead executors' (and with ``include_own`` this executor's) PENDING queued
+        workflows back in their queues; returns the queues notified."""
+        rows = await self.storage.fetch(
+            Q.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
+            await self._lock_namespace(),
+        )
+        return [row["queue_name"] for row in rows]

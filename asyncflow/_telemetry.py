@@ -17,7 +17,7 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from ._errors import ConfigurationError, InvalidSettingError
@@ -37,7 +37,7 @@ STEP_KIND = "asyncflow.step.kind"
 OUTCOME = "asyncflow.outcome"
 RESUMED = "asyncflow.execution.resumed"
 EXECUTOR_ID = "asyncflow.executor.id"
-QUEUE = "asyncflow.queue.name"
+QUEUE_NAME = "asyncflow.queue.name"
 
 INSTALL_HINT = ("OpenTelemetry is not installed: install the `otel` extra "
                 "(pip install 'asyncflow-pg[otel]'), or opentelemetry-api and an SDK")
@@ -116,6 +116,22 @@ def activate(option: bool | Telemetry | None) -> Instruments | None:
     return Instruments(option.tracer_provider, option.meter_provider)
 
 
+@contextmanager
+def detached(instruments: Instruments | None) -> Iterator[None]:
+    """With telemetry on, run the block outside any trace (no current span): tasks started in
+    it do not inherit the caller's span."""
+    if instruments is None:
+        yield
+        return
+    from opentelemetry import context
+
+    token = context.attach(context.Context())
+    try:
+        yield
+    finally:
+        context.detach(token)
+
+
 # -- trace context -------------------------------------------------------------------------------
 
 
@@ -162,8 +178,8 @@ class Source:
         self.parked = parked
         self.reconnects = reconnects
         self.running = running
-        #: Extension point for queues: a callable returning ``{queue name: depth}`` (read
-        #: synchronously at collection time, so it returns numbers already known, not a query).
+        #: ``{queue name: workflows waiting}`` (an app: as its dispatchers last counted them).
+        #: Read synchronously at collection time, so it returns numbers already known.
         self.queue_depths: Callable[[], Mapping[str, int]] | None = None
 
 
@@ -217,7 +233,7 @@ class _Meters:
         for source in list(self.sources):
             if source.queue_depths is not None:
                 for queue, depth in source.queue_depths().items():
-                    yield self._observation(depth, {**source.attributes, QUEUE: queue})
+                    yield self._observation(depth, {**source.attributes, QUEUE_NAME: queue})
 
 
 _meters: weakref.WeakKeyDictionary[Any, _Meters] = weakref.WeakKeyDictionary()

@@ -18,7 +18,7 @@ LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded", "_telemetry"],
-    ["_recorded"],
+    ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
@@ -30,9 +30,10 @@ LAYERS: list[list[str]] = [
     ["_journal", "_observe"],
     # the primitives
     ["_timers"],
-    ["_steps", "_messages", "_events", "_streams", "_results"],
+    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor"],
+    ["_supervisor", "_retention", "_dispatch", "_queues"],
+    ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_api", "_client"],
@@ -41,7 +42,7 @@ LAYERS: list[list[str]] = [
     ["web"],
     ["__init__"],
     ["_cli_output"],
-    ["_cli_embedded"],
+    ["_cli_embedded", "_cli_lifecycle"],
     ["_cli"],
     ["__main__"],
 ]

@@ -146,7 +146,7 @@ def parse_time(text: str, what: str) -> datetime:
 class Filters:
     """The list page's filters. Every field is optional; ``after`` is the paging cursor
     (created_at, workflow id) of the last row of the previous page. (A queue filter joins here,
-    and in ``DASHBOARD_LIST_WORKFLOWS``, once workflows have queues.)"""
+    and in ``list_workflows``, once workflows have queues.)"""
 
     status: str | None = None
     name: str | None = None
@@ -257,12 +257,9 @@ class ListPage:
 async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     """The workflows matching ``filters``, newest first."""
     lower, upper = filters.window(datetime.now(UTC))
-    after_at, after_id = filters.after if filters.after is not None else (None, None)
-    rows = await core.runtime.store.dashboard_workflows(
-        filters.status, filters.name, filters.id_prefix, lower, upper, after_at, after_id,
-        filters.limit + 1,
-    )
-    found = [WorkflowStatus.from_row(row) for row in rows]
+    found = await core.list_workflows(
+        filters.status, filters.name, filters.limit + 1, created_after=lower,
+        created_before=upper, workflow_id_prefix=filters.id_prefix, after=filters.after)
     return ListPage(found[: filters.limit], len(found) > filters.limit)
 
 
