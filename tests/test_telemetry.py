@@ -13,7 +13,7 @@ import pytest
 from conftest import python_env
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -21,6 +21,16 @@ from opentelemetry.trace import SpanKind, StatusCode
 import asyncflow
 from asyncflow._telemetry import format_traceparent
 from asyncflow._wait import decode_payload
+
+
+class _OnEnd(SpanProcessor):
+    def __init__(self, events):
+        self.events = events
+
+    def on_end(self, span):
+        event = self.events.get(span.name)
+        if event is not None:
+            event.set()
 
 
 class Otel:
@@ -35,6 +45,13 @@ class Otel:
         self.telemetry = asyncflow.Telemetry(tracer_provider=self.tracer_provider,
                                              meter_provider=self.meter_provider)
         self.tracer = self.tracer_provider.get_tracer("test")
+
+        self._ended: dict[str, asyncio.Event] = {}
+        self.tracer_provider.add_span_processor(_OnEnd(self._ended))
+
+    def ended(self, name):
+        """An event set when a span named ``name`` ends."""
+        return self._ended.setdefault(name, asyncio.Event())
 
     def spans(self, name=None):
         found = list(self.exporter.get_finished_spans())
@@ -321,9 +338,11 @@ async def test_metrics(make_app, otel, conn):
         here = frozenset({("asyncflow.executor.id", "exec-m")})
         assert otel.points("asyncflow.waiters.parked")[here].value == 1
         assert otel.points("asyncflow.workflows.running")[here].value == 1
+        stopped = otel.ended("workflow parked")
         await app.cancel_workflow(handle.workflow_id)
         with pytest.raises(asyncflow.WorkflowCancelledError):
             await handle.get_result()
+        await asyncio.wait_for(stopped.wait(), 30)  # its execution stopped (and counted it)
         # A lost LISTEN connection: the listener reconnects, and the metric counts it.
         listener = app.listener
         old = listener.backend_pid
@@ -449,7 +468,7 @@ async def test_global_providers_turn_telemetry_on(db_url):
         import asyncio, sys
         import asyncflow
         from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -560,3 +579,65 @@ async def test_concurrent_sends_keep_their_own_trace_context(make_app, otel, con
     for n in range(20):
         send_span = sends[callers[f"caller {n}"].context.span_id]
         assert stored[str(n)] == format_traceparent(send_span.context), n
+
+
+async def test_queued_workflows_join_the_enqueuers_trace_and_report_queue_depth(
+        make_app, otel, db_url):
+    app = make_app(executor_id="exec-q", telemetry=otel.telemetry)
+    app.queue("jobs", concurrency=1)
+    gate = asyncio.Event()
+    entered = {n: asyncio.Event() for n in range(3)}
+
+    @app.step(name="hold")
+    async def hold(n):
+        entered[n].set()
+        await gate.wait()
+
+    @app.workflow(name="job")
+    async def job(n):
+        await hold(n)
+        return n
+
+    async with asyncflow.Client(db_url, telemetry=otel.telemetry) as client:
+        with otel.tracer.start_as_current_span("producer") as producer:
+            for n in range(3):  # enqueued before any app serves the queue
+                await client.enqueue("jobs", "job", n, workflow_id=f"job-{n}")
+    here = frozenset({("asyncflow.executor.id", "exec-q"), ("asyncflow.queue.name", "jobs")})
+    async with app:
+        await asyncio.wait_for(entered[0].wait(), 30)  # claimed one (concurrency 1), counted
+        assert otel.points("asyncflow.queue.depth")[here].value == 2
+        gate.set()
+        for n in range(3):
+            assert await (await app.retrieve_workflow(f"job-{n}")).get_result() == n
+        assert otel.points("asyncflow.queue.depth")[here].value == 0
+    enqueues = {s.attributes["asyncflow.workflow.id"]: s for s in otel.spans("enqueue job")}
+    assert set(enqueues) == {"job-0", "job-1", "job-2"}
+    executions = {s.attributes["asyncflow.workflow.id"]: s for s in otel.spans("workflow job")}
+    for workflow_id, enqueue in enqueues.items():
+        assert child_of(enqueue, producer) and enqueue.kind == SpanKind.PRODUCER
+        assert enqueue.attributes["asyncflow.queue.name"] == "jobs"
+        assert child_of(executions[workflow_id], enqueue)
+        assert executions[workflow_id].attributes["asyncflow.execution.resumed"] is False
+        assert not executions[workflow_id].links  # the dispatcher spawned it: no caller
+    started = otel.points("asyncflow.workflows.started")
+    assert [p.value for k, p in started.items() if dict(k)["asyncflow.workflow.name"] == "job"] \
+        == [3]
+
+
+async def test_send_many_carries_trace_context(make_app, otel, conn):
+    app = make_app(telemetry=otel.telemetry)
+
+    @app.workflow(name="inbox")
+    async def inbox():
+        return await asyncflow.recv(timeout_seconds=30)
+
+    async with app:
+        handles = [await app.start_workflow(inbox, workflow_id=f"i{n}") for n in range(2)]
+        await app._waits.wait_for_count(2)
+        with otel.tracer.start_as_current_span("broadcast"):
+            assert await app.send_many([("i0", "hi"), ("i1", "hi")]) == [True, True]
+        for handle in handles:
+            assert await handle.get_result() == "hi"
+    send_many = otel.span("asyncflow.send_many")
+    for recv in otel.spans("asyncflow.recv"):
+        assert [link.context.span_id for link in recv.links] == [send_many.context.span_id]
