@@ -105,6 +105,9 @@ class Connected(Admin):
         self._waits = WaitRegistry()
         self._runtime: Runtime | None = None
         self._storage: Storage | None = None
+        #: Called with each new runtime before anything runs on it (``asyncflow.testing``
+        #: carries its test clock and armed crashes across relaunches); ``None`` normally.
+        self._prepare_runtime: Callable[[Runtime], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -174,6 +177,8 @@ class Connected(Admin):
                                 on_notify=self._on_notify)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
             self._observe(runtime)
+            if self._prepare_runtime is not None:
+                self._prepare_runtime(runtime)
             self._runtime = runtime
             # Background tasks (and what they spawn) start outside the caller's trace.
             with detached(runtime.telemetry):

@@ -1,7 +1,9 @@
 """Every SQL statement asyncflow runs, as named constants.
 
 ``{s}`` stands for the (validated, quoted) schema identifier and is substituted once per app by
-:func:`render`; it is the only text ever spliced into SQL. Every value travels as a ``$n``
+:func:`render`; it is the only text ever spliced into SQL, but for the database names of the test
+kit's CREATE/DROP DATABASE (identifiers cannot be parameters), validated and quoted the same way
+by :func:`database_statement`. Every value travels as a ``$n``
 parameter. ``pg_notify`` payloads are a one-letter kind plus a workflow id, never user data.
 """
 
@@ -207,10 +209,10 @@ MIGRATIONS: tuple[str, ...] = (
 # reset afterwards), so a body that ends the transaction cannot write outside it either.
 # ---------------------------------------------------------------------------------------------
 
-# Its own round trip: a SET in the same simple query as BEGIN would join the transaction and be
-# rolled back with it.
-READ_ONLY_BY_DEFAULT = "SET default_transaction_read_only = on"
-BEGIN_USER_TRANSACTION = """BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
+# One round trip: the SET is committed on its own first (COMMIT ends the simple query's implicit
+# transaction), so it outlives a failed or replaced user transaction; then asyncflow's own.
+BEGIN_USER_TRANSACTION = """SET default_transaction_read_only = on; COMMIT;
+BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
 INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
 BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
 BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
@@ -1173,6 +1175,28 @@ RETENTION_COUNT = """
 SELECT count(*) FROM {s}.workflows w WHERE """ + _RETAINED
 
 # ---------------------------------------------------------------------------------------------
+# The test kit (asyncflow.testing): databases made and dropped on a test server. {db} and
+# {template} are database names the kit generates, quoted by database_statement().
+# ---------------------------------------------------------------------------------------------
+
+CREATE_DATABASE = "CREATE DATABASE {db}"
+CREATE_DATABASE_FROM_TEMPLATE = "CREATE DATABASE {db} TEMPLATE {template}"
+# Before DROP DATABASE (which waits a few seconds for terminated sessions to end); works on every
+# supported Postgres, unlike DROP DATABASE ... WITH (FORCE) (13+). $1 is the database name.
+TERMINATE_SESSIONS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid()"""
+DROP_DATABASE = "DROP DATABASE IF EXISTS {db}"
+
+
+def database_statement(statement: str, **names: str) -> str:
+    """One of the statements above with its database names quoted (plain identifiers only)."""
+    for key, name in names.items():
+        statement = statement.replace("{" + key + "}", quote_schema(name))
+    return statement
+
+
+# ---------------------------------------------------------------------------------------------
 # Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the
 # page shows at most $n characters of a value and its full length.
 # ---------------------------------------------------------------------------------------------
@@ -1207,3 +1231,41 @@ LEFT JOIN LATERAL (
 ) e ON true
 ORDER BY h.key, e."offset"
 """
+
+# The queues known to the database: those with a row in `queues` (created by a dispatcher's
+# first claim), those that active workflows (ENQUEUED, DELAYED, PENDING) name, and the names $1
+# (the serving app's registered queues). Per queue: its depth (ENQUEUED, DELAYED), its running
+# workflows (PENDING), when the next DELAYED one is due and since when the oldest ENQUEUED one
+# waits. Only active rows are read (the partial queue indexes): finished workflows are not
+# counted, and a queue none of whose workflows was ever dispatched is gone once they ended.
+DASHBOARD_QUEUES = """
+WITH names AS (
+    SELECT queue_name FROM {s}.queues
+    UNION
+    SELECT queue_name FROM {s}.workflows
+    WHERE queue_name IS NOT NULL AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+    UNION
+    SELECT unnest($1::text[])
+)
+SELECT n.queue_name,
+       count(w.workflow_id) FILTER (WHERE w.status = 'ENQUEUED') AS enqueued,
+       count(w.workflow_id) FILTER (WHERE w.status = 'DELAYED') AS delayed,
+       count(w.workflow_id) FILTER (WHERE w.status = 'PENDING') AS running,
+       min(w.delay_until) FILTER (WHERE w.status = 'DELAYED') AS next_due,
+       min(w.created_at) FILTER (WHERE w.status = 'ENQUEUED') AS oldest_enqueued
+FROM names n
+LEFT JOIN {s}.workflows w
+    ON w.queue_name = n.queue_name AND w.status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+GROUP BY n.queue_name
+ORDER BY n.queue_name"""
+
+# One queue ($1), the same figures; ``known``: it has a row in `queues` or active workflows.
+DASHBOARD_QUEUE = """
+SELECT count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
+       count(*) FILTER (WHERE status = 'DELAYED') AS delayed,
+       count(*) FILTER (WHERE status = 'PENDING') AS running,
+       min(delay_until) FILTER (WHERE status = 'DELAYED') AS next_due,
+       min(created_at) FILTER (WHERE status = 'ENQUEUED') AS oldest_enqueued,
+       count(*) > 0 OR EXISTS (SELECT 1 FROM {s}.queues WHERE queue_name = $1) AS known
+FROM {s}.workflows
+WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')"""
