@@ -28,12 +28,14 @@ from ._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutorIdInUseError,
+    ExportFormatError,
     InvalidArgumentError,
     MaxRecoveryAttemptsExceededError,
     NonDeterministicWorkflowError,
     NotInWorkflowError,
     NotLaunchedError,
     RecordedError,
+    ReplayError,
     SchemaVersionError,
     SerializationError,
     StepFailedError,
@@ -45,6 +47,9 @@ from ._errors import (
     WorkflowNotFoundError,
 )
 from ._handle import WorkflowHandle
+from ._history import ImportResult
+from ._patch import deprecate_patch, patched
+from ._replay import ReplayResult
 from ._status import (
     CANCELLED,
     ERROR,
@@ -73,8 +78,10 @@ __all__ = [
     "DatabaseUnavailableError",
     "ERROR",
     "ExecutorIdInUseError",
+    "ExportFormatError",
     "Fired",
     "Health",
+    "ImportResult",
     "InvalidArgumentError",
     "MAX_ID_LENGTH",
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
@@ -85,6 +92,8 @@ __all__ = [
     "NotLaunchedError",
     "PENDING",
     "RecordedError",
+    "ReplayError",
+    "ReplayResult",
     "SUCCESS",
     "SchemaVersionError",
     "SerializationError",
@@ -102,10 +111,12 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "deprecate_patch",
     "event",
     "get_all_events",
     "get_event",
     "message",
+    "patched",
     "read_stream",
     "recv",
     "result",

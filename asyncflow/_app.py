@@ -8,16 +8,26 @@ import inspect
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
-from ._context import current_step, current_workflow
+from ._context import current_step, current_workflow, workflow_on
 from ._errors import ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
+from ._history import (
+    FileArg,
+    HistoryOps,
+    check_filters,
+    check_ids,
+    replay_from_file,
+    replay_from_store,
+)
 from ._lifecycle import Connected
 from ._messages import send_from_step, send_from_workflow, send_outside
+from ._replay import ReplayResult, child_handle
 from ._runner import Runner
 from ._runtime import Runtime
 from ._specs import StepSpec, TransactionSpec, WorkflowSpec
@@ -51,7 +61,7 @@ def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
     return bound
 
 
-class AsyncFlow(Connected):
+class AsyncFlow(HistoryOps):
     """An asyncflow application: durable workflows on one Postgres database and schema.
 
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
@@ -166,7 +176,9 @@ class AsyncFlow(Connected):
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
                 ctx = current_workflow()
                 function_id = ctx.reserve() if ctx is not None else -1
-                return run_transaction(spec, ctx, self.storage, function_id, args, kwargs)
+                # In a workflow: its own database (where its checkpoint commits).
+                storage = ctx.runtime.store.storage if ctx is not None else self.storage
+                return run_transaction(spec, ctx, storage, function_id, args, kwargs)
 
             return call
 
@@ -257,8 +269,10 @@ class AsyncFlow(Connected):
             _codec.check_id(workflow_id)
         inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
                               f"the arguments of workflow {spec.name!r}")
-        parent = current_workflow()
-        if parent is not None and parent.runtime is self._runtime:
+        parent = workflow_on(self._runtime)
+        if parent is not None:
+            if parent.replaying:  # a history replay: the recorded child, nothing started
+                return child_handle(parent, parent.reserve())
             return self._start_child(parent.reserve(), spec, inputs, workflow_id)
         return self._start(spec, inputs, workflow_id)
 
@@ -295,6 +309,54 @@ class AsyncFlow(Connected):
         if self._runner is not None:
             self._runner.mark_cancelled(workflow_id)
 
+    # -- history: replay, and where forks and imports run (asyncflow._history) -----------------
+
+    async def replay(
+        self,
+        workflow_ids: Iterable[str] | None = None,
+        *,
+        file: FileArg | None = None,
+        client: Connected | None = None,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> list[ReplayResult]:
+        """Replay recorded workflows against the workflow functions registered now, without
+        effects, and report each: ``ok``, ``diverged`` (the code takes another path, or ends
+        with another result), ``failed`` (it could not be replayed) or ``skipped``.
+
+        Nothing runs for real and nothing is written: steps and transactions return their
+        recorded outputs (or raise their recorded errors), sends, events, streams, sleeps and
+        receives return what was recorded; any database access is refused. The histories come
+        from ``file`` (an export; no database needed), else from ``client``'s database, else
+        from this (launched) app's. ``workflow_ids`` names them; otherwise the filters choose
+        (default: every finished workflow, newest first, at most ``limit``). A replay that does
+        not finish within ``timeout_seconds`` fails.
+        """
+        ids = check_ids(workflow_ids)
+        filters = check_filters(status, name, created_after, created_before, limit)
+        timeout = _codec.check_timeout(timeout_seconds)
+        if file is not None:
+            return await replay_from_file(file, self._workflows, ids, filters, timeout)
+        source = self if client is None else client
+        return await replay_from_store(source.runtime.store, self._workflows, ids, filters,
+                                       timeout)
+
+    def _fork_target(self, name: str, app_version: str | None) -> tuple[str, str] | None:
+        if name in self._workflows and app_version in (None, self.app_version):
+            return self.executor_id, self.app_version
+        return None
+
+    def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
+        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+
+    def _unassigned_arrived(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.poke()
+
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""
         return [] if self._runner is None else list(self._runner.running)
@@ -312,7 +374,7 @@ class AsyncFlow(Connected):
         """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(runtime)
         if ctx is not None:
             return send_from_workflow(ctx, ctx.reserve(), destination_id, text, topic,
                                       idempotency_key)
@@ -328,8 +390,7 @@ class AsyncFlow(Connected):
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
-        runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(self._runtime)
         if ctx is not None:
             return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
         return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)

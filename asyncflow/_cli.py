@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _codec
 from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_history import add_commands as add_history_commands
 from ._cli_output import PROG, CliError, _emit, _json, _short, _table, _time
 from ._client import Client
 from ._embedded import ENV_URL
@@ -333,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
-    workflow = commands.add_parser("workflow", help="list, inspect, cancel and resume workflows")
+    workflow = commands.add_parser(
+        "workflow", help="list, inspect, cancel, resume, fork, export and import workflows")
     wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     sub = command(wf, "list", "list workflows, newest first", workflow_list)
     sub.add_argument("--status", help="only this status: " + ", ".join(STATUSES))
@@ -347,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
          workflow_resume),
     ):
         command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
+
+    # history (issue 14): replay, workflow export / import / fork
+    add_history_commands(commands, wf, command, _count, _non_negative)
 
     command(commands, "events", "show all events of a workflow", events).add_argument(
         "workflow_id", metavar="ID")

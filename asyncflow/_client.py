@@ -10,12 +10,12 @@ from ._embedded import schema_hint
 from ._errors import SchemaVersionError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
-from ._lifecycle import Connected
+from ._history import HistoryOps
 from ._messages import send_outside
 from ._storage import Storage
 
 
-class Client(Connected):
+class Client(HistoryOps):
     """Connects to an asyncflow database from another process (a web tier, a script, a CLI).
 
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so

@@ -48,6 +48,20 @@ on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
 _held: ContextVar[Connection | None] = ContextVar("asyncflow_held_connection", default=None)
 
 
+#: Set while a history replay runs (asyncflow._replay): code running in it must not reach any
+#: database. Called with what was attempted, it records that and returns the error to raise.
+no_database: ContextVar[Callable[[str], BaseException] | None] = ContextVar(
+    "asyncflow_no_database", default=None
+)
+
+
+def refuse_in_replay(what: str) -> None:
+    """Raise if this code runs inside a history replay, which never touches a database."""
+    refuse = no_database.get()
+    if refuse is not None:
+        raise refuse(what)
+
+
 def report_unavailable() -> None:
     """Tell the code running in this context that the database became unreachable under it."""
     callback = on_unavailable.get()
@@ -101,6 +115,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise RetryableTransactionError(str(exc)) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
+        raise InvalidArgumentError(f"a value Postgres cannot store: {exc}") from exc
     except pgerr.ReadOnlySQLTransactionError as exc:
         raise TransactionStateError(
             "a statement ran outside asyncflow's transaction (the transaction body ended it); "
@@ -377,6 +393,7 @@ class Storage:
 
     async def connect(self) -> Connection:
         """A dedicated connection outside the pool (used by the listener)."""
+        refuse_in_replay("a database connection")
         with map_errors(), _configuration_errors(self.url):
             conn: Connection = await asyncpg.connect(self.url)
             return conn
@@ -403,6 +420,7 @@ class Storage:
         return await self._query("fetchval", template, args)
 
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
+        refuse_in_replay("a database statement")
         held = _held.get()
         if held is not None:  # inside a transaction of this task: use its connection
             with map_errors(held):
@@ -419,6 +437,7 @@ class Storage:
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Connection]:
+        refuse_in_replay("a database transaction")
         pool = self.pool
         conn = await pool.acquire()
         try:

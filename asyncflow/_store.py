@@ -8,15 +8,29 @@ connection when called inside ``storage.transaction()`` by the same task.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
-from ._errors import DatabaseUnavailableError, WorkflowNotFoundError, _ExecutionConflict
+from ._errors import (
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    WorkflowNotFoundError,
+    _ExecutionConflict,
+)
 from ._status import StepInfo, WorkflowStatus
-from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
+from ._storage import (
+    Connection,
+    Storage,
+    UniqueViolation,
+    holds_connection,
+    refuse_in_replay,
+    report_unavailable,
+)
 
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
@@ -46,6 +60,29 @@ class Claimed:
     name: str
     inputs: str
     recovery_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    """What :meth:`Store.fork_workflow` did: whether it created the fork, the workflow name of
+    the row under the new id, the inputs, and how many journal entries it copied."""
+
+    created: bool
+    name: str | None
+    inputs: str
+    operations: int
+
+
+EXPORT_KINDS = ("workflow", "operation", "event", "stream_head", "stream_entry", "message",
+                "message_key")
+_EXPORTS = dict(zip(EXPORT_KINDS, (
+    Q.EXPORT_WORKFLOWS, Q.EXPORT_OPERATIONS, Q.EXPORT_EVENTS, Q.EXPORT_STREAM_HEADS,
+    Q.EXPORT_STREAMS, Q.EXPORT_MESSAGES, Q.EXPORT_MESSAGE_KEYS), strict=True))
+_IMPORTS = {
+    "operation": Q.IMPORT_OPERATIONS, "event": Q.IMPORT_EVENTS,
+    "stream_head": Q.IMPORT_STREAM_HEADS, "stream_entry": Q.IMPORT_STREAMS,
+    "message": Q.IMPORT_MESSAGES, "message_key": Q.IMPORT_MESSAGE_KEYS,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +135,7 @@ class Store:
 
     @staticmethod
     async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
+        refuse_in_replay("a database write")  # a batch may be written by another task
         if holds_connection():  # inside a transaction: its own statement, on its connection
             return await one(op)
         try:
@@ -377,6 +415,85 @@ class Store:
         row = await self._journaled(Q.JOURNALED_CLOSE_STREAM, workflow_id, function_id, name,
                                     key, self.channel)
         return bool(row["recorded"])
+
+    # -- history: export, import, fork (asyncflow._history) -----------------------------------
+
+    def snapshot(self) -> AbstractAsyncContextManager[Any]:
+        """A repeatable-read transaction: the statements run in it see one snapshot."""
+        return self.storage.transaction("repeatable_read")
+
+    async def select_workflow_ids(
+        self, statuses: list[str] | None, name: str | None, created_after: datetime | None,
+        created_before: datetime | None, limit: int | None,
+    ) -> list[str]:
+        """Ids of the workflows matching the filters, newest first."""
+        rows = await self.storage.fetch(Q.SELECT_WORKFLOW_IDS, statuses, name, created_after,
+                                        created_before, limit)
+        return [row["workflow_id"] for row in rows]
+
+    async def existing_workflow_ids(self, workflow_ids: list[str]) -> set[str]:
+        rows = await self.storage.fetch(Q.EXISTING_WORKFLOW_IDS, workflow_ids)
+        return {row["workflow_id"] for row in rows}
+
+    async def child_workflow_ids(self, parent_ids: list[str]) -> list[str]:
+        rows = await self.storage.fetch(Q.CHILD_WORKFLOW_IDS, parent_ids)
+        return [row["workflow_id"] for row in rows]
+
+    async def export_rows(self, workflow_ids: list[str], kinds: tuple[str, ...] = EXPORT_KINDS,
+                          ) -> dict[str, list[tuple[str, str]]]:
+        """For each kind of row (``workflow``, ``operation``, ``event``, ``stream_head``,
+        ``stream_entry``, ``message``, ``message_key``), the ``(workflow id, row as JSON)`` of
+        the given workflows, each kind in its natural order."""
+        found: dict[str, list[tuple[str, str]]] = {}
+        for kind in kinds:
+            rows = await self.storage.fetch(_EXPORTS[kind], workflow_ids)
+            found[kind] = [(row["workflow_id"], row["row"]) for row in rows]
+        return found
+
+    async def import_workflow(
+        self, workflow_id: str, workflow: str, rows: dict[str, str], unassigned: bool
+    ) -> bool:
+        """Insert an exported workflow (its row as JSON) and its other rows (a JSON array per
+        kind) in one transaction; False, writing nothing, if the id exists. ``unassigned``:
+        wake the recovery supervisors at commit."""
+        async with self.storage.transaction():
+            if await self.storage.fetchval(Q.IMPORT_WORKFLOW, workflow) is None:
+                return False
+            for kind, statement in _IMPORTS.items():
+                if kind in rows:
+                    await self.storage.execute(statement, rows[kind])
+            if unassigned:
+                await self.storage.execute(Q.NOTIFY_UNASSIGNED, self.channel, workflow_id)
+        return True
+
+    async def fork_workflow(
+        self, source_id: str, new_id: str, from_function_id: int, executor_id: str | None,
+        app_version: str | None,
+    ) -> Forked:
+        """Insert workflow ``new_id`` (PENDING, the source's name and inputs) with what the
+        source recorded before ``from_function_id`` (see ``FORK_COPY``), in one transaction.
+        An existing ``new_id`` is left alone (``created`` false)."""
+        async with self.snapshot():
+            source = await self.storage.fetchrow(Q.FORK_SOURCE, source_id)
+            if source is None:
+                raise not_found(source_id)
+            last = source["last_function_id"]
+            limit = 0 if last is None else last + 1
+            if from_function_id > limit:
+                raise InvalidArgumentError(
+                    f"workflow {source_id!r} recorded operations 0 to {limit - 1}; from_step "
+                    f"must be at most {limit}, not {from_function_id}"
+                    if last is not None else f"workflow {source_id!r} recorded no operations "
+                    f"yet; from_step must be 0, not {from_function_id}")
+            created, name = await self.insert_workflow(
+                new_id, source["name"], source["inputs"], executor_id,
+                app_version or source["app_version"], None)
+            if not created:
+                return Forked(False, name, source["inputs"], 0)
+            copied = await self.storage.fetchrow(Q.FORK_COPY, source_id, new_id,
+                                                 from_function_id, self.channel)
+            assert copied is not None
+        return Forked(True, source["name"], source["inputs"], copied["operations"])
 
     # -- messages -------------------------------------------------------------------------------
 

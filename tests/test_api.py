@@ -24,6 +24,9 @@ EXPECTED = {
     "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
+    # history (issue 14): replay, export/import, patches
+    "ExportFormatError", "ImportResult", "ReplayError", "ReplayResult", "deprecate_patch",
+    "patched",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

@@ -21,19 +21,22 @@ LAYERS: list[list[str]] = [
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
+    ["_archive"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],
     ["_listener"],
     ["_runtime"],
     ["_context"],
     ["_journal"],
+    ["_patch"],
     # the primitives
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor"],
+    ["_supervisor", "_replay"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
+    ["_history"],
     ["_api", "_client"],
     ["_app"],
     ["_dashboard"],
@@ -41,6 +44,7 @@ LAYERS: list[list[str]] = [
     ["__init__"],
     ["_cli_output"],
     ["_cli_embedded"],
+    ["_cli_history"],
     ["_cli"],
     ["__main__"],
 ]
