@@ -105,9 +105,10 @@ def lines(history: WorkflowHistory) -> Iterator[str]:
             yield orjson.dumps({"type": kind, "row": row}).decode() + "\n"
 
 
-def from_rows(exported: dict[str, list[tuple[str, str]]]) -> list[WorkflowHistory]:
-    """Group rows read from the database (``Store.export_rows``) into histories, in the order
-    of their workflow rows."""
+def from_rows(exported: dict[str, list[tuple[str, str]]],
+              order: list[str] | None = None) -> list[WorkflowHistory]:
+    """Group rows read from the database (``Store.export_rows``) into histories, in the
+    ``order`` of their ids (default: of their workflow rows)."""
     histories: dict[str, WorkflowHistory] = {}
     for workflow_id, text in exported.get("workflow", []):
         histories[workflow_id] = WorkflowHistory(orjson.loads(text))
@@ -116,7 +117,9 @@ def from_rows(exported: dict[str, list[tuple[str, str]]]) -> list[WorkflowHistor
             owner = histories.get(workflow_id)
             if owner is not None:
                 owner.rows.setdefault(kind, []).append(orjson.loads(text))
-    return list(histories.values())
+    if order is None:
+        return list(histories.values())
+    return [histories[w] for w in order if w in histories]
 
 
 # -- reading ------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ async def replay_from_store(
     results: list[ReplayResult] = []
     for start in range(0, len(chosen), BATCH):
         async with store.snapshot():
-            histories = from_rows(await store.export_rows(chosen[start:start + BATCH]))
+            batch = chosen[start:start + BATCH]
+            histories = from_rows(await store.export_rows(batch), batch)
             loaded = {h.workflow_id for h in histories}
             children = sorted({c for h in histories for c in h.child_ids()} - loaded)
             others = from_rows(await store.export_rows(children, ("workflow",))) \
@@ -236,8 +237,8 @@ class HistoryOps(Connected):
             with _writer(file) as write:
                 write(header(SCHEMA_VERSION))
                 for start in range(0, len(chosen), BATCH):
-                    for history in from_rows(
-                            await store.export_rows(chosen[start:start + BATCH])):
+                    batch = chosen[start:start + BATCH]
+                    for history in from_rows(await store.export_rows(batch), batch):
                         for line in lines(history):
                             write(line)
         return chosen
