@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import IO, Any, TypeAlias
 
 import orjson
+from anyio import to_thread
 
 from . import _codec
 from ._archive import WorkflowHistory, from_rows, header, lines, parse
@@ -235,12 +236,12 @@ class HistoryOps(Connected):
         async with store.snapshot():
             chosen = await select_ids(store, ids, filters, include_children)
             with _writer(file) as write:
-                write(header(SCHEMA_VERSION))
+                await to_thread.run_sync(write, header(SCHEMA_VERSION))
                 for start in range(0, len(chosen), BATCH):
                     batch = chosen[start:start + BATCH]
-                    for history in from_rows(await store.export_rows(batch), batch):
-                        for line in lines(history):
-                            write(line)
+                    text = "".join(line for history in from_rows(
+                        await store.export_rows(batch), batch) for line in lines(history))
+                    await to_thread.run_sync(write, text)  # the event loop keeps running
         return chosen
 
     async def import_workflows(self, file: FileArg) -> ImportResult:
