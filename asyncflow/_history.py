@@ -76,8 +76,11 @@ def check_ids(workflow_ids: Iterable[str] | None) -> list[str] | None:
 
 
 def _check_time(value: object, what: str) -> datetime | None:
-    if value is not None and not isinstance(value, datetime):
-        raise InvalidArgumentError(f"{what} must be a datetime, not {value!r}")
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise InvalidArgumentError(
+            f"{what} must be a timezone-aware datetime (say datetime.now(UTC)), not {value!r}")
     return value
 
 

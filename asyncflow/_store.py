@@ -478,13 +478,11 @@ class Store:
             if source is None:
                 raise not_found(source_id)
             last = source["last_function_id"]
-            limit = 0 if last is None else last + 1
+            limit = 0 if last is None else last + 1  # one past the last recorded operation
             if from_function_id > limit:
                 raise InvalidArgumentError(
-                    f"workflow {source_id!r} recorded operations 0 to {limit - 1}; from_step "
-                    f"must be at most {limit}, not {from_function_id}"
-                    if last is not None else f"workflow {source_id!r} recorded no operations "
-                    f"yet; from_step must be 0, not {from_function_id}")
+                    f"from_step must be at most {limit} (one past the last operation workflow "
+                    f"{source_id!r} recorded), not {from_function_id}")
             created, name = await self.insert_workflow(
                 new_id, source["name"], source["inputs"], executor_id,
                 app_version or source["app_version"], None)
