@@ -445,9 +445,10 @@ class Store:
         ``stream_entry``, ``message``, ``message_key``), the ``(workflow id, row as JSON)`` of
         the given workflows, each kind in its natural order."""
         found: dict[str, list[tuple[str, str]]] = {}
-        for kind in kinds:
-            rows = await self.storage.fetch(_EXPORTS[kind], workflow_ids)
-            found[kind] = [(row["workflow_id"], row["row"]) for row in rows]
+        for kind, statement in _EXPORTS.items():
+            if kind in kinds:
+                rows = await self.storage.fetch(statement, workflow_ids)
+                found[kind] = [(row["workflow_id"], row["row"]) for row in rows]
         return found
 
     async def import_workflow(

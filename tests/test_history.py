@@ -326,3 +326,35 @@ async def test_cli_export_and_import(db_url, other_db_url, tmp_path):
     code, out, err = await run_cli("workflow", "import", "missing.jsonl", cwd=tmp_path,
                                    db_url=other_db_url)
     assert code == 2 and "cannot read missing.jsonl" in err
+
+
+async def test_children_started_before_the_fork_step_are_shared(make_app, conn):
+    app = make_app(app_version="kids")
+    runs: Counter = Counter()
+
+    @app.workflow(name="kid")
+    async def kid(n: int) -> int:
+        runs["kid"] += 1
+        return n * 10
+
+    @app.step(name="after")
+    async def after(n: int) -> int:
+        runs["after"] += 1
+        return n + 1
+
+    @app.workflow(name="parent")
+    async def parent() -> list:
+        first = await kid(1)             # 0: the child start
+        second = await after(first)      # 1
+        return [first, second, await kid(2)]  # 2
+
+    async with app:
+        assert await (await app.start_workflow(parent, workflow_id="p")).get_result() == [
+            10, 11, 20]
+        fork = await app.fork_workflow("p", 1, workflow_id="p2")
+        assert await fork.get_result() == [10, 11, 20]
+    assert runs == Counter(kid=3, after=2)  # kid 1 ran once (shared), kid 2 once per parent
+    children = await conn.fetch("select workflow_id, child_id from asyncflow.operations "
+                                "where child_id is not null order by workflow_id, function_id")
+    assert [tuple(r) for r in children] == [("p", "p-0"), ("p", "p-2"), ("p2", "p-0"),
+                                            ("p2", "p2-2")]

@@ -358,3 +358,35 @@ async def test_a_bad_export_file_is_refused_by_line(tmp_path):
     with pytest.raises(asyncflow.ExportFormatError, match="version 2 is newer"):
         await app.replay(file=io.StringIO(header.replace('"version":1', '"version":2')))
     assert ROOT.exists()
+
+
+async def test_waits_events_messages_and_patches_replay(make_app, conn):
+    app = make_app(app_version="v1")
+
+    @app.workflow(name="peer")
+    async def peer() -> object:
+        await asyncflow.set_event("ready", {"n": 1})
+        return await asyncflow.recv("ping", timeout_seconds=30)
+
+    @app.workflow(name="talker")
+    async def talker() -> list:
+        first = await asyncflow.wait_first(asyncflow.message("a"), asyncflow.timer(30))
+        ready = await asyncflow.get_event("peer", "ready", timeout_seconds=30)
+        await asyncflow.send("peer", "ping!", topic="ping")
+        await app.send("peer", "again", topic="ping", idempotency_key="k")
+        nothing = await asyncflow.recv("never", timeout_seconds=0)
+        timer = await asyncflow.wait_first(asyncflow.message("b"), asyncflow.timer(0))
+        new = await asyncflow.patched("p")
+        done = await asyncflow.wait_first(asyncflow.result("peer"))
+        return [first.index, first.value, ready, nothing, timer.index, new, done.value]
+
+    async with app:
+        await app.start_workflow(peer, workflow_id="peer")
+        handle = await app.start_workflow(talker, workflow_id="talker")
+        await app.send("talker", "hello", topic="a")
+        assert await handle.get_result() == [0, "hello", {"n": 1}, None, 1, True, "ping!"]
+        before = await snapshot(conn)
+        results = {r.workflow_id: r for r in await app.replay()}
+        assert await snapshot(conn) == before
+    assert {w: r.outcome for w, r in results.items()} == {"peer": "ok", "talker": "ok"}
+    assert results["talker"].operations == 8
