@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
 import os
 import secrets
 import socket
@@ -14,24 +15,26 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow, workflow_on
-from ._errors import ConfigurationError, InvalidArgumentError, WorkflowNotFoundError
+from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
 from ._history import (
     FileArg,
     HistoryOps,
-    check_filters,
     check_ids,
     replay_from_file,
     replay_from_store,
+    selection,
 )
-from ._lifecycle import Connected
+from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._replay import ReplayResult, child_handle
+from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._specs import StepSpec, TransactionSpec, WorkflowSpec
-from ._steps import run_step, run_transaction
+from ._status import TERMINAL_STATUSES
+from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
 
@@ -55,6 +58,20 @@ def _check_coroutine_function(fn: Any, what: str) -> None:
         raise ConfigurationError(f"@app.{what}() decorates `async def` functions, not {fn!r}")
 
 
+def _registered_name(name: str | None, fn: Any) -> str:
+    """The journal name of a decorated function: valid text Postgres stores exactly."""
+    chosen = name if name is not None else fn.__qualname__
+    return setting(_codec.check_id, chosen, "the registered name")
+
+
+def _finite(value: object, what: str, minimum: float) -> float:
+    """A finite number >= ``minimum`` (retry options)."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < minimum):
+        raise InvalidSettingError(f"{what} must be a finite number >= {minimum}, not {value!r}")
+    return float(value)
+
+
 def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
     """The app and spec of a decorated workflow function, if it is one."""
     bound: tuple[AsyncFlow, WorkflowSpec] | None = getattr(fn, _SPEC_ATTR, None)
@@ -68,7 +85,9 @@ class AsyncFlow(HistoryOps):
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
     one); ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app.
+    workflows started by the same version are recovered by this app. ``retention``: a
+    :class:`Retention` the app applies in the background (finished workflows older, or more,
+    than it keeps are deleted); ``None`` keeps everything.
     """
 
     def __init__(
@@ -81,16 +100,24 @@ class AsyncFlow(HistoryOps):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
-        self.executor_id = _codec.check_id(executor_id or _default_executor_id(), "executor_id")
+        if retention is not None and not isinstance(retention, Retention):
+            raise InvalidSettingError(
+                f"retention must be an asyncflow.Retention (or None), not {retention!r}")
+        self.retention = retention
+        self._retention_worker: RetentionWorker | None = None
+        self.executor_id = setting(_codec.check_id, executor_id or _default_executor_id(),
+                                   "executor_id")
         self._executor_id = self.executor_id
         if app_version is not None:
-            _codec.check_id(app_version, "app_version")
+            setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
-        interval = _codec.check_timeout(recovery_interval_seconds, "recovery_interval_seconds")
+        interval = setting(_codec.check_timeout, recovery_interval_seconds,
+                           "recovery_interval_seconds")
         if interval < MIN_RECOVERY_INTERVAL:
-            raise InvalidArgumentError(
+            raise InvalidSettingError(
                 f"recovery_interval_seconds must be at least {MIN_RECOVERY_INTERVAL} (each sweep "
                 f"is a query), not {recovery_interval_seconds!r}"
             )
@@ -110,9 +137,11 @@ class AsyncFlow(HistoryOps):
         its result; inside a workflow it runs it as a child workflow (deterministic id).
         """
 
+        check_positive_int(max_recovery_attempts, "max_recovery_attempts", 0)
+
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "workflow")
-            spec_name = name or fn.__qualname__
+            spec_name = _registered_name(name, fn)
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
             spec = WorkflowSpec(spec_name, fn, max_recovery_attempts)
@@ -139,14 +168,25 @@ class AsyncFlow(HistoryOps):
         retries: int = 0,
         retry_interval_seconds: float = 1.0,
         backoff_rate: float = 2.0,
+        timeout_seconds: float | None = None,
+        should_retry: Callable[[Exception], bool] | None = None,
     ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
         """Register an ``async def`` step: inside a workflow it runs once and its result (or
-        exception) is checkpointed; failures are retried ``retries`` times with backoff."""
+        exception) is checkpointed; failures are retried ``retries`` times with backoff.
+
+        ``timeout_seconds``: an attempt that runs longer is cancelled and fails with
+        :class:`StepTimeoutError` (a failed attempt like any other). ``should_retry``: called
+        with a failed attempt's exception; the step is retried only if it returns true (and
+        retries remain). Both apply inside workflows; outside one a step is a plain call."""
+        options = check_step_options(timeout_seconds, should_retry)
+
+        check_positive_int(retries, "retries", 0)
+        interval = _finite(retry_interval_seconds, "retry_interval_seconds", 0.0)
+        rate = _finite(backoff_rate, "backoff_rate", 0.0)
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "step")
-            spec = StepSpec(name or fn.__qualname__, fn, retries, retry_interval_seconds,
-                            backoff_rate)
+            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate, *options)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -170,7 +210,7 @@ class AsyncFlow(HistoryOps):
 
         def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
             _check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(name or fn.__qualname__, fn, isolation)
+            spec = TransactionSpec(_registered_name(name, fn), fn, isolation)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -219,8 +259,14 @@ class AsyncFlow(HistoryOps):
                                                    self._recovery_interval)
         runner.on_stopped_early = supervisor.poke
         runtime.monitors["supervisor"] = supervisor.monitor
+        # Workflows this executor ran that this app cannot run go to apps that can.
+        await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
         await runtime.tg.start(supervisor.run)
+        if self.retention is not None:
+            worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
+            runtime.monitors["retention"] = worker.monitor
+            await runtime.tg.start(worker.run)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -231,6 +277,14 @@ class AsyncFlow(HistoryOps):
     def _stopped(self) -> None:
         self._runner = None
         self._supervisor = None
+        self._retention_worker = None
+
+    def _after_resume(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.poke()  # our own NOTIFY is an echo we ignore: sweep now
+
+    def _retention_setting(self) -> Retention | None:
+        return self.retention
 
     @property
     def runner(self) -> Runner:
@@ -321,6 +375,9 @@ class AsyncFlow(HistoryOps):
         name: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
         limit: int | None = None,
         timeout_seconds: float = 10.0,
     ) -> list[ReplayResult]:
@@ -332,17 +389,22 @@ class AsyncFlow(HistoryOps):
         recorded outputs (or raise their recorded errors), sends, events, streams, sleeps and
         receives return what was recorded; any database access is refused. The histories come
         from ``file`` (an export; no database needed), else from ``client``'s database, else
-        from this (launched) app's. ``workflow_ids`` names them; otherwise the filters choose
-        (default: every finished workflow, newest first, at most ``limit``). A replay that does
-        not finish within ``timeout_seconds`` fails.
+        from this (launched) app's. ``workflow_ids`` names them; otherwise the filters of
+        :meth:`list_workflows` choose (default: every finished workflow; newest first, at most
+        ``limit``). A replay that does not finish within ``timeout_seconds`` fails.
         """
         ids = check_ids(workflow_ids)
-        filters = check_filters(status, name, created_after, created_before, limit)
+        if status is None and ids is None:
+            status = sorted(TERMINAL_STATUSES)  # finished runs, unless asked otherwise
+        chosen = selection(
+            limit, status=status, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id)
         timeout = _codec.check_timeout(timeout_seconds)
         if file is not None:
-            return await replay_from_file(file, self._workflows, ids, filters, timeout)
+            return await replay_from_file(file, self._workflows, ids, chosen, timeout)
         source = self if client is None else client
-        return await replay_from_store(source.runtime.store, self._workflows, ids, filters,
+        return await replay_from_store(source.runtime.store, self._workflows, ids, chosen,
                                        timeout)
 
     def _fork_target(self, name: str, app_version: str | None) -> tuple[str, str] | None:
@@ -352,10 +414,6 @@ class AsyncFlow(HistoryOps):
 
     def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
         self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
-
-    def _unassigned_arrived(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.poke()
 
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""

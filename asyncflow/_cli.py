@@ -19,22 +19,13 @@ from typing import Any
 from . import _codec
 from ._cli_embedded import _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
-from ._cli_output import PROG, CliError, _emit, _json, _short, _table, _time
+from ._cli_lifecycle import add_commands as add_lifecycle_commands
+from ._cli_output import PROG, CliError, _emit, _json, _short, _table
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
-from ._status import (
-    CANCELLED,
-    ERROR,
-    MAX_RECOVERY_ATTEMPTS_EXCEEDED,
-    PENDING,
-    SUCCESS,
-    WorkflowStatus,
-)
+from ._status import SUCCESS, WorkflowStatus
 from .web._snapshot import stream_snapshot
-
-STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
-
 
 # -- connecting ---------------------------------------------------------------------------------
 
@@ -53,22 +44,6 @@ async def _run_with_client(
 
 
 # -- workflow commands --------------------------------------------------------------------------
-
-
-async def workflow_list(client: Client, args: argparse.Namespace) -> int:
-    status = args.status.upper() if args.status else None
-    if status is not None and status not in STATUSES:
-        raise CliError(f"unknown status {args.status!r}; choose from {', '.join(STATUSES)}", 2)
-    found = await client.list_workflows(status=status, name=args.name, limit=args.limit)
-    if args.json:
-        _emit(_json([w.to_dict() for w in found]))
-    elif not found:
-        _emit("no workflows")
-    else:
-        rows = [[w.workflow_id, w.name, w.status, _time(w.created_at), _time(w.updated_at),
-                 w.executor_id or "-"] for w in found]
-        _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR"], rows))
-    return 0
 
 
 async def _describe(client: Client, status: WorkflowStatus) -> dict[str, Any]:
@@ -109,35 +84,6 @@ async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
                  ("error: " + s.error) if s.error else _short(s.output)] for s in steps]
         _emit(_table(["ID", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
     return 0
-
-
-def _report(args: argparse.Namespace, status: str, text: str, changed: bool) -> int:
-    if args.json:
-        _emit(_json({"workflow_id": args.workflow_id, "status": status, "changed": changed}))
-    else:
-        _emit(text)
-    return 0
-
-
-async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
-    before = (await client.get_workflow_status(args.workflow_id)).status
-    if before != PENDING:
-        return _report(args, before, f"workflow {args.workflow_id} already ended with status "
-                       f"{before}; nothing to cancel", False)
-    await client.cancel_workflow(args.workflow_id)
-    after = (await client.get_workflow_status(args.workflow_id)).status
-    return _report(args, after, f"workflow {args.workflow_id}: status {after}", after != before)
-
-
-async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
-    before = (await client.get_workflow_status(args.workflow_id)).status
-    if before in (PENDING, SUCCESS):
-        return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
-                       "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
-    await client.resume_workflow(args.workflow_id)
-    after = (await client.get_workflow_status(args.workflow_id)).status
-    return _report(args, after, f"workflow {args.workflow_id}: status {after} (a running app "
-                   "picks it up and continues from its checkpoints)", after != before)
 
 
 # -- communication commands ---------------------------------------------------------------------
@@ -335,20 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     workflow = commands.add_parser(
-        "workflow", help="list, inspect, cancel, resume, fork, export and import workflows")
+        "workflow",
+        help="list, inspect, cancel, resume, delete, fork, export and import workflows")
     wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    sub = command(wf, "list", "list workflows, newest first", workflow_list)
-    sub.add_argument("--status", help="only this status: " + ", ".join(STATUSES))
-    sub.add_argument("--name", help="only workflows of this function name")
-    sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
     for name, help_text, run in (
         ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
         ("steps", "show a workflow's journal of steps and operations", workflow_steps),
-        ("cancel", "cancel a pending workflow", workflow_cancel),
-        ("resume", "resume a cancelled or failed workflow from its checkpoints",
-         workflow_resume),
     ):
         command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
+    add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
 
     # history (issue 14): replay, workflow export / import / fork
     add_history_commands(commands, wf, command, _count, _non_negative)

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._app import AsyncFlow
 from ._cli_embedded import _database_url, _schema_checked
+from ._cli_lifecycle import _add_filters, _filters, _statuses
 from ._cli_output import PROG, CliError, _emit, _json, _table
 from ._client import Client
 from ._history import ImportResult
@@ -50,17 +51,6 @@ def load_app(target: str) -> AsyncFlow:
     return found[0]
 
 
-def _statuses(args: argparse.Namespace) -> list[str] | None:
-    if not args.status:
-        return None
-    given = [s.upper() for s in args.status]
-    for status in given:
-        if status not in Status.__members__:
-            raise CliError(f"unknown status {status!r}; choose from "
-                           f"{', '.join(Status.__members__)}", 2)
-    return given
-
-
 # -- replay ---------------------------------------------------------------------------------------
 
 
@@ -79,8 +69,8 @@ def _print_results(args: argparse.Namespace, results: list[ReplayResult]) -> Non
 async def replay(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     options: dict[str, Any] = {
-        "status": _statuses(args), "name": args.name, "limit": args.limit,
-        "timeout_seconds": args.timeout}
+        "status": _statuses(args.status), "limit": args.limit, "timeout_seconds": args.timeout,
+        **_filters(args)}
     ids = args.workflow_ids or None
     results: list[ReplayResult] = []
     if args.file is not None:
@@ -105,8 +95,8 @@ async def replay(args: argparse.Namespace) -> int:
 
 async def workflow_export(client: Client, args: argparse.Namespace) -> int:
     ids = args.workflow_ids or None
-    options: dict[str, Any] = {"status": _statuses(args), "name": args.name,
-                               "limit": args.limit, "include_children": not args.no_children}
+    options: dict[str, Any] = {"status": _statuses(args.status), "limit": args.limit,
+                               "include_children": not args.no_children, **_filters(args)}
     if args.output == "-":
         exported = await client.export_workflows(ids, sys.stdout, **options)
         print(f"{PROG}: exported {len(exported)} workflows", file=sys.stderr)
@@ -150,13 +140,14 @@ async def workflow_fork(client: Client, args: argparse.Namespace) -> int:
 # -- argument parsing -----------------------------------------------------------------------------
 
 
-def _filters(sub: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+def _selection(sub: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
     sub.add_argument("workflow_ids", metavar="ID", nargs="*",
                      help="these workflows (default: those the filters choose)")
-    sub.add_argument("--status", action="append", metavar="STATUS",
-                     help="only this status (repeatable): " + ", ".join(Status.__members__))
-    sub.add_argument("--name", help="only workflows of this function name")
+    sub.add_argument("--status", action="append", metavar="S",
+                     help="only this status (repeat it or separate with commas): "
+                     + ", ".join(Status.__members__))
     sub.add_argument("--limit", type=count, default=None, help="at most this many, newest first")
+    _add_filters(sub)
 
 
 def add_commands(commands: Any, workflow: Any, command: Command,
@@ -170,13 +161,13 @@ def add_commands(commands: Any, workflow: Any, command: Command,
                      "from the current directory; never launched)")
     sub.add_argument("--file", metavar="FILE", help="replay an export file (- for stdin) "
                      "instead of the database")
-    _filters(sub, count)
+    _selection(sub, count)
     sub.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
                      help="seconds one workflow's replay may take (default 10)")
 
     sub = command(workflow, "export", "write workflows with their journals, events, streams "
                   "and messages as JSON lines", workflow_export)
-    _filters(sub, count)
+    _selection(sub, count)
     sub.add_argument("--output", "-o", default="-", metavar="FILE",
                      help="file to write (default: standard output)")
     sub.add_argument("--no-children", action="store_true",

@@ -1,12 +1,11 @@
-"""JSON encoding of every stored value (orjson) and of recorded exceptions. No pickle, ever."""
+"""JSON encoding of every stored value (orjson), and validation of ids, names and timeouts.
+No pickle, ever. Recorded exceptions are encoded by :mod:`asyncflow._recorded`."""
 
 from __future__ import annotations
 
 import decimal
 import json
 import math
-import sys
-import traceback
 from json.encoder import encode_basestring as _encode_string
 from typing import Any, NoReturn
 
@@ -14,7 +13,6 @@ import orjson
 
 from ._errors import (
     InvalidArgumentError,
-    RecordedError,
     SerializationError,
     ValueTooLargeError,
 )
@@ -249,68 +247,3 @@ def check_message(
     check_name(topic, "topic", optional=True)
     check_name(idempotency_key, "idempotency_key", optional=True)
     return dumps(message, "message")
-
-
-def encode_error(exc: BaseException) -> str:
-    """Record an exception as JSON: type, message, args (when JSON-able) and traceback text."""
-    cls = type(exc)
-    args: list[Any] | None
-    try:
-        orjson.dumps(list(exc.args), option=_OPTIONS)
-        args = list(exc.args)
-    except TypeError:
-        args = None
-    if isinstance(exc, RecordedError):
-        # A rebuilt-failed error passes through: keep the original type and traceback.
-        record: dict[str, Any] = {
-            "module": "",
-            "type": exc.type_name,
-            "message": exc.message,
-            "args": None,
-            "traceback": exc.traceback,
-        }
-    else:
-        record = {
-            "module": cls.__module__,
-            "type": cls.__qualname__,
-            "message": str(exc),
-            "args": args,
-            "traceback": "".join(traceback.format_exception(exc)),
-        }
-    return orjson.dumps(record).decode()
-
-
-def decode_error(text: str, fallback: type[RecordedError]) -> Exception:
-    """Rebuild a recorded exception.
-
-    The original class is used when its module is already imported in this process (nothing is
-    imported on behalf of stored data), it is an ``Exception`` subclass, and calling it with the
-    recorded args works. Otherwise ``fallback(type_name, message, traceback)`` is returned.
-    The recorded traceback is attached as a note either way.
-    """
-    record = orjson.loads(text)
-    module_name: str = record.get("module") or ""
-    qualname: str = record["type"]
-    message: str = record.get("message", "")
-    tb: str = record.get("traceback", "")
-    type_name = f"{module_name}.{qualname}" if module_name else qualname
-    rebuilt: Exception | None = None
-    module = sys.modules.get(module_name) if module_name else None
-    if module is not None and record.get("args") is not None:
-        obj: Any = module
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, type) and issubclass(obj, Exception):
-            try:
-                candidate = obj(*record["args"])
-            except Exception:
-                candidate = None
-            if candidate is not None and str(candidate) == message:
-                rebuilt = candidate
-    if rebuilt is None:
-        rebuilt = fallback(type_name, message, tb)
-    elif tb:
-        rebuilt.add_note("Recorded traceback of the original failure:\n" + tb.rstrip())
-    return rebuilt

@@ -27,6 +27,12 @@ class InvalidArgumentError(AsyncFlowError, ValueError):
     """An argument is out of range or malformed (an id with NUL, a NaN timeout, …)."""
 
 
+class InvalidSettingError(ConfigurationError, InvalidArgumentError):
+    """A setting given to ``AsyncFlow``, ``Client`` or a decorator is out of range or malformed
+    (a pool size of 0, a NaN retry interval, a name with NUL, …). Raised at construction or
+    decoration, before anything runs."""
+
+
 class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 
@@ -84,6 +90,16 @@ class AsyncFlowTimeoutError(AsyncFlowError, TimeoutError):
 
 class StreamClosedError(AsyncFlowError):
     """A value was written to a stream that is already closed."""
+
+
+class StepTimeoutError(AsyncFlowTimeoutError):
+    """An attempt of a step ran longer than its ``timeout_seconds``: it was cancelled, and counts
+    as a failed attempt (retried like any other failure, if retries remain)."""
+
+
+class WorkflowPendingError(AsyncFlowError):
+    """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
+    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it."""
 
 
 class TransactionStateError(AsyncFlowError):

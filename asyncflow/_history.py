@@ -18,17 +18,19 @@ from anyio import to_thread
 from . import _codec
 from ._archive import WorkflowHistory, from_rows, header, lines, parse
 from ._errors import InvalidArgumentError, WorkflowConflictError, WorkflowNotFoundError
+from ._filters import ALL_STATUSES, Cursor, WorkflowFilter, make_filter
 from ._handle import WorkflowHandle
 from ._lifecycle import Connected, check_count
 from ._replay import ReplayResult, replay_workflow
 from ._specs import WorkflowSpec
-from ._status import PENDING, TERMINAL_STATUSES, Status
+from ._status import PENDING
 from ._storage import SCHEMA_VERSION
 from ._store import Outcome, Store, not_found
 
 #: A path, or a text file object open for writing (export) or reading (import, replay).
 FileArg: TypeAlias = "str | os.PathLike[str] | IO[str]"
 BATCH = 100  # workflows read per round of statements
+PAGE = 1000  # ids per page of a filtered selection
 FRONTIER = 1000  # parents per lookup of children
 
 
@@ -42,25 +44,35 @@ class ImportResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Filters:
-    """Which workflows an export or replay takes (every filter optional)."""
+class Selection:
+    """Which workflows an export or a replay takes: the filters of ``list_workflows`` and an
+    optional ``limit`` (newest first)."""
 
-    statuses: list[str] | None = None
-    name: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    filters: WorkflowFilter
     limit: int | None = None
 
+    @property
+    def everything(self) -> bool:
+        return (not self.filters.narrowed and self.filters.statuses == ALL_STATUSES
+                and self.limit is None)
+
     def matches(self, history: WorkflowHistory) -> bool:
-        if self.statuses is not None and history.status not in self.statuses:
+        """The filters, applied to an exported workflow (a file replay)."""
+        selected, row = self.filters, history.row
+        if history.status not in selected.statuses:
             return False
-        if self.name is not None and history.name != self.name:
-            return False
-        if self.created_after is not None or self.created_before is not None:
-            created = datetime.fromisoformat(history.row["created_at"])
-            if self.created_after is not None and created < self.created_after:
+        for value, key in ((selected.name, "name"), (selected.app_version, "app_version"),
+                           (selected.parent_workflow_id, "parent_workflow_id")):
+            if value is not None and row.get(key) != value:
                 return False
-            if self.created_before is not None and created >= self.created_before:
+        prefix = selected.workflow_id_prefix
+        if prefix is not None and not history.workflow_id.startswith(prefix):
+            return False
+        if selected.created_after is not None or selected.created_before is not None:
+            created = datetime.fromisoformat(row["created_at"])
+            if selected.created_after is not None and created < selected.created_after:
+                return False
+            if selected.created_before is not None and created >= selected.created_before:
                 return False
         return True
 
@@ -75,50 +87,41 @@ def check_ids(workflow_ids: Iterable[str] | None) -> list[str] | None:
     return list(dict.fromkeys(_codec.check_id(w) for w in workflow_ids))
 
 
-def _check_time(value: object, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise InvalidArgumentError(
-            f"{what} must be a timezone-aware datetime (say datetime.now(UTC)), not {value!r}")
-    return value
+def selection(limit: int | None, **filters: Any) -> Selection:
+    """Validate the filters (as ``list_workflows`` takes them) and the limit."""
+    return Selection(make_filter(**filters), None if limit is None else check_count(
+        limit, "limit"))
 
 
-def check_filters(
-    status: str | Iterable[str] | None, name: str | None, created_after: datetime | None,
-    created_before: datetime | None, limit: int | None,
-) -> Filters:
-    """Validate the filters of an export or a replay."""
-    statuses: list[str] | None = None
-    if status is not None:
-        given = [status] if isinstance(status, str) else list(status)
-        for one in given:
-            if one not in Status.__members__:
-                raise InvalidArgumentError(
-                    f"unknown status {one!r}; choose from {', '.join(Status.__members__)}")
-        statuses = given
-    _codec.check_name(name, "name", optional=True)
-    return Filters(statuses, name, _check_time(created_after, "created_after"),
-                   _check_time(created_before, "created_before"),
-                   None if limit is None else check_count(limit, "limit"))
+async def _matching_ids(store: Store, chosen: Selection) -> list[str]:
+    """The ids of the matching workflows, newest first, a keyset page at a time."""
+    found: list[str] = []
+    after: Cursor | None = None
+    while chosen.limit is None or len(found) < chosen.limit:
+        size = PAGE if chosen.limit is None else min(PAGE, chosen.limit - len(found))
+        page = await store.list_page(chosen.filters, after, size)
+        found += [w.workflow_id for w in page]
+        if len(page) < size:
+            break
+        after = page[-1].created_at, page[-1].workflow_id
+    return found
 
 
-async def select_ids(store: Store, ids: list[str] | None, filters: Filters,
+async def select_ids(store: Store, ids: list[str] | None, chosen: Selection,
                      children: bool) -> list[str]:
-    """The workflows to take: the given ids (all must exist) or those matching the filters,
-    and, with ``children``, their descendants."""
+    """The workflows to take: the given ids (all must exist) or those matching, and, with
+    ``children``, their descendants."""
     if ids is None:
-        found = await store.select_workflow_ids(
-            filters.statuses, filters.name, filters.created_after, filters.created_before,
-            filters.limit)
-        unfiltered = filters == Filters()
+        found = await _matching_ids(store, chosen)
+        if chosen.everything:
+            return found  # children included
     else:
         existing = await store.existing_workflow_ids(ids)
         missing = [w for w in ids if w not in existing]
         if missing:
             raise not_found(missing[0])
-        found, unfiltered = ids, False
-    if not children or unfiltered:  # every workflow is taken already
+        found = ids
+    if not children:
         return found
     seen = set(found)
     frontier = found
@@ -160,23 +163,16 @@ def read_histories(file: Any) -> list[WorkflowHistory]:
 # -- replay ---------------------------------------------------------------------------------------
 
 
-def _default_statuses(ids: list[str] | None, filters: Filters) -> Filters:
-    if ids is None and filters.statuses is None:  # finished workflows, unless asked otherwise
-        return Filters(sorted(TERMINAL_STATUSES), filters.name, filters.created_after,
-                       filters.created_before, filters.limit)
-    return filters
-
-
 async def replay_from_store(
-    store: Store, specs: Mapping[str, WorkflowSpec], ids: list[str] | None, filters: Filters,
+    store: Store, specs: Mapping[str, WorkflowSpec], ids: list[str] | None, chosen: Selection,
     timeout_seconds: float,
 ) -> list[ReplayResult]:
     """Replay workflows read from the database (a batch at a time; nothing is written)."""
-    chosen = await select_ids(store, ids, _default_statuses(ids, filters), children=False)
+    taken = await select_ids(store, ids, chosen, children=False)
     results: list[ReplayResult] = []
-    for start in range(0, len(chosen), BATCH):
+    for start in range(0, len(taken), BATCH):
         async with store.snapshot():
-            batch = chosen[start:start + BATCH]
+            batch = taken[start:start + BATCH]
             histories = from_rows(await store.export_rows(batch), batch)
             loaded = {h.workflow_id for h in histories}
             children = sorted({c for h in histories for c in h.child_ids()} - loaded)
@@ -189,22 +185,22 @@ async def replay_from_store(
 
 
 async def replay_from_file(
-    file: Any, specs: Mapping[str, WorkflowSpec], ids: list[str] | None, filters: Filters,
+    file: Any, specs: Mapping[str, WorkflowSpec], ids: list[str] | None, chosen: Selection,
     timeout_seconds: float,
 ) -> list[ReplayResult]:
-    """Replay workflows of an export file (no database needed)."""
+    """Replay workflows of an export file (no database needed), in the file's order."""
     histories = read_histories(file)
     outcomes: dict[str, Outcome] = {h.workflow_id: h.outcome() for h in histories}
-    filters = _default_statuses(ids, filters)
+    taken: list[WorkflowHistory]
     if ids is not None:
         by_id = {h.workflow_id: h for h in histories}
         missing = [w for w in ids if w not in by_id]
         if missing:
             raise WorkflowNotFoundError(f"workflow {missing[0]!r} is not in the export file")
-        chosen = [by_id[w] for w in ids]
+        taken = [by_id[w] for w in ids]
     else:
-        chosen = [h for h in histories if filters.matches(h)][:filters.limit]
-    return [await replay_workflow(specs, h, outcomes, timeout_seconds) for h in chosen]
+        taken = [h for h in histories if chosen.matches(h)][:chosen.limit]
+    return [await replay_workflow(specs, h, outcomes, timeout_seconds) for h in taken]
 
 
 # -- the methods ----------------------------------------------------------------------------------
@@ -222,6 +218,9 @@ class HistoryOps(Connected):
         name: str | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
         limit: int | None = None,
         include_children: bool = True,
     ) -> list[str]:
@@ -229,23 +228,30 @@ class HistoryOps(Connected):
         ``file`` (a path, or a text file open for writing) as JSON lines; returns their ids.
 
         ``workflow_ids`` names them (each must exist); ``None`` takes those matching the
-        filters (newest first, at most ``limit``; no filter: every workflow). With
-        ``include_children`` their child workflows (and theirs) are exported too. One snapshot
-        of the database is read, so a workflow running meanwhile is exported consistently.
+        filters, which are those of :meth:`list_workflows` (newest first, at most ``limit``; no
+        filter: every workflow). With ``include_children`` their child workflows (and theirs)
+        are exported too. One snapshot of the database is read, so a workflow running meanwhile
+        is exported consistently.
         """
         ids = check_ids(workflow_ids)
-        filters = check_filters(status, name, created_after, created_before, limit)
+        chosen = selection(
+            limit, status=status, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id)
+        if not isinstance(include_children, bool):
+            raise InvalidArgumentError(
+                f"include_children must be True or False, not {include_children!r}")
         store = self.runtime.store
         async with store.snapshot():
-            chosen = await select_ids(store, ids, filters, include_children)
+            taken = await select_ids(store, ids, chosen, include_children)
             with _writer(file) as write:
                 await to_thread.run_sync(write, header(SCHEMA_VERSION))
-                for start in range(0, len(chosen), BATCH):
-                    batch = chosen[start:start + BATCH]
+                for start in range(0, len(taken), BATCH):
+                    batch = taken[start:start + BATCH]
                     text = "".join(line for history in from_rows(
                         await store.export_rows(batch), batch) for line in lines(history))
                     await to_thread.run_sync(write, text)  # the event loop keeps running
-        return chosen
+        return taken
 
     async def import_workflows(self, file: FileArg) -> ImportResult:
         """Insert the workflows of an export file (a path, or a text file open for reading)
@@ -273,7 +279,7 @@ class HistoryOps(Connected):
                 else:
                     result.skipped.append(history.workflow_id)
         if unassigned:
-            self._unassigned_arrived()
+            self._after_resume()
         return result
 
     async def fork_workflow(
@@ -317,7 +323,7 @@ class HistoryOps(Connected):
         if here is not None:
             self._run_forked(new_id, source.name, forked.inputs)
         else:
-            self._unassigned_arrived()
+            self._after_resume()
         return self._handle(new_id)
 
     # -- hooks for the app ------------------------------------------------------------------------
@@ -328,6 +334,3 @@ class HistoryOps(Connected):
 
     def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
         """Execute a fork created for this executor."""
-
-    def _unassigned_arrived(self) -> None:
-        """Unassigned PENDING workflows were written: let recovery look now."""

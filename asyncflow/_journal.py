@@ -13,8 +13,10 @@ from typing import Any
 from . import _codec
 from ._context import WorkflowContext
 from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict
+from ._recorded import decode_error
 from ._status import CANCELLED, PENDING
 from ._store import JournalEntry
+from ._wait import JOURNAL
 
 
 async def stop_for_status(ctx: WorkflowContext) -> None:
@@ -46,12 +48,13 @@ async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: An
     """Write one journal entry (guarded: only while the workflow is PENDING)."""
     await checked(ctx, ctx.runtime.store.record_operation(
         ctx.workflow_id, function_id, name, **fields))
+    ctx.runtime.waits.wake(JOURNAL, ctx.workflow_id)  # observers only: nobody waits on it
 
 
 def replayed_value(recorded: JournalEntry) -> Any:
     """The recorded outcome: the value, or the recorded exception raised again."""
     if recorded.error is not None:
-        raise _codec.decode_error(recorded.error, StepFailedError)
+        raise decode_error(recorded.error, StepFailedError)
     return None if recorded.output is None else _codec.loads(recorded.output)
 
 

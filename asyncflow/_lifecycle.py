@@ -4,17 +4,18 @@ and the operations that work the same from both (outside any workflow)."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.abc
 
 from . import _codec
 from . import _queries as Q
+from ._admin import Admin
 from ._context import current_workflow, workflow_on
-from ._errors import ConfigurationError, InvalidArgumentError
+from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
@@ -23,7 +24,7 @@ from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage, refuse_in_replay
 from ._store import Store
 from ._streams import entries
-from ._wait import TERMINAL, WaitRegistry
+from ._wait import WaitRegistry
 from ._wait_first import (
     Branch,
     Fired,
@@ -33,6 +34,7 @@ from ._wait_first import (
 )
 
 MAX_BIGINT = 2**63 - 1
+T = TypeVar("T")
 
 
 def check_count(value: object, what: str) -> int:
@@ -42,14 +44,31 @@ def check_count(value: object, what: str) -> int:
     return value
 
 
+def setting(check: Callable[..., T], value: object, what: str, *args: Any) -> T:
+    """Run a validator on a setting: its error becomes an :class:`InvalidSettingError`."""
+    try:
+        return check(value, what, *args)
+    except InvalidArgumentError as exc:
+        raise InvalidSettingError(str(exc)) from None
+
+
+def check_positive_int(value: object, what: str, minimum: int = 1) -> int:
+    """An int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidSettingError(f"{what} must be an int >= {minimum}, not {value!r}")
+    return value
+
+
 def check_stream_args(workflow_id: str, key: str, offset: int) -> None:
     _codec.check_id(workflow_id)
     _codec.check_name(key, "key")
     check_count(offset, "offset")
 
 
-class Connected:
-    """Lifecycle and the operations that work the same from an app and from a Client."""
+class Connected(Admin):
+    """Lifecycle and the operations that work the same from an app and from a Client (those on
+    workflows as a whole — listing, cancel, resume and delete in bulk, retention, send_many —
+    come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
 
@@ -64,9 +83,13 @@ class Connected:
         try:
             Q.quote_schema(schema)
         except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise InvalidArgumentError(f"pool_size must be an int >= 1, not {pool_size!r}")
+            raise InvalidSettingError(str(exc)) from None
+        if schema.lower().startswith("pg_"):
+            raise InvalidSettingError(
+                f"schema {schema!r} is reserved: Postgres keeps names starting with pg_ for "
+                "itself; choose another schema name"
+            )
+        check_positive_int(pool_size, "pool_size")
         if database_url is not None and not isinstance(database_url, str):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")
@@ -215,32 +238,10 @@ class Connected:
         _codec.check_id(workflow_id)
         return await self.runtime.store.workflow_status(workflow_id)
 
-    async def list_workflows(
-        self, status: str | None = None, name: str | None = None, limit: int = 100
-    ) -> list[WorkflowStatus]:
-        """Workflows, newest first, optionally filtered by status and/or name."""
-        _codec.check_name(status, "status", optional=True)
-        _codec.check_name(name, "name", optional=True)
-        check_count(limit, "limit")
-        return await self.runtime.store.list_workflows(status, name, limit)
-
     async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
         """The journal of a workflow: every recorded operation, in function-id order."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_operations(workflow_id)
-
-    async def cancel_workflow(self, workflow_id: str) -> None:
-        """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
-        parked in (recv, sleep, get_event, child result) wakes at once. Finished workflows are
-        left as they are."""
-        _codec.check_id(workflow_id)
-        runtime = self.runtime
-        if await runtime.store.cancel_workflow(workflow_id):
-            self._after_cancel(workflow_id)
-            runtime.waits.wake(TERMINAL, workflow_id)
-
-    def _after_cancel(self, workflow_id: str) -> None:
-        """Hook for the app: mark its running execution cancelled."""
 
     # -- events and streams ---------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ from typing import Any
 
 from . import _codec
 from ._context import StepContext, WorkflowContext
-from ._errors import _ExecutionConflict
+from ._errors import WorkflowNotFoundError, _ExecutionConflict
 from ._journal import begin, checked, record, stop_for_status
 from ._runtime import Runtime
 from ._status import PENDING
+from ._store import Send, not_found
 from ._timers import loop_deadline
 from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
@@ -65,9 +66,62 @@ async def send_from_step(
     if key is None:
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
     store = step.workflow.runtime.store
+    if not await store.workflow_exists(destination_id):  # fail at the call, as unstaged sends do
+        raise not_found(destination_id)
     chosen = key
     step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
                (MESSAGE, destination_id))
+
+
+# -- send_many: many destinations in one statement ------------------------------------------
+
+SEND_MANY = "asyncflow.send_many"
+#: Messages per statement of a send_many.
+SEND_MANY_CHUNK = 1000
+
+
+async def send_many_outside(runtime: Runtime, ops: list[Send]) -> list[bool]:
+    """Deliver ``ops`` (destination, topic, text, idempotency key) in statements of
+    :data:`SEND_MANY_CHUNK`; per message, whether its destination exists."""
+    delivered: list[bool] = []
+    for start in range(0, len(ops), SEND_MANY_CHUNK):
+        chunk = ops[start:start + SEND_MANY_CHUNK]
+        outcomes = await runtime.store.send_many(chunk)
+        for op, found in zip(chunk, outcomes, strict=True):
+            if found:
+                runtime.waits.wake(MESSAGE, op[0])
+        delivered.extend(outcomes)
+    return delivered
+
+
+async def send_many_from_workflow(
+    ctx: WorkflowContext, function_id: int, ops: list[Send]
+) -> list[bool]:
+    """A journaled send_many: the messages and the journal entry (which records the outcomes)
+    commit in one transaction, guarded by the workflow being PENDING."""
+    recorded = await begin(ctx, function_id, SEND_MANY)
+    if recorded is not None:
+        outcomes: list[bool] = _codec.loads(recorded.output or "[]")
+        return outcomes
+    store = ctx.runtime.store
+    attempts = 3
+    while True:
+        attempts -= 1
+        try:
+            async with store.storage.transaction():
+                delivered: list[bool] = []
+                for start in range(0, len(ops), SEND_MANY_CHUNK):
+                    delivered.extend(await store.send_many_once(
+                        ops[start:start + SEND_MANY_CHUNK]))
+                await record(ctx, function_id, SEND_MANY, output=_codec.dumps(delivered))
+            break
+        except WorkflowNotFoundError:  # a destination deleted meanwhile: run it again
+            if attempts == 0:
+                raise
+    for op, found in zip(ops, delivered, strict=True):
+        if found:
+            ctx.runtime.waits.wake(MESSAGE, op[0])
+    return delivered
 
 
 async def recv(

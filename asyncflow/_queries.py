@@ -150,6 +150,22 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
+    # 5: operating workflows (lifecycle). Pages of workflows by status or by parent, newest
+    # first (keyset: created_at DESC, workflow_id); a cancel's walk down the children; retention
+    # by completion time. IF NOT EXISTS: on a large table, build them beforehand with CREATE
+    # INDEX CONCURRENTLY under these names (docs/operating-lifecycle.md). The index on
+    # created_at alone goes: every page walks the status index (the planner would otherwise
+    # walk created_at and filter out a rare status row by row).
+    """
+    CREATE INDEX IF NOT EXISTS workflows_status_created_idx
+        ON {s}.workflows (status, created_at DESC, workflow_id);
+    CREATE INDEX IF NOT EXISTS workflows_parent_idx
+        ON {s}.workflows (parent_workflow_id, created_at DESC, workflow_id)
+        WHERE parent_workflow_id IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS workflows_completed_idx
+        ON {s}.workflows (completed_at, workflow_id) WHERE status <> 'PENDING';
+    DROP INDEX IF EXISTS {s}.workflows_created_idx;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +186,10 @@ COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
 DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
 COMMIT"""
 ROLLBACK = "ROLLBACK"
+# A transaction started inside another (of the same task) is a savepoint of it.
+SAVEPOINT = "SAVEPOINT asyncflow_nested"
+RELEASE_SAVEPOINT = "RELEASE SAVEPOINT asyncflow_nested"
+ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOINT asyncflow_nested"
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
@@ -196,15 +216,6 @@ _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recove
     parent_workflow_id, created_at, updated_at, completed_at, error"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
-
-LIST_WORKFLOWS = (
-    "SELECT "
-    + _STATUS_COLUMNS
-    + """ FROM {s}.workflows
-WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR name = $2)
-ORDER BY created_at DESC, workflow_id
-LIMIT $3"""
-)
 
 FINISH_WORKFLOW = """
 WITH u AS (
@@ -273,6 +284,16 @@ SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, updated_at = 
 FROM candidates
 WHERE w.workflow_id = candidates.workflow_id
 RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts"""
+
+# At launch: this executor's PENDING workflows whose function this app does not register are
+# left unassigned, and the supervisors of apps that may register them are woken.
+RELEASE_UNREGISTERED = """
+WITH u AS (
+    UPDATE {s}.workflows SET executor_id = NULL, updated_at = clock_timestamp()
+    WHERE executor_id = $1 AND status = 'PENDING' AND NOT (name = ANY ($2::text[]))
+    RETURNING workflow_id
+)
+SELECT pg_notify($3, 'r' || workflow_id) FROM u"""
 
 DEAD_LETTER = """
 WITH u AS (
@@ -384,10 +405,21 @@ _STREAM_APPEND = """, head AS (
 )
 """
 
-JOURNALED_WRITE_STREAM = _JOURNAL_ENTRY + _STREAM_APPEND.replace(
-    "%HEAD%", "workflow_id, $4, 1 FROM op"
+# A write to a stream already closed is journaled with its failure ($7, the recorded
+# StreamClosedError) in the same statement, so a replay raises it too.
+JOURNALED_WRITE_STREAM = """
+WITH op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    SELECT $1, $2, $3, CASE WHEN EXISTS (
+        SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
+    ) THEN $7 END
+    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    RETURNING workflow_id, error
+)""" + _STREAM_APPEND.replace(
+    "%HEAD%", "workflow_id, $4, 1 FROM op WHERE error IS NULL"
 ).replace("%ROW%", '$1, $4, "offset", $5, $2, 0') + """\
 SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "offset",
+       coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
 JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY + """, h AS (
@@ -407,17 +439,6 @@ UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
 # travel whole, as JSON (to_jsonb / jsonb_populate_record), so columns that later migrations
 # add travel with them.
 # ---------------------------------------------------------------------------------------------
-
-# Ids of the workflows matching the filters, newest first: statuses $1 (NULL: any), name $2,
-# created at or after $3 and before $4; at most $5 (NULL: all).
-SELECT_WORKFLOW_IDS = """
-SELECT workflow_id FROM {s}.workflows
-WHERE ($1::text[] IS NULL OR status = ANY ($1::text[]))
-  AND ($2::text IS NULL OR name = $2)
-  AND ($3::timestamptz IS NULL OR created_at >= $3)
-  AND ($4::timestamptz IS NULL OR created_at < $4)
-ORDER BY created_at DESC, workflow_id
-LIMIT $5"""
 
 EXISTING_WORKFLOW_IDS = """
 SELECT workflow_id FROM {s}.workflows WHERE workflow_id = ANY ($1::text[])"""
@@ -773,6 +794,7 @@ SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""
 
+# $7: the recorded StreamClosedError of each write, journaled with it if its stream is closed.
 # Offsets come from each stream head as of the statement's snapshot plus the write's position
 # in the batch. A concurrent writer to the same stream (another process) makes two rows claim
 # one offset: the streams primary key refuses that, and the batch is written again one by one
@@ -780,23 +802,28 @@ FROM input i ORDER BY i.ord"""
 # the offset) and 'p' (workflows still PENDING).
 JOURNALED_WRITE_STREAMS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[])
-        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, ord)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $7::text[])
+        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, error, ord)
 ), pending AS (
     SELECT w.workflow_id FROM {s}.workflows w
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
 ), op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name)
-    SELECT i.workflow_id, i.function_id, i.name FROM input i
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
+        SELECT 1 FROM {s}.stream_heads h
+        WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
+    ) THEN i.error END
+    FROM input i
     WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
-    RETURNING workflow_id, function_id
+    RETURNING workflow_id, function_id, error
 ), ok AS (
     SELECT i.*,
            row_number() OVER (PARTITION BY i.workflow_id, i.key ORDER BY i.ord) AS pos,
            count(*) OVER (PARTITION BY i.workflow_id, i.key) AS n
     FROM input i
-    WHERE (i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op)
+    WHERE (i.workflow_id, i.function_id) IN (
+        SELECT workflow_id, function_id FROM op WHERE error IS NULL)
 ), cur AS (
     SELECT ok.*, coalesce(h.next_offset, 0) AS base, coalesce(h.closed, false) AS closed
     FROM ok LEFT JOIN {s}.stream_heads h ON h.workflow_id = ok.workflow_id AND h.key = ok.key
@@ -816,11 +843,11 @@ WITH input AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT 'o' AS kind, workflow_id, function_id, NULL::bigint AS "offset",
-       (SELECT count(*) FROM notified) AS notifies FROM op
+       error IS NOT NULL AS refused, (SELECT count(*) FROM notified) AS notifies FROM op
 UNION ALL
-SELECT 'w', workflow_id, writer_fid, "offset", NULL FROM ins
+SELECT 'w', workflow_id, writer_fid, "offset", NULL, NULL FROM ins
 UNION ALL
-SELECT 'p', workflow_id, NULL, NULL, NULL FROM pending"""
+SELECT 'p', workflow_id, NULL, NULL, NULL, NULL FROM pending"""
 
 # Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
 # workflow does not exist gets one row with a NULL status).
@@ -838,25 +865,186 @@ LEFT JOIN LATERAL (
 ORDER BY i.ord, r."offset\""""
 
 # ---------------------------------------------------------------------------------------------
+# Operating workflows (_admin, _cancel, _retention): filtered pages, cascading and bulk cancels,
+# bulk resumes, deletes and retention. Every filtered statement shares parameters $1-$7:
+# statuses ($1 text[], never NULL), created at or after $2 and before $3, name $4, app version
+# $5, id prefix $6, parent $7 (NULL: any).
+# ---------------------------------------------------------------------------------------------
+
+_FILTERS = """%STATUS%
+      AND w.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
+      AND w.created_at < coalesce($3::timestamptz, 'infinity'::timestamptz)
+      AND ($4::text IS NULL OR w.name = $4)
+      AND ($5::text IS NULL OR w.app_version = $5)
+      AND ($6::text IS NULL OR starts_with(w.workflow_id, $6))
+      AND ($7::text IS NULL OR w.parent_workflow_id = $7)"""
+
+# The page after the cursor ($8 created_at, $9 workflow_id) in the order created_at DESC,
+# workflow_id: the first condition bounds the index scan, the second drops the cursor's ties.
+_AFTER_CURSOR = """
+      AND w.created_at <= coalesce($8::timestamptz, 'infinity'::timestamptz)
+      AND ($8::timestamptz IS NULL OR w.created_at < $8 OR w.workflow_id > $9::text)"""
+
+# One page ($10 rows), walking the (status, created_at DESC, workflow_id) index once per wanted
+# status and merging: a rare status costs as little as a common one. (Ordering by the status,
+# fixed in each walk, is what lets the planner see that the index gives the order.)
+LIST_WORKFLOWS_PAGE = """
+SELECT p.* FROM unnest($1::text[]) AS wanted(status)
+CROSS JOIN LATERAL (
+    SELECT """ + _STATUS_COLUMNS + """
+    FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = wanted.status") + _AFTER_CURSOR + """
+    ORDER BY w.status, w.created_at DESC, w.workflow_id
+    LIMIT $10
+) p
+ORDER BY p.created_at DESC, p.workflow_id
+LIMIT $10"""
+
+# The same with a parent given ($7): walks that parent's children.
+LIST_CHILDREN_PAGE = """
+SELECT """ + _STATUS_COLUMNS + """
+FROM {s}.workflows w
+WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
+ORDER BY w.created_at DESC, w.workflow_id
+LIMIT $10"""
+
+# Wakes the workflows of rows ``u`` (kind 't'); the statement selects ``notifies``.
+_NOTIFY_CANCELLED = """, woken AS (
+    SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+)""" + _NOTIFY_WOKEN
+
+# Every PENDING descendant of the workflows $1 (any status themselves) is cancelled.
+CANCEL_DESCENDANTS = """
+WITH RECURSIVE tree AS (
+    SELECT c.workflow_id FROM {s}.workflows c WHERE c.parent_workflow_id = ANY ($1::text[])
+    UNION
+    SELECT c.workflow_id FROM {s}.workflows c JOIN tree t ON c.parent_workflow_id = t.workflow_id
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
+    WHERE w.workflow_id IN (SELECT workflow_id FROM tree) AND w.status = 'PENDING'
+    RETURNING w.workflow_id
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$2") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# Up to $9 PENDING workflows matching the filters and created at or before $8, oldest first.
+# The rows are locked in that order (waiting for a claim or a finish in flight); a row that is
+# no longer PENDING once locked is left out.
+CANCEL_MATCHING = """
+WITH c AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
+      AND w.created_at <= $8
+    ORDER BY w.created_at, w.workflow_id
+    LIMIT $9
+    FOR NO KEY UPDATE OF w
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
+    FROM c WHERE w.workflow_id = c.workflow_id AND w.status = 'PENDING'
+    RETURNING w.workflow_id
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# Up to $9 finished-but-not-successful workflows matching the filters that ended before $8 are
+# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them).
+RESUME_MATCHING = """
+WITH c AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
+      AND w.updated_at < $8
+    ORDER BY w.created_at, w.workflow_id
+    LIMIT $9
+    FOR NO KEY UPDATE OF w
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'PENDING', executor_id = NULL, recovery_attempts = 0, output = NULL,
+        error = NULL, completed_at = NULL, updated_at = clock_timestamp()
+    FROM c WHERE w.workflow_id = c.workflow_id
+      AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    RETURNING w.workflow_id
+), woken AS (
+    SELECT 'r' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
+SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+DATABASE_NOW = "SELECT clock_timestamp()"
+
+# A workflow and (with $2) all its descendants, locked: the delete checks none is PENDING.
+LOCK_WORKFLOW_TREE = """
+WITH RECURSIVE tree AS (
+    SELECT workflow_id FROM {s}.workflows WHERE workflow_id = $1
+    UNION
+    SELECT c.workflow_id FROM {s}.workflows c JOIN tree t ON c.parent_workflow_id = t.workflow_id
+    WHERE $2
+)
+SELECT w.workflow_id, w.status FROM {s}.workflows w
+WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
+ORDER BY w.workflow_id
+FOR UPDATE OF w"""
+
+# Everything of the workflows to delete (%IDS%): journal, events, streams and the rows
+# themselves (their messages and idempotency keys go with them: ON DELETE CASCADE).
+_DELETE_EVERYTHING = """, o AS (
+    DELETE FROM {s}.operations WHERE workflow_id IN (%IDS%)
+), e AS (
+    DELETE FROM {s}.events WHERE workflow_id IN (%IDS%)
+), h AS (
+    DELETE FROM {s}.stream_heads WHERE workflow_id IN (%IDS%)
+), v AS (
+    DELETE FROM {s}.streams WHERE workflow_id IN (%IDS%)
+), d AS (
+    DELETE FROM {s}.workflows WHERE workflow_id IN (%IDS%)
+    RETURNING workflow_id
+)
+SELECT workflow_id FROM d"""
+
+DELETE_WORKFLOWS = """
+WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.replace(
+    "%IDS%", "SELECT workflow_id FROM ids")
+
+# Retention: what to delete is every finished workflow at or before the bound ($1 completed_at,
+# $2 workflow_id) in completion order — except children of a workflow still PENDING (it may yet
+# read their results).
+_RETAINED = """
+    w.status <> 'PENDING' AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
+      AND NOT EXISTS (
+          SELECT 1 FROM {s}.workflows p
+          WHERE p.workflow_id = w.parent_workflow_id AND p.status = 'PENDING')"""
+
+# The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
+# the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest
+# one beyond them).
+RETENTION_BOUNDS = """
+SELECT clock_timestamp() - make_interval(secs => $1::float8) AS age_bound,
+       k.completed_at AS keep_completed_at, k.workflow_id AS keep_workflow_id
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT w.completed_at, w.workflow_id FROM {s}.workflows w
+    WHERE w.status <> 'PENDING' AND $2::bigint IS NOT NULL
+    ORDER BY w.completed_at DESC, w.workflow_id DESC
+    OFFSET $2 LIMIT 1
+) k ON true"""
+
+# One retention batch: up to $3 workflows, oldest first, locked with SKIP LOCKED (a row being
+# resumed, claimed or finished is left for the next pass), deleted in the same statement.
+RETENTION_DELETE = """
+WITH victims AS (
+    SELECT w.workflow_id FROM {s}.workflows w
+    WHERE """ + _RETAINED + """
+    ORDER BY w.completed_at, w.workflow_id
+    LIMIT $3
+    FOR UPDATE OF w SKIP LOCKED
+)""" + _DELETE_EVERYTHING.replace("%IDS%", "SELECT workflow_id FROM victims")
+
+RETENTION_COUNT = """
+SELECT count(*) FROM {s}.workflows w WHERE """ + _RETAINED
+
+# ---------------------------------------------------------------------------------------------
 # Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the
 # page shows at most $n characters of a value and its full length.
 # ---------------------------------------------------------------------------------------------
-
-# Workflows, newest first, with every filter optional: status $1, name $2, id prefix $3,
-# created at or after $4 and before $5; the page after the row ($6 created_at, $7 id); $8 rows.
-DASHBOARD_LIST_WORKFLOWS = (
-    "SELECT "
-    + _STATUS_COLUMNS
-    + """ FROM {s}.workflows
-WHERE ($1::text IS NULL OR status = $1)
-  AND ($2::text IS NULL OR name = $2)
-  AND ($3::text IS NULL OR starts_with(workflow_id, $3))
-  AND ($4::timestamptz IS NULL OR created_at >= $4)
-  AND ($5::timestamptz IS NULL OR created_at < $5)
-  AND ($6::timestamptz IS NULL OR created_at < $6 OR (created_at = $6 AND workflow_id > $7))
-ORDER BY created_at DESC, workflow_id
-LIMIT $8"""
-)
 
 # A workflow's inputs, output and error (the recorded exception as JSON), each cut to $2 chars.
 DASHBOARD_WORKFLOW_DATA = """

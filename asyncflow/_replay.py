@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle
 from ._listener import Listener
+from ._recorded import encode_error
 from ._runner import CHILD
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
@@ -297,11 +298,11 @@ async def _run(ctx: ReplayContext, spec: WorkflowSpec, inputs: str,
             return None
         if isinstance(exc, NonDeterministicWorkflowError) and ctx.divergence is not None:
             return None
-        return ERROR, None, _codec.encode_error(exc)
+        return ERROR, None, encode_error(exc)
     try:
         return SUCCESS, _codec.dumps(value, f"the result of workflow {spec.name!r}"), None
     except SerializationError as exc:
-        return ERROR, None, _codec.encode_error(exc)
+        return ERROR, None, encode_error(exc)
 
 
 async def replay_workflow(

@@ -14,6 +14,7 @@ from ._errors import (
     WorkflowFailedError,
 )
 from ._journal import ensure_running
+from ._recorded import decode_error
 from ._runtime import Runtime
 from ._status import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, SUCCESS
 from ._store import Outcome, not_found
@@ -26,7 +27,7 @@ def outcome_value(workflow_id: str, outcome: Outcome) -> Any:
     if status == SUCCESS:
         return None if outcome.output is None else _codec.loads(outcome.output)
     if status == ERROR and outcome.error is not None:
-        raise _codec.decode_error(outcome.error, WorkflowFailedError)
+        raise decode_error(outcome.error, WorkflowFailedError)
     if status == CANCELLED:
         raise WorkflowCancelledError(f"workflow {workflow_id!r} was cancelled")
     if status == MAX_RECOVERY_ATTEMPTS_EXCEEDED:

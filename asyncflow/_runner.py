@@ -18,6 +18,7 @@ from collections.abc import Callable
 import anyio
 
 from . import _codec
+from ._cancel import cancel_descendants, mark_cancelled
 from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
@@ -28,12 +29,13 @@ from ._errors import (
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._wait import TERMINAL, wait_until
+from ._wait import STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -93,6 +95,7 @@ class Runner:
                 f"not {spec.name!r}; choose another id"
             )
         if created:
+            self.runtime.waits.wake(STARTED, workflow_id)  # observers only
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -111,9 +114,25 @@ class Runner:
         await ensure_running(parent)
         started = await self.start(spec, inputs, workflow_id or child_id(
             parent.workflow_id, function_id), parent.workflow_id)
-        await checked(parent, self.runtime.store.record_operation(
-            parent.workflow_id, function_id, CHILD, child_id=started))
+        try:
+            await checked(parent, self.runtime.store.record_operation(
+                parent.workflow_id, function_id, CHILD, child_id=started))
+        except WorkflowCancelledError:
+            # The parent was cancelled before its journal held the child: cancel the child
+            # (and what it started) too, or it would run on with no journal knowing of it.
+            await self._cancel_unjournaled_child(started, parent.workflow_id)
+            raise
         return started
+
+    async def _cancel_unjournaled_child(self, workflow_id: str, parent_id: str) -> None:
+        runtime = self.runtime
+        with anyio.CancelScope(shield=True):
+            status = await runtime.store.workflow_status(workflow_id)
+            if status.parent_workflow_id != parent_id:
+                return  # an existing workflow chosen by id, not this parent's child
+            if await runtime.store.cancel_workflow(workflow_id):
+                mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
+            await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
     def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool) -> None:
         """Execute a workflow in the task group (after the one still unwinding, if any)."""
@@ -204,7 +223,7 @@ class Runner:
                 raise DatabaseUnavailableError(str(exc)) from exc
             if ctx.cancelled and isinstance(exc, WorkflowCancelledError):
                 return False
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         finally:
             workflow_var.reset(token)
         if ctx.db_failed:
@@ -212,7 +231,7 @@ class Runner:
         try:
             output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
         except SerializationError as exc:
-            return await self._finish(ctx, ERROR, None, _codec.encode_error(exc))
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
 
     async def _finish(

@@ -25,6 +25,10 @@ class StepSpec:
     retries: int
     retry_interval_seconds: float
     backoff_rate: float
+    #: Each attempt is cancelled after this many seconds (``None``: no limit).
+    timeout_seconds: float | None = None
+    #: Called with a failed attempt's exception: retry only if it returns True (``None``: always).
+    should_retry: Callable[[Exception], bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)

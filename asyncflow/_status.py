@@ -3,6 +3,7 @@ entry, health."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -70,6 +71,18 @@ class WorkflowStatus:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
         return _as_dict(self)
+
+    @property
+    def cursor(self) -> str:
+        """An opaque text naming this workflow's place in ``list_workflows`` order: pass it as
+        ``after=`` to get the page after this workflow (from any process, e.g. over HTTP)."""
+        return encode_cursor(self.created_at, self.workflow_id)
+
+
+def encode_cursor(created_at: datetime, workflow_id: str) -> str:
+    """The cursor text of a place in list order (``created_at``, ``workflow_id``)."""
+    raw = orjson.dumps([created_at.isoformat(), workflow_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 @dataclass(frozen=True, slots=True)

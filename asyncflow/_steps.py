@@ -7,14 +7,44 @@ a transaction runs its body in a database transaction that also commits its chec
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import _codec
 from ._context import StepContext, WorkflowContext, connection_var, step_var
-from ._errors import DatabaseUnavailableError, SerializationError, StreamClosedError
+from ._errors import (
+    AsyncFlowError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    InvalidSettingError,
+    SerializationError,
+    StepTimeoutError,
+)
 from ._journal import begin, record, replayed_value
+from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
+
+
+def check_step_options(
+    timeout_seconds: object, should_retry: object
+) -> tuple[float | None, Callable[[Exception], bool] | None]:
+    """Validate ``@app.step``'s ``timeout_seconds`` (a number > 0, or ``None``) and
+    ``should_retry`` (a callable, or ``None``)."""
+    seconds = None
+    if timeout_seconds is not None:
+        try:
+            seconds = _codec.check_timeout(timeout_seconds, "timeout_seconds")
+        except InvalidArgumentError as exc:
+            raise InvalidSettingError(str(exc)) from None
+        if seconds <= 0:
+            raise InvalidSettingError(
+                f"timeout_seconds must be > 0 (or None: no limit), not {timeout_seconds!r}")
+    if should_retry is not None and not callable(should_retry):
+        raise InvalidSettingError(
+            "should_retry must be a function taking the exception and returning a bool, not "
+            f"{should_retry!r}")
+    return seconds, should_retry
 
 
 async def run_step(
@@ -36,10 +66,14 @@ async def run_step(
         step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
         token = step_var.set(step)
         try:
-            result = await spec.fn(*args, **kwargs)
+            if spec.timeout_seconds is None:
+                result = await spec.fn(*args, **kwargs)
+            else:
+                result = await _attempt_with_timeout(spec, ctx, args, kwargs)
             break
         except Exception as exc:
-            if attempt < spec.retries and not ctx.cancelled:
+            if attempt < spec.retries and not ctx.cancelled and await _retry_wanted(
+                    spec, ctx, function_id, exc):
                 attempt += 1
                 await asyncio.sleep(delay)  # retry backoff
                 delay *= spec.backoff_rate
@@ -49,7 +83,10 @@ async def run_step(
             await fail(ctx, function_id, spec.name, exc)
         finally:
             step_var.reset(token)
-    output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    try:
+        output = _codec.dumps(result, f"the result of step {spec.name!r}")
+    except SerializationError as exc:  # journaled, so a replay raises it instead of re-running
+        await fail(ctx, function_id, spec.name, exc)
     if not step.effects:
         await record(ctx, function_id, spec.name, output=output)
     else:
@@ -57,16 +94,50 @@ async def run_step(
             async with ctx.runtime.store.storage.transaction():
                 await apply_effects(step)
                 await record(ctx, function_id, spec.name, output=output)
-        except StreamClosedError as exc:
+        except DatabaseUnavailableError:
+            raise
+        except AsyncFlowError as exc:  # an effect refused (a closed stream, a deleted workflow)
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
     return _codec.loads(output)
 
 
+async def _attempt_with_timeout(
+    spec: StepSpec, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """One attempt, cancelled after ``spec.timeout_seconds``: then :class:`StepTimeoutError`.
+    A ``TimeoutError`` the body raises itself passes through as it is."""
+    assert spec.timeout_seconds is not None
+    limit = asyncio.timeout(spec.timeout_seconds)
+    try:
+        async with limit:
+            return await spec.fn(*args, **kwargs)
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        raise StepTimeoutError(
+            f"an attempt of step {spec.name!r} in workflow {ctx.workflow_id!r} ran longer than "
+            f"its timeout_seconds={spec.timeout_seconds:g} and was cancelled"
+        ) from None
+
+
+async def _retry_wanted(
+    spec: StepSpec, ctx: WorkflowContext, function_id: int, exc: Exception
+) -> bool:
+    """Whether ``should_retry`` wants the failure ``exc`` retried; if the predicate itself
+    raises, that is recorded as the step's failure."""
+    if spec.should_retry is None:
+        return True
+    try:
+        return bool(spec.should_retry(exc))
+    except Exception as predicate_error:
+        await fail(ctx, function_id, spec.name, predicate_error)
+
+
 async def fail(ctx: WorkflowContext, function_id: int, name: str, exc: Exception) -> NoReturn:
     """Record a step's failure and raise what a replay will raise: the same exception, rebuilt
     from its record, so the first run and every replay see the same type and values."""
-    encoded = _codec.encode_error(exc)
+    encoded = encode_error(exc)
     await record(ctx, function_id, name, error=encoded)
     raise exc
 
@@ -134,7 +205,7 @@ async def run_transaction(
                 raise
             else:
                 if ctx is not None and not isinstance(exc, SerializationError):
-                    await record(ctx, function_id, spec.name, error=_codec.encode_error(exc))
+                    await record(ctx, function_id, spec.name, error=encode_error(exc))
                 raise
         attempt += 1
         if attempt > spec.max_retries:

@@ -83,6 +83,23 @@ class UniqueViolation(Exception):
     """Internal: a unique constraint rejected an insert (the journal's duplicate detection)."""
 
 
+class ReadOnlyDatabase(DatabaseUnavailableError):
+    """Internal: a write was refused because the transaction is read-only. Outside a user
+    transaction: the database is read-only (a standby). Inside one: the body replaced asyncflow's
+    transaction (new transactions on that connection are read-only by default)."""
+
+
+async def _roll_back(conn: Connection) -> None:
+    if not conn.is_closed() and conn.is_in_transaction():
+        with map_errors(conn):
+            await conn.execute(Q.ROLLBACK)
+
+
+def _replaced(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised in a guarded user transaction) shows the body replaced it."""
+    return isinstance(exc, ReadOnlyDatabase | pgerr.ReadOnlySQLTransactionError)
+
+
 class RetryableTransactionError(AsyncFlowError):
     """Internal: serialization failure or deadlock; the transaction may be retried."""
 
@@ -117,10 +134,24 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
     except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
         raise InvalidArgumentError(f"a value Postgres cannot store: {exc}") from exc
-    except pgerr.ReadOnlySQLTransactionError as exc:
+    except pgerr.UndefinedTableError as exc:
+        raise SchemaVersionError(
+            f"the asyncflow schema is missing from the database ({exc}); launch an AsyncFlow app "
+            "(or run `asyncflow db migrate`) against it"
+        ) from exc
+    except (pgerr.ObjectNotInPrerequisiteStateError, pgerr.QueryCanceledError) as exc:
+        # Connections refused (the database does not accept connections now), or a statement
+        # cancelled by statement_timeout / lock_timeout: the database cannot serve us right now.
+        raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
+    except pgerr.InFailedSQLTransactionError as exc:
         raise TransactionStateError(
-            "a statement ran outside asyncflow's transaction (the transaction body ended it); "
-            "nothing of it was committed"
+            "the transaction was aborted by an error inside it (an error the transaction body "
+            "caught and went on from); nothing of it was committed. Let errors of statements "
+            "on asyncflow.connection() propagate, or use a savepoint (conn.transaction())"
+        ) from exc
+    except pgerr.ReadOnlySQLTransactionError as exc:
+        raise ReadOnlyDatabase(
+            f"the database is read-only now (a standby, or set read-only): {exc}"
         ) from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
@@ -178,7 +209,8 @@ def _lost_by_user_code(conn: Connection, exc: BaseException) -> bool:
     Judged by the connection, not by the exception's type alone: a body's own OSError or
     TimeoutError (a missing file, a slow service) is a failure of the body.
     """
-    if not isinstance(exc, Exception) or isinstance(exc, DatabaseUnavailableError):
+    if not isinstance(exc, Exception) or isinstance(
+            exc, DatabaseUnavailableError | TransactionStateError):
         return False
     if isinstance(exc, asyncpg.InternalClientError):  # protocol out of step: unusable
         conn.terminate()
@@ -225,8 +257,10 @@ class Tx:
         self.guarded = guarded
 
     def check_intact(self, name: str) -> None:
-        """Raise TransactionStateError if user code ended the transaction."""
-        if self.guarded and not self.connection.is_in_transaction():
+        """Raise TransactionStateError if user code ended the transaction (or closed its
+        connection: a body that returns normally did not lose it to an outage)."""
+        conn = self.connection
+        if self.guarded and (conn.is_closed() or not conn.is_in_transaction()):
             raise _body_ended(name)
 
     async def execute(self, template: str, *args: Any) -> str:
@@ -457,6 +491,11 @@ class Storage:
         With ``user_code`` the connection is reset (as a fresh pool connection would be) before
         it goes back to the pool, since user code may have changed session state.
         """
+        held = _held.get()
+        if held is not None:  # nested in this task's transaction: a savepoint on its connection
+            async with self._savepoint(held) as nested:
+                yield nested
+            return
         async with self._acquire() as conn:
             try:
                 if user_code:
@@ -476,6 +515,9 @@ class Storage:
                 except BaseException as exc:
                     if _lost_by_user_code(conn, exc):
                         raise _unavailable(f"database connection lost: {exc!r}") from exc
+                    if user_code and _replaced(exc):
+                        await _roll_back(conn)
+                        raise _body_ended(name) from exc
                     if not conn.is_closed():
                         with map_errors(conn):
                             if tx is not None:
@@ -487,15 +529,35 @@ class Storage:
                     raise
                 finally:
                     _held.reset(token)
-                with map_errors(conn):
-                    if tx is not None:
-                        await tx.commit()
-                    else:
-                        await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
+                try:
+                    with map_errors(conn):
+                        if tx is not None:
+                            await tx.commit()
+                        else:
+                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
+                except ReadOnlyDatabase as exc:  # the transaction committed is not ours
+                    if not user_code:
+                        raise
+                    await _roll_back(conn)
+                    raise _body_ended(name) from exc
             finally:
                 if user_code and not conn.is_closed():
                     with anyio.CancelScope(shield=True), map_errors(conn):
                         await conn.reset()
+
+    @asynccontextmanager
+    async def _savepoint(self, conn: Connection) -> AsyncIterator[Tx]:
+        with map_errors(conn):
+            await conn.execute(Q.SAVEPOINT)
+        try:
+            yield Tx(self, conn)
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                with map_errors(conn):
+                    await conn.execute(Q.ROLLBACK_TO_SAVEPOINT)
+            raise
+        with map_errors(conn):
+            await conn.execute(Q.RELEASE_SAVEPOINT)
 
     # -- schema --------------------------------------------------------------------------------
 

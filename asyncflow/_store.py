@@ -22,6 +22,7 @@ from ._errors import (
     WorkflowNotFoundError,
     _ExecutionConflict,
 )
+from ._filters import Cursor, WorkflowFilter
 from ._status import StepInfo, WorkflowStatus
 from ._storage import (
     Connection,
@@ -35,8 +36,9 @@ from ._storage import (
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
 Send = tuple[str, str | None, str, str | None]
-Write = tuple[str, int, str, str, str]
+Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
 Read = tuple[str, str, int, int]
+Written = tuple[bool, int | None, bool]
 Page = tuple[list[tuple[int, Any]], bool]
 
 
@@ -128,8 +130,7 @@ class Store:
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
         self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
-        self.writes: Batcher[Write, tuple[bool, int | None]] = Batcher(
-            self._write_many, self._write_one)
+        self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
 
@@ -183,12 +184,6 @@ class Store:
 
     async def workflow_exists(self, workflow_id: str) -> bool:
         return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
-
-    async def list_workflows(
-        self, status: str | None, name: str | None, limit: int
-    ) -> list[WorkflowStatus]:
-        rows = await self.storage.fetch(Q.LIST_WORKFLOWS, status, name, limit)
-        return [WorkflowStatus.from_row(row) for row in rows]
 
     async def finish_workflow(
         self, workflow_id: str, status: str, output: str | None, error: str | None
@@ -250,6 +245,12 @@ class Store:
             for row in rows
         ]
 
+    async def release_unregistered(self, executor_id: str, names: list[str]) -> int:
+        """Unassign this executor's PENDING workflows whose names are not in ``names``."""
+        rows = await self.storage.fetch(Q.RELEASE_UNREGISTERED, executor_id, names,
+                                        self.channel)
+        return len(rows)
+
     async def dead_letter(self, workflow_id: str) -> bool:
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
 
@@ -267,6 +268,102 @@ class Store:
         """Forget dead executors that own no PENDING workflow."""
         if self.storage.lock_namespace is not None:
             await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
+
+    # -- operating workflows (lifecycle: _admin, _cancel, _retention) ---------------------------
+
+    async def list_page(
+        self, selected: WorkflowFilter, after: Cursor | None, limit: int
+    ) -> list[WorkflowStatus]:
+        """One page of workflows, newest first, after the cursor (keyset)."""
+        template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
+            Q.LIST_CHILDREN_PAGE)
+        cursor = (None, None) if after is None else after
+        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit)
+        return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def cancel_descendants(self, roots: list[str]) -> list[str]:
+        """Cancel every PENDING descendant of ``roots``; the ids cancelled."""
+        rows = await self.storage.fetch(Q.CANCEL_DESCENDANTS, roots, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def database_now(self) -> datetime:
+        """The database server's clock (bulk operations bound their work by it)."""
+        now: datetime = await self.storage.fetchval(Q.DATABASE_NOW)
+        return now
+
+    async def cancel_matching(
+        self, selected: WorkflowFilter, created_by: datetime, limit: int
+    ) -> list[str]:
+        """Cancel up to ``limit`` matching PENDING workflows created by ``created_by``."""
+        rows = await self.storage.fetch(Q.CANCEL_MATCHING, *selected.params(), created_by,
+                                        limit, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def resume_matching(
+        self, selected: WorkflowFilter, ended_before: datetime, limit: int
+    ) -> list[str]:
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
+        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
+                                        limit, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def lock_workflow_tree(
+        self, workflow_id: str, children: bool
+    ) -> list[tuple[str, str]]:
+        """Lock a workflow (and its descendants): ``(id, status)`` of each (in a transaction)."""
+        rows = await self.storage.fetch(Q.LOCK_WORKFLOW_TREE, workflow_id, children)
+        return [(row["workflow_id"], row["status"]) for row in rows]
+
+    async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """Delete workflows with everything of theirs; the ids deleted."""
+        rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_bounds(
+        self, max_age_seconds: float | None, max_count: int | None
+    ) -> tuple[datetime | None, Cursor | None]:
+        """The age bound (now minus the age) and the newest finished workflow beyond the
+        ``max_count`` kept, by the database's clock."""
+        row = await self.storage.fetchrow(Q.RETENTION_BOUNDS, max_age_seconds, max_count)
+        assert row is not None
+        keep = None if row["keep_completed_at"] is None else (
+            row["keep_completed_at"], row["keep_workflow_id"])
+        return row["age_bound"], keep
+
+    async def retention_delete(self, bound: Cursor, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished workflows at or before ``bound`` (oldest first)."""
+        rows = await self.storage.fetch(Q.RETENTION_DELETE, *bound, limit)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_count(self, bound: Cursor) -> int:
+        """How many finished workflows are at or before ``bound`` (a dry run)."""
+        count: int = await self.storage.fetchval(Q.RETENTION_COUNT, *bound)
+        return count
+
+    async def send_many_once(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement (in a transaction: no second try). A
+        destination deleted while it runs fails it as a whole: WorkflowNotFoundError."""
+        return [outcome is None for outcome in await self._send_many(ops)]
+
+    async def send_many(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement; per message, whether its destination exists.
+
+        A destination deleted while the statement runs fails it as a whole (its foreign key):
+        it is run again, and at last each message alone."""
+        for _attempt in range(3):
+            try:
+                outcomes = await self._send_many(ops)
+            except WorkflowNotFoundError:
+                continue
+            return [outcome is None for outcome in outcomes]
+        delivered: list[bool] = []
+        for op in ops:
+            try:
+                await self._send_one(op)
+                delivered.append(True)
+            except WorkflowNotFoundError:
+                delivered.append(False)
+        return delivered
 
     # -- the journal ------------------------------------------------------------------------------
 
@@ -322,6 +419,9 @@ class Store:
         results: list[bool | BaseException] = []
         for op in ops:
             if (op[0], op[1]) in recorded:
+                # Two executions of one workflow may record the same entry in one batch: the
+                # first wins, like the first of two inserts; the other is a conflict.
+                recorded.discard((op[0], op[1]))
                 results.append(True)
             elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
                 results.append(_conflict(op[0], op[1]))
@@ -377,36 +477,40 @@ class Store:
         return bool(row["recorded"])
 
     async def journaled_write_stream(
-        self, workflow_id: str, function_id: int, name: str, key: str, text: str
-    ) -> tuple[bool, int | None]:
-        """``(recorded, offset)``; offset ``None``: the stream was closed."""
-        written: tuple[bool, int | None] = await self._submit(
-            self.writes, self._write_one, (workflow_id, function_id, name, key, text))
+        self, workflow_id: str, function_id: int, name: str, key: str, text: str,
+        closed_error: str,
+    ) -> Written:
+        """Journal and append a write (``closed_error`` is journaled instead when the stream
+        is closed): ``(recorded, offset or None, refused as closed)``."""
+        written: Written = await self._submit(
+            self.writes, self._write_one, (workflow_id, function_id, name, key, text,
+                                           closed_error))
         return written
 
-    async def _write_one(self, op: Write) -> tuple[bool, int | None]:
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, *op, self.channel)
-        return bool(row["recorded"]), row["offset"]
+    async def _write_one(self, op: Write) -> Written:
+        workflow_id, function_id, name, key, text, closed_error = op
+        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
+                                    key, text, self.channel, closed_error)
+        return bool(row["recorded"]), row["offset"], bool(row["refused"])
 
-    async def _write_many(
-        self, ops: list[Write]
-    ) -> list[tuple[bool, int | None] | BaseException]:
-        columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *map(list, columns),
-                                        self.channel)
-        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+    async def _write_many(self, ops: list[Write]) -> list[Written | BaseException]:
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *columns[:5], self.channel,
+                                        columns[5])
+        journaled = {(r["workflow_id"], r["function_id"]): bool(r["refused"])
+                     for r in rows if r["kind"] == "o"}
         offsets = {(r["workflow_id"], r["function_id"]): r["offset"]
                    for r in rows if r["kind"] == "w"}
         pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
-        results: list[tuple[bool, int | None] | BaseException] = []
+        results: list[Written | BaseException] = []
         for op in ops:
             key = (op[0], op[1])
-            if key in journaled:
-                results.append((True, offsets.get(key)))  # no offset: the stream is closed
+            if key in journaled:  # (the first of two executions' writes wins, as in records)
+                results.append((True, offsets.get(key), journaled.pop(key)))
             elif op[0] in pending:
                 results.append(_conflict(op[0], op[1]))
             else:
-                results.append((False, None))
+                results.append((False, None, False))
         return results
 
     async def journaled_close_stream(
@@ -421,15 +525,6 @@ class Store:
     def snapshot(self) -> AbstractAsyncContextManager[Any]:
         """A repeatable-read transaction: the statements run in it see one snapshot."""
         return self.storage.transaction("repeatable_read")
-
-    async def select_workflow_ids(
-        self, statuses: list[str] | None, name: str | None, created_after: datetime | None,
-        created_before: datetime | None, limit: int | None,
-    ) -> list[str]:
-        """Ids of the workflows matching the filters, newest first."""
-        rows = await self.storage.fetch(Q.SELECT_WORKFLOW_IDS, statuses, name, created_after,
-                                        created_before, limit)
-        return [row["workflow_id"] for row in rows]
 
     async def existing_workflow_ids(self, workflow_ids: list[str]) -> set[str]:
         rows = await self.storage.fetch(Q.EXISTING_WORKFLOW_IDS, workflow_ids)
@@ -636,3 +731,21 @@ class Store:
             else:
                 results.append(_page(mine))
         return results
+
+    # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
+
+    async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
+        """A workflow's inputs, output and error, cut at ``chars`` characters."""
+        return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
+
+    async def dashboard_pending_messages(
+        self, workflow_id: str, limit: int, chars: int
+    ) -> list[Any]:
+        """The oldest waiting messages of a workflow (all topics), with the total count."""
+        return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def dashboard_streams(
+        self, workflow_id: str, keys: int, tail: int, chars: int
+    ) -> list[Any]:
+        """The last ``tail`` entries of the workflow's first ``keys`` streams."""
+        return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)

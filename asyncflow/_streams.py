@@ -6,13 +6,14 @@ retried or replayed step never appends twice. Reading parks at the tail and is w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
-from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import StepFailedError, StreamClosedError
 from ._journal import begin, checked, ensure_running, stop_for_status
+from ._recorded import decode_error, encode_error
 from ._runtime import Runtime
 from ._wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
@@ -27,23 +28,34 @@ def closed_error(workflow_id: str, key: str) -> StreamClosedError:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _closed_record(workflow_id: str, key: str) -> str:
+    """The recorded StreamClosedError of a write to this stream (one per stream, cached: every
+    journaled write carries it, in case the stream is closed)."""
+    return encode_error(closed_error(workflow_id, key))
+
+
 async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
                               text: str) -> None:
     recorded = await begin(ctx, function_id, WRITE_STREAM)
     if recorded is not None:
         if recorded.error is not None:  # it was written to a closed stream: raise that again
-            raise _codec.decode_error(recorded.error, StepFailedError)
+            raise decode_error(recorded.error, StepFailedError)
         return
     store = ctx.runtime.store
-    recorded_now, offset = await store.journaled_write_stream(
-        ctx.workflow_id, function_id, WRITE_STREAM, key, text)
+    recorded_now, offset, refused = await store.journaled_write_stream(
+        ctx.workflow_id, function_id, WRITE_STREAM, key, text,
+        _closed_record(ctx.workflow_id, key))
     if not recorded_now:
         await stop_for_status(ctx)
+    if refused:  # the stream was closed: journaled with this failure, so a replay raises it
+        raise closed_error(ctx.workflow_id, key)
     if offset is None:
-        # Journaled, but the stream was closed: record the failure so a replay raises it too.
-        error = closed_error(ctx.workflow_id, key)
-        await store.set_operation_error(ctx.workflow_id, function_id, _codec.encode_error(error))
-        raise error
+        # Closed between the statement's snapshot and its lock on the stream's head (a close
+        # racing this write): record the failure now.
+        await store.set_operation_error(ctx.workflow_id, function_id,
+                                        _closed_record(ctx.workflow_id, key))
+        raise closed_error(ctx.workflow_id, key)
     ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
 
 

@@ -23,6 +23,7 @@ class Sizes:
     waiters: int  # workflows parked in recv in one process
     recovery: int  # PENDING workflows left by the killed process
     transaction: int  # transaction steps in the one workflow
+    list_rows: int  # workflow rows in the table list pages are read from
     warmup_rounds: int  # warm-up iterations before the timed ones
 
 
@@ -43,6 +44,7 @@ FULL = Sizes(
     waiters=10_000,
     recovery=1000,
     transaction=100,
+    list_rows=1_000_000,
     warmup_rounds=20,
 )
 
@@ -63,5 +65,6 @@ QUICK = Sizes(
     waiters=200,
     recovery=30,
     transaction=10,
+    list_rows=20_000,
     warmup_rounds=3,
 )

@@ -15,10 +15,12 @@ EXPECTED = {
     "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
     "ComponentHealth", "ConfigurationError", "DatabaseUnavailableError", "ERROR",
     "ExecutorIdInUseError", "Health", "Status",
-    "InvalidArgumentError", "MAX_ID_LENGTH", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
+    "InvalidArgumentError", "InvalidSettingError", "MAX_ID_LENGTH",
+    "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
     "MaxRecoveryAttemptsExceededError", "NonDeterministicWorkflowError", "NotInWorkflowError",
     "NotLaunchedError", "PENDING", "RecordedError", "SUCCESS", "SchemaVersionError",
     "SerializationError", "StepFailedError", "StepInfo", "StreamClosedError",
+    "TransactionStateError",
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
     "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
@@ -27,6 +29,8 @@ EXPECTED = {
     # history (issue 14): replay, export/import, patches
     "ExportFormatError", "ImportResult", "ReplayError", "ReplayResult", "deprecate_patch",
     "patched",
+    # operating workflows (docs/operating-lifecycle.md)
+    "Retention", "StepTimeoutError", "WorkflowPendingError",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

@@ -18,6 +18,7 @@ LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
     ["_codec", "_health", "_embedded"],
+    ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_storage", "_batch"],
     ["_store"],
@@ -31,9 +32,10 @@ LAYERS: list[list[str]] = [
     ["_patch"],
     # the primitives
     ["_timers"],
-    ["_steps", "_messages", "_events", "_streams", "_results"],
+    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor", "_replay"],
+    ["_supervisor", "_retention", "_replay"],
+    ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
     ["_history"],
@@ -43,7 +45,7 @@ LAYERS: list[list[str]] = [
     ["web"],
     ["__init__"],
     ["_cli_output"],
-    ["_cli_embedded"],
+    ["_cli_embedded", "_cli_lifecycle"],
     ["_cli_history"],
     ["_cli"],
     ["__main__"],
@@ -105,3 +107,18 @@ def test_exports_report_the_public_module():
         obj = getattr(asyncflow, name)
         if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__module__")):
             assert obj.__module__ == "asyncflow", name
+
+
+def test_sql_is_run_only_by_the_store_and_storage_layers():
+    """Statements are named methods of the store: no other module imports the SQL module
+    (``_lifecycle`` only validates the schema name with it) or runs statements itself."""
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        if path.name in ("_store.py", "_storage.py", "_queries.py"):
+            continue
+        if path.name == "_lifecycle.py":
+            assert "Q.quote_schema" in text and text.count("Q.") == 1, path
+            continue
+        assert "_queries" not in text, path
+        for call in (".fetch(", ".fetchrow(", ".fetchval(", ".execute("):
+            assert "storage" + call not in text, (path, call)

@@ -243,9 +243,8 @@ async def test_transaction_body_os_error_is_a_failure_not_an_outage(make_app, co
         return "unreachable"
 
     async with app:
-        # (Recorded as FileNotFoundError; rebuilt as WorkflowFailedError since its filename is
-        # not among its args.)
-        with pytest.raises(asyncflow.AsyncFlowError, match=r"FileNotFoundError.*No such file"):
+        # Rebuilt as itself, filename included (issue 9 item 1: the same type on every path).
+        with pytest.raises(FileNotFoundError, match=r"No such file.*asyncflow/file"):
             await (await app.start_workflow(wf, "file")).get_result(timeout_seconds=10)
         with pytest.raises(TimeoutError, match="did not answer"):
             await (await app.start_workflow(wf, "timeout")).get_result(timeout_seconds=10)

@@ -27,8 +27,7 @@ an attempt that failed or crashed leaves none.
 
 Modes: ``basic`` avoids the two behaviours known to break these semantics today, and passes;
 ``kw-exceptions`` adds exceptions with a required keyword argument (issue 9, item 1) and
-``attempt-effects`` gives failing attempts durable effects (item 2); the first is a strict
-xfail until the engine is fixed.
+``attempt-effects`` gives failing attempts durable effects (item 2); all three must pass.
 
 Sizes: ``ASYNCFLOW_SOAK=1`` runs 60 programs per mode instead of 6
 (``ASYNCFLOW_SOAK_REPLAY_PROGRAMS`` sets it). A failure names its program's seed; replay it with
@@ -505,16 +504,9 @@ async def new_database(server_url: str, template_db: str) -> AsyncIterator[Calla
         await admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-XFAIL_KW = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 item 1: an exception with a required keyword argument is rebuilt as "
-    "StepFailedError (a child's as WorkflowFailedError) instead of its own class",
-)
-
-
 @pytest.mark.parametrize("mode", [
     "basic",
-    pytest.param("kw-exceptions", marks=XFAIL_KW),
+    "kw-exceptions",
     "attempt-effects",
 ])
 async def test_replay_matches_first_run(mode: str, procs: Any, new_database: Any) -> None:

@@ -347,7 +347,7 @@ async def test_event_watch_over_sse(make_app):
         again = ASGICall([(b"last-event-id", b"2")])
         await asyncio.wait_for(watch(again.scope, again.receive, again.send), 10)
         _, body = again.drain()
-        assert [(e.id, e.data) for e in parse_sse(body)][0] == ("3", {"done": True})
+        assert next((e.id, e.data) for e in parse_sse(body)) == ("3", {"done": True})
         # And the Starlette response wraps it for FastAPI endpoints.
         assert asyncflow.web.event_watch_response(app, "w", "status").media_type == (
             "text/event-stream")

@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from .. import _codec
-from .. import _queries as Q
 from .._errors import InvalidArgumentError, WorkflowNotFoundError
 from .._lifecycle import Connected
 from .._status import (
@@ -110,7 +109,7 @@ class ErrorInfo:
 
 
 def decode_error(text: str) -> ErrorInfo:
-    """Decode a recorded exception (``_codec.encode_error``'s JSON); tolerant of cut text."""
+    """Decode a recorded exception (``_recorded.encode_error``'s JSON); tolerant of cut text."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -147,7 +146,7 @@ def parse_time(text: str, what: str) -> datetime:
 class Filters:
     """The list page's filters. Every field is optional; ``after`` is the paging cursor
     (created_at, workflow id) of the last row of the previous page. (A queue filter joins here,
-    and in ``DASHBOARD_LIST_WORKFLOWS``, once workflows have queues.)"""
+    and in ``list_workflows``, once workflows have queues.)"""
 
     status: str | None = None
     name: str | None = None
@@ -258,12 +257,9 @@ class ListPage:
 async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     """The workflows matching ``filters``, newest first."""
     lower, upper = filters.window(datetime.now(UTC))
-    after_at, after_id = filters.after if filters.after is not None else (None, None)
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_LIST_WORKFLOWS, filters.status, filters.name, filters.id_prefix, lower,
-        upper, after_at, after_id, filters.limit + 1,
-    )
-    found = [WorkflowStatus.from_row(row) for row in rows]
+    found = await core.list_workflows(
+        filters.status, filters.name, filters.limit + 1, created_after=lower,
+        created_before=upper, workflow_id_prefix=filters.id_prefix, after=filters.after)
     return ListPage(found[: filters.limit], len(found) > filters.limit)
 
 
@@ -283,7 +279,7 @@ class Detail:
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     """The status and data of one workflow; :class:`WorkflowNotFoundError` if unknown."""
     status = await core.get_workflow_status(workflow_id)
-    row = await core.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, VALUE_CHARS)
+    row = await core.runtime.store.dashboard_workflow_data(workflow_id, VALUE_CHARS)
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
     error = None
@@ -389,9 +385,8 @@ class PendingMessage:
 
 async def pending_messages(core: Connected, workflow_id: str) -> tuple[list[PendingMessage], int]:
     """The oldest ``MESSAGES`` waiting messages (every topic) and how many wait in all."""
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_PENDING_MESSAGES, workflow_id, MESSAGES, ENTRY_CHARS
-    )
+    rows = await core.runtime.store.dashboard_pending_messages(workflow_id, MESSAGES,
+                                                               ENTRY_CHARS)
     found = []
     for row in rows:
         value = Value.stored(row["message"], row["length"], ENTRY_CHARS)
@@ -416,9 +411,8 @@ async def workflow_streams(
     core: Connected, status: WorkflowStatus
 ) -> tuple[list[StreamView], bool]:
     """The workflow's streams (the first ``STREAM_KEYS`` keys) and whether there may be more."""
-    rows = await core.storage.fetch(
-        Q.DASHBOARD_STREAMS, status.workflow_id, STREAM_KEYS, STREAM_TAIL, ENTRY_CHARS
-    )
+    rows = await core.runtime.store.dashboard_streams(status.workflow_id, STREAM_KEYS,
+                                                      STREAM_TAIL, ENTRY_CHARS)
     views: dict[str, StreamView] = {}
     for row in rows:
         key = row["key"]

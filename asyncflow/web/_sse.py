@@ -25,6 +25,7 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._lifecycle import Connected as Core
+from .._lifecycle import check_count
 from . import _shutdown
 
 if TYPE_CHECKING:
@@ -96,8 +97,7 @@ class EventStream:
             )
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidArgumentError(f"offset must be an int >= 0, not {offset!r}")
+        check_count(offset, "offset")
         for what, name in (("event", event), ("end_event", end_event)):
             _codec.check_name(name, what, optional=True)
             if name is not None and ("\n" in name or "\r" in name or not name):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     fanout,
+    list_pages,
     pingpong,
     recovery,
     steps,
@@ -25,6 +26,7 @@ SCENARIOS: dict[str, Scenario] = {
     "waiters": waiters.run,
     "recovery": recovery.run,
     "transaction": transaction.run,
+    "list_pages": list_pages.run,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -37,6 +39,7 @@ DESCRIPTIONS: dict[str, str] = {
     "waiters": "workflows parked in recv in one process: connections and RSS",
     "recovery": "PENDING workflows of a SIGKILLed process completed by a fresh app",
     "transaction": "a workflow of @app.transaction steps each updating a row",
+    "list_pages": "list_workflows pages with after= in a table of 1,000,000 workflows",
 }
 
 __all__ = ["DESCRIPTIONS", "SCENARIOS", "Context", "Measured", "Scenario"]

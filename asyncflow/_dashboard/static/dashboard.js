@@ -20,6 +20,7 @@
     m: ["summary", "timeline", "messages"],
     e: ["summary", "timeline", "messages", "events"],
     s: ["summary", "timeline", "messages", "streams"],
+    j: ["summary", "timeline"],
     t: null,
     r: null
   };

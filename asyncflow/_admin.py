@@ -1,0 +1,290 @@
+"""Operating workflows from outside them — the same from an app and from a Client: filtered,
+paged listing; cancelling (down the tree of children) and resuming, one or in bulk by filter;
+deleting; retention passes; and sending to many workflows at once.
+
+Bulk operations work in batches of :data:`BULK_BATCH` rows, each one short statement, and are
+bounded by the database's clock when they start: a bulk cancel takes the workflows created by
+then, a bulk resume those that had ended by then, so neither chases work that keeps arriving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Iterable
+from datetime import datetime
+from typing import Any
+
+from . import _codec
+from ._cancel import cancel_descendants, mark_cancelled
+from ._context import current_step, current_workflow
+from ._errors import InvalidArgumentError, NotInWorkflowError, WorkflowPendingError
+from ._filters import RESUMABLE, WorkflowFilter, make_filter, parse_after
+from ._messages import send_many_from_workflow, send_many_outside
+from ._retention import Retention, retention_pass
+from ._runtime import Runtime
+from ._status import PENDING, WorkflowStatus
+from ._storage import RetryableTransactionError
+from ._store import Send, not_found
+from ._wait import TERMINAL
+
+BULK_BATCH = 500
+MAX_BIGINT = 2**63 - 1
+
+
+def _check_limit(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BIGINT:
+        raise InvalidArgumentError(f"limit must be an int from 0 to 2**63-1, not {value!r}")
+    return value
+
+
+def _check_flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be True or False, not {value!r}")
+    return value
+
+
+def _require_narrowed(selected: WorkflowFilter, operation: str, extra: str = "") -> None:
+    if not selected.narrowed:
+        raise InvalidArgumentError(
+            f"{operation} needs at least one filter (name, created_after, created_before, "
+            f"workflow_id_prefix, app_version, parent_workflow_id{extra}); to select every "
+            "workflow, pass created_before=datetime.now(timezone.utc)")
+
+
+def _check_messages(messages: object) -> list[Send]:
+    if isinstance(messages, str | bytes | dict) or not isinstance(messages, Iterable):
+        raise InvalidArgumentError(
+            "send_many takes a list of (destination_id, message[, topic[, idempotency_key]]) "
+            f"tuples, not {type(messages).__name__}")
+    ops: list[Send] = []
+    for index, item in enumerate(messages):
+        if not isinstance(item, tuple | list) or not 2 <= len(item) <= 4:
+            raise InvalidArgumentError(
+                f"send_many: item {index} must be a tuple (destination_id, message[, topic[, "
+                f"idempotency_key]]), not {item!r}")
+        destination_id, message, topic, key = (*item, None, None)[:4]
+        text = _codec.check_message(destination_id, message, topic, key)
+        ops.append((destination_id, topic, text, key))
+    return ops
+
+
+class Admin:
+    """Operations on workflows as a whole (the base of ``AsyncFlow`` and ``Client``)."""
+
+    @property
+    def runtime(self) -> Runtime:
+        """The running runtime (given by the subclass)."""
+        raise NotImplementedError
+
+    def _after_cancel(self, workflow_id: str) -> None:
+        """Hook for the app: mark its running execution cancelled."""
+
+    def _after_resume(self) -> None:
+        """Hook for the app: workflows were left unassigned for a supervisor to claim."""
+
+    def _retention_setting(self) -> Retention | None:
+        """Hook for the app: its ``retention=`` setting."""
+        return None
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def list_workflows(
+        self,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
+        after: WorkflowStatus | str | tuple[datetime, str] | None = None,
+    ) -> list[WorkflowStatus]:
+        """One page of workflows, newest first (``created_at`` descending, then id).
+
+        Every filter is optional: ``status`` (one or several), ``name``, ``created_after``
+        (inclusive) and ``created_before`` (exclusive; timezone-aware datetimes),
+        ``workflow_id_prefix``, ``app_version``, ``parent_workflow_id``. ``after`` continues
+        after a place in that order — the last workflow of the previous page, its ``.cursor``
+        text, or a ``(created_at, workflow_id)`` pair — so paging never skips or repeats a
+        workflow while others start, and every page costs the same however deep it is.
+        """
+        selected = make_filter(
+            status=status, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id)
+        cursor = parse_after(after)
+        return await self.runtime.store.list_page(selected, cursor, _check_limit(limit))
+
+    # -- cancelling and resuming ------------------------------------------------------------
+
+    async def cancel_workflow(self, workflow_id: str, *, children: bool = True) -> None:
+        """Cancel a PENDING workflow: it stops at its next durable operation, and a wait it is
+        parked in (recv, sleep, get_event, child result) wakes at once. With ``children`` (the
+        default) every PENDING descendant — children, their children, … — is cancelled too,
+        also when the workflow itself had already ended. Finished workflows are left as they
+        are."""
+        _codec.check_id(workflow_id)
+        _check_flag(children, "children")
+        runtime = self.runtime
+        if await runtime.store.cancel_workflow(workflow_id):
+            mark_cancelled(runtime, [workflow_id], self._after_cancel)
+        if children:
+            await cancel_descendants(runtime, [workflow_id], self._after_cancel)
+
+    async def cancel_workflows(
+        self,
+        *,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
+        children: bool = True,
+    ) -> list[str]:
+        """Cancel every PENDING workflow matching the filters (at least one; the same as
+        :meth:`list_workflows`'), created by the time of the call; with ``children`` their
+        PENDING descendants too. Returns the ids cancelled (the matches, then descendants)."""
+        selected = make_filter(
+            status=PENDING, allowed=(PENDING,), name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id)
+        _require_narrowed(selected, "cancel_workflows")
+        _check_flag(children, "children")
+        runtime = self.runtime
+        store = runtime.store
+        started = await store.database_now()
+        cancelled: list[str] = []
+        while True:
+            batch = await _retrying(lambda: store.cancel_matching(selected, started, BULK_BATCH))
+            mark_cancelled(runtime, batch, self._after_cancel)
+            cancelled.extend(batch)
+            if not batch:
+                break
+        if children:
+            cancelled.extend(await cancel_descendants(runtime, cancelled, self._after_cancel))
+        return cancelled
+
+    async def resume_workflows(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
+    ) -> list[str]:
+        """Resume every CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow matching
+        the filters (at least one; ``status`` narrows to some of those three) that had ended by
+        the time of the call. They become PENDING and unassigned, and a live app registering
+        their workflow (and app version) claims and continues each from its checkpoints.
+        Returns the ids resumed."""
+        selected = make_filter(
+            status=status, allowed=RESUMABLE, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id)
+        if status is None:
+            _require_narrowed(selected, "resume_workflows", ", status")
+        store = self.runtime.store
+        started = await store.database_now()
+        resumed: list[str] = []
+        while True:
+            batch = await _retrying(lambda: store.resume_matching(selected, started, BULK_BATCH))
+            resumed.extend(batch)
+            if not batch:
+                break
+        if resumed:
+            self._after_resume()
+        return resumed
+
+    # -- deleting ---------------------------------------------------------------------------
+
+    async def delete_workflow(self, workflow_id: str, *, children: bool = False) -> list[str]:
+        """Delete a finished workflow with its journal, messages, events and streams; with
+        ``children``, all its descendants too. Returns the ids deleted.
+
+        A PENDING workflow is never deleted: :class:`WorkflowPendingError` (cancel it first —
+        ``cancel_workflow`` cancels its descendants too). With ``children``, one PENDING
+        descendant refuses the whole delete. Nothing is deleted when it raises. Children left
+        behind keep their ``parent_workflow_id``.
+        """
+        _codec.check_id(workflow_id)
+        _check_flag(children, "children")
+        runtime = self.runtime
+        store = runtime.store
+        async with store.storage.transaction():
+            tree = await store.lock_workflow_tree(workflow_id, children)
+            if not tree:
+                raise not_found(workflow_id)
+            for found, status in tree:
+                if status == PENDING:
+                    raise WorkflowPendingError(_pending_message(workflow_id, found))
+            ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
+            gone_now = set(await store.delete_workflows(ids))
+        deleted = [found for found in ids if found in gone_now]
+        for gone in deleted:
+            runtime.waits.wake(TERMINAL, gone)  # local waiters look again: not found
+        return deleted
+
+    async def apply_retention(
+        self, retention: Retention | None = None, *, dry_run: bool = False
+    ) -> int:
+        """Run one retention pass now: delete the finished workflows ``retention`` (default:
+        the app's ``retention=`` setting) does not keep. Returns how many were deleted — with
+        ``dry_run``, how many would be, deleting nothing."""
+        chosen = retention if retention is not None else self._retention_setting()
+        if not isinstance(chosen, Retention):
+            raise InvalidArgumentError(
+                "apply_retention needs a Retention (this has no retention= setting), not "
+                f"{chosen!r}")
+        _check_flag(dry_run, "dry_run")
+        return await retention_pass(self.runtime.store, chosen, dry_run=dry_run)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_many(self, messages: Iterable[Any]) -> Coroutine[Any, Any, list[bool]]:
+        """Send messages to many workflows in one call: ``messages`` is a list of
+        ``(destination_id, message)``, ``(destination_id, message, topic)`` or
+        ``(destination_id, message, topic, idempotency_key)`` tuples, written in one statement
+        per 1,000. Returns, per message in order, whether it was delivered (``False``: no
+        workflow has that id; the others are delivered all the same).
+
+        Inside a workflow it is journaled (the messages and the journal entry commit together,
+        once); inside a step it is refused — send from the workflow, or ``send`` each message.
+        """
+        ops = _check_messages(messages)
+        replayed = current_workflow()
+        if replayed is not None and replayed.replaying:  # a history replay: no database
+            return send_many_from_workflow(replayed, replayed.reserve(), ops)
+        runtime = self.runtime
+        if current_step(runtime) is not None:
+            raise NotInWorkflowError(
+                "send_many cannot be called inside a step or transaction; call it from the "
+                "workflow function (where it is journaled), or send each message with send")
+        ctx = current_workflow(runtime)
+        if ctx is not None:
+            return send_many_from_workflow(ctx, ctx.reserve(), ops)
+        return send_many_outside(runtime, ops)
+
+
+def _pending_message(root: str, found: str) -> str:
+    if found == root:
+        return (f"workflow {root!r} is PENDING and cannot be deleted; cancel it first "
+                "(cancel_workflow), then delete it")
+    return (f"workflow {root!r} has a PENDING descendant {found!r}, so nothing was deleted; "
+            f"cancel_workflow({root!r}) cancels its descendants too, then delete it")
+
+
+async def _retrying(run: Any) -> list[str]:
+    """A bulk batch that lost a deadlock with a concurrent batch is run again."""
+    for _attempt in range(9):
+        try:
+            result: list[str] = await run()
+            return result
+        except RetryableTransactionError:
+            continue
+    result = await run()
+    return result

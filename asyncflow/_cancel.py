@@ -1,0 +1,41 @@
+"""Cancelling down the tree: a cancelled workflow's PENDING descendants are cancelled with it.
+
+A child's row names its parent (``parent_workflow_id``), so the descendants are one recursive
+walk down the parent index. A child being started while its parent is cancelled may commit just
+after the walk read the tree; so the walk runs again as long as the previous one cancelled
+anything (a workflow it cancelled may have been starting a child). A child whose start the
+parent could no longer journal (it was cancelled first) is cancelled by the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._runtime import Runtime
+from ._wait import TERMINAL
+
+
+def mark_cancelled(
+    runtime: Runtime, workflow_ids: list[str], on_cancelled: Callable[[str], None] | None
+) -> None:
+    """After a cancel committed: tell the local executions and wake the local waiters."""
+    for workflow_id in workflow_ids:
+        if on_cancelled is not None:
+            on_cancelled(workflow_id)
+        runtime.waits.wake(TERMINAL, workflow_id)
+
+
+async def cancel_descendants(
+    runtime: Runtime, roots: list[str], on_cancelled: Callable[[str], None] | None
+) -> list[str]:
+    """Cancel every PENDING descendant of ``roots`` (whatever the roots' own status); returns
+    the ids cancelled."""
+    cancelled: list[str] = []
+    if not roots:
+        return cancelled
+    while True:
+        now = await runtime.store.cancel_descendants(roots)
+        mark_cancelled(runtime, now, on_cancelled)
+        if not now:
+            return cancelled
+        cancelled.extend(now)

@@ -1,0 +1,258 @@
+"""The ``asyncflow`` commands that operate on workflows as a whole: ``workflow list`` with its
+filters and pages, ``workflow cancel`` / ``workflow resume`` of one workflow or of every match,
+``workflow delete``, and ``gc`` (retention). See docs/operating-lifecycle.md."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ._cli_output import CliError, _emit, _json, _table, _time
+from ._client import Client
+from ._filters import RESUMABLE
+from ._retention import Retention
+from ._status import PENDING, SUCCESS, Status
+
+STATUSES = tuple(str(status) for status in Status)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+SHOWN_IDS = 20  # ids a bulk command prints (all of them with --json)
+
+
+# -- option types ------------------------------------------------------------------------------
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90s``, ``15m``, ``12h``, ``7d``, ``2w`` or a plain number of seconds."""
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d, 2w or seconds)")
+    return seconds
+
+
+def moment(text: str) -> datetime:
+    """A time: ISO 8601 (UTC when no offset is given), or a duration ago (``7d``: 7 days ago)."""
+    if _DURATION.fullmatch(text.strip()):
+        return datetime.now(UTC) - timedelta(seconds=duration(text))
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (use ISO 8601 like 2025-01-31T14:00, or a duration ago like "
+            "7d)") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _statuses(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    chosen: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            status = item.strip().upper()
+            if status not in STATUSES:
+                raise CliError(f"unknown status {item.strip()!r}; choose from "
+                               f"{', '.join(STATUSES)}", 2)
+            chosen.append(status)
+    return chosen
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "name": args.name, "created_after": args.created_after,
+        "created_before": args.created_before, "workflow_id_prefix": args.prefix,
+        "app_version": args.app_version, "parent_workflow_id": args.parent,
+    }
+
+
+def _narrowed(args: argparse.Namespace) -> bool:
+    return any(value is not None for value in _filters(args).values())
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+async def workflow_list(client: Client, args: argparse.Namespace) -> int:
+    found = await client.list_workflows(_statuses(args.status), limit=args.limit,
+                                        after=args.after, **_filters(args))
+    if args.json:
+        _emit(_json([{**w.to_dict(), "cursor": w.cursor} for w in found]))
+        return 0
+    if not found:
+        _emit("no workflows")
+        return 0
+    rows = [[w.workflow_id, w.name, w.status, _time(w.created_at), _time(w.updated_at),
+             w.executor_id or "-"] for w in found]
+    _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR"], rows))
+    if len(found) == args.limit:
+        _emit(f"(more may follow: --after {found[-1].cursor})")
+    return 0
+
+
+def _report(args: argparse.Namespace, status: str, text: str, changed: bool) -> int:
+    if args.json:
+        _emit(_json({"workflow_id": args.workflow_id, "status": status, "changed": changed}))
+    else:
+        _emit(text)
+    return 0
+
+
+def _report_many(args: argparse.Namespace, verb: str, ids: list[str], note: str = "") -> int:
+    if args.json:
+        _emit(_json({verb: ids}))
+        return 0
+    _emit(f"{verb} {len(ids)} workflow{'s' if len(ids) != 1 else ''}{note}")
+    for workflow_id in ids[:SHOWN_IDS]:
+        _emit(f"  {workflow_id}")
+    if len(ids) > SHOWN_IDS:
+        _emit(f"  … and {len(ids) - SHOWN_IDS} more (--json lists them all)")
+    return 0
+
+
+def _one_or_filters(args: argparse.Namespace, command: str) -> None:
+    if args.workflow_id is not None and (_narrowed(args) or getattr(args, "status", None)):
+        raise CliError(f"`workflow {command}` takes a workflow ID or filters, not both", 2)
+    if args.workflow_id is None and not _narrowed(args) and not getattr(args, "status", None):
+        raise CliError(
+            f"`workflow {command}` needs a workflow ID or at least one filter (--name, "
+            "--created-before, --prefix, …); `--created-before 0s` selects every workflow", 2)
+
+
+async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
+    _one_or_filters(args, "cancel")
+    children = not args.no_children
+    if args.workflow_id is None:
+        ids = await client.cancel_workflows(children=children, **_filters(args))
+        return _report_many(args, "cancelled", ids)
+    before = (await client.get_workflow_status(args.workflow_id)).status
+    await client.cancel_workflow(args.workflow_id, children=children)
+    if before != PENDING:
+        return _report(args, before, f"workflow {args.workflow_id} already ended with status "
+                       f"{before}; nothing to cancel", False)
+    after = (await client.get_workflow_status(args.workflow_id)).status
+    return _report(args, after, f"workflow {args.workflow_id}: status {after}", after != before)
+
+
+async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
+    _one_or_filters(args, "resume")
+    if args.workflow_id is None:
+        ids = await client.resume_workflows(status=_statuses(args.status), **_filters(args))
+        return _report_many(args, "resumed", ids, " (running apps pick them up and continue "
+                            "from their checkpoints)")
+    before = (await client.get_workflow_status(args.workflow_id)).status
+    if before in (PENDING, SUCCESS):
+        return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
+                       "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
+    await client.resume_workflow(args.workflow_id)
+    after = (await client.get_workflow_status(args.workflow_id)).status
+    return _report(args, after, f"workflow {args.workflow_id}: status {after} (a running app "
+                   "picks it up and continues from its checkpoints)", after != before)
+
+
+async def workflow_delete(client: Client, args: argparse.Namespace) -> int:
+    deleted = await client.delete_workflow(args.workflow_id, children=args.children)
+    return _report_many(args, "deleted", deleted)
+
+
+async def gc(client: Client, args: argparse.Namespace) -> int:
+    if args.older_than is None and args.keep is None:
+        raise CliError("`gc` needs --older-than, --keep or both (what to delete)", 2)
+    retention = Retention(max_age_seconds=args.older_than, max_count=args.keep,
+                          batch_size=args.batch_size)
+    count = await client.apply_retention(retention, dry_run=args.dry_run)
+    if args.json:
+        _emit(_json({"deleted": 0 if args.dry_run else count,
+                     "would_delete": count if args.dry_run else None, "dry_run": args.dry_run}))
+    elif args.dry_run:
+        _emit(f"would delete {count} finished workflow{'s' if count != 1 else ''} (dry run: "
+              "nothing deleted)")
+    else:
+        _emit(f"deleted {count} finished workflow{'s' if count != 1 else ''}")
+    return 0
+
+
+# -- parsers -----------------------------------------------------------------------------------
+
+
+def _add_filters(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("filters")
+    group.add_argument("--name", help="only workflows of this function name")
+    group.add_argument("--created-after", type=moment, metavar="TIME",
+                       help="created at or after TIME (ISO 8601, UTC unless an offset is given; "
+                       "or a duration ago: 90s, 15m, 12h, 7d)")
+    group.add_argument("--created-before", type=moment, metavar="TIME",
+                       help="created before TIME (same forms)")
+    group.add_argument("--prefix", metavar="TEXT", help="only workflow ids starting with TEXT")
+    group.add_argument("--app-version", metavar="V", help="only workflows of this app version")
+    group.add_argument("--parent", metavar="ID", help="only children of workflow ID")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
+    return value
+
+
+def _batch(text: str) -> int:
+    value = _count(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 10000, not {text!r}")
+    return value
+
+
+def add_commands(
+    workflow: Any, commands: Any,
+    command: Callable[[Any, str, str, Any], argparse.ArgumentParser],
+) -> None:
+    """Add ``workflow list|cancel|resume|delete`` and ``gc`` to the parser."""
+    sub = command(workflow, "list", "list workflows, newest first (a page at a time)",
+                  workflow_list)
+    sub.add_argument("--status", action="append", metavar="S",
+                     help="only these statuses (repeat, or comma-separated): "
+                     + ", ".join(STATUSES))
+    _add_filters(sub)
+    sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
+    sub.add_argument("--after", metavar="CURSOR",
+                     help="the page after this cursor (printed under a full page)")
+
+    sub = command(workflow, "cancel", "cancel a pending workflow, or every pending workflow "
+                  "matching the filters, with their pending descendants", workflow_cancel)
+    sub.add_argument("workflow_id", metavar="ID", nargs="?")
+    _add_filters(sub)
+    sub.add_argument("--no-children", action="store_true",
+                     help="leave the workflows' children running")
+
+    sub = command(workflow, "resume", "resume a cancelled or failed workflow (or every one "
+                  "matching the filters) from its checkpoints", workflow_resume)
+    sub.add_argument("workflow_id", metavar="ID", nargs="?")
+    sub.add_argument("--status", action="append", metavar="S",
+                     help="only these statuses: " + ", ".join(RESUMABLE))
+    _add_filters(sub)
+
+    sub = command(workflow, "delete", "delete a finished workflow with its journal, messages, "
+                  "events and streams", workflow_delete)
+    sub.add_argument("workflow_id", metavar="ID")
+    sub.add_argument("--children", action="store_true", help="delete its descendants too")
+
+    sub = command(commands, "gc", "delete finished workflows older, or more, than you keep",
+                  gc)
+    sub.add_argument("--older-than", type=duration, metavar="AGE",
+                     help="delete workflows finished longer ago than AGE (90s, 15m, 12h, 7d)")
+    sub.add_argument("--keep", type=_count, metavar="N",
+                     help="keep only the N most recently finished workflows")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="count what would be deleted; delete nothing")
+    sub.add_argument("--batch-size", type=_batch, default=500, metavar="N",
+                     help="workflows deleted per statement (default 500)")
