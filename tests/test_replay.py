@@ -185,6 +185,8 @@ async def test_replay_of_an_exported_file_needs_no_database(db_url, tmp_path):
     results = await unchanged.replay(file=tmp_path / "h.jsonl")
     assert [(r.workflow_id, r.outcome) for r in results] == [("order-1", "ok"),
                                                              ("order-1-6", "ok")]
+    results = await unchanged.replay(file=tmp_path / "h.jsonl", workflow_id_prefix="order-1-")
+    assert [r.workflow_id for r in results] == ["order-1-6"]
     reordered = define_order_app("postgresql://127.0.0.1:1/nothing", reordered=True)
     text = io.StringIO((tmp_path / "h.jsonl").read_text())  # a file object works too
     results = await reordered.replay(["order-1"], file=text)
@@ -237,6 +239,10 @@ async def test_replay_filters_and_unknown_workflows(db_url):
     assert list(results) == ["broken-1"]
     results = await replay_with(db_url, app, status=["SUCCESS"], limit=1)
     assert len(results) == 1
+    results = await replay_with(db_url, app, workflow_id_prefix="order-1-")
+    assert list(results) == ["order-1-6"]
+    results = await replay_with(db_url, app, parent_workflow_id="order-1")
+    assert list(results) == ["order-1-6"]
     with pytest.raises(asyncflow.WorkflowNotFoundError):
         await replay_with(db_url, app, workflow_ids=["nope"])
     with pytest.raises(asyncflow.InvalidArgumentError):
