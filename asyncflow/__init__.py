@@ -35,6 +35,7 @@ from ._errors import (
     NonDeterministicWorkflowError,
     NotInWorkflowError,
     NotLaunchedError,
+    QueueDeduplicatedError,
     RecordedError,
     ReplayError,
     SchemaVersionError,
@@ -53,10 +54,13 @@ from ._errors import (
 from ._handle import WorkflowHandle
 from ._history import ImportResult
 from ._patch import deprecate_patch, patched
+from ._queues import Queue
 from ._replay import ReplayResult
 from ._retention import Retention
 from ._status import (
     CANCELLED,
+    DELAYED,
+    ENQUEUED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
@@ -80,7 +84,9 @@ __all__ = [
     "Client",
     "ComponentHealth",
     "ConfigurationError",
+    "DELAYED",
     "DatabaseUnavailableError",
+    "ENQUEUED",
     "ERROR",
     "ExecutorIdInUseError",
     "ExportFormatError",
@@ -97,6 +103,8 @@ __all__ = [
     "NotInWorkflowError",
     "NotLaunchedError",
     "PENDING",
+    "Queue",
+    "QueueDeduplicatedError",
     "RecordedError",
     "ReplayError",
     "ReplayResult",

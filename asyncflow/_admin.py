@@ -21,10 +21,10 @@ from ._filters import RESUMABLE, WorkflowFilter, make_filter, parse_after
 from ._messages import send_many_from_workflow, send_many_outside
 from ._retention import Retention, retention_pass
 from ._runtime import Runtime
-from ._status import PENDING, WorkflowStatus
+from ._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from ._storage import RetryableTransactionError
 from ._store import Send, not_found
-from ._wait import TERMINAL
+from ._wait import QUEUE, TERMINAL
 
 BULK_BATCH = 500
 MAX_BIGINT = 2**63 - 1
@@ -46,7 +46,8 @@ def _require_narrowed(selected: WorkflowFilter, operation: str, extra: str = "")
     if not selected.narrowed:
         raise InvalidArgumentError(
             f"{operation} needs at least one filter (name, created_after, created_before, "
-            f"workflow_id_prefix, app_version, parent_workflow_id{extra}); to select every "
+            f"workflow_id_prefix, app_version, parent_workflow_id, queue_name{extra}); to select "
+            "every "
             "workflow, pass created_before=datetime.now(timezone.utc)")
 
 
@@ -98,13 +99,15 @@ class Admin:
         workflow_id_prefix: str | None = None,
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
         after: WorkflowStatus | str | tuple[datetime, str] | None = None,
     ) -> list[WorkflowStatus]:
         """One page of workflows, newest first (``created_at`` descending, then id).
 
         Every filter is optional: ``status`` (one or several), ``name``, ``created_after``
         (inclusive) and ``created_before`` (exclusive; timezone-aware datetimes),
-        ``workflow_id_prefix``, ``app_version``, ``parent_workflow_id``. ``after`` continues
+        ``workflow_id_prefix``, ``app_version``, ``parent_workflow_id``, ``queue_name``
+        (statuses include ``ENQUEUED`` and ``DELAYED`` for queued workflows). ``after`` continues
         after a place in that order — the last workflow of the previous page, its ``.cursor``
         text, or a ``(created_at, workflow_id)`` pair — so paging never skips or repeats a
         workflow while others start, and every page costs the same however deep it is.
@@ -112,7 +115,8 @@ class Admin:
         selected = make_filter(
             status=status, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
-            app_version=app_version, parent_workflow_id=parent_workflow_id)
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
         cursor = parse_after(after)
         return await self.runtime.store.list_page(selected, cursor, _check_limit(limit))
 
@@ -127,8 +131,11 @@ class Admin:
         _codec.check_id(workflow_id)
         _check_flag(children, "children")
         runtime = self.runtime
-        if await runtime.store.cancel_workflow(workflow_id):
+        cancelled, queue_name = await runtime.store.cancel_workflow(workflow_id)
+        if cancelled:
             mark_cancelled(runtime, [workflow_id], self._after_cancel)
+            if queue_name is not None:  # a queued workflow left its queue: a slot may be free
+                runtime.waits.wake(QUEUE, queue_name)
         if children:
             await cancel_descendants(runtime, [workflow_id], self._after_cancel)
 
@@ -141,15 +148,19 @@ class Admin:
         workflow_id_prefix: str | None = None,
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
         children: bool = True,
     ) -> list[str]:
-        """Cancel every PENDING workflow matching the filters (at least one; the same as
-        :meth:`list_workflows`'), created by the time of the call; with ``children`` their
-        PENDING descendants too. Returns the ids cancelled (the matches, then descendants)."""
+        """Cancel every PENDING (or queued: ENQUEUED, DELAYED) workflow matching the filters
+        (at least one; the same as :meth:`list_workflows`'), created by the time of the call;
+        with ``children`` their PENDING descendants too. Returns the ids cancelled (the matches,
+        then descendants)."""
         selected = make_filter(
-            status=PENDING, allowed=(PENDING,), name=name, created_after=created_after,
+            status=(PENDING, ENQUEUED, DELAYED), allowed=(PENDING, ENQUEUED, DELAYED),
+            name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
-            app_version=app_version, parent_workflow_id=parent_workflow_id)
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
         _require_narrowed(selected, "cancel_workflows")
         _check_flag(children, "children")
         runtime = self.runtime
@@ -176,16 +187,18 @@ class Admin:
         workflow_id_prefix: str | None = None,
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
     ) -> list[str]:
         """Resume every CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow matching
         the filters (at least one; ``status`` narrows to some of those three) that had ended by
         the time of the call. They become PENDING and unassigned, and a live app registering
-        their workflow (and app version) claims and continues each from its checkpoints.
-        Returns the ids resumed."""
+        their workflow (and app version) claims and continues each from its checkpoints; a
+        queued workflow goes back to its queue (ENQUEUED). Returns the ids resumed."""
         selected = make_filter(
             status=status, allowed=RESUMABLE, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
-            app_version=app_version, parent_workflow_id=parent_workflow_id)
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
         if status is None:
             _require_narrowed(selected, "resume_workflows", ", status")
         store = self.runtime.store

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow, workflow_on
+from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
@@ -28,6 +29,7 @@ from ._history import (
 )
 from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
+from ._queues import Queue, queue_spec
 from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
@@ -37,6 +39,7 @@ from ._status import TERMINAL_STATUSES
 from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
+from ._wait import QUEUE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -88,6 +91,8 @@ class AsyncFlow(HistoryOps):
     workflows started by the same version are recovered by this app. ``retention``: a
     :class:`Retention` the app applies in the background (finished workflows older, or more,
     than it keeps are deleted); ``None`` keeps everything.
+    ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
+    ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class AsyncFlow(HistoryOps):
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
         retention: Retention | None = None,
+        queues: Iterable[str] | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
         if retention is not None and not isinstance(retention, Retention):
@@ -108,6 +114,12 @@ class AsyncFlow(HistoryOps):
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
         self.retention = retention
         self._retention_worker: RetentionWorker | None = None
+        if queues is not None:
+            if isinstance(queues, str):
+                raise InvalidSettingError(
+                    f"queues must be a list of queue names, not the string {queues!r}")
+            queues = [setting(_codec.check_id, name, "queue name") for name in queues]
+        self._serve: list[str] | None = queues
         self.executor_id = setting(_codec.check_id, executor_id or _default_executor_id(),
                                    "executor_id")
         self._executor_id = self.executor_id
@@ -125,6 +137,8 @@ class AsyncFlow(HistoryOps):
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
+        self._queues: dict[str, Queue] = {}
+        self._dispatchers: dict[str, Dispatcher] = {}
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -224,6 +238,42 @@ class AsyncFlow(HistoryOps):
 
         return decorate
 
+    def queue(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        worker_concurrency: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
+        partition_concurrency: int | None = None,
+    ) -> Queue:
+        """Register a named queue and return it; enqueue with ``queue.enqueue(fn, ...)``.
+
+        ``concurrency`` caps how many of its workflows run at once across all processes;
+        ``worker_concurrency`` caps them per process; ``rate_limit=(n, per_seconds)`` caps how
+        many start in any window of that length across all processes; ``partition_concurrency``
+        caps each ``partition_key``. ``None``: no limit. This app runs the queue's workflows
+        (if it registers their functions) unless ``queues=`` leaves the queue out.
+        """
+        spec = queue_spec(name, concurrency, worker_concurrency, rate_limit,
+                          partition_concurrency)
+        if spec.name in self._queues:
+            raise ConfigurationError(f"a queue named {spec.name!r} is already registered")
+        queue = self._queues[spec.name] = Queue(spec, self)
+        if self._runner is not None and self._serves(spec.name):
+            self._start_dispatcher(self.runtime, queue)
+        return queue
+
+    def _serves(self, name: str) -> bool:
+        return self._serve is None or name in self._serve
+
+    def _start_dispatcher(self, runtime: Runtime, queue: Queue) -> None:
+        assert self._runner is not None
+        dispatcher = Dispatcher(queue.spec, self._runner, self._workflows)
+        self._dispatchers[queue.name] = dispatcher
+        runtime.monitors[dispatcher.monitor.name] = dispatcher.monitor
+        runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
+
     def _spec_of(self, fn: Any) -> WorkflowSpec:
         bound = workflow_binding(fn)
         if bound is None or bound[0] is not self:
@@ -259,6 +309,12 @@ class AsyncFlow(HistoryOps):
                                                    self._recovery_interval)
         runner.on_stopped_early = supervisor.poke
         runtime.monitors["supervisor"] = supervisor.monitor
+        if self._serve is not None:
+            unknown = [name for name in self._serve if name not in self._queues]
+            if unknown:
+                raise ConfigurationError(
+                    f"queues={self._serve!r} names queues this app does not register: "
+                    f"{unknown!r}; register them with app.queue(name, ...) before launch")
         # Workflows this executor ran that this app cannot run go to apps that can.
         await runtime.store.release_unregistered(self.executor_id, list(self._workflows))
         await supervisor.sweep(include_own=True)
@@ -267,6 +323,9 @@ class AsyncFlow(HistoryOps):
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor
             await runtime.tg.start(worker.run)
+        for name, queue in self._queues.items():
+            if self._serves(name):
+                self._start_dispatcher(runtime, queue)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -285,6 +344,7 @@ class AsyncFlow(HistoryOps):
 
     def _retention_setting(self) -> Retention | None:
         return self.retention
+        self._dispatchers = {}
 
     @property
     def runner(self) -> Runner:
@@ -347,16 +407,19 @@ class AsyncFlow(HistoryOps):
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
         its checkpoints (recovery attempts reset to 0). It runs on this app if this app registers
         its workflow function; otherwise it is left unassigned for a live app that does (woken
-        by NOTIFY). Until some app registering it runs, it stays PENDING."""
+        by NOTIFY). Until some app registering it runs, it stays PENDING. A queued workflow goes
+        back to its queue (ENQUEUED) and runs when a dispatcher of the queue starts it."""
         _codec.check_id(workflow_id)
         runtime = self.runtime
         status = await runtime.store.workflow_status(workflow_id)
         here = status.name in self._workflows
         resumed = await runtime.store.resume_workflow(
             workflow_id, self.executor_id if here else None)
-        if resumed is not None and here:
-            name, inputs = resumed
-            self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+        if resumed is not None and resumed.queue_name is not None:
+            runtime.waits.wake(QUEUE, resumed.queue_name)
+        elif resumed is not None and here:
+            self.runner.spawn(workflow_id, self._workflows[resumed.name], resumed.inputs,
+                              fresh=False)
         return self._handle(workflow_id)
 
     def _after_cancel(self, workflow_id: str) -> None:
@@ -378,6 +441,7 @@ class AsyncFlow(HistoryOps):
         workflow_id_prefix: str | None = None,
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
         limit: int | None = None,
         timeout_seconds: float = 10.0,
     ) -> list[ReplayResult]:
@@ -399,7 +463,8 @@ class AsyncFlow(HistoryOps):
         chosen = selection(
             limit, status=status, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
-            app_version=app_version, parent_workflow_id=parent_workflow_id)
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
         timeout = _codec.check_timeout(timeout_seconds)
         if file is not None:
             return await replay_from_file(file, self._workflows, ids, chosen, timeout)

@@ -14,7 +14,9 @@ from ._cli_output import CliError, _emit, _json, _table, _time
 from ._client import Client
 from ._filters import RESUMABLE
 from ._retention import Retention
-from ._status import PENDING, SUCCESS, Status
+from ._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
+
+ACTIVE = (PENDING, ENQUEUED, DELAYED)
 
 STATUSES = tuple(str(status) for status in Status)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -70,6 +72,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "name": args.name, "created_after": args.created_after,
         "created_before": args.created_before, "workflow_id_prefix": args.prefix,
         "app_version": args.app_version, "parent_workflow_id": args.parent,
+        "queue_name": args.queue,
     }
 
 
@@ -90,8 +93,9 @@ async def workflow_list(client: Client, args: argparse.Namespace) -> int:
         _emit("no workflows")
         return 0
     rows = [[w.workflow_id, w.name, w.status, _time(w.created_at), _time(w.updated_at),
-             w.executor_id or "-"] for w in found]
-    _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR"], rows))
+             w.executor_id or "-", w.queue_name or "-"] for w in found]
+    _emit(_table(["WORKFLOW ID", "NAME", "STATUS", "CREATED", "UPDATED", "EXECUTOR", "QUEUE"],
+                 rows))
     if len(found) == args.limit:
         _emit(f"(more may follow: --after {found[-1].cursor})")
     return 0
@@ -134,7 +138,7 @@ async def workflow_cancel(client: Client, args: argparse.Namespace) -> int:
         return _report_many(args, "cancelled", ids)
     before = (await client.get_workflow_status(args.workflow_id)).status
     await client.cancel_workflow(args.workflow_id, children=children)
-    if before != PENDING:
+    if before not in ACTIVE:
         return _report(args, before, f"workflow {args.workflow_id} already ended with status "
                        f"{before}; nothing to cancel", False)
     after = (await client.get_workflow_status(args.workflow_id)).status
@@ -148,7 +152,7 @@ async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
         return _report_many(args, "resumed", ids, " (running apps pick them up and continue "
                             "from their checkpoints)")
     before = (await client.get_workflow_status(args.workflow_id)).status
-    if before in (PENDING, SUCCESS):
+    if before in (*ACTIVE, SUCCESS):
         return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
                        "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
     await client.resume_workflow(args.workflow_id)
@@ -193,6 +197,7 @@ def _add_filters(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--prefix", metavar="TEXT", help="only workflow ids starting with TEXT")
     group.add_argument("--app-version", metavar="V", help="only workflows of this app version")
     group.add_argument("--parent", metavar="ID", help="only children of workflow ID")
+    group.add_argument("--queue", metavar="NAME", help="only workflows of queue NAME")
 
 
 def _count(text: str) -> int:

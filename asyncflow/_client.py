@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 from . import _codec
@@ -12,7 +13,9 @@ from ._events import get_event_outside
 from ._handle import WorkflowHandle
 from ._history import HistoryOps
 from ._messages import send_outside
+from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
 from ._storage import Storage
+from ._wait import QUEUE
 
 
 class Client(HistoryOps):
@@ -66,5 +69,40 @@ class Client(HistoryOps):
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow. It is left
         unassigned and a live app's recovery supervisor (woken by NOTIFY) claims and runs it."""
         _codec.check_id(workflow_id)
-        await self.runtime.store.resume_workflow(workflow_id, None)
+        runtime = self.runtime
+        resumed = await runtime.store.resume_workflow(workflow_id, None)
+        if resumed is not None and resumed.queue_name is not None:
+            runtime.waits.wake(QUEUE, resumed.queue_name)
         return self._handle(workflow_id)
+
+    async def enqueue(
+        self,
+        queue_name: str,
+        workflow_name: str,
+        *args: Any,
+        workflow_id: str | None = None,
+        priority: int = 0,
+        deduplication_id: str | None = None,
+        delay_seconds: float = 0,
+        partition_key: str | None = None,
+        on_duplicate: str = "raise",
+        **kwargs: Any,
+    ) -> WorkflowHandle[Any]:
+        """Enqueue workflow ``workflow_name`` (its registered name: ``name=`` of
+        ``@app.workflow``, else the function's ``__qualname__``) on queue ``queue_name``, from a
+        process that does not have the function; returns its handle once it is durable.
+
+        Any app that registers the queue and a workflow of that name runs it, whatever its app
+        version (a queued workflow that never ran has no journal yet). The options are those of
+        :meth:`Queue.enqueue`.
+        """
+        _codec.check_id(queue_name, "queue name")
+        _codec.check_id(workflow_name, "workflow_name")
+        req = enqueue_request(
+            queue_name, workflow_name, args, kwargs, workflow_id=workflow_id,
+            priority=priority, deduplication_id=deduplication_id, delay_seconds=delay_seconds,
+            partition_key=partition_key, on_duplicate=on_duplicate)
+        runtime = self.runtime
+        got = await enqueue_with_id(runtime, req, req.workflow_id or secrets.token_hex(16),
+                                    NO_VERSION, None)
+        return self._handle(got)

@@ -101,6 +101,11 @@ class StepContext:
 workflow_var: ContextVar[WorkflowContext | None] = ContextVar("asyncflow_workflow", default=None)
 step_var: ContextVar[StepContext | None] = ContextVar("asyncflow_step", default=None)
 connection_var: ContextVar[Any] = ContextVar("asyncflow_connection", default=None)
+#: Inside an ``@app.transaction`` body: what to run once that transaction has committed (the
+#: local wake-ups of what it made durable, e.g. an enqueue); ``None`` outside transactions.
+after_commit_var: ContextVar[list[Callable[[], None]] | None] = ContextVar(
+    "asyncflow_after_commit", default=None
+)
 
 
 def current_workflow(runtime: Runtime | None = None) -> WorkflowContext | None:

@@ -76,6 +76,20 @@ class WorkflowConflictError(AsyncFlowError):
     """A workflow id is already used by a workflow of another name."""
 
 
+class QueueDeduplicatedError(AsyncFlowError):
+    """An enqueue named a ``deduplication_id`` that a workflow of the same queue still holds
+    (it is ENQUEUED, DELAYED or PENDING). Nothing was enqueued. ``existing_workflow_id`` is the
+    holder's id; pass ``on_duplicate="return_existing"`` to get its handle instead."""
+
+    def __init__(self, message: str, existing_workflow_id: str | None = None) -> None:
+        super().__init__(message, existing_workflow_id)
+        self.message = message
+        self.existing_workflow_id = existing_workflow_id
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class WorkflowCancelledError(AsyncFlowError):
     """The workflow was cancelled."""
 

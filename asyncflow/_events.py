@@ -14,7 +14,7 @@ from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._journal import begin, checked, stop_for_status
 from ._runtime import Runtime
-from ._status import PENDING
+from ._status import PENDING, TERMINAL_STATUSES
 from ._timers import loop_deadline
 from ._wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
@@ -109,7 +109,7 @@ async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[A
     async def check(_waiter: Waiter) -> tuple[str | None, bool] | _NotYet:
         nonlocal seen, ended
         status, value, version = await runtime.store.watch_event(workflow_id, key)
-        ended = status != PENDING
+        ended = status in TERMINAL_STATUSES  # not PENDING, ENQUEUED or DELAYED
         if version != seen and value is not None:
             seen = version
             return value, ended

@@ -45,6 +45,7 @@ class WorkflowFilter:
     app_version: str | None = None
     workflow_id_prefix: str | None = None
     parent_workflow_id: str | None = None
+    queue_name: str | None = None  # (passed after each statement's own parameters, as $11)
 
     def params(self) -> tuple[Any, ...]:
         """The filtered statements' parameters $1-$7 (statuses, time range, name, app version,
@@ -57,7 +58,7 @@ class WorkflowFilter:
         """Whether anything but the statuses narrows the selection."""
         return any(value is not None for value in (
             self.created_after, self.created_before, self.name, self.app_version,
-            self.workflow_id_prefix, self.parent_workflow_id))
+            self.workflow_id_prefix, self.parent_workflow_id, self.queue_name))
 
 
 def check_statuses(status: object, allowed: tuple[str, ...] = ALL_STATUSES,
@@ -110,6 +111,7 @@ def make_filter(
     app_version: object = None,
     workflow_id_prefix: object = None,
     parent_workflow_id: object = None,
+    queue_name: object = None,
 ) -> WorkflowFilter:
     """Validate filters (bad input fails here, before anything is read or written)."""
     prefix = _codec.check_name(workflow_id_prefix, "workflow_id_prefix", optional=True)
@@ -122,6 +124,7 @@ def make_filter(
         workflow_id_prefix=prefix or None,  # "" selects everything
         parent_workflow_id=None if parent_workflow_id is None else _codec.check_id(
             parent_workflow_id, "parent_workflow_id"),
+        queue_name=_codec.check_name(queue_name, "queue_name", optional=True),
     )
 
 

@@ -23,9 +23,10 @@ from ._handle import WorkflowHandle
 from ._lifecycle import Connected, check_count
 from ._replay import ReplayResult, replay_workflow
 from ._specs import WorkflowSpec
-from ._status import PENDING
+from ._status import DELAYED, ENQUEUED, PENDING
 from ._storage import SCHEMA_VERSION
 from ._store import Outcome, Store, not_found
+from ._wait import QUEUE
 
 #: A path, or a text file object open for writing (export) or reading (import, replay).
 FileArg: TypeAlias = "str | os.PathLike[str] | IO[str]"
@@ -62,7 +63,8 @@ class Selection:
         if history.status not in selected.statuses:
             return False
         for value, key in ((selected.name, "name"), (selected.app_version, "app_version"),
-                           (selected.parent_workflow_id, "parent_workflow_id")):
+                           (selected.parent_workflow_id, "parent_workflow_id"),
+                           (selected.queue_name, "queue_name")):
             if value is not None and row.get(key) != value:
                 return False
         prefix = selected.workflow_id_prefix
@@ -221,6 +223,7 @@ class HistoryOps(Connected):
         workflow_id_prefix: str | None = None,
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
         limit: int | None = None,
         include_children: bool = True,
     ) -> list[str]:
@@ -237,7 +240,8 @@ class HistoryOps(Connected):
         chosen = selection(
             limit, status=status, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
-            app_version=app_version, parent_workflow_id=parent_workflow_id)
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
         if not isinstance(include_children, bool):
             raise InvalidArgumentError(
                 f"include_children must be True or False, not {include_children!r}")
@@ -259,9 +263,10 @@ class HistoryOps(Connected):
 
         A workflow whose id exists here is skipped (and reported), so importing twice is
         harmless. PENDING workflows arrive unassigned: a live app that registers them (with the
-        same ``app_version``) recovers and finishes them.
+        same ``app_version``) recovers and finishes them. Queued ones (ENQUEUED, DELAYED) wait
+        in their queue for its dispatchers, who are woken.
         """
-        store = self.runtime.store
+        runtime = self.runtime
         result = ImportResult()
         unassigned = False
         with _reader(file) as text_lines:
@@ -270,12 +275,15 @@ class HistoryOps(Connected):
                 row = dict(history.row)
                 if pending:
                     row["executor_id"] = None
+                queued = row.get("queue_name") if history.status in (ENQUEUED, DELAYED) else None
                 rows = {kind: orjson.dumps(found).decode()
                         for kind, found in history.rows.items() if found}
-                if await store.import_workflow(history.workflow_id, orjson.dumps(row).decode(),
-                                               rows, pending):
+                if await runtime.store.import_workflow(
+                        history.workflow_id, orjson.dumps(row).decode(), rows, pending, queued):
                     result.imported.append(history.workflow_id)
                     unassigned = unassigned or pending
+                    if queued is not None:
+                        runtime.waits.wake(QUEUE, queued)  # our own NOTIFY is an echo here
                 else:
                     result.skipped.append(history.workflow_id)
         if unassigned:

@@ -150,7 +150,34 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
-    # 5: operating workflows (lifecycle). Pages of workflows by status or by parent, newest
+    # 5: queues. A queued workflow is ENQUEUED (or DELAYED until delay_until) until a
+    # dispatcher claims it (PENDING, dispatched_at set). One row per queue in `queues`: its lock
+    # serializes the claims of that queue, and `starts` keeps the times of its most recent
+    # starts (at most the rate limit's count) for the sliding-window rate limit.
+    """
+    ALTER TABLE {s}.workflows
+        ADD COLUMN queue_name       text,
+        ADD COLUMN priority         integer NOT NULL DEFAULT 0,
+        ADD COLUMN deduplication_id text,
+        ADD COLUMN partition_key    text,
+        ADD COLUMN delay_until      timestamptz,
+        ADD COLUMN dispatched_at    timestamptz;
+    CREATE INDEX workflows_queued_idx ON {s}.workflows
+        (queue_name, priority, created_at, workflow_id) WHERE status IN ('ENQUEUED', 'DELAYED');
+    CREATE INDEX workflows_delayed_idx ON {s}.workflows (queue_name, delay_until)
+        WHERE status = 'DELAYED';
+    CREATE INDEX workflows_queue_running_idx ON {s}.workflows
+        (queue_name, executor_id, partition_key)
+        WHERE status = 'PENDING' AND queue_name IS NOT NULL;
+    CREATE UNIQUE INDEX workflows_deduplication_idx ON {s}.workflows
+        (queue_name, deduplication_id)
+        WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND deduplication_id IS NOT NULL;
+    CREATE TABLE {s}.queues (
+        queue_name text PRIMARY KEY,
+        starts     timestamptz[] NOT NULL DEFAULT '{}'
+    );
+    """,
+    # 6: operating workflows (lifecycle). Pages of workflows by status or by parent, newest
     # first (keyset: created_at DESC, workflow_id); a cancel's walk down the children; retention
     # by completion time. IF NOT EXISTS: on a large table, build them beforehand with CREATE
     # INDEX CONCURRENTLY under these names (docs/operating-lifecycle.md). The index on
@@ -213,7 +240,8 @@ WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
-    parent_workflow_id, created_at, updated_at, completed_at, error"""
+    parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
+    deduplication_id, partition_key, delay_until, dispatched_at"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
@@ -223,34 +251,46 @@ WITH u AS (
     SET status = $2, output = $3, error = $4, updated_at = clock_timestamp(),
         completed_at = clock_timestamp()
     WHERE workflow_id = $1 AND status = 'PENDING'
-    RETURNING workflow_id
+    RETURNING workflow_id, queue_name
 )
-SELECT pg_notify($5, 't' || workflow_id) FROM u"""
+SELECT pg_notify($5, 't' || workflow_id),
+       CASE WHEN queue_name IS NOT NULL THEN pg_notify($5, 'f' || queue_name) END
+FROM u"""
 
+# A queued workflow (ENQUEUED, DELAYED or running) is cancelled too; its queue is notified
+# (kind f: a slot of the queue may be free).
 CANCEL_WORKFLOW = """
 WITH u AS (
     UPDATE {s}.workflows
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
-    WHERE workflow_id = $1 AND status = 'PENDING'
-    RETURNING workflow_id
+    WHERE workflow_id = $1 AND status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    RETURNING workflow_id, queue_name
 ), n AS (
-    SELECT pg_notify($2, 't' || workflow_id) FROM u
+    SELECT pg_notify($2, 't' || workflow_id),
+           CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'f' || queue_name) END
+    FROM u
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
-       (SELECT count(*) FROM n) AS cancelled"""
+       (SELECT count(*) FROM n) AS cancelled, (SELECT queue_name FROM u) AS queue_name"""
 
+# A queued workflow goes back to its queue (ENQUEUED, no executor) and its queue is notified;
+# the others become PENDING on executor $2 (NULL: for a supervisor to claim).
 RESUME_WORKFLOW = """
 WITH u AS (
     UPDATE {s}.workflows
-    SET status = 'PENDING', executor_id = $2, recovery_attempts = 0, output = NULL, error = NULL,
+    SET status = CASE WHEN queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+        executor_id = CASE WHEN queue_name IS NULL THEN $2 END,
+        recovery_attempts = 0, output = NULL, error = NULL,
         completed_at = NULL, updated_at = clock_timestamp()
     WHERE workflow_id = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-    RETURNING workflow_id, name, inputs
+    RETURNING workflow_id, name, inputs, queue_name
 ), n AS (
-    SELECT pg_notify($3, 'r' || workflow_id) FROM u
+    SELECT CASE WHEN queue_name IS NULL THEN pg_notify($3, 'r' || workflow_id)
+                ELSE pg_notify($3, 'q' || queue_name) END
+    FROM u
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
-       u.name, u.inputs, (SELECT count(*) FROM n) AS notified
+       u.name, u.inputs, u.queue_name, (SELECT count(*) FROM n) AS notified
 FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 
 # Claims PENDING workflows nobody is running: unassigned ones, this executor's own (at launch),
@@ -258,16 +298,18 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 # two supervisors from ever claiming the same row. NO KEY UPDATE (what the UPDATE takes anyway)
 # rather than UPDATE: a send in flight holds a KEY SHARE lock on its destination's row (the
 # foreign key check), which must not make a sweep skip that workflow.
-CLAIM_WORKFLOWS = """
+# Queued workflows are not claimed here: REQUEUE_ORPHANS puts them back in their queue.
+_LIVE_EXECUTORS = """
 WITH live AS (
     SELECT e.executor_id FROM pg_locks l
     JOIN {s}.executors e ON l.objid = e.lock_key::oid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
       AND l.classid = ($5::bigint & 4294967295)::oid
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-), candidates AS (
+)"""
+CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
-    WHERE c.status = 'PENDING'
+    WHERE c.status = 'PENDING' AND c.queue_name IS NULL
       AND c.name = ANY ($2::text[])
       AND c.app_version = $3
       AND (
@@ -291,6 +333,7 @@ RELEASE_UNREGISTERED = """
 WITH u AS (
     UPDATE {s}.workflows SET executor_id = NULL, updated_at = clock_timestamp()
     WHERE executor_id = $1 AND status = 'PENDING' AND NOT (name = ANY ($2::text[]))
+      AND queue_name IS NULL  -- queued ones go back to their queue (REQUEUE_ORPHANS)
     RETURNING workflow_id
 )
 SELECT pg_notify($3, 'r' || workflow_id) FROM u"""
@@ -301,9 +344,11 @@ WITH u AS (
     SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', updated_at = clock_timestamp(),
         completed_at = clock_timestamp()
     WHERE workflow_id = $1 AND status = 'PENDING'
-    RETURNING workflow_id
+    RETURNING workflow_id, queue_name
 )
-SELECT pg_notify($2, 't' || workflow_id) FROM u"""
+SELECT pg_notify($2, 't' || workflow_id),
+       CASE WHEN queue_name IS NOT NULL THEN pg_notify($2, 'f' || queue_name) END
+FROM u"""
 
 # ---------------------------------------------------------------------------------------------
 # Executor liveness (session-level advisory lock held on the listener connection)
@@ -472,8 +517,13 @@ WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempoten
 
 # Import: the workflow row ($1, JSON) unless its id exists; then its other rows ($1, a JSON
 # array each), in one transaction.
+# A NOT NULL column with a default that a migration adds must get its default here too, so that
+# exports written before that migration still import.
 IMPORT_WORKFLOW = """
-INSERT INTO {s}.workflows SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, $1::jsonb)
+INSERT INTO {s}.workflows
+SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
+    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'updated_at', clock_timestamp()) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
 IMPORT_OPERATIONS = """
@@ -494,8 +544,10 @@ ORDER BY r.ordinality"""
 IMPORT_MESSAGE_KEYS = """
 INSERT INTO {s}.message_keys
 SELECT * FROM jsonb_populate_recordset(NULL::{s}.message_keys, $1::jsonb)"""
-# Wake the recovery supervisors: an unassigned PENDING workflow arrived.
+# Wake the recovery supervisors (an unassigned PENDING workflow $2 arrived), or the dispatchers
+# of queue $2 (a queued workflow arrived).
 NOTIFY_UNASSIGNED = "SELECT pg_notify($1, 'r' || $2)"
+NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
 SELECT name, inputs, app_version,
@@ -711,6 +763,173 @@ ORDER BY r."offset"
 """
 
 # ---------------------------------------------------------------------------------------------
+# Queues
+# ---------------------------------------------------------------------------------------------
+
+# Enqueue: the workflow row, ENQUEUED (DELAYED while $9 seconds of delay run), and a NOTIFY to
+# the queue's dispatchers, in one statement. Nothing is inserted when the id exists or the
+# deduplication id is held by an active workflow of the queue (any unique index: no conflict
+# target); the row then says which. Neither found (a concurrent insert committed after this
+# statement's snapshot): the caller runs it again.
+ENQUEUE_WORKFLOW = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
+         priority, deduplication_id, partition_key, delay_until, created_at, updated_at)
+    SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
+           $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
+           t.ts, t.ts
+    FROM t
+    ON CONFLICT DO NOTHING
+    RETURNING queue_name
+), n AS (
+    SELECT pg_notify($11, 'q' || queue_name) FROM ins
+)
+SELECT (SELECT count(*) FROM n) AS created,
+       (SELECT name FROM {s}.workflows WHERE workflow_id = $1) AS existing_name,
+       (SELECT workflow_id FROM {s}.workflows
+        WHERE queue_name = $6 AND deduplication_id = $8
+          AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder"""
+
+# The first statement of a claim's transaction: lock the queue's row (created on first use; the
+# DO UPDATE ... WHERE false locks an existing row without writing it). Every claim of the queue
+# waits here for the one before to commit, and the claim statement that follows takes its
+# snapshot after that commit, so it counts everything claimed before it.
+LOCK_QUEUE = """
+INSERT INTO {s}.queues (queue_name) VALUES ($1)
+ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE false"""
+
+# The claim (under LOCK_QUEUE, in the same transaction). $1 queue, $2 executor, $3 workflow
+# names this executor runs, $4 its app version, $5 concurrency, $6 worker concurrency,
+# $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch.
+# How many may start: the least of the free slots (PENDING workflows of the queue, of this
+# executor), the rate limit's room (starts recorded in the last $8 seconds) and the batch. The
+# ready rows (ENQUEUED, or DELAYED and due) are taken in (priority, created_at) order, skipping
+# full partitions, then at most the free slots of each partition. A row never dispatched runs on
+# any app version (it has no journal yet: it is stamped with the claimer's); one that ran before
+# only on its own version. Due DELAYED rows not taken become ENQUEUED; the starts are recorded.
+# Returns the claimed rows (none: one row of NULLs) and, in every row, how many seconds until
+# the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
+# many ready rows were found and how many could start (found < room: no more ready rows).
+CLAIM_QUEUED = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), starts AS (
+    SELECT count(*) AS n, min(s) AS oldest
+    FROM {s}.queues q, t, unnest(q.starts) AS s
+    WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND s > t.ts - make_interval(secs => $8)
+), free AS (
+    SELECT least(
+        $10::int,
+        CASE WHEN $5::int IS NOT NULL THEN $5 - (
+            SELECT count(*) FROM {s}.workflows
+            WHERE queue_name = $1 AND status = 'PENDING') END,
+        CASE WHEN $6::int IS NOT NULL THEN $6 - (
+            SELECT count(*) FROM {s}.workflows
+            WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $2) END,
+        CASE WHEN $7::int IS NOT NULL THEN $7 - (SELECT n FROM starts) END
+    ) AS n
+), full_partitions AS (
+    SELECT partition_key FROM {s}.workflows
+    WHERE $9::int IS NOT NULL AND queue_name = $1 AND status = 'PENDING'
+      AND partition_key IS NOT NULL
+    GROUP BY partition_key HAVING count(*) >= $9
+), candidates AS (
+    SELECT c.workflow_id, c.partition_key, c.priority, c.created_at,
+           c.dispatched_at IS NULL AS fresh
+    FROM {s}.workflows c
+    WHERE c.queue_name = $1
+      AND (c.status = 'ENQUEUED'
+           OR (c.status = 'DELAYED' AND c.delay_until <= (SELECT ts FROM t)))
+      AND c.name = ANY ($3::text[])
+      AND (c.dispatched_at IS NULL OR c.app_version = $4)
+      AND (c.partition_key IS NULL
+           OR c.partition_key NOT IN (SELECT partition_key FROM full_partitions))
+    ORDER BY c.priority, c.created_at, c.workflow_id
+    LIMIT (SELECT greatest(n, 0) FROM free)
+    FOR NO KEY UPDATE OF c SKIP LOCKED
+), chosen AS (
+    SELECT r.workflow_id, r.fresh FROM (
+        SELECT workflow_id, fresh, partition_key,
+               row_number() OVER (PARTITION BY partition_key
+                                  ORDER BY priority, created_at, workflow_id) AS rank
+        FROM candidates
+    ) r
+    WHERE $9::int IS NULL OR r.partition_key IS NULL OR r.rank <= $9 - (
+        SELECT count(*) FROM {s}.workflows
+        WHERE queue_name = $1 AND status = 'PENDING' AND partition_key = r.partition_key)
+), claimed AS (
+    UPDATE {s}.workflows w
+    SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = t.ts,
+        updated_at = t.ts
+    FROM chosen, t
+    WHERE w.workflow_id = chosen.workflow_id
+    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh
+), promoted AS (
+    UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = t.ts
+    FROM t
+    WHERE d.queue_name = $1 AND d.status = 'DELAYED' AND d.delay_until <= t.ts
+      AND d.workflow_id NOT IN (SELECT workflow_id FROM chosen)
+), recorded AS (
+    UPDATE {s}.queues q
+    SET starts = ARRAY(
+        SELECT s
+        FROM unnest(q.starts || array_fill(t.ts, ARRAY[(SELECT count(*) FROM claimed)::int])) s
+        WHERE s > t.ts - make_interval(secs => $8)
+        ORDER BY s DESC LIMIT $7)
+    FROM t
+    WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)
+), next AS (
+    SELECT extract(epoch FROM least(
+        (SELECT min(delay_until) FROM {s}.workflows
+         WHERE queue_name = $1 AND status = 'DELAYED' AND delay_until > t.ts),
+        CASE WHEN $7::int IS NOT NULL
+                  AND (SELECT n FROM starts) + (SELECT count(*) FROM claimed) >= $7
+             THEN coalesce((SELECT oldest FROM starts), t.ts) + make_interval(secs => $8) END
+    ) - t.ts)::float8 AS wait_s
+    FROM t
+)
+SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, n.wait_s,
+       (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room
+FROM next n LEFT JOIN claimed c ON true"""
+
+# The supervisor's part in queues: PENDING queued workflows of dead executors (and, at launch,
+# of this executor) go back to their queue, ENQUEUED with their journal, so they run again
+# within the queue's limits; each queue is notified once. ($4: the liveness lock namespace.)
+REQUEUE_ORPHANS = _LIVE_EXECUTORS.replace("$5", "$4") + """, orphans AS (
+    SELECT c.workflow_id FROM {s}.workflows c
+    WHERE c.status = 'PENDING' AND c.queue_name IS NOT NULL
+      AND (($2 AND c.executor_id = $1) OR c.executor_id IS NULL
+           OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live)))
+    FOR NO KEY UPDATE OF c SKIP LOCKED
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = 'ENQUEUED', executor_id = NULL, recovery_attempts = w.recovery_attempts + 1,
+        updated_at = clock_timestamp()
+    FROM orphans
+    WHERE w.workflow_id = orphans.workflow_id
+    RETURNING w.queue_name
+), q AS (
+    SELECT DISTINCT queue_name FROM u
+)
+SELECT queue_name, pg_notify($3, 'q' || queue_name) FROM q"""
+
+# After a claim whose outcome was lost (the connection dropped around its COMMIT): this
+# executor's PENDING workflows of the queue that are not running here ($3) go back to the queue.
+RELEASE_UNSTARTED = """
+WITH u AS (
+    UPDATE {s}.workflows
+    SET status = 'ENQUEUED', executor_id = NULL, updated_at = clock_timestamp()
+    WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $2
+      AND workflow_id <> ALL ($3::text[])
+    RETURNING workflow_id
+)
+SELECT count(*) AS released, CASE WHEN count(*) > 0 THEN pg_notify($4, 'q' || $1) END
+FROM u"""
+
+# ---------------------------------------------------------------------------------------------
 # Group commit (_batch): one statement writes many operations of one kind, reports a result per
 # operation, and wakes every woken key with as few NOTIFYs as fit: a batched payload is '*'
 # followed by items kind || length(id) || ':' || id (ids only, never user data), split so that
@@ -736,9 +955,12 @@ WITH input AS (
         completed_at = clock_timestamp()
     FROM input i
     WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING'
-    RETURNING w.workflow_id
+    RETURNING w.workflow_id, w.queue_name
 ), woken AS (
     SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+    UNION ALL  -- a queued workflow ended: a slot of its queue may be free
+    SELECT 'f' || char_length(queue_name) || ':' || queue_name AS item FROM u
+    WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
@@ -877,7 +1099,8 @@ _FILTERS = """%STATUS%
       AND ($4::text IS NULL OR w.name = $4)
       AND ($5::text IS NULL OR w.app_version = $5)
       AND ($6::text IS NULL OR starts_with(w.workflow_id, $6))
-      AND ($7::text IS NULL OR w.parent_workflow_id = $7)"""
+      AND ($7::text IS NULL OR w.parent_workflow_id = $7)
+      AND ($11::text IS NULL OR w.queue_name = $11)"""
 
 # The page after the cursor ($8 created_at, $9 workflow_id) in the order created_at DESC,
 # workflow_id: the first condition bounds the index scan, the second drops the cursor's ties.
@@ -909,9 +1132,13 @@ WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10"""
 
-# Wakes the workflows of rows ``u`` (kind 't'); the statement selects ``notifies``.
+# Wakes the workflows of rows ``u`` (kind 't') and frees their queues' slots (kind 'f', for rows
+# with a queue_name); the statement selects ``notifies``.
 _NOTIFY_CANCELLED = """, woken AS (
     SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+    UNION ALL
+    SELECT 'f' || char_length(queue_name) || ':' || queue_name AS item FROM u
+    WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN
 
 # Every PENDING descendant of the workflows $1 (any status themselves) is cancelled.
@@ -923,8 +1150,9 @@ WITH RECURSIVE tree AS (
 ), u AS (
     UPDATE {s}.workflows w
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
-    WHERE w.workflow_id IN (SELECT workflow_id FROM tree) AND w.status = 'PENDING'
-    RETURNING w.workflow_id
+    WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
+      AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    RETURNING w.workflow_id, w.queue_name
 )""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$2") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
@@ -942,8 +1170,8 @@ WITH c AS (
 ), u AS (
     UPDATE {s}.workflows w
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
-    FROM c WHERE w.workflow_id = c.workflow_id AND w.status = 'PENDING'
-    RETURNING w.workflow_id
+    FROM c WHERE w.workflow_id = c.workflow_id AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+    RETURNING w.workflow_id, w.queue_name
 )""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
@@ -959,13 +1187,18 @@ WITH c AS (
     FOR NO KEY UPDATE OF w
 ), u AS (
     UPDATE {s}.workflows w
-    SET status = 'PENDING', executor_id = NULL, recovery_attempts = 0, output = NULL,
+    SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
+        executor_id = NULL, recovery_attempts = 0, output = NULL,
         error = NULL, completed_at = NULL, updated_at = clock_timestamp()
     FROM c WHERE w.workflow_id = c.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-    RETURNING w.workflow_id
+    RETURNING w.workflow_id, w.queue_name
 ), woken AS (
     SELECT 'r' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
+    WHERE queue_name IS NULL
+    UNION ALL
+    SELECT 'q' || char_length(queue_name) || ':' || queue_name AS item FROM u
+    WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
@@ -1004,11 +1237,13 @@ DELETE_WORKFLOWS = """
 WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.replace(
     "%IDS%", "SELECT workflow_id FROM ids")
 
-# Retention: what to delete is every finished workflow at or before the bound ($1 completed_at,
+# Retention: what to delete is every finished (terminal: not PENDING, ENQUEUED or DELAYED)
+# workflow at or before the bound ($1 completed_at,
 # $2 workflow_id) in completion order — except children of a workflow still PENDING (it may yet
 # read their results).
 _RETAINED = """
-    w.status <> 'PENDING' AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
+    w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+      AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
           WHERE p.workflow_id = w.parent_workflow_id AND p.status = 'PENDING')"""
@@ -1022,7 +1257,8 @@ SELECT clock_timestamp() - make_interval(secs => $1::float8) AS age_bound,
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
     SELECT w.completed_at, w.workflow_id FROM {s}.workflows w
-    WHERE w.status <> 'PENDING' AND $2::bigint IS NOT NULL
+    WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+      AND $2::bigint IS NOT NULL
     ORDER BY w.completed_at DESC, w.workflow_id DESC
     OFFSET $2 LIMIT 1
 ) k ON true"""

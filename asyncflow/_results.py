@@ -16,7 +16,13 @@ from ._errors import (
 from ._journal import ensure_running
 from ._recorded import decode_error
 from ._runtime import Runtime
-from ._status import CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED, PENDING, SUCCESS
+from ._status import (
+    CANCELLED,
+    ERROR,
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+    SUCCESS,
+    TERMINAL_STATUSES,
+)
 from ._store import Outcome, not_found
 from ._wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
@@ -51,7 +57,7 @@ async def finished_outcome(
     found = await runtime.store.workflow_outcome(workflow_id)
     if found is None:
         raise not_found(workflow_id)
-    return NOT_YET if found.status == PENDING else found
+    return found if found.status in TERMINAL_STATUSES else NOT_YET  # PENDING or queued
 
 
 async def wait_result(

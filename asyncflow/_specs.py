@@ -39,3 +39,21 @@ class TransactionSpec:
     fn: Callable[..., Awaitable[Any]]
     isolation: str | None
     max_retries: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A registered queue's limits (``None``: no limit); ``rate_limit`` is
+    ``(starts, per_seconds)``."""
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate_limit: tuple[int, float] | None = None
+    partition_concurrency: int | None = None
+
+    @property
+    def bounds_running(self) -> bool:
+        """Whether a workflow of this queue ending can let another one start."""
+        return (self.concurrency is not None or self.worker_concurrency is not None
+                or self.partition_concurrency is not None)

@@ -17,6 +17,10 @@ class Status(StrEnum):
     ``Status.PENDING == "PENDING"``."""
 
     PENDING = "PENDING"
+    #: Waiting in a queue for a dispatcher to start it.
+    ENQUEUED = "ENQUEUED"
+    #: Waiting in a queue until its ``delay_seconds`` have passed (then ENQUEUED).
+    DELAYED = "DELAYED"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
@@ -24,6 +28,8 @@ class Status(StrEnum):
 
 
 PENDING = Status.PENDING
+ENQUEUED = Status.ENQUEUED
+DELAYED = Status.DELAYED
 SUCCESS = Status.SUCCESS
 ERROR = Status.ERROR
 CANCELLED = Status.CANCELLED
@@ -36,7 +42,10 @@ class WorkflowStatus:
     """A snapshot of one workflow's row.
 
     ``status`` is a :class:`Status` (a ``str``). ``error`` is ``"Type: message"`` for a failed
-    workflow.
+    workflow. Queued workflows also carry their ``queue_name``, ``priority``,
+    ``deduplication_id``, ``partition_key``, ``delay_until`` (when a DELAYED one becomes
+    ready) and ``dispatched_at`` (when a dispatcher last started it); ``None`` (0 for
+    ``priority``) for the others.
     """
 
     workflow_id: str
@@ -50,6 +59,12 @@ class WorkflowStatus:
     updated_at: datetime
     completed_at: datetime | None
     error: str | None
+    queue_name: str | None = None
+    priority: int = 0
+    deduplication_id: str | None = None
+    partition_key: str | None = None
+    delay_until: datetime | None = None
+    dispatched_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> WorkflowStatus:
@@ -66,6 +81,12 @@ class WorkflowStatus:
             updated_at=row["updated_at"],
             completed_at=row["completed_at"],
             error=error_summary(row["error"]),
+            queue_name=row["queue_name"],
+            priority=row["priority"],
+            deduplication_id=row["deduplication_id"],
+            partition_key=row["partition_key"],
+            delay_until=row["delay_until"],
+            dispatched_at=row["dispatched_at"],
         )
 
     def to_dict(self) -> dict[str, Any]:

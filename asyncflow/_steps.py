@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from . import _codec
-from ._context import StepContext, WorkflowContext, connection_var, step_var
+from ._context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
 from ._errors import (
     AsyncFlowError,
     DatabaseUnavailableError,
@@ -175,25 +175,36 @@ async def run_transaction(
     attempt = 0
     while True:
         try:
+            after_commit: list[Callable[[], None]] = []
             async with storage.transaction(spec.isolation, user_code=True,
                                            name=spec.name) as tx:
                 conn_token = connection_var.set(tx.connection)
                 step_token = step_var.set(
                     StepContext(ctx, function_id, spec.name) if ctx is not None else None
                 )
+                after_token = after_commit_var.set(after_commit)
                 try:
                     result = await spec.fn(*args, **kwargs)
                 finally:
                     step = step_var.get()
+                    after_commit_var.reset(after_token)
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
                 tx.check_intact(spec.name)
-                if ctx is None:
-                    return result
-                output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
-                assert step is not None
-                await apply_effects(step)
-                await record(ctx, function_id, spec.name, output=output)
+                if ctx is not None:
+                    output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                    assert step is not None
+                    await apply_effects(step)
+                    await record(ctx, function_id, spec.name, output=output)
+            outer = after_commit_var.get()
+            if outer is not None:  # nested (a savepoint): the outermost commit wakes them
+                outer.extend(after_commit)
+            else:
+                for callback in after_commit:  # committed: wake what the body made durable
+                    callback()
+            if ctx is None:
+                return result
+            assert step is not None
             wake_effects(step)
             return _codec.loads(output)
         except RetryableTransactionError:

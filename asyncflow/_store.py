@@ -19,11 +19,14 @@ from ._batch import Batcher
 from ._errors import (
     DatabaseUnavailableError,
     InvalidArgumentError,
+    QueueDeduplicatedError,
+    WorkflowConflictError,
     WorkflowNotFoundError,
     _ExecutionConflict,
 )
 from ._filters import Cursor, WorkflowFilter
-from ._status import StepInfo, WorkflowStatus
+from ._specs import QueueSpec
+from ._status import TERMINAL_STATUSES, StepInfo, WorkflowStatus
 from ._storage import (
     Connection,
     Storage,
@@ -62,6 +65,38 @@ class Claimed:
     name: str
     inputs: str
     recovery_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A workflow that ``resume_workflow`` made runnable again: PENDING (to run), or back in its
+    queue (``queue_name`` set) for a dispatcher."""
+
+    name: str
+    inputs: str
+    queue_name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What an enqueue found: ``created``, else the name of the workflow that already has the
+    id (``existing_name``) or the id of the active workflow holding the deduplication id."""
+
+    created: bool
+    existing_name: str | None
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueClaim:
+    """One workflow a dispatcher claimed: it is PENDING on this executor now. ``fresh``: it
+    never ran before (no journal to load)."""
+
+    workflow_id: str
+    name: str
+    inputs: str
+    recovery_attempts: int
+    fresh: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +147,7 @@ def _page(rows: list[Any]) -> Page:
         (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
     ]
     first = rows[0]
-    return entries, bool(first["closed"]) or first["status"] != "PENDING"
+    return entries, bool(first["closed"]) or first["status"] in TERMINAL_STATUSES
 
 
 class Store:
@@ -202,28 +237,36 @@ class Store:
         finished = {row["workflow_id"] for row in rows}
         return [op[0] in finished for op in ops]
 
-    async def cancel_workflow(self, workflow_id: str) -> bool:
-        """Cancel a PENDING workflow; True if it was cancelled now. Unknown id: not found."""
+    async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
+        """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
+        Unknown id: not found."""
         row = await self.storage.fetchrow(Q.CANCEL_WORKFLOW, workflow_id, self.channel)
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
-        return bool(row["cancelled"])
+        return bool(row["cancelled"]), row["queue_name"]
 
     async def resume_workflow(
         self, workflow_id: str, executor_id: str | None
-    ) -> tuple[str, str] | None:
+    ) -> Resumed | None:
         """Make a finished-but-not-successful workflow PENDING on ``executor_id`` (``None``:
-        unassigned, for a supervisor to claim). Returns ``(name, inputs)`` if it was resumed."""
-        row = await self.storage.fetchrow(
-            Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
-        )
+        unassigned, for a supervisor to claim), or ENQUEUED again if it is a queued one.
+        Returns what was resumed (``None``: nothing, it was not in a resumable status)."""
+        try:
+            row = await self.storage.fetchrow(
+                Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
+            )
+        except UniqueViolation:
+            raise QueueDeduplicatedError(
+                f"workflow {workflow_id!r} cannot be resumed now: another workflow of its queue "
+                "holds its deduplication_id; resume it once that one has finished"
+            ) from None
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
         if row["name"] is None:
             return None
-        return row["name"], row["inputs"]
+        return Resumed(row["name"], row["inputs"], row["queue_name"])
 
     async def claim_workflows(
         self,
@@ -252,6 +295,7 @@ class Store:
         return len(rows)
 
     async def dead_letter(self, workflow_id: str) -> bool:
+        """End a PENDING workflow in MAX_RECOVERY_ATTEMPTS_EXCEEDED (and notify)."""
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
 
     async def try_executor_lock(self, conn: Connection, executor_id: str) -> bool:
@@ -263,6 +307,14 @@ class Store:
         storage.lock_namespace = namespace
         got: bool = await conn.fetchval(Q.TRY_EXECUTOR_LOCK, namespace, lock_key)
         return got
+
+    async def _lock_namespace(self) -> int:
+        namespace = self.storage.lock_namespace
+        if namespace is None:
+            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            self.storage.lock_namespace = namespace
+        assert namespace is not None
+        return namespace
 
     async def prune_executors(self) -> None:
         """Forget dead executors that own no PENDING workflow."""
@@ -278,7 +330,8 @@ class Store:
         template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
             Q.LIST_CHILDREN_PAGE)
         cursor = (None, None) if after is None else after
-        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit)
+        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit,
+                                        selected.queue_name)
         return [WorkflowStatus.from_row(row) for row in rows]
 
     async def cancel_descendants(self, roots: list[str]) -> list[str]:
@@ -296,7 +349,7 @@ class Store:
     ) -> list[str]:
         """Cancel up to ``limit`` matching PENDING workflows created by ``created_by``."""
         rows = await self.storage.fetch(Q.CANCEL_MATCHING, *selected.params(), created_by,
-                                        limit, self.channel)
+                                        limit, self.channel, selected.queue_name)
         return [row["workflow_id"] for row in rows]
 
     async def resume_matching(
@@ -304,7 +357,7 @@ class Store:
     ) -> list[str]:
         """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
         rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
-                                        limit, self.channel)
+                                        limit, self.channel, selected.queue_name)
         return [row["workflow_id"] for row in rows]
 
     async def lock_workflow_tree(
@@ -547,19 +600,26 @@ class Store:
         return found
 
     async def import_workflow(
-        self, workflow_id: str, workflow: str, rows: dict[str, str], unassigned: bool
+        self, workflow_id: str, workflow: str, rows: dict[str, str], unassigned: bool,
+        queue_name: str | None,
     ) -> bool:
         """Insert an exported workflow (its row as JSON) and its other rows (a JSON array per
-        kind) in one transaction; False, writing nothing, if the id exists. ``unassigned``:
-        wake the recovery supervisors at commit."""
-        async with self.storage.transaction():
-            if await self.storage.fetchval(Q.IMPORT_WORKFLOW, workflow) is None:
-                return False
-            for kind, statement in _IMPORTS.items():
-                if kind in rows:
-                    await self.storage.execute(statement, rows[kind])
-            if unassigned:
-                await self.storage.execute(Q.NOTIFY_UNASSIGNED, self.channel, workflow_id)
+        kind) in one transaction; False, writing nothing, if the id exists. At commit, wake the
+        recovery supervisors (``unassigned``) or the dispatchers of ``queue_name``."""
+        try:
+            async with self.storage.transaction():
+                if await self.storage.fetchval(Q.IMPORT_WORKFLOW, workflow) is None:
+                    return False
+                for kind, statement in _IMPORTS.items():
+                    if kind in rows:
+                        await self.storage.execute(statement, rows[kind])
+                if unassigned:
+                    await self.storage.execute(Q.NOTIFY_UNASSIGNED, self.channel, workflow_id)
+                if queue_name is not None:
+                    await self.storage.execute(Q.NOTIFY_QUEUE, self.channel, queue_name)
+        except UniqueViolation as exc:  # a repeated row in the file, or a deduplication id
+            raise WorkflowConflictError(
+                f"workflow {workflow_id!r} cannot be imported, nothing of it was: {exc}") from None
         return True
 
     async def fork_workflow(
@@ -749,3 +809,85 @@ class Store:
     ) -> list[Any]:
         """The last ``tail`` entries of the workflow's first ``keys`` streams."""
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        inputs: str,
+        app_version: str,
+        parent_id: str | None,
+        queue_name: str,
+        priority: int,
+        deduplication_id: str | None,
+        delay_seconds: float,
+        partition_key: str | None,
+    ) -> Enqueued:
+        """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
+        or the deduplication id is held (then say which)."""
+        for _ in range(10):
+            row = await self.storage.fetchrow(
+                Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
+                queue_name, priority, deduplication_id, delay_seconds, partition_key,
+                self.channel,
+            )
+            assert row is not None
+            if row["created"]:
+                return Enqueued(True, None, None)
+            if row["existing_name"] is not None or row["holder"] is not None:
+                return Enqueued(False, row["existing_name"], row["holder"])
+            # A concurrent insert committed after this statement's snapshot: look again.
+        raise WorkflowConflictError(
+            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
+            "the same id or deduplication id; try again")
+
+    async def claim_queued(
+        self,
+        spec: QueueSpec,
+        executor_id: str,
+        names: list[str],
+        app_version: str,
+        batch: int,
+    ) -> tuple[list[QueueClaim], float | None, bool]:
+        """Claim the workflows of a queue that may start now, within its limits: one short
+        transaction serialized with every other claim of the queue by the queue row's lock.
+        Returns the claims, the seconds until the next moment something may become startable
+        on its own (a DELAYED row due, the rate limit's window opening), and whether another
+        claim right away may find more (the batch was full, or a partition's cap dropped
+        rows)."""
+        rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
+        async with self.storage.transaction():
+            await self.storage.execute(Q.LOCK_QUEUE, spec.name)
+            rows = await self.storage.fetch(
+                Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
+                spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
+            )
+        claims = [
+            QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                       bool(row["fresh"]))
+            for row in rows if row["workflow_id"] is not None
+        ]
+        first = rows[0]
+        found, room = first["found"], first["room"]
+        more = len(claims) < found or (found == room == batch)
+        return claims, first["wait_s"], more
+
+    async def release_unstarted(
+        self, queue_name: str, executor_id: str, running: list[str]
+    ) -> int:
+        """Put this executor's PENDING workflows of a queue that are not in ``running`` back in
+        the queue (after a claim whose outcome was lost); returns how many."""
+        released: int = await self.storage.fetchval(
+            Q.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
+        return released
+
+    async def requeue_orphans(self, executor_id: str, include_own: bool) -> list[str]:
+        """Put dead executors' (and with ``include_own`` this executor's) PENDING queued
+        workflows back in their queues; returns the queues notified."""
+        rows = await self.storage.fetch(
+            Q.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
+            await self._lock_namespace(),
+        )
+        return [row["queue_name"] for row in rows]

@@ -1,4 +1,5 @@
-"""The recovery supervisor: claims PENDING workflows nobody runs and runs them here.
+"""The recovery supervisor: claims PENDING workflows nobody runs and runs them here (a queued
+one goes back to its queue instead, for a dispatcher to run within the queue's limits).
 
 A workflow needs recovering when its executor's process is gone. Every live app holds a
 session-level advisory lock derived from its executor id (on its LISTEN connection), so "the
@@ -20,7 +21,7 @@ import anyio.abc
 from ._health import Monitor
 from ._runner import Runner
 from ._specs import WorkflowSpec
-from ._wait import RESUMED, TERMINAL, wait_until
+from ._wait import QUEUE, RESUMED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -70,6 +71,10 @@ class Supervisor:
         executor_id = runner.runtime.executor_id
         assert executor_id is not None
         self.sweeps += 1
+        # Queued workflows of dead executors go back to their queue (their dispatchers run them
+        # within the queue's limits); the others are claimed and run here.
+        for queue_name in await store.requeue_orphans(executor_id, include_own):
+            runner.runtime.waits.wake(QUEUE, queue_name)
         total = 0
         while True:
             claimed = await store.claim_workflows(

@@ -5,8 +5,11 @@ parks. A NOTIFY (through the listener), a direct wake after a local commit, or t
 reconnect (which wakes everyone) sets its event, and it checks again — so no interleaving loses a
 wake-up. Kinds: ``m`` message to a workflow, ``e`` event set on a workflow, ``s`` stream written
 or closed, ``t`` workflow reached a terminal status (or was cancelled), ``r`` a workflow was
-resumed or left unassigned (wakes recovery supervisors); and, in-process only, ``j`` a journal
-entry was recorded and ``w`` a workflow was started (for observers such as the dashboard).
+resumed or left unassigned (wakes recovery supervisors), ``q`` a workflow was enqueued in a
+queue (or put back), ``f`` a workflow of a queue ended (a slot may be free): for these two the
+key's id is the queue name, and they wake that queue's dispatchers; and, in-process only, ``j``
+a journal entry was recorded and ``w`` a workflow was started (for observers such as the
+dashboard).
 
 :func:`wait` is the primitive: register → check → park until a wake-up or the deadline →
 re-check. A new kind of wait is a check function, not a new loop.
@@ -29,6 +32,8 @@ EVENT: Final = "e"
 STREAM: Final = "s"
 TERMINAL: Final = "t"
 RESUMED: Final = "r"
+QUEUE: Final = "q"  # id: a queue name
+SLOT_FREED: Final = "f"  # id: a queue name
 # Local only (never sent as NOTIFY): for observers such as the dashboard.
 JOURNAL: Final = "j"  # a journal entry (a step's checkpoint, …) was recorded in this process
 STARTED: Final = "w"  # a workflow was started in this process

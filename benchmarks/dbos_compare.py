@@ -1,5 +1,6 @@
-"""``--compare dbos``: run scenarios 1-5 with DBOS Transact, each in a subprocess of its own
-against a fresh database on the same server (see :mod:`benchmarks.dbos_runner`)."""
+"""``--compare dbos``: run scenarios 1-5 and the queue scenarios with DBOS Transact, each in a
+subprocess of its own against a fresh database on the same server (see
+:mod:`benchmarks.dbos_runner`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from .model import Comparison, ScenarioResult
 from .progress import note
 from .server import Server
 
-COMPARED = ("steps", "throughput", "pingpong", "stream", "fanout")
+COMPARED = ("steps", "throughput", "pingpong", "stream", "fanout", "queue_latency",
+            "queue_fleet")
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 900.0
 

@@ -1,22 +1,31 @@
-"""DBOS Transact's side of ``--compare dbos``: scenarios 1-5 with its documented async API.
+"""DBOS Transact's side of ``--compare dbos``: scenarios 1-5 and the two queue scenarios with
+its documented async API.
 
 Run by :mod:`benchmarks.dbos_compare` in a subprocess of its own (DBOS is a process-wide
 singleton), one scenario per process, against a fresh database on the same server:
 ``python -m benchmarks.dbos_runner SCENARIO URL [--quick]``. DBOS runs with its defaults; only
-the application name and the system database URL are configured. Prints ``PROGRESS text`` lines
-and finally ``RESULT {json}``.
+the application name and the system database URL are configured (and, for the worker fleet,
+each worker's executor id and the application version, through DBOS's environment variables).
+Prints ``PROGRESS text`` lines and finally ``RESULT {json}``.
+
+``queue_latency`` runs in this process (a DBOS queue dequeues by polling the database, so where
+the enqueue comes from does not change its latency); ``queue_fleet`` starts 1, 2 and 4 DBOS
+worker processes (:mod:`benchmarks.dbos_queue_worker`) and enqueues from a ``DBOSClient`` here,
+without launching DBOS in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
-from dbos import DBOS, DBOSClient, DBOSConfig, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSConfig, Queue, SetWorkflowID
 
 from .model import Figure, ScenarioResult, latency_figures
 from .sizes import FULL, QUICK, Sizes
@@ -28,6 +37,11 @@ GAP_S = 0.002
 
 durations: list[float] = []
 write_rate: list[float] = []
+first_step_at: dict[str, float] = {}
+latency_queue = Queue("bench_latency")
+ROOT = Path(__file__).resolve().parent.parent
+FLEET_QUEUE = "bench_fleet"
+FLEET_VERSION = "bench-fleet"
 
 
 class Arrivals:
@@ -101,6 +115,18 @@ async def fast_writer(count: int) -> int:
 async def parked() -> Any:
     arrivals.arrive()
     return await DBOS.recv_async(timeout_seconds=300)
+
+
+@DBOS.step(name="bench.queue.first")
+async def first_step() -> None:
+    workflow_id = DBOS.workflow_id
+    assert workflow_id is not None
+    first_step_at[workflow_id] = time.perf_counter()
+
+
+@DBOS.workflow(name="bench.queue.ping")
+async def ping() -> None:
+    await first_step()
 
 
 async def run_and_wait(workflow: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> Any:
@@ -249,19 +275,119 @@ async def fanout(url: str, sizes: Sizes) -> Measured:
     return figures, {"workflows": count}
 
 
+async def queue_latency(url: str, sizes: Sizes) -> Measured:
+    rounds, warmup = sizes.queue_latency, sizes.warmup_rounds
+    samples = []
+    for _ in range(warmup + rounds):
+        before = time.perf_counter()
+        handle = await latency_queue.enqueue_async(ping)
+        await handle.get_result()
+        samples.append(first_step_at[handle.workflow_id] - before)
+    samples = samples[warmup:]
+    progress(f"{rounds} enqueues (in process)")
+    figures = latency_figures("latency", "enqueue → first step", samples, "notify_ms_p50",
+                              "notify_ms_p99")
+    return figures, {"rounds": rounds, "warmup_rounds": warmup, "where": "in process"}
+
+
+class FleetWorker:
+    """A DBOS worker process serving the fleet queue (``benchmarks.dbos_queue_worker``)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str, executor_id: str) -> FleetWorker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONUNBUFFERED"] = "1"
+        env["DBOS__VMID"] = executor_id  # DBOS's executor id: one per process
+        env["DBOS__APPVERSION"] = FLEET_VERSION
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.dbos_queue_worker", url,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            cwd=str(ROOT))
+        worker = cls(process)
+        assert process.stdout is not None
+        line = (await process.stdout.readline()).decode().strip()
+        if line != "READY":
+            await worker.stop()
+            raise RuntimeError(f"DBOS worker {executor_id} did not start (exit code "
+                               f"{process.returncode})")
+        return worker
+
+    async def stop(self) -> None:
+        if self.process.stdin is not None and not self.process.stdin.is_closing():
+            self.process.stdin.close()
+        try:
+            async with asyncio.timeout(60):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def queue_fleet(url: str, sizes: Sizes) -> Measured:
+    count = sizes.queue_fleet
+    figures: list[Figure] = []
+    enqueue_s = 0.0
+    client = DBOSClient(system_database_url=url)
+    try:
+        for workers in sizes.queue_fleet_workers:
+            # One at a time: each launch migrates the system database.
+            fleet = [await FleetWorker.start(url, f"fleet{workers}-{index}")
+                     for index in range(workers)]
+            try:
+                options: dict[str, Any] = {  # DBOS's EnqueueOptions
+                    "queue_name": FLEET_QUEUE, "workflow_name": "bench.queue.three_steps",
+                    "app_version": FLEET_VERSION}
+                started = time.perf_counter()
+                handles = []
+                for first in range(0, count, 100):
+                    handles += await asyncio.gather(*(
+                        client.enqueue_async(options)
+                        for _ in range(first, min(count, first + 100))))
+                enqueued = time.perf_counter()
+                for handle in handles:
+                    await handle.get_result()
+                drained = time.perf_counter()
+            finally:
+                for worker in fleet:
+                    await worker.stop()
+            enqueue_s = enqueued - started
+            rate = count / (drained - enqueued)
+            progress(f"{workers} worker(s): {count} drained in {drained - enqueued:.3f} s "
+                     f"({rate:,.0f}/s); enqueued in {enqueue_s:.3f} s")
+            figures.append(Figure(f"workers_{workers}_per_s",
+                                  f"workflows/s, {workers} worker(s)", rate, "wf/s",
+                                  "commits_per_s_20"))
+    finally:
+        client.destroy()
+    figures.append(Figure("enqueue_s", f"enqueue {count} (DBOSClient, 100 at a time)",
+                          enqueue_s, "s"))
+    return figures, {"workflows": count, "steps_each": STEPS,
+                     "workers": list(sizes.queue_fleet_workers)}
+
+
 SCENARIOS: dict[str, Callable[[str, Sizes], Awaitable[Measured]]] = {
     "steps": steps,
     "throughput": throughput,
     "pingpong": pingpong,
     "stream": stream,
     "fanout": fanout,
+    "queue_latency": queue_latency,
+    "queue_fleet": queue_fleet,
 }
+#: Scenarios that run DBOS in other processes only (this one is just a client).
+CLIENT_ONLY = {"queue_fleet"}
 
 
 async def main(name: str, url: str, quick: bool) -> None:
-    config: DBOSConfig = {"name": "asyncflow-bench", "system_database_url": url}
-    DBOS(config=config)
-    DBOS.launch()
+    launched = name not in CLIENT_ONLY
+    if launched:
+        config: DBOSConfig = {"name": "asyncflow-bench", "system_database_url": url}
+        DBOS(config=config)
+        DBOS.launch()
     result = ScenarioResult(name)
     started = time.perf_counter()
     try:
@@ -270,7 +396,8 @@ async def main(name: str, url: str, quick: bool) -> None:
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
         result.seconds = time.perf_counter() - started
-        DBOS.destroy()
+        if launched:
+            DBOS.destroy()
     print("RESULT " + json.dumps(result.to_dict(None)), flush=True)
 
 

@@ -24,6 +24,9 @@ class Sizes:
     recovery: int  # PENDING workflows left by the killed process
     transaction: int  # transaction steps in the one workflow
     list_rows: int  # workflow rows in the table list pages are read from
+    queue_latency: int  # enqueues timed one after the other (one idle worker)
+    queue_fleet: int  # workflows enqueued at once for the worker fleet
+    queue_fleet_workers: tuple[int, ...]  # fleet sizes (worker processes)
     warmup_rounds: int  # warm-up iterations before the timed ones
 
 
@@ -45,6 +48,9 @@ FULL = Sizes(
     recovery=1000,
     transaction=100,
     list_rows=1_000_000,
+    queue_latency=200,
+    queue_fleet=5000,
+    queue_fleet_workers=(1, 2, 4),
     warmup_rounds=20,
 )
 
@@ -66,5 +72,8 @@ QUICK = Sizes(
     recovery=30,
     transaction=10,
     list_rows=20_000,
+    queue_latency=20,
+    queue_fleet=100,
+    queue_fleet_workers=(1, 2),
     warmup_rounds=3,
 )

@@ -58,6 +58,7 @@ TARGETS: tuple[Target, ...] = (
     Target("waiters", "rss_mb", "<=", "≤ 300 MB", _fixed(300)),
     Target("recovery", "seconds", "<=", "≤ 3 s", _fixed(3.0)),
     Target("list_pages", "page_p50_ms", "<=", "≤ 5 ms (1,000,000 workflows)", _fixed(5.0)),
+    Target("queue_latency", "latency_p50_ms", "<=", "≤ 2 ms", _fixed(2.0)),
 )
 
 

@@ -24,6 +24,7 @@ EXPECTED = {
     "ValueTooLargeError", "WorkflowCancelledError", "WorkflowConflictError",
     "WorkflowFailedError", "WorkflowHandle", "WorkflowNotFoundError", "WorkflowStatus",
     "Branch", "Fired", "event", "message", "result", "timer", "wait_first",
+    "DELAYED", "ENQUEUED", "Queue", "QueueDeduplicatedError",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
     # history (issue 14): replay, export/import, patches
@@ -169,10 +170,12 @@ def test_notify_payloads_are_kind_plus_id():
         if payload.startswith("'*'"):  # a batch: items built below, ids only
             assert payload == "'*' || string_agg(item, ''", payload
             continue
-        assert re.fullmatch(r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id)", payload), payload
+        assert re.fullmatch(
+            r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id|queue_name)", payload), payload
     items = re.findall(r"SELECT (.*) AS item FROM", "\n".join(
         getattr(_queries, n) for n in dir(_queries) if n.isupper()
         and isinstance(getattr(_queries, n), str)))
     assert items
     for item in items:
         assert re.fullmatch(r"'[a-z]' \|\| char_length\((\w+)\) \|\| ':' \|\| \1", item), item
+        assert re.fullmatch(r".*\((workflow_id|destination_id|queue_name)\).*", item), item

@@ -34,7 +34,7 @@ LAYERS: list[list[str]] = [
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor", "_retention", "_replay"],
+    ["_supervisor", "_retention", "_dispatch", "_queues", "_replay"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],

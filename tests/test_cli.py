@@ -85,7 +85,7 @@ async def test_workflow_commands(make_app, db_url):
         assert code == 0, err
         lines = out.splitlines()
         assert lines[0].split() == ["WORKFLOW", "ID", "NAME", "STATUS", "CREATED", "UPDATED",
-                                    "EXECUTOR"]
+                                    "EXECUTOR", "QUEUE"]
         assert {line.split()[0]: line.split()[2] for line in lines[1:]} == {
             "wf-done": "SUCCESS", "wf-wait": "PENDING", "wf-fail": "ERROR"}
 
@@ -127,6 +127,38 @@ async def test_workflow_commands(make_app, db_url):
         for args, (code, out, err) in zip(cases, results, strict=True):
             assert (code, out) == (1, ""), args
             assert err.strip() == "asyncflow: error: no workflow with id 'nope'"
+
+
+async def test_queued_workflows_are_listed_filtered_cancelled_and_resumed(make_app, db_url):
+    app = make_app(queues=[])  # enqueues, runs nothing
+    queue = app.queue("emails")
+
+    @app.workflow(name="email")
+    async def email(to: str) -> str:
+        return to
+
+    async with app:
+        await queue.enqueue(email, "a", workflow_id="q-now")
+        await queue.enqueue(email, "b", workflow_id="q-later", delay_seconds=3600)
+        await app.start_workflow(email, "c", workflow_id="not-queued")
+        code, out, err = await cli(db_url, "workflow", "list", "--queue", "emails")
+        assert code == 0, err
+        rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+        assert set(rows) == {"q-now", "q-later"}
+        assert rows["q-now"][2] == "ENQUEUED" and rows["q-later"][2] == "DELAYED"
+        assert rows["q-now"][-1] == "emails"
+        enqueued, delayed = await asyncio.gather(
+            cli_json(db_url, "workflow", "list", "--status", "enqueued"),
+            cli_json(db_url, "workflow", "list", "--status", "DELAYED", "--queue", "emails"))
+        assert [(w["workflow_id"], w["queue_name"]) for w in enqueued] == [("q-now", "emails")]
+        assert [w["workflow_id"] for w in delayed] == ["q-later"]
+        assert delayed[0]["delay_until"] is not None
+        assert await cli_json(db_url, "workflow", "cancel", "q-now") == {
+            "workflow_id": "q-now", "status": "CANCELLED", "changed": True}
+        assert await cli_json(db_url, "workflow", "resume", "q-now") == {
+            "workflow_id": "q-now", "status": "ENQUEUED", "changed": True}
+        code, out, _ = await cli(db_url, "workflow", "resume", "q-later")
+        assert code == 0 and "only CANCELLED" in out
 
 
 async def test_events_messages_and_streams(make_app, db_url, conn):

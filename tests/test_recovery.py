@@ -200,12 +200,15 @@ async def test_two_executions_never_both_record_a_step(make_app, conn):
     app = make_app()
     gate = asyncio.Event()
     entered = asyncio.Event()
+    both_inside = asyncio.Event()
     bodies = []
 
     @app.step()
     async def slow(i):
         bodies.append(i)
         entered.set()
+        if bodies.count(0) == 2:
+            both_inside.set()
         if i == 0:
             await gate.wait()
         return i
@@ -228,6 +231,7 @@ async def test_two_executions_never_both_record_a_step(make_app, conn):
         await app._supervisor.sweep(include_own=False)
         second = app.runner.running["race"]
         assert second is not first
+        await both_inside.wait()  # the second execution is inside slow(0) too
         gate.set()  # both now race to record slow(0), then after(1)
         assert await handle.get_result(timeout_seconds=10) == [0, 1]
     rows = await conn.fetch(

@@ -6,6 +6,8 @@ from . import (
     fanout,
     list_pages,
     pingpong,
+    queue_fleet,
+    queue_latency,
     recovery,
     steps,
     stream,
@@ -27,6 +29,8 @@ SCENARIOS: dict[str, Scenario] = {
     "recovery": recovery.run,
     "transaction": transaction.run,
     "list_pages": list_pages.run,
+    "queue_latency": queue_latency.run,
+    "queue_fleet": queue_fleet.run,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -40,6 +44,8 @@ DESCRIPTIONS: dict[str, str] = {
     "recovery": "PENDING workflows of a SIGKILLed process completed by a fresh app",
     "transaction": "a workflow of @app.transaction steps each updating a row",
     "list_pages": "list_workflows pages with after= in a table of 1,000,000 workflows",
+    "queue_latency": "enqueue → first step running, one idle worker process",
+    "queue_fleet": "workflows enqueued at once, drained by 1, 2 and 4 worker processes",
 }
 
 __all__ = ["DESCRIPTIONS", "SCENARIOS", "Context", "Measured", "Scenario"]
