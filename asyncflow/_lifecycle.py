@@ -15,13 +15,14 @@ from . import _codec
 from . import _queries as Q
 from ._admin import Admin
 from ._context import current_workflow, workflow_on
+from ._driver import refuse_in_replay
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._runtime import Runtime, not_launched
 from ._status import Health, StepInfo, WorkflowStatus
-from ._storage import Storage, refuse_in_replay
+from ._storage import Storage
 from ._store import Store
 from ._streams import entries
 from ._wait import WaitRegistry

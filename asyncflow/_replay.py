@@ -23,6 +23,7 @@ import anyio.abc
 from . import _codec
 from ._archive import WorkflowHistory
 from ._context import WorkflowContext, connection_var, step_var, workflow_var
+from ._driver import no_database
 from ._errors import (
     AsyncFlowError,
     NonDeterministicWorkflowError,
@@ -36,7 +37,6 @@ from ._runner import CHILD
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, PENDING, SUCCESS
-from ._storage import no_database
 from ._store import JournalEntry, Outcome, Store
 from ._wait import WaitRegistry
 

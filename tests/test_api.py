@@ -82,7 +82,7 @@ def test_only_storage_and_listener_import_asyncpg():
                 names = [node.module]
             if any(n == "asyncpg" or n.startswith("asyncpg.") for n in names):
                 importers.add(path.name)
-    assert importers <= {"_storage.py", "_listener.py"}
+    assert importers <= {"_storage.py", "_driver.py", "_pool.py", "_listener.py"}
 
 
 # Where the library may call sleep: retry backoffs, the listener's reconnect backoff, the SSE

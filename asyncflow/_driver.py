@@ -1,0 +1,183 @@
+"""The driver seam: asyncpg's errors translated into asyncflow's (by class and SQLSTATE, never
+by message text), and how the code running in a context learns the database went away."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, TypeAlias
+
+import asyncpg
+import asyncpg.exceptions as pgerr
+
+from ._errors import (
+    AsyncFlowError,
+    ConfigurationError,
+    DatabaseUnavailableError,
+    InvalidArgumentError,
+    SchemaVersionError,
+    TransactionStateError,
+    WorkflowNotFoundError,
+)
+
+Row: TypeAlias = Any  # an asyncpg.Record: indexable by position and column name
+Connection: TypeAlias = asyncpg.Connection
+
+#: Set by whoever runs code that must know when the database became unreachable under it (a
+#: workflow execution): called whenever a DatabaseUnavailableError is raised in its context,
+#: even if user code later swallows the exception.
+on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
+    "asyncflow_on_unavailable", default=None
+)
+
+#: Set while a history replay runs (asyncflow._replay): code running in it must not reach any
+#: database. Called with what was attempted, it records that and returns the error to raise.
+no_database: ContextVar[Callable[[str], BaseException] | None] = ContextVar(
+    "asyncflow_no_database", default=None
+)
+
+
+def refuse_in_replay(what: str) -> None:
+    """Raise if this code runs inside a history replay, which never touches a database."""
+    refuse = no_database.get()
+    if refuse is not None:
+        raise refuse(what)
+
+
+def report_unavailable() -> None:
+    """Tell the code running in this context that the database became unreachable under it."""
+    callback = on_unavailable.get()
+    if callback is not None:
+        callback()
+
+def _unavailable(message: str) -> DatabaseUnavailableError:
+    report_unavailable()
+    return DatabaseUnavailableError(message)
+
+
+class UniqueViolation(Exception):
+    """Internal: a unique constraint rejected an insert (the journal's duplicate detection)."""
+
+
+class ReadOnlyDatabase(DatabaseUnavailableError):
+    """Internal: a write was refused because the transaction is read-only. Outside a user
+    transaction: the database is read-only (a standby). Inside one: the body replaced asyncflow's
+    transaction (new transactions on that connection are read-only by default)."""
+
+class RetryableTransactionError(AsyncFlowError):
+    """Internal: serialization failure or deadlock; the transaction may be retried."""
+
+
+_CONNECTION_LOSS: tuple[type[BaseException], ...] = (
+    pgerr.PostgresConnectionError,
+    pgerr.AdminShutdownError,
+    pgerr.CrashShutdownError,
+    pgerr.CannotConnectNowError,
+    pgerr.TooManyConnectionsError,
+    OSError,
+    TimeoutError,
+)
+
+
+@contextmanager
+def map_errors(conn: Connection | None = None) -> Iterator[None]:
+    """Translate asyncpg errors into asyncflow's, by class and SQLSTATE only."""
+    try:
+        yield
+    except pgerr.UniqueViolationError as exc:
+        raise UniqueViolation(str(exc)) from exc
+    except pgerr.ForeignKeyViolationError as exc:
+        raise WorkflowNotFoundError(
+            "the destination workflow does not exist; start it first or check the id"
+        ) from exc
+    except pgerr.NumericValueOutOfRangeError as exc:
+        raise InvalidArgumentError(f"a number is out of the range Postgres stores: {exc}") from exc
+    except (pgerr.SerializationError, pgerr.DeadlockDetectedError) as exc:
+        raise RetryableTransactionError(str(exc)) from exc
+    except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
+        raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
+        raise InvalidArgumentError(f"a value Postgres cannot store: {exc}") from exc
+    except pgerr.UndefinedTableError as exc:
+        raise SchemaVersionError(
+            f"the asyncflow schema is missing from the database ({exc}); launch an AsyncFlow app "
+            "(or run `asyncflow db migrate`) against it"
+        ) from exc
+    except (pgerr.ObjectNotInPrerequisiteStateError, pgerr.QueryCanceledError) as exc:
+        # Connections refused (the database does not accept connections now), or a statement
+        # cancelled by statement_timeout / lock_timeout: the database cannot serve us right now.
+        raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
+    except pgerr.InFailedSQLTransactionError as exc:
+        raise TransactionStateError(
+            "the transaction was aborted by an error inside it (an error the transaction body "
+            "caught and went on from); nothing of it was committed. Let errors of statements "
+            "on asyncflow.connection() propagate, or use a savepoint (conn.transaction())"
+        ) from exc
+    except pgerr.ReadOnlySQLTransactionError as exc:
+        raise ReadOnlyDatabase(
+            f"the database is read-only now (a standby, or set read-only): {exc}"
+        ) from exc
+    except pgerr.InsufficientPrivilegeError as exc:
+        raise ConfigurationError(
+            f"the database role lacks a privilege asyncflow needs ({exc}); see the README's "
+            "privileges section for the GRANTs a runtime role needs"
+        ) from exc
+    except _CONNECTION_LOSS as exc:
+        raise _unavailable(f"database connection lost: {exc!r}") from exc
+    except asyncpg.InterfaceError as exc:
+        if conn is None or conn.is_closed():
+            raise _unavailable(f"database connection lost: {exc!r}") from exc
+        raise
+    except asyncpg.InternalClientError as exc:
+        # The connection's protocol is out of step, typically because the server's FATAL
+        # (shutdown, pg_terminate_backend) arrived just before its socket closed: the statement
+        # was never sent. Drop the connection so the pool opens a fresh one.
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+        raise _unavailable(f"database connection lost: {exc!r}") from exc
+
+
+_CONFIGURATION: tuple[type[BaseException], ...] = (
+    pgerr.InvalidCatalogNameError,  # database does not exist
+    pgerr.InvalidAuthorizationSpecificationError,  # role does not exist / not permitted
+    pgerr.InvalidPasswordError,
+    asyncpg.ClientConfigurationError,  # malformed URL or options
+)
+
+
+@contextmanager
+def _configuration_errors(url: str) -> Iterator[None]:
+    """Connection failures that retrying cannot fix become ConfigurationError."""
+    try:
+        yield
+    except _CONFIGURATION as exc:
+        raise ConfigurationError(
+            f"cannot connect to the database ({type(exc).__name__}: {exc}); check the database "
+            "URL (argument, ASYNCFLOW_DATABASE_URL), that the database exists and the role may "
+            "log in"
+        ) from exc
+
+
+_SESSION_ENDED: tuple[type[BaseException], ...] = (
+    pgerr.PostgresConnectionError,
+    pgerr.AdminShutdownError,
+    pgerr.CrashShutdownError,
+    pgerr.CannotConnectNowError,
+)
+
+
+def _lost_by_user_code(conn: Connection, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by user code in a transaction on ``conn``, means the connection
+    is gone (the transaction is then retried as an outage rather than recorded as a failure).
+
+    Judged by the connection, not by the exception's type alone: a body's own OSError or
+    TimeoutError (a missing file, a slow service) is a failure of the body.
+    """
+    if not isinstance(exc, Exception) or isinstance(
+            exc, DatabaseUnavailableError | TransactionStateError):
+        return False
+    if isinstance(exc, asyncpg.InternalClientError):  # protocol out of step: unusable
+        conn.terminate()
+        return True
+    return isinstance(exc, _SESSION_ENDED) or conn.is_closed()

@@ -1,0 +1,135 @@
+"""The store's statements for operating workflows (``_admin``, ``_cancel``, ``_retention``)
+and the dashboard's reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from . import _queries as Q
+from ._errors import WorkflowNotFoundError
+from ._filters import Cursor, WorkflowFilter
+from ._status import WorkflowStatus
+from ._store_base import Send
+from ._store_batches import BatchStatements
+
+
+class AdminStatements(BatchStatements):
+    """Listing pages, cancelling trees, bulk operations, deleting, retention, dashboard reads."""
+
+    __slots__ = ()
+
+    # -- operating workflows (lifecycle: _admin, _cancel, _retention) ---------------------------
+
+    async def list_page(
+        self, selected: WorkflowFilter, after: Cursor | None, limit: int
+    ) -> list[WorkflowStatus]:
+        """One page of workflows, newest first, after the cursor (keyset)."""
+        template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
+            Q.LIST_CHILDREN_PAGE)
+        cursor = (None, None) if after is None else after
+        rows = await self.storage.fetch(template, *selected.params(), *cursor, limit,
+                                        selected.queue_name)
+        return [WorkflowStatus.from_row(row) for row in rows]
+
+    async def cancel_descendants(self, roots: list[str]) -> list[str]:
+        """Cancel every PENDING descendant of ``roots``; the ids cancelled."""
+        rows = await self.storage.fetch(Q.CANCEL_DESCENDANTS, roots, self.channel)
+        return [row["workflow_id"] for row in rows]
+
+    async def database_now(self) -> datetime:
+        """The database server's clock (bulk operations bound their work by it)."""
+        now: datetime = await self.storage.fetchval(Q.DATABASE_NOW)
+        return now
+
+    async def cancel_matching(
+        self, selected: WorkflowFilter, created_by: datetime, limit: int
+    ) -> list[str]:
+        """Cancel up to ``limit`` matching PENDING workflows created by ``created_by``."""
+        rows = await self.storage.fetch(Q.CANCEL_MATCHING, *selected.params(), created_by,
+                                        limit, self.channel, selected.queue_name)
+        return [row["workflow_id"] for row in rows]
+
+    async def resume_matching(
+        self, selected: WorkflowFilter, ended_before: datetime, limit: int
+    ) -> list[str]:
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
+        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
+                                        limit, self.channel, selected.queue_name)
+        return [row["workflow_id"] for row in rows]
+
+    async def lock_workflow_tree(
+        self, workflow_id: str, children: bool
+    ) -> list[tuple[str, str]]:
+        """Lock a workflow (and its descendants): ``(id, status)`` of each (in a transaction)."""
+        rows = await self.storage.fetch(Q.LOCK_WORKFLOW_TREE, workflow_id, children)
+        return [(row["workflow_id"], row["status"]) for row in rows]
+
+    async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """Delete workflows with everything of theirs; the ids deleted."""
+        rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_bounds(
+        self, max_age_seconds: float | None, max_count: int | None
+    ) -> tuple[datetime | None, Cursor | None]:
+        """The age bound (now minus the age) and the newest finished workflow beyond the
+        ``max_count`` kept, by the database's clock."""
+        row = await self.storage.fetchrow(Q.RETENTION_BOUNDS, max_age_seconds, max_count)
+        assert row is not None
+        keep = None if row["keep_completed_at"] is None else (
+            row["keep_completed_at"], row["keep_workflow_id"])
+        return row["age_bound"], keep
+
+    async def retention_delete(self, bound: Cursor, limit: int) -> list[str]:
+        """Delete up to ``limit`` finished workflows at or before ``bound`` (oldest first)."""
+        rows = await self.storage.fetch(Q.RETENTION_DELETE, *bound, limit)
+        return [row["workflow_id"] for row in rows]
+
+    async def retention_count(self, bound: Cursor) -> int:
+        """How many finished workflows are at or before ``bound`` (a dry run)."""
+        count: int = await self.storage.fetchval(Q.RETENTION_COUNT, *bound)
+        return count
+
+    async def send_many_once(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement (in a transaction: no second try). A
+        destination deleted while it runs fails it as a whole: WorkflowNotFoundError."""
+        return [outcome is None for outcome in await self._send_many(ops)]
+
+    async def send_many(self, ops: list[Send]) -> list[bool]:
+        """Deliver many messages in one statement; per message, whether its destination exists.
+
+        A destination deleted while the statement runs fails it as a whole (its foreign key):
+        it is run again, and at last each message alone."""
+        for _attempt in range(3):
+            try:
+                outcomes = await self._send_many(ops)
+            except WorkflowNotFoundError:
+                continue
+            return [outcome is None for outcome in outcomes]
+        delivered: list[bool] = []
+        for op in ops:
+            try:
+                await self._send_one(op)
+                delivered.append(True)
+            except WorkflowNotFoundError:
+                delivered.append(False)
+        return delivered
+
+    # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
+
+    async def dashboard_workflow_data(self, workflow_id: str, chars: int) -> Any:
+        """A workflow's inputs, output and error, cut at ``chars`` characters."""
+        return await self.storage.fetchrow(Q.DASHBOARD_WORKFLOW_DATA, workflow_id, chars)
+
+    async def dashboard_pending_messages(
+        self, workflow_id: str, limit: int, chars: int
+    ) -> list[Any]:
+        """The oldest waiting messages of a workflow (all topics), with the total count."""
+        return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def dashboard_streams(
+        self, workflow_id: str, keys: int, tail: int, chars: int
+    ) -> list[Any]:
+        """The last ``tail`` entries of the workflow's first ``keys`` streams."""
+        return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)

@@ -1,0 +1,119 @@
+"""What every part of the store shares: its row types, the errors it raises for rows it
+does not find, and the base class holding the storage and the NOTIFY channel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _codec
+from . import _queries as Q
+from ._errors import WorkflowNotFoundError, _ExecutionConflict
+from ._status import TERMINAL_STATUSES
+from ._storage import Storage
+
+Finish = tuple[str, str, str | None, str | None]
+Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
+Send = tuple[str, str | None, str, str | None]
+Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
+Read = tuple[str, str, int, int]
+Written = tuple[bool, int | None, bool]
+Page = tuple[list[tuple[int, Any]], bool]
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    """One recorded operation of a workflow, as loaded for replay."""
+
+    name: str
+    output: str | None
+    error: str | None
+    child_id: str | None
+    completed: bool
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A workflow the supervisor claimed for this executor."""
+
+    workflow_id: str
+    name: str
+    inputs: str
+    recovery_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """A workflow that ``resume_workflow`` made runnable again: PENDING (to run), or back in its
+    queue (``queue_name`` set) for a dispatcher."""
+
+    name: str
+    inputs: str
+    queue_name: str | None
+
+
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A workflow's status with its recorded output and error (JSON text)."""
+
+    status: str
+    output: str | None
+    error: str | None
+
+
+def conflict(workflow_id: str, function_id: int) -> _ExecutionConflict:
+    return _ExecutionConflict(
+        f"operation #{function_id} of workflow {workflow_id!r} was recorded by another execution"
+    )
+
+
+def not_found(workflow_id: str) -> WorkflowNotFoundError:
+    """The error for an unknown workflow id (one wording everywhere)."""
+    return WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+
+
+def page(rows: list[Any]) -> Page:
+    entries = [
+        (row["offset"], _codec.loads(row["value"])) for row in rows if row["offset"] is not None
+    ]
+    first = rows[0]
+    return entries, bool(first["closed"]) or first["status"] in TERMINAL_STATUSES
+
+
+
+class StoreBase:
+    """The storage and channel every group of named statements runs on."""
+
+    __slots__ = ()
+    storage: Storage
+    channel: str
+
+    async def _lock_namespace(self) -> int:
+        namespace = self.storage.lock_namespace
+        if namespace is None:
+            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            self.storage.lock_namespace = namespace
+        assert namespace is not None
+        return namespace
+
+
+    async def _send_one(self, op: Send) -> None:
+        destination_id, topic, text, idempotency_key = op
+        try:
+            if idempotency_key is None:
+                await self.storage.execute(
+                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel
+                )
+            else:
+                await self.storage.execute(
+                    Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
+                    idempotency_key,
+                )
+        except WorkflowNotFoundError:
+            raise not_found(destination_id) from None
+

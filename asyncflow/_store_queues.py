@@ -1,0 +1,120 @@
+"""The store's statements for queues (``_queues``, ``_dispatch``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import _queries as Q
+from ._errors import WorkflowConflictError
+from ._specs import QueueSpec
+from ._store_base import StoreBase
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What an enqueue found: ``created``, else the name of the workflow that already has the
+    id (``existing_name``) or the id of the active workflow holding the deduplication id."""
+
+    created: bool
+    existing_name: str | None
+    holder: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueClaim:
+    """One workflow a dispatcher claimed: it is PENDING on this executor now. ``fresh``: it
+    never ran before (no journal to load)."""
+
+    workflow_id: str
+    name: str
+    inputs: str
+    recovery_attempts: int
+    fresh: bool
+
+
+class QueueStatements(StoreBase):
+    """Enqueueing, claiming and requeueing queued workflows."""
+
+    __slots__ = ()
+
+    # -- queues ---------------------------------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow_id: str,
+        name: str,
+        inputs: str,
+        app_version: str,
+        parent_id: str | None,
+        queue_name: str,
+        priority: int,
+        deduplication_id: str | None,
+        delay_seconds: float,
+        partition_key: str | None,
+    ) -> Enqueued:
+        """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
+        or the deduplication id is held (then say which)."""
+        for _ in range(10):
+            row = await self.storage.fetchrow(
+                Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
+                queue_name, priority, deduplication_id, delay_seconds, partition_key,
+                self.channel,
+            )
+            assert row is not None
+            if row["created"]:
+                return Enqueued(True, None, None)
+            if row["existing_name"] is not None or row["holder"] is not None:
+                return Enqueued(False, row["existing_name"], row["holder"])
+            # A concurrent insert committed after this statement's snapshot: look again.
+        raise WorkflowConflictError(
+            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
+            "the same id or deduplication id; try again")
+
+    async def claim_queued(
+        self,
+        spec: QueueSpec,
+        executor_id: str,
+        names: list[str],
+        app_version: str,
+        batch: int,
+    ) -> tuple[list[QueueClaim], float | None, bool]:
+        """Claim the workflows of a queue that may start now, within its limits: one short
+        transaction serialized with every other claim of the queue by the queue row's lock.
+        Returns the claims, the seconds until the next moment something may become startable
+        on its own (a DELAYED row due, the rate limit's window opening), and whether another
+        claim right away may find more (the batch was full, or a partition's cap dropped
+        rows)."""
+        rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
+        async with self.storage.transaction():
+            await self.storage.execute(Q.LOCK_QUEUE, spec.name)
+            rows = await self.storage.fetch(
+                Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
+                spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
+            )
+        claims = [
+            QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                       bool(row["fresh"]))
+            for row in rows if row["workflow_id"] is not None
+        ]
+        first = rows[0]
+        found, room = first["found"], first["room"]
+        more = len(claims) < found or (found == room == batch)
+        return claims, first["wait_s"], more
+
+    async def release_unstarted(
+        self, queue_name: str, executor_id: str, running: list[str]
+    ) -> int:
+        """Put this executor's PENDING workflows of a queue that are not in ``running`` back in
+        the queue (after a claim whose outcome was lost); returns how many."""
+        released: int = await self.storage.fetchval(
+            Q.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
+        return released
+
+    async def requeue_orphans(self, executor_id: str, include_own: bool) -> list[str]:
+        """Put dead executors' (and with ``include_own`` this executor's) PENDING queued
+        workflows back in their queues; returns the queues notified."""
+        rows = await self.storage.fetch(
+            Q.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
+            await self._lock_namespace(),
+        )
+        return [row["queue_name"] for row in rows]
