@@ -147,18 +147,26 @@ def _register(run: W.RunDir, pg_ctl: str) -> None:
 
 def _release_all() -> None:
     """At exit: stop being a user; the last user stops a server that is not kept."""
-    for root, registration in list(_registered.items()):
-        if registration.pid != os.getpid():
-            continue  # inherited through fork(): the parent's registration
-        del _registered[root]
-        run = W.RunDir(root)
+    for root in list(_registered):
         try:
-            with W.locked(run.start_lock):
-                W.unregister_user(run, registration.fd)
-                if not W.live_users(run) and not run.keep.exists():
-                    W.stop_server(run.pgdata, registration.pg_ctl)
+            release_sync(root)
         except Exception as exc:  # exiting anyway: the watchdog stops it instead
             logger.warning("could not stop the embedded Postgres of %s: %s", root, exc)
+
+
+def release_sync(data_dir: Path) -> bool:
+    """Stop being a user of the embedded server of ``data_dir`` (as at exit): if no other
+    process uses it and it is not kept, stop it. True if this process was a user."""
+    registration = _registered.get(data_dir)
+    if registration is None or registration.pid != os.getpid():
+        return False  # not a user, or inherited through fork(): the parent's registration
+    del _registered[data_dir]
+    run = W.RunDir(data_dir)
+    with W.locked(run.start_lock):
+        W.unregister_user(run, registration.fd)
+        if not W.live_users(run) and not run.keep.exists():
+            W.stop_server(run.pgdata, registration.pg_ctl)
+    return True
 
 
 def ensure_watchdog(run: W.RunDir, pg_ctl: str) -> None:

@@ -68,7 +68,7 @@ async def get_event_from_workflow(
                      else recorded.deadline)
     assert wall_deadline is not None
 
-    async def check(_waiter: Waiter) -> str | _NotYet | None:
+    async def check(waiter: Waiter) -> str | _NotYet | None:
         nonlocal first
         if first:
             first = False
@@ -85,6 +85,7 @@ async def get_event_from_workflow(
             return value
         if ctx.runtime.now() >= wall_deadline:
             return None
+        waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)  # the clock may have moved
         return NOT_YET
 
     keys = ((EVENT, target_id), (TERMINAL, ctx.workflow_id))

@@ -46,6 +46,9 @@ async def checked(ctx: WorkflowContext, write: Awaitable[bool]) -> None:
 
 async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: Any) -> None:
     """Write one journal entry (guarded: only while the workflow is PENDING)."""
+    hook = ctx.runtime.on_checkpoint
+    if hook is not None:
+        hook(ctx.workflow_id, function_id, name)
     await checked(ctx, ctx.runtime.store.record_operation(
         ctx.workflow_id, function_id, name, **fields))
     ctx.runtime.waits.wake(JOURNAL, ctx.workflow_id)  # observers only: nobody waits on it

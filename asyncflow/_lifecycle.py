@@ -101,6 +101,9 @@ class Connected(Admin):
         self._waits = WaitRegistry()
         self._runtime: Runtime | None = None
         self._storage: Storage | None = None
+        #: Called with each new runtime before anything runs on it (``asyncflow.testing``
+        #: carries its test clock and armed crashes across relaunches); ``None`` normally.
+        self._prepare_runtime: Callable[[Runtime], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -170,6 +173,8 @@ class Connected(Admin):
             listener = Listener(store, self._waits, executor_id=self._executor_id,
                                 on_notify=self._on_notify)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
+            if self._prepare_runtime is not None:
+                self._prepare_runtime(runtime)
             self._runtime = runtime
             await tg.start(listener.run)
             await self._start_background(runtime)

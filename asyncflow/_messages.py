@@ -138,7 +138,7 @@ async def recv(
                      else recorded.deadline)
     assert wall_deadline is not None
 
-    async def check(_waiter: Waiter) -> str | _NotYet | None:
+    async def check(waiter: Waiter) -> str | _NotYet | None:
         nonlocal first
         if first:
             # First attempt: journal the recv with its deadline and take a waiting message,
@@ -158,6 +158,7 @@ async def recv(
             return message
         if ctx.runtime.now() >= wall_deadline:
             return None  # timed out (by the wall clock the deadline was recorded in)
+        waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)  # the clock may have moved
         return NOT_YET
 
     keys = ((MESSAGE, ctx.workflow_id), (TERMINAL, ctx.workflow_id))

@@ -1,7 +1,9 @@
 """Every SQL statement asyncflow runs, as named constants.
 
 ``{s}`` stands for the (validated, quoted) schema identifier and is substituted once per app by
-:func:`render`; it is the only text ever spliced into SQL. Every value travels as a ``$n``
+:func:`render`; it is the only text ever spliced into SQL, but for the database names of the test
+kit's CREATE/DROP DATABASE (identifiers cannot be parameters), validated and quoted the same way
+by :func:`database_statement`. Every value travels as a ``$n``
 parameter. ``pg_notify`` payloads are a one-letter kind plus a workflow id, never user data.
 """
 
@@ -1276,6 +1278,28 @@ WITH victims AS (
 
 RETENTION_COUNT = """
 SELECT count(*) FROM {s}.workflows w WHERE """ + _RETAINED
+
+# ---------------------------------------------------------------------------------------------
+# The test kit (asyncflow.testing): databases made and dropped on a test server. {db} and
+# {template} are database names the kit generates, quoted by database_statement().
+# ---------------------------------------------------------------------------------------------
+
+CREATE_DATABASE = "CREATE DATABASE {db}"
+CREATE_DATABASE_FROM_TEMPLATE = "CREATE DATABASE {db} TEMPLATE {template}"
+# Before DROP DATABASE (which waits a few seconds for terminated sessions to end); works on every
+# supported Postgres, unlike DROP DATABASE ... WITH (FORCE) (13+). $1 is the database name.
+TERMINATE_SESSIONS = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = $1 AND pid <> pg_backend_pid()"""
+DROP_DATABASE = "DROP DATABASE IF EXISTS {db}"
+
+
+def database_statement(statement: str, **names: str) -> str:
+    """One of the statements above with its database names quoted (plain identifiers only)."""
+    for key, name in names.items():
+        statement = statement.replace("{" + key + "}", quote_schema(name))
+    return statement
+
 
 # ---------------------------------------------------------------------------------------------
 # Dashboard (asyncflow._dashboard): read-only queries. Large values are cut with left(): the

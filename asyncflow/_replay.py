@@ -143,15 +143,15 @@ class ReplayRuntime(Runtime):
     __slots__ = ()
 
     def __init__(self, store: ReplayStore) -> None:  # Runtime's own needs a live app
+        for slot in Runtime.__slots__:  # hooks and anything added later: none
+            setattr(self, slot, None)
         self.store = cast(Store, store)
         self.waits = WaitRegistry()
         self.listener = cast(Listener, None)
         self.tg = cast(anyio.abc.TaskGroup, None)
-        self.executor_id = None
         self.closing = False
         self.monitors = {}
         self.clock_offset = _FAR_FUTURE
-        self.on_operation = None
 
     def spawn(self, fn: Any, *args: Any, name: str) -> bool:
         return False

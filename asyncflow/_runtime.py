@@ -26,7 +26,7 @@ class Runtime:
     client, plus its executor id (``None`` for a client)."""
 
     __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
-                 "on_operation", "store", "tg", "waits")
+                 "on_checkpoint", "on_operation", "store", "tg", "waits")
 
     def __init__(
         self,
@@ -48,6 +48,11 @@ class Runtime:
         #: Called with (workflow id, function id) as each durable operation of a workflow is
         #: reserved (``asyncflow.testing`` uses it to simulate crashes); ``None`` normally.
         self.on_operation: Callable[[str, int], None] | None = None
+        #: Called with (workflow id, function id, operation name) just before an operation's
+        #: journal entry is written through ``_journal.record`` -- after a step's body ran,
+        #: before its checkpoint (``asyncflow.testing`` simulates crashes there); ``None``
+        #: normally.
+        self.on_checkpoint: Callable[[str, int, str], None] | None = None
 
     def now(self) -> float:
         """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""

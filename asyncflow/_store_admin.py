@@ -1,5 +1,5 @@
-"""The store's statements for operating workflows (``_admin``, ``_cancel``, ``_retention``)
-and the dashboard's reads."""
+"""The store's statements for operating workflows (``_admin``, ``_cancel``, ``_retention``),
+the test kit's databases (``asyncflow.testing``) and the dashboard's reads."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from ._store_batches import BatchStatements
 
 
 class AdminStatements(BatchStatements):
-    """Listing pages, cancelling trees, bulk operations, deleting, retention, dashboard reads."""
+    """Listing pages, cancelling trees, bulk operations, deleting, retention, test databases,
+    dashboard reads."""
 
     __slots__ = ()
 
@@ -115,6 +116,21 @@ class AdminStatements(BatchStatements):
             except WorkflowNotFoundError:
                 delivered.append(False)
         return delivered
+
+    # -- test databases (asyncflow.testing; on a server's admin connection) ---------------------
+
+    async def create_database(self, name: str, template: str | None = None) -> None:
+        """``CREATE DATABASE name`` (``TEMPLATE template``: a copy of that database)."""
+        if template is None:
+            await self.storage.execute(Q.database_statement(Q.CREATE_DATABASE, db=name))
+        else:
+            await self.storage.execute(Q.database_statement(
+                Q.CREATE_DATABASE_FROM_TEMPLATE, db=name, template=template))
+
+    async def drop_database(self, name: str) -> None:
+        """End the sessions still connected to database ``name``, then drop it (if it exists)."""
+        await self.storage.execute(Q.TERMINATE_SESSIONS, name)
+        await self.storage.execute(Q.database_statement(Q.DROP_DATABASE, db=name))
 
     # -- dashboard reads (raw rows; the dashboard decodes them) ---------------------------------
 

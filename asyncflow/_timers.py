@@ -31,10 +31,14 @@ async def sleep(ctx: WorkflowContext, function_id: int, seconds: float) -> None:
     if ctx.runtime.now() >= wake_at:
         return
 
-    async def check(_waiter: Waiter) -> bool | _NotYet:
+    async def check(waiter: Waiter) -> bool | _NotYet:
         if await ctx.runtime.store.workflow_state(ctx.workflow_id) != PENDING:
             await stop_for_status(ctx)
-        return True if ctx.runtime.now() >= wake_at else NOT_YET
+        if ctx.runtime.now() >= wake_at:
+            return True
+        # The runtime's clock may have moved (advance_clock): park until its new time.
+        waiter.deadline = loop_deadline(ctx.runtime, wake_at)
+        return NOT_YET
 
     await wait(Wait(ctx.runtime.waits, ((TERMINAL, ctx.workflow_id),), check,
                     deadline=loop_deadline(ctx.runtime, wake_at)))

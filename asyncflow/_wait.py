@@ -72,6 +72,9 @@ class WaitRegistry:
         self._observers: list[Observer] = []
         self._count = 0
         self._target: tuple[int, asyncio.Event] | None = None
+        #: Called with True as a waiter parks and False as it stops parking, in the parking
+        #: task (``asyncflow.testing`` learns from it that a workflow waits); ``None`` normally.
+        self.on_park: Callable[[bool], None] | None = None
 
     @contextmanager
     def watch(self, *keys: Key, deadline: float | None = None) -> Iterator[Waiter]:
@@ -131,10 +134,15 @@ class WaitRegistry:
         self._count += 1
         if self._target is not None and self._count >= self._target[0]:
             self._target[1].set()
+        observer = self.on_park
+        if observer is not None:
+            observer(True)
         try:
             await wait_until(event, event.deadline)
         finally:
             self._count -= 1
+            if observer is not None:
+                observer(False)
 
     def __len__(self) -> int:
         """The number of waiters parked right now."""

@@ -224,6 +224,8 @@ async def wait_first_in_workflow(
             payload = {"index": timer_index, "value": None}
             await complete(payload)
             return payload
+        if wall_deadline is not None:  # the runtime's clock may have moved: park until then
+            waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)
         return NOT_YET
 
     deadline = None if wall_deadline is None else loop_deadline(ctx.runtime, wall_deadline)

@@ -24,6 +24,7 @@ from faultlib import admin, with_database
 
 import asyncflow
 from asyncflow._storage import Storage
+from asyncflow.testing import TestDatabases
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = f"asyncflow_tmpl_{os.getpid()}"
@@ -65,6 +66,13 @@ def template_db(server_url: str) -> Iterator[str]:
     asyncio.run(_migrate(with_database(server_url, TEMPLATE)))
     yield TEMPLATE
     asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def asyncflow_databases(server_url: str) -> Iterator[TestDatabases]:
+    """The user test kit's databases (asyncflow.testing's fixtures) on this session's server."""
+    with TestDatabases(server_url) as databases:
+        yield databases
 
 
 @pytest.fixture

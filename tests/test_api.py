@@ -96,6 +96,9 @@ ALLOWED_SLEEPS = {
     ("_api.py", "sleep"),
     ("_sse.py", "keep_alive"),  # the SSE keep-alive comment timer (asyncflow/web/)
     ("_live.py", "serve"),  # the dashboard coalesces a burst of changes (at most 4 pushes/s)
+    # asyncflow.testing's relaunch: backoff while the executor lock of the app's own previous
+    # launch is still held by its exiting backend
+    ("_launch.py", "launch"),
 }
 
 

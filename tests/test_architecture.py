@@ -49,6 +49,8 @@ LAYERS: list[list[str]] = [
     ["_dashboard"],
     ["web"],
     ["__init__"],
+    # the users' test kit (a subpackage): on top of everything, imported by nothing
+    ["testing"],
     ["_cli_output"],
     ["_cli_embedded", "_cli_lifecycle"],
     ["_cli_history"],

@@ -37,6 +37,14 @@ def _is_constant(node: ast.expr) -> bool:
             and node.value.id in {"Q", "_queries"} and node.attr.isupper())
 
 
+def _is_database_statement(node: ast.expr) -> bool:
+    """``Q.database_statement(Q.NAME, db=…)``: a constant with database names quoted in."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "database_statement" and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "Q" and len(node.args) == 1
+            and _is_constant(node.args[0]))
+
+
 def test_every_statement_is_a_constant_of_the_sql_module():
     """Every call that runs SQL passes a ``_queries`` constant (``Q.NAME``) or a template name
     handed through unchanged; nothing builds statement text from values at run time."""
@@ -55,6 +63,9 @@ def test_every_statement_is_a_constant_of_the_sql_module():
                 _is_constant(arg)
                 # Q.MIGRATIONS[version - 1]
                 or (isinstance(arg, ast.Subscript) and _is_constant(arg.value))
+                # the test kit's CREATE/DROP DATABASE, with the database names it generates
+                # quoted as identifiers: Q.database_statement(Q.SOME_STATEMENT, db=name)
+                or _is_database_statement(arg)
                 # a template parameter passed through, or rendered: self.sql(template)
                 or isinstance(arg, ast.Name)
                 or (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute)
@@ -81,6 +92,11 @@ def test_statement_templates_bind_every_value():
     for bad in ['a"; drop table x; --', "a b", "1abc", "", "x" * 64, "é"]:
         with pytest.raises(ValueError):
             _queries.quote_schema(bad)
+        with pytest.raises(ValueError):
+            _queries.database_statement(_queries.DROP_DATABASE, db=bad)
+    clone = _queries.database_statement(_queries.CREATE_DATABASE_FROM_TEMPLATE, db="a",
+                                        template="b")
+    assert clone == 'CREATE DATABASE "a" TEMPLATE "b"'
 
 
 def test_no_pickle_or_eval_on_stored_data():
@@ -111,6 +127,7 @@ async def test_notify_payloads_carry_only_a_kind_and_an_id(make_app, db_url):
 
     @app.workflow()
     async def talker(peer: str) -> str:
+        await asyncflow.recv("go", timeout_seconds=30)  # once the peer exists
         await asyncflow.send(peer, secret, topic=secret)
         got = await asyncflow.recv(topic=secret, timeout_seconds=30)
         await asyncflow.set_event(secret, got)
@@ -123,11 +140,14 @@ async def test_notify_payloads_carry_only_a_kind_and_an_id(make_app, db_url):
         async with app, asyncflow.Client(db_url) as client:
             a = await app.start_workflow(talker, "w-b", workflow_id="w-a")
             b = await app.start_workflow(talker, "w-a", workflow_id="w-b")
+            await client.send("w-a", 1, "go")
+            await client.send("w-b", 1, "go")
             await client.send("w-a", secret, secret, idempotency_key=secret)
             assert await a.get_result(30) == secret
             assert await b.get_result(30) == secret
             # Cancel and resume (from the Client: its NOTIFYs are not echoes of the app's).
             c = await app.start_workflow(talker, "w-a", workflow_id="w-c")
+            await client.send("w-c", 1, "go")
             await client.cancel_workflow("w-c")
             await client.resume_workflow("w-c")
             await client.send("w-c", secret, secret)

@@ -1,0 +1,153 @@
+"""Waiting for a workflow to wait, and durable timers run without waiting.
+
+Durable timers (``sleep``, the deadlines of ``recv``/``get_event``, a ``wait_first`` timer) go
+by the app's runtime clock. :func:`skip_timers` moves that clock forward and wakes every waiter
+to look again: a timer that falls due fires at once; one that does not yet parks until its new,
+earlier time. The offset belongs to the app object for the test: a relaunch keeps it.
+
+A timer is only skipped if it was set before the skip. :func:`until_waiting` returns once a
+workflow is parked in a durable wait (its timer, if any, set), told by the app's waiter registry
+as the workflow parks -- no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import timedelta
+from typing import Any
+
+from .._app import AsyncFlow
+from .._codec import check_id
+from .._errors import (
+    AsyncFlowError,
+    AsyncFlowTimeoutError,
+    InvalidArgumentError,
+    WorkflowNotFoundError,
+)
+from .._handle import WorkflowHandle
+from ._control import control_of
+
+WorkflowRef = str | WorkflowHandle[Any]
+
+
+def workflow_id_of(workflow: object) -> str:
+    if isinstance(workflow, WorkflowHandle):
+        return workflow.workflow_id
+    if isinstance(workflow, str):
+        return check_id(workflow)
+    raise InvalidArgumentError(
+        f"give a workflow as its id (str) or its WorkflowHandle, not {workflow!r}")
+
+
+async def journal_text(app: AsyncFlow, workflow_id: str) -> str:
+    """The workflow's journal, one ``#n name`` per line, for error messages."""
+    try:
+        steps = await app.list_workflow_steps(workflow_id)
+    except AsyncFlowError as exc:
+        return f"(journal unavailable: {exc})"
+    lines = [f"  #{s.function_id} {s.name}{'' if s.completed else ' (open)'}" for s in steps]
+    return "\n".join(lines) or "  (empty)"
+
+
+async def until_event(
+    app: AsyncFlow,
+    event: asyncio.Event,
+    workflow_id: str | None,
+    timeout_seconds: float,
+    what: str,
+) -> None:
+    """Wait for ``event``; if ``workflow_id`` ends first, raise AssertionError naming ``what``."""
+    waiter: asyncio.Task[Any] = asyncio.ensure_future(event.wait())
+    ended: asyncio.Task[Any] | None = None
+    if workflow_id is not None:
+        ended = asyncio.ensure_future(_ended(app, workflow_id))
+    pending = {waiter} if ended is None else {waiter, ended}
+    try:
+        done, _ = await asyncio.wait(pending, timeout=timeout_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in pending:
+            task.cancel()
+    if waiter in done:
+        return
+    if ended is not None and ended in done:
+        status = ended.result()
+        assert workflow_id is not None
+        raise AssertionError(
+            f"workflow {workflow_id!r} ended ({status}) before {what}; its journal:\n"
+            + await journal_text(app, workflow_id))
+    raise AsyncFlowTimeoutError(f"{what} did not happen within {timeout_seconds} s")
+
+
+async def _ended(app: AsyncFlow, workflow_id: str) -> str:
+    """The workflow's final status, once it has one (woken by NOTIFY, never polled)."""
+    try:
+        handle = await app.retrieve_workflow(workflow_id)
+    except WorkflowNotFoundError:
+        await asyncio.Event().wait()  # not started (yet): it cannot end first
+        raise AssertionError("unreachable") from None
+    try:
+        await handle.get_result()
+    except Exception:  # the workflow's own exception, or how it ended (cancelled, …)
+        pass
+    return (await handle.get_status()).status
+
+
+async def until_waiting(
+    app: AsyncFlow, workflow: WorkflowRef, *, timeout_seconds: float = 60.0
+) -> None:
+    """Return once ``workflow`` (an id or a handle), running in ``app``, is parked in a durable
+    wait: ``sleep``, ``recv``, ``get_event``, ``wait_first``, a child's result. Its timer, if the
+    wait has one, is then set, so :func:`skip_timers` moves it.
+
+    Raises ``AssertionError`` (with the workflow's journal) if the workflow ends first, and
+    ``AsyncFlowTimeoutError`` after ``timeout_seconds``.
+    """
+    workflow_id = workflow_id_of(workflow)
+    control = control_of(app)
+    if control.parked[workflow_id] > 0:
+        return
+    event = asyncio.Event()
+    control.park_waiters.setdefault(workflow_id, []).append(event)
+    await until_event(app, event, workflow_id, timeout_seconds,
+                      f"workflow {workflow_id!r} waited")
+
+
+def seconds_of(
+    seconds: float | timedelta, minutes: float, hours: float, days: float
+) -> float:
+    total = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
+    for value in (total, minutes, hours, days):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
+                value) or value < 0:
+            raise InvalidArgumentError(
+                f"skip_timers moves the clock forward by a finite amount >= 0, not {value!r}")
+    return float(total) + 60.0 * minutes + 3600.0 * hours + 86400.0 * days
+
+
+async def skip_timers(
+    app: AsyncFlow,
+    seconds: float | timedelta = 0.0,
+    *,
+    minutes: float = 0.0,
+    hours: float = 0.0,
+    days: float = 0.0,
+    once_waiting: WorkflowRef | None = None,
+) -> None:
+    """Move ``app``'s durable clock forward: timers that fall due fire now.
+
+    ``skip_timers(app, days=3)`` makes a workflow sleeping 3 days (or waiting
+    ``recv(timeout_seconds=3 * 86400)``) go on at once; a timer not yet due parks until its
+    new, earlier time. Only timers already set are moved, so with ``once_waiting=handle`` it
+    first waits (see :func:`until_waiting`) until that workflow is parked in its wait. The
+    offset lasts for the app object until :func:`reset` (after the test), across relaunches.
+    """
+    total = seconds_of(seconds, minutes, hours, days)
+    if once_waiting is not None:
+        await until_waiting(app, once_waiting)
+    control = control_of(app)
+    control.offset += total
+    runtime = app._runtime
+    if runtime is not None and not runtime.closing:
+        runtime.advance_clock(total)  # wakes every waiter: each looks at the clock again
