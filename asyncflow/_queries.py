@@ -203,10 +203,10 @@ MIGRATIONS: tuple[str, ...] = (
 # reset afterwards), so a body that ends the transaction cannot write outside it either.
 # ---------------------------------------------------------------------------------------------
 
-# Its own round trip: a SET in the same simple query as BEGIN would join the transaction and be
-# rolled back with it.
-READ_ONLY_BY_DEFAULT = "SET default_transaction_read_only = on"
-BEGIN_USER_TRANSACTION = """BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
+# One round trip: the SET is committed on its own first (COMMIT ends the simple query's implicit
+# transaction), so it outlives a failed or replaced user transaction; then asyncflow's own.
+BEGIN_USER_TRANSACTION = """SET default_transaction_read_only = on; COMMIT;
+BEGIN ISOLATION LEVEL %LEVEL% READ WRITE;
 INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
 BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
 BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
@@ -1336,3 +1336,41 @@ LEFT JOIN LATERAL (
 ) e ON true
 ORDER BY h.key, e."offset"
 """
+
+# The queues known to the database: those with a row in `queues` (created by a dispatcher's
+# first claim), those that active workflows (ENQUEUED, DELAYED, PENDING) name, and the names $1
+# (the serving app's registered queues). Per queue: its depth (ENQUEUED, DELAYED), its running
+# workflows (PENDING), when the next DELAYED one is due and since when the oldest ENQUEUED one
+# waits. Only active rows are read (the partial queue indexes): finished workflows are not
+# counted, and a queue none of whose workflows was ever dispatched is gone once they ended.
+DASHBOARD_QUEUES = """
+WITH names AS (
+    SELECT queue_name FROM {s}.queues
+    UNION
+    SELECT queue_name FROM {s}.workflows
+    WHERE queue_name IS NOT NULL AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+    UNION
+    SELECT unnest($1::text[])
+)
+SELECT n.queue_name,
+       count(w.workflow_id) FILTER (WHERE w.status = 'ENQUEUED') AS enqueued,
+       count(w.workflow_id) FILTER (WHERE w.status = 'DELAYED') AS delayed,
+       count(w.workflow_id) FILTER (WHERE w.status = 'PENDING') AS running,
+       min(w.delay_until) FILTER (WHERE w.status = 'DELAYED') AS next_due,
+       min(w.created_at) FILTER (WHERE w.status = 'ENQUEUED') AS oldest_enqueued
+FROM names n
+LEFT JOIN {s}.workflows w
+    ON w.queue_name = n.queue_name AND w.status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+GROUP BY n.queue_name
+ORDER BY n.queue_name"""
+
+# One queue ($1), the same figures; ``known``: it has a row in `queues` or active workflows.
+DASHBOARD_QUEUE = """
+SELECT count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
+       count(*) FILTER (WHERE status = 'DELAYED') AS delayed,
+       count(*) FILTER (WHERE status = 'PENDING') AS running,
+       min(delay_until) FILTER (WHERE status = 'DELAYED') AS next_due,
+       min(created_at) FILTER (WHERE status = 'ENQUEUED') AS oldest_enqueued,
+       count(*) > 0 OR EXISTS (SELECT 1 FROM {s}.queues WHERE queue_name = $1) AS known
+FROM {s}.workflows
+WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')"""

@@ -237,7 +237,6 @@ class Storage:
                 if user_code:
                     # Guarded (see _queries.BEGIN_USER_TRANSACTION): the body cannot commit.
                     with map_errors(conn):
-                        await conn.execute(Q.READ_ONLY_BY_DEFAULT)
                         begin = _BEGIN[isolation]
                         await conn.execute(self.sql(begin))
                     tx = None

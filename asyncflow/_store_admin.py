@@ -149,3 +149,12 @@ class AdminStatements(BatchStatements):
     ) -> list[Any]:
         """The last ``tail`` entries of the workflow's first ``keys`` streams."""
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
+
+    async def dashboard_queues(self, registered: list[str]) -> list[Any]:
+        """Every queue known to the database (and ``registered``), with its depth and running
+        count, by name."""
+        return await self.storage.fetch(Q.DASHBOARD_QUEUES, registered)
+
+    async def dashboard_queue(self, queue_name: str) -> Any:
+        """One queue's depth and running count, and whether the database knows it."""
+        return await self.storage.fetchrow(Q.DASHBOARD_QUEUE, queue_name)

@@ -501,6 +501,204 @@ async def test_live_events(make_app: Any, db_url: str) -> None:
         await app.cancel_workflow("w-1")
 
 
+# -- queues -------------------------------------------------------------------------------------
+
+
+def queue_rows(page: str) -> dict[str, dict[str, int]]:
+    """The queues table: name -> its counts."""
+    import html
+
+    found: dict[str, dict[str, int]] = {}
+    for name, row in re.findall(r'<tr data-queue="([^"]*)">(.*?)</tr>', page):
+        counts = dict(re.findall(r'data-count="(\w+)">([\d,]+)<', row))
+        found[html.unescape(name)] = {k: int(v.replace(",", "")) for k, v in counts.items()}
+    return found
+
+
+@asynccontextmanager
+async def queued(make_app: Any) -> AsyncIterator[tuple[asyncflow.AsyncFlow, dict[str, Any]]]:
+    """An app registering queue ``work`` (with limits; not served here, so its workflows stay
+    ENQUEUED or DELAYED) and serving queue ``fast``; one workflow of ``fast`` runs (PENDING),
+    one finished, and a Client enqueued one on ``other``, which no app registers."""
+    app = make_app(queues=["fast"])
+    flows = define(app)
+    work = app.queue("work", concurrency=2, worker_concurrency=1, rate_limit=(5, 60),
+                     partition_concurrency=1)
+    fast = app.queue("fast")
+
+    @app.workflow(name="hold")
+    async def hold() -> Any:
+        await asyncflow.set_event("up", True)
+        return await asyncflow.recv("go", timeout_seconds=3600)
+
+    async with app:
+        for i in range(3):
+            await work.enqueue(flows["double"], i, workflow_id=f"work-{i}", priority=i)
+        await work.enqueue(flows["double"], 9, workflow_id="work-later", delay_seconds=3600,
+                           deduplication_id="dedup-<1>", partition_key="tenant-a", priority=-5)
+        await fast.enqueue(hold, workflow_id="fast-hold")
+        assert await app.get_event("fast-hold", "up", timeout_seconds=60) is True
+        done = await fast.enqueue(flows["double"], 21, workflow_id="fast-done")
+        assert await done.get_result(timeout_seconds=60) == 42
+        yield app, {**flows, "work": work, "fast": fast}
+
+
+async def test_queue_pages(make_app: Any, db_url: str) -> None:
+    async with queued(make_app) as (app, _flows):
+        async with asyncflow.Client(db_url) as client:
+            await client.enqueue("other", "double", 1, workflow_id="other-1")
+        async with client_for(dashboard(app)) as http:
+            response = await http.get("/queues")
+            assert response.status_code == 200
+            page = response.text
+            assert 'data-live="/live"' in page and 'data-fragments="/queues/parts"' in page
+            assert '<a href="/queues">Queues</a>' in page  # in the top navigation
+            assert queue_rows(page) == {
+                "fast": {"enqueued": 0, "delayed": 0, "running": 1},
+                "other": {"enqueued": 1, "delayed": 0, "running": 0},
+                "work": {"enqueued": 3, "delayed": 1, "running": 0},
+            }
+            work_row = re.search(r'<tr data-queue="work">(.*?)</tr>', page)
+            assert work_row is not None
+            cells = re.findall(r"<td>(.*?)</td>", work_row.group(1))
+            assert cells[-5:] == ["2", "1", "5 per 60 s", "1", "no"]  # limits; not served here
+            fast_row = re.search(r'<tr data-queue="fast">(.*?)</tr>', page)
+            assert fast_row is not None and fast_row.group(1).endswith("<td>yes</td>")
+            other_row = re.search(r'<tr data-queue="other">(.*?)</tr>', page)
+            assert other_row is not None and "unknown here" in other_row.group(1)
+            part = (await http.get("/queues/parts")).text
+            assert part.startswith('<section data-part="queues">')
+            assert queue_rows(part) == queue_rows(page)
+
+            # One queue: its figures, status tabs and the list's filters.
+            response = await http.get("/queue", params={"queue": "work"})
+            assert response.status_code == 200
+            page = response.text
+            assert set(row_ids(page)) == {"work-0", "work-1", "work-2", "work-later"}
+            assert 'data-fragments="/queue/parts?queue=work"' in page
+            assert '<dd><span data-count="enqueued">3</span></dd>' in page
+            assert "<dt>Rate limit</dt><dd>5 per 60 s</dd>" in page
+            tabs = re.findall(r'data-tab="(\w+)"', page)
+            assert tabs == ["all", "ENQUEUED", "DELAYED", "PENDING", "FINISHED"]
+
+            async def ids(queue: str, **params: str) -> list[str]:
+                response = await http.get("/queue", params={"queue": queue, **params})
+                assert response.status_code == 200
+                return row_ids(response.text)
+
+            assert set(await ids("work", status="ENQUEUED")) == {"work-0", "work-1", "work-2"}
+            assert await ids("work", status="DELAYED") == ["work-later"]
+            assert await ids("work", status="PENDING") == []
+            assert await ids("fast", status="PENDING") == ["fast-hold"]
+            assert await ids("fast", status="finished") == ["fast-done"]
+            assert await ids("work", status="ENQUEUED", id="work-1") == ["work-1"]
+            assert await ids("work", name="rich") == []
+            page = (await http.get("/queue", params={"queue": "work", "status": "DELAYED"})).text
+            assert 'class="current" aria-current="page" data-tab="DELAYED"' in page
+            assert '<input type="hidden" name="status" value="DELAYED">' in page
+            parts = (await http.get("/queue/parts", params={"queue": "work"})).text
+            assert parts.startswith('<section data-part="queue">')
+            assert '<section data-part="list">' in parts
+
+            # Paging stays on the queue's page.
+            seen: list[str] = []
+            url: str | None = "/queue?queue=work&limit=3"
+            while url is not None:
+                page = (await http.get(url)).text
+                seen.extend(row_ids(page))
+                found = re.search(r'<a href="([^"]+)">older', page)
+                url = found.group(1).replace("&amp;", "&") if found else None
+                assert url is None or url.startswith("/queue?")
+            assert sorted(seen) == ["work-0", "work-1", "work-2", "work-later"]
+
+            missing = await http.get("/queue", params={"queue": "nope"})
+            assert missing.status_code == 404 and "no queue named" in missing.text
+            assert (await http.get("/queue")).status_code == 400
+            too_long = await http.get("/queue", params={"queue": "x" * 1001})
+            assert too_long.status_code == 400 and "queue name" in too_long.text
+
+            # The workflow list: a queue filter and a queue column.
+            page = (await http.get("/", params={"queue": "fast"})).text
+            assert set(row_ids(page)) == {"fast-hold", "fast-done"}
+            assert '<a class="qname" href="/queue?queue=fast" data-queue="fast">fast</a>' in page
+            assert set(row_ids((await http.get("/", params={"status": "ENQUEUED"})).text)) == {
+                "work-0", "work-1", "work-2", "other-1"}
+            assert row_ids((await http.get("/", params={"status": "DELAYED"})).text) == [
+                "work-later"]
+            assert 'name="queue" value="fast"' in page
+
+            # A queued workflow's page: its queue fields; it follows its queue live.
+            page = (await http.get("/workflow", params={"id": "work-later"})).text
+            assert badge_of(page) == "DELAYED"
+            for fact in ("<dt>Queue</dt><dd><a class=\"qname\" href=\"/queue?queue=work\"",
+                         "<dt>Priority</dt><dd>-5</dd>",
+                         "<dt>Deduplication id</dt><dd>dedup-&lt;1&gt;</dd>",
+                         "<dt>Partition</dt><dd>tenant-a</dd>",
+                         "<dt>Delay until</dt><dd><time",
+                         "<dt>Dispatched</dt><dd><span class=\"muted\">"):
+                assert fact in page, fact
+            assert 'data-live="/live?id=work-later&amp;queue=work"' in page
+            page = (await http.get("/workflow", params={"id": "fast-done"})).text
+            assert "<dt>Dispatched</dt><dd><time" in page
+        async with asyncflow.Client(db_url) as client, client_for(dashboard(client)) as http:
+            page = (await http.get("/queues")).text  # a Client knows no limits
+            assert set(queue_rows(page)) == {"fast", "other", "work"}
+            assert page.count("unknown here") == 3 and "<td>yes</td>" not in page
+            assert (await http.get("/queue", params={"queue": "work"})).status_code == 200
+
+
+def badge_of(page: str) -> str:
+    found = re.search(r'<span class="badge [^"]*" data-status="(\w+)"', page)
+    assert found
+    return found.group(1)
+
+
+async def test_cancel_a_queued_workflow(make_app: Any) -> None:
+    async with queued(make_app) as (app, _flows), client_for(dashboard(app, auth=allow)) as http:
+        page = (await http.get("/workflow", params={"id": "work-0"})).text
+        assert 'data-action="cancel"' in page
+        form = {"id": "work-0", "csrf": csrf_of(page)}
+        response = await http.post("/action/cancel", data=form, headers={"origin": BASE})
+        assert response.headers["location"].endswith("notice=cancelled")
+        assert (await app.get_workflow_status("work-0")).status == "CANCELLED"
+        page = (await http.get("/queues")).text
+        assert queue_rows(page)["work"] == {"enqueued": 2, "delayed": 1, "running": 0}
+
+
+async def test_live_queue_kinds(make_app: Any, db_url: str) -> None:
+    """Queue wake-ups reach pages by queue name: everything-pages see them under "queues", a
+    page following a queue sees its queue's, and a workflow whose id equals a queue's name does
+    not."""
+    async with queued(make_app) as (app, flows):
+        dash = dashboard(app)
+        everything = LiveCall(dash)
+        follows = LiveCall(dash, b"id=work-0&queue=work")
+        same_id = LiveCall(dash, b"id=work")
+        for call in (everything, follows, same_id):
+            assert await call.event() == ("ready", {})
+        await flows["work"].enqueue(flows["double"], 5, workflow_id="work-new")
+        assert await everything.event() == ("change", {"ids": {}, "all": False,
+                                                       "queues": {"work": "q"}})
+        assert await follows.event() == ("change", {"ids": {}, "all": False,
+                                                     "queues": {"work": "q"}})
+        async with asyncflow.Client(db_url) as client:  # another process: a NOTIFY
+            await client.cancel_workflow("work-0")
+        seen: dict[str, set[str]] = {"ids": set(), "queues": set()}
+        while seen != {"ids": {"work-0:t"}, "queues": {"work:f"}}:
+            event, data = await follows.event()
+            assert event == "change"
+            for group in ("ids", "queues"):
+                seen[group] |= {f"{k}:{v}" for k, kinds in data.get(group, {}).items()
+                                for v in kinds}
+        # The workflow named like the queue heard nothing of the queue; its own change arrives.
+        app._waits.wake("m", "work")
+        assert await same_id.event() == ("change", {"ids": {"work": "m"}, "all": False})
+        dash.close()
+        for call in (everything, follows, same_id):
+            await call.close()
+        assert dash._hub._remove is None and not dash._hub._by_queue
+
+
 async def test_served_alone_lifespan(make_app: Any) -> None:
     """Served directly by an ASGI server, the dashboard answers the lifespan protocol, and its
     shutdown ends the open live connections (the server would otherwise wait for them)."""
@@ -652,7 +850,16 @@ async def test_in_a_real_browser(db_url: str, procs: Any) -> None:
         await page.wait_for("document.body.dataset.liveState === 'on'")
         await page.screenshot(ARTIFACTS / "dashboard-5-cancelled.png")
         assert (await client.get_workflow_status("job-1")).status == "CANCELLED"
+
+        # The queues page, live: a workflow enqueued elsewhere (on a queue nobody serves)
+        # appears in its queue's row without a reload (the NOTIFY of kind "q").
+        await page.goto(f"{url}queues")
+        await page.wait_for("document.body.dataset.liveState === 'on'")
+        await client.enqueue("browser-q", "nobody-runs-this", workflow_id="queued-1")
+        await page.wait_for("(document.querySelector('tr[data-queue=\"browser-q\"] "
+                            "[data-count=\"enqueued\"]') || {}).textContent === '1'")
+        await page.screenshot(ARTIFACTS / "dashboard-6-queues.png")
     for name in ("1-list", "2-list-updated", "3-workflow-waiting", "4-workflow-live",
-                 "5-cancelled"):
+                 "5-cancelled", "6-queues"):
         shot = ARTIFACTS / f"dashboard-{name}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

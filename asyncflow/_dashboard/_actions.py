@@ -17,9 +17,8 @@ import orjson
 
 from .._errors import InvalidArgumentError
 from .._lifecycle import Connected
-from .._status import PENDING
 from .._wait import MESSAGE, RESUMED, TERMINAL
-from ._data import RESUMABLE
+from ._data import CANCELLABLE, RESUMABLE
 from ._http import HTTPError
 
 
@@ -60,7 +59,7 @@ Outcome = tuple[str, str | None]
 
 
 async def _cancel(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
-    if (await core.get_workflow_status(workflow_id)).status != PENDING:
+    if (await core.get_workflow_status(workflow_id)).status not in CANCELLABLE:
         return "unchanged", None
     await core.cancel_workflow(workflow_id)
     return "cancelled", TERMINAL
@@ -93,7 +92,7 @@ async def _send(core: Connected, workflow_id: str, form: dict[str, str]) -> Outc
 
 ACTIONS: dict[str, Action] = {
     action.name: action for action in (
-        Action("cancel", "Cancel", lambda status: status == PENDING, _cancel, danger=True),
+        Action("cancel", "Cancel", lambda status: status in CANCELLABLE, _cancel, danger=True),
         Action("resume", "Resume", lambda status: status in RESUMABLE, _resume),
         Action("send", "Send message", lambda _status: True, _send, fields=(
             Field("topic", "Topic", "none"),

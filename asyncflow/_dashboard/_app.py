@@ -7,13 +7,17 @@ Routes, below the mount point:
 ``/list``                 GET     its live part (same query string)
 ``/workflow?id=…``        GET     a workflow's page
 ``/workflow/parts?id=…``  GET     its live parts (``parts=summary,timeline,…``; default all)
-``/live[?id=…]``          GET     Server-Sent Events: ``change`` events for every workflow, or
-                                  for the given ids
+``/queues``               GET     every queue: depth, running, limits
+``/queues/parts``         GET     its live part
+``/queue?queue=…``        GET     a queue's page (its workflows: the list's filters, status tabs)
+``/queue/parts?queue=…``  GET     its live parts (same query string)
+``/live[?id=…&queue=…]``  GET     Server-Sent Events: ``change`` events for every workflow and
+                                  queue, or for the given workflow ids and queue names
 ``/action/{name}``        POST    ``cancel``, ``resume``, ``send`` (form: ``id``, ``csrf``, …)
 ``/static/{file}``        GET     the script and stylesheet, from the package
 ========================  ======  ===============================================================
 
-Workflow ids travel in the query string, never in the path, so any id works.
+Workflow ids and queue names travel in the query string, never in the path, so any id works.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._lifecycle import Connected
-from . import _data, _live, _pages
+from . import _data, _live, _pages, _queue_data, _queue_pages
 from ._actions import ACTIONS
 from ._html import STATIC, View, message_page
 from ._http import (
@@ -257,14 +261,54 @@ class Dashboard:
         body = "".join(parts[name] for name in _pages.PARTS if name in parts)
         await html(send, 200, body, headers)
 
+    async def _queues_page(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        queues = await _queue_data.list_queues(self.source)
+        await html(send, 200, _queue_pages.queues_page(view, queues), headers)
+
+    async def _queues_part(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        queues = await _queue_data.list_queues(self.source)
+        await html(send, 200, _queue_pages.queues_part(view, queues), headers)
+
+    async def _queue(
+        self, request: Request
+    ) -> tuple[_queue_data.QueueView, _data.Filters, list[str], _data.ListPage]:
+        filters, problems = _data.Filters.parse(request.param)
+        if filters.queue is None:
+            bad = [problem for problem in problems if "queue name" in problem]
+            raise HTTPError(400, bad[0] if bad else "which queue? pass its name as ?queue=…")
+        queue = await _queue_data.queue_detail(self.source, filters.queue)
+        if queue is None:
+            raise HTTPError(404, f"no queue named {filters.queue!r} is known: no workflow of "
+                            "it is active, no dispatcher ever claimed from it, and this app "
+                            "does not register it")
+        return queue, filters, problems, await _data.list_workflows(self.source, filters)
+
+    async def _queue_page(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        queue, filters, problems, page = await self._queue(request)
+        await html(send, 200, _queue_pages.queue_page(view, queue, filters, problems, page),
+                   headers)
+
+    async def _queue_parts(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        queue, filters, _problems, page = await self._queue(request)
+        await html(send, 200, _queue_pages.queue_parts(view, queue, filters, page), headers)
+
     async def _live(self, request: Request, send: Send) -> None:
-        ids = request.params("id")
-        if len(ids) > _MAX_LIVE_IDS:
-            raise HTTPError(400, f"follow at most {_MAX_LIVE_IDS} workflows per connection")
+        ids, queues = request.params("id"), request.params("queue")
+        if len(ids) + len(queues) > _MAX_LIVE_IDS:
+            raise HTTPError(400, f"follow at most {_MAX_LIVE_IDS} workflows and queues per "
+                            "connection")
         for workflow_id in ids:
             _codec.check_id(workflow_id)
+        for queue_name in queues:
+            _codec.check_id(queue_name, "queue name")
         self.source.storage  # noqa: B018 - a 503 now rather than a live stream of nothing
-        await _live.serve(self._hub, frozenset(ids) if ids else None, request.receive, send,
+        follow = None if not ids and not queues else _live.Follow(frozenset(ids),
+                                                                  frozenset(queues))
+        await _live.serve(self._hub, follow, request.receive, send,
                           interval=self.live_interval_seconds)
 
     _ROUTES: ClassVar[dict[str, Callable[[Dashboard, Request, Send], Awaitable[None]]]] = {
@@ -272,6 +316,10 @@ class Dashboard:
         "/list": _list_part,
         "/workflow": _workflow_page,
         "/workflow/parts": _workflow_parts,
+        "/queues": _queues_page,
+        "/queues/parts": _queues_part,
+        "/queue": _queue_page,
+        "/queue/parts": _queue_parts,
         "/live": _live,
     }
 
@@ -347,9 +395,11 @@ def dashboard(
 ) -> Dashboard:
     """A web dashboard of an app's (or client's) workflows, as a mountable ASGI app.
 
-    Pages: the workflow list (filters: status, name, id prefix, creation time), updating live;
-    and a workflow's page (inputs, result or error with its traceback, the timeline of its
-    operations, its events, its streams and its pending messages), updating live. Live updates
+    Pages: the workflow list (filters: status, name, queue, id prefix, creation time); a
+    workflow's page (inputs, result or error with its traceback, its queue fields, the timeline
+    of its operations, its events, its streams and its pending messages); the queues (depth,
+    running workflows, and the limits of the queues the source registers) and each queue's
+    workflows by status. Every page updates live. Live updates
     come from the source's LISTEN connection (one Server-Sent Events connection per page); there
     is no polling anywhere.
 

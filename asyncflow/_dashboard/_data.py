@@ -19,16 +19,25 @@ from .._errors import InvalidArgumentError, WorkflowNotFoundError
 from .._lifecycle import Connected
 from .._status import (
     CANCELLED,
+    DELAYED,
+    ENQUEUED,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     PENDING,
     SUCCESS,
+    TERMINAL_STATUSES,
     StepInfo,
     WorkflowStatus,
 )
 
-STATUSES = (PENDING, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
+STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 RESUMABLE = frozenset({CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
+CANCELLABLE = frozenset({PENDING, ENQUEUED, DELAYED})
+#: The status filter's pseudo-status selecting every finished workflow.
+FINISHED = "FINISHED"
+#: What the status filter accepts: a status, or FINISHED.
+STATUS_CHOICES = (*STATUSES, FINISHED)
+_FINISHED_STATUSES = tuple(s for s in STATUSES if s in TERMINAL_STATUSES)
 
 VALUE_CHARS = 64_000  # inputs, result, error, event values: shown up to this many characters
 ENTRY_CHARS = 2_000  # one stream entry or pending message
@@ -144,12 +153,13 @@ def parse_time(text: str, what: str) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class Filters:
-    """The list page's filters. Every field is optional; ``after`` is the paging cursor
-    (created_at, workflow id) of the last row of the previous page. (A queue filter joins here,
-    and in ``list_workflows``, once workflows have queues.)"""
+    """The list page's filters. Every field is optional; ``status`` is a status or
+    :data:`FINISHED`; ``after`` is the paging cursor (created_at, workflow id) of the last row of
+    the previous page."""
 
     status: str | None = None
     name: str | None = None
+    queue: str | None = None
     id_prefix: str | None = None
     since: str | None = None
     created_from: datetime | None = None
@@ -171,10 +181,11 @@ class Filters:
 
         status = text("status")
         if status is not None:
-            if status.upper() in STATUSES:
+            if status.upper() in STATUS_CHOICES:
                 values["status"] = status.upper()
             else:
-                problems.append(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+                problems.append(
+                    f"unknown status {status!r}; choose one of {', '.join(STATUS_CHOICES)}")
         for field, param, what in (("name", "name", "name"), ("id_prefix", "id", "id prefix")):
             raw = text(param)
             if raw is not None:
@@ -182,6 +193,12 @@ class Filters:
                     values[field] = _codec.check_name(raw, what)
                 except InvalidArgumentError as exc:
                     problems.append(str(exc))
+        queue = text("queue")
+        if queue is not None:
+            try:
+                values["queue"] = _codec.check_id(queue, "queue name")
+            except InvalidArgumentError as exc:
+                problems.append(str(exc))
         since = text("since")
         if since is not None:
             if since in SINCE:
@@ -213,7 +230,8 @@ class Filters:
         """Query parameters that give these filters back (with the paging cursor if ``page``)."""
         out: list[tuple[str, str]] = []
         for name, value in (("status", self.status), ("name", self.name),
-                            ("id", self.id_prefix), ("since", self.since)):
+                            ("queue", self.queue), ("id", self.id_prefix),
+                            ("since", self.since)):
             if value is not None:
                 out.append((name, value))
         for name, moment in (("from", self.created_from), ("to", self.created_to)):
@@ -241,9 +259,16 @@ class Filters:
     def active(self) -> bool:
         """Whether any filter (not counting the page size and cursor) is set."""
         return any(value is not None for value in (
-            self.status, self.name, self.id_prefix, self.since, self.created_from,
+            self.status, self.name, self.queue, self.id_prefix, self.since, self.created_from,
             self.created_to,
         ))
+
+    @property
+    def statuses(self) -> tuple[str, ...] | None:
+        """The statuses selected (``None``: all of them)."""
+        if self.status is None:
+            return None
+        return _FINISHED_STATUSES if self.status == FINISHED else (self.status,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +283,9 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     """The workflows matching ``filters``, newest first."""
     lower, upper = filters.window(datetime.now(UTC))
     found = await core.list_workflows(
-        filters.status, filters.name, filters.limit + 1, created_after=lower,
-        created_before=upper, workflow_id_prefix=filters.id_prefix, after=filters.after)
+        filters.statuses, filters.name, filters.limit + 1, created_after=lower,
+        created_before=upper, workflow_id_prefix=filters.id_prefix, queue_name=filters.queue,
+        after=filters.after)
     return ListPage(found[: filters.limit], len(found) > filters.limit)
 
 
@@ -427,3 +453,4 @@ async def workflow_streams(
             assert value is not None
             view.entries.append((row["offset"], value))
     return list(views.values()), len(views) >= STREAM_KEYS
+

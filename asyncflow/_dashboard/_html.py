@@ -53,6 +53,10 @@ class View:
         """The URL of a workflow's page."""
         return self.url("/workflow", [("id", workflow_id)])
 
+    def queue_url(self, queue_name: str) -> str:
+        """The URL of a queue's page."""
+        return self.url("/queue", [("queue", queue_name)])
+
     def static(self, name: str) -> str:
         """The URL of a static asset (versioned by its content hash)."""
         return self.url(f"/static/{name}", [("v", STATIC[name][1])])
@@ -60,6 +64,8 @@ class View:
 
 _STATUS_CLASSES = {
     "PENDING": "pending",
+    "ENQUEUED": "queued",
+    "DELAYED": "delayed",
     "SUCCESS": "success",
     "ERROR": "error",
     "CANCELLED": "cancelled",
@@ -115,13 +121,19 @@ def workflow_link(view: View, workflow_id: str) -> str:
             f'data-workflow-id="{esc(workflow_id)}">{esc(workflow_id)}</a>')
 
 
+def queue_link(view: View, queue_name: str) -> str:
+    """A link to a queue's page, showing its name."""
+    return (f'<a class="qname" href="{esc(view.queue_url(queue_name))}" '
+            f'data-queue="{esc(queue_name)}">{esc(queue_name)}</a>')
+
+
 def hidden(name: str, value: str) -> str:
     """A hidden form field."""
     return f'<input type="hidden" name="{esc(name)}" value="{esc(value)}">'
 
 
-# Top navigation: (label, path). Queue pages join here once queues exist.
-NAV: list[tuple[str, str]] = [("Workflows", "/")]
+# Top navigation: (label, path).
+NAV: list[tuple[str, str]] = [("Workflows", "/"), ("Queues", "/queues")]
 
 
 def layout(

@@ -2,8 +2,10 @@
 
 The :class:`Hub` observes the app's (or client's) wait registry while at least one page is
 connected, so it sees every NOTIFY the LISTEN connection receives and every local commit's
-wake-up, without a query or a timer. Each connected page has a :class:`Subscription` to all
-workflows (the list) or to some ids (a workflow page). Wake-ups accumulate per workflow id until
+wake-up, without a query or a timer. Each connected page has a :class:`Subscription` to
+everything (the workflow list, the queue pages) or to some workflow ids and queue names
+(a workflow page: its id, and its queue's). Wake-ups accumulate per workflow id — and, for the
+queue kinds ``q`` (enqueued) and ``f`` (a slot freed), whose id is a queue name, per queue — until
 the connection's writer takes them; the writer sends at most one ``change`` event per
 ``interval`` seconds, so a burst of writes becomes one event and one re-fetch in the browser.
 """
@@ -13,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import anyio
 import anyio.abc
 import orjson
 
 from .._lifecycle import Connected
-from .._wait import WaitRegistry
+from .._wait import QUEUE, SLOT_FREED, WaitRegistry
 from ._http import Receive, Send
 
 logger = logging.getLogger("asyncflow")
 
 MAX_PENDING_IDS = 500  # beyond this many changed workflows, a page just refreshes everything
+#: Wake-up kinds whose id is a queue name, not a workflow id.
+QUEUE_KINDS = frozenset({QUEUE, SLOT_FREED})
 
 
 def _registry(core: Connected) -> WaitRegistry:
@@ -32,34 +37,54 @@ def _registry(core: Connected) -> WaitRegistry:
     return core._waits
 
 
-class Subscription:
-    """One live page's interest: every workflow (``ids is None``) or some ids."""
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """What a page follows: some workflow ids and some queue names."""
 
-    def __init__(self, ids: frozenset[str] | None) -> None:
-        self.ids = ids
+    ids: frozenset[str]
+    queues: frozenset[str]
+
+
+class Subscription:
+    """One live page's interest: everything (``follow is None``) or some ids and queues."""
+
+    def __init__(self, follow: Follow | None) -> None:
+        self.follow = follow
         self.changed: dict[str, set[str]] = {}
+        self.queues: dict[str, set[str]] = {}
         self.overflow = False
         self.ready = asyncio.Event()
 
-    def offer(self, kind: str, workflow_id: str) -> None:
-        """Record a wake-up of ``kind`` for ``workflow_id`` (coalesced until taken)."""
+    def offer(self, kind: str, key: str) -> None:
+        """Record a wake-up of ``kind`` for ``key`` (a workflow id, or a queue name for the
+        queue kinds), coalesced until taken."""
         if not self.overflow:
-            kinds = self.changed.get(workflow_id)
+            changed = self.queues if kind in QUEUE_KINDS else self.changed
+            kinds = changed.get(key)
             if kinds is None:
-                if len(self.changed) >= MAX_PENDING_IDS:
+                if len(self.changed) + len(self.queues) >= MAX_PENDING_IDS:
                     self.overflow = True
                     self.changed.clear()
+                    self.queues.clear()
                 else:
-                    self.changed[workflow_id] = {kind}
+                    changed[key] = {kind}
             else:
                 kinds.add(kind)
         self.ready.set()
 
     def take(self) -> bytes:
-        """The accumulated changes as one SSE ``change`` event, and start afresh."""
-        changed = {wid: "".join(sorted(kinds)) for wid, kinds in self.changed.items()}
-        data = orjson.dumps({"ids": changed, "all": self.overflow})
+        """The accumulated changes as one SSE ``change`` event, and start afresh: ``ids`` maps
+        workflow ids to their kind letters, ``queues`` (present when some changed) queue names
+        to theirs, ``all`` says too much changed to list."""
+        event: dict[str, object] = {
+            "ids": {wid: "".join(sorted(kinds)) for wid, kinds in self.changed.items()},
+            "all": self.overflow,
+        }
+        if self.queues:
+            event["queues"] = {name: "".join(sorted(kinds)) for name, kinds in self.queues.items()}
+        data = orjson.dumps(event)
         self.changed = {}
+        self.queues = {}
         self.overflow = False
         self.ready.clear()
         return b"event: change\ndata: " + data + b"\n\n"
@@ -72,17 +97,20 @@ class Hub:
         self._core = core
         self._everything: set[Subscription] = set()
         self._by_id: dict[str, set[Subscription]] = {}
+        self._by_queue: dict[str, set[Subscription]] = {}
         self._remove: Callable[[], None] | None = None
         self.closed = False
 
-    def subscribe(self, ids: frozenset[str] | None) -> Subscription:
+    def subscribe(self, follow: Follow | None) -> Subscription:
         """A new subscription; the first one starts observing the registry."""
-        sub = Subscription(ids)
-        if ids is None:
+        sub = Subscription(follow)
+        if follow is None:
             self._everything.add(sub)
         else:
-            for workflow_id in ids:
+            for workflow_id in follow.ids:
                 self._by_id.setdefault(workflow_id, set()).add(sub)
+            for queue_name in follow.queues:
+                self._by_queue.setdefault(queue_name, set()).add(sub)
         if self._remove is None:
             self._remove = _registry(self._core).add_observer(self.publish)
         return sub
@@ -90,28 +118,36 @@ class Hub:
     def unsubscribe(self, sub: Subscription) -> None:
         """Forget ``sub``; the last one stops observing the registry."""
         self._everything.discard(sub)
-        for workflow_id in sub.ids or ():
-            group = self._by_id.get(workflow_id)
-            if group is not None:
-                group.discard(sub)
-                if not group:
-                    del self._by_id[workflow_id]
-        if not self._everything and not self._by_id and self._remove is not None:
+        if sub.follow is not None:
+            for index, keys in ((self._by_id, sub.follow.ids),
+                                (self._by_queue, sub.follow.queues)):
+                for key in keys:
+                    group = index.get(key)
+                    if group is not None:
+                        group.discard(sub)
+                        if not group:
+                            del index[key]
+        if (not self._everything and not self._by_id and not self._by_queue
+                and self._remove is not None):
             self._remove()
             self._remove = None
 
-    def publish(self, kind: str, workflow_id: str) -> None:
-        """A change of ``kind`` to ``workflow_id`` (the registry observer; also called by the
-        dashboard's own actions for changes the registry does not see)."""
+    def publish(self, kind: str, key: str) -> None:
+        """A change of ``kind`` to ``key`` — a workflow id, or a queue name for the queue kinds
+        (the registry observer; also called by the dashboard's own actions for changes the
+        registry does not see)."""
         for sub in self._everything:
-            sub.offer(kind, workflow_id)
-        for sub in self._by_id.get(workflow_id, ()):
-            sub.offer(kind, workflow_id)
+            sub.offer(kind, key)
+        index = self._by_queue if kind in QUEUE_KINDS else self._by_id
+        for sub in index.get(key, ()):
+            sub.offer(kind, key)
 
     def close(self) -> None:
         """End every live connection (for server shutdown); new ones end at once."""
         self.closed = True
-        for sub in [*self._everything, *(s for group in self._by_id.values() for s in group)]:
+        for sub in [*self._everything,
+                    *(s for index in (self._by_id, self._by_queue)
+                      for group in index.values() for s in group)]:
             sub.ready.set()
 
 
@@ -124,17 +160,17 @@ SSE_HEADERS: list[tuple[bytes, bytes]] = [
 
 async def serve(
     hub: Hub,
-    ids: frozenset[str] | None,
+    follow: Follow | None,
     receive: Receive,
     send: Send,
     *,
     interval: float,
     ping_seconds: float = 15.0,
 ) -> None:
-    """Stream ``change`` events for ``ids`` (every workflow if None) until the client leaves or
+    """Stream ``change`` events for ``follow`` (everything if None) until the client leaves or
     the hub closes. The first event, ``ready``, tells the page to re-fetch once: anything that
     changed between rendering the page and subscribing is then shown too."""
-    sub = hub.subscribe(ids)
+    sub = hub.subscribe(follow)
     try:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         await send({"type": "http.response.body", "more_body": True,

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 
 from ._actions import ACTIONS, NOTICES, Action
 from ._data import (
+    FINISHED,
     PAGE_SIZE,
     SINCE,
-    STATUSES,
+    STATUS_CHOICES,
     STREAM_KEYS,
     Detail,
     Entry,
@@ -28,6 +29,7 @@ from ._html import (
     esc,
     hidden,
     layout,
+    queue_link,
     seconds,
     value_block,
     when,
@@ -37,10 +39,18 @@ from ._html import (
 # -- the list -----------------------------------------------------------------------------------
 
 
-def _filter_form(view: View, filters: Filters, problems: list[str]) -> str:
+def status_label(status: str) -> str:
+    """How a status filter's value is shown (FINISHED: "finished")."""
+    return "finished" if status == FINISHED else status
+
+
+def filter_form(view: View, filters: Filters, problems: list[str], path: str = "/") -> str:
+    """The filters' form. On a queue's page (``path`` ``/queue``) the queue and the status (its
+    tabs) are fixed: they travel as hidden fields."""
+    on_queue = path != "/"
     options = ['<option value="">any status</option>'] + [
-        f'<option value="{esc(s)}"{" selected" if s == filters.status else ""}>{esc(s)}</option>'
-        for s in STATUSES
+        f'<option value="{esc(s)}"{" selected" if s == filters.status else ""}>'
+        f"{esc(status_label(s))}</option>" for s in STATUS_CHOICES
     ]
     since = ['<option value="">any time</option>'] + [
         f'<option value="{esc(k)}"{" selected" if k == filters.since else ""}>'
@@ -55,24 +65,36 @@ def _filter_form(view: View, filters: Filters, problems: list[str]) -> str:
         return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
     problem_list = "".join(f"<li>{esc(p)}</li>" for p in problems)
+    fixed = ""
+    if on_queue:
+        fixed = hidden("queue", filters.queue or "") + (
+            hidden("status", filters.status) if filters.status else "")
+        reset = view.url(path, [("queue", filters.queue or "")] + (
+            [("status", filters.status)] if filters.status else []))
+        narrowed = any(v is not None for v in (filters.name, filters.id_prefix, filters.since,
+                                               filters.created_from, filters.created_to))
+    else:
+        reset, narrowed = view.url("/"), filters.active
     return (
-        f'<form class="filters" method="get" action="{esc(view.url("/"))}">'
-        f'<label>Status<select name="status">{"".join(options)}</select></label>'
+        f'<form class="filters" method="get" action="{esc(view.url(path))}">' + fixed
+        + ("" if on_queue else
+           f'<label>Status<select name="status">{"".join(options)}</select></label>')
         + field("name", "Name", filters.name, "exact workflow name")
+        + ("" if on_queue else field("queue", "Queue", filters.queue, "queue name"))
         + field("id", "Id prefix", filters.id_prefix, "starts with")
         + f'<label>Created<select name="since">{"".join(since)}</select></label>'
         + field("from", "From (UTC)", moment(filters.created_from), "2025-01-31T14:00")
         + field("to", "To (UTC)", moment(filters.created_to), "2025-01-31T15:00")
         + (hidden("limit", str(filters.limit)) if filters.limit != PAGE_SIZE else "")
         + '<button type="submit">Filter</button>'
-        + (f'<a class="reset" href="{esc(view.url("/"))}">Reset</a>' if filters.active else "")
+        + (f'<a class="reset" href="{esc(reset)}">Reset</a>' if narrowed else "")
         + "</form>"
         + (f'<ul class="problems">{problem_list}</ul>' if problems else "")
     )
 
 
-def list_part(view: View, filters: Filters, page: ListPage) -> str:
-    """The live table of workflows (and the link to the next page)."""
+def list_part(view: View, filters: Filters, page: ListPage, path: str = "/") -> str:
+    """The live table of workflows (and the link to the next page); ``path``: the page's."""
     if not page.workflows:
         what = "matching these filters" if filters.active or filters.after else "yet"
         table = f'<p class="empty">No workflows {what}.</p>'
@@ -81,10 +103,11 @@ def list_part(view: View, filters: Filters, page: ListPage) -> str:
         for w in page.workflows:
             ended = w.completed_at or datetime.now(UTC)
             parent = workflow_link(view, w.parent_workflow_id) if w.parent_workflow_id else ""
+            queue = queue_link(view, w.queue_name) if w.queue_name else ""
             rows.append(
                 f'<tr data-workflow-id="{esc(w.workflow_id)}">'
                 f"<td>{workflow_link(view, w.workflow_id)}</td><td>{esc(w.name)}</td>"
-                f"<td>{badge(w.status)}</td><td>{when(w.created_at)}</td>"
+                f"<td>{badge(w.status)}</td><td>{queue}</td><td>{when(w.created_at)}</td>"
                 f"<td>{seconds((ended - w.created_at).total_seconds())}</td>"
                 f"<td>{when(w.updated_at)}</td>"
                 f'<td class="small">{esc(w.executor_id) if w.executor_id else "&ndash;"}</td>'
@@ -92,16 +115,18 @@ def list_part(view: View, filters: Filters, page: ListPage) -> str:
             )
         table = (
             '<table class="list"><thead><tr><th>Id</th><th>Name</th><th>Status</th>'
-            "<th>Created (UTC)</th><th>Duration</th><th>Updated (UTC)</th><th>Executor</th>"
+            "<th>Queue</th><th>Created (UTC)</th><th>Duration</th><th>Updated (UTC)</th>"
+            "<th>Executor</th>"
             "<th>Recoveries</th><th>Parent</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
         )
     pager = []
     if filters.after is not None:
-        pager.append(f'<a href="{esc(view.url("/", filters.params(page=False)))}">« newest</a>')
+        pager.append(f'<a href="{esc(view.url(path, filters.params(page=False)))}">'
+                     "« newest</a>")
     if page.more:
         following = filters.next_page(page.workflows[-1])
-        pager.append(f'<a href="{esc(view.url("/", following.params()))}">older »</a>')
+        pager.append(f'<a href="{esc(view.url(path, following.params()))}">older »</a>')
     nav = f'<nav class="pager">{" ".join(pager)}</nav>' if pager else ""
     return f'<section data-part="list">{table}{nav}</section>'
 
@@ -111,7 +136,7 @@ def list_page(view: View, filters: Filters, problems: list[str], page: ListPage)
     params = filters.params()
     body = (
         "<h1>Workflows</h1>"
-        + _filter_form(view, filters, problems)
+        + filter_form(view, filters, problems)
         + list_part(view, filters, page)
     )
     return layout(view, "Workflows", body, live=view.url("/live"),
@@ -120,6 +145,7 @@ def list_page(view: View, filters: Filters, problems: list[str], page: ListPage)
 
 # -- one workflow -------------------------------------------------------------------------------
 
+NONE = '<span class="muted">none</span>'
 PARTS = ("summary", "io", "timeline", "events", "streams", "messages")
 
 
@@ -150,6 +176,15 @@ def summary_part(view: View, detail: Detail) -> str:
     ]
     if w.parent_workflow_id:
         rows.append(("Parent", workflow_link(view, w.parent_workflow_id)))
+    if w.queue_name is not None:
+        rows += [
+            ("Queue", queue_link(view, w.queue_name)),
+            ("Priority", str(w.priority)),
+            ("Deduplication id", esc(w.deduplication_id) if w.deduplication_id else NONE),
+            ("Partition", esc(w.partition_key) if w.partition_key else NONE),
+            ("Delay until", when(w.delay_until)),
+            ("Dispatched", when(w.dispatched_at)),
+        ]
     facts = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     buttons = "".join(
         _action_button(view, action, w.workflow_id)
@@ -333,6 +368,7 @@ def workflow_page(view: View, detail: Detail, parts: dict[str, str], notice: str
         + "".join(parts[name] for name in PARTS if name in parts)
         + _action_forms(view, w.workflow_id)
     )
+    follow = [("id", w.workflow_id)] + ([("queue", w.queue_name)] if w.queue_name else [])
     return layout(view, f"Workflow {w.workflow_id}", body,
-                  live=view.url("/live", [("id", w.workflow_id)]),
+                  live=view.url("/live", follow),
                   fragments=view.url("/workflow/parts", [("id", w.workflow_id)]))

@@ -2,9 +2,11 @@
 //
 // A live page has data-live (its Server-Sent Events URL) and data-fragments (the URL of its
 // live parts) on <body>. Each "change" event names the workflows that changed and how (one
-// letter per kind: m message, e event, s stream, t terminal, r resumed); the page re-fetches
-// the parts those kinds touch and swaps every returned [data-part] element in. One fetch at a
-// time: changes arriving meanwhile are merged into the next one. No timers, no polling.
+// letter per kind: m message, e event, s stream, j journal entry, t terminal, r resumed) in
+// "ids", and the queues that changed in "queues" (q a workflow was enqueued or put back, f one
+// ended: a slot may be free); the page re-fetches the parts those kinds touch and swaps every
+// returned [data-part] element in. One fetch at a time: changes arriving meanwhile are merged
+// into the next one. No timers, no polling.
 (function () {
   "use strict";
 
@@ -15,12 +17,16 @@
 
   // Which live parts of a workflow page each kind of change touches (null: all of them).
   // Steps and received messages make no notification of their own, so every change also
-  // refreshes the timeline and the mailbox (a recv takes its message without a word).
+  // refreshes the timeline and the mailbox (a recv takes its message without a word). Queue
+  // kinds touch a queued workflow's summary and the queue pages' parts (the list and queue
+  // pages' fragments return all their parts whatever is asked).
   var KIND_PARTS = {
     m: ["summary", "timeline", "messages"],
     e: ["summary", "timeline", "messages", "events"],
     s: ["summary", "timeline", "messages", "streams"],
     j: ["summary", "timeline"],
+    q: ["summary", "queues", "queue", "list"],
+    f: ["summary", "queues", "queue", "list"],
     t: null,
     r: null
   };
@@ -120,16 +126,19 @@
       return;
     }
     var parts = {};
-    var ids = Object.keys(data.ids);
-    for (var i = 0; i < ids.length; i++) {
-      var kinds = data.ids[ids[i]];
-      for (var j = 0; j < kinds.length; j++) {
-        var touched = KIND_PARTS[kinds[j]];
-        if (!touched) {
-          want(null); // terminal, resumed, or a kind this script does not know
-          return;
+    var groups = [data.ids || {}, data.queues || {}];
+    for (var g = 0; g < groups.length; g++) {
+      var keys = Object.keys(groups[g]);
+      for (var i = 0; i < keys.length; i++) {
+        var kinds = groups[g][keys[i]];
+        for (var j = 0; j < kinds.length; j++) {
+          var touched = KIND_PARTS[kinds[j]];
+          if (!touched) {
+            want(null); // terminal, resumed, or a kind this script does not know
+            return;
+          }
+          touched.forEach(function (part) { parts[part] = true; });
         }
-        touched.forEach(function (part) { parts[part] = true; });
       }
     }
     want(Object.keys(parts));
