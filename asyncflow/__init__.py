@@ -28,6 +28,7 @@ from ._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutorIdInUseError,
+    ExportFormatError,
     InvalidArgumentError,
     InvalidSettingError,
     MaxRecoveryAttemptsExceededError,
@@ -36,6 +37,7 @@ from ._errors import (
     NotLaunchedError,
     QueueDeduplicatedError,
     RecordedError,
+    ReplayError,
     SchemaVersionError,
     SerializationError,
     StepFailedError,
@@ -50,8 +52,11 @@ from ._errors import (
     WorkflowPendingError,
 )
 from ._handle import WorkflowHandle
+from ._history import ImportResult
 from ._observe import logging_filter
+from ._patch import deprecate_patch, patched
 from ._queues import Queue
+from ._replay import ReplayResult
 from ._retention import Retention
 from ._status import (
     CANCELLED,
@@ -86,8 +91,10 @@ __all__ = [
     "ENQUEUED",
     "ERROR",
     "ExecutorIdInUseError",
+    "ExportFormatError",
     "Fired",
     "Health",
+    "ImportResult",
     "InvalidArgumentError",
     "InvalidSettingError",
     "MAX_ID_LENGTH",
@@ -101,6 +108,8 @@ __all__ = [
     "Queue",
     "QueueDeduplicatedError",
     "RecordedError",
+    "ReplayError",
+    "ReplayResult",
     "Retention",
     "SUCCESS",
     "SchemaVersionError",
@@ -123,11 +132,13 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "deprecate_patch",
     "event",
     "get_all_events",
     "get_event",
     "logging_filter",
     "message",
+    "patched",
     "read_stream",
     "recv",
     "result",

@@ -10,21 +10,32 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
-from ._context import current_step, current_workflow
+from ._context import current_step, current_workflow, workflow_on
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
+from ._history import (
+    FileArg,
+    HistoryOps,
+    check_ids,
+    replay_from_file,
+    replay_from_store,
+    selection,
+)
 from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
+from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._specs import StepSpec, TransactionSpec, WorkflowSpec
+from ._status import TERMINAL_STATUSES
 from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
@@ -71,7 +82,7 @@ def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
     return bound
 
 
-class AsyncFlow(Connected):
+class AsyncFlow(HistoryOps):
     """An asyncflow application: durable workflows on one Postgres database and schema.
 
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
@@ -225,7 +236,9 @@ class AsyncFlow(Connected):
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
                 ctx = current_workflow()
                 function_id = ctx.reserve() if ctx is not None else -1
-                return run_transaction(spec, ctx, self.storage, function_id, args, kwargs)
+                # In a workflow: its own database (where its checkpoint commits).
+                storage = ctx.runtime.store.storage if ctx is not None else self.storage
+                return run_transaction(spec, ctx, storage, function_id, args, kwargs)
 
             return call
 
@@ -377,8 +390,10 @@ class AsyncFlow(Connected):
             _codec.check_id(workflow_id)
         inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
                               f"the arguments of workflow {spec.name!r}")
-        parent = current_workflow()
-        if parent is not None and parent.runtime is self._runtime:
+        parent = workflow_on(self._runtime)
+        if parent is not None:
+            if parent.replaying:  # a history replay: the recorded child, nothing started
+                return child_handle(parent, parent.reserve())
             return self._start_child(parent.reserve(), spec, inputs, workflow_id)
         return self._start(spec, inputs, workflow_id)
 
@@ -425,6 +440,60 @@ class AsyncFlow(Connected):
         return {name: dispatcher.depth for name, dispatcher in self._dispatchers.items()
                 if dispatcher.depth is not None}
 
+    # -- history: replay, and where forks and imports run (asyncflow._history) -----------------
+
+    async def replay(
+        self,
+        workflow_ids: Iterable[str] | None = None,
+        *,
+        file: FileArg | None = None,
+        client: Connected | None = None,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
+        limit: int | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> list[ReplayResult]:
+        """Replay recorded workflows against the workflow functions registered now, without
+        effects, and report each: ``ok``, ``diverged`` (the code takes another path, or ends
+        with another result), ``failed`` (it could not be replayed) or ``skipped``.
+
+        Nothing runs for real and nothing is written: steps and transactions return their
+        recorded outputs (or raise their recorded errors), sends, events, streams, sleeps and
+        receives return what was recorded; any database access is refused. The histories come
+        from ``file`` (an export; no database needed), else from ``client``'s database, else
+        from this (launched) app's. ``workflow_ids`` names them; otherwise the filters of
+        :meth:`list_workflows` choose (default: every finished workflow; newest first, at most
+        ``limit``). A replay that does not finish within ``timeout_seconds`` fails.
+        """
+        ids = check_ids(workflow_ids)
+        if status is None and ids is None:
+            status = sorted(TERMINAL_STATUSES)  # finished runs, unless asked otherwise
+        chosen = selection(
+            limit, status=status, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
+        timeout = _codec.check_timeout(timeout_seconds)
+        if file is not None:
+            return await replay_from_file(file, self._workflows, ids, chosen, timeout)
+        source = self if client is None else client
+        return await replay_from_store(source.runtime.store, self._workflows, ids, chosen,
+                                       timeout)
+
+    def _fork_target(self, name: str, app_version: str | None) -> tuple[str, str] | None:
+        if name in self._workflows and app_version in (None, self.app_version):
+            return self.executor_id, self.app_version
+        return None
+
+    def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
+        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""
         return [] if self._runner is None else list(self._runner.running)
@@ -442,7 +511,7 @@ class AsyncFlow(Connected):
         """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(runtime)
         if ctx is not None:
             return send_from_workflow(ctx, ctx.reserve(), destination_id, text, topic,
                                       idempotency_key)
@@ -458,8 +527,7 @@ class AsyncFlow(Connected):
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
-        runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(self._runtime)
         if ctx is not None:
             return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
         return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)

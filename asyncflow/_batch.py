@@ -73,6 +73,13 @@ class Batcher(Generic[Op, R]):
         """Write ``op`` (alone or in a batch); its result once committed."""
         if self._active < self._writers:
             self._active += 1
+            if not self._queue:  # alone: written at once by its own statement, like no batching
+                self.batches += 1
+                self.ops += 1
+                try:
+                    return await self._one(op)
+                finally:
+                    self._hand_over()
             return await self._lead(op)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         entry: _Entry[Op] = _Entry(op, future)

@@ -11,7 +11,7 @@ from ._embedded import schema_hint
 from ._errors import SchemaVersionError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
-from ._lifecycle import Connected
+from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
 from ._storage import Storage
@@ -19,7 +19,7 @@ from ._telemetry import Telemetry
 from ._wait import QUEUE
 
 
-class Client(Connected):
+class Client(HistoryOps):
     """Connects to an asyncflow database from another process (a web tier, a script, a CLI).
 
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so

@@ -14,7 +14,8 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._admin import Admin
-from ._context import current_workflow
+from ._context import current_workflow, workflow_on
+from ._driver import refuse_in_replay
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
@@ -114,6 +115,7 @@ class Connected(Admin):
     @property
     def runtime(self) -> Runtime:
         """The running runtime (internal; raises NotLaunchedError when not running)."""
+        refuse_in_replay("an app's or client's connection")  # never in a history replay
         runtime = self._runtime
         if runtime is None or runtime.closing:
             raise not_launched(type(self).__name__)
@@ -312,12 +314,11 @@ class Connected(Admin):
         """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
         workflow of this app it is journaled; elsewhere it waits on events, workflow results and
         timers."""
-        runtime = self.runtime
-        ctx = current_workflow(runtime)
+        ctx = workflow_on(self._runtime)
         checked = check_branches(branches, in_workflow=ctx is not None)
         if ctx is not None:
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
-        return wait_first_outside(runtime, checked)
+        return wait_first_outside(self.runtime, checked)
 
     async def read_stream(
         self, workflow_id: str, key: str, *, offset: int = 0

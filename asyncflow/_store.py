@@ -15,6 +15,7 @@ from typing import Any
 from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
+from ._driver import refuse_in_replay
 from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
 from ._status import StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
@@ -36,15 +37,16 @@ from ._store_base import (
     page,
 )
 from ._store_base import conflict as _conflict
+from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 
 __all__ = [
-    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "Send", "Store",
-    "not_found",
+    "EXPORT_KINDS", "Claimed", "Enqueued", "Forked", "JournalEntry", "Outcome", "QueueClaim",
+    "Resumed", "Send", "Store", "not_found",
 ]
 
 
-class Store(AdminStatements, QueueStatements):
+class Store(AdminStatements, QueueStatements, HistoryStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -65,6 +67,7 @@ class Store(AdminStatements, QueueStatements):
 
     @staticmethod
     async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
+        refuse_in_replay("a database write")  # a batch may be written by another task
         if holds_connection():  # inside a transaction: its own statement, on its connection
             return await one(op)
         try:
