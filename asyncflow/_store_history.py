@@ -107,7 +107,7 @@ class HistoryStatements(StoreBase):
                     f"{source_id!r} recorded), not {from_function_id}")
             row = await self.storage.fetchrow(
                 Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,
-                app_version or source["app_version"], None)
+                app_version or source["app_version"], None, None)  # no parent, no traceparent
             if row is None or not row["created"]:  # the id exists
                 name = await self.storage.fetchval(Q.WORKFLOW_NAME, new_id)
                 return Forked(False, name, source["inputs"], 0)
