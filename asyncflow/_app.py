@@ -337,6 +337,7 @@ class AsyncFlow(HistoryOps):
         self._runner = None
         self._supervisor = None
         self._retention_worker = None
+        self._dispatchers = {}
 
     def _after_resume(self) -> None:
         if self._supervisor is not None:
@@ -344,7 +345,6 @@ class AsyncFlow(HistoryOps):
 
     def _retention_setting(self) -> Retention | None:
         return self.retention
-        self._dispatchers = {}
 
     @property
     def runner(self) -> Runner:
