@@ -344,6 +344,7 @@ class AsyncFlow(HistoryOps):
         self._runner = None
         self._supervisor = None
         self._retention_worker = None
+        self._dispatchers = {}
 
     def _after_resume(self) -> None:
         if self._supervisor is not None:
@@ -351,7 +352,6 @@ class AsyncFlow(HistoryOps):
 
     def _retention_setting(self) -> Retention | None:
         return self.retention
-        self._dispatchers = {}
 
     @property
     def runner(self) -> Runner:

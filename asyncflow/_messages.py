@@ -18,8 +18,8 @@ from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
 from ._store import Send, not_found
-from ._timers import loop_deadline
-from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
+from ._timers import durable_wait
+from ._wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"
@@ -149,50 +149,34 @@ async def recv(
     """Take the next message of ``topic`` into the journal, waiting up to ``timeout_seconds``
     (the deadline is checkpointed first, so a recovery waits only for what is left)."""
     store = ctx.runtime.store
-    recorded = await begin(ctx, function_id, RECV)
-    if recorded is not None and recorded.completed:
-        return None if recorded.output is None else _codec.loads(recorded.output)
-    first = recorded is None
-    wall_deadline = (ctx.runtime.now() + timeout_seconds if recorded is None
-                     else recorded.deadline)
-    assert wall_deadline is not None
+    workflow_id = ctx.workflow_id
 
     telemetry = ctx.runtime.telemetry
 
-    async def check(waiter: Waiter) -> str | _NotYet | None:
-        nonlocal first
-        if first:
-            # First attempt: journal the recv with its deadline and take a waiting message,
-            # in one statement.
-            first = False
-            recorded_now, message, sender = await store.recv_first(
-                ctx.workflow_id, topic, function_id, wall_deadline)
-            if not recorded_now:
-                await stop_for_status(ctx)
-            if message is None:
-                return NOT_YET
-            if telemetry is not None:
-                telemetry.link(sender)  # the recv's span links to the send's
-            return message
-        status, message, consumed, sender = await store.recv_next(
-            ctx.workflow_id, topic, function_id)
+    async def first(deadline: float) -> str | _NotYet:
+        # Journal the recv with its deadline and take a waiting message, in one statement.
+        recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
+                                                           deadline)
+        if not recorded:
+            await stop_for_status(ctx)
+        if message is None:
+            return NOT_YET
+        if telemetry is not None:
+            telemetry.link(sender)  # the recv's span links to the send's
+        return message
+
+    async def later(_deadline: float) -> str | _NotYet:
+        status, message, consumed, sender = await store.recv_next(workflow_id, topic,
+                                                                  function_id)
         if status != PENDING:
             await stop_for_status(ctx)
-        if message is not None:
-            if not consumed:
-                raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
-            if telemetry is not None:
-                telemetry.link(sender)
-            return message
-        if ctx.runtime.now() >= wall_deadline:
-            return None  # timed out (by the wall clock the deadline was recorded in)
-        waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)  # the clock may have moved
-        return NOT_YET
+        if message is None:
+            return NOT_YET
+        if not consumed:
+            raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+        if telemetry is not None:
+            telemetry.link(sender)
+        return message
 
-    keys = ((MESSAGE, ctx.workflow_id), (TERMINAL, ctx.workflow_id))
-    result = await wait(Wait(ctx.runtime.waits, keys, check,
-                             deadline=loop_deadline(ctx.runtime, wall_deadline)))
-    if isinstance(result, str):
-        return _codec.loads(result)
-    await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
-    return None
+    keys = ((MESSAGE, workflow_id), (TERMINAL, workflow_id))
+    return await durable_wait(ctx, function_id, RECV, timeout_seconds, keys, first, later)
