@@ -28,6 +28,7 @@ from ._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     ExecutorIdInUseError,
+    ExportFormatError,
     InvalidArgumentError,
     InvalidSettingError,
     MaxRecoveryAttemptsExceededError,
@@ -36,6 +37,7 @@ from ._errors import (
     NotLaunchedError,
     QueueDeduplicatedError,
     RecordedError,
+    ReplayError,
     ScheduleNotFoundError,
     SchemaVersionError,
     SerializationError,
@@ -52,7 +54,11 @@ from ._errors import (
     WorkflowTimeoutError,
 )
 from ._handle import WorkflowHandle
+from ._history import ImportResult
+from ._observe import logging_filter
+from ._patch import deprecate_patch, patched
 from ._queues import Queue
+from ._replay import ReplayResult
 from ._retention import Retention
 from ._status import (
     CANCELLED,
@@ -69,6 +75,7 @@ from ._status import (
     WorkflowStatus,
 )
 from ._store_schedules import ScheduleStatus
+from ._telemetry import Telemetry
 from ._wait_first import Branch, Fired, event, message, result, timer
 
 __version__ = "0.1.0"
@@ -87,8 +94,10 @@ __all__ = [
     "ENQUEUED",
     "ERROR",
     "ExecutorIdInUseError",
+    "ExportFormatError",
     "Fired",
     "Health",
+    "ImportResult",
     "InvalidArgumentError",
     "InvalidSettingError",
     "MAX_ID_LENGTH",
@@ -102,6 +111,8 @@ __all__ = [
     "Queue",
     "QueueDeduplicatedError",
     "RecordedError",
+    "ReplayError",
+    "ReplayResult",
     "Retention",
     "SUCCESS",
     "SchemaVersionError",
@@ -111,6 +122,7 @@ __all__ = [
     "StepInfo",
     "StepTimeoutError",
     "StreamClosedError",
+    "Telemetry",
     "TransactionStateError",
     "ValueTooLargeError",
     "WorkflowCancelledError",
@@ -126,10 +138,13 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "deprecate_patch",
     "event",
     "get_all_events",
     "get_event",
+    "logging_filter",
     "message",
+    "patched",
     "read_stream",
     "recv",
     "result",

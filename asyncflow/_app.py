@@ -10,26 +10,38 @@ import os
 import secrets
 import socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from datetime import datetime
 from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from . import _api, _codec
-from ._context import current_step, current_workflow
+from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
+from ._history import (
+    FileArg,
+    HistoryOps,
+    check_ids,
+    replay_from_file,
+    replay_from_store,
+    selection,
+)
 from ._lifecycle import Connected, check_positive_int, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
+from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._schedules import Scheduler, schedule_spec
 from ._specs import ScheduleSpec, StepSpec, TransactionSpec, WorkflowSpec
+from ._status import TERMINAL_STATUSES
 from ._steps import check_step_options, run_step, run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
+from ._telemetry import Telemetry, detached
 from ._wait import QUEUE
 
 P = ParamSpec("P")
@@ -72,7 +84,7 @@ def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
     return bound
 
 
-class AsyncFlow(Connected):
+class AsyncFlow(HistoryOps):
     """An asyncflow application: durable workflows on one Postgres database and schema.
 
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
@@ -84,6 +96,9 @@ class AsyncFlow(Connected):
     than it keeps are deleted); ``None`` keeps everything.
     ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
     ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
+    ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
+    global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
+    :class:`Telemetry` on (see docs/observability.md).
     """
 
     def __init__(
@@ -98,8 +113,10 @@ class AsyncFlow(Connected):
         recovery_interval_seconds: float = 1.0,
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
-        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
+                         telemetry=telemetry)
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidSettingError(
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
@@ -231,7 +248,9 @@ class AsyncFlow(Connected):
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
                 ctx = current_workflow()
                 function_id = ctx.reserve() if ctx is not None else -1
-                return run_transaction(spec, ctx, self.storage, function_id, args, kwargs)
+                # In a workflow: its own database (where its checkpoint commits).
+                storage = ctx.runtime.store.storage if ctx is not None else self.storage
+                return run_transaction(spec, ctx, storage, function_id, args, kwargs)
 
             return call
 
@@ -312,7 +331,8 @@ class AsyncFlow(Connected):
         dispatcher = Dispatcher(queue.spec, self._runner, self._workflows)
         self._dispatchers[queue.name] = dispatcher
         runtime.monitors[dispatcher.monitor.name] = dispatcher.monitor
-        runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
+        with detached(runtime.telemetry):  # outside the trace of whoever registered the queue
+            runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
 
     def _spec_of(self, fn: Any) -> WorkflowSpec:
         bound = workflow_binding(fn)
@@ -390,6 +410,7 @@ class AsyncFlow(Connected):
         self._runner = None
         self._supervisor = None
         self._retention_worker = None
+        self._dispatchers = {}
         self._scheduler = None
         self._deadlines = None
 
@@ -399,7 +420,6 @@ class AsyncFlow(Connected):
 
     def _retention_setting(self) -> Retention | None:
         return self.retention
-        self._dispatchers = {}
 
     @property
     def runner(self) -> Runner:
@@ -446,8 +466,10 @@ class AsyncFlow(Connected):
             _codec.check_id(workflow_id)
         inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
                               f"the arguments of workflow {spec.name!r}")
-        parent = current_workflow()
-        if parent is not None and parent.runtime is self._runtime:
+        parent = workflow_on(self._runtime)
+        if parent is not None:
+            if parent.replaying:  # a history replay: the recorded child, nothing started
+                return child_handle(parent, parent.reserve())
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
                                      timeout_seconds)
         return self._start(spec, inputs, workflow_id, timeout_seconds)
@@ -491,6 +513,67 @@ class AsyncFlow(Connected):
         if self._runner is not None:
             self._runner.mark_cancelled(workflow_id)
 
+    def _running_count(self) -> int | None:
+        return None if self._runner is None else len(self._runner.running)
+
+    def _queue_depths(self) -> dict[str, int]:
+        return {name: dispatcher.depth for name, dispatcher in self._dispatchers.items()
+                if dispatcher.depth is not None}
+
+    # -- history: replay, and where forks and imports run (asyncflow._history) -----------------
+
+    async def replay(
+        self,
+        workflow_ids: Iterable[str] | None = None,
+        *,
+        file: FileArg | None = None,
+        client: Connected | None = None,
+        status: str | Iterable[str] | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        workflow_id_prefix: str | None = None,
+        app_version: str | None = None,
+        parent_workflow_id: str | None = None,
+        queue_name: str | None = None,
+        limit: int | None = None,
+        timeout_seconds: float = 10.0,
+    ) -> list[ReplayResult]:
+        """Replay recorded workflows against the workflow functions registered now, without
+        effects, and report each: ``ok``, ``diverged`` (the code takes another path, or ends
+        with another result), ``failed`` (it could not be replayed) or ``skipped``.
+
+        Nothing runs for real and nothing is written: steps and transactions return their
+        recorded outputs (or raise their recorded errors), sends, events, streams, sleeps and
+        receives return what was recorded; any database access is refused. The histories come
+        from ``file`` (an export; no database needed), else from ``client``'s database, else
+        from this (launched) app's. ``workflow_ids`` names them; otherwise the filters of
+        :meth:`list_workflows` choose (default: every finished workflow; newest first, at most
+        ``limit``). A replay that does not finish within ``timeout_seconds`` fails.
+        """
+        ids = check_ids(workflow_ids)
+        if status is None and ids is None:
+            status = sorted(TERMINAL_STATUSES)  # finished runs, unless asked otherwise
+        chosen = selection(
+            limit, status=status, name=name, created_after=created_after,
+            created_before=created_before, workflow_id_prefix=workflow_id_prefix,
+            app_version=app_version, parent_workflow_id=parent_workflow_id,
+            queue_name=queue_name)
+        timeout = _codec.check_timeout(timeout_seconds)
+        if file is not None:
+            return await replay_from_file(file, self._workflows, ids, chosen, timeout)
+        source = self if client is None else client
+        return await replay_from_store(source.runtime.store, self._workflows, ids, chosen,
+                                       timeout)
+
+    def _fork_target(self, name: str, app_version: str | None) -> tuple[str, str] | None:
+        if name in self._workflows and app_version in (None, self.app_version):
+            return self.executor_id, self.app_version
+        return None
+
+    def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
+        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""
         return [] if self._runner is None else list(self._runner.running)
@@ -508,7 +591,7 @@ class AsyncFlow(Connected):
         """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(runtime)
         if ctx is not None:
             return send_from_workflow(ctx, ctx.reserve(), destination_id, text, topic,
                                       idempotency_key)
@@ -524,8 +607,7 @@ class AsyncFlow(Connected):
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
-        runtime = self._runtime
-        ctx = current_workflow(runtime) if runtime is not None else None
+        ctx = workflow_on(self._runtime)
         if ctx is not None:
             return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
         return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)

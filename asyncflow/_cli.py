@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _codec
 from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_output import PROG, CliError, _emit, _json, _short, _table
 from ._client import Client
@@ -280,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     workflow = commands.add_parser(
-        "workflow", help="list, inspect, cancel, resume and delete workflows")
+        "workflow",
+        help="list, inspect, cancel, resume, delete, fork, export and import workflows")
     wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     for name, help_text, run in (
         ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
@@ -288,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
     add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
+
+    # history (issue 14): replay, workflow export / import / fork
+    add_history_commands(commands, wf, command, _count, _non_negative)
 
     command(commands, "events", "show all events of a workflow", events).add_argument(
         "workflow_id", metavar="ID")

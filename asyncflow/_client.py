@@ -11,19 +11,21 @@ from ._embedded import schema_hint
 from ._errors import SchemaVersionError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
-from ._lifecycle import Connected
+from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
 from ._storage import Storage
+from ._telemetry import Telemetry
 from ._wait import QUEUE
 
 
-class Client(Connected):
+class Client(HistoryOps):
     """Connects to an asyncflow database from another process (a web tier, a script, a CLI).
 
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
     its waits (``get_event``, ``read_stream``, ``get_result``) are woken by NOTIFY as well. It
     never creates or migrates the schema; it checks the schema version when it connects.
+    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context).
     """
 
     def __init__(
@@ -33,8 +35,10 @@ class Client(Connected):
         schema: str = "asyncflow",
         pool_size: int = 4,
         data_dir: str | os.PathLike[str] | None = None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
-        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir)
+        super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
+                         telemetry=telemetry)
 
     async def _prepare_schema(self, storage: Storage) -> None:
         try:

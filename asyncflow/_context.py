@@ -21,6 +21,10 @@ class WorkflowContext:
     __slots__ = ("cancelled", "db_failed", "journal", "name", "next_function_id", "runtime",
                  "stop_hint", "workflow_id")
 
+    #: True for a history replay (``asyncflow._replay``): every operation must come from the
+    #: journal, and nothing may touch a database.
+    replaying = False
+
     def __init__(
         self, runtime: Runtime, workflow_id: str, name: str, journal: dict[int, JournalEntry]
     ) -> None:
@@ -53,7 +57,8 @@ class WorkflowContext:
                 f"workflow {self.workflow_id!r} ({self.name}) called {name!r} as operation "
                 f"#{function_id}, but its journal recorded {recorded.name!r} there. Workflow code "
                 "must call the same durable operations in the same order on every run; move "
-                "non-deterministic choices into steps."
+                "non-deterministic choices into steps.",
+                function_id=function_id, recorded_name=recorded.name, called_name=name,
             )
         return recorded
 
@@ -112,6 +117,16 @@ def current_workflow(runtime: Runtime | None = None) -> WorkflowContext | None:
     if ctx is not None and runtime is not None and ctx.runtime is not runtime:
         return None
     return ctx
+
+
+def workflow_on(runtime: Runtime | None) -> WorkflowContext | None:
+    """The workflow whose own body is running, if it runs on ``runtime`` (an app's methods
+    journal only into their own app's workflows) — or if it is a history replay, which stands
+    in for whichever app's code it runs and never reaches that app's database."""
+    ctx = current_workflow()
+    if ctx is None or ctx.replaying or (runtime is not None and ctx.runtime is runtime):
+        return ctx
+    return None
 
 
 def current_step(runtime: Runtime | None = None) -> StepContext | None:

@@ -23,6 +23,7 @@ import anyio.abc
 from ._health import Monitor
 from ._runner import Runner
 from ._specs import QueueSpec, WorkflowSpec
+from ._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
 from ._store import QueueClaim
 from ._wait import (
     DEADLINE,
@@ -65,6 +66,9 @@ class Dispatcher:
         self.monitor = Monitor(f"queue {spec.name}")
         self.monitor.ok()  # healthy until a claim fails (the app launched: the database answers)
         self.claimed = 0
+        #: Telemetry on: how many workflows waited in the queue after this dispatcher's last
+        #: claim (the ``asyncflow.queue.depth`` metric); ``None`` until counted.
+        self.depth: int | None = None
 
     def _observe(self, kind: str, workflow_id: str) -> None:
         if kind == TERMINAL and workflow_id in self._local:
@@ -110,6 +114,8 @@ class Dispatcher:
         claims, wait_s, more = await store.claim_queued(
             self.spec, executor_id, list(self._specs), runner.app_version, CLAIM_BATCH,
             runtime.now())
+        if runtime.telemetry is not None:
+            self.depth = await store.queue_depth(self.spec.name)
         self.monitor.ok()
         if claims:
             self._local.intersection_update(runner.running)
@@ -133,6 +139,9 @@ class Dispatcher:
                 "MAX_RECOVERY_ATTEMPTS_EXCEEDED", claim.workflow_id, spec.max_recovery_attempts)
             if await runner.runtime.store.dead_letter(claim.workflow_id):
                 runner.runtime.waits.wake(TERMINAL, claim.workflow_id)
+                if runner.runtime.telemetry is not None:
+                    runner.runtime.telemetry.workflow_finished(
+                        claim.name, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
             return
         timeout = spec.timeout_seconds
         if claim.deadline is not None:

@@ -31,6 +31,20 @@ on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
     "asyncflow_on_unavailable", default=None
 )
 
+#: Set while a history replay runs (asyncflow._replay): code running in it must not reach any
+#: database. Called with what was attempted, it records that and returns the error to raise.
+no_database: ContextVar[Callable[[str], BaseException] | None] = ContextVar(
+    "asyncflow_no_database", default=None
+)
+
+
+def refuse_in_replay(what: str) -> None:
+    """Raise if this code runs inside a history replay, which never touches a database."""
+    refuse = no_database.get()
+    if refuse is not None:
+        raise refuse(what)
+
+
 def report_unavailable() -> None:
     """Tell the code running in this context that the database became unreachable under it."""
     callback = on_unavailable.get()
@@ -83,6 +97,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         raise RetryableTransactionError(str(exc)) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
+    except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
+        raise InvalidArgumentError(f"a value Postgres cannot store: {exc}") from exc
     except pgerr.UndefinedTableError as exc:
         raise SchemaVersionError(
             f"the asyncflow schema is missing from the database ({exc}); launch an AsyncFlow app "

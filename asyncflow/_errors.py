@@ -50,7 +50,26 @@ class NotInWorkflowError(AsyncFlowError):
 
 
 class NonDeterministicWorkflowError(AsyncFlowError):
-    """On replay, a workflow called a different operation than the one recorded at that position."""
+    """On replay, a workflow called a different operation than the one recorded at that position.
+
+    ``function_id`` is the position (operation number) where the paths part, ``recorded_name``
+    the operation the journal holds there (``None``: the recorded history ended before it) and
+    ``called_name`` the operation the code called (``None``: the code ended without calling
+    it). All three are ``None`` when the paths agree but the results differ (history replay).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function_id: int | None = None,
+        recorded_name: str | None = None,
+        called_name: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.function_id = function_id
+        self.recorded_name = recorded_name
+        self.called_name = called_name
 
 
 class WorkflowConflictError(AsyncFlowError):
@@ -139,6 +158,16 @@ class WorkflowFailedError(RecordedError):
 
 class StepFailedError(RecordedError):
     """A step failed with an exception that cannot be rebuilt in this process."""
+
+
+class ReplayError(AsyncFlowError):
+    """A history replay could not run a workflow to the end: its code used the database outside
+    its journal (an app or client method, a read not journaled) or did not finish in time."""
+
+
+class ExportFormatError(AsyncFlowError, ValueError):
+    """A file given to ``import_workflows`` or ``replay`` is not an asyncflow export (or comes
+    from a newer version of asyncflow); the message names the line."""
 
 
 class _ExecutionConflict(BaseException):

@@ -13,15 +13,18 @@ from typing import Any
 from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._journal import begin, checked, stop_for_status
+from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING, TERMINAL_STATUSES
-from ._timers import loop_deadline
+from ._telemetry import WORKFLOW_ID
+from ._timers import durable_wait
 from ._wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
 SET_EVENT = "asyncflow.set_event"
 GET_EVENT = "asyncflow.get_event"
 
 
+@workflow_operation(SET_EVENT, arguments={"asyncflow.event.key": 0})
 async def set_event_from_workflow(
     ctx: WorkflowContext, function_id: int, key: str, text: str
 ) -> None:
@@ -39,6 +42,7 @@ async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
     step.stage(lambda: store.set_event(workflow_id, key, text), (EVENT, workflow_id))
 
 
+@outside_operation(GET_EVENT, arguments={WORKFLOW_ID: 0, "asyncflow.event.key": 1})
 async def get_event_outside(
     runtime: Runtime, workflow_id: str, key: str, timeout_seconds: float
 ) -> Any:
@@ -54,47 +58,34 @@ async def get_event_outside(
     return None if isinstance(result, _NotYet) else _codec.loads(result)
 
 
+@workflow_operation(GET_EVENT, arguments={"asyncflow.target.id": 0, "asyncflow.event.key": 1})
 async def get_event_from_workflow(
     ctx: WorkflowContext, function_id: int, target_id: str, key: str,
     timeout_seconds: float,
 ) -> Any:
     """Read an event inside a workflow; the value read (or the timeout) is checkpointed."""
     store = ctx.runtime.store
-    recorded = await begin(ctx, function_id, GET_EVENT)
-    if recorded is not None and recorded.completed:
-        return None if recorded.output is None else _codec.loads(recorded.output)
-    first = recorded is None
-    wall_deadline = (ctx.runtime.now() + timeout_seconds if recorded is None
-                     else recorded.deadline)
-    assert wall_deadline is not None
+    workflow_id = ctx.workflow_id
 
-    async def check(waiter: Waiter) -> str | _NotYet | None:
-        nonlocal first
-        if first:
-            first = False
-            recorded_now, value = await store.get_event_first(
-                ctx.workflow_id, target_id, key, function_id, wall_deadline)
-            if not recorded_now:
-                await stop_for_status(ctx)
-            return NOT_YET if value is None else value
-        value, waiter_status = await store.get_event(target_id, key, ctx.workflow_id)
+    async def first(deadline: float) -> str | _NotYet:
+        # Journal the wait with its deadline, completed at once if the event is set.
+        recorded, value = await store.get_event_first(workflow_id, target_id, key,
+                                                      function_id, deadline)
+        if not recorded:
+            await stop_for_status(ctx)
+        return NOT_YET if value is None else value
+
+    async def later(_deadline: float) -> str | _NotYet:
+        value, waiter_status = await store.get_event(target_id, key, workflow_id)
         if waiter_status != PENDING:
             await stop_for_status(ctx)
-        if value is not None:
-            await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, value))
-            return value
-        if ctx.runtime.now() >= wall_deadline:
-            return None
-        waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)  # the clock may have moved
-        return NOT_YET
+        if value is None:
+            return NOT_YET
+        await checked(ctx, store.complete_operation(workflow_id, function_id, value))
+        return value
 
-    keys = ((EVENT, target_id), (TERMINAL, ctx.workflow_id))
-    result = await wait(Wait(ctx.runtime.waits, keys, check,
-                             deadline=loop_deadline(ctx.runtime, wall_deadline)))
-    if isinstance(result, str):
-        return _codec.loads(result)
-    await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
-    return None
+    keys = ((EVENT, target_id), (TERMINAL, workflow_id))
+    return await durable_wait(ctx, function_id, GET_EVENT, timeout_seconds, keys, first, later)
 
 
 async def watch(runtime: Runtime, workflow_id: str, key: str) -> AsyncIterator[Any]:

@@ -14,7 +14,8 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._admin import Admin
-from ._context import current_workflow
+from ._context import current_workflow, workflow_on
+from ._driver import refuse_in_replay
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
@@ -24,6 +25,7 @@ from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
 from ._streams import entries
+from ._telemetry import Source, Telemetry, activate, check_option, detached
 from ._wait import WaitRegistry
 from ._wait_first import (
     Branch,
@@ -79,6 +81,7 @@ class Connected(Admin):
         schema: str,
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
+        telemetry: bool | Telemetry | None = None,
     ) -> None:
         try:
             Q.quote_schema(schema)
@@ -90,6 +93,9 @@ class Connected(Admin):
                 "itself; choose another schema name"
             )
         check_positive_int(pool_size, "pool_size")
+        check_option(telemetry)
+        self._telemetry = telemetry
+        self._unobserve: Callable[[], None] | None = None
         if database_url is not None and not isinstance(database_url, str):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")
@@ -109,6 +115,7 @@ class Connected(Admin):
     @property
     def runtime(self) -> Runtime:
         """The running runtime (internal; raises NotLaunchedError when not running)."""
+        refuse_in_replay("an app's or client's connection")  # never in a history replay
         runtime = self._runtime
         if runtime is None or runtime.closing:
             raise not_launched(type(self).__name__)
@@ -171,13 +178,17 @@ class Connected(Admin):
             listener = Listener(store, self._waits, executor_id=self._executor_id,
                                 on_notify=self._on_notify)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
+            self._observe(runtime)
             if self._prepare_runtime is not None:
                 self._prepare_runtime(runtime)
             self._runtime = runtime
-            await tg.start(listener.run)
-            await self._start_background(runtime)
+            # Background tasks (and what they spawn) start outside the caller's trace.
+            with detached(runtime.telemetry):
+                await tg.start(listener.run)
+                await self._start_background(runtime)
         except BaseException as exc:
             self._runtime = None
+            self._unobserved()
             if entered:
                 tg.cancel_scope.cancel()
                 try:
@@ -204,6 +215,7 @@ class Connected(Admin):
             await runtime.tg.__aexit__(None, None, None)
         finally:
             self._runtime = None
+            self._unobserved()
             self._stopped()
             # Waiters outside the task group (e.g. a web request reading a stream) re-check
             # and get NotLaunchedError instead of waiting forever.
@@ -213,6 +225,32 @@ class Connected(Admin):
 
     def _stopped(self) -> None:
         """Hook: forget per-launch state."""
+
+    # -- telemetry ------------------------------------------------------------------------------
+
+    def _observe(self, runtime: Runtime) -> None:
+        """Turn telemetry on for this launch (if configured) and report this app or client
+        through the observable metrics until it stops."""
+        telemetry = runtime.telemetry = activate(self._telemetry)
+        if telemetry is not None:
+            listener = runtime.listener
+            source = Source(self._executor_id, parked=self._waits.__len__,
+                            reconnects=lambda: listener.reconnects, running=self._running_count)
+            source.queue_depths = self._queue_depths
+            self._unobserve = telemetry.observe(source)
+
+    def _unobserved(self) -> None:
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+
+    def _running_count(self) -> int | None:
+        """Hook for the app: how many workflows execute here (``None``: not reported)."""
+        return None
+
+    def _queue_depths(self) -> dict[str, int]:
+        """Hook for the app: ``{queue: workflows waiting}`` as its dispatchers last counted."""
+        return {}
 
     async def __aenter__(self) -> Self:
         await self.launch()
@@ -276,12 +314,11 @@ class Connected(Admin):
         """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
         workflow of this app it is journaled; elsewhere it waits on events, workflow results and
         timers."""
-        runtime = self.runtime
-        ctx = current_workflow(runtime)
+        ctx = workflow_on(self._runtime)
         checked = check_branches(branches, in_workflow=ctx is not None)
         if ctx is not None:
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
-        return wait_first_outside(runtime, checked)
+        return wait_first_outside(self.runtime, checked)
 
     async def read_stream(
         self, workflow_id: str, key: str, *, offset: int = 0

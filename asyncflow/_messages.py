@@ -14,24 +14,31 @@ from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import WorkflowNotFoundError, _ExecutionConflict
 from ._journal import begin, checked, record, stop_for_status
+from ._observe import outside_operation, workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
 from ._store import Send, not_found
-from ._timers import loop_deadline
-from ._wait import MESSAGE, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
+from ._timers import durable_wait
+from ._wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"
+# Span attributes of a send: (attribute, index of the argument after ctx and function id).
+_SENT = {"asyncflow.destination.id": 0, "asyncflow.topic": 2}
 
 
+@outside_operation(SEND, "producer", _SENT)
 async def send_outside(
     runtime: Runtime, destination_id: str, text: str, topic: str | None, key: str | None
 ) -> None:
     """A send from outside any workflow (an app's or client's method)."""
-    await runtime.store.send_message(destination_id, topic, text, key)
+    telemetry = runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
+    await runtime.store.send_message(destination_id, topic, text, key, traceparent)
     runtime.waits.wake(MESSAGE, destination_id)
 
 
+@workflow_operation(SEND, "producer", _SENT)
 async def send_from_workflow(
     ctx: WorkflowContext,
     function_id: int,
@@ -45,15 +52,17 @@ async def send_from_workflow(
     if await begin(ctx, function_id, SEND) is not None:
         return
     store = runtime.store
+    telemetry = runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
     if idempotency_key is None:
         # Journal entry and delivery in one statement.
         await checked(ctx, store.journaled_send(
-            ctx.workflow_id, function_id, SEND, destination_id, topic, text))
+            ctx.workflow_id, function_id, SEND, destination_id, topic, text, traceparent))
     else:
         # Rare: a caller-chosen key on top of the journal; both in one transaction.
         async with store.storage.transaction():
             await record(ctx, function_id, SEND)
-            await store.send_message(destination_id, topic, text, idempotency_key)
+            await store.send_message(destination_id, topic, text, idempotency_key, traceparent)
     runtime.waits.wake(MESSAGE, destination_id)
 
 
@@ -65,11 +74,14 @@ async def send_from_step(
     seq = step.next_seq()
     if key is None:
         key = f"asyncflow:{step.workflow.workflow_id}:{step.function_id}:{seq}"
-    store = step.workflow.runtime.store
+    runtime = step.workflow.runtime
+    store = runtime.store
     if not await store.workflow_exists(destination_id):  # fail at the call, as unstaged sends do
         raise not_found(destination_id)
     chosen = key
-    step.stage(lambda: store.send_message(destination_id, topic, text, chosen),
+    # The trace context of the step's attempt (the send itself is delivered at its checkpoint).
+    traceparent = None if runtime.telemetry is None else runtime.telemetry.traceparent()
+    step.stage(lambda: store.send_message(destination_id, topic, text, chosen, traceparent),
                (MESSAGE, destination_id))
 
 
@@ -80,13 +92,16 @@ SEND_MANY = "asyncflow.send_many"
 SEND_MANY_CHUNK = 1000
 
 
+@outside_operation(SEND_MANY, "producer")
 async def send_many_outside(runtime: Runtime, ops: list[Send]) -> list[bool]:
     """Deliver ``ops`` (destination, topic, text, idempotency key) in statements of
     :data:`SEND_MANY_CHUNK`; per message, whether its destination exists."""
+    telemetry = runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
     delivered: list[bool] = []
     for start in range(0, len(ops), SEND_MANY_CHUNK):
         chunk = ops[start:start + SEND_MANY_CHUNK]
-        outcomes = await runtime.store.send_many(chunk)
+        outcomes = await runtime.store.send_many(chunk, traceparent)
         for op, found in zip(chunk, outcomes, strict=True):
             if found:
                 runtime.waits.wake(MESSAGE, op[0])
@@ -94,6 +109,7 @@ async def send_many_outside(runtime: Runtime, ops: list[Send]) -> list[bool]:
     return delivered
 
 
+@workflow_operation(SEND_MANY, "producer")
 async def send_many_from_workflow(
     ctx: WorkflowContext, function_id: int, ops: list[Send]
 ) -> list[bool]:
@@ -104,6 +120,8 @@ async def send_many_from_workflow(
         outcomes: list[bool] = _codec.loads(recorded.output or "[]")
         return outcomes
     store = ctx.runtime.store
+    telemetry = ctx.runtime.telemetry
+    traceparent = None if telemetry is None else telemetry.traceparent()
     attempts = 3
     while True:
         attempts -= 1
@@ -112,7 +130,7 @@ async def send_many_from_workflow(
                 delivered: list[bool] = []
                 for start in range(0, len(ops), SEND_MANY_CHUNK):
                     delivered.extend(await store.send_many_once(
-                        ops[start:start + SEND_MANY_CHUNK]))
+                        ops[start:start + SEND_MANY_CHUNK], traceparent))
                 await record(ctx, function_id, SEND_MANY, output=_codec.dumps(delivered))
             break
         except WorkflowNotFoundError:  # a destination deleted meanwhile: run it again
@@ -124,47 +142,41 @@ async def send_many_from_workflow(
     return delivered
 
 
+@workflow_operation(RECV, "consumer", {"asyncflow.topic": 0})
 async def recv(
     ctx: WorkflowContext, function_id: int, topic: str | None, timeout_seconds: float
 ) -> Any:
     """Take the next message of ``topic`` into the journal, waiting up to ``timeout_seconds``
     (the deadline is checkpointed first, so a recovery waits only for what is left)."""
     store = ctx.runtime.store
-    recorded = await begin(ctx, function_id, RECV)
-    if recorded is not None and recorded.completed:
-        return None if recorded.output is None else _codec.loads(recorded.output)
-    first = recorded is None
-    wall_deadline = (ctx.runtime.now() + timeout_seconds if recorded is None
-                     else recorded.deadline)
-    assert wall_deadline is not None
+    workflow_id = ctx.workflow_id
 
-    async def check(waiter: Waiter) -> str | _NotYet | None:
-        nonlocal first
-        if first:
-            # First attempt: journal the recv with its deadline and take a waiting message,
-            # in one statement.
-            first = False
-            recorded_now, message = await store.recv_first(
-                ctx.workflow_id, topic, function_id, wall_deadline)
-            if not recorded_now:
-                await stop_for_status(ctx)
-            return NOT_YET if message is None else message
-        status, message, consumed = await store.recv_next(ctx.workflow_id, topic, function_id)
+    telemetry = ctx.runtime.telemetry
+
+    async def first(deadline: float) -> str | _NotYet:
+        # Journal the recv with its deadline and take a waiting message, in one statement.
+        recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
+                                                           deadline)
+        if not recorded:
+            await stop_for_status(ctx)
+        if message is None:
+            return NOT_YET
+        if telemetry is not None:
+            telemetry.link(sender)  # the recv's span links to the send's
+        return message
+
+    async def later(_deadline: float) -> str | _NotYet:
+        status, message, consumed, sender = await store.recv_next(workflow_id, topic,
+                                                                  function_id)
         if status != PENDING:
             await stop_for_status(ctx)
-        if message is not None:
-            if not consumed:
-                raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
-            return message
-        if ctx.runtime.now() >= wall_deadline:
-            return None  # timed out (by the wall clock the deadline was recorded in)
-        waiter.deadline = loop_deadline(ctx.runtime, wall_deadline)  # the clock may have moved
-        return NOT_YET
+        if message is None:
+            return NOT_YET
+        if not consumed:
+            raise _ExecutionConflict(f"recv #{function_id} completed elsewhere")
+        if telemetry is not None:
+            telemetry.link(sender)
+        return message
 
-    keys = ((MESSAGE, ctx.workflow_id), (TERMINAL, ctx.workflow_id))
-    result = await wait(Wait(ctx.runtime.waits, keys, check,
-                             deadline=loop_deadline(ctx.runtime, wall_deadline)))
-    if isinstance(result, str):
-        return _codec.loads(result)
-    await checked(ctx, store.complete_operation(ctx.workflow_id, function_id, None))
-    return None
+    keys = ((MESSAGE, workflow_id), (TERMINAL, workflow_id))
+    return await durable_wait(ctx, function_id, RECV, timeout_seconds, keys, first, later)

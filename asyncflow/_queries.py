@@ -195,7 +195,13 @@ MIGRATIONS: tuple[str, ...] = (
         ON {s}.workflows (completed_at, workflow_id) WHERE status <> 'PENDING';
     DROP INDEX IF EXISTS {s}.workflows_created_idx;
     """,
-    # 7: workflow timeouts and schedules. ``timeout_seconds`` is what the workflow was started
+    # 7: trace context (a W3C traceparent) of the span that started a workflow, and of the span
+    # that sent a message (asyncflow._telemetry); NULL when telemetry is off.
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN traceparent text;
+    ALTER TABLE {s}.messages ADD COLUMN traceparent text;
+    """,
+    # 8: workflow timeouts and schedules. ``timeout_seconds`` is what the workflow was started
     # (or enqueued) with; ``deadline`` the time it is cancelled at, in seconds since the epoch of
     # the runtime clock durable timers use (set at start, or at dispatch for a queued workflow).
     # The partial index serves the enforcers' "nearest deadline" query. One row per schedule
@@ -253,13 +259,13 @@ INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
-         timeout_seconds, deadline)
-    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8)
+         traceparent, timeout_seconds, deadline)
+    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING name, deadline
 )
 SELECT true AS created, name,
-       CASE WHEN deadline IS NOT NULL THEN pg_notify($9, 'd') END AS notified
+       CASE WHEN deadline IS NOT NULL THEN pg_notify($10, 'd') END AS notified
 FROM ins
 UNION ALL
 SELECT false, name, NULL FROM {s}.workflows
@@ -268,6 +274,7 @@ WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id = $1"
 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
@@ -446,8 +453,8 @@ WITH op AS (
 )"""
 
 JOURNALED_SEND = _JOURNAL_ENTRY + """, ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT $4, $5, $6 FROM op
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT $4, $5, $6, $8 FROM op
     RETURNING destination_id
 )
 SELECT (SELECT count(*) FROM op) AS recorded,
@@ -510,12 +517,134 @@ SET_OPERATION_ERROR = """
 UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2"""
 
 # ---------------------------------------------------------------------------------------------
+# History: export, import, fork (asyncflow._history) and the reads of a history replay. Rows
+# travel whole, as JSON (to_jsonb / jsonb_populate_record), so columns that later migrations
+# add travel with them.
+# ---------------------------------------------------------------------------------------------
+
+EXISTING_WORKFLOW_IDS = """
+SELECT workflow_id FROM {s}.workflows WHERE workflow_id = ANY ($1::text[])"""
+
+CHILD_WORKFLOW_IDS = """
+SELECT workflow_id FROM {s}.workflows WHERE parent_workflow_id = ANY ($1::text[])"""
+
+# Each export statement returns (workflow_id, row as JSON text) for the workflows $1.
+EXPORT_WORKFLOWS = """
+SELECT w.workflow_id, to_jsonb(w)::text AS row FROM {s}.workflows w
+WHERE w.workflow_id = ANY ($1::text[]) ORDER BY w.created_at, w.workflow_id"""
+EXPORT_OPERATIONS = """
+SELECT o.workflow_id, to_jsonb(o)::text AS row FROM {s}.operations o
+WHERE o.workflow_id = ANY ($1::text[]) ORDER BY o.workflow_id, o.function_id"""
+EXPORT_EVENTS = """
+SELECT e.workflow_id, to_jsonb(e)::text AS row FROM {s}.events e
+WHERE e.workflow_id = ANY ($1::text[]) ORDER BY e.workflow_id, e.key"""
+EXPORT_STREAM_HEADS = """
+SELECT h.workflow_id, to_jsonb(h)::text AS row FROM {s}.stream_heads h
+WHERE h.workflow_id = ANY ($1::text[]) ORDER BY h.workflow_id, h.key"""
+EXPORT_STREAMS = """
+SELECT e.workflow_id, to_jsonb(e)::text AS row FROM {s}.streams e
+WHERE e.workflow_id = ANY ($1::text[]) ORDER BY e.workflow_id, e.key, e."offset\""""
+# Pending messages, oldest first; their ids are assigned anew on import.
+EXPORT_MESSAGES = """
+SELECT m.destination_id AS workflow_id, (to_jsonb(m) - 'message_id')::text AS row
+FROM {s}.messages m WHERE m.destination_id = ANY ($1::text[]) ORDER BY m.message_id"""
+EXPORT_MESSAGE_KEYS = """
+SELECT k.destination_id AS workflow_id, to_jsonb(k)::text AS row FROM {s}.message_keys k
+WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempotency_key"""
+
+# Import: the workflow row ($1, JSON) unless its id exists; then its other rows ($1, a JSON
+# array each), in one transaction.
+# A NOT NULL column with a default that a migration adds must get its default here too, so that
+# exports written before that migration still import.
+IMPORT_WORKFLOW = """
+INSERT INTO {s}.workflows
+SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
+    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'updated_at', clock_timestamp()) || $1::jsonb)
+ON CONFLICT (workflow_id) DO NOTHING
+RETURNING workflow_id"""
+IMPORT_OPERATIONS = """
+INSERT INTO {s}.operations
+SELECT * FROM jsonb_populate_recordset(NULL::{s}.operations, $1::jsonb)"""
+IMPORT_EVENTS = """
+INSERT INTO {s}.events SELECT * FROM jsonb_populate_recordset(NULL::{s}.events, $1::jsonb)"""
+IMPORT_STREAM_HEADS = """
+INSERT INTO {s}.stream_heads
+SELECT * FROM jsonb_populate_recordset(NULL::{s}.stream_heads, $1::jsonb)"""
+IMPORT_STREAMS = """
+INSERT INTO {s}.streams SELECT * FROM jsonb_populate_recordset(NULL::{s}.streams, $1::jsonb)"""
+IMPORT_MESSAGES = """
+INSERT INTO {s}.messages (destination_id, topic, message, created_at)
+SELECT r.destination_id, r.topic, r.message, coalesce(r.created_at, clock_timestamp())
+FROM jsonb_populate_recordset(NULL::{s}.messages, $1::jsonb) WITH ORDINALITY AS r
+ORDER BY r.ordinality"""
+IMPORT_MESSAGE_KEYS = """
+INSERT INTO {s}.message_keys
+SELECT * FROM jsonb_populate_recordset(NULL::{s}.message_keys, $1::jsonb)"""
+# Wake the recovery supervisors (an unassigned PENDING workflow $2 arrived), or the dispatchers
+# of queue $2 (a queued workflow arrived).
+NOTIFY_UNASSIGNED = "SELECT pg_notify($1, 'r' || $2)"
+NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
+
+FORK_SOURCE = """
+SELECT name, inputs, app_version,
+       (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
+FROM {s}.workflows WHERE workflow_id = $1"""
+
+# Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
+# before, in the same transaction), and wake the supervisors (channel $4):
+# - journal entries with function ids below $3;
+# - events whose latest value was written by one of those operations: the same database
+#   transaction wrote both (a workflow's set_event is one statement with its journal entry; a
+#   step's staged set_event commits with its checkpoint), so the row versions share their xmin;
+# - stream entries whose writer (function id) is below $3, renumbered from offset 0;
+# - a stream's closed flag, when an operation before $3 closed it (by the same xmin rule: the
+#   head row is not touched again once closed).
+FORK_COPY = """
+WITH ops AS (
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, error, child_id, completed, deadline,
+         created_at)
+    SELECT $2, function_id, name, output, error, child_id, completed, deadline, created_at
+    FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
+    RETURNING 1
+), before AS (
+    SELECT xmin::text AS x FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
+), ev AS (
+    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version)
+    SELECT $2, key, value, updated_at, version FROM {s}.events
+    WHERE workflow_id = $1 AND xmin::text IN (SELECT x FROM before)
+    RETURNING 1
+), entries AS (
+    SELECT key, value, writer_fid, writer_seq, created_at,
+           row_number() OVER (PARTITION BY key ORDER BY "offset") - 1 AS pos
+    FROM {s}.streams WHERE workflow_id = $1 AND writer_fid < $3
+), heads AS (
+    SELECT h.key, h.closed AND h.xmin::text IN (SELECT x FROM before) AS closed
+    FROM {s}.stream_heads h WHERE h.workflow_id = $1
+), new_heads AS (
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
+    SELECT $2, h.key, (SELECT count(*) FROM entries e WHERE e.key = h.key), h.closed
+    FROM heads h
+    WHERE h.closed OR h.key IN (SELECT key FROM entries)
+    RETURNING 1
+), new_entries AS (
+    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq,
+                             created_at)
+    SELECT $2, key, pos, value, writer_fid, writer_seq, created_at FROM entries
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS events,
+       (SELECT count(*) FROM new_entries) AS entries, pg_notify($4, 'r' || $2) AS notified"""
+
+# ---------------------------------------------------------------------------------------------
 # Messages
 # ---------------------------------------------------------------------------------------------
 
 SEND_MESSAGE = """
 WITH ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message) VALUES ($1, $2, $3)
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    VALUES ($1, $2, $3, $5)
     RETURNING destination_id
 )
 SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
@@ -526,8 +655,8 @@ WITH k AS (
     ON CONFLICT DO NOTHING
     RETURNING destination_id
 ), ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT destination_id, $2, $3 FROM k
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT destination_id, $2, $3, $6 FROM k
     RETURNING destination_id
 )
 SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
@@ -535,7 +664,7 @@ SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
 # The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
 _MAILBOX_HEAD = """
 WITH m AS (
-    SELECT message_id, message FROM {s}.messages
+    SELECT message_id, message, traceparent FROM {s}.messages
     WHERE destination_id = $1 AND %TOPIC%
     ORDER BY message_id LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -546,6 +675,7 @@ _TAKE_MESSAGE = """, d AS (
     RETURNING 1
 )
 SELECT (SELECT message FROM m) AS message,
+       (SELECT traceparent FROM m) AS traceparent,
        (SELECT count(*) FROM d) AS consumed,"""
 
 # A later attempt of recv #$3: complete its open journal entry with the message, if any.
@@ -687,10 +817,10 @@ WITH t AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
          priority, deduplication_id, partition_key, delay_until, created_at, updated_at,
-         timeout_seconds)
+         traceparent, timeout_seconds)
     SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
            $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
-           t.ts, t.ts, $12
+           t.ts, t.ts, $12, $13
     FROM t
     ON CONFLICT DO NOTHING
     RETURNING queue_name
@@ -702,6 +832,11 @@ SELECT (SELECT count(*) FROM n) AS created,
        (SELECT workflow_id FROM {s}.workflows
         WHERE queue_name = $6 AND deduplication_id = $8
           AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder"""
+
+# How many workflows wait in queue $1 (telemetry's queue depth; the partial index of queued rows).
+QUEUE_DEPTH = """
+SELECT count(*) FROM {s}.workflows
+WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED')"""
 
 # The first statement of a claim's transaction: lock the queue's row (created on first use; the
 # DO UPDATE ... WHERE false locks an existing row without writing it). Every claim of the queue
@@ -903,8 +1038,8 @@ SELECT 'p', workflow_id, NULL FROM pending"""
 
 SEND_MESSAGES = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
-        AS i(destination_id, topic, message, idempotency_key, ord)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+        WITH ORDINALITY AS i(destination_id, topic, message, idempotency_key, traceparent, ord)
 ), known AS (
     SELECT i.* FROM input i
     WHERE EXISTS (SELECT 1 FROM {s}.workflows w WHERE w.workflow_id = i.destination_id)
@@ -920,12 +1055,12 @@ WITH input AS (
      FROM known JOIN k USING (destination_id, idempotency_key)
      ORDER BY known.destination_id, known.idempotency_key, known.ord)
 ), ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message)
-    SELECT destination_id, topic, message FROM chosen ORDER BY ord
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT destination_id, topic, message, traceparent FROM chosen ORDER BY ord
     RETURNING destination_id
 ), woken AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
-)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""

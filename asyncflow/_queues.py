@@ -41,6 +41,7 @@ from ._recorded import encode_error
 from ._runner import child_id
 from ._runtime import Runtime
 from ._specs import QueueSpec, WorkflowSpec
+from ._telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
 from ._wait import QUEUE
 
 R = TypeVar("R")
@@ -164,11 +165,27 @@ async def insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_ve
                  parent_id: str | None) -> str:
     """Insert the queued workflow; returns the id the handle refers to (``workflow_id``, or with
     ``on_duplicate="return_existing"`` the workflow holding the deduplication id)."""
+    telemetry = runtime.telemetry
+    if telemetry is None:
+        return await _insert(runtime, req, workflow_id, app_version, parent_id, None)
+    # The enqueue's span: its trace context is stored with the workflow, and the workflow's
+    # executions are its children (telemetry).
+    with telemetry.span(f"enqueue {req.name}", {WORKFLOW_ID: workflow_id, WORKFLOW_NAME: req.name,
+                                               QUEUE_NAME: req.queue_name}, kind="producer"):
+        return await _insert(runtime, req, workflow_id, app_version, parent_id,
+                             telemetry.traceparent())
+
+
+async def _insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_version: str,
+                  parent_id: str | None, traceparent: str | None) -> str:
     found = await runtime.store.enqueue_workflow(
         workflow_id, req.name, req.inputs, app_version, parent_id, req.queue_name, req.priority,
-        req.deduplication_id, req.delay_seconds, req.partition_key, req.timeout_seconds,
+        req.deduplication_id, req.delay_seconds, req.partition_key, traceparent,
+        req.timeout_seconds,
     )
     if found.created:
+        if runtime.telemetry is not None:
+            runtime.telemetry.workflow_started(req.name)
         return workflow_id
     if found.existing_name is not None:
         if found.existing_name != req.name:

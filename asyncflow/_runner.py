@@ -10,6 +10,7 @@ connection is retried from the journal with backoff.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import secrets
@@ -29,12 +30,14 @@ from ._errors import (
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running
+from ._observe import execution
 from ._recorded import encode_error
 from ._runtime import Runtime
 from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
+from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME
 from ._wait import DEADLINE, STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
@@ -56,6 +59,10 @@ def passes_through(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit) or is_own_cancellation(exc)
 
 
+def start_attributes(workflow_id: str, spec: WorkflowSpec) -> dict[str, str]:
+    return {WORKFLOW_ID: workflow_id, WORKFLOW_NAME: spec.name}
+
+
 def child_id(parent_id: str, function_id: int) -> str:
     """The deterministic id of a parent's child workflow, always a valid id."""
     candidate = f"{parent_id}-{function_id}"
@@ -73,6 +80,9 @@ class Runner:
         self.app_version = app_version
         self.running: dict[str, WorkflowContext] = {}
         self._respawn: dict[str, tuple[WorkflowSpec, str]] = {}
+        #: Telemetry: the trace context of the start of workflows started here, for their first
+        #: execution (later ones read it from the workflow's row).
+        self._started_under: dict[str, str] = {}
         #: Called when an execution stopped without finishing (cancelled, ended elsewhere): if
         #: it was resumed meanwhile it is unassigned, so the supervisor should sweep.
         self.on_stopped_early: Callable[[], None] | None = None
@@ -93,10 +103,24 @@ class Runner:
             workflow_id = secrets.token_hex(16)
         if timeout_seconds is None:
             timeout_seconds = spec.timeout_seconds
+        telemetry = self.runtime.telemetry
+        if telemetry is None:
+            return await self._start(spec, inputs, workflow_id, parent_id, None,
+                                     timeout_seconds)
+        # The span of the start; its trace context is stored with the workflow, and every
+        # execution of the workflow is its child (telemetry).
+        with telemetry.span(f"start_workflow {spec.name}", start_attributes(workflow_id, spec),
+                            kind="producer"):
+            return await self._start(spec, inputs, workflow_id, parent_id,
+                                     telemetry.traceparent(), timeout_seconds)
+
+    async def _start(self, spec: WorkflowSpec, inputs: str, workflow_id: str,
+                     parent_id: str | None, traceparent: str | None,
+                     timeout_seconds: float | None) -> str:
         deadline = None if timeout_seconds is None else self.runtime.now() + timeout_seconds
         created, existing = await self.runtime.store.insert_workflow(
             workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
-            parent_id, timeout_seconds, deadline,
+            parent_id, traceparent, timeout_seconds, deadline,
         )
         if created and deadline is not None:
             self.runtime.waits.wake(DEADLINE, "")  # this process's enforcer (NOTIFY: others)
@@ -107,6 +131,10 @@ class Runner:
             )
         if created:
             self.runtime.waits.wake(STARTED, workflow_id)  # observers only
+            if self.runtime.telemetry is not None:
+                self.runtime.telemetry.workflow_started(spec.name)
+                if traceparent is not None:
+                    self._started_under[workflow_id] = traceparent
             self.spawn(workflow_id, spec, inputs, fresh=True)
         return workflow_id
 
@@ -184,7 +212,10 @@ class Runner:
                 try:
                     if not fresh:
                         ctx.journal = await runtime.store.load_journal(ctx.workflow_id)
-                    finished = await self._run_once(ctx, spec, inputs)
+                    run = functools.partial(self._run_once, ctx, spec, inputs)
+                    finished = await (run() if runtime.telemetry is None
+                                      else execution(ctx, fresh, run, self._started_under.pop(
+                                          ctx.workflow_id, None)))
                     return
                 except DatabaseUnavailableError as exc:
                     if runtime.closing:
@@ -255,4 +286,6 @@ class Runner:
             done = await runtime.store.finish_workflow(ctx.workflow_id, status, output, error)
         if done:
             runtime.waits.wake(TERMINAL, ctx.workflow_id, Outcome(status, output, error))
+            if runtime.telemetry is not None:
+                runtime.telemetry.workflow_finished(ctx.name, status, error, in_execution=True)
         return done

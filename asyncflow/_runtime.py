@@ -18,6 +18,7 @@ from ._health import Monitor
 from ._listener import Listener
 from ._status import Health
 from ._store import Store
+from ._telemetry import Instruments
 from ._wait import WaitRegistry
 
 
@@ -26,7 +27,7 @@ class Runtime:
     client, plus its executor id (``None`` for a client)."""
 
     __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
-                 "on_checkpoint", "on_operation", "store", "tg", "waits")
+                 "on_checkpoint", "on_operation", "store", "telemetry", "tg", "waits")
 
     def __init__(
         self,
@@ -53,6 +54,8 @@ class Runtime:
         #: before its checkpoint (``asyncflow.testing`` simulates crashes there); ``None``
         #: normally.
         self.on_checkpoint: Callable[[str, int, str], None] | None = None
+        #: OpenTelemetry instruments while telemetry is on, else ``None`` (set at launch).
+        self.telemetry: Instruments | None = None
 
     def now(self) -> float:
         """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""

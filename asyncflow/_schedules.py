@@ -245,12 +245,12 @@ class Scheduler:
         if spec.queue_name is not None:
             found = await store.enqueue_workflow(
                 workflow_id, workflow.name, inputs, runner.app_version, None, spec.queue_name,
-                0, None, 0.0, None, timeout)
+                0, None, 0.0, None, timeout_seconds=timeout)
             return inputs if found.created else None
         deadline = None if timeout is None else runner.runtime.now() + timeout
         created, _name = await store.insert_workflow(
             workflow_id, workflow.name, inputs, runner.runtime.executor_id, runner.app_version,
-            None, timeout, deadline)
+            None, None, timeout, deadline)
         return inputs if created else None
 
     def _after_commit(self, spec: ScheduleSpec, created: list[tuple[str, str]]) -> None:

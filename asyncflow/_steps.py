@@ -21,6 +21,7 @@ from ._errors import (
     StepTimeoutError,
 )
 from ._journal import begin, record, replayed_value
+from ._observe import attempt as observed
 from ._recorded import encode_error
 from ._specs import StepSpec, TransactionSpec
 from ._storage import RetryableTransactionError, Storage
@@ -66,10 +67,9 @@ async def run_step(
         step = StepContext(ctx, function_id, spec.name)  # a fresh one per attempt
         token = step_var.set(step)
         try:
-            if spec.timeout_seconds is None:
-                result = await spec.fn(*args, **kwargs)
-            else:
-                result = await _attempt_with_timeout(spec, ctx, args, kwargs)
+            body = (spec.fn(*args, **kwargs) if spec.timeout_seconds is None
+                    else _attempt_with_timeout(spec, ctx, args, kwargs))
+            result = await observed(ctx, "step", spec.name, function_id, attempt + 1, body)
             break
         except Exception as exc:
             if attempt < spec.retries and not ctx.cancelled and await _retry_wanted(
@@ -184,7 +184,8 @@ async def run_transaction(
                 )
                 after_token = after_commit_var.set(after_commit)
                 try:
-                    result = await spec.fn(*args, **kwargs)
+                    result = await observed(ctx, "transaction", spec.name, function_id,
+                                            attempt + 1, spec.fn(*args, **kwargs))
                 finally:
                     step = step_var.get()
                     after_commit_var.reset(after_token)

@@ -32,6 +32,7 @@ from ._driver import (
     _unavailable,
     map_errors,
     on_unavailable,
+    refuse_in_replay,
     report_unavailable,
 )
 from ._errors import (
@@ -162,6 +163,7 @@ class Storage:
 
     async def connect(self) -> Connection:
         """A dedicated connection outside the pool (used by the listener)."""
+        refuse_in_replay("a database connection")
         with map_errors(), _configuration_errors(self.url):
             conn: Connection = await asyncpg.connect(self.url)
             return conn
@@ -188,6 +190,7 @@ class Storage:
         return await self._query("fetchval", template, args)
 
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
+        refuse_in_replay("a database statement")
         held = _held.get()
         if held is not None:  # inside a transaction of this task: use its connection
             with map_errors(held):
@@ -204,6 +207,7 @@ class Storage:
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Connection]:
+        refuse_in_replay("a database transaction")
         pool = self.pool
         conn = await pool.acquire()
         try:

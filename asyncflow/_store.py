@@ -15,6 +15,7 @@ from typing import Any
 from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
+from ._driver import refuse_in_replay
 from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
 from ._status import StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
@@ -29,22 +30,24 @@ from ._store_base import (
     Record,
     Resumed,
     Send,
+    Sent,
     Write,
     Written,
     not_found,
     page,
 )
 from ._store_base import conflict as _conflict
+from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
 
 __all__ = [
-    "Claimed", "Enqueued", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleStatus",
-    "Send", "Store", "not_found",
+    "EXPORT_KINDS", "Claimed", "Enqueued", "Forked", "JournalEntry", "Outcome", "QueueClaim",
+    "Resumed", "ScheduleStatus", "Send", "Store", "not_found",
 ]
 
 
-class Store(AdminStatements, QueueStatements, ScheduleStatements):
+class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -58,13 +61,14 @@ class Store(AdminStatements, QueueStatements, ScheduleStatements):
         self.channel = storage.channel
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
-        self.sends: Batcher[Send, None] = Batcher(self._send_many, self._send_one)
+        self.sends: Batcher[Sent, None] = Batcher(self._send_many, self._send_one)
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
 
     @staticmethod
     async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
+        refuse_in_replay("a database write")  # a batch may be written by another task
         if holds_connection():  # inside a transaction: its own statement, on its connection
             return await one(op)
         try:
@@ -83,14 +87,16 @@ class Store(AdminStatements, QueueStatements, ScheduleStatements):
         executor_id: str | None,
         app_version: str,
         parent_id: str | None,
+        traceparent: str | None = None,
         timeout_seconds: float | None = None,
         deadline: float | None = None,
     ) -> tuple[bool, str | None]:
         """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``.
-        With a ``deadline`` (runtime-clock seconds) the deadline enforcers are notified."""
+        ``traceparent``: the trace context of the span that started it (telemetry). With a
+        ``deadline`` (runtime-clock seconds) the deadline enforcers are notified."""
         row = await self.storage.fetchrow(
             Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
-            timeout_seconds, deadline, self.channel,
+            traceparent, timeout_seconds, deadline, self.channel,
         )
         if row is None:  # lost a race with a concurrent insert of the same id: it exists now
             existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
@@ -101,6 +107,12 @@ class Store(AdminStatements, QueueStatements, ScheduleStatements):
         """The workflow's status, or ``None`` if there is no such workflow."""
         status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)
         return status
+
+    async def workflow_traceparent(self, workflow_id: str) -> str | None:
+        """The trace context stored when the workflow was started (``None``: none)."""
+        traceparent: str | None = await self.storage.fetchval(Q.WORKFLOW_TRACEPARENT,
+                                                              workflow_id)
+        return traceparent
 
     async def workflow_outcome(self, workflow_id: str) -> Outcome | None:
         row = await self.storage.fetchrow(Q.WORKFLOW_RESULT, workflow_id)
@@ -280,12 +292,12 @@ class Store(AdminStatements, QueueStatements, ScheduleStatements):
 
     async def journaled_send(
         self, workflow_id: str, function_id: int, name: str, destination_id: str,
-        topic: str | None, text: str,
+        topic: str | None, text: str, traceparent: str | None = None,
     ) -> bool:
         """Journal a send and deliver the message in one statement; False if not PENDING."""
         try:
             row = await self._journaled(Q.JOURNALED_SEND, workflow_id, function_id, name,
-                                        destination_id, topic, text, self.channel)
+                                        destination_id, topic, text, self.channel, traceparent)
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
         return bool(row["recorded"])
@@ -324,31 +336,35 @@ class Store(AdminStatements, QueueStatements, ScheduleStatements):
     # -- messages -------------------------------------------------------------------------------
 
     async def send_message(
-        self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None
+        self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None,
+        traceparent: str | None = None,
     ) -> None:
         """Deliver a message (once per idempotency key, if given); unknown destination: not
-        found."""
+        found. ``traceparent``: the trace context of the sending span (telemetry)."""
         await self._submit(self.sends, self._send_one,
-                           (destination_id, topic, text, idempotency_key))
+                           (destination_id, topic, text, idempotency_key, traceparent))
 
     async def recv_first(
         self, workflow_id: str, topic: str | None, function_id: int, deadline: float
-    ) -> tuple[bool, str | None]:
+    ) -> tuple[bool, str | None, str | None]:
         """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
-        in one statement: ``(recorded, message or None)``."""
+        in one statement: ``(recorded, message or None, its sender's traceparent)``."""
         template = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
         row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
                                        function_id, deadline)
-        return bool(row["recorded"]), row["message"] if row["consumed"] else None
+        if not row["consumed"]:
+            return bool(row["recorded"]), None, None
+        return bool(row["recorded"]), row["message"], row["traceparent"]
 
     async def recv_next(
         self, workflow_id: str, topic: str | None, function_id: int
-    ) -> tuple[str | None, str | None, bool]:
-        """Take the next message into the open recv: ``(workflow status, message, consumed)``."""
+    ) -> tuple[str | None, str | None, bool, str | None]:
+        """Take the next message into the open recv: ``(workflow status, message, consumed,
+        the sender's traceparent)``."""
         template = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id)
         assert row is not None
-        return row["status"], row["message"], bool(row["consumed"])
+        return row["status"], row["message"], bool(row["consumed"]), row["traceparent"]
 
     async def take_branch_message(
         self, workflow_id: str, topic: str | None, function_id: int, index: int

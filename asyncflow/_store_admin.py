@@ -92,24 +92,29 @@ class AdminStatements(BatchStatements):
         count: int = await self.storage.fetchval(Q.RETENTION_COUNT, *bound)
         return count
 
-    async def send_many_once(self, ops: list[Send]) -> list[bool]:
+    async def send_many_once(self, ops: list[Send], traceparent: str | None = None
+                             ) -> list[bool]:
         """Deliver many messages in one statement (in a transaction: no second try). A
-        destination deleted while it runs fails it as a whole: WorkflowNotFoundError."""
-        return [outcome is None for outcome in await self._send_many(ops)]
+        destination deleted while it runs fails it as a whole: WorkflowNotFoundError.
+        ``traceparent``: the trace context of the sending span (telemetry)."""
+        sent = [(*op, traceparent) for op in ops]
+        return [outcome is None for outcome in await self._send_many(sent)]
 
-    async def send_many(self, ops: list[Send]) -> list[bool]:
+    async def send_many(self, ops: list[Send], traceparent: str | None = None) -> list[bool]:
         """Deliver many messages in one statement; per message, whether its destination exists.
+        ``traceparent``: the trace context of the sending span (telemetry).
 
         A destination deleted while the statement runs fails it as a whole (its foreign key):
         it is run again, and at last each message alone."""
+        sent = [(*op, traceparent) for op in ops]
         for _attempt in range(3):
             try:
-                outcomes = await self._send_many(ops)
+                outcomes = await self._send_many(sent)
             except WorkflowNotFoundError:
                 continue
             return [outcome is None for outcome in outcomes]
         delivered: list[bool] = []
-        for op in ops:
+        for op in sent:
             try:
                 await self._send_one(op)
                 delivered.append(True)

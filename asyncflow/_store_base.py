@@ -14,7 +14,8 @@ from ._storage import Storage
 
 Finish = tuple[str, str, str | None, str | None]
 Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
-Send = tuple[str, str | None, str, str | None]
+Send = tuple[str, str | None, str, str | None]  # destination, topic, text, idempotency key
+Sent = tuple[str, str | None, str, str | None, str | None]  # ... and the sender's traceparent
 Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
 Read = tuple[str, str, int, int]
 Written = tuple[bool, int | None, bool]
@@ -102,17 +103,17 @@ class StoreBase:
         return namespace
 
 
-    async def _send_one(self, op: Send) -> None:
-        destination_id, topic, text, idempotency_key = op
+    async def _send_one(self, op: Sent) -> None:
+        destination_id, topic, text, idempotency_key, traceparent = op
         try:
             if idempotency_key is None:
                 await self.storage.execute(
-                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel
+                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel, traceparent
                 )
             else:
                 await self.storage.execute(
                     Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
-                    idempotency_key,
+                    idempotency_key, traceparent,
                 )
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None

@@ -11,7 +11,7 @@ from ._store_base import (
     Page,
     Read,
     Record,
-    Send,
+    Sent,
     StoreBase,
     Write,
     Written,
@@ -70,7 +70,7 @@ class BatchStatements(StoreBase):
                 results.append((False, None, False))
         return results
 
-    async def _send_many(self, ops: list[Send]) -> list[BaseException | None]:
+    async def _send_many(self, ops: list[Sent]) -> list[BaseException | None]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
         return [None if row["found"] else not_found(op[0])

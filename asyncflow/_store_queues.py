@@ -53,15 +53,18 @@ class QueueStatements(StoreBase):
         deduplication_id: str | None,
         delay_seconds: float,
         partition_key: str | None,
+        traceparent: str | None = None,
         timeout_seconds: float | None = None,
     ) -> Enqueued:
         """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
-        or the deduplication id is held (then say which)."""
+        or the deduplication id is held (then say which). ``traceparent``: the trace context of
+        the span that enqueued it (telemetry); ``timeout_seconds``: its timeout, whose clock
+        starts at dispatch."""
         for _ in range(10):
             row = await self.storage.fetchrow(
                 Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
                 queue_name, priority, deduplication_id, delay_seconds, partition_key,
-                self.channel, timeout_seconds,
+                self.channel, traceparent, timeout_seconds,
             )
             assert row is not None
             if row["created"]:
@@ -72,6 +75,11 @@ class QueueStatements(StoreBase):
         raise WorkflowConflictError(
             f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
             "the same id or deduplication id; try again")
+
+    async def queue_depth(self, queue_name: str) -> int:
+        """How many workflows wait in the queue (ENQUEUED or DELAYED)."""
+        depth: int = await self.storage.fetchval(Q.QUEUE_DEPTH, queue_name)
+        return depth
 
     async def claim_queued(
         self,

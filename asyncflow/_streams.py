@@ -13,6 +13,7 @@ from typing import Any
 from ._context import StepContext, WorkflowContext
 from ._errors import StepFailedError, StreamClosedError
 from ._journal import begin, checked, ensure_running, stop_for_status
+from ._observe import workflow_operation
 from ._recorded import decode_error, encode_error
 from ._runtime import Runtime
 from ._wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
@@ -35,6 +36,7 @@ def _closed_record(workflow_id: str, key: str) -> str:
     return encode_error(closed_error(workflow_id, key))
 
 
+@workflow_operation(WRITE_STREAM, arguments={"asyncflow.stream.key": 0})
 async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
                               text: str) -> None:
     recorded = await begin(ctx, function_id, WRITE_STREAM)
@@ -74,6 +76,7 @@ async def write_from_step(step: StepContext, key: str, text: str) -> None:
     step.stage(apply, (STREAM, workflow_id))
 
 
+@workflow_operation(CLOSE_STREAM, arguments={"asyncflow.stream.key": 0})
 async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) -> None:
     if await begin(ctx, function_id, CLOSE_STREAM) is not None:
         return

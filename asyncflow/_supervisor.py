@@ -21,6 +21,7 @@ import anyio.abc
 from ._health import Monitor
 from ._runner import Runner
 from ._specs import WorkflowSpec
+from ._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
 from ._wait import QUEUE, RESUMED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
@@ -90,6 +91,9 @@ class Supervisor:
                     )
                     if await store.dead_letter(row.workflow_id):
                         runner.runtime.waits.wake(TERMINAL, row.workflow_id)
+                        if runner.runtime.telemetry is not None:
+                            runner.runtime.telemetry.workflow_finished(
+                                row.name, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
                     continue
                 # If an execution is still unwinding here (say it was cancelled, then resumed),
                 # spawn runs the workflow again as soon as that one has ended.

@@ -19,6 +19,7 @@ from . import _codec
 from ._context import WorkflowContext
 from ._errors import InvalidArgumentError, NotInWorkflowError, _ExecutionConflict
 from ._journal import begin, checked, record, stop_for_status
+from ._observe import workflow_operation
 from ._results import finished_outcome, outcome_value
 from ._runtime import Runtime
 from ._status import PENDING
@@ -162,6 +163,7 @@ async def wait_first_outside(runtime: Runtime, branches: Sequence[Branch]) -> Fi
     return fired
 
 
+@workflow_operation(WAIT_FIRST)
 async def wait_first_in_workflow(
     ctx: WorkflowContext, function_id: int, branches: Sequence[Branch]
 ) -> Fired:

@@ -33,7 +33,35 @@ def parser() -> argparse.ArgumentParser:
                         help="also run scenarios 1-5 with DBOS Transact (needs `dbos`)")
     result.add_argument("--output", type=Path, metavar="PATH",
                         help="JSON results file (default: benchmarks/results/<time>.json)")
+    result.add_argument("--otel", action="store_true",
+                        help="configure an OpenTelemetry SDK first (spans batched to an exporter "
+                        "that drops them, metrics read in memory): measures telemetry's cost "
+                        "in the scenarios that run in this process")
     return result
+
+
+def configure_otel() -> None:
+    """Global OpenTelemetry providers, so every app of the run has telemetry on."""
+    from collections.abc import Sequence
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class Drop(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(args_list)
     names = args.scenario or list(SCENARIOS)
     names = [name for name in SCENARIOS if name in names]  # canonical order, no repeats
+    if args.otel:
+        configure_otel()
     run = asyncio.run(run_suite(names, quick=args.quick, compare=args.compare, argv=args_list))
     output = args.output or RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     write_json(run, output)

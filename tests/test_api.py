@@ -27,8 +27,12 @@ EXPECTED = {
     "DELAYED", "ENQUEUED", "Queue", "QueueDeduplicatedError",
     "__version__", "close_stream", "connection", "get_all_events", "get_event", "read_stream",
     "recv", "send", "set_event", "sleep", "start_workflow", "workflow_id", "write_stream",
+    # history (issue 14): replay, export/import, patches
+    "ExportFormatError", "ImportResult", "ReplayError", "ReplayResult", "deprecate_patch",
+    "patched",
     # operating workflows (docs/operating-lifecycle.md)
     "Retention", "StepTimeoutError", "WorkflowPendingError",
+    "Telemetry", "logging_filter",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
     "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
 }

@@ -17,30 +17,33 @@ PACKAGE = Path(asyncflow.__file__).parent
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
-    ["_codec", "_health", "_embedded"],
+    ["_codec", "_health", "_embedded", "_telemetry"],
     ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base"],
-    ["_store_batches", "_store_queues", "_store_schedules"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules"],
     ["_store_admin"],
     ["_store"],
+    ["_archive"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],
     ["_listener"],
     ["_runtime"],
     ["_context"],
-    ["_journal"],
+    ["_journal", "_observe"],
+    ["_patch"],
     # the primitives
     ["_timers"],
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
-    ["_supervisor", "_retention", "_dispatch", "_queues", "_deadlines", "_schedules"],
+    ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
+    ["_history"],
     ["_api", "_client"],
     ["_app"],
     ["_dashboard"],
@@ -50,6 +53,7 @@ LAYERS: list[list[str]] = [
     ["testing"],
     ["_cli_output"],
     ["_cli_embedded", "_cli_lifecycle"],
+    ["_cli_history"],
     ["_cli"],
     ["__main__"],
 ]

@@ -46,6 +46,8 @@ async def test_cancel_cascades_to_pending_descendants(make_app):
     async with app:
         handle = await app.start_workflow(root, workflow_id="r")
         await app._waits.wait_for_count(3)  # leaf in recv, middle and root awaiting results
+        # root parks first on quick (r-1), then on middle: let quick's result be in.
+        assert await (await app.retrieve_workflow("r-1")).get_result(10) == "quick"
         assert await statuses(app, "r", "r-0", "r-0-0", "r-1") == [
             "PENDING", "PENDING", "PENDING", "SUCCESS"]
         await app.cancel_workflow("r")

@@ -370,6 +370,18 @@ async def test_actions(make_app: Any) -> None:
             page = (await http.get("/workflow", params={"id": "w-1"})).text
             assert "No messages waiting" in page
 
+            # Fork from an operation: a new workflow with w-1's history before it.
+            assert 'data-action="fork"' in page
+            bad = await http.post("/action/fork", data={**form, "from_step": "x"})
+            assert bad.status_code == 400
+            response = await http.post("/action/fork", data={
+                **form, "from_step": "0", "workflow_id": "w-1-again"})
+            assert response.headers["location"] == "/workflow?id=w-1-again&notice=forked"
+            assert (await app.get_workflow_status("w-1-again")).name == "waiter"
+            page = (await http.get(response.headers["location"])).text
+            assert 'data-notice="forked"' in page
+            await app.cancel_workflow("w-1-again")
+
 
 async def test_mounted_under_a_prefix(make_app: Any) -> None:
     async with running(make_app) as (app, flows):

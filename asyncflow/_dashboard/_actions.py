@@ -1,8 +1,8 @@
-"""The dashboard's actions on a workflow: cancel, resume, send a message.
+"""The dashboard's actions on a workflow: cancel, resume, send a message, fork from a step.
 
 Each action is posted to ``{root}/action/{name}`` as a form with the workflow ``id`` and the
-page's CSRF token (checked by the app before :attr:`Action.run` is called). New actions (fork
-from a step, once the engine has it) join :data:`ACTIONS`; their buttons show on the workflow
+page's CSRF token (checked by the app before :attr:`Action.run` is called). New actions join
+:data:`ACTIONS`; their buttons show on the workflow
 page for the statuses :attr:`Action.applies` accepts, and actions with inputs render their own
 form fields (:attr:`Action.fields`).
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, WorkflowConflictError
 from .._lifecycle import Connected
-from .._wait import MESSAGE, RESUMED, TERMINAL
+from .._wait import MESSAGE, RESUMED, STARTED, TERMINAL
 from ._data import CANCELLABLE, RESUMABLE
 from ._http import HTTPError
 
@@ -35,13 +35,14 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """One action. ``run(core, workflow_id, form)`` does it and returns ``(notice, kind)``: the
-    notice shown after the redirect and the wake-up kind to publish to live pages (or None)."""
+    """One action. ``run(core, workflow_id, form)`` does it and returns ``(notice, kind,
+    target)``: the notice shown after the redirect, the wake-up kind to publish to live pages
+    (or None), and the workflow whose page to show next (None: this one)."""
 
     name: str
     label: str
     applies: Callable[[str], bool]
-    run: Callable[[Connected, str, dict[str, str]], Awaitable[tuple[str, str | None]]]
+    run: Callable[[Connected, str, dict[str, str]], Awaitable[tuple[str, str | None, str | None]]]
     fields: tuple[Field, ...] = ()
     danger: bool = False
 
@@ -51,26 +52,28 @@ NOTICES = {
                  "parked in wakes at once.",
     "resumed": "Resumed: a running app continues it from its checkpoints.",
     "sent": "Message sent.",
+    "forked": "Forked: this new workflow has the inputs and the history of the one it was "
+              "forked from up to the chosen operation, and runs again from there.",
     "unchanged": "Nothing done: the workflow's status did not allow it (it changed meanwhile?).",
 }
 
 
-Outcome = tuple[str, str | None]
+Outcome = tuple[str, str | None, str | None]
 
 
 async def _cancel(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
     if (await core.get_workflow_status(workflow_id)).status not in CANCELLABLE:
-        return "unchanged", None
+        return "unchanged", None, None
     await core.cancel_workflow(workflow_id)
-    return "cancelled", TERMINAL
+    return "cancelled", TERMINAL, None
 
 
 async def _resume(core: Connected, workflow_id: str, _form: dict[str, str]) -> Outcome:
     if (await core.get_workflow_status(workflow_id)).status not in RESUMABLE:
-        return "unchanged", None
+        return "unchanged", None, None
     resume: Callable[[str], Awaitable[Any]] = getattr(core, "resume_workflow")  # noqa: B009
     await resume(workflow_id)
-    return "resumed", RESUMED
+    return "resumed", RESUMED, None
 
 
 async def _send(core: Connected, workflow_id: str, form: dict[str, str]) -> Outcome:
@@ -87,7 +90,21 @@ async def _send(core: Connected, workflow_id: str, form: dict[str, str]) -> Outc
         await send(workflow_id, message, topic, idempotency_key=key)
     except InvalidArgumentError as exc:
         raise HTTPError(400, str(exc)) from None
-    return "sent", MESSAGE
+    return "sent", MESSAGE, None
+
+
+async def _fork(core: Connected, workflow_id: str, form: dict[str, str]) -> Outcome:
+    text = form.get("from_step", "").strip()
+    if not text.isdigit():
+        raise HTTPError(400, f"from operation # must be a number (an operation of the "
+                        f"timeline), not {text!r}")
+    fork: Callable[..., Awaitable[Any]] = getattr(core, "fork_workflow")  # noqa: B009
+    try:
+        handle = await fork(workflow_id, from_step=int(text),
+                            workflow_id=form.get("workflow_id") or None)
+    except (InvalidArgumentError, WorkflowConflictError) as exc:
+        raise HTTPError(400, str(exc)) from None
+    return "forked", STARTED, handle.workflow_id
 
 
 ACTIONS: dict[str, Action] = {
@@ -99,6 +116,10 @@ ACTIONS: dict[str, Action] = {
             Field("message", "Message (JSON)", '{"approved": true}', multiline=True,
                   required=True),
             Field("idempotency_key", "Idempotency key", "optional"),
+        )),
+        Action("fork", "Fork from an operation", lambda _status: True, _fork, fields=(
+            Field("from_step", "From operation # (of the timeline)", "3", required=True),
+            Field("workflow_id", "New workflow id", "optional"),
         )),
     )
 }

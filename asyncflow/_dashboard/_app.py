@@ -356,11 +356,12 @@ class Dashboard:
             raise HTTPError(403, "the form's security token is missing or stale: reload the "
                             "page and try again")
         workflow_id = _codec.check_id(form.get("id", ""), "the form's workflow id")
-        notice, kind = await action.run(self.source, workflow_id, form)
+        notice, kind, target = await action.run(self.source, workflow_id, form)
         if kind is not None:
-            self._hub.publish(kind, workflow_id)
+            self._hub.publish(kind, target or workflow_id)
         view = View(request.root, "", False)
-        await redirect(send, view.url("/workflow", [("id", workflow_id), ("notice", notice)]))
+        await redirect(send, view.url("/workflow", [("id", target or workflow_id),
+                                                    ("notice", notice)]))
 
     # -- static files ---------------------------------------------------------------------------
 

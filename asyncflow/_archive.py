@@ -1,0 +1,204 @@
+"""The export format: workflows with their journals, events, streams and pending messages, as
+JSON lines.
+
+The first line is a header (``{"type": "header", "format": "asyncflow-export", "version": 1,
+…}``); then each workflow is one ``workflow`` line followed by one line per row it owns
+(``operation``, ``event``, ``stream_head``, ``stream_entry``, ``message``, ``message_key``), each
+``{"type": kind, "row": {column: value}}`` with the row exactly as stored: values the workflow
+stored (inputs, outputs, messages, …) stay JSON *text* inside the row, so nothing about them
+changes on the way (integers of any size included). Timestamps are ISO 8601 strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from . import _codec
+from ._errors import ExportFormatError, InvalidArgumentError
+from ._status import Status
+from ._store import EXPORT_KINDS, JournalEntry, Outcome
+
+FORMAT = "asyncflow-export"
+VERSION = 1
+ROW_KINDS = EXPORT_KINDS[1:]  # the rows a workflow owns, in the order they are written
+
+# The columns a row must carry (NOT NULL in the schema, no default a missing key could use).
+_REQUIRED = {
+    "workflow": ("workflow_id", "name", "status", "inputs", "app_version", "recovery_attempts",
+                 "created_at", "updated_at"),
+    "operation": ("workflow_id", "function_id", "name", "completed", "created_at"),
+    "event": ("workflow_id", "key", "value", "version", "updated_at"),
+    "stream_head": ("workflow_id", "key", "next_offset", "closed"),
+    "stream_entry": ("workflow_id", "key", "offset", "value", "writer_fid", "writer_seq",
+                     "created_at"),
+    "message": ("destination_id", "message"),
+    "message_key": ("destination_id", "idempotency_key"),
+}
+
+
+@dataclass(slots=True)
+class WorkflowHistory:
+    """One exported workflow: its row, and the rows it owns by kind (all as stored)."""
+
+    row: dict[str, Any]
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def workflow_id(self) -> str:
+        value: str = self.row["workflow_id"]
+        return value
+
+    @property
+    def name(self) -> str:
+        value: str = self.row["name"]
+        return value
+
+    @property
+    def status(self) -> str:
+        value: str = self.row["status"]
+        return value
+
+    @property
+    def inputs(self) -> str:
+        value: str = self.row["inputs"]
+        return value
+
+    def outcome(self) -> Outcome:
+        return Outcome(self.status, self.row.get("output"), self.row.get("error"))
+
+    def journal(self) -> dict[int, JournalEntry]:
+        """The journal as a replay loads it."""
+        return {
+            op["function_id"]: JournalEntry(
+                op["name"], op.get("output"), op.get("error"), op.get("child_id"),
+                bool(op["completed"]), op.get("deadline"))
+            for op in self.rows.get("operation", [])
+        }
+
+    def child_ids(self) -> set[str]:
+        """The children this workflow's journal started."""
+        return {op["child_id"] for op in self.rows.get("operation", [])
+                if op.get("child_id") is not None}
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def header(schema_version: int) -> str:
+    """The first line of an export."""
+    return orjson.dumps({
+        "type": "header", "format": FORMAT, "version": VERSION,
+        "schema_version": schema_version, "exported_at": datetime.now(UTC).isoformat(),
+    }).decode() + "\n"
+
+
+def lines(history: WorkflowHistory) -> Iterator[str]:
+    """The lines of one workflow (each ending in a newline)."""
+    yield orjson.dumps({"type": "workflow", "row": history.row}).decode() + "\n"
+    for kind in ROW_KINDS:
+        for row in history.rows.get(kind, ()):
+            yield orjson.dumps({"type": kind, "row": row}).decode() + "\n"
+
+
+def from_rows(exported: dict[str, list[tuple[str, str]]],
+              order: list[str] | None = None) -> list[WorkflowHistory]:
+    """Group rows read from the database (``Store.export_rows``) into histories, in the
+    ``order`` of their ids (default: of their workflow rows)."""
+    histories: dict[str, WorkflowHistory] = {}
+    for workflow_id, text in exported.get("workflow", []):
+        histories[workflow_id] = WorkflowHistory(orjson.loads(text))
+    for kind in ROW_KINDS:
+        for workflow_id, text in exported.get(kind, []):
+            owner = histories.get(workflow_id)
+            if owner is not None:
+                owner.rows.setdefault(kind, []).append(orjson.loads(text))
+    if order is None:
+        return list(histories.values())
+    return [histories[w] for w in order if w in histories]
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _owner_key(kind: str) -> str:
+    return "destination_id" if kind in ("message", "message_key") else "workflow_id"
+
+
+def _check_row(kind: str, row: Any, number: int) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise ExportFormatError(f"line {number}: a {kind!r} line needs a \"row\" object")
+    missing = [key for key in _REQUIRED[kind] if row.get(key) is None]
+    if missing:
+        raise ExportFormatError(
+            f"line {number}: the {kind} row lacks {', '.join(missing)}")
+    return row
+
+
+def _check_workflow(row: dict[str, Any], number: int) -> None:
+    try:
+        _codec.check_id(row["workflow_id"])
+        _codec.check_name(row["name"], "workflow name")
+    except InvalidArgumentError as exc:
+        raise ExportFormatError(f"line {number}: {exc}") from None
+    if row["status"] not in Status.__members__:
+        raise ExportFormatError(f"line {number}: unknown workflow status {row['status']!r}")
+
+
+def _check_header(record: Any, number: int) -> None:
+    if not isinstance(record, dict) or record.get("type") != "header" \
+            or record.get("format") != FORMAT:
+        raise ExportFormatError(
+            f"line {number}: not an asyncflow export (its first line must be the header "
+            "written by export_workflows / `asyncflow workflow export`)")
+    version = record.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise ExportFormatError(
+            f"line {number}: export format version {version!r} is newer than this asyncflow "
+            f"reads ({VERSION}); upgrade asyncflow")
+
+
+def parse(text_lines: Iterable[str]) -> Iterator[WorkflowHistory]:
+    """Read an export: yield each workflow once all its lines are read.
+
+    Raises :class:`ExportFormatError` naming the line for anything that is not an export.
+    """
+    current: WorkflowHistory | None = None
+    seen_header = False
+    for number, line in enumerate(text_lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ExportFormatError(f"line {number}: not JSON ({exc})") from None
+        if not seen_header:
+            _check_header(record, number)
+            seen_header = True
+            continue
+        kind = record.get("type") if isinstance(record, dict) else None
+        if kind == "workflow":
+            row = _check_row(kind, record.get("row"), number)
+            _check_workflow(row, number)
+            if current is not None:
+                yield current
+            current = WorkflowHistory(row)
+        elif kind in _REQUIRED:
+            row = _check_row(kind, record.get("row"), number)
+            if current is None or row[_owner_key(kind)] != current.workflow_id:
+                raise ExportFormatError(
+                    f"line {number}: a {kind} row must follow the line of its workflow")
+            current.rows.setdefault(kind, []).append(row)
+        elif kind == "header":
+            raise ExportFormatError(f"line {number}: a second header (concatenate exports "
+                                    "without their headers, or import them one by one)")
+        else:
+            raise ExportFormatError(f"line {number}: unknown line type {kind!r}")
+    if not seen_header:
+        raise ExportFormatError("the file is empty: not an asyncflow export")
+    if current is not None:
+        yield current
