@@ -170,7 +170,8 @@ class Runner:
             status = await runtime.store.workflow_status(workflow_id)
             if status.parent_workflow_id != parent_id:
                 return  # an existing workflow chosen by id, not this parent's child
-            if await runtime.store.cancel_workflow(workflow_id):
+            cancelled, _queue = await runtime.store.cancel_workflow(workflow_id)
+            if cancelled:
                 mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
             await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
