@@ -19,6 +19,7 @@ from .._app import AsyncFlow
 from .._context import WorkflowContext, step_var, workflow_var
 from .._errors import InvalidArgumentError, _ExecutionConflict
 from .._runtime import Runtime
+from ._until import until_event
 
 #: Operations the engine journals under its own names (sleep, send, wait_first, …).
 ENGINE_PREFIX = "asyncflow."
@@ -84,7 +85,6 @@ class Crash:
         """Return once the crash happened (itself). If it was armed for one workflow and that
         workflow ends first, raise ``AssertionError`` with its journal (the crash point was never
         reached); ``AsyncFlowTimeoutError`` after ``timeout_seconds``."""
-        from ._waiting import until_event
 
         await until_event(self._control.app, self._event, self.target, timeout_seconds,
                           f"the crash {self.describe()}")
