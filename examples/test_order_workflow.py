@@ -31,6 +31,9 @@ async def test_an_approved_order_ships_after_the_withdrawal_period(asyncflow_app
         handle = await app_.start_workflow(place_order, "o-1", "book", 30, workflow_id="o-1")
         await app_.send("o-1", True, topic="payment-approved")
         # The workflow sleeps three days: move its clock instead of waiting.
+        # The receipt is set just before the sleep: once it is there, the next wait is the sleep
+        # (skipping earlier could move the clock while the workflow still waits in its recv).
+        await app_.get_event(handle.workflow_id, "receipt", timeout_seconds=30)
         await skip_timers(app_, days=3, once_waiting=handle)
         assert await handle.get_result() == "shipped book for order o-1"
         assert order_workflow.payments.charged == {"order-o-1": 30}
@@ -57,6 +60,9 @@ async def test_a_crash_while_charging_charges_once(asyncflow_app):
         await crash.wait()
         # Restart: the relaunched app recovers the workflow from its journal.
         await relaunch(app_)
+        # The receipt is set just before the sleep: once it is there, the next wait is the sleep
+        # (skipping earlier could move the clock while the workflow still waits in its recv).
+        await app_.get_event(handle.workflow_id, "receipt", timeout_seconds=30)
         await skip_timers(app_, days=3, once_waiting=handle)
         assert await handle.get_result() == "shipped book for order o-3"
         # charge_card ran twice (a step runs at least once); the card was charged once.
@@ -75,6 +81,9 @@ async def test_a_crash_before_waiting_for_approval_does_not_reserve_twice(asyncf
         # Operation #0 is reserve_stock, #1 the recv: crash just before the recv starts, relaunch.
         handle = await crash_and_recover(app_, place_order, "o-4", "book", 30, before=1)
         await app_.send(handle.workflow_id, True, topic="payment-approved")
+        # The receipt is set just before the sleep: once it is there, the next wait is the sleep
+        # (skipping earlier could move the clock while the workflow still waits in its recv).
+        await app_.get_event(handle.workflow_id, "receipt", timeout_seconds=30)
         await skip_timers(app_, days=3, once_waiting=handle)
         assert await handle.get_result() == "shipped book for order o-4"
         assert runs == {"reserve_stock": 1, "charge_card": 1, "ship": 1}

@@ -4,8 +4,7 @@ helpers and the timer helpers alike)."""
 from __future__ import annotations
 
 import asyncio
-
-import anyio
+from typing import Any
 
 from .._app import AsyncFlow
 from .._errors import AsyncFlowError, AsyncFlowTimeoutError, WorkflowNotFoundError
@@ -28,29 +27,27 @@ async def until_event(
     timeout_seconds: float,
     what: str,
 ) -> None:
-    """Wait for ``event``; if ``workflow_id`` ends first, raise AssertionError naming ``what``."""
-    outcome: dict[str, str] = {}
-
-    async def happened(scope: anyio.CancelScope) -> None:
-        await event.wait()
-        outcome["event"] = "set"
-        scope.cancel()
-
-    async def ended_first(scope: anyio.CancelScope, target: str) -> None:
-        outcome["ended"] = await _ended(app, target)
-        scope.cancel()
-
-    with anyio.move_on_after(timeout_seconds):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(happened, tg.cancel_scope)
-            if workflow_id is not None:
-                tg.start_soon(ended_first, tg.cancel_scope, workflow_id)
-    if "event" in outcome:
+    """Wait for ``event``; if ``workflow_id`` ends first, raise AssertionError naming ``what``.
+    Both waits are tasks of this call: awaited here, and cancelled before it returns."""
+    waiter: asyncio.Task[Any] = asyncio.ensure_future(event.wait())
+    ended: asyncio.Task[Any] | None = None
+    if workflow_id is not None:
+        ended = asyncio.ensure_future(_ended(app, workflow_id))
+    pending = {waiter} if ended is None else {waiter, ended}
+    try:
+        done, _ = await asyncio.wait(pending, timeout=timeout_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    if waiter in done:
         return
-    if "ended" in outcome:
+    if ended is not None and ended in done:
+        status = ended.result()
         assert workflow_id is not None
         raise AssertionError(
-            f"workflow {workflow_id!r} ended ({outcome['ended']}) before {what}; its journal:\n"
+            f"workflow {workflow_id!r} ended ({status}) before {what}; its journal:\n"
             + await journal_text(app, workflow_id))
     raise AsyncFlowTimeoutError(f"{what} did not happen within {timeout_seconds} s")
 
