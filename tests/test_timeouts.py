@@ -153,9 +153,13 @@ async def test_a_queued_workflow_s_clock_starts_at_dispatch(make_app, db_url):
 
 async def test_the_test_clock_moves_deadlines(make_app):
     app = make_app()
-    fns = _register(app)
+
+    @app.workflow(name="waits_a_week")
+    async def waits_a_week() -> str:  # its own wait outlasts the two-day deadline
+        return str(await asyncflow.recv("go", timeout_seconds=7 * 86400))
+
     async with app:
-        handle = await app.start_workflow(fns["waits"], timeout_seconds=2 * 86400)
+        handle = await app.start_workflow(waits_a_week, timeout_seconds=2 * 86400)
         await testing.skip_timers(app, days=1, once_waiting=handle)
         assert (await handle.get_status()).status == asyncflow.PENDING
         await testing.skip_timers(app, days=1)
