@@ -20,7 +20,7 @@ from . import _codec
 from ._cli_embedded import _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
-from ._cli_output import PROG, CliError, _emit, _json, _short, _table
+from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
@@ -239,24 +239,6 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -292,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
 
     # history (issue 14): replay, workflow export / import / fork
-    add_history_commands(commands, wf, command, _count, _non_negative)
+    add_history_commands(commands, wf, command)
 
     command(commands, "events", "show all events of a workflow", events).add_argument(
         "workflow_id", metavar="ID")

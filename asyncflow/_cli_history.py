@@ -18,7 +18,7 @@ from typing import Any
 from ._app import AsyncFlow
 from ._cli_embedded import _database_url, _schema_checked
 from ._cli_lifecycle import _add_filters, _filters, _statuses
-from ._cli_output import PROG, CliError, _emit, _json, _table
+from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _table
 from ._client import Client
 from ._history import ImportResult
 from ._replay import DIVERGED, FAILED, OK, SKIPPED, ReplayResult
@@ -140,18 +140,17 @@ async def workflow_fork(client: Client, args: argparse.Namespace) -> int:
 # -- argument parsing -----------------------------------------------------------------------------
 
 
-def _selection(sub: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+def _selection(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("workflow_ids", metavar="ID", nargs="*",
                      help="these workflows (default: those the filters choose)")
     sub.add_argument("--status", action="append", metavar="S",
                      help="only this status (repeat it or separate with commas): "
                      + ", ".join(Status.__members__))
-    sub.add_argument("--limit", type=count, default=None, help="at most this many, newest first")
+    sub.add_argument("--limit", type=_count, default=None, help="at most this many, newest first")
     _add_filters(sub)
 
 
-def add_commands(commands: Any, workflow: Any, command: Command,
-                 count: Callable[[str], int], seconds: Callable[[str], float]) -> None:
+def add_commands(commands: Any, workflow: Any, command: Command) -> None:
     """Register the history commands (``command`` makes one subcommand, as in ``_cli``)."""
     sub = command(commands, "replay", "replay recorded workflows against the current code "
                   "and report every one that takes another path (exit 1 if any)", replay)
@@ -161,13 +160,13 @@ def add_commands(commands: Any, workflow: Any, command: Command,
                      "from the current directory; never launched)")
     sub.add_argument("--file", metavar="FILE", help="replay an export file (- for stdin) "
                      "instead of the database")
-    _selection(sub, count)
-    sub.add_argument("--timeout", type=seconds, default=10.0, metavar="S",
+    _selection(sub)
+    sub.add_argument("--timeout", type=_non_negative, default=10.0, metavar="S",
                      help="seconds one workflow's replay may take (default 10)")
 
     sub = command(workflow, "export", "write workflows with their journals, events, streams "
                   "and messages as JSON lines", workflow_export)
-    _selection(sub, count)
+    _selection(sub)
     sub.add_argument("--output", "-o", default="-", metavar="FILE",
                      help="file to write (default: standard output)")
     sub.add_argument("--no-children", action="store_true",
@@ -180,7 +179,7 @@ def add_commands(commands: Any, workflow: Any, command: Command,
     sub = command(workflow, "fork", "start a copy of a workflow that runs again from a step",
                   workflow_fork)
     sub.add_argument("workflow_id", metavar="ID")
-    sub.add_argument("--from-step", type=count, required=True, metavar="N",
+    sub.add_argument("--from-step", type=_count, required=True, metavar="N",
                      help="the function id to run again from (see `workflow steps`)")
     sub.add_argument("--workflow-id", dest="new_id", metavar="NEW_ID",
                      help="the fork's id (default: a generated one)")

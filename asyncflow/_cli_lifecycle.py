@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ._cli_output import CliError, _emit, _json, _table, _time
+from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
 from ._filters import RESUMABLE
 from ._retention import Retention
@@ -233,15 +233,6 @@ def _add_filters(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--parent", metavar="ID", help="only children of workflow ID")
     group.add_argument("--queue", metavar="NAME", help="only workflows of queue NAME")
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text!r}")
-    return value
 
 
 def _batch(text: str) -> int:
