@@ -32,7 +32,8 @@ async def set_event_from_workflow(
         return
     await checked(ctx, ctx.runtime.store.journaled_set_event(
         ctx.workflow_id, function_id, SET_EVENT, key, text))
-    ctx.runtime.waits.wake(EVENT, ctx.workflow_id)
+    # The committed value is handed to local waiters (no read back for an outside get_event).
+    ctx.runtime.waits.wake(EVENT, ctx.workflow_id, (key, text))
 
 
 async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
@@ -48,7 +49,11 @@ async def get_event_outside(
 ) -> Any:
     """Wait until the event is set; its value, or ``None`` after ``timeout_seconds``."""
 
-    async def check(_waiter: Waiter) -> str | _NotYet:
+    async def check(waiter: Waiter) -> str | _NotYet:
+        handed = waiter.handed.pop((EVENT, workflow_id), None)
+        if handed is not None and handed[0] == key:  # set by a commit in this process
+            text: str = handed[1]
+            return text
         value, _ = await runtime.store.get_event(workflow_id, key)
         return NOT_YET if value is None else value
 

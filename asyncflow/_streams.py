@@ -10,6 +10,7 @@ import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import StepFailedError, StreamClosedError
 from ._journal import begin, checked, ensure_running, stop_for_status
@@ -58,7 +59,8 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
         await store.set_operation_error(ctx.workflow_id, function_id,
                                         _closed_record(ctx.workflow_id, key))
         raise closed_error(ctx.workflow_id, key)
-    ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
+    # The committed entry is handed to local readers (no read back when it is the next one).
+    ctx.runtime.waits.wake(STREAM, ctx.workflow_id, (key, offset, text))
 
 
 async def write_from_step(step: StepContext, key: str, text: str) -> None:
@@ -104,9 +106,14 @@ async def entries(
         keys += ((TERMINAL, reader.workflow_id),)
     store = runtime.store
 
-    async def check(_waiter: Waiter) -> tuple[list[tuple[int, Any]], bool] | _NotYet:
+    async def check(waiter: Waiter) -> tuple[list[tuple[int, Any]], bool] | _NotYet:
         if reader is not None:
             await ensure_running(reader)
+        handed = waiter.handed.pop((STREAM, workflow_id), None)
+        if handed is not None and handed[0] == key and handed[1] == offset:
+            # Written by a commit in this process and exactly the next entry: no read. (Not
+            # ended: a close or the workflow's end wakes this reader again.)
+            return [(offset, _codec.loads(handed[2]))], False
         page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
         return (page, ended) if page or ended else NOT_YET
 

@@ -1,0 +1,133 @@
+"""A local commit hands its value to the waiters of the same process: an outside ``get_event``
+and a stream reader get what was just written without reading it back, and get exactly what a
+read from the database gives."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncflow
+
+
+def _count_calls(monkeypatch, store, name):
+    calls = []
+    original = getattr(type(store), name)
+
+    async def counting(self, *args, **kwargs):
+        calls.append(args)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(store), name, counting)
+    return calls
+
+
+async def test_get_event_takes_the_value_set_in_this_process(make_app, monkeypatch):
+    app = make_app()
+    rounds = 20
+
+    @app.workflow()
+    async def ponger():
+        for index in range(rounds):
+            message = await asyncflow.recv("ping", timeout_seconds=30)
+            await asyncflow.set_event(f"pong{index}", {"n": message, "t": (1, 2)})
+
+    async with app:
+        handle = await app.start_workflow(ponger, workflow_id="p")
+        reads = _count_calls(monkeypatch, app.runtime.store, "get_event")
+        for index in range(rounds):
+            waiting = asyncio.ensure_future(app.get_event("p", f"pong{index}", 30))
+            await app.runtime.waits.wait_for_count(2)  # the ponger's recv and this get_event
+            await app.send("p", index, "ping")
+            # Decoded from the committed text, as a read would: the tuple comes back a list.
+            assert await waiting == {"n": index, "t": [1, 2]}
+        await handle.get_result()
+        # One read per round (the check before parking), none after the wake-up.
+        assert len(reads) == rounds
+        assert await app.get_event("p", "pong3") == {"n": 3, "t": [1, 2]}
+
+
+async def test_a_waiter_on_one_key_is_not_given_another_keys_value(make_app):
+    app = make_app()
+
+    @app.workflow()
+    async def setter():
+        await asyncflow.recv("go", timeout_seconds=30)
+        await asyncflow.set_event("a", 1)
+        await asyncflow.set_event("b", 2)
+        await asyncflow.set_event("a", 3)
+        await asyncflow.recv("done", timeout_seconds=30)
+
+    async with app:
+        handle = await app.start_workflow(setter, workflow_id="s")
+        waiting_b = asyncio.ensure_future(app.get_event("s", "b", 30))
+        waiting_a = asyncio.ensure_future(app.get_event("s", "a", 30))
+        await app.runtime.waits.wait_for_count(3)
+        await app.send("s", None, "go")
+        assert await waiting_b == 2
+        assert await waiting_a in (1, 3)  # the value at some moment after the call
+        await app.send("s", None, "done")
+        await handle.get_result()
+
+
+async def test_a_local_reader_takes_each_next_entry_without_reading_it(make_app, monkeypatch):
+    app = make_app()
+    count = 20
+
+    @app.workflow()
+    async def writer():
+        for index in range(count):
+            await asyncflow.recv("next", timeout_seconds=30)
+            await asyncflow.write_stream("s", {"i": index, "pair": (index, -index)})
+        await asyncflow.close_stream("s")
+
+    async with app:
+        handle = await app.start_workflow(writer, workflow_id="w")
+        reads = _count_calls(monkeypatch, app.runtime.store, "read_stream")
+        first, second = [], []
+        arrivals: asyncio.Queue = asyncio.Queue()
+
+        async def follow(into):
+            async for value in app.read_stream("w", "s"):
+                into.append(value)
+                if value["i"] == 0:
+                    value["mutated"] = True  # each reader decodes its own copy
+                arrivals.put_nowait(value["i"])
+
+        readers = [asyncio.ensure_future(follow(first)), asyncio.ensure_future(follow(second))]
+        for index in range(count):
+            await app.send("w", None, "next")
+            assert [await arrivals.get(), await arrivals.get()] == [index, index]
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        await handle.get_result()
+        expected = [{"i": i, "pair": [i, -i]} for i in range(count)]
+        expected[0]["mutated"] = True
+        assert first == expected and second == expected
+        # Each reader read once before the first write and once at the close, never per value.
+        assert len(reads) <= 6
+        # A reader from the database sees the same values.
+        assert [v async for v in app.read_stream("w", "s")] == [
+            {"i": i, "pair": [i, -i]} for i in range(count)]
+
+
+async def test_a_reader_that_missed_entries_reads_them_from_the_database(make_app):
+    app = make_app()
+
+    @app.workflow()
+    async def writer():
+        await asyncflow.recv("go", timeout_seconds=30)
+        for index in range(50):  # many writes between the reader's wake-ups
+            await asyncflow.write_stream("s", index)
+        await asyncflow.close_stream("s")
+
+    async with app:
+        handle = await app.start_workflow(writer, workflow_id="w")
+        reader = asyncio.ensure_future(
+            asyncio.wait_for(_collect(app.read_stream("w", "s")), 30))
+        await app.runtime.waits.wait_for_count(2)
+        await app.send("w", None, "go")
+        assert await reader == list(range(50))
+        await handle.get_result()
+
+
+async def _collect(iterator):
+    return [value async for value in iterator]
