@@ -24,6 +24,16 @@ from ._errors import (
 Row: TypeAlias = Any  # an asyncpg.Record: indexable by position and column name
 Connection: TypeAlias = asyncpg.Connection
 
+
+class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection of asyncflow's pool. Its ``reset()`` clears what the driver holds (listener
+    callbacks, an open transaction) but sends no reset statement of its own: the storage layer
+    sends ``RESET_SESSION`` itself, with a user transaction's commit when it can (one round trip
+    less per ``@app.transaction``)."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
 #: Set by whoever runs code that must know when the database became unreachable under it (a
 #: workflow execution): called whenever a DatabaseUnavailableError is raised in its context,
 #: even if user code later swallows the exception.

@@ -7,7 +7,7 @@ from collections import deque
 
 import asyncpg
 
-from ._driver import Connection, _configuration_errors, map_errors
+from ._driver import Connection, PoolConnection, _configuration_errors, map_errors
 from ._errors import NotLaunchedError
 
 
@@ -54,7 +54,8 @@ class ConnectionPool:
                 self._open += 1
                 try:
                     with map_errors(), _configuration_errors(self._url):
-                        new: Connection = await asyncpg.connect(self._url)
+                        new: Connection = await asyncpg.connect(
+                            self._url, connection_class=PoolConnection)
                     pid = self._pid_of[new] = new.get_server_pid()
                     self.pids.add(pid)
                     # Forget the pid the moment the connection is gone, so a backend that later

@@ -226,6 +226,13 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at    timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     """,
+    # 9: the transaction guard is unlogged (its rows live only inside one transaction: no WAL
+    # for them) and indexed by backend (asyncflow's own commit deletes its row through the index
+    # instead of scanning dead rows left by earlier transactions).
+    """
+    ALTER TABLE {s}.transaction_guard SET UNLOGGED;
+    CREATE INDEX transaction_guard_backend_idx ON {s}.transaction_guard (backend);
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +252,15 @@ BEGIN_SERIALIZABLE = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "SERIALIZABLE")
 COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
 DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
 COMMIT"""
+# What a connection that ran user code needs before it goes back to the pool (what asyncpg's
+# reset sends): advisory locks released, cursors closed, LISTENs removed, settings reset.
+RESET_SESSION = """SELECT pg_advisory_unlock_all();
+CLOSE ALL;
+UNLISTEN *;
+RESET ALL"""
+# The commit and the reset in one round trip. A failed COMMIT stops the rest (the reset is
+# then sent on its own, after the rollback).
+COMMIT_USER_TRANSACTION_AND_RESET = COMMIT_USER_TRANSACTION + ";\n" + RESET_SESSION
 ROLLBACK = "ROLLBACK"
 # A transaction started inside another (of the same task) is a savepoint of it.
 SAVEPOINT = "SAVEPOINT asyncflow_nested"

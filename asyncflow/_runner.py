@@ -14,7 +14,8 @@ import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import anyio
 
@@ -37,7 +38,7 @@ from ._specs import WorkflowSpec
 from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
-from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME
+from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME, Instruments
 from ._wait import DEADLINE, STARTED, TERMINAL, wait_until
 
 logger = logging.getLogger("asyncflow")
@@ -89,24 +90,30 @@ class Runner:
 
     # -- starting ---------------------------------------------------------------------------
 
-    async def start(
+    def start(
         self,
         spec: WorkflowSpec,
         inputs: str,
         workflow_id: str | None,
         parent_id: str | None,
         timeout_seconds: float | None = None,
-    ) -> str:
+    ) -> Coroutine[Any, Any, str]:
         """Insert the workflow (idempotent by id) and run it if it is new; returns its id.
-        ``timeout_seconds`` (default: the spec's): its deadline starts now."""
+        ``timeout_seconds`` (default: the spec's): its deadline starts now. (A plain function
+        returning the start's coroutine: no frame of its own while a burst of starts waits.)"""
         if workflow_id is None:
             workflow_id = secrets.token_hex(16)
         if timeout_seconds is None:
             timeout_seconds = spec.timeout_seconds
         telemetry = self.runtime.telemetry
         if telemetry is None:
-            return await self._start(spec, inputs, workflow_id, parent_id, None,
-                                     timeout_seconds)
+            return self._start(spec, inputs, workflow_id, parent_id, None, timeout_seconds)
+        return self._start_traced(telemetry, spec, inputs, workflow_id, parent_id,
+                                  timeout_seconds)
+
+    async def _start_traced(self, telemetry: Instruments, spec: WorkflowSpec, inputs: str,
+                            workflow_id: str, parent_id: str | None,
+                            timeout_seconds: float | None) -> str:
         # The span of the start; its trace context is stored with the workflow, and every
         # execution of the workflow is its child (telemetry).
         with telemetry.span(f"start_workflow {spec.name}", start_attributes(workflow_id, spec),

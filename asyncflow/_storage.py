@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -175,19 +175,20 @@ class Storage:
 
     # -- single statements (autocommit) -----------------------------------------------------
 
-    async def execute(self, template: str, *args: Any) -> str:
-        result: str = await self._query("execute", template, args)
-        return result
+    # Plain functions returning the statement's coroutine: no coroutine frame of their own per
+    # statement (they are on every path; thousands may be pending at once).
 
-    async def fetch(self, template: str, *args: Any) -> list[Row]:
-        rows: list[Row] = await self._query("fetch", template, args)
-        return rows
+    def execute(self, template: str, *args: Any) -> Coroutine[Any, Any, str]:
+        return self._query("execute", template, args)
 
-    async def fetchrow(self, template: str, *args: Any) -> Row | None:
-        return await self._query("fetchrow", template, args)
+    def fetch(self, template: str, *args: Any) -> Coroutine[Any, Any, list[Row]]:
+        return self._query("fetch", template, args)
 
-    async def fetchval(self, template: str, *args: Any) -> Any:
-        return await self._query("fetchval", template, args)
+    def fetchrow(self, template: str, *args: Any) -> Coroutine[Any, Any, Row | None]:
+        return self._query("fetchrow", template, args)
+
+    def fetchval(self, template: str, *args: Any) -> Coroutine[Any, Any, Any]:
+        return self._query("fetchval", template, args)
 
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
         refuse_in_replay("a database statement")
@@ -233,6 +234,7 @@ class Storage:
                 yield nested
             return
         async with self._acquire() as conn:
+            session_reset = False  # whether RESET_SESSION went with the commit
             try:
                 if user_code:
                     # Guarded (see _queries.BEGIN_USER_TRANSACTION): the body cannot commit.
@@ -268,8 +270,9 @@ class Storage:
                     with map_errors(conn):
                         if tx is not None:
                             await tx.commit()
-                        else:
-                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
+                        else:  # commit and reset the session in one round trip
+                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION_AND_RESET))
+                            session_reset = True
                 except ReadOnlyDatabase as exc:  # the transaction committed is not ours
                     if not user_code:
                         raise
@@ -278,7 +281,9 @@ class Storage:
             finally:
                 if user_code and not conn.is_closed():
                     with anyio.CancelScope(shield=True), map_errors(conn):
-                        await conn.reset()
+                        await conn.reset()  # the driver's side (and a rollback, if still open)
+                        if not session_reset:
+                            await conn.execute(Q.RESET_SESSION)
 
     @asynccontextmanager
     async def _savepoint(self, conn: Connection) -> AsyncIterator[Tx]:

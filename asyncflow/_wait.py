@@ -54,15 +54,61 @@ class _NotYet:
 NOT_YET: Final = _NotYet()
 
 
-class Waiter(asyncio.Event):
-    """A waiter's event. A local wake-up may hand over the value behind one of its keys:
-    ``handed`` maps that key to the value. ``deadline`` (event-loop time, ``None``: none) may be
-    moved by the wait's check."""
+class Waiter:
+    """The flag one waiting task parks on (an ``asyncio.Event`` for a single task, without its
+    deque of futures: thousands are parked at once). A local wake-up may hand over the value
+    behind one of its keys: ``handed`` maps that key to the value. ``deadline`` (event-loop
+    time, ``None``: none) may be moved by the wait's check."""
+
+    __slots__ = ("_future", "_set", "deadline", "handed")
 
     def __init__(self, deadline: float | None = None) -> None:
-        super().__init__()
+        self._set = False
+        self._future: asyncio.Future[None] | None = None
         self.handed: dict[Key, Any] = {}
         self.deadline = deadline
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        """Wait until set (as ``asyncio.Event.wait``)."""
+        await self.wait_until(None)
+        return True
+
+    async def wait_until(self, deadline: float | None) -> None:
+        """Wait until set or ``deadline`` (event-loop time) passes; never raises on timeout.
+        One task at a time waits on a waiter."""
+        if self._set:
+            return
+        if self._future is not None:
+            raise RuntimeError("a Waiter is waited on by one task at a time")
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline <= loop.time():
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _resolve, future)
+        self._future = future
+        try:
+            await future
+        finally:
+            self._future = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 Observer = Callable[[str, str], None]
@@ -83,19 +129,31 @@ class WaitRegistry:
     @contextmanager
     def watch(self, *keys: Key, deadline: float | None = None) -> Iterator[Waiter]:
         """Register one waiter under ``keys`` for the duration of the block."""
-        event = Waiter(deadline)
+        waiter = Waiter(deadline)
+        self.register(keys, waiter)
+        try:
+            yield waiter
+        finally:
+            self.unregister(keys, waiter)
+
+    def register(self, keys: tuple[Key, ...], waiter: Waiter) -> None:
+        """Register ``waiter`` under ``keys`` (until :meth:`unregister`)."""
         waiters = self._waiters
         for key in keys:
-            waiters.setdefault(key, set()).add(event)
-        try:
-            yield event
-        finally:
-            for key in keys:
-                group = waiters.get(key)
-                if group is not None:
-                    group.discard(event)
-                    if not group:
-                        del waiters[key]
+            group = waiters.get(key)
+            if group is None:
+                waiters[key] = {waiter}
+            else:
+                group.add(waiter)
+
+    def unregister(self, keys: tuple[Key, ...], waiter: Waiter) -> None:
+        waiters = self._waiters
+        for key in keys:
+            group = waiters.get(key)
+            if group is not None:
+                group.discard(waiter)
+                if not group:
+                    del waiters[key]
 
     def add_observer(self, callback: Observer) -> Callable[[], None]:
         """Call ``callback(kind, workflow_id)`` on every wake-up (local or by NOTIFY); returns
@@ -133,25 +191,15 @@ class WaitRegistry:
             self.wake(kind, workflow_id)
         return keys
 
-    async def park(self, event: Waiter, *, counted: bool = True) -> None:
-        """Wait for a registered ``event`` until its deadline, counted as parked (unless
-        ``counted`` is false: a background task that is always parked, such as the deadline
-        watcher, is not counted by :meth:`wait_for_count` nor reported to ``on_park``)."""
-        if not counted:
-            await wait_until(event, event.deadline)
-            return
-        self._count += 1
-        if self._target is not None and self._count >= self._target[0]:
+    def parked(self, delta: int) -> None:
+        """Count a waiter that starts (``+1``) or stops (``-1``) parking, in the parking task
+        (``on_park`` is told, and :meth:`wait_for_count` woken)."""
+        self._count += delta
+        if delta > 0 and self._target is not None and self._count >= self._target[0]:
             self._target[1].set()
         observer = self.on_park
         if observer is not None:
-            observer(True)
-        try:
-            await wait_until(event, event.deadline)
-        finally:
-            self._count -= 1
-            if observer is not None:
-                observer(False)
+            observer(delta > 0)
 
     def __len__(self) -> int:
         """The number of waiters parked right now."""
@@ -189,8 +237,11 @@ def decode_payload(payload: str) -> list[Key]:
     return keys
 
 
-async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
+async def wait_until(event: asyncio.Event | Waiter, deadline: float | None) -> None:
     """Wait for ``event`` until ``deadline`` (event-loop time) passes; never raises on timeout."""
+    if isinstance(event, Waiter):
+        await event.wait_until(deadline)
+        return
     if deadline is None:
         await event.wait()
         return
@@ -246,40 +297,54 @@ async def wait(
     ``registry.watch``), for a caller that waits again and again, such as a stream reader;
     with ``park_first`` it parks before its first check unless already woken (it has just
     seen the state, and a wake-up since then is recorded in the waiter).
+
+    One coroutine (no nested ones while parked): thousands of workflows park here at once.
     """
-    if waiter is not None:
-        return await _run(spec, waiter, park_first)
-    with spec.registry.watch(*spec.keys, deadline=spec.deadline) as registered:
-        return await _run(spec, registered, park_first)
-
-
-async def _run(spec: Wait[T], waiter: Waiter, park_first: bool) -> T | _NotYet:
+    registry = spec.registry
+    owned = waiter is None
+    if waiter is None:
+        waiter = Waiter(spec.deadline)
+        registry.register(spec.keys, waiter)
     loop = asyncio.get_running_loop()
     delay = 0.05
     counted = not spec.background
-    if park_first and not waiter.is_set():
-        await spec.registry.park(waiter, counted=counted)
-    while True:
-        waiter.clear()
-        try:
-            result = await spec.check(waiter)
-        except DatabaseUnavailableError:
-            if not spec.retry_unavailable:
-                raise
-            now = loop.time()
-            if waiter.deadline is not None and now >= waiter.deadline:
-                raise
-            # Retry backoff; the listener's reconnect wakes every waiter, ending it early.
-            retry_at = now + delay
-            if waiter.deadline is not None:
-                retry_at = min(waiter.deadline, retry_at)
-            await wait_until(waiter, retry_at)
-            delay = min(delay * 2, 2.0)
-            continue
-        delay = 0.05
-        if not isinstance(result, _NotYet):
-            return result
-        if waiter.deadline is not None and loop.time() >= waiter.deadline:
-            return NOT_YET
-        if not waiter.is_set():
-            await spec.registry.park(waiter, counted=counted)
+    park = park_first
+    try:
+        while True:
+            if park and not waiter.is_set():
+                # Parked until woken or the deadline; counted unless a background task's wait
+                # (always parked, such as the deadline watcher: not counted by wait_for_count
+                # nor reported to on_park).
+                if counted:
+                    registry.parked(1)
+                try:
+                    await waiter.wait_until(waiter.deadline)
+                finally:
+                    if counted:
+                        registry.parked(-1)
+            park = True
+            waiter.clear()
+            try:
+                result = await spec.check(waiter)
+            except DatabaseUnavailableError:
+                if not spec.retry_unavailable:
+                    raise
+                now = loop.time()
+                if waiter.deadline is not None and now >= waiter.deadline:
+                    raise
+                # Retry backoff; the listener's reconnect wakes every waiter, ending it early.
+                retry_at = now + delay
+                if waiter.deadline is not None:
+                    retry_at = min(waiter.deadline, retry_at)
+                await waiter.wait_until(retry_at)
+                delay = min(delay * 2, 2.0)
+                park = False
+                continue
+            delay = 0.05
+            if not isinstance(result, _NotYet):
+                return result
+            if waiter.deadline is not None and loop.time() >= waiter.deadline:
+                return NOT_YET
+    finally:
+        if owned:
+            registry.unregister(spec.keys, waiter)

@@ -91,6 +91,46 @@ async def test_transaction_commits_checkpoint_in_same_transaction(make_app, conn
     assert [r["failed"] for r in rows] == [False, True, False]
 
 
+@pytest.mark.parametrize("ending", ["commit", "error"])
+async def test_session_state_left_by_a_transaction_body_is_reset(make_app, conn, ending):
+    """Settings, advisory locks and held cursors a body leaves on its connection are gone
+    before the pool's next user (a pool of one
+    connection, so every call below runs on the same session)."""
+    await conn.execute("create table seen (n int)")
+    app = make_app(pool_size=1)
+
+    @app.transaction()
+    async def dirty():
+        c = asyncflow.connection()
+        await c.execute("select set_config('search_path', 'pg_catalog', false), "
+                        "set_config('myapp.tag', 'dirty', false), pg_advisory_lock(4242)")
+        await c.execute("declare held cursor with hold for select 1")
+        await c.execute("insert into public.seen values (1)")
+        if ending == "error":
+            raise InsufficientFunds("a", 1)
+
+    @app.transaction()
+    async def inspect():
+        c = asyncflow.connection()
+        return dict(await c.fetchrow(
+            "select current_setting('search_path') as path, "
+            "coalesce(current_setting('myapp.tag', true), '') as tag, "
+            "(select count(*) from pg_cursors where name = 'held') as cursors, "
+            "(select count(*) from pg_locks where locktype = 'advisory' "
+            " and pid = pg_backend_pid()) as locks"))
+
+    async with app:
+        try:
+            await dirty()
+        except InsufficientFunds:
+            assert ending == "error"
+        state = await inspect()
+        assert state == {"path": '"$user", public', "tag": "", "cursors": 0, "locks": 0}
+        assert await conn.fetchval("select pg_try_advisory_lock(4242)")  # free for others
+        await conn.execute("select pg_advisory_unlock(4242)")
+    assert await conn.fetchval("select count(*) from seen") == (1 if ending == "commit" else 0)
+
+
 async def test_transaction_outside_workflow_runs_plain(make_app, conn):
     await conn.execute("create table t (v int)")
     app = make_app()
