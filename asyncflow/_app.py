@@ -1,23 +1,21 @@
-"""The app: registration of workflows, steps and transactions, and running workflows durably."""
+"""The app: running workflows durably (registration of workflows, steps and schedules comes
+from ``_registration``; transactions are registered here, on the app's storage)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
-import math
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
-from typing import Any, ParamSpec, TypeAlias, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
-from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
+from ._errors import ConfigurationError, InvalidSettingError
 from ._events import get_event_from_workflow, get_event_outside
 from ._handle import WorkflowHandle
 from ._history import (
@@ -28,17 +26,18 @@ from ._history import (
     replay_from_store,
     selection,
 )
-from ._lifecycle import Connected, check_positive_int, setting
+from ._lifecycle import Connected, setting
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
+from ._registration import Fn, Registrations, check_coroutine_function, registered_name
 from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
-from ._schedules import Scheduler, schedule_spec
-from ._specs import ScheduleSpec, StepSpec, TransactionSpec, WorkflowSpec
+from ._schedules import Scheduler
+from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES
-from ._steps import check_step_options, run_step, run_transaction
+from ._steps import run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
@@ -47,8 +46,6 @@ from ._wait import QUEUE
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SPEC_ATTR = "__asyncflow_workflow__"
-_Fn: TypeAlias = Callable[P, Coroutine[Any, Any, R]]
 MIN_RECOVERY_INTERVAL = 0.05
 _ISOLATION_LEVELS = (None, "read_committed", "repeatable_read", "serializable")
 
@@ -59,32 +56,7 @@ def _default_executor_id() -> str:
     )
 
 
-def _check_coroutine_function(fn: Any, what: str) -> None:
-    if not inspect.iscoroutinefunction(fn):
-        raise ConfigurationError(f"@app.{what}() decorates `async def` functions, not {fn!r}")
-
-
-def _registered_name(name: str | None, fn: Any) -> str:
-    """The journal name of a decorated function: valid text Postgres stores exactly."""
-    chosen = name if name is not None else fn.__qualname__
-    return setting(_codec.check_id, chosen, "the registered name")
-
-
-def _finite(value: object, what: str, minimum: float) -> float:
-    """A finite number >= ``minimum`` (retry options)."""
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < minimum):
-        raise InvalidSettingError(f"{what} must be a finite number >= {minimum}, not {value!r}")
-    return float(value)
-
-
-def workflow_binding(fn: Any) -> tuple[AsyncFlow, WorkflowSpec] | None:
-    """The app and spec of a decorated workflow function, if it is one."""
-    bound: tuple[AsyncFlow, WorkflowSpec] | None = getattr(fn, _SPEC_ATTR, None)
-    return bound
-
-
-class AsyncFlow(HistoryOps):
+class AsyncFlow(HistoryOps, Registrations):
     """An asyncflow application: durable workflows on one Postgres database and schema.
 
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
@@ -151,88 +123,11 @@ class AsyncFlow(HistoryOps):
         self._schedules: dict[str, ScheduleSpec] = {}
         self._scheduler: Scheduler | None = None
 
-    # -- registration ---------------------------------------------------------------------------
-
-    def workflow(
-        self,
-        name: str | None = None,
-        *,
-        max_recovery_attempts: int = 100,
-        timeout_seconds: float | None = None,
-    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
-        """Register an ``async def`` workflow.
-
-        Calling the decorated function outside a workflow starts it with a fresh id and awaits
-        its result; inside a workflow it runs it as a child workflow (deterministic id).
-        ``timeout_seconds``: the default timeout of its runs (see :meth:`start_workflow`).
-        """
-
-        check_positive_int(max_recovery_attempts, "max_recovery_attempts", 0)
-        default_timeout = setting(_codec.check_workflow_timeout, timeout_seconds,
-                                  "timeout_seconds")
-
-        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
-            _check_coroutine_function(fn, "workflow")
-            spec_name = _registered_name(name, fn)
-            if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
-                raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
-            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout)
-            self._workflows[spec_name] = spec
-
-            @functools.wraps(fn)
-            def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-                return self._await_started(self._begin(spec, args, kwargs, None, None))
-
-            setattr(call, _SPEC_ATTR, (self, spec))
-            return call
-
-        return decorate
-
-    @staticmethod
-    async def _await_started(start: Awaitable[WorkflowHandle[R]]) -> R:
-        handle = await start
-        return await handle.get_result()
-
-    def step(
-        self,
-        name: str | None = None,
-        *,
-        retries: int = 0,
-        retry_interval_seconds: float = 1.0,
-        backoff_rate: float = 2.0,
-        timeout_seconds: float | None = None,
-        should_retry: Callable[[Exception], bool] | None = None,
-    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
-        """Register an ``async def`` step: inside a workflow it runs once and its result (or
-        exception) is checkpointed; failures are retried ``retries`` times with backoff.
-
-        ``timeout_seconds``: an attempt that runs longer is cancelled and fails with
-        :class:`StepTimeoutError` (a failed attempt like any other). ``should_retry``: called
-        with a failed attempt's exception; the step is retried only if it returns true (and
-        retries remain). Both apply inside workflows; outside one a step is a plain call."""
-        options = check_step_options(timeout_seconds, should_retry)
-
-        check_positive_int(retries, "retries", 0)
-        interval = _finite(retry_interval_seconds, "retry_interval_seconds", 0.0)
-        rate = _finite(backoff_rate, "backoff_rate", 0.0)
-
-        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
-            _check_coroutine_function(fn, "step")
-            spec = StepSpec(_registered_name(name, fn), fn, retries, interval, rate, *options)
-
-            @functools.wraps(fn)
-            def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-                ctx = current_workflow()
-                function_id = ctx.reserve() if ctx is not None else -1
-                return run_step(spec, ctx, function_id, args, kwargs)
-
-            return call
-
-        return decorate
+    # -- registration (workflow, step and scheduled: _registration) ---------------------------
 
     def transaction(
         self, name: str | None = None, *, isolation: str | None = None
-    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
+    ) -> Callable[[Fn[P, R]], Fn[P, R]]:
         """Register an ``async def`` database transaction. Inside it,
         :func:`asyncflow.connection` is the transaction's asyncpg connection, and the checkpoint
         commits in that same transaction, so its effects happen exactly once. ``isolation`` is
@@ -240,9 +135,9 @@ class AsyncFlow(HistoryOps):
         if isolation not in _ISOLATION_LEVELS:
             raise ConfigurationError(f"unknown isolation level {isolation!r}")
 
-        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
-            _check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(_registered_name(name, fn), fn, isolation)
+        def decorate(fn: Fn[P, R]) -> Fn[P, R]:
+            check_coroutine_function(fn, "transaction")
+            spec = TransactionSpec(registered_name(name, fn), fn, isolation)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -253,47 +148,6 @@ class AsyncFlow(HistoryOps):
                 return run_transaction(spec, ctx, storage, function_id, args, kwargs)
 
             return call
-
-        return decorate
-
-    def scheduled(
-        self,
-        cron: str,
-        *,
-        name: str | None = None,
-        timezone: str = "UTC",
-        catch_up: str = "skip",
-        queue: str | None = None,
-        grace_seconds: float = 10.0,
-    ) -> Callable[[_Fn[P, R]], _Fn[P, R]]:
-        """Start a workflow on a cron schedule: one run per tick across all processes.
-
-        ``cron``: 5 fields (minute hour day-of-month month day-of-week) or 6 with **seconds
-        first** (``"*/10 * * * * *"``: every 10 seconds), read in ``timezone`` (an IANA name).
-        The workflow is called with the tick's time as an ISO 8601 string (in that time zone)
-        and gets the id ``"<name>@<tick in UTC>"``. Put it above ``@app.workflow(...)`` (a plain
-        ``async def`` is registered as a workflow of the schedule's name). ``name`` defaults to
-        the workflow's name. Ticks missed while no process ran: ``catch_up="skip"`` runs only
-        those at most ``grace_seconds`` late, ``"latest"`` the most recent one, ``"all"`` every
-        one (the 1,000 most recent at most). ``queue``: enqueue each run on that registered
-        queue instead of starting it here. Needs the ``schedules`` extra (croniter).
-        """
-
-        def decorate(fn: _Fn[P, R]) -> _Fn[P, R]:
-            bound = workflow_binding(fn)
-            if bound is None:
-                fn = self.workflow(name=name)(fn)
-                bound = workflow_binding(fn)
-            if bound is None or bound[0] is not self:
-                raise ConfigurationError(
-                    f"@app.scheduled() decorates a workflow of this app, not {fn!r}")
-            workflow = bound[1]
-            spec = schedule_spec(cron, name if name is not None else workflow.name,
-                                 workflow.name, timezone, catch_up, queue, grace_seconds)
-            if spec.name in self._schedules:
-                raise ConfigurationError(f"a schedule named {spec.name!r} is already registered")
-            self._schedules[spec.name] = spec
-            return fn
 
         return decorate
 
@@ -334,31 +188,7 @@ class AsyncFlow(HistoryOps):
         with detached(runtime.telemetry):  # outside the trace of whoever registered the queue
             runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
 
-    def _spec_of(self, fn: Any) -> WorkflowSpec:
-        bound = workflow_binding(fn)
-        if bound is None or bound[0] is not self:
-            raise WorkflowNotFoundError(
-                f"{getattr(fn, '__qualname__', fn)!r} is not a workflow of this app; decorate it "
-                "with @app.workflow() on the app you start it from"
-            )
-        return bound[1]
-
     # -- lifecycle hooks ------------------------------------------------------------------------
-
-    @property
-    def app_version(self) -> str:
-        """The version stamped on workflows this app starts (and recovers)."""
-        if self._app_version is None:
-            digest = hashlib.sha256()
-            for name in sorted(self._workflows):
-                fn = self._workflows[name].fn
-                try:
-                    source = inspect.getsource(fn)
-                except (OSError, TypeError):
-                    source = repr(fn.__code__.co_code)
-                digest.update(name.encode() + b"\0" + source.encode() + b"\0")
-            self._app_version = digest.hexdigest()[:16]
-        return self._app_version
 
     async def _prepare_schema(self, storage: Storage) -> None:
         await storage.migrate()

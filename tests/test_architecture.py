@@ -43,7 +43,7 @@ LAYERS: list[list[str]] = [
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
-    ["_history"],
+    ["_history", "_registration"],
     ["_api", "_client"],
     ["_app"],
     ["_dashboard"],
