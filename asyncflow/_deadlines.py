@@ -23,7 +23,7 @@ from ._cancel import cancel_descendants, mark_cancelled
 from ._health import Monitor
 from ._runtime import Runtime
 from ._timers import loop_deadline
-from ._wait import DEADLINE, NOT_YET, QUEUE, Wait, Waiter, _NotYet, wait, wait_until
+from ._wait import DEADLINE, NOT_YET, QUEUE, Wait, Waiter, _NotYet, wait
 
 #: At most this many workflows are cancelled by one statement (more are cancelled at once after).
 ENFORCE_BATCH = 500
@@ -55,7 +55,7 @@ class DeadlineWatcher:
             except Exception as exc:  # a database error: report, back off, retry
                 self.monitor.failed(exc)
                 with waits.watch((DEADLINE, "")) as woken:
-                    await wait_until(woken, loop.time() + delay)
+                    await woken.wait_until(loop.time() + delay)
                 delay = min(delay * 2, 5.0)
 
     async def _check(self, waiter: Waiter) -> int | _NotYet:

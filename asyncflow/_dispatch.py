@@ -36,7 +36,6 @@ from ._wait import (
     Waiter,
     _NotYet,
     wait,
-    wait_until,
 )
 
 logger = logging.getLogger("asyncflow")
@@ -94,7 +93,7 @@ class Dispatcher:
                     self._uncertain = True
                     self.monitor.failed(exc)
                     with waits.watch(self._key) as woken:
-                        await wait_until(woken, loop.time() + delay)
+                        await woken.wait_until(loop.time() + delay)
                     delay = min(delay * 2, 5.0)
         finally:
             if remove is not None:

@@ -249,18 +249,18 @@ INSERT INTO {s}.transaction_guard VALUES (pg_backend_pid())"""
 BEGIN_READ_COMMITTED = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "READ COMMITTED")
 BEGIN_REPEATABLE_READ = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "REPEATABLE READ")
 BEGIN_SERIALIZABLE = BEGIN_USER_TRANSACTION.replace("%LEVEL%", "SERIALIZABLE")
-COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
-DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
-COMMIT"""
 # What a connection that ran user code needs before it goes back to the pool (what asyncpg's
 # reset sends): advisory locks released, cursors closed, LISTENs removed, settings reset.
 RESET_SESSION = """SELECT pg_advisory_unlock_all();
 CLOSE ALL;
 UNLISTEN *;
 RESET ALL"""
-# The commit and the reset in one round trip. A failed COMMIT stops the rest (the reset is
-# then sent on its own, after the rollback).
-COMMIT_USER_TRANSACTION_AND_RESET = COMMIT_USER_TRANSACTION + ";\n" + RESET_SESSION
+# The commit and the session's reset in one round trip. A failed COMMIT stops the rest (the
+# reset is then sent on its own, after the rollback).
+COMMIT_USER_TRANSACTION = """SET LOCAL asyncflow.commit = 'yes';
+DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
+COMMIT;
+""" + RESET_SESSION
 ROLLBACK = "ROLLBACK"
 # A transaction started inside another (of the same task) is a savepoint of it.
 SAVEPOINT = "SAVEPOINT asyncflow_nested"

@@ -1,5 +1,6 @@
-"""Registering workflows, steps, transactions and schedules on an app: the decorators, the
-checks they make at decoration time, and the app version derived from what is registered."""
+"""Registering workflows, steps and schedules on an app: the decorators, the checks they make at
+decoration time, and the app version derived from what is registered. (Transactions are
+registered by the app itself: they run on its storage.)"""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from ._status import ERROR, SUCCESS
 from ._storage import on_unavailable
 from ._store import Outcome
 from ._telemetry import WORKFLOW_ID, WORKFLOW_NAME, Instruments
-from ._wait import DEADLINE, STARTED, TERMINAL, wait_until
+from ._wait import DEADLINE, STARTED, TERMINAL
 
 logger = logging.getLogger("asyncflow")
 
@@ -241,7 +241,7 @@ class Runner:
                 # listener's reconnect (it wakes every registered waiter) or a cancellation ends
                 # the wait early.
                 with runtime.waits.watch((TERMINAL, ctx.workflow_id)) as woken:
-                    await wait_until(woken, asyncio.get_running_loop().time() + delay)
+                    await woken.wait_until(asyncio.get_running_loop().time() + delay)
                 delay = min(delay * 2, 5.0)
                 fresh = False
                 cancelled = ctx.cancelled

@@ -49,7 +49,6 @@ from ._wait import (
     Waiter,
     _NotYet,
     wait,
-    wait_until,
 )
 
 logger = logging.getLogger("asyncflow")
@@ -184,7 +183,7 @@ class Scheduler:
             except Exception as exc:  # a database error: report, back off, retry
                 self.monitor.failed(exc)
                 with waits.watch(*keys) as woken:
-                    await wait_until(woken, loop.time() + delay)
+                    await woken.wait_until(loop.time() + delay)
                 delay = min(delay * 2, 5.0)
 
     async def _check(self, waiter: Waiter) -> int | _NotYet:

@@ -271,7 +271,7 @@ class Storage:
                         if tx is not None:
                             await tx.commit()
                         else:  # commit and reset the session in one round trip
-                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION_AND_RESET))
+                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
                             session_reset = True
                 except ReadOnlyDatabase as exc:  # the transaction committed is not ours
                     if not user_code:

@@ -80,11 +80,6 @@ class Waiter:
     def clear(self) -> None:
         self._set = False
 
-    async def wait(self) -> bool:
-        """Wait until set (as ``asyncio.Event.wait``)."""
-        await self.wait_until(None)
-        return True
-
     async def wait_until(self, deadline: float | None) -> None:
         """Wait until set or ``deadline`` (event-loop time) passes; never raises on timeout.
         One task at a time waits on a waiter."""
@@ -237,11 +232,9 @@ def decode_payload(payload: str) -> list[Key]:
     return keys
 
 
-async def wait_until(event: asyncio.Event | Waiter, deadline: float | None) -> None:
-    """Wait for ``event`` until ``deadline`` (event-loop time) passes; never raises on timeout."""
-    if isinstance(event, Waiter):
-        await event.wait_until(deadline)
-        return
+async def wait_until(event: asyncio.Event, deadline: float | None) -> None:
+    """Wait for ``event`` until ``deadline`` (event-loop time) passes; never raises on timeout.
+    (A :class:`Waiter` has its own ``wait_until``.)"""
     if deadline is None:
         await event.wait()
         return
