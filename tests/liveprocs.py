@@ -80,13 +80,12 @@ def expected_steps(executor: str, gated: int, steps: int,
 
 
 async def terminate_listener(conn: asyncpg.Connection, executor: str, pid: int) -> None:
-    """Kill an executor's listener backend (found by its application_name once asyncflow sets
-    one; else the pid the worker printed)."""
+    """Kill an executor's listener backend, found by its ``application_name``: the one whose
+    pid the worker printed last."""
     named = [r["pid"] for r in await conn.fetch(
         "select pid from pg_stat_activity where application_name = $1",
         f"asyncflow-listener:{executor}")]
-    if named:
-        assert named == [pid], (named, pid)
+    assert named == [pid], (named, pid)
     assert await conn.fetchval("select pg_terminate_backend($1)", pid), pid
 
 

@@ -16,6 +16,7 @@ worker's checkpoints are all refused: its step body ran, its result never appear
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 import pytest
@@ -91,12 +92,13 @@ async def test_idle_session_timeout_of_one_second(db_url, conn, procs):
     await prepare_app_database(conn)
     database = urlsplit(db_url).path.lstrip("/")
     await conn.execute(f"alter database \"{database}\" set idle_session_timeout = '1s'")
-    # The default liveness timeout: its heartbeat leaves the listener idle for over a second.
+    # The default liveness timeout (10 s): a listener that only renewed its lease would sit
+    # idle for two seconds at a time, and its idle pool connections for longer.
     workers, expected, owners = await _two_workers(procs, db_url, "-", ("idle-a", "idle-b"))
-    for lines in workers.values():  # each listener was killed and came back three times
-        pid = await lines.listener()
-        for _ in range(3):
-            pid = await lines.listener(not_pid=pid)
+    # Four idle timeouts with every gated workflow parked mid-step.
+    await asyncio.gather(*(lines.watch(4.0) for lines in workers.values()))
+    reconnects = {executor: len(lines.seen("LISTENER")) - 1 for executor, lines in workers.items()}
+    print(f"listener reconnects during the run: {reconnects}")
     for lines in workers.values():
         lines.open_gate()
     await _nobody_died(db_url, owners, expected)
