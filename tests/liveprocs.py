@@ -85,7 +85,8 @@ async def terminate_listener(conn: asyncpg.Connection, executor: str, pid: int) 
     named = [r["pid"] for r in await conn.fetch(
         "select pid from pg_stat_activity where application_name = $1",
         f"asyncflow-listener:{executor}")]
-    assert named == [pid], (named, pid)
+    # (A backend just terminated may still be listed for a moment under the same name.)
+    assert pid in named, (named, pid)
     assert await conn.fetchval("select pg_terminate_backend($1)", pid), pid
 
 
