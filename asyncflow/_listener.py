@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,10 @@ logger = logging.getLogger("asyncflow")
 
 #: A client's listener sends a keepalive at least this often (seconds), idle timeout or not.
 CLIENT_KEEPALIVE = 30.0
+#: How often the listener checks that a NOTIFY sent through the pool reaches it, and how long
+#: the probe may take before wake-ups are reported lost (seconds).
+PROBE_EVERY = 30.0
+PROBE_WITHIN = 5.0
 
 
 class Listener:
@@ -56,6 +61,11 @@ class Listener:
         self._on_reconnect = on_reconnect
         self._own_pids = self._storage.pool.pids
         self.monitor = Monitor("listener")
+        #: Whether NOTIFYs committed through the pool reach this connection (health "wakeups").
+        self.wakeups = Monitor("wakeups")
+        self.wakeups.ok()
+        self._probe: tuple[str, float] | None = None  # (token, loop time sent) outstanding
+        self._probed_at: float | None = None
         self.connected = False
         self.holds_lock = False  # the executor's liveness lock (apps only)
         self.reconnects = 0
@@ -80,6 +90,12 @@ class Listener:
             await self._changed.wait()
 
     def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
+        if payload[:1] == "h":
+            probe = self._probe
+            if probe is not None and payload[1:] == probe[0]:
+                self._probe = None
+                self.wakeups.ok()
+            return
         if pid in self._own_pids:
             return  # an echo of our own commit: its waiters were woken in-process already
         keys = self._registry.dispatch(payload)
@@ -130,11 +146,15 @@ class Listener:
         gone yet): each renewal takes it as soon as it is free."""
         loop = asyncio.get_running_loop()
         liveness = self.liveness
+        self._probe = None
+        await self._check_wakeups(loop.time())
         while not lost.is_set():
-            await wait_until(lost, loop.time() + (interval if self.holds_lock or liveness is None
-                                                  else min(interval, 0.2)))
+            await wait_until(lost, loop.time() + min(
+                interval if self.holds_lock or liveness is None else 0.2,
+                PROBE_WITHIN if self._probe is not None else PROBE_EVERY))
             if lost.is_set():
                 return
+            await self._check_wakeups(loop.time())
             if liveness is None:
                 with map_errors(conn):
                     await conn.execute("SELECT 1")
@@ -144,6 +164,29 @@ class Listener:
                 self.holds_lock = True
                 self._transition(True)  # wakes wait_connected(lock=True)
             self.holds_lock = held
+
+    async def _check_wakeups(self, now: float) -> None:
+        """Send a probe NOTIFY through the pool every PROBE_EVERY seconds; one not received
+        within PROBE_WITHIN marks wake-ups lost (say, a transaction pooler between the listener
+        and the server): health turns unhealthy instead of every wait silently timing out."""
+        probe = self._probe
+        if probe is not None:
+            if now - probe[1] >= PROBE_WITHIN:
+                self._probe = None
+                self.wakeups.failed(DatabaseUnavailableError(
+                    "a NOTIFY committed through the connection pool did not reach the LISTEN "
+                    "connection: wake-ups are lost (a transaction pooler in front of the "
+                    "server? give the listener a direct connection with listen_url)"))
+            return
+        if self._probed_at is not None and now - self._probed_at < PROBE_EVERY:
+            return
+        token = secrets.token_hex(8)
+        self._probe, self._probed_at = (token, now), now
+        try:
+            await self._store.probe_wakeups(token)
+        except Exception as exc:  # the pool is away: other components report it
+            self._probe = None
+            logger.debug("asyncflow wake-up probe not sent: %r", exc)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

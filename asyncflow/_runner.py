@@ -30,7 +30,7 @@ from ._errors import (
     WorkflowConflictError,
     _ExecutionConflict,
 )
-from ._journal import checked, ensure_running, stop_for_status
+from ._journal import checked, ensure_running, ownership_lost, stop_for_status
 from ._observe import execution
 from ._recorded import encode_error
 from ._runtime import Runtime
@@ -311,4 +311,8 @@ class Runner:
             runtime.waits.wake(TERMINAL, ctx.workflow_id, Outcome(status, output, error))
             if runtime.telemetry is not None:
                 runtime.telemetry.workflow_finished(ctx.name, status, error, in_execution=True)
+        else:  # ended meanwhile (cancelled), or owned by another execution now: say which
+            _status, epoch = await runtime.store.workflow_ownership(ctx.workflow_id)
+            if epoch != ctx.epoch:
+                ownership_lost(ctx, epoch)
         return done

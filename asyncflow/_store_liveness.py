@@ -140,6 +140,10 @@ class LivenessStatements(StoreBase):
         identity: str = row["identity"]
         return identity
 
+    async def probe_wakeups(self, token: str) -> None:
+        """Send the listener's probe NOTIFY through the pool."""
+        await self.storage.execute(Q.NOTIFY_PROBE, self.channel, token)
+
     async def idle_session_timeout(self, conn: Connection) -> float | None:
         """The server's idle_session_timeout in seconds (``None``: off or unknown)."""
         row = await self._fetchrow(conn, Q.IDLE_SESSION_TIMEOUT)
