@@ -14,6 +14,7 @@ the ``postgres`` system user that the Debian packages create.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import pwd
 import shutil
@@ -102,6 +103,7 @@ class ReplicatedPair:
             os.chown(self.root, user.pw_uid, user.pw_gid)
         self.primary = Cluster(self.root, "primary", free_port())
         self.replica = Cluster(self.root, "replica", free_port())
+        atexit.register(self.close)  # also if the test run ends without the fixture's teardown
         try:
             run("initdb", "-D", str(self.primary.data), "-U", SUPERUSER, "--auth=trust",
                 "-E", "UTF8", "--no-sync")
@@ -125,6 +127,7 @@ class ReplicatedPair:
         await asyncio.to_thread(self.replica.promote)
 
     def close(self) -> None:
+        atexit.unregister(self.close)
         for cluster in (self.replica, self.primary):
             if cluster.running():
                 try:

@@ -30,7 +30,7 @@ from bodycount import (
     prepare_app_database,
     prepare_side,
 )
-from faultlib import FaultProxy
+from faultlib import FaultProxy, size
 from liveprocs import expected_steps, results, start, start_worker, terminate_listener
 
 pytestmark = pytest.mark.soak
@@ -76,7 +76,8 @@ async def test_listener_killed_50_times_during_a_two_process_run(db_url, conn, p
     workers, expected, owners = await _two_workers(procs, db_url, LIVENESS, ("kill-a", "kill-b"))
     pids = {executor: await lines.listener() for executor, lines in workers.items()}
     kills = 0
-    while kills < 50:  # both listeners at once, 25 times: every kill while workflows run
+    # Both listeners at once, 25 times (50 kills), every kill while workflows run.
+    while kills < size(50, 500, "ASYNCFLOW_SOAK_LISTENER_KILLS"):
         for executor, pid in pids.items():
             await terminate_listener(conn, executor, pid)
             kills += 1
@@ -105,7 +106,7 @@ async def test_idle_session_timeout_of_one_second(db_url, conn, procs):
 
 
 async def test_launches_racing_prunes_keep_their_row_and_lock(db_url, conn, procs):
-    count = 15
+    count = size(15, 40, "ASYNCFLOW_SOAK_LAUNCHES")
     await prepare_side(db_url)
     await prepare_app_database(conn)
     pruners = [await start(procs, "pruner.py", db_url, ready="PRUNING") for _ in range(3)]
