@@ -146,6 +146,15 @@ def completed(ev: Evidence, expected: dict[str, int]) -> list[str]:
             run = runs.get(run_id)
             if run is None or run.workflow_id != wid or run.step != step:
                 problems.append(f"{wid} step {step}: output names run {run_id}, not a run of it")
+    # The run whose result was checkpointed is the one in the output (one entry per step).
+    for cp in ev.checkpoints:
+        run = runs.get(cp.run_id) if cp.run_id is not None else None
+        output = ev.outputs.get(cp.workflow_id, ("", None))[1]
+        if cp.workflow_id not in expected or run is None or not isinstance(output, list):
+            continue
+        if run.step >= len(output) or output[run.step] != cp.run_id:
+            problems.append(f"{cp.workflow_id} step {run.step}: checkpointed run {cp.run_id} "
+                            f"({run.executor_id}) is not the one in the output")
     return problems
 
 
