@@ -19,12 +19,13 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from . import _queries as Q
 from ._errors import AsyncFlowError, DatabaseUnavailableError
 from ._health import Monitor
 from ._liveness import Liveness
 from ._storage import Connection, Storage, map_errors
 from ._store import Store
-from ._wait import WaitRegistry, wait_until
+from ._wait import PROBE, WaitRegistry, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -90,7 +91,7 @@ class Listener:
             await self._changed.wait()
 
     def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
-        if payload[:1] == "h":
+        if payload[:1] == PROBE:
             probe = self._probe
             if probe is not None and payload[1:] == probe[0]:
                 self._probe = None
@@ -157,7 +158,7 @@ class Listener:
             await self._check_wakeups(loop.time())
             if liveness is None:
                 with map_errors(conn):
-                    await conn.execute("SELECT 1")
+                    await conn.execute(Q.KEEPALIVE)
                 continue
             held = await self._beat(conn, liveness)
             if held and not self.holds_lock:
