@@ -229,4 +229,8 @@ def _walk(value: Any, path: str, depth: int) -> Any:
     if dataclasses.is_dataclass(kind) or (type(converted) is dict and _pydantic_model(kind)):
         return {name: _walk(item, f"{path}.{name}", depth + 1)
                 for name, item in converted.items()}
+    names = getattr(kind, "_fields", None) if issubclass(kind, tuple) else None
+    if names is not None:  # a NamedTuple: its fields by name
+        return [_walk(item, f"{path}.{name}", depth + 1) for name, item in zip(
+            names, converted, strict=False)]
     return _walk(converted, path, depth + 1)
