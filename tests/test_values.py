@@ -466,3 +466,22 @@ def test_handles_are_typed_by_the_workflow_return_annotation(tmp_path: Path):
     errors = [line for line in run.stdout.splitlines() if ": error:" in line]
     assert errors and all(line.startswith(str(wrong)) for line in errors), run.stdout
     assert len(errors) == 1 and "[assert-type]" in errors[0], run.stdout
+
+
+def test_pydantic_is_not_needed():
+    """Without pydantic installed, asyncflow imports and typed values work (pydantic is looked
+    up only among modules already imported)."""
+    code = (
+        "import sys; sys.modules['pydantic'] = None\n"
+        "import dataclasses, datetime\n"
+        "from asyncflow import _codec\n"
+        "from asyncflow._decode import decoder\n"
+        "@dataclasses.dataclass\n"
+        "class A:\n"
+        "    when: datetime.date\n"
+        "value = A(datetime.date(2024, 1, 2))\n"
+        "assert decoder(A)(_codec.loads(_codec.dumps(value)), 'v') == value\n"
+        "print('ok')\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert run.stdout.strip() == "ok", run.stderr
