@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import _codec
 from ._embedded import schema_hint
@@ -18,6 +18,8 @@ from ._signature import reader
 from ._storage import Storage
 from ._telemetry import Telemetry
 from ._wait import QUEUE
+
+T = TypeVar("T")
 
 
 class Client(HistoryOps):
@@ -62,6 +64,16 @@ class Client(HistoryOps):
         key deliver once, even after the first was consumed. Never blocks on the receiver."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
+
+    @overload
+    async def get_event(self, workflow_id: str, key: str,
+                        timeout_seconds: float = 60) -> Any: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: type[T]) -> T | None: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: Any) -> Any: ...
 
     async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
                         type: Any = None) -> Any:

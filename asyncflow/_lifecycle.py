@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -304,6 +304,14 @@ class Connected(Admin):
                                    current_workflow(runtime)):
             yield entry if read is None else (entry[0], read(entry[1]))
 
+    @overload
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *, type: Any) -> AsyncIterator[Any]: ...
+
     def watch_event(self, workflow_id: str, key: str, *, type: Any = None
                     ) -> AsyncIterator[Any]:
         """Yield the value of event ``key`` of a workflow now (if set) and after every change,
@@ -325,6 +333,16 @@ class Connected(Admin):
         if ctx is not None:
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
         return wait_first_outside(self.runtime, checked)
+
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *,
+                    offset: int = 0) -> AsyncIterator[Any]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: Any) -> AsyncIterator[Any]: ...
 
     async def read_stream(
         self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None

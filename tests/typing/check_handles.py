@@ -52,3 +52,11 @@ async def main() -> None:
     retrieved = await app.retrieve_workflow("some-id")
     assert_type(await retrieved.get_result(type=Order), Order)
     assert_type(await retrieved.get_result(), Any)
+    assert_type(await retrieved.get_result(type=list[Order]), list[Order])
+    assert_type(await app.get_event("some-id", "order", type=Order), Order | None)
+    async with asyncflow.Client("postgresql://localhost/never-connected") as client:
+        assert_type(await client.get_event("some-id", "order", type=Order), Order | None)
+        async for value in client.read_stream("some-id", "orders", type=Order):
+            assert_type(value, Order)
+        async for watched in client.watch_event("some-id", "order", type=Receipt):
+            assert_type(watched, Receipt)
