@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["_errors", "_status", "_queries", "_watchdog"],
     # typed values: plain JSON out of them, and back by annotation
     ["_encode", "_decode"],
-    ["_codec", "_health", "_embedded", "_telemetry"],
+    ["_codec", "_health", "_embedded", "_telemetry", "_process"],
     ["_signature"],
     ["_specs", "_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
@@ -27,12 +27,13 @@ LAYERS: list[list[str]] = [
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base"],
-    ["_store_batches", "_store_queues", "_store_history", "_store_schedules"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],
+    ["_liveness"],
     ["_listener"],
     ["_runtime"],
     ["_context"],
