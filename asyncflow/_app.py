@@ -9,7 +9,7 @@ import secrets
 import socket
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from . import _api, _codec
 from ._context import current_step, current_workflow, workflow_on
@@ -47,7 +47,6 @@ from ._wait import QUEUE
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
 
 MIN_RECOVERY_INTERVAL = 0.05
 MIN_LIVENESS_TIMEOUT = 0.25
@@ -456,16 +455,6 @@ class AsyncFlow(HistoryOps, Registrations):
             return send_from_step(step, destination_id, text, topic, idempotency_key)
         return send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
-    @overload
-    def get_event(self, workflow_id: str, key: str,
-                  timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]: ...
-    @overload
-    def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
-                  type: type[T]) -> Coroutine[Any, Any, T | None]: ...
-    @overload
-    def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
-                  type: Any) -> Coroutine[Any, Any, Any]: ...
-
     def get_event(
         self, workflow_id: str, key: str, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
@@ -481,16 +470,6 @@ class AsyncFlow(HistoryOps, Registrations):
         else:
             got = get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
         return got if read is None else decoded(got, read)
-
-    @overload
-    def recv(self, topic: str | None = None,
-             timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]: ...
-    @overload
-    def recv(self, topic: str | None = None, timeout_seconds: float = 60, *,
-             type: type[T]) -> Coroutine[Any, Any, T | None]: ...
-    @overload
-    def recv(self, topic: str | None = None, timeout_seconds: float = 60, *,
-             type: Any) -> Coroutine[Any, Any, Any]: ...
 
     def recv(
         self, topic: str | None = None, timeout_seconds: float = 60, *, type: Any = None

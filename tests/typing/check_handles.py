@@ -53,7 +53,6 @@ async def main() -> None:
     assert_type(await retrieved.get_result(type=Order), Order)
     assert_type(await retrieved.get_result(), Any)
     assert_type(await retrieved.get_result(type=list[Order]), list[Order])
-    assert_type(await app.get_event("some-id", "order", type=Order), Order | None)
     async with asyncflow.Client("postgresql://localhost/never-connected") as client:
         assert_type(await client.get_event("some-id", "order", type=Order), Order | None)
         async for value in client.read_stream("some-id", "orders", type=Order):
