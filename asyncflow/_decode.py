@@ -16,6 +16,8 @@ import binascii
 import collections.abc as abc
 import dataclasses
 import enum
+import functools
+import json
 import re
 import sys
 import types
@@ -59,6 +61,8 @@ def needs_decoding(tp: Any) -> bool:
     """Whether values of annotation ``tp`` need converting (``False``: plain JSON as stored)."""
     if tp in _PLAIN_TYPES or tp is list or tp is dict or isinstance(tp, typing.TypeVar):
         return False
+    if tp is tuple or tp is set or tp is frozenset:
+        return True
     if _scalar(tp) is not None or isinstance(tp, typing.NewType):
         return _scalar(tp) is not None or needs_decoding(tp.__supertype__)
     origin = typing.get_origin(tp)
@@ -72,7 +76,7 @@ def needs_decoding(tp: Any) -> bool:
     if origin in (list, abc.Sequence, abc.MutableSequence):
         return bool(args) and needs_decoding(args[0])
     if origin in (dict, abc.Mapping, abc.MutableMapping):
-        return bool(args) and (args[0] is not str or needs_decoding(args[1]))
+        return bool(args) and (args[0] not in (str, Any) or needs_decoding(args[1]))
     if isinstance(tp, type) and _decoder_of_class(tp) is None:
         return False  # a class asyncflow does not convert (a protocol, an app object)
     return True
@@ -98,7 +102,10 @@ def _float(value: Any, path: str) -> Any:
     if kind is float:
         return value
     if kind is int:
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            mismatch(path, float, value, "too large for a float")
     mismatch(path, float, value)
 
 
@@ -327,7 +334,7 @@ def _key_decoder(tp: Any) -> Decoder | None:
 
 def _decoder_of_class(cls: type) -> Decoder | None:
     if issubclass(cls, enum.Enum):
-        return _parsed(cls, cls, (str, int, float, list, dict, type(None)))
+        return _parsed(cls, functools.partial(_member, cls), (str, int, float, list, type(None)))
     if dataclasses.is_dataclass(cls):
         return _dataclass(cls)
     if typing.is_typeddict(cls):
@@ -341,6 +348,19 @@ def _decoder_of_class(cls: type) -> Decoder | None:
         if issubclass(cls, base) and not issubclass(cls, bool):
             return _subclass(cls, check)
     return None
+
+
+def _member(cls: type[enum.Enum], value: Any) -> enum.Enum:
+    try:
+        return cls(value)
+    except ValueError:
+        if type(value) is list:  # a member whose value is a tuple (stored as a list)
+            return cls(_tuples(value))
+        raise
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(item) for item in value) if type(value) is list else value
 
 
 def _subclass(cls: type, check: Decoder) -> Decoder:
@@ -446,7 +466,11 @@ def _namedtuple(cls: Any) -> Decoder:
 def _pydantic(cls: Any, validation_error: type[Exception]) -> Decoder:
     def decode(value: Any, path: str) -> Any:
         try:  # JSON mode: what model_dump(mode="json") wrote reads back, strict models too
-            return cls.model_validate_json(orjson.dumps(value))
+            try:
+                text: bytes | str = orjson.dumps(value)
+            except TypeError:  # integers past 64 bits
+                text = json.dumps(value)
+            return cls.model_validate_json(text)
         except validation_error as exc:
             errors = exc.errors()  # type: ignore[attr-defined]
             first = errors[0] if errors else {}

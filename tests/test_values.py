@@ -47,6 +47,10 @@ class Level(enum.IntEnum):
     HIGH = 2
 
 
+class Pair(enum.Enum):
+    ONE_TWO = (1, 2)
+
+
 class Point(NamedTuple):
     x: int
     y: float = 0.0
@@ -154,6 +158,8 @@ def test_the_stored_form_is_plain_readable_json():
     (1.5, datetime.timedelta, datetime.timedelta(seconds=1.5)),
     ({"x": 1}, Point, Point(1, 0.0)),
     ([1, 2], tuple[int, ...], (1, 2)),
+    ([1, 2], tuple, (1, 2)),
+    ([[1, 2]], list[Pair], [Pair.ONE_TWO]),
     (3, float, 3.0),
     ("red", Literal["red", "blue"], "red"),
     (None, Item | None, None),
