@@ -309,7 +309,7 @@ async def _run(ctx: ReplayContext, spec: WorkflowSpec, inputs: str,
 
 async def _call(spec: WorkflowSpec, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """The workflow function called with its stored arguments, decoded by its annotations."""
-    if spec.types is not None and spec.types.typed_inputs:
+    if spec.types is not None:
         args, kwargs = spec.types.decode_inputs(args, kwargs)
     return await cast(Coroutine[Any, Any, Any], spec.fn(*args, **kwargs))
 

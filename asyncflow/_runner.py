@@ -286,7 +286,7 @@ class Runner:
         token = workflow_var.set(ctx)
         try:
             args, kwargs = payload["args"], payload["kwargs"]
-            if spec.types is not None and spec.types.typed_inputs:
+            if spec.types is not None:  # (returns them as they are when nothing is typed)
                 args, kwargs = spec.types.decode_inputs(args, kwargs)
             result = await spec.fn(*args, **kwargs)
         except _ExecutionConflict:

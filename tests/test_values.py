@@ -259,6 +259,8 @@ def test_annotations_naming_classes_defined_later_resolve_at_the_first_use():
     assert not types.resolved  # DefinedLater does not exist yet at decoration
     globals()["DefinedLater"] = Item
     try:
+        assert types.decode_inputs([{"sku": "a", "price": "1"}], {}) == (
+            [Item("a", Decimal(1))], {})
         assert types.decode_result({"sku": "a", "price": "1"}) == Item("a", Decimal(1))
     finally:
         del globals()["DefinedLater"]
