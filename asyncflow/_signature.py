@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _codec
 from ._decode import Decoder, decoder, needs_decoding
-from ._errors import DecodeError, SerializationError, ValueTooLargeError
+from ._errors import DecodeError, InvalidArgumentError, SerializationError, ValueTooLargeError
 
 logger = logging.getLogger("asyncflow")
 
@@ -182,6 +182,11 @@ def reader(tp: Any, what: str) -> Callable[[Any], Any] | None:
     ``None`` (a timeout, a timer branch) is passed through."""
     if tp is None:
         return None
+    if not (isinstance(tp, type | typing.TypeVar | typing.NewType) or tp is Any
+            or typing.get_origin(tp) is not None):
+        raise InvalidArgumentError(
+            f"type= must be a class or an annotation such as list[Order] or Order | None, not "
+            f"{tp!r}")
     decode = decoder(tp)
 
     def read(value: Any) -> Any:

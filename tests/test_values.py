@@ -311,6 +311,8 @@ async def test_workflows_steps_and_waits_read_values_by_annotation(make_app, db_
         handle = await app.start_workflow(place, order, when=datetime.date(2025, 1, 1),
                                           workflow_id="place")
         assert await client.get_event("place", "order", type=Order) == order
+        with pytest.raises(asyncflow.InvalidArgumentError, match="type= must be"):
+            await client.get_event("place", "order", type="Order")
         assert await app.get_event("place", "order", timeout_seconds=5) == orjson.loads(
             _codec.dumps(order))  # without type=: plain JSON, as before
         read = [item async for item in client.read_stream("place", "items", type=Item)]
