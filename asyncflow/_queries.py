@@ -715,7 +715,7 @@ WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempoten
 IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
-    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
     'updated_at', clock_timestamp()) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
