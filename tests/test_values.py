@@ -283,6 +283,10 @@ async def test_workflows_steps_and_waits_read_values_by_annotation(make_app, db_
         return Customer(name=name, since=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
                         balance=Decimal("3.50"))
 
+    @app.transaction()
+    async def stamp(day: datetime.date) -> tuple[datetime.date, Size]:
+        return day, Size.L
+
     @app.workflow()
     async def child(points: list[Point]) -> set[int]:
         return {p.x for p in points}
@@ -299,6 +303,7 @@ async def test_workflows_steps_and_waits_read_values_by_annotation(make_app, db_
         who = await customer("ada")
         seen["customer"] = who
         codes = await child([Point(5), Point(6, 1.0)])
+        seen["stamp"] = await stamp(when)
         seen["message"] = await asyncflow.recv("item", type=Item)
         fired = await asyncflow.wait_first(asyncflow.message("item", type=Item),
                                            asyncflow.timer(60))
@@ -327,6 +332,8 @@ async def test_workflows_steps_and_waits_read_values_by_annotation(make_app, db_
         assert who.balance == Decimal("3.50") and isinstance(who, Customer)
         assert codes == {5, 6}
         assert seen["order"] == order and type(seen["when"]) is datetime.date
+        assert seen["stamp"] == (datetime.date(2025, 1, 1), Size.L)
+        assert type(seen["stamp"][1]) is Size
         assert seen["message"] == Item("m", Decimal("0.1"))
         assert seen["branch"] == Item("n", Decimal("0.2"))
         assert seen["event"] == order
@@ -338,6 +345,12 @@ async def test_workflows_steps_and_waits_read_values_by_annotation(make_app, db_
         fired = await client.wait_first(asyncflow.result(handle),
                                         asyncflow.event("place", "order", type=Order))
         assert fired.index == 0 and fired.value == (total, who, codes)  # the handle's type
+        # A history replay decodes the same way and ends with the recorded result.
+        seen.clear()
+        [replayed] = await app.replay(["place"])
+        assert replayed.outcome == "ok", replayed.detail
+        assert seen["order"] == order and seen["message"] == Item("m", Decimal("0.1"))
+        assert type(seen["total"]) is Decimal and isinstance(seen["customer"], Customer)
         # A queued workflow's handle is typed by its function too.
         queue = app.queue("values")
         queued = await queue.enqueue(child, [Point(9)])
