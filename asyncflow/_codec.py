@@ -42,7 +42,8 @@ _PLAIN = (str, int, bool, type(None))
 
 
 def _has_non_finite(value: Any) -> bool:
-    """Whether ``value`` may hold NaN or Infinity (a typed value may: it is walked again)."""
+    """Whether ``value`` holds NaN or Infinity anywhere (orjson writes them as null); typed
+    values are looked into as :func:`_encode.default` converts them."""
     kind = type(value)
     if kind is float:
         return not math.isfinite(value)
@@ -50,7 +51,16 @@ def _has_non_finite(value: Any) -> bool:
         return any(_has_non_finite(v) for v in value.values())
     if kind is list or kind is tuple:
         return any(_has_non_finite(v) for v in value)
-    return kind not in _PLAIN
+    if kind in _PLAIN:
+        return False
+    convert = _encode.converter(kind)
+    try:
+        converted = convert(value) if convert is not None else value
+    except Exception:
+        return True  # let the walk say what is wrong
+    if type(converted) is kind:
+        return type(converted) is float and not math.isfinite(converted)
+    return _has_non_finite(converted)
 
 
 def dumps(value: Any, what: str = "value", root: str = "value") -> str:
@@ -112,9 +122,8 @@ def _non_finite(what: str) -> NoReturn:
 
 def _not_json(what: str, reason: object) -> NoReturn:
     raise SerializationError(
-        f"{what} is not JSON-serializable ({reason}). asyncflow stores values as JSON: use dict "
-        "(with str keys), list, tuple, str, int, float, bool or None, and convert other "
-        "objects (dataclasses, datetimes, sets, bytes) yourself."
+        f"{what} is not JSON-serializable ({reason}); see docs/guide.md, Values, for what "
+        "asyncflow stores."
     )
 
 
@@ -183,8 +192,8 @@ def _write_exact(value: Any, out: list[str], depth: int) -> None:
 
 
 def _dumps_exact(value: Any, what: str) -> str:
-    """The exact encoding of a value orjson refused; refuses whatever orjson refuses, except
-    integers outside 64 bits."""
+    """The exact encoding of a plain value (from :func:`plain`) that orjson refused: integers
+    outside 64 bits."""
     out = [EXACT_MARK]
     try:
         _write_exact(value, out, 0)
