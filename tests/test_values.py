@@ -252,6 +252,20 @@ def test_plain_json_functions_have_no_decoders_and_encode_natively(monkeypatch):
     assert _codec.loads(_codec.dumps({"args": [1, "x", [{"k": 1.5}], None], "kwargs": {}}))
 
 
+def test_typed_values_take_the_fast_path_unless_something_is_wrong(monkeypatch):
+    """A typed value (None fields included) is encoded by orjson and the one-level hook; the
+    path-naming walk runs only to report a value that cannot be stored (or for dict keys other
+    than str, and integers past 64 bits)."""
+    def refuse(value: Any, path: str = "value") -> Any:
+        raise AssertionError("the walk ran")
+
+    monkeypatch.setattr(asyncflow._encode, "to_plain", refuse)
+    order = dataclasses.replace(sample_order(), by_level={})
+    assert _codec.loads(_codec.dumps(order))["note"] is None
+    with pytest.raises(AssertionError, match="the walk ran"):
+        _codec.dumps(dataclasses.replace(order, where=Point(1, float("inf"))))
+
+
 def test_annotations_naming_classes_defined_later_resolve_at_the_first_use():
     async def later(value: DefinedLater) -> DefinedLater: ...  # noqa: F821
 
