@@ -859,6 +859,15 @@ _TAKE_BRANCH = _RECV.replace("%EPOCH%", "$5").replace("%OUTPUT%", _BRANCH)
 TAKE_BRANCH_MESSAGE_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _TOPIC)
 TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
 
+# An open wait's journal entry (no value taken yet) commits asynchronously: nothing was returned
+# to anyone, so there is nothing to lose but the entry itself, and the next synchronous commit of
+# any session (the send that will end the wait, typically) flushes it with its own WAL, one flush
+# instead of two. Only a crash of the server itself within the WAL writer's delay (about 0.6 s)
+# can lose it; the wait is then journaled again, with a deadline counted from then. A value taken
+# at once commits as the session says (synchronously by default).
+_OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
+           current_setting('synchronous_commit') ELSE 'off' END, true) AS commit_mode"""
+
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
@@ -867,7 +876,8 @@ _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
     FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
 
 RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
 RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
@@ -905,7 +915,8 @@ WITH v AS (
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM v)")
 
 # A watcher's snapshot: the workflow's status and the event's value and version.
 WATCH_EVENT = """
