@@ -453,6 +453,9 @@ INSERT INTO {s}.operations
 SELECT $1, $2, $3, $4, $5, $6, $7, $8
 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'"""
 
+OPERATION_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM {s}.operations WHERE workflow_id = $1 AND function_id = $2)"""
+
 COMPLETE_OPERATION = """
 UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
