@@ -33,6 +33,8 @@ from ._store import ScheduleStatus, Send, not_found
 from ._wait import QUEUE, SCHEDULE, TERMINAL
 
 BULK_BATCH = 500
+#: Statuses of a workflow not finished yet: never deleted (cancel it first).
+_UNFINISHED = (PENDING, ENQUEUED, DELAYED)
 MAX_BIGINT = 2**63 - 1
 
 
@@ -225,9 +227,10 @@ class Admin:
         """Delete a finished workflow with its journal, messages, events and streams; with
         ``children``, all its descendants too. Returns the ids deleted.
 
-        A PENDING workflow is never deleted: :class:`WorkflowPendingError` (cancel it first —
-        ``cancel_workflow`` cancels its descendants too). With ``children``, one PENDING
-        descendant refuses the whole delete. Nothing is deleted when it raises. Children left
+        An unfinished workflow (PENDING, or queued: ENQUEUED, DELAYED) is never deleted:
+        :class:`WorkflowPendingError` (cancel it first — ``cancel_workflow`` cancels its
+        descendants too). With ``children``, one unfinished descendant refuses the whole
+        delete. Nothing is deleted when it raises. Children left
         behind keep their ``parent_workflow_id``.
         """
         _codec.check_id(workflow_id)
@@ -239,8 +242,8 @@ class Admin:
             if not tree:
                 raise not_found(workflow_id)
             for found, status in tree:
-                if status == PENDING:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found))
+                if status in _UNFINISHED:
+                    raise WorkflowPendingError(_pending_message(workflow_id, found, status))
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]
@@ -334,11 +337,11 @@ def _no_schedule(name: str) -> ScheduleNotFoundError:
         "and an app creates one with @app.scheduled(...) when it launches")
 
 
-def _pending_message(root: str, found: str) -> str:
+def _pending_message(root: str, found: str, status: str) -> str:
     if found == root:
-        return (f"workflow {root!r} is PENDING and cannot be deleted; cancel it first "
+        return (f"workflow {root!r} is {status} and cannot be deleted; cancel it first "
                 "(cancel_workflow), then delete it")
-    return (f"workflow {root!r} has a PENDING descendant {found!r}, so nothing was deleted; "
+    return (f"workflow {root!r} has a {status} descendant {found!r}, so nothing was deleted; "
             f"cancel_workflow({root!r}) cancels its descendants too, then delete it")
 
 

@@ -320,3 +320,34 @@ async def test_retention_keeps_the_children_of_a_queued_parent(make_app, conn, d
         assert await blocker.get_result(10) == "done"
         await app.send("p", "now", topic="go")
         assert await handle.get_result(20) == 6
+
+
+async def test_delete_refuses_queued_workflows_like_pending_ones(make_app, conn):
+    """Issue 20, item 8. ENQUEUED and DELAYED workflows are unfinished: deleting them (or a
+    tree holding one) is refused like deleting a PENDING one — cancel it first."""
+    app, busy, parked = busy_app(make_app)
+    queue = app.queue("one", concurrency=1)
+
+    @app.workflow()
+    async def parent() -> None:
+        await queue.enqueue(busy, 1, workflow_id="queued-child", delay_seconds=3600)
+
+    async with app:
+        blocker = await queue.enqueue(parked, workflow_id="blocker")
+        await app.get_event("blocker", "parked", 10)
+        await queue.enqueue(busy, 2, workflow_id="enqueued")
+        await queue.enqueue(busy, 3, workflow_id="delayed", delay_seconds=3600)
+        await (await app.start_workflow(parent, workflow_id="p")).get_result(10)
+        for workflow_id, status in (("enqueued", "ENQUEUED"), ("delayed", "DELAYED")):
+            assert (await app.get_workflow_status(workflow_id)).status == status
+            with pytest.raises(asyncflow.WorkflowPendingError,
+                               match=f"'{workflow_id}' is {status}.*cancel it first"):
+                await app.delete_workflow(workflow_id)
+            assert (await rows_of(conn, workflow_id))["workflows"] == 1
+        with pytest.raises(asyncflow.WorkflowPendingError, match="DELAYED descendant"):
+            await app.delete_workflow("p", children=True)
+        assert (await rows_of(conn, "p"))["workflows"] == 1
+        await app.cancel_workflow("enqueued")
+        assert await app.delete_workflow("enqueued") == ["enqueued"]
+        await app.send("blocker", "done")
+        assert await blocker.get_result(10) == "done"
