@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import _codec
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import current_step, current_workflow
 from ._errors import (
     InvalidArgumentError,
@@ -139,13 +139,17 @@ class Admin:
         _codec.check_id(workflow_id)
         _check_flag(children, "children")
         runtime = self.runtime
-        cancelled, queue_name = await runtime.store.cancel_workflow(workflow_id)
+        store = runtime.store
+        if children:  # the workflow and its descendants in one transaction
+            (cancelled, queue_name), _descendants = await cancel_with_descendants(
+                runtime, lambda: store.cancel_workflow(workflow_id),
+                lambda _row: [workflow_id], self._after_cancel)
+        else:
+            cancelled, queue_name = await store.cancel_workflow(workflow_id)
         if cancelled:
             mark_cancelled(runtime, [workflow_id], self._after_cancel)
             if queue_name is not None:  # a queued workflow left its queue: a slot may be free
                 runtime.waits.wake(QUEUE, queue_name)
-        if children:
-            await cancel_descendants(runtime, [workflow_id], self._after_cancel)
 
     async def cancel_workflows(
         self,
@@ -175,15 +179,26 @@ class Admin:
         store = runtime.store
         started = await store.database_now()
         cancelled: list[str] = []
+        descendants: list[str] = []
+
+        async def cancel_batch() -> list[str]:
+            # Each batch with its descendants (children) in one transaction.
+            if not children:
+                return await store.cancel_matching(selected, started, BULK_BATCH)
+            batch, below = await cancel_with_descendants(
+                runtime, lambda: store.cancel_matching(selected, started, BULK_BATCH),
+                lambda ids: ids, self._after_cancel)
+            descendants.extend(below)
+            return batch
+
         while True:
-            batch = await _retrying(lambda: store.cancel_matching(selected, started, BULK_BATCH))
+            batch = await _retrying(cancel_batch)
             mark_cancelled(runtime, batch, self._after_cancel)
             cancelled.extend(batch)
             if not batch:
                 break
-        if children:
-            cancelled.extend(await cancel_descendants(runtime, cancelled, self._after_cancel))
-        return cancelled
+        matched = set(cancelled)
+        return cancelled + [d for d in descendants if d not in matched]
 
     async def resume_workflows(
         self,
