@@ -398,3 +398,34 @@ async def test_dispatchers_report_through_health(make_app):
         health = app.health()
         assert health.healthy
         assert health.components["queue q"].healthy
+
+
+@pytest.mark.parametrize("inputs", ["{not json", '{"args": 5, "kwargs": {}}', "[1, 2]"])
+async def test_a_workflow_whose_inputs_cannot_be_decoded_ends_in_error(make_app, conn, inputs):
+    """Issue 20, item 4. A queued workflow whose stored inputs are not the JSON of its
+    arguments (an edited export, say) ends in ERROR with the reason when it is started; it
+    does not stay PENDING holding its queue's only slot, so the queue goes on."""
+    runs: list[str] = []
+    app, queue, job = order_app(make_app, runs)
+    gate = Gate()
+
+    @app.workflow(name="blocker")
+    async def blocker() -> str:
+        gate.arrive("blocker")
+        await gate.opened.wait()
+        return "blocker"
+
+    async with app:
+        first = await queue.enqueue(blocker)
+        await gate.reached(1)
+        bad = await queue.enqueue(job, "bad")
+        after = await queue.enqueue(job, "after")
+        await conn.execute("UPDATE asyncflow.workflows SET inputs = $1 WHERE workflow_id = $2",
+                           inputs, bad.workflow_id)
+        gate.opened.set()
+        assert await first.get_result(timeout_seconds=20) == "blocker"
+        with pytest.raises(asyncflow.SerializationError, match="inputs of workflow"):
+            await bad.get_result(timeout_seconds=20)
+        assert (await bad.get_status()).status == "ERROR"
+        assert await after.get_result(timeout_seconds=20) == "after"
+        assert runs == ["after"]
