@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -21,7 +20,6 @@ import anyio
 
 from . import _codec
 from ._cancel import cancel_descendants, mark_cancelled
-from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
     DatabaseUnavailableError,
@@ -66,11 +64,7 @@ def start_attributes(workflow_id: str, spec: WorkflowSpec) -> dict[str, str]:
 
 def child_id(parent_id: str, function_id: int) -> str:
     """The deterministic id of a parent's child workflow, always a valid id."""
-    candidate = f"{parent_id}-{function_id}"
-    if len(candidate.encode()) <= MAX_ID_LENGTH:
-        return candidate
-    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{digest}-{function_id}"
+    return _codec.derived_id(parent_id, f"-{function_id}")
 
 
 def decode_inputs(inputs: str, workflow_id: str) -> tuple[list[Any], dict[str, Any]]:

@@ -153,9 +153,10 @@ def due_ticks(spec: ScheduleSpec, last: datetime, now: datetime) -> tuple[list[d
 
 
 def tick_workflow_id(schedule: str, tick: datetime, manual: bool = False) -> str:
-    """The id of the workflow a schedule starts for a tick (or a manual trigger)."""
+    """The id of the workflow a schedule starts for a tick (or a manual trigger); with a name
+    too long for that, the name's SHA-256 stands for it (like a child's id)."""
     stamp = tick.astimezone(UTC).isoformat()
-    return f"{schedule}@{MANUAL}-{stamp}" if manual else f"{schedule}@{stamp}"
+    return _codec.derived_id(schedule, f"@{MANUAL}-{stamp}" if manual else f"@{stamp}")
 
 
 class Scheduler:

@@ -251,3 +251,40 @@ async def test_schedule_cli(make_app, db_url):
         assert code != 0 and "no schedule named 'nope'" in err
         code, out_text, _err = await cli(db_url, "schedule", "list")
         assert code == 0 and "hourly" in out_text and "active" in out_text
+
+
+async def test_run_ids_of_a_long_schedule_name_are_valid_ids(make_app):
+    """Issue 20, item 10: a schedule name near the id limit gives run ids over it; they are
+    hashed then (as children's ids are), so every run id — the one trigger_schedule returns
+    included — is one the API accepts."""
+    import hashlib
+
+    app = make_app()
+    name = "s" * 990
+    ran: list[str] = []
+    two = asyncio.Event()
+    manual_ran = asyncio.Event()
+
+    @app.scheduled("* * * * * *", name=name)
+    @app.workflow(name="long")
+    async def long(scheduled_at: str) -> str:
+        ran.append(scheduled_at)
+        if len(ran) >= 2:
+            two.set()
+        if "@manual-" in asyncflow.workflow_id():
+            manual_ran.set()
+        return scheduled_at
+
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    async with app:
+        await asyncio.wait_for(two.wait(), 30)
+        manual = await app.trigger_schedule(name)
+        assert manual.startswith(f"{digest}@manual-") and len(manual.encode()) <= 1000
+        await asyncio.wait_for(manual_ran.wait(), 30)
+        handle = await app.retrieve_workflow(manual)
+        assert await handle.get_result(timeout_seconds=30) is not None
+        ids = [w.workflow_id for w in await app.list_workflows(name="long")]
+        assert len(ids) >= 3
+        for workflow_id in ids:
+            assert workflow_id.startswith(f"{digest}@") and len(workflow_id.encode()) <= 1000
+            await (await app.retrieve_workflow(workflow_id)).get_result(timeout_seconds=30)
