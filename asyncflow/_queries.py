@@ -606,9 +606,25 @@ NOTIFY_UNASSIGNED = "SELECT pg_notify($1, 'r' || $2)"
 NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
-SELECT name, inputs, app_version,
+SELECT name, inputs, app_version, queue_name, priority, partition_key,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
+
+# The fork of a queued workflow waits in the source's queue ($3, with its priority $4 and
+# partition $5; no deduplication id, which the source may still hold): ENQUEUED, its queue's
+# dispatchers notified at commit. dispatched_at is set: the claim then sees a workflow with a
+# journal (not fresh), loaded when it runs, by an app of its version.
+FORK_ENQUEUE = """
+WITH ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, priority, partition_key,
+         dispatched_at)
+    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, clock_timestamp())
+    ON CONFLICT DO NOTHING
+    RETURNING queue_name
+)
+SELECT (SELECT count(*) FROM ins) AS created,
+       (SELECT pg_notify($8, 'q' || queue_name) FROM ins) AS notified"""
 
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):

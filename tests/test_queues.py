@@ -429,3 +429,39 @@ async def test_a_workflow_whose_inputs_cannot_be_decoded_ends_in_error(make_app,
         assert (await bad.get_status()).status == "ERROR"
         assert await after.get_result(timeout_seconds=20) == "after"
         assert runs == ["after"]
+
+
+async def test_forks_of_a_queued_workflow_go_through_its_queue(make_app):
+    """Issue 20, item 7. A fork of a queued workflow waits in that workflow's queue (ENQUEUED)
+    and runs within its limits — four forks on a concurrency=1 queue run one at a time — and
+    continues from its copied journal (its step is not run again)."""
+    app = make_app()
+    queue = app.queue("serial", concurrency=1)
+    gate = Gate()
+    steps: list[str] = []
+
+    @app.step()
+    async def prepare(tag: str) -> str:
+        steps.append(tag)
+        return tag.upper()
+
+    @app.workflow(name="forkable")
+    async def forkable(tag: str) -> str:
+        prepared = await prepare(tag)
+        if asyncflow.workflow_id() != "src":
+            gate.arrive(asyncflow.workflow_id())
+            await gate.opened.wait()
+        return prepared
+
+    async with app:
+        source = await queue.enqueue(forkable, "a", workflow_id="src")
+        assert await source.get_result(timeout_seconds=20) == "A"
+        forks = [await app.fork_workflow("src", 1, workflow_id=f"fork-{i}") for i in range(4)]
+        await gate.reached(1)
+        statuses = sorted([(await f.get_status()).status for f in forks])
+        assert statuses == ["ENQUEUED", "ENQUEUED", "ENQUEUED", "PENDING"]
+        assert {(await f.get_status()).queue_name for f in forks} == {"serial"}
+        assert len(gate.arrived) == 1
+        gate.opened.set()
+        assert [await f.get_result(timeout_seconds=20) for f in forks] == ["A"] * 4
+        assert steps == ["a"]  # the forks continued from their journals
