@@ -1259,23 +1259,40 @@ WITH c AS (
 )""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
+# A queued workflow whose deduplication id another workflow of its queue holds (ENQUEUED,
+# DELAYED or PENDING) cannot be resumed (it would hold the id twice): %W% is the candidate.
+_DEDUPLICATION_HELD = """EXISTS (
+          SELECT 1 FROM {s}.workflows h
+          WHERE h.queue_name = %W%.queue_name AND h.deduplication_id = %W%.deduplication_id
+            AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING'))"""
+
 # Up to $9 finished-but-not-successful workflows matching the filters that ended before $8 are
-# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them).
+# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them). Left out: a
+# queued workflow whose deduplication id is held (RESUME_CONFLICTS reports them), and of those
+# in this batch sharing a deduplication id, all but the first (the next batch finds it held).
 RESUME_MATCHING = """
 WITH c AS (
-    SELECT w.workflow_id FROM {s}.workflows w
+    SELECT w.workflow_id, w.queue_name, w.deduplication_id, w.created_at FROM {s}.workflows w
     WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
       AND w.updated_at < $8
+      AND NOT (w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+               AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """)
     ORDER BY w.created_at, w.workflow_id
     LIMIT $9
     FOR NO KEY UPDATE OF w
+), pick AS (
+    SELECT workflow_id FROM (
+        SELECT workflow_id, deduplication_id, row_number() OVER (
+            PARTITION BY queue_name, deduplication_id ORDER BY created_at, workflow_id) AS nth
+        FROM c) r
+    WHERE r.deduplication_id IS NULL OR r.nth = 1
 ), u AS (
     UPDATE {s}.workflows w
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = NULL, recovery_attempts = 0, output = NULL, error = NULL,
         timeout_seconds = NULL, deadline = NULL, completed_at = NULL,
         updated_at = clock_timestamp()
-    FROM c WHERE w.workflow_id = c.workflow_id
+    FROM pick WHERE w.workflow_id = pick.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING w.workflow_id, w.queue_name
 ), woken AS (
@@ -1286,6 +1303,19 @@ WITH c AS (
     WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# The workflows a bulk resume (same parameters $1-$8, the queue as $9) left out because another
+# workflow of their queue holds their deduplication id: each with a holder.
+RESUME_CONFLICTS = """
+SELECT w.workflow_id, w.deduplication_id, (
+    SELECT h.workflow_id FROM {s}.workflows h
+    WHERE h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id
+      AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING') LIMIT 1) AS holder
+FROM {s}.workflows w
+WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])").replace("$11", "$9") + """
+  AND w.updated_at < $8 AND w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+  AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """
+ORDER BY w.created_at, w.workflow_id"""
 
 # ---------------------------------------------------------------------------------------------
 # Workflow deadlines (_deadlines): enforced by every live app's deadline watcher; one guarded

@@ -16,7 +16,7 @@ from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
 from ._driver import refuse_in_replay
-from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
+from ._errors import DatabaseUnavailableError, WorkflowNotFoundError
 from ._status import StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
@@ -33,6 +33,7 @@ from ._store_base import (
     Sent,
     Write,
     Written,
+    deduplicated_resume,
     not_found,
     page,
 )
@@ -46,7 +47,7 @@ _OFFSET_RACES = 5
 
 __all__ = [
     "EXPORT_KINDS", "Claimed", "Enqueued", "Forked", "JournalEntry", "Outcome", "QueueClaim",
-    "Resumed", "ScheduleStatus", "Send", "Store", "not_found",
+    "Resumed", "ScheduleStatus", "Send", "Store", "deduplicated_resume", "not_found",
 ]
 
 
@@ -163,10 +164,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
                 Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
             )
         except UniqueViolation:
-            raise QueueDeduplicatedError(
-                f"workflow {workflow_id!r} cannot be resumed now: another workflow of its queue "
-                "holds its deduplication_id; resume it once that one has finished"
-            ) from None
+            raise deduplicated_resume(workflow_id) from None
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
