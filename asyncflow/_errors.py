@@ -139,6 +139,21 @@ class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
     """The database connection was lost or could not be opened."""
 
 
+class DatabaseError(AsyncFlowError):
+    """The database refused one of asyncflow's statements for a reason asyncflow does not
+    expect: a constraint, trigger or rule of the database's own (or a bug). ``sqlstate`` is
+    the Postgres error code (``None``: not a Postgres error). The statement did nothing; what
+    the message says decides whether calling again can help."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate)
+        self.message = message
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class RecordedError(AsyncFlowError):
     """An exception recorded in the journal whose original type could not be rebuilt.
 
