@@ -334,7 +334,7 @@ class HistoryOps(Connected):
         if forked.queue_name is not None:  # waits in its queue: wake this process's dispatcher
             self.runtime.waits.wake(QUEUE, forked.queue_name)
         elif here is not None:
-            self._run_forked(new_id, source.name, forked.inputs)
+            self._run_forked(new_id, source.name, forked.inputs)  # (a fork starts at epoch 1)
         else:
             self._after_resume()
         return self._handle(new_id)
