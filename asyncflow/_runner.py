@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from . import _codec
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
     DatabaseUnavailableError,
@@ -198,10 +198,11 @@ class Runner:
             status = await runtime.store.workflow_status(workflow_id)
             if status.parent_workflow_id != parent_id:
                 return  # an existing workflow chosen by id, not this parent's child
-            cancelled, _queue = await runtime.store.cancel_workflow(workflow_id)
+            (cancelled, _queue), _below = await cancel_with_descendants(  # one transaction
+                runtime, lambda: runtime.store.cancel_workflow(workflow_id),
+                lambda _row: [workflow_id], self.mark_cancelled)
             if cancelled:
                 mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
-            await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
     def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool,
               epoch: int) -> None:
