@@ -258,6 +258,8 @@ class Runner:
                 except BaseException as exc:
                     if passes_through(exc):
                         raise
+                    if isinstance(exc, _ExecutionConflict) or runtime.closing:
+                        return  # another execution owns it; or shutdown: left for recovery
                     # Never let one workflow take the app down, nor leave it PENDING here
                     # with nothing running it: it ends in ERROR with the reason.
                     logger.exception("workflow %s stopped unexpectedly; it ends in ERROR",
