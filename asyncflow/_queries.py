@@ -482,8 +482,10 @@ SELECT lock_key, pg_try_advisory_lock($6::int, lock_key) AS locked FROM ins"""
 EXECUTOR_STATE = """
 SELECT lock_key, instance, host, process, beat_at,
        beat_at > clock_timestamp() - make_interval(secs => lease_seconds) AS fresh,
-       greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
-                        - clock_timestamp()), 0)::float8 AS fresh_for,
+       CASE WHEN beat_at > clock_timestamp() - make_interval(secs => lease_seconds)
+            THEN extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
+                         - clock_timestamp())::float8
+            ELSE 0 END AS fresh_for,  -- (no arithmetic on an ended lease's -infinity)
        pg_try_advisory_lock($2::int, lock_key) AS locked
 FROM {s}.executors WHERE executor_id = $1"""
 # The id passes to a new launch ($2) -- unless its previous holder ($6, last seen at $7) showed a
