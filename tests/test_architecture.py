@@ -24,7 +24,8 @@ LAYERS: list[list[str]] = [
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base"],
-    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness",
+     "_store_versions"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
@@ -41,6 +42,7 @@ LAYERS: list[list[str]] = [
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
+    ["_adoption"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
