@@ -637,9 +637,8 @@ ADOPT_WORKFLOW = _LIVE_EXECUTORS.replace("$5", "$9") + _LIVE_VERSIONS + """, u A
         (workflow_id, epoch, from_version, to_version, executor_id, replayed)
     SELECT workflow_id, epoch, $3, $2, $5, $7::int FROM u
 )
-SELECT u.workflow_id, u.name, u.inputs, u.recovery_attempts, u.epoch, u.queue_name,
-       u.deadline, u.status,
-       CASE WHEN u.status <> 'PENDING' THEN pg_notify($8, 'q' || u.queue_name) END AS notified
+SELECT workflow_id, name, inputs, recovery_attempts, epoch, queue_name, deadline, status,
+       CASE WHEN status <> 'PENDING' THEN pg_notify($8, 'q' || queue_name) END AS notified
 FROM u"""
 # The versions view ($1: the lock namespace): live executors per version ...
 LIVE_EXECUTOR_VERSIONS = _LIVE_EXECUTORS.replace("$5", "$1") + """
