@@ -23,6 +23,7 @@ class Stranded:
     #: guarded by both: it happens only if neither changed since the replay).
     epoch: int
     operations: int
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +101,8 @@ class VersionStatements(StoreBase):
     async def stranded_ids(self, limit: int) -> list[Stranded]:
         """The first stranded workflows, oldest first (epoch and journal length left at 0)."""
         rows = await self.storage.fetch(Q.STRANDED_IDS, await self._lock_namespace(), limit)
-        return [Stranded(r["workflow_id"], r["name"], r["status"], r["app_version"], 0, 0)
-                for r in rows]
+        return [Stranded(r["workflow_id"], r["name"], r["status"], r["app_version"], 0, 0,
+                         r["created_at"]) for r in rows]
 
     async def workflow_stranded(self, workflow_id: str) -> bool:
         """Whether the workflow waits for an executor of its version that is not there."""

@@ -55,7 +55,7 @@ LAYERS: list[list[str]] = [
     # the users' test kit (a subpackage): on top of everything, imported by nothing
     ["testing"],
     ["_cli_output"],
-    ["_cli_embedded", "_cli_lifecycle"],
+    ["_cli_embedded", "_cli_lifecycle", "_cli_versions"],
     ["_cli_history"],
     ["_cli"],
     ["__main__"],

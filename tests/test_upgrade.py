@@ -9,6 +9,7 @@ import logging
 from collections import Counter
 
 import pytest
+from test_cli import cli, cli_json
 
 import asyncflow
 from asyncflow.testing import step_runs, until_waiting
@@ -247,3 +248,28 @@ async def test_a_queued_workflow_of_a_gone_version_is_adopted_in_its_queue(make_
     row = await conn.fetchrow("select from_version, to_version, executor_id "
                               "from asyncflow.version_changes")
     assert tuple(row) == ("v1", "v2", "new")
+
+
+async def test_versions_view_lists_live_executors_counts_and_stranded_workflows(
+        make_app, db_url):
+    v1, v2, _ran, queues = _apps(make_app, divergent=True, queue=True)
+    async with v1:
+        await _park(v1, ["wf-1", "wf-2"])
+        await _park(v1, ["q-3"], queues["v1"])
+        view = await cli_json(db_url, "versions")
+        assert view["versions"] == [{"app_version": "v1", "live_executors": 1, "pending": 3,
+                                     "enqueued": 0, "delayed": 0, "stranded": 0}]
+        assert view["stranded"] == []
+    async with v2:  # none replays against v2: all three stay stranded on v1
+        code, out, err = await cli(db_url, "versions")
+        view = await cli_json(db_url, "versions", "--stranded", "2")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["VERSION", "LIVE", "EXECUTORS", "PENDING", "ENQUEUED",
+                                "DELAYED", "STRANDED"]
+    assert lines[1].split() == ["v2", "1", "0", "0", "0", "0"]
+    assert lines[2].split() == ["v1", "0", "2", "1", "0", "3"]
+    assert "3 workflow(s) stranded: no live executor runs their version" in out
+    assert [s["workflow_id"] for s in view["stranded"]] == ["wf-1", "wf-2"]
+    assert view["stranded"][0] == {"workflow_id": "wf-1", "name": "job", "status": "PENDING",
+                                   "app_version": "v1"}
