@@ -579,6 +579,8 @@ SERVER_START = "SELECT pg_postmaster_start_time()::text AS identity"
 # The listener's probe of its own wake-ups: a NOTIFY sent through the pool ($1 channel, $2 token)
 # must reach the LISTEN connection (through a transaction pooler it would not).
 NOTIFY_PROBE = "SELECT pg_notify($1, 'h' || $2)"
+# A client's listener keeps its session from being idle.
+KEEPALIVE = "SELECT 1"
 # idle_session_timeout in milliseconds (NULL before Postgres 14; 0: off).
 IDLE_SESSION_TIMEOUT = """
 SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'"""
@@ -822,7 +824,7 @@ WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempoten
 IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
-    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
     'updated_at', clock_timestamp()) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""

@@ -15,8 +15,9 @@ retried.
 
 Self-repair: "nothing is PENDING on this executor that it does not run". Each sweep compares
 how many workflows are PENDING here with how many run here; after a reconnect (or a change of
-server), an execution that stopped early, or a mismatch, it claims again (a new epoch) those
-of its own PENDING workflows that nothing runs.
+server), an execution that stopped early, or more PENDING than running in two sweeps in a row
+(one alone may be a start in flight), it claims again (a new epoch) those of its own PENDING
+workflows that nothing runs.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Supervisor:
         self._liveness = liveness
         self._wakeup = asyncio.Event()
         self._repair = True
+        self._surplus = False  # the last sweep counted more PENDING here than running
         self.monitor = Monitor("supervisor")
         self.sweeps = 0
         #: Workflows claimed again by self-repair (for tests and health).
@@ -149,9 +151,11 @@ class Supervisor:
         store = runner.runtime.store
         executor_id = self._liveness.executor_id
         if not (force or self._repair):
-            if await store.own_pending_count(executor_id) == len(runner.running):
+            surplus = await store.own_pending_count(executor_id) > len(runner.running)
+            seen, self._surplus = self._surplus, surplus
+            if not (surplus and seen):
                 return 0
-        self._repair = False
+        self._repair = self._surplus = False
         stray = [workflow_id for workflow_id in await store.own_pending(executor_id, min_age)
                  if workflow_id not in runner.running]
         if not stray:
