@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import Counter
 
 import pytest
@@ -273,3 +274,26 @@ async def test_versions_view_lists_live_executors_counts_and_stranded_workflows(
     assert [s["workflow_id"] for s in view["stranded"]] == ["wf-1", "wf-2"]
     assert view["stranded"][0] == {"workflow_id": "wf-1", "name": "job", "status": "PENDING",
                                    "app_version": "v1"}
+
+
+async def test_dashboard_shows_the_version_a_workflow_waits_for_and_its_adoption(make_app):
+    from test_dashboard import client_for
+
+    from asyncflow._dashboard import dashboard
+
+    v1, v2, _ran, _ = _apps(make_app, divergent=True)
+    async with v1:
+        await _park(v1, ["wf-1"])
+        async with client_for(dashboard(v1)) as http:
+            page = (await http.get("/workflow", params={"id": "wf-1"})).text
+        assert "App version</dt><dd>v1</dd>" in page  # its version runs: nothing to say
+    async with v2, client_for(dashboard(v2)) as http:
+        page = (await http.get("/workflow", params={"id": "wf-1"})).text
+    assert 'App version</dt><dd>v1 <span class="stranded" data-stranded="yes">waiting for an ' \
+           "executor of this version: none is live" in page
+    _v1, v3, _ran, _ = _apps(make_app, executor="newer")  # replays cleanly: adopted
+    async with v3, client_for(dashboard(v3)) as http:
+        page = (await http.get("/workflow", params={"id": "wf-1"})).text
+    assert "App version</dt><dd>v2</dd>" in page and 'data-stranded' not in page
+    assert re.search(r'Adopted</dt><dd><span data-adopted="v2">from version v1 to v2 by '
+                     r"executor newer, after replaying 3 operations, ", page), page
