@@ -131,7 +131,8 @@ class Adopter:
             current = {s.workflow_id: s for s in stranded}
             self.left = {wid: left for wid, left in self.left.items()
                          if wid in current and self._unchanged(left, current[wid])}
-        fresh = [s for s in stranded if s.workflow_id not in self.left][:ADOPT_BATCH]
+        fresh = [s for s in stranded if s.workflow_id not in self.left
+                 or not self._unchanged(self.left[s.workflow_id], s)][:ADOPT_BATCH]
         if not fresh:
             return
         histories = await self._load([s.workflow_id for s in fresh])
