@@ -37,6 +37,16 @@ class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 
 
+class DecodeError(SerializationError):
+    """A stored value does not fit the annotation it is read by (the type changed since it was
+    written, or it was stored by other code). ``path`` names the field
+    (``order.items[3].price``). No half-built object is returned."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ValueTooLargeError(SerializationError):
     """A value's JSON encoding exceeds the size limit. Nothing was written."""
 

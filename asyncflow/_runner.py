@@ -73,6 +73,15 @@ def child_id(parent_id: str, function_id: int) -> str:
     return f"{digest}-{function_id}"
 
 
+def finished_output(spec: WorkflowSpec, result: Any) -> str:
+    """A workflow's result as stored; :class:`SerializationError` if it cannot be stored, or
+    (``DecodeError``) would not read back by the function's return annotation."""
+    output = _codec.dumps(result, f"the result of workflow {spec.name!r}", "result")
+    if spec.types is not None:
+        spec.types.check_result(output)
+    return output
+
+
 class Runner:
     """Starts and executes the workflows of one app."""
 
@@ -276,7 +285,10 @@ class Runner:
         payload = _codec.loads(inputs)
         token = workflow_var.set(ctx)
         try:
-            result = await spec.fn(*payload["args"], **payload["kwargs"])
+            args, kwargs = payload["args"], payload["kwargs"]
+            if spec.types is not None:  # (returns them as they are when nothing is typed)
+                args, kwargs = spec.types.decode_inputs(args, kwargs)
+            result = await spec.fn(*args, **kwargs)
         except _ExecutionConflict:
             return False
         except BaseException as exc:
@@ -294,7 +306,7 @@ class Runner:
         if ctx.db_failed:
             raise DatabaseUnavailableError("a database operation of the workflow failed")
         try:
-            output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
+            output = finished_output(spec, result)
         except SerializationError as exc:
             return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
