@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from . import _api, _codec
-from ._adoption import Adopter, attach, check_upgrade
+from ._adoption import attach, check_upgrade
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
@@ -119,7 +119,6 @@ class AsyncFlow(HistoryOps, Registrations):
             setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
         self.upgrade = check_upgrade(upgrade)
-        self._adopter: Adopter | None = None
         interval = setting(_codec.check_timeout, recovery_interval_seconds,
                            "recovery_interval_seconds")
         if interval < MIN_RECOVERY_INTERVAL:
@@ -225,8 +224,7 @@ class AsyncFlow(HistoryOps, Registrations):
                                                    self._recovery_interval, liveness)
         runner.on_stopped_early = functools.partial(supervisor.poke, repair=True)
         runtime.monitors["supervisor"] = supervisor.monitor
-        self._adopter = attach(supervisor, runtime, self._workflows, self.app_version,
-                               self.upgrade)
+        attach(supervisor, runtime, self._workflows, self.app_version, self.upgrade)
         if self._serve is not None:
             unknown = [name for name in self._serve if name not in self._queues]
             if unknown:
@@ -273,7 +271,6 @@ class AsyncFlow(HistoryOps, Registrations):
     def _stopped(self) -> None:
         self._runner = None
         self._supervisor = None
-        self._adopter = None
         self._retention_worker = None
         self._dispatchers = {}
         self._scheduler = None
