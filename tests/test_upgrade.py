@@ -297,3 +297,24 @@ async def test_dashboard_shows_the_version_a_workflow_waits_for_and_its_adoption
     assert "App version</dt><dd>v2</dd>" in page and 'data-stranded' not in page
     assert re.search(r'Adopted</dt><dd><span data-adopted="v2">from version v1 to v2 by '
                      r"executor newer, after replaying 3 operations, ", page), page
+
+
+async def test_a_live_process_of_an_unknown_version_blocks_every_adoption(make_app, conn,
+                                                                          db_url):
+    """A live executor that recorded no version (a process of a release before versions were
+    recorded) may run any version: nothing is adopted on a guess while it lives."""
+    v1, v2, _ran, _ = _apps(make_app)
+    async with v1:
+        await _park(v1, ["wf-1"])
+    await conn.execute("insert into asyncflow.executors (executor_id, instance, beat_at, "
+                       "lease_seconds) values ('older', 'i', clock_timestamp(), 600)")
+    async with v2:
+        assert (await _versions(conn, ["wf-1"]))["wf-1"]["app_version"] == "v1"
+        view = await cli_json(db_url, "versions")
+        assert view["live_executors_of_unknown_version"] == 1
+        assert view["stranded"] == []
+        await conn.execute("update asyncflow.executors set beat_at = '-infinity' "
+                           "where executor_id = 'older'")  # that process is gone now
+        await v2.send("wf-1", "go!", "go")
+        result = await (await v2.retrieve_workflow("wf-1")).get_result(timeout_seconds=30)
+    assert result == [10, "go!", "v2"]
