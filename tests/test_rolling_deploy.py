@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from test_cli import cli_json
+
 import asyncflow
 
 COUNT = 100  # of each kind: started (wf-n) and queued (q-n)
@@ -77,6 +79,9 @@ async def test_rolling_deploy_adopts_compatible_workflows_and_leaves_the_rest(
                                 "where workflow_id = any($1::text[])", left)
         assert {r["app_version"] for r in rows} == {"v1"}
         assert {r["status"] for r in rows} <= {"PENDING", "ENQUEUED"}
+        view = await cli_json(db_url, "versions", "--stranded", "0")
+        assert {r["app_version"]: (r["live_executors"], r["stranded"])
+                for r in view["versions"]} == {"v1": (0, len(left)), "v2": (2, 0)}
         # A v1 process again: it finishes them.
         await _worker(procs, db_url, "v1-2", "v1")
         assert await _results(client, left) == {w: [_n(w), "one", "two", "v1"] for w in left}
