@@ -27,7 +27,7 @@ from ._history import (
     replay_from_store,
     selection,
 )
-from ._lifecycle import Connected, setting
+from ._lifecycle import Connected, check_seconds, setting
 from ._liveness import BEATS_PER_LEASE
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
@@ -119,22 +119,12 @@ class AsyncFlow(HistoryOps, Registrations):
             setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
         self.upgrade = check_upgrade(upgrade)
-        interval = setting(_codec.check_timeout, recovery_interval_seconds,
-                           "recovery_interval_seconds")
-        if interval < MIN_RECOVERY_INTERVAL:
-            raise InvalidSettingError(
-                f"recovery_interval_seconds must be at least {MIN_RECOVERY_INTERVAL} (each sweep "
-                f"is a query), not {recovery_interval_seconds!r}"
-            )
-        self._recovery_interval = interval
-        lease = setting(_codec.check_timeout, liveness_timeout_seconds,
-                        "liveness_timeout_seconds")
-        if lease < MIN_LIVENESS_TIMEOUT:
-            raise InvalidSettingError(
-                f"liveness_timeout_seconds must be at least {MIN_LIVENESS_TIMEOUT} (the lease "
-                f"is renewed {BEATS_PER_LEASE} times within it), not "
-                f"{liveness_timeout_seconds!r}")
-        self._liveness_timeout = lease
+        self._recovery_interval = check_seconds(
+            recovery_interval_seconds, "recovery_interval_seconds", MIN_RECOVERY_INTERVAL,
+            "each sweep is a query")
+        self._liveness_timeout = check_seconds(
+            liveness_timeout_seconds, "liveness_timeout_seconds", MIN_LIVENESS_TIMEOUT,
+            f"the lease is renewed {BEATS_PER_LEASE} times within it")
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None

@@ -63,6 +63,14 @@ def setting(check: Callable[..., T], value: object, what: str, *args: Any) -> T:
         raise InvalidSettingError(str(exc)) from None
 
 
+def check_seconds(value: object, what: str, minimum: float, why: str) -> float:
+    """A number of seconds of at least ``minimum`` (``why``: the reason for the minimum)."""
+    seconds = setting(_codec.check_timeout, value, what)
+    if seconds < minimum:
+        raise InvalidSettingError(f"{what} must be at least {minimum} ({why}), not {value!r}")
+    return seconds
+
+
 def check_positive_int(value: object, what: str, minimum: int = 1) -> int:
     """An int (not a bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
