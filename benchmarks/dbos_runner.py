@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dbos import DBOS, DBOSClient, DBOSConfig, Queue, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSConfig, SetWorkflowID
 
 from .model import Figure, ScenarioResult, latency_figures
 from .sizes import FULL, QUICK, Sizes
@@ -38,10 +38,11 @@ GAP_S = 0.002
 durations: list[float] = []
 write_rate: list[float] = []
 first_step_at: dict[str, float] = {}
-latency_queue = Queue("bench_latency")
+LATENCY_QUEUE = "bench_latency"
 ROOT = Path(__file__).resolve().parent.parent
 FLEET_QUEUE = "bench_fleet"
 FLEET_VERSION = "bench-fleet"
+APP_NAME = "asyncflow-bench"
 
 
 class Arrivals:
@@ -276,7 +277,11 @@ async def fanout(url: str, sizes: Sizes) -> Measured:
 
 
 async def queue_latency(url: str, sizes: Sizes) -> Measured:
-    rounds, warmup = sizes.queue_latency, sizes.warmup_rounds
+    rounds, warmup = sizes.dbos_queue_latency, sizes.warmup_rounds
+    # DBOS 3.4 refuses ``Queue(...)``: a queue is registered (persisted in the system
+    # database) once DBOS is launched, and its worker thread starts within DBOS's one-second
+    # check for new queues; the warm-up rounds cover that.
+    latency_queue = await DBOS.register_queue_async(LATENCY_QUEUE)
     samples = []
     for _ in range(warmup + rounds):
         before = time.perf_counter()
@@ -327,12 +332,27 @@ class FleetWorker:
             await self.process.wait()
 
 
+async def migrate(url: str) -> None:
+    """Create DBOS's system tables with its CLI (``dbos migrate``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from dbos.cli.cli import app; app()", "migrate", "-s", url,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"dbos migrate failed: {output.decode(errors='replace')[-2000:]}")
+
+
 async def queue_fleet(url: str, sizes: Sizes) -> Measured:
     count = sizes.queue_fleet
     figures: list[Figure] = []
     enqueue_s = 0.0
-    client = DBOSClient(system_database_url=url)
+    # The system tables first (DBOS's own `dbos migrate`), then the queue registered before
+    # any worker launches, so that each one's queue manager serves it from its first look.
+    await migrate(url)
+    client = DBOSClient(system_database_url=url, application_name=APP_NAME)
     try:
+        await client.register_queue_async(FLEET_QUEUE)
         for workers in sizes.queue_fleet_workers:
             # One at a time: each launch migrates the system database.
             fleet = [await FleetWorker.start(url, f"fleet{workers}-{index}")
@@ -385,7 +405,7 @@ CLIENT_ONLY = {"queue_fleet"}
 async def main(name: str, url: str, quick: bool) -> None:
     launched = name not in CLIENT_ONLY
     if launched:
-        config: DBOSConfig = {"name": "asyncflow-bench", "system_database_url": url}
+        config: DBOSConfig = {"name": APP_NAME, "system_database_url": url}
         DBOS(config=config)
         DBOS.launch()
     result = ScenarioResult(name)
