@@ -133,16 +133,18 @@ class ScenarioResult:
 
 @dataclass(slots=True)
 class Comparison:
-    """The other system's results (DBOS), or why there are none."""
+    """Another system's results (DBOS, pgqueuer), or why there are none."""
 
     system: str
     version: str | None = None
     reason: str | None = None
     results: dict[str, ScenarioResult] = field(default_factory=dict)
+    key: str | None = None  # its ``--compare`` name; None when it cannot run
 
     def to_dict(self, floor: Floor | None) -> dict[str, Any]:
         return {
             "system": self.system,
+            "compare": self.key,
             "version": self.version,
             "reason": self.reason,
             "scenarios": {name: result.to_dict(floor) for name, result in self.results.items()},
@@ -161,5 +163,9 @@ class Run:
     floor: Floor | None = None
     floor_error: str | None = None
     results: dict[str, ScenarioResult] = field(default_factory=dict)
-    comparison: Comparison | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
     finished_at: str | None = None
+    # os.getloadavg() (1, 5 and 15 minutes) when the run started and when it finished
+    load_start: tuple[float, float, float] | None = None
+    load_end: tuple[float, float, float] | None = None
+    round: int | None = None  # 1-based, with --rounds
