@@ -21,12 +21,12 @@ class Helper:
         self.process = process
 
     @classmethod
-    async def start(cls, module: str, *args: str) -> Helper:
+    async def start(cls, module: str, *args: str, package: str = "benchmarks.scenarios") -> Helper:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"benchmarks.scenarios.{module}", *args,
+            sys.executable, "-m", f"{package}.{module}", *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, cwd=str(ROOT),
         )
