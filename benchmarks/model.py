@@ -84,6 +84,12 @@ class Figure:
         }
 
 
+def cpu_figure(key: str, what: str, cpu_s: float, operations: int) -> Figure:
+    """The process's CPU time (``time.process_time()``: every thread, user and system) spent
+    per operation, in µs."""
+    return Figure(key, f"CPU µs per {what}", cpu_s * 1e6 / max(operations, 1), "µs")
+
+
 def latency_figures(
     key: str, label: str, seconds: Sequence[float], floor_p50: str | None, floor_p99: str | None
 ) -> list[Figure]:

@@ -28,11 +28,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
-import psutil
 from pgqueuer import Job, PgQueuer, Queries
 
 from .model import Figure, ScenarioResult, latency_figures
-from .scenarios._subprocess import Helper
+from .scenarios._subprocess import Helper, cpu_seconds
 from .sizes import FULL, QUICK, Sizes
 
 Measured = tuple[list[Figure], dict[str, Any]]
@@ -49,14 +48,6 @@ async def start_worker(url: str) -> Helper:
         await helper.finish()
         raise AssertionError(f"unexpected line from a pgqueuer worker: {kind} {payload}")
     return helper
-
-
-def cpu_seconds(helpers: list[Helper]) -> float:
-    total = 0.0
-    for helper in helpers:
-        times = psutil.Process(helper.process.pid).cpu_times()
-        total += times.user + times.system
-    return total
 
 
 async def _across_processes(url: str, queries: Queries, rounds: int) -> list[float]:
@@ -132,7 +123,8 @@ async def _drain(url: str, queries: Queries, workers: int,
 
     readers = [asyncio.ensure_future(count_lines(helper)) for helper in helpers]
     try:
-        cpu_before = cpu_seconds(helpers)
+        pids = [helper.process.pid for helper in helpers]
+        cpu_before = cpu_seconds(pids)
         started = time.perf_counter()
         await queries.enqueue(["bench_noop"] * count, [None] * count, [0] * count)
         committed = time.perf_counter()
@@ -144,7 +136,7 @@ async def _drain(url: str, queries: Queries, workers: int,
                     raise reader.exception()  # type: ignore[misc]
             await finished
         drained = time.perf_counter()
-        cpu = cpu_seconds(helpers) - cpu_before
+        cpu = cpu_seconds(pids) - cpu_before
     finally:
         for reader in readers:
             reader.cancel()
