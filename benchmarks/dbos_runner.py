@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dbos import DBOS, DBOSClient, DBOSConfig, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, SetWorkflowID, WorkflowHandleAsync
 
 from .model import Figure, ScenarioResult, cpu_figure, latency_figures
 from .scenarios._subprocess import cpu_seconds
@@ -375,13 +375,13 @@ async def queue_fleet(url: str, sizes: Sizes) -> Measured:
             fleet = [await FleetWorker.start(url, f"fleet{workers}-{index}")
                      for index in range(workers)]
             try:
-                options: dict[str, Any] = {  # DBOS's EnqueueOptions
+                options: EnqueueOptions = {
                     "queue_name": FLEET_QUEUE, "workflow_name": "bench.queue.three_steps",
                     "app_version": FLEET_VERSION}
                 pids = [worker.process.pid for worker in fleet]
                 cpu = cpu_seconds(pids)
                 started = time.perf_counter()
-                handles = []
+                handles: list[WorkflowHandleAsync[Any]] = []
                 for first in range(0, count, 100):
                     handles += await asyncio.gather(*(
                         client.enqueue_async(options)

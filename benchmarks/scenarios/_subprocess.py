@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cpu_seconds(pids: list[int]) -> float:
     """The CPU time (user and system, every thread) the processes have used so far."""
-    import psutil  # the `bench` extra (also in `dev`)
+    import psutil  # type: ignore[import-untyped,unused-ignore]  # the `bench` extra, and `dev`
 
     total = 0.0
     for pid in pids:
