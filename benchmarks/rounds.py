@@ -85,16 +85,18 @@ def summarize(runs: Sequence[Run]) -> dict[str, Any]:
                 "ratio_to_floor": spread(ratios),
             }
             for system in systems:
-                theirs, factors = [], []
+                theirs, factors, unit = [], [], sample.unit
                 for run in runs:
                     mine = _figures(run, name, None).get(key)
                     other = _figures(run, name, system).get(key)
                     if other is None:
                         continue
                     theirs.append(other.value)
+                    unit = other.unit
                     if mine is not None and (factor := versus(mine, other)) is not None:
                         factors.append(factor)
                 row[system] = spread(theirs)
+                row[f"{system} unit"] = unit
                 row[f"vs {system}"] = spread(factors)
             rows[key] = row
         scenarios[name] = rows
@@ -152,7 +154,7 @@ def render_rounds(runs: Sequence[Run], summary: dict[str, Any]) -> str:
             cells = [name, row["label"], spread_text(row["asyncflow"], row["unit"]),
                      _ratio_text(row)]
             for system in systems:
-                cells += [spread_text(row[system], row["unit"]),
+                cells += [spread_text(row[system], row[f"{system} unit"]),
                           _versus_text(row[f"vs {system}"])]
             rows.append(cells)
     errors = [f"round {run.round}: {name}: {result.error}" for run in runs
