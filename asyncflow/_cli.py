@@ -198,6 +198,8 @@ async def _serve_dashboard(
 
     async with Client(url, schema=args.schema, pool_size=4) as client:
         app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None)
+        if not args.allow_actions:  # its pages and refusals say how to get the actions
+            app.actions_hint = "restart with <code>--allow-actions</code>"
         loop = asyncio.get_running_loop()
 
         class Server(uvicorn.Server):  # type: ignore[misc]

@@ -11,9 +11,14 @@ Routes, below the mount point:
 ``/queues/parts``         GET     its live part
 ``/queue?queue=…``        GET     a queue's page (its workflows: the list's filters, status tabs)
 ``/queue/parts?queue=…``  GET     its live parts (same query string)
+``/schedules``            GET     every schedule: state, last and next tick
+``/schedules/parts``      GET     its live part
+``/confirm?action=…&id=…`` GET    the confirmation page of an action that asks first (cancel)
 ``/live[?id=…&queue=…]``  GET     Server-Sent Events: ``change`` events for every workflow and
                                   queue, or for the given workflow ids and queue names
-``/action/{name}``        POST    ``cancel``, ``resume``, ``send`` (form: ``id``, ``csrf``, …)
+``/action/{name}``        POST    ``cancel``, ``resume``, ``send``, ``fork`` (form: ``id``,
+                                  ``csrf``, …); ``pause``, ``resume-schedule``, ``trigger``
+                                  (form: ``schedule``, ``csrf``)
 ``/static/{file}``        GET     the script and stylesheet, from the package
 ========================  ======  ===============================================================
 
@@ -28,6 +33,7 @@ import logging
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import ClassVar, TypeAlias
 
 from .. import _codec
@@ -37,11 +43,21 @@ from .._errors import (
     DatabaseUnavailableError,
     InvalidArgumentError,
     NotLaunchedError,
+    ScheduleNotFoundError,
     WorkflowNotFoundError,
 )
 from .._lifecycle import Connected
-from . import _data, _live, _pages, _queue_data, _queue_pages
-from ._actions import ACTIONS
+from . import (
+    _data,
+    _journal_data,
+    _live,
+    _pages,
+    _queue_data,
+    _queue_pages,
+    _schedule_pages,
+    _timeline_pages,
+)
+from ._actions import ACTIONS, FormError
 from ._html import STATIC, View, message_page
 from ._http import (
     SECURITY_HEADERS,
@@ -56,6 +72,7 @@ from ._http import (
     respond,
     split_path,
 )
+from ._schedule_pages import SCHEDULE_ACTIONS
 
 logger = logging.getLogger("asyncflow")
 
@@ -101,6 +118,9 @@ class Dashboard:
         self.auth = auth
         self.read_auth = read_auth
         self.live_interval_seconds = interval
+        #: How to enable actions, said where they are refused (HTML; empty: the general
+        #: advice). ``asyncflow dashboard`` sets it to restart with ``--allow-actions``.
+        self.actions_hint = ""
         self._hub = _live.Hub(source)
 
     def close(self) -> None:
@@ -130,7 +150,7 @@ class Dashboard:
             headers = [(b"allow", exc.allow.encode())] if exc.allow else []
             await html(send, exc.status, message_page(view, _TITLES.get(exc.status, "Error"),
                                                       exc.message, back=view.url("/")), headers)
-        except WorkflowNotFoundError as exc:
+        except (WorkflowNotFoundError, ScheduleNotFoundError) as exc:
             await html(send, 404, message_page(view, "Not found", str(exc), back=view.url("/")))
         except InvalidArgumentError as exc:
             await html(send, 400, message_page(view, "Bad request", str(exc), back=view.url("/")))
@@ -161,6 +181,9 @@ class Dashboard:
             return
         if path.startswith("/action/"):
             await self._act(request, send, path.removeprefix("/action/"))
+            return
+        if path.startswith("/schedule-action/"):
+            await self._act_on_schedule(request, send, path.removeprefix("/schedule-action/"))
             return
         handler = self._ROUTES.get(path)
         if handler is None:
@@ -201,7 +224,7 @@ class Dashboard:
             headers.append((b"set-cookie", cookie.encode("latin-1")))
         assert token is not None
         can_act = await self._allowed(self.auth, request, default=False)
-        return View(request.root, token, can_act), headers
+        return View(request.root, token, can_act, self.actions_hint), headers
 
     async def _list_page(self, request: Request, send: Send) -> None:
         view, headers = await self._view(request)
@@ -222,20 +245,34 @@ class Dashboard:
             raise HTTPError(400, "which workflow? pass its id as ?id=…")
         return _codec.check_id(workflow_id)
 
+    @staticmethod
+    def _ops(request: Request) -> int | None:
+        """The timeline page asked for (``ops``: its first operation number; None: latest)."""
+        text = request.param("ops")
+        if not text:
+            return None
+        if not text.isdigit():
+            raise HTTPError(400, f"ops must be an operation number, not {text!r}")
+        return int(text)
+
     async def _parts(
-        self, view: View, workflow_id: str, wanted: set[str]
+        self, view: View, workflow_id: str, wanted: set[str], ops: int | None = None
     ) -> tuple[_data.Detail, dict[str, str]]:
         source = self.source
         detail = await _data.workflow_detail(source, workflow_id)
         status = detail.status
         parts: dict[str, str] = {}
         if "summary" in wanted:
-            parts["summary"] = _pages.summary_part(view, detail)
+            queue = None
+            if status.queue_name is not None:
+                queue = await _queue_data.queue_detail(source, status.queue_name)
+            parts["summary"] = _pages.summary_part(view, detail, queue)
         if "io" in wanted:
             parts["io"] = _pages.io_part(detail)
         if "timeline" in wanted:
-            entries, omitted = await _data.workflow_timeline(source, status)
-            parts["timeline"] = _pages.timeline_part(view, entries, omitted)
+            journal = await _journal_data.journal_page(source, status, ops)
+            parts["timeline"] = _timeline_pages.timeline_part(
+                view, workflow_id, journal, datetime.now(UTC), status.status == "PENDING")
         if "events" in wanted:
             parts["events"] = _pages.events_part(await _data.workflow_events(source, workflow_id))
         if "streams" in wanted:
@@ -247,17 +284,19 @@ class Dashboard:
 
     async def _workflow_page(self, request: Request, send: Send) -> None:
         workflow_id = self._workflow_id(request)
+        ops = self._ops(request)
         view, headers = await self._view(request)
-        detail, parts = await self._parts(view, workflow_id, set(_pages.PARTS))
-        page = _pages.workflow_page(view, detail, parts, request.param("notice"))
+        detail, parts = await self._parts(view, workflow_id, set(_pages.PARTS), ops)
+        page = _pages.workflow_page(view, detail, parts, request.param("notice"), ops=ops)
         await html(send, 200, page, headers)
 
     async def _workflow_parts(self, request: Request, send: Send) -> None:
         workflow_id = self._workflow_id(request)
+        ops = self._ops(request)
         view, headers = await self._view(request)
         asked = request.param("parts")
         wanted = set(_pages.PARTS) if not asked else set(asked.split(",")) & set(_pages.PARTS)
-        _detail, parts = await self._parts(view, workflow_id, wanted)
+        _detail, parts = await self._parts(view, workflow_id, wanted, ops)
         body = "".join(parts[name] for name in _pages.PARTS if name in parts)
         await html(send, 200, body, headers)
 
@@ -296,6 +335,31 @@ class Dashboard:
         queue, filters, _problems, page = await self._queue(request)
         await html(send, 200, _queue_pages.queue_parts(view, queue, filters, page), headers)
 
+    async def _schedules_page(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        schedules = await _schedule_pages.list_schedules(self.source)
+        page = _schedule_pages.schedules_page(view, schedules, request.param("notice"),
+                                              request.param("schedule"),
+                                              _pages.actions_off(view))
+        await html(send, 200, page, headers)
+
+    async def _schedules_part(self, request: Request, send: Send) -> None:
+        view, headers = await self._view(request)
+        schedules = await _schedule_pages.list_schedules(self.source)
+        await html(send, 200, _schedule_pages.schedules_part(view, schedules), headers)
+
+    async def _confirm_page(self, request: Request, send: Send) -> None:
+        """The question of an action that asks first; its answer posts the action."""
+        action = ACTIONS.get(request.param("action") or "")
+        if action is None or not action.confirm:
+            raise HTTPError(404, "there is no action to confirm by that name")
+        workflow_id = self._workflow_id(request)
+        view, headers = await self._view(request)
+        if not view.can_act:
+            raise HTTPError(403, self._refusal())
+        detail = await _data.workflow_detail(self.source, workflow_id)
+        await html(send, 200, _pages.confirm_page(view, action, detail), headers)
+
     async def _live(self, request: Request, send: Send) -> None:
         ids, queues = request.params("id"), request.params("queue")
         if len(ids) + len(queues) > _MAX_LIVE_IDS:
@@ -320,6 +384,9 @@ class Dashboard:
         "/queues/parts": _queues_part,
         "/queue": _queue_page,
         "/queue/parts": _queue_parts,
+        "/schedules": _schedules_page,
+        "/schedules/parts": _schedules_part,
+        "/confirm": _confirm_page,
         "/live": _live,
     }
 
@@ -340,28 +407,62 @@ class Dashboard:
                  request.headers.get("x-forwarded-host", "").lower()}
         return bool(netloc) and netloc in hosts
 
-    async def _act(self, request: Request, send: Send, name: str) -> None:
-        action = ACTIONS.get(name)
-        if action is None:
-            raise HTTPError(404, f"there is no action {name!r}")
+    def _refusal(self) -> str:
+        if self.actions_hint:
+            return f"this dashboard is read-only: {self.actions_hint_text}"
+        return ("actions are not allowed here: the dashboard's auth hook refused (without "
+                "auth=, every action is refused)")
+
+    @property
+    def actions_hint_text(self) -> str:
+        """:attr:`actions_hint` as plain text (for refusals)."""
+        return self.actions_hint.replace("<code>", "`").replace("</code>", "`")
+
+    async def _checked_form(self, request: Request) -> dict[str, str]:
+        """The form of an action request that passed the origin, auth and CSRF checks."""
         self._method(request, "POST")
         if not self._same_origin(request):
             raise HTTPError(403, "actions must come from the dashboard's own pages")
         if not await self._allowed(self.auth, request, default=False):
-            raise HTTPError(403, "actions are not allowed here: the dashboard's auth hook "
-                            "refused (without auth=, every action is refused)")
+            raise HTTPError(403, self._refusal())
         form = await request.form()
         token, sent = request.cookie(CSRF_COOKIE), form.get("csrf", "")
         if not _valid_token(token) or not hmac.compare_digest(token or "", sent):
             raise HTTPError(403, "the form's security token is missing or stale: reload the "
                             "page and try again")
+        return form
+
+    async def _act(self, request: Request, send: Send, name: str) -> None:
+        action = ACTIONS.get(name)
+        if action is None:
+            raise HTTPError(404, f"there is no action {name!r}")
+        form = await self._checked_form(request)
         workflow_id = _codec.check_id(form.get("id", ""), "the form's workflow id")
-        notice, kind, target = await action.run(self.source, workflow_id, form)
+        try:
+            notice, kind, target = await action.run(self.source, workflow_id, form)
+        except FormError as failed:
+            # The page again, with the form's text kept and the error shown by the form.
+            view, headers = await self._view(request)
+            detail, parts = await self._parts(view, workflow_id, set(_pages.PARTS))
+            page = _pages.workflow_page(view, detail, parts, None, failed=failed)
+            await html(send, 400, page, headers)
+            return
         if kind is not None:
             self._hub.publish(kind, target or workflow_id)
         view = View(request.root, "", False)
         await redirect(send, view.url("/workflow", [("id", target or workflow_id),
                                                     ("notice", notice)]))
+
+    async def _act_on_schedule(self, request: Request, send: Send, name: str) -> None:
+        found = SCHEDULE_ACTIONS.get(name)
+        if found is None:
+            raise HTTPError(404, f"there is no schedule action {name!r}")
+        form = await self._checked_form(request)
+        schedule = _codec.check_id(form.get("schedule", ""), "the form's schedule name")
+        notice = await found[1](self.source, schedule)  # wakes live pages (kind c)
+        view = View(request.root, "", False)
+        await redirect(send, view.url("/schedules", [("notice", notice),
+                                                     ("schedule", schedule)]))
 
     # -- static files ---------------------------------------------------------------------------
 

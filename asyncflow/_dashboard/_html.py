@@ -38,11 +38,13 @@ STATIC = _load_static()
 @dataclass(frozen=True, slots=True)
 class View:
     """What every page needs to know about its request: the mount prefix (links are absolute
-    paths under it), the CSRF token its forms carry, and whether actions are allowed."""
+    paths under it), the CSRF token its forms carry, whether actions are allowed, and (HTML)
+    how to enable them where they are not (empty: the general advice)."""
 
     root: str
     csrf: str
     can_act: bool
+    actions_hint: str = ""
 
     def url(self, path: str, params: list[tuple[str, str]] | None = None) -> str:
         """An absolute URL path under the mount point, with query parameters."""
@@ -133,7 +135,8 @@ def hidden(name: str, value: str) -> str:
 
 
 # Top navigation: (label, path).
-NAV: list[tuple[str, str]] = [("Workflows", "/"), ("Queues", "/queues")]
+NAV: list[tuple[str, str]] = [("Workflows", "/"), ("Queues", "/queues"),
+                              ("Schedules", "/schedules")]
 
 
 def layout(

@@ -72,9 +72,24 @@
     });
   }
 
+  function openExpanders() {
+    // Expanders the reader opened stay open when their part is swapped.
+    var open = {};
+    document.querySelectorAll("details[data-expander][open]").forEach(function (d) {
+      open[d.getAttribute("data-expander")] = true;
+    });
+    return open;
+  }
+
   function swap(html) {
     var doc = new DOMParser().parseFromString(html, "text/html");
     var atEnd = streamPositions();
+    var open = openExpanders();
+    doc.querySelectorAll("details[data-expander]").forEach(function (d) {
+      if (open[d.getAttribute("data-expander")]) {
+        d.setAttribute("open", "");
+      }
+    });
     doc.querySelectorAll("[data-part]").forEach(function (fresh) {
       var name = fresh.getAttribute("data-part");
       var old = document.querySelector('[data-part="' + CSS.escape(name) + '"]');
