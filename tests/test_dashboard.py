@@ -394,6 +394,9 @@ async def test_mounted_under_a_prefix(make_app: Any) -> None:
             assert 'data-live="/ops/dash/live"' in page
             assert (await http.get("/ops/dash/static/dashboard.js")).status_code == 200
             page = (await http.get("/ops/dash/workflow", params={"id": "w/1?x"})).text
+            assert 'action="/ops/dash/confirm"' in page  # cancel asks first
+            page = (await http.get("/ops/dash/confirm",
+                                   params={"action": "cancel", "id": "w/1?x"})).text
             assert 'action="/ops/dash/action/cancel"' in page
             assert http.cookies.jar and next(iter(http.cookies.jar)).path == "/ops/dash"
             response = await http.post("/ops/dash/action/cancel",

@@ -339,7 +339,7 @@ class Dashboard:
         view, headers = await self._view(request)
         schedules = await _schedule_pages.list_schedules(self.source)
         page = _schedule_pages.schedules_page(view, schedules, request.param("notice"),
-                                              request.param("schedule"),
+                                              request.param("schedule"), request.param("run"),
                                               _pages.actions_off(view))
         await html(send, 200, page, headers)
 
@@ -459,10 +459,10 @@ class Dashboard:
             raise HTTPError(404, f"there is no schedule action {name!r}")
         form = await self._checked_form(request)
         schedule = _codec.check_id(form.get("schedule", ""), "the form's schedule name")
-        notice = await found[1](self.source, schedule)  # wakes live pages (kind c)
+        notice, run = await found[1](self.source, schedule)  # wakes live pages (kind c)
         view = View(request.root, "", False)
-        await redirect(send, view.url("/schedules", [("notice", notice),
-                                                     ("schedule", schedule)]))
+        await redirect(send, view.url("/schedules", [("notice", notice), ("schedule", schedule)]
+                                      + ([("run", run)] if run else [])))
 
     # -- static files ---------------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ from ._html import (
 )
 from ._queue_data import QueueView
 
+_ACTIVITY_HINT = ("the later of the workflow's last state change (start, claim, end) and its "
+                  "last journal entry: it moves with every completed operation")
+
+
 # -- the list -----------------------------------------------------------------------------------
 
 
@@ -109,13 +113,14 @@ def list_part(view: View, filters: Filters, page: ListPage, path: str = "/") -> 
                 f"<td>{workflow_link(view, w.workflow_id)}</td><td>{esc(w.name)}</td>"
                 f"<td>{badge(w.status)}</td><td>{queue}</td><td>{when(w.created_at)}</td>"
                 f"<td>{seconds((ended - w.created_at).total_seconds())}</td>"
-                f"<td>{when(w.updated_at)}</td>"
+                f"<td data-activity>{when(page.activity.get(w.workflow_id, w.updated_at))}</td>"
                 f'<td class="small">{esc(w.executor_id) if w.executor_id else "&ndash;"}</td>'
                 f"<td>{w.recovery_attempts}</td><td>{parent}</td></tr>"
             )
         table = (
             '<table class="list"><thead><tr><th>Id</th><th>Name</th><th>Status</th>'
-            "<th>Queue</th><th>Created (UTC)</th><th>Duration</th><th>Updated (UTC)</th>"
+            "<th>Queue</th><th>Created (UTC)</th><th>Duration</th>"
+            f'<th title="{esc(_ACTIVITY_HINT)}">Last activity (UTC)</th>'
             "<th>Executor</th>"
             "<th>Recoveries</th><th>Parent</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
@@ -164,10 +169,6 @@ def _action_button(view: View, action: Action, workflow_id: str) -> str:
         f'<button type="submit" class="{css}" data-action="{esc(action.name)}">'
         f"{esc(action.label)}</button></form>"
     )
-
-
-_ACTIVITY_HINT = ("the later of the workflow's last state change (start, claim, end) and its "
-                  "last journal entry: it moves with every completed operation")
 
 
 def _queue_state(queue: QueueView) -> str:

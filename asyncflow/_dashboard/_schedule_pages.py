@@ -53,23 +53,24 @@ async def list_schedules(core: Connected) -> list[ScheduleView]:
 # -- actions ------------------------------------------------------------------------------------
 
 
-async def _pause(core: Connected, name: str) -> str:
+async def _pause(core: Connected, name: str) -> tuple[str, str | None]:
     await core.pause_schedule(name)
-    return "paused"
+    return "paused", None
 
 
-async def _resume(core: Connected, name: str) -> str:
+async def _resume(core: Connected, name: str) -> tuple[str, str | None]:
     await core.resume_schedule(name)
-    return "resumed"
+    return "resumed", None
 
 
-async def _trigger(core: Connected, name: str) -> str:
-    await core.trigger_schedule(name)
-    return "triggered"
+async def _trigger(core: Connected, name: str) -> tuple[str, str | None]:
+    return "triggered", await core.trigger_schedule(name)
 
 
-#: The schedule actions by route name: ``(label, run)``; ``run`` returns the notice's key.
-SCHEDULE_ACTIONS: dict[str, tuple[str, Callable[[Connected, str], Awaitable[str]]]] = {
+#: The schedule actions by route name: ``(label, run)``; ``run`` returns the notice's key and
+#: the workflow id of the run it started (or None).
+SCHEDULE_ACTIONS: dict[str, tuple[str, Callable[[Connected, str],
+                                                Awaitable[tuple[str, str | None]]]]] = {
     "pause": ("Pause", _pause),
     "resume": ("Resume", _resume),
     "trigger": ("Trigger now", _trigger),
@@ -138,12 +139,14 @@ def schedules_part(view: View, schedules: list[ScheduleView]) -> str:
 
 
 def schedules_page(view: View, schedules: list[ScheduleView], notice: str | None,
-                   schedule: str | None, actions_off: str) -> str:
-    """Every schedule, updated live; ``notice``: the outcome of an action on ``schedule``."""
+                   schedule: str | None, run: str | None, actions_off: str) -> str:
+    """Every schedule, updated live; ``notice``: the outcome of an action on ``schedule``
+    (``run``: the workflow a trigger starts)."""
     flash = ""
     if notice in NOTICES and schedule:
+        started = f" Its run: {workflow_link(view, run)}." if run else ""
         flash = (f'<p class="notice" data-notice="{esc(notice)}"><code>{esc(schedule)}</code>: '
-                 f"{esc(NOTICES[notice])}</p>")
+                 f"{esc(NOTICES[notice])}{started}</p>")
     body = (
         "<h1>Schedules</h1>" + flash
         + '<p class="note">Next ticks are worked out on this process\'s clock from each '
