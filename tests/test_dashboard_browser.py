@@ -58,12 +58,12 @@ async def test_debugging_in_a_real_browser(db_url: str, procs: Any) -> None:
         # A long value is cut in one line; its expander opens it whole.
         details = f"{ROW % 1}.querySelector('details.expander')"
         assert await page.evaluate(f"{details}.open") is False
-        assert await page.evaluate(f"{details}.querySelector('pre').offsetHeight") == 0
+        assert await page.evaluate(f"{details}.querySelector('pre').checkVisibility()") is False
         await page.click('tr.op[data-function-id="1"] details.expander > summary')
         await page.wait_for(f"{details}.open")
         shown = await page.evaluate(f"{details}.querySelector('pre').innerText")
         assert json.loads(shown) == "x" * 200 + EVIL
-        assert await page.evaluate(f"{details}.querySelector('pre').offsetHeight") > 0
+        assert await page.evaluate(f"{details}.querySelector('pre').checkVisibility()") is True
 
         # The waterfall: a bar per operation, drawn with a width.
         assert await page.evaluate("document.querySelectorAll('.wf-row').length") == 5
@@ -118,6 +118,13 @@ async def test_debugging_in_a_real_browser(db_url: str, procs: Any) -> None:
         numbers = ("[...document.querySelectorAll('tr.op')]"
                    ".map(tr => Number(tr.dataset.functionId))")
         assert await page.evaluate(numbers) == list(range(30, 130))
+        # Its waterfall starts collapsed (100 bars); it opens on a click.
+        waterfall = "document.querySelector('details.waterfall')"
+        assert await page.evaluate(f"{waterfall}.open") is False
+        await page.click("details.waterfall > summary")
+        await page.wait_for(f"{waterfall}.open")
+        assert await page.evaluate(
+            "document.querySelector('.wf-bar').checkVisibility()") is True
         await page.click('a[data-pager="earlier"]', navigates=True)
         assert await page.evaluate(numbers) == list(range(0, 100))
         await page.screenshot(ARTIFACTS / "dashboard-debug-4-paged.png")

@@ -297,6 +297,8 @@ async def test_schedules_page_and_actions(make_app: Any) -> None:
             assert "<script>alert" not in page
             assert f'<tr data-schedule="nightly{ESCAPED}" data-state="active">' in page
             assert "data-schedule-action" not in page and "Actions are disabled" in page
+            row = re.search(r"<tr data-schedule=.*?</tr>", page, re.S)
+            assert row is not None and 'class="wid"' not in row.group(0)  # no tick ran yet
             assert 'data-live="/live"' in page and 'data-fragments="/schedules/parts"' in page
             nxt = re.search(r"<td data-next>(.*?)</td>", page, re.S)
             assert nxt is not None

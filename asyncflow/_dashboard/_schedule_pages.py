@@ -22,12 +22,14 @@ _CRONITER_MISSING = "unknown (the croniter package is not installed here)"
 
 @dataclass(frozen=True, slots=True)
 class ScheduleView:
-    """A stored schedule and its next tick (``None``: paused, or not computable here, with
-    ``next_note`` saying why)."""
+    """A stored schedule, its next tick (``None``: paused, or not computable here, with
+    ``next_note`` saying why), and the workflow its last tick started (``None``: none, e.g. the
+    tick it was registered at, or one skipped)."""
 
     status: ScheduleStatus
     next_tick: datetime | None
     next_note: str
+    last_run: str | None
 
 
 def _next(schedule: ScheduleStatus, now: datetime) -> tuple[datetime | None, str]:
@@ -47,7 +49,12 @@ def _next(schedule: ScheduleStatus, now: datetime) -> tuple[datetime | None, str
 async def list_schedules(core: Connected) -> list[ScheduleView]:
     """Every stored schedule, by name, with its next tick on the runtime clock."""
     now = datetime.fromtimestamp(core.runtime.now(), UTC)
-    return [ScheduleView(s, *_next(s, now)) for s in await core.list_schedules()]
+    schedules = await core.list_schedules()
+    runs = {s.name: tick_workflow_id(s.name, s.last_tick) for s in schedules
+            if s.last_tick is not None}
+    started = await core.runtime.store.existing_workflow_ids(list(runs.values())) if runs else set()
+    return [ScheduleView(s, *_next(s, now), runs[s.name] if runs.get(s.name) in started else None)
+            for s in schedules]
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -102,8 +109,8 @@ def _button(view: View, action: str, name: str) -> str:
 def _row(view: View, item: ScheduleView) -> str:
     s = item.status
     last = when(s.last_tick)
-    if s.last_tick is not None:
-        last += " " + workflow_link(view, tick_workflow_id(s.name, s.last_tick))
+    if item.last_run is not None:
+        last += " " + workflow_link(view, item.last_run)
     upcoming = (when(item.next_tick) if item.next_tick is not None
                 else f'<span class="muted">{esc(item.next_note)}</span>')
     state = "paused" if s.paused else "active"

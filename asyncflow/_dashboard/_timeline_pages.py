@@ -26,6 +26,8 @@ _DURATION_HINT = ("time since the previous operation ended: the journal records 
 #: Values longer than this (or on several lines) are shown cut, with an expander.
 SHORT = 80
 _WIDTH = 1000  # the SVG's user units across
+#: The waterfall shows open up to this many operations; longer ones start collapsed.
+WATERFALL_OPEN = 30
 
 
 def expander(value: Value | None, ident: str) -> str:
@@ -124,9 +126,10 @@ def waterfall(entries: list[Entry], now: datetime, running: bool) -> str:
             f'<span class="wf-took">{took}</span></li>'
         )
     scale = seconds(total)
-    return (f'<div class="waterfall"><p class="note">Waterfall of the operations below: '
-            f'{when(t0)} to {when(t1)} ({scale} across).</p>'
-            f'<ol class="wf">{"".join(rows)}</ol></div>')
+    opened = " open" if len(entries) <= WATERFALL_OPEN else ""
+    return (f'<details class="waterfall" data-expander="waterfall"{opened}><summary>'
+            f"Waterfall of the {len(entries):,} operations below: {when(t0)} to {when(t1)} "
+            f'({scale} across)</summary><ol class="wf">{"".join(rows)}</ol></details>')
 
 
 def _pager(view: View, workflow_id: str, page: JournalPage) -> str:

@@ -73,10 +73,10 @@
   }
 
   function openExpanders() {
-    // Expanders the reader opened stay open when their part is swapped.
+    // Expanders the reader opened (or closed) stay so when their part is swapped.
     var open = {};
-    document.querySelectorAll("details[data-expander][open]").forEach(function (d) {
-      open[d.getAttribute("data-expander")] = true;
+    document.querySelectorAll("details[data-expander]").forEach(function (d) {
+      open[d.getAttribute("data-expander")] = d.open;
     });
     return open;
   }
@@ -86,8 +86,9 @@
     var atEnd = streamPositions();
     var open = openExpanders();
     doc.querySelectorAll("details[data-expander]").forEach(function (d) {
-      if (open[d.getAttribute("data-expander")]) {
-        d.setAttribute("open", "");
+      var id = d.getAttribute("data-expander");
+      if (id in open) {
+        d.open = open[id];
       }
     });
     doc.querySelectorAll("[data-part]").forEach(function (fresh) {
