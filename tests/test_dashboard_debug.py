@@ -347,3 +347,39 @@ async def test_schedules_page_and_actions(make_app: Any) -> None:
             missing = await http.post("/schedule-action/pause", data={**form, "schedule": "no"})
             assert missing.status_code == 404
             assert (await http.post("/schedule-action/explode", data=form)).status_code == 404
+
+
+async def test_every_new_value_is_escaped(make_app: Any, db_url: str) -> None:
+    """Step and workflow names in the timeline, the waterfall and the confirmation page, and a
+    queue's name in a workflow's queue state, are escaped like every other value."""
+    app = make_app()
+
+    @app.step(name="step" + EVIL)
+    async def step() -> str:
+        return EVIL
+
+    @app.workflow(name="flow" + EVIL)
+    async def flow() -> Any:
+        await step()
+        return await asyncflow.recv(EVIL, timeout_seconds=3600)
+
+    async with app:
+        await app.start_workflow(flow, workflow_id="esc-1")
+        async with asyncflow.Client(db_url) as client:
+            await client.enqueue("q" + EVIL, "flow" + EVIL, workflow_id="esc-2")
+        async with client_for(dashboard(app, auth=allow)) as http:
+            await app._waits.wait_for_count(1)  # esc-1 parked in its recv: its step recorded
+            pages = [(await http.get("/workflow", params={"id": "esc-1"})).text,
+                     (await http.get("/workflow", params={"id": "esc-2"})).text,
+                     (await http.get("/confirm", params={"action": "cancel", "id": "esc-1"})
+                      ).text]
+            for page in pages:
+                assert "<script>alert" not in page
+            timeline, queued, confirm = pages
+            assert f'<span class="opname">step{ESCAPED}</span>' in timeline
+            assert f"<title>#0 step step{ESCAPED} (done)</title>" in timeline
+            assert f"&quot;{IN_JSON}&quot;" in timeline  # the step's result
+            assert f'data-queue-state="q{ESCAPED}"' in queued
+            assert f"(flow{ESCAPED})" in confirm
+        await app.cancel_workflow("esc-1")
+        await app.cancel_workflow("esc-2")

@@ -2,25 +2,26 @@
 
 Routes, below the mount point:
 
-========================  ======  ===============================================================
-``/``                     GET     the workflow list (filters in the query string)
-``/list``                 GET     its live part (same query string)
-``/workflow?id=…``        GET     a workflow's page
-``/workflow/parts?id=…``  GET     its live parts (``parts=summary,timeline,…``; default all)
-``/queues``               GET     every queue: depth, running, limits
-``/queues/parts``         GET     its live part
-``/queue?queue=…``        GET     a queue's page (its workflows: the list's filters, status tabs)
-``/queue/parts?queue=…``  GET     its live parts (same query string)
-``/schedules``            GET     every schedule: state, last and next tick
-``/schedules/parts``      GET     its live part
-``/confirm?action=…&id=…`` GET    the confirmation page of an action that asks first (cancel)
-``/live[?id=…&queue=…]``  GET     Server-Sent Events: ``change`` events for every workflow and
-                                  queue, or for the given workflow ids and queue names
-``/action/{name}``        POST    ``cancel``, ``resume``, ``send``, ``fork`` (form: ``id``,
-                                  ``csrf``, …); ``pause``, ``resume-schedule``, ``trigger``
-                                  (form: ``schedule``, ``csrf``)
-``/static/{file}``        GET     the script and stylesheet, from the package
-========================  ======  ===============================================================
+============================  ======  =============================================================
+``/``                         GET     the workflow list (filters in the query string)
+``/list``                     GET     its live part (same query string)
+``/workflow?id=…[&ops=N]``    GET     a workflow's page (``ops``: its timeline from operation N)
+``/workflow/parts?id=…``      GET     its live parts (``parts=summary,timeline,…``; default all)
+``/queues``                   GET     every queue: depth, running, limits
+``/queues/parts``             GET     its live part
+``/queue?queue=…``            GET     a queue's page (its workflows: the list's filters, tabs)
+``/queue/parts?queue=…``      GET     its live parts (same query string)
+``/schedules``                GET     every schedule: state, last and next tick, actions
+``/schedules/parts``          GET     its live part
+``/confirm?action=…&id=…``    GET     the confirmation page of an action that asks first (cancel)
+``/live[?id=…&queue=…]``      GET     Server-Sent Events: ``change`` events for every workflow and
+                                      queue, or for the given workflow ids and queue names
+``/action/{name}``            POST    ``cancel``, ``resume``, ``send``, ``fork`` (form: ``id``,
+                                      ``csrf``, …)
+``/schedule-action/{name}``   POST    ``pause``, ``resume``, ``trigger`` (form: ``schedule``,
+                                      ``csrf``)
+``/static/{file}``            GET     the script and stylesheet, from the package
+============================  ======  =============================================================
 
 Workflow ids and queue names travel in the query string, never in the path, so any id works.
 """
@@ -58,9 +59,8 @@ from . import (
     _timeline_pages,
 )
 from ._actions import ACTIONS, FormError
-from ._html import STATIC, View, message_page
+from ._html import View, message_page
 from ._http import (
-    SECURITY_HEADERS,
     ClientGone,
     HTTPError,
     Receive,
@@ -69,10 +69,10 @@ from ._http import (
     Send,
     html,
     redirect,
-    respond,
     split_path,
 )
 from ._schedule_pages import SCHEDULE_ACTIONS
+from ._static import serve_static
 
 logger = logging.getLogger("asyncflow")
 
@@ -81,7 +81,6 @@ AuthHook: TypeAlias = Callable[[Scope], bool | Awaitable[bool]]
 CSRF_COOKIE = "asyncflow_csrf"
 _TOKEN_LENGTH = 43  # secrets.token_urlsafe(32)
 _MAX_LIVE_IDS = 100
-_CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
 def _valid_token(token: str | None) -> bool:
@@ -177,7 +176,7 @@ class Dashboard:
         path = request.path
         if path.startswith("/static/"):
             self._method(request, "GET", "HEAD")
-            await self._static(request, send, path.removeprefix("/static/"))
+            await serve_static(request, send, path.removeprefix("/static/"))
             return
         if path.startswith("/action/"):
             await self._act(request, send, path.removeprefix("/action/"))
@@ -408,15 +407,11 @@ class Dashboard:
         return bool(netloc) and netloc in hosts
 
     def _refusal(self) -> str:
-        if self.actions_hint:
-            return f"this dashboard is read-only: {self.actions_hint_text}"
+        if self.actions_hint:  # as plain text
+            hint = self.actions_hint.replace("<code>", "`").replace("</code>", "`")
+            return f"this dashboard is read-only: {hint}"
         return ("actions are not allowed here: the dashboard's auth hook refused (without "
                 "auth=, every action is refused)")
-
-    @property
-    def actions_hint_text(self) -> str:
-        """:attr:`actions_hint` as plain text (for refusals)."""
-        return self.actions_hint.replace("<code>", "`").replace("</code>", "`")
 
     async def _checked_form(self, request: Request) -> dict[str, str]:
         """The form of an action request that passed the origin, auth and CSRF checks."""
@@ -464,26 +459,6 @@ class Dashboard:
         await redirect(send, view.url("/schedules", [("notice", notice), ("schedule", schedule)]
                                       + ([("run", run)] if run else [])))
 
-    # -- static files ---------------------------------------------------------------------------
-
-    async def _static(self, request: Request, send: Send, name: str) -> None:
-        found = STATIC.get(name)
-        if found is None:
-            raise HTTPError(404, f"there is no static file {name!r}")
-        data, digest = found
-        suffix = name[name.rfind("."):]
-        cache = (b"public, max-age=31536000, immutable" if request.param("v") == digest
-                 else b"no-cache")
-        etag = f'"{digest}"'.encode()
-        if request.headers.get("if-none-match", "").encode() == etag:
-            await send({"type": "http.response.start", "status": 304,
-                        "headers": [(b"etag", etag), (b"cache-control", cache)]})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        await respond(send, 200, data, _CONTENT_TYPES[suffix], [
-            (b"cache-control", cache), (b"etag", etag), *SECURITY_HEADERS[1:2],
-        ])
-
 
 _TITLES = {400: "Bad request", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            413: "Too large", 415: "Unsupported form"}
@@ -497,16 +472,19 @@ def dashboard(
 ) -> Dashboard:
     """A web dashboard of an app's (or client's) workflows, as a mountable ASGI app.
 
-    Pages: the workflow list (filters: status, name, queue, id prefix, creation time); a
-    workflow's page (inputs, result or error with its traceback, its queue fields, the timeline
-    of its operations, its events, its streams and its pending messages); the queues (depth,
-    running workflows, and the limits of the queues the source registers) and each queue's
-    workflows by status. Every page updates live. Live updates
+    Pages: the workflow list (filters: status, name, queue, id prefix, creation time; each
+    workflow's last activity); a workflow's page (inputs, result or error with its traceback,
+    its queue fields and its queue's state, the timeline of its operations with their keys,
+    topics and values, paged, and its waterfall, its events, its streams and its pending
+    messages); the queues (depth, running workflows, and the limits of the queues the source
+    registers) and each queue's workflows by status; the schedules (state, last and next tick).
+    Every page updates live. Live updates
     come from the source's LISTEN connection (one Server-Sent Events connection per page); there
     is no polling anywhere.
 
     ``auth(scope) -> bool`` (or an awaitable bool) decides whether a request may act on
-    workflows (cancel, resume, send a message); without it every action is refused.
+    workflows (cancel, confirmed first; resume; send a message; fork) and schedules (pause,
+    resume, trigger); without it every action is refused.
     ``read_auth(scope)`` decides whether a request may see the pages; without it everyone who
     reaches the dashboard may. ``scope`` is the request's ASGI scope (headers, client address,
     whatever your middleware put there). Actions are POST forms carrying a CSRF token (a

@@ -6,33 +6,18 @@ the page; URLs are built with :meth:`View.url` and escaped like any other attrib
 
 from __future__ import annotations
 
-import hashlib
 import html
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 
 from ._data import Value
-
-STATIC_FILES = ("dashboard.css", "dashboard.js")
+from ._static import STATIC
 
 
 def esc(value: object) -> str:
     """Escape text for HTML content and (double-quoted) attribute values."""
     return html.escape(str(value), quote=True)
-
-
-def _load_static() -> dict[str, tuple[bytes, str]]:
-    files = resources.files(__package__).joinpath("static")
-    out: dict[str, tuple[bytes, str]] = {}
-    for name in STATIC_FILES:
-        data = files.joinpath(name).read_bytes()
-        out[name] = (data, hashlib.sha256(data).hexdigest()[:12])
-    return out
-
-
-STATIC = _load_static()
 
 
 @dataclass(frozen=True, slots=True)
