@@ -1,4 +1,5 @@
-"""The dashboard ASGI application: routing, the auth hooks, CSRF protection, static assets.
+"""The dashboard ASGI application: routing and the pages' handlers (the checks each request passes:
+``_guards``; the script and stylesheet: ``_static``).
 
 Routes, below the mount point:
 
@@ -28,14 +29,12 @@ Workflow ids and queue names travel in the query string, never in the path, so a
 
 from __future__ import annotations
 
-import hmac
-import inspect
 import logging
+import re
 import secrets
-import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import ClassVar, TypeAlias
+from typing import ClassVar
 
 from .. import _codec
 from .._errors import (
@@ -43,6 +42,7 @@ from .._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     InvalidArgumentError,
+    InvalidSettingError,
     NotLaunchedError,
     ScheduleNotFoundError,
     WorkflowNotFoundError,
@@ -59,6 +59,14 @@ from . import (
     _timeline_pages,
 )
 from ._actions import ACTIONS, FormError
+from ._guards import (
+    CSRF_COOKIE,
+    AuthHook,
+    allowed,
+    check_method,
+    checked_form,
+    valid_token,
+)
 from ._html import View, message_page
 from ._http import (
     ClientGone,
@@ -76,16 +84,38 @@ from ._static import serve_static
 
 logger = logging.getLogger("asyncflow")
 
-AuthHook: TypeAlias = Callable[[Scope], bool | Awaitable[bool]]
-
-CSRF_COOKIE = "asyncflow_csrf"
-_TOKEN_LENGTH = 43  # secrets.token_urlsafe(32)
 _MAX_LIVE_IDS = 100
 
 
-def _valid_token(token: str | None) -> bool:
-    return (token is not None and len(token) == _TOKEN_LENGTH
-            and all(c.isascii() and (c.isalnum() or c in "-_") for c in token))
+#: A Host header value: a name or IPv4 address, or a bracketed IPv6 address, with a port or not.
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def allowed_host_set(hosts: Iterable[str] | None) -> frozenset[str] | None:
+    """Validate an allow-list of Host names (``name`` or ``name:port``, lower-cased)."""
+    if hosts is None:
+        return None
+    if isinstance(hosts, str):
+        raise InvalidSettingError(
+            f"allowed_hosts must be a list of host names, not the str {hosts!r}")
+    checked = set()
+    for host in hosts:
+        if not isinstance(host, str) or not _HOST.fullmatch(host.lower()):
+            raise InvalidSettingError(
+                f"allowed_hosts holds {host!r}: give host names as a browser sends them in "
+                "the Host header, like 'dashboard.example.com' or '127.0.0.1:8080'")
+        checked.add(host.lower())
+    return frozenset(checked)
+
+
+def _host_allowed(value: str, allowed: frozenset[str]) -> bool:
+    """Whether a Host (or X-Forwarded-Host) header names an allowed host: exactly, or by its
+    name alone when the allow-list entry has no port."""
+    value = value.strip().lower()
+    if value in allowed:
+        return True
+    name, _sep, port = value.rpartition(":")
+    return bool(_sep) and port.isdigit() and not name.endswith(":") and name in allowed
 
 
 class Dashboard:
@@ -102,6 +132,7 @@ class Dashboard:
         auth: AuthHook | None = None,
         read_auth: AuthHook | None = None,
         live_interval_seconds: float = 0.25,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         if not isinstance(source, Connected):
             raise ConfigurationError(
@@ -117,6 +148,8 @@ class Dashboard:
         self.auth = auth
         self.read_auth = read_auth
         self.live_interval_seconds = interval
+        #: The Host names served (``None``: any; the server or a middleware checks them).
+        self.allowed_hosts = allowed_host_set(allowed_hosts)
         #: How to enable actions, said where they are refused (HTML; empty: the general
         #: advice). ``asyncflow dashboard`` sets it to restart with ``--allow-actions``.
         self.actions_hint = ""
@@ -172,10 +205,25 @@ class Dashboard:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _check_host(self, request: Request) -> None:
+        """Refuse a Host (or forwarded host) not on the allow-list: a page of another site
+        whose name resolves to this server (DNS rebinding) must read and do nothing."""
+        allowed = self.allowed_hosts
+        if allowed is None:
+            return
+        for header in ("host", "x-forwarded-host"):
+            value = request.headers.get(header)
+            if value is None and header == "x-forwarded-host":
+                continue
+            if value is None or not _host_allowed(value, allowed):
+                raise HTTPError(400, f"this dashboard does not serve the host {value!r}; open "
+                                "it by its own address (or add the name to its allowed hosts)")
+
     async def _route(self, request: Request, send: Send) -> None:
+        self._check_host(request)
         path = request.path
         if path.startswith("/static/"):
-            self._method(request, "GET", "HEAD")
+            check_method(request, "GET", "HEAD")
             await serve_static(request, send, path.removeprefix("/static/"))
             return
         if path.startswith("/action/"):
@@ -187,28 +235,10 @@ class Dashboard:
         handler = self._ROUTES.get(path)
         if handler is None:
             raise HTTPError(404, f"there is no dashboard page at {path!r}")
-        self._method(request, "GET", "HEAD")
-        if not await self._allowed(self.read_auth, request, default=True):
+        check_method(request, "GET", "HEAD")
+        if not await allowed(self.read_auth, request, default=True):
             raise HTTPError(403, "you may not view this dashboard (read_auth refused)")
         await handler(self, request, send)
-
-    @staticmethod
-    def _method(request: Request, *allowed: str) -> None:
-        if request.method not in allowed:
-            raise HTTPError(405, f"use {' or '.join(allowed)} here", allow=", ".join(allowed))
-
-    @staticmethod
-    async def _allowed(hook: AuthHook | None, request: Request, *, default: bool) -> bool:
-        if hook is None:
-            return default
-        try:
-            verdict = hook(request.scope)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except Exception:
-            logger.exception("dashboard auth hook failed; refusing the request")
-            return False
-        return bool(verdict)
 
     # -- pages ----------------------------------------------------------------------------------
 
@@ -216,13 +246,13 @@ class Dashboard:
         """The request's view, and the Set-Cookie header of a new CSRF token if it had none."""
         token = request.cookie(CSRF_COOKIE)
         headers: list[tuple[bytes, bytes]] = []
-        if not _valid_token(token):
+        if not valid_token(token):
             token = secrets.token_urlsafe(32)
             cookie = (f"{CSRF_COOKIE}={token}; Path={request.root or '/'}; SameSite=Strict; "
                       "HttpOnly" + ("; Secure" if request.secure else ""))
             headers.append((b"set-cookie", cookie.encode("latin-1")))
         assert token is not None
-        can_act = await self._allowed(self.auth, request, default=False)
+        can_act = await allowed(self.auth, request, default=False)
         return View(request.root, token, can_act, self.actions_hint), headers
 
     async def _list_page(self, request: Request, send: Send) -> None:
@@ -391,21 +421,6 @@ class Dashboard:
 
     # -- actions --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _same_origin(request: Request) -> bool:
-        """Refuse requests a browser marks as sent from another site. Browsers send ``Origin``
-        with every POST; it must name this host (as the client sees it)."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            return False
-        origin = request.headers.get("origin")
-        if origin is None:
-            return True  # not a browser (or a very old one): the CSRF token still applies
-        netloc = urllib.parse.urlsplit(origin).netloc.lower()
-        hosts = {request.headers.get("host", "").lower(),
-                 request.headers.get("x-forwarded-host", "").lower()}
-        return bool(netloc) and netloc in hosts
-
     def _refusal(self) -> str:
         if self.actions_hint:  # as plain text
             hint = self.actions_hint.replace("<code>", "`").replace("</code>", "`")
@@ -413,25 +428,11 @@ class Dashboard:
         return ("actions are not allowed here: the dashboard's auth hook refused (without "
                 "auth=, every action is refused)")
 
-    async def _checked_form(self, request: Request) -> dict[str, str]:
-        """The form of an action request that passed the origin, auth and CSRF checks."""
-        self._method(request, "POST")
-        if not self._same_origin(request):
-            raise HTTPError(403, "actions must come from the dashboard's own pages")
-        if not await self._allowed(self.auth, request, default=False):
-            raise HTTPError(403, self._refusal())
-        form = await request.form()
-        token, sent = request.cookie(CSRF_COOKIE), form.get("csrf", "")
-        if not _valid_token(token) or not hmac.compare_digest(token or "", sent):
-            raise HTTPError(403, "the form's security token is missing or stale: reload the "
-                            "page and try again")
-        return form
-
     async def _act(self, request: Request, send: Send, name: str) -> None:
         action = ACTIONS.get(name)
         if action is None:
             raise HTTPError(404, f"there is no action {name!r}")
-        form = await self._checked_form(request)
+        form = await checked_form(request, self.auth, self._refusal())
         workflow_id = _codec.check_id(form.get("id", ""), "the form's workflow id")
         try:
             notice, kind, target = await action.run(self.source, workflow_id, form)
@@ -452,7 +453,7 @@ class Dashboard:
         found = SCHEDULE_ACTIONS.get(name)
         if found is None:
             raise HTTPError(404, f"there is no schedule action {name!r}")
-        form = await self._checked_form(request)
+        form = await checked_form(request, self.auth, self._refusal())
         schedule = _codec.check_id(form.get("schedule", ""), "the form's schedule name")
         notice, run = await found[1](self.source, schedule)  # wakes live pages (kind c)
         view = View(request.root, "", False)
@@ -469,6 +470,7 @@ def dashboard(
     *,
     auth: AuthHook | None = None,
     read_auth: AuthHook | None = None,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Dashboard:
     """A web dashboard of an app's (or client's) workflows, as a mountable ASGI app.
 
@@ -490,8 +492,17 @@ def dashboard(
     whatever your middleware put there). Actions are POST forms carrying a CSRF token (a
     ``SameSite=Strict`` cookie) and must come from the same origin.
 
+    ``allowed_hosts``: the Host names it serves (``"dash.example.com"``: that name on any port;
+    ``"127.0.0.1:8080"``: that name and port); a request for another Host — or with an
+    ``X-Forwarded-Host`` naming another — is refused (400), so a page of another site whose
+    name an attacker makes resolve to this server (DNS rebinding) can neither read the pages
+    nor act. Without it, any Host is served: check Host names in front of the dashboard
+    (Starlette's ``TrustedHostMiddleware``, a reverse proxy). ``asyncflow dashboard`` on a
+    loopback address allows only its own address and port (and ``--allow-host`` names).
+
     Mount it in Starlette or FastAPI (``app.mount("/dashboard", dashboard(flow))``) with the
     source running in the server's lifespan (``asyncflow.lifespan(flow)``), or serve it alone
     with ``asyncflow dashboard --port 8080``.
     """
-    return Dashboard(app_or_client, auth=auth, read_auth=read_auth)
+    return Dashboard(app_or_client, auth=auth, read_auth=read_auth,
+                     allowed_hosts=allowed_hosts)
