@@ -383,3 +383,21 @@ async def test_every_new_value_is_escaped(make_app: Any, db_url: str) -> None:
             assert f"(flow{ESCAPED})" in confirm
         await app.cancel_workflow("esc-1")
         await app.cancel_workflow("esc-2")
+
+
+def test_the_routes_table_lists_every_route() -> None:
+    """docs/dashboard.md's routes table names every page, action and asset the app serves."""
+    from conftest import ROOT
+
+    from asyncflow._dashboard._actions import ACTIONS
+    from asyncflow._dashboard._app import Dashboard
+    from asyncflow._dashboard._schedule_pages import SCHEDULE_ACTIONS
+    from asyncflow._dashboard._static import STATIC_FILES
+
+    text = (ROOT / "docs" / "dashboard.md").read_text()
+    table = text[text.index("## Routes"):]
+    documented = set(re.findall(r"`(/[^`?\[]*)", table))
+    served = {*Dashboard._ROUTES, *(f"/action/{name}" for name in ACTIONS),
+              *(f"/schedule-action/{name}" for name in SCHEDULE_ACTIONS),
+              *(f"/static/{name}" for name in STATIC_FILES)}
+    assert served - documented == set()
