@@ -113,6 +113,18 @@ async def test_debugging_in_a_real_browser(db_url: str, procs: Any) -> None:
             " !!document.querySelector('[data-action=\"cancel\"]'),"
             " !!document.querySelector('form[data-action=\"fork\"]')]") == [False, False, True]
 
+        # A queued workflow: its queue's state and the app version; no history to fork.
+        await client.enqueue("nobody-q", "talk", workflow_id="queued-1")
+        await page.goto(f"{url}workflow?id=queued-1")
+        facts = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('dl.facts dt')]"
+            ".map(dt => [dt.textContent, dt.nextElementSibling.textContent]))")
+        assert facts["App version"] == (await client.get_workflow_status("queued-1")).app_version
+        assert facts["Queue state"] == "1 enqueued, 0 delayed, 0 running"
+        assert await page.evaluate(
+            "[!!document.querySelector('form[data-action=\"send\"]'),"
+            " !!document.querySelector('form[data-action=\"fork\"]')]") == [True, False]
+
         # A long journal is paged: the latest 100, then the page before.
         await page.goto(f"{url}workflow?id=long-1")
         numbers = ("[...document.querySelectorAll('tr.op')]"

@@ -90,7 +90,8 @@ def _outcome(view: View, e: Entry) -> str:
 
 
 def _label(e: Entry) -> str:
-    name = "" if e.name.startswith("asyncflow.") else esc(e.name)
+    # Built-in operations are named by their kind; others (send_many, …) by their own name.
+    name = esc(e.name.removeprefix("asyncflow.")) if e.kind == "step" else ""
     return (f'<span class="kind">{esc(KIND_LABELS.get(e.kind, e.kind))}</span> '
             f'<span class="opname">{name}</span>')
 
