@@ -114,8 +114,7 @@ def build(rows: list[Any], status: WorkflowStatus, now: datetime,
     when the entry before the first row ended (the workflow's creation for the first entry)."""
     entries: list[Entry] = []
     pending = status.status == PENDING
-    for row in rows:
-        r = row
+    for r in rows:
         name = str(r["name"])
         kind = _KINDS.get(name, "step")
         created_at: datetime = r["created_at"]
