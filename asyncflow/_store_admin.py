@@ -172,7 +172,7 @@ class AdminStatements(BatchStatements):
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
 
     async def dashboard_journal_span(self, workflow_id: str) -> Any:
-        """A workflow's journal size, first and last function ids, and last entry's time."""
+        """A workflow's first and last function ids and its last entry's time (None: empty)."""
         return await self.storage.fetchrow(Q.DASHBOARD_JOURNAL_SPAN, workflow_id)
 
     async def dashboard_last_activity(self, workflow_ids: list[str]) -> list[Any]:

@@ -141,7 +141,7 @@ async def test_long_journals_are_paged(make_app: Any) -> None:
         async with client_for(dashboard(app)) as http:
             page = (await http.get("/workflow", params={"id": "long-1"})).text
             assert sorted(rows(page)) == list(range(count - JOURNAL_PAGE, count))
-            assert f"of {count:,}" in page
+            assert f"operations {count - JOURNAL_PAGE} to {count - 1} of 0 to {count - 1}" in page
             earlier = re.search(r'<a href="([^"]+)" data-pager="earlier">', page)
             assert earlier is not None and 'data-pager="later"' not in page
             url = html.unescape(earlier.group(1))

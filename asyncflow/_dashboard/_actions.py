@@ -137,7 +137,7 @@ ACTIONS: dict[str, Action] = {
             Field("idempotency_key", "Idempotency key", "optional"),
         )),
         # A fork copies history: a workflow with none (queued, not started) has nothing to fork.
-        Action("fork", "Fork from an operation", lambda d: d.journal_size > 0, _fork, fields=(
+        Action("fork", "Fork from an operation", lambda d: d.has_history, _fork, fields=(
             Field("from_step", "From operation # (of the timeline)", "3", required=True),
             Field("workflow_id", "New workflow id", "optional"),
         )),

@@ -298,14 +298,14 @@ async def last_activities(core: Connected,
 @dataclass(frozen=True, slots=True)
 class Detail:
     """A workflow's status row, inputs, result and recorded error, when it last changed
-    (:func:`last_activities`) and how many entries its journal has."""
+    (:func:`last_activities`) and whether it has a journal (``has_history``)."""
 
     status: WorkflowStatus
     inputs: Value | None
     output: Value | None
     error: ErrorInfo | None
     last_activity: datetime
-    journal_size: int
+    has_history: bool
 
 
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
@@ -323,8 +323,8 @@ async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
         Value.stored(row["inputs"], row["inputs_length"], VALUE_CHARS),
         Value.stored(row["output"], row["output_length"], VALUE_CHARS),
         error,
-        max(status.updated_at, span["last_at"]) if span["last_at"] else status.updated_at,
-        span["total"],
+        max(status.updated_at, span["last_at"]) if span is not None else status.updated_at,
+        span is not None,
     )
 
 

@@ -72,20 +72,20 @@ class Entry:
 @dataclass(frozen=True, slots=True)
 class JournalPage:
     """One page of the timeline: ``entries`` (function ids from ``first``), the journal's
-    ``total`` size and its ``last`` function id (None: empty), and the page size."""
+    ``start`` and ``last`` function ids (None: empty), and the page size."""
 
     entries: list[Entry]
     first: int
-    total: int
+    start: int | None
     last: int | None
     size: int = JOURNAL_PAGE
 
     @property
     def earlier(self) -> int | None:
         """The first function id of the page before this one (None: this is the first)."""
-        if not self.entries or self.first <= 0 or self.total <= len(self.entries):
+        if not self.entries or self.start is None or self.first <= self.start:
             return None
-        return max(0, self.first - self.size)
+        return max(self.start, self.first - self.size)
 
     @property
     def later(self) -> int | None:
@@ -168,13 +168,12 @@ async def journal_page(core: Connected, status: WorkflowStatus, first: int | Non
     """The timeline page starting at function id ``first`` (None: the latest page)."""
     store = core.runtime.store
     span = await store.dashboard_journal_span(status.workflow_id)
-    total = int(span["total"]) if span is not None else 0
-    last = span["last"] if span is not None else None
-    if last is None:
-        return JournalPage([], 0, 0, None)
+    if span is None:
+        return JournalPage([], 0, None, None)
+    start, last = int(span["first"]), int(span["last"])
     if first is None:
-        first = max(0, int(last) - JOURNAL_PAGE + 1)
-    first = max(0, min(first, int(last)))
+        first = last - JOURNAL_PAGE + 1
+    first = max(start, min(first, last))
     # One entry more before the page: when it ended is where the page's first step began.
     rows = await store.dashboard_operations(status.workflow_id, max(0, first - 1),
                                             first + JOURNAL_PAGE, ENTRY_CHARS)
@@ -186,4 +185,4 @@ async def journal_page(core: Connected, status: WorkflowStatus, first: int | Non
         head = build(before, status, now, None)[-1]
         previous_end = head.until if head.kind == "sleep" else (
             None if head.kind in (*WAITS, "child") else head.created_at)
-    return JournalPage(build(shown, status, now, previous_end), first, total, int(last))
+    return JournalPage(build(shown, status, now, previous_end), first, start, last)

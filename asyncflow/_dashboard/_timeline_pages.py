@@ -142,8 +142,8 @@ def _pager(view: View, workflow_id: str, page: JournalPage) -> str:
                      f"{esc(label)}</a>")
 
     if page.earlier is not None:
-        if page.earlier > 0:
-            link("first", 0, "first")
+        if page.earlier != page.start:
+            link("first", page.start, "first")
         link("« earlier", page.earlier, "earlier")
     if page.later is not None:
         link("later »", page.later, "later")
@@ -151,7 +151,7 @@ def _pager(view: View, workflow_id: str, page: JournalPage) -> str:
     if not links:
         return ""
     shown = (f"operations {page.entries[0].function_id} to {page.entries[-1].function_id} "
-             f"of {page.total:,}")
+             f"of {page.start} to {page.last}")
     return f'<nav class="pager timeline-pager"><span class="muted">{shown}</span> ' + \
         " ".join(links) + "</nav>"
 
