@@ -401,3 +401,29 @@ def test_the_routes_table_lists_every_route() -> None:
               *(f"/schedule-action/{name}" for name in SCHEDULE_ACTIONS),
               *(f"/static/{name}" for name in STATIC_FILES)}
     assert served - documented == set()
+
+
+async def test_entries_recorded_before_they_described_themselves(make_app: Any, conn: Any
+                                                                 ) -> None:
+    """Journals written before sends, events and stream writes recorded what they did (output
+    NULL) still show: the rows, without keys or values."""
+    app = make_app()
+    flows = define(app)
+    async with app:
+        peer = await app.start_workflow(flows["listener"], workflow_id="peer-1")
+        talker = await app.start_workflow(flows["talker"], "peer-1", workflow_id="talk-1")
+        await peer.get_result(timeout_seconds=60)
+        await app.send("talk-1", "go on", topic="go")
+        await talker.get_result(timeout_seconds=60)
+        await conn.execute(
+            "UPDATE asyncflow.operations SET output = NULL WHERE workflow_id = 'talk-1' AND name "
+            "IN ('asyncflow.set_event', 'asyncflow.send', 'asyncflow.write_stream', "
+            "'asyncflow.close_stream')")
+        async with client_for(dashboard(app)) as http:
+            response = await http.get("/workflow", params={"id": "talk-1"})
+        assert response.status_code == 200
+        found = rows(response.text)
+        assert sorted(found) == [0, 1, 2, 3, 4, 5]
+        for number in (0, 1, 3):
+            assert 'class="key"' not in found[number] and "value-inline" not in found[number]
+        assert "closed" in found[2] and "&quot;GO ON&quot;" in found[5]

@@ -58,11 +58,12 @@ def _key(label: str, key: str | None) -> str:
 def _outcome(view: View, e: Entry) -> str:
     ident = f"op-{e.function_id}"
     if e.kind == "send":
-        target = workflow_link(view, e.target) if e.target else ""
+        if e.target is None:  # recorded before sends described themselves
+            return ""
         topic = (_key("topic", e.topic) if e.topic is not None else
                  '<span class="field">topic <span class="muted">none</span></span> ')
-        head = (f'<span class="field">to {target}</span> ' if target else "") + topic
-        return head + (expander(e.value, ident) if e.target else "")
+        return (f'<span class="field">to {workflow_link(view, e.target)}</span> {topic}'
+                + expander(e.value, ident))
     if e.kind == "set_event":
         return _key("key", e.key) + (expander(e.value, ident) if e.key is not None else "")
     if e.kind == "write_stream":
