@@ -1293,11 +1293,11 @@ WITH input AS (
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
     FOR SHARE
 ), op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error, output)
     SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads h
         WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
-    ) THEN i.error END
+    ) THEN i.error END, '{"key":' || to_json(i.key)::text || '}'
     FROM input i
     WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING

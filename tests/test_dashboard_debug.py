@@ -427,3 +427,29 @@ async def test_entries_recorded_before_they_described_themselves(make_app: Any, 
         for number in (0, 1, 3):
             assert 'class="key"' not in found[number] and "value-inline" not in found[number]
         assert "closed" in found[2] and "&quot;GO ON&quot;" in found[5]
+
+
+async def test_group_committed_stream_writes_record_their_key(make_app: Any, conn: Any) -> None:
+    """Stream writes of several workflows written in one group-commit statement record their
+    key like a write on its own, and show it."""
+    app = make_app()
+    flows = define(app)
+    async with app:
+        for workflow_id in ("gc-1", "gc-2"):
+            await app.start_workflow(flows["listener"], workflow_id=workflow_id)
+        await app._waits.wait_for_count(2)  # both parked in their recv
+        epochs = [await conn.fetchval("SELECT epoch FROM asyncflow.workflows WHERE workflow_id "
+                                      "= $1", w) for w in ("gc-1", "gc-2")]
+        store = app.runtime.store
+        written = await store._write_many([  # what the batcher runs for concurrent writes
+            (w, 100, "asyncflow.write_stream", f"key-{w}<", f'"entry of {w}"', "{}", epoch)
+            for w, epoch in zip(("gc-1", "gc-2"), epochs, strict=True)])
+        assert [result[:2] for result in written] == [(True, 0), (True, 0)]  # type: ignore[index]
+        async with client_for(dashboard(app)) as http:
+            for w in ("gc-1", "gc-2"):
+                page = (await http.get("/workflow", params={"id": w})).text
+                row = rows(page)[100]
+                assert f'stream <code class="key">key-{w}&lt;</code>' in row
+                assert f"&quot;entry of {w}&quot;" in row
+        for w in ("gc-1", "gc-2"):
+            await app.cancel_workflow(w)
