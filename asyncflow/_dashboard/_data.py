@@ -29,6 +29,7 @@ from .._status import (
     TERMINAL_STATUSES,
     WorkflowStatus,
 )
+from .._store import VersionChange
 
 STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 RESUMABLE = frozenset({CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
@@ -297,8 +298,10 @@ async def last_activities(core: Connected,
 
 @dataclass(frozen=True, slots=True)
 class Detail:
-    """A workflow's status row, inputs, result and recorded error, when it last changed
-    (:func:`last_activities`) and whether it has a journal (``has_history``)."""
+    """A workflow's status row, inputs, result and recorded error; when it last changed
+    (:func:`last_activities`) and whether it has a journal (``has_history``); whether it waits
+    for an executor of its app version that no live process runs (``stranded``), and its
+    adoptions by other versions (``version_changes``, oldest first)."""
 
     status: WorkflowStatus
     inputs: Value | None
@@ -306,6 +309,8 @@ class Detail:
     error: ErrorInfo | None
     last_activity: datetime
     has_history: bool
+    stranded: bool = False
+    version_changes: tuple[VersionChange, ...] = ()
 
 
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
@@ -314,10 +319,12 @@ async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     row = await core.runtime.store.dashboard_workflow_data(workflow_id, VALUE_CHARS)
     if row is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-    span = await core.runtime.store.dashboard_journal_span(workflow_id)
     error = None
     if row["error"] is not None:
         error = decode_error(row["error"])
+    store = core.runtime.store
+    stranded = status.status in CANCELLABLE and await store.workflow_stranded(workflow_id)
+    span = await store.dashboard_journal_span(workflow_id)
     return Detail(
         status,
         Value.stored(row["inputs"], row["inputs_length"], VALUE_CHARS),
@@ -325,6 +332,8 @@ async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
         error,
         max(status.updated_at, span["last_at"]) if span is not None else status.updated_at,
         span is not None,
+        stranded,
+        tuple(await store.version_changes(workflow_id)),
     )
 
 
