@@ -220,6 +220,8 @@ async def _serve_dashboard(
     async with Client(url, schema=args.schema, pool_size=4) as client:
         app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None,
                              allowed_hosts=_served_hosts(host, port, args.allow_host))
+        if not args.allow_actions:  # its pages and refusals say how to get the actions
+            app.actions_hint = "restart with <code>--allow-actions</code>"
         loop = asyncio.get_running_loop()
 
         class Server(uvicorn.Server):  # type: ignore[misc]

@@ -714,14 +714,20 @@ WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
 # Journaled effects of a workflow: the journal entry and the effect in ONE statement (one round
 # trip, atomic). ``recorded`` is 0 when the workflow is no longer PENDING (nothing was done); a
 # duplicate journal entry is a unique violation and nothing is done either.
+# The entry's output describes the effect for the dashboard's timeline and `workflow steps`
+# (%OUTPUT%, built from the statement's own parameters): a replay never reads it.
 _JOURNAL_ENTRY = """
 WITH op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name)
-    SELECT $1, $2, $3 FROM """ + _OWNED + """
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT $1, $2, $3, %OUTPUT% FROM """ + _OWNED + """
     RETURNING workflow_id
 )"""
 
-JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9") + """, ins AS (
+# {"to": destination, "topic": topic, "message": message}
+_SEND_OUTPUT = """'{"to":' || to_json($4::text)::text || ',"topic":' || coalesce(
+    to_json($5::text)::text, 'null') || ',"message":' || $6 || '}'"""
+JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9").replace(
+    "%OUTPUT%", _SEND_OUTPUT) + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT $4, $5, $6, $8 FROM op
     RETURNING destination_id
@@ -729,7 +735,10 @@ JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9") + """, ins AS (
 SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($7, 'm' || destination_id) FROM ins) AS notified"""
 
-JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7") + """, u AS (
+# {"key": key, "value": value}
+_SET_EVENT_OUTPUT = """'{"key":' || to_json($4::text)::text || ',"value":' || $5 || '}'"""
+JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7").replace(
+    "%OUTPUT%", _SET_EVENT_OUTPUT) + """, u AS (
     INSERT INTO {s}.events (workflow_id, key, value)
     SELECT workflow_id, $4, $5 FROM op
     ON CONFLICT (workflow_id, key)
@@ -757,13 +766,14 @@ _STREAM_APPEND = """, head AS (
 """
 
 # A write to a stream already closed is journaled with its failure ($7, the recorded
-# StreamClosedError) in the same statement, so a replay raises it too.
+# StreamClosedError) in the same statement, so a replay raises it too. The entry's output is
+# {"key": key} (the value is the stream's row, written by this function id).
 JOURNALED_WRITE_STREAM = """
 WITH op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error, output)
     SELECT $1, $2, $3, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
-    ) THEN $7 END
+    ) THEN $7 END, '{"key":' || to_json($4::text)::text || '}'
     FROM """ + _owned("$8") + """
     RETURNING workflow_id, error
 )""" + _STREAM_APPEND.replace(
@@ -773,7 +783,9 @@ SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "off
        coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
-JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6") + """, h AS (
+# {"key": key}
+JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6").replace(
+    "%OUTPUT%", """'{"key":' || to_json($4::text)::text || '}'""") + """, h AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
     SELECT workflow_id, $4, 0, true FROM op
     ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
@@ -1390,11 +1402,11 @@ WITH input AS (
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
     FOR SHARE
 ), op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error, output)
     SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads h
         WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
-    ) THEN i.error END
+    ) THEN i.error END, '{"key":' || to_json(i.key)::text || '}'
     FROM input i
     WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
@@ -1869,3 +1881,54 @@ SELECT count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
        count(*) > 0 OR EXISTS (SELECT 1 FROM {s}.queues WHERE queue_name = $1) AS known
 FROM {s}.workflows
 WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')"""
+
+# A workflow's journal: its first and last function ids, and when the last entry was recorded
+# (the workflow's last activity: checkpoints do not touch its row). Two probes of the primary
+# key, whatever the journal's length; no row when it is empty.
+DASHBOARD_JOURNAL_SPAN = """
+SELECT f.function_id AS first, l.function_id AS last, l.created_at AS last_at
+FROM (SELECT function_id FROM {s}.operations WHERE workflow_id = $1
+      ORDER BY function_id LIMIT 1) f,
+     (SELECT function_id, created_at FROM {s}.operations WHERE workflow_id = $1
+      ORDER BY function_id DESC LIMIT 1) l"""
+
+# When each workflow of $1 last recorded a journal entry (NULL: none yet).
+DASHBOARD_LAST_ACTIVITY = """
+SELECT w.id AS workflow_id,
+       (SELECT o.created_at FROM {s}.operations o WHERE o.workflow_id = w.id
+        ORDER BY o.function_id DESC LIMIT 1) AS last_at
+FROM unnest($1::text[]) AS w(id)"""
+
+# The journal entries with function ids in [$2, $3), with what each did: ``key`` (an event's,
+# a stream's), ``topic`` and ``target`` (a send's), and ``value`` (cut to $4 chars; ``length``
+# is the full length): a step's or a wait's recorded output, the value an event was set to, the
+# message sent, the entry a stream write appended (the stream's row written by that function
+# id). Built-in entries record a JSON description as their output (``{"key": …, "value": …}``);
+# entries recorded before they did show what they have.
+_DESCRIBED = """('asyncflow.set_event', 'asyncflow.send', 'asyncflow.close_stream',
+                 'asyncflow.write_stream')"""
+DASHBOARD_OPERATIONS = """
+SELECT o.function_id, o.name, o.child_id, o.completed, o.created_at,
+       left(o.error, $4) AS error, d.j ->> 'key' AS key, d.j ->> 'topic' AS topic,
+       d.j ->> 'to' AS target, left(v.value, $4) AS value, length(v.value) AS length
+FROM {s}.operations o
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN o.name IN """ + _DESCRIBED + """ AND left(o.output, 1) = '{'
+                THEN o.output::jsonb END AS j
+) d
+LEFT JOIN LATERAL (
+    SELECT e.value FROM {s}.streams e
+    WHERE o.name = 'asyncflow.write_stream' AND e.workflow_id = o.workflow_id
+      AND e.key = d.j ->> 'key' AND e.writer_fid = o.function_id AND e.writer_seq = 0
+) w ON true
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN o.name = 'asyncflow.write_stream' THEN w.value
+                WHEN o.name = 'asyncflow.set_event' AND d.j IS NOT NULL
+                    THEN (d.j -> 'value')::text
+                WHEN o.name = 'asyncflow.send' AND d.j IS NOT NULL
+                    THEN (d.j -> 'message')::text
+                WHEN o.name IN """ + _DESCRIBED + """ THEN NULL
+                ELSE o.output END AS value
+) v
+WHERE o.workflow_id = $1 AND o.function_id >= $2 AND o.function_id < $3
+ORDER BY o.function_id"""

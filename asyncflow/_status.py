@@ -118,6 +118,9 @@ class StepInfo:
 
     ``output`` is the recorded value (decoded JSON) and ``error`` is ``"Type: message"`` when the
     operation raised; ``completed`` is false for a wait (recv, get_event) still in progress.
+    A send, set_event, stream write or stream close records what it did: ``{"to", "topic",
+    "message"}``, ``{"key", "value"}``, ``{"key"}`` (``None`` for entries written before
+    asyncflow recorded it).
     """
 
     function_id: int

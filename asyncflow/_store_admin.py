@@ -171,6 +171,20 @@ class AdminStatements(BatchStatements):
         """The last ``tail`` entries of the workflow's first ``keys`` streams."""
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
 
+    async def dashboard_journal_span(self, workflow_id: str) -> Any:
+        """A workflow's first and last function ids and its last entry's time (None: empty)."""
+        return await self.storage.fetchrow(Q.DASHBOARD_JOURNAL_SPAN, workflow_id)
+
+    async def dashboard_last_activity(self, workflow_ids: list[str]) -> list[Any]:
+        """When each workflow last recorded a journal entry."""
+        return await self.storage.fetch(Q.DASHBOARD_LAST_ACTIVITY, workflow_ids)
+
+    async def dashboard_operations(
+        self, workflow_id: str, first: int, end: int, chars: int
+    ) -> list[Any]:
+        """The journal entries ``first <= function id < end`` with their keys and values."""
+        return await self.storage.fetch(Q.DASHBOARD_OPERATIONS, workflow_id, first, end, chars)
+
     async def dashboard_queues(self, registered: list[str]) -> list[Any]:
         """Every queue known to the database (and ``registered``), with its depth and running
         count, by name."""

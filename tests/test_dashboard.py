@@ -394,6 +394,9 @@ async def test_mounted_under_a_prefix(make_app: Any) -> None:
             assert 'data-live="/ops/dash/live"' in page
             assert (await http.get("/ops/dash/static/dashboard.js")).status_code == 200
             page = (await http.get("/ops/dash/workflow", params={"id": "w/1?x"})).text
+            assert 'action="/ops/dash/confirm"' in page  # cancel asks first
+            page = (await http.get("/ops/dash/confirm",
+                                   params={"action": "cancel", "id": "w/1?x"})).text
             assert 'action="/ops/dash/action/cancel"' in page
             assert http.cookies.jar and next(iter(http.cookies.jar)).path == "/ops/dash"
             response = await http.post("/ops/dash/action/cancel",
@@ -764,6 +767,9 @@ async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
                         "id": "cli-<1>", "csrf": http.cookies["asyncflow_csrf"], "topic": "go",
                         "message": '"from the cli dashboard"'})
                     assert response.status_code == (303 if allow_actions else 403)
+                    if not allow_actions:  # the refusal and the page say how to act
+                        assert "restart with `--allow-actions`" in response.text
+                        assert ("restart with <code>--allow-actions</code>" in page.text)
             finally:
                 process.send_signal(signal.SIGINT)
                 async with asyncio.timeout(60):
@@ -927,8 +933,10 @@ async def test_in_a_real_browser(db_url: str, procs: Any) -> None:
         assert await page.evaluate("location.href") == f"{url}workflow?id=job-1"
         await page.screenshot(ARTIFACTS / "dashboard-4-workflow-live.png")
 
-        # Cancel with the button: the page comes back with the new status.
+        # Cancel with the button, confirmed: the page comes back with the new status.
         await page.click('button[data-action="cancel"]', navigates=True)
+        assert (await client.get_workflow_status("job-1")).status == "PENDING"  # asks first
+        await page.click('button[data-confirm="cancel"]', navigates=True)
         await page.wait_for("document.querySelector('[data-part=\"summary\"] .badge')"
                             ".dataset.status === 'CANCELLED'")
         assert await page.evaluate(
