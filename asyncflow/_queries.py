@@ -269,6 +269,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, epoch)
     );
     """,
+    # 12: the topic a recv waited on, in its journal entry (the dashboard's timeline shows it;
+    # a replay never reads it). NULL for a recv without a topic and for every other entry.
+    """
+    ALTER TABLE {s}.operations ADD COLUMN topic text;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -902,8 +907,9 @@ FORK_COPY = """
 WITH ops AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline,
-         created_at)
-    SELECT $2, function_id, name, output, error, child_id, completed, deadline, created_at
+         created_at, topic)
+    SELECT $2, function_id, name, output, error, child_id, completed, deadline, created_at,
+           topic
     FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
     RETURNING 1
 ), before AS (
@@ -1011,8 +1017,10 @@ _OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
-    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, completed, deadline, topic)
+    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4,
+           $2
     FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
@@ -1909,7 +1917,8 @@ _DESCRIBED = """('asyncflow.set_event', 'asyncflow.send', 'asyncflow.close_strea
                  'asyncflow.write_stream')"""
 DASHBOARD_OPERATIONS = """
 SELECT o.function_id, o.name, o.child_id, o.completed, o.created_at,
-       left(o.error, $4) AS error, d.j ->> 'key' AS key, d.j ->> 'topic' AS topic,
+       left(o.error, $4) AS error, d.j ->> 'key' AS key,
+       coalesce(o.topic, d.j ->> 'topic') AS topic,
        d.j ->> 'to' AS target, left(v.value, $4) AS value, length(v.value) AS length
 FROM {s}.operations o
 CROSS JOIN LATERAL (

@@ -101,8 +101,9 @@ async def test_timeline_rows_show_keys_topics_and_values(make_app: Any) -> None:
         assert 'href="/workflow?id=peer-1"' in found[3]
         assert f'topic <code class="key">{ESCAPED}</code>' in found[3]
         assert "&quot;note&quot;" in found[3]
-        # The recv: the message it received; the step: its result.
+        # The recv: its topic and the message it received; the step: its result.
         assert "received" in found[4] and "&quot;go on&quot;" in found[4]
+        assert 'topic <code class="key">go</code>' in found[4]
         assert "&quot;GO ON&quot;" in found[5]
 
 

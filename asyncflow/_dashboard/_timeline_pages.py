@@ -79,12 +79,13 @@ def _outcome(view: View, e: Entry) -> str:
     if e.kind == "sleep":
         return f"until {when(e.until)}" if e.until else ""
     if e.kind in WAITS:
+        on = _key("topic", e.topic) if e.kind == "recv" else ""  # (recorded since migration 12)
         if e.state == "waiting":
-            return '<span class="muted">waiting…</span>'
+            return on + '<span class="muted">waiting…</span>'
         if e.state == "interrupted":
-            return '<span class="muted">ended while waiting</span>'
+            return on + '<span class="muted">ended while waiting</span>'
         verb = {"recv": "received", "get_event": "read"}.get(e.kind, "fired")
-        return f"{verb} {expander(e.value, ident)}"
+        return f"{on}{verb} {expander(e.value, ident)}"
     if e.kind == "step":
         return expander(e.value, ident)
     return ""
