@@ -7,7 +7,7 @@ import functools
 import os
 import secrets
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -71,6 +71,12 @@ class AsyncFlow(HistoryOps, Registrations):
     ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
     global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
     :class:`Telemetry` on (see docs/observability.md).
+    ``listen_url`` (default ``ASYNCFLOW_LISTEN_URL``): a direct or session-mode URL of the same
+    database for the listener and the liveness lock, when ``database_url`` is a transaction
+    pooler; ``connect_options``: keyword arguments for ``asyncpg.connect`` (``ssl``,
+    ``statement_cache_size``, ``command_timeout`` — default 60 s —, ``server_settings``, …);
+    ``migrate=False``: never create or upgrade the schema, only check its version (a runtime
+    role; the schema's owner runs ``asyncflow db migrate``). See docs/operations.md.
     """
 
     def __init__(
@@ -86,9 +92,16 @@ class AsyncFlow(HistoryOps, Registrations):
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = True,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options)
+        if not isinstance(migrate, bool):
+            raise InvalidSettingError(f"migrate must be a bool, not {migrate!r}")
+        self._migrate = migrate
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidSettingError(
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
@@ -191,7 +204,10 @@ class AsyncFlow(HistoryOps, Registrations):
     # -- lifecycle hooks ------------------------------------------------------------------------
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        await storage.migrate()
+        if self._migrate:
+            await storage.migrate()
+        else:  # a runtime role: the schema's owner migrates
+            await storage.check_schema()
 
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)

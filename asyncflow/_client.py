@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from . import _codec
@@ -25,7 +26,9 @@ class Client(HistoryOps):
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
     its waits (``get_event``, ``read_stream``, ``get_result``) are woken by NOTIFY as well. It
     never creates or migrates the schema; it checks the schema version when it connects.
-    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context).
+    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context);
+    ``listen_url`` and ``connect_options`` too (behind a transaction pooler, see
+    docs/operations.md).
     """
 
     def __init__(
@@ -36,9 +39,12 @@ class Client(HistoryOps):
         pool_size: int = 4,
         data_dir: str | os.PathLike[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options)
 
     async def _prepare_schema(self, storage: Storage) -> None:
         try:

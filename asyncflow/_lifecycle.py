@@ -4,7 +4,8 @@ and the operations that work the same from both (outside any workflow)."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -14,12 +15,14 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._admin import Admin
+from ._connect import connect_settings, resolve_listen_url
 from ._context import current_workflow, workflow_on
 from ._driver import refuse_in_replay
 from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
+from ._pooler import check_paths
 from ._runtime import Runtime, not_launched
 from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
@@ -82,6 +85,8 @@ class Connected(Admin):
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         try:
             Q.quote_schema(schema)
@@ -100,6 +105,7 @@ class Connected(Admin):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")
         self._database_url = database_url
+        self._connect = connect_settings(listen_url, connect_options)
         self._schema = schema
         self._pool_size = pool_size
         self._data_dir = data_dir
@@ -166,11 +172,13 @@ class Connected(Admin):
         from ._embedded import resolve_database_url
 
         url = await resolve_database_url(self._database_url, self._data_dir)
-        storage = Storage(url, self._schema, pool_size=self._pool_size)
+        settings = replace(self._connect, listen_url=resolve_listen_url(self._connect.listen_url))
+        storage = Storage(url, self._schema, pool_size=self._pool_size, settings=settings)
         await storage.open()
         tg = anyio.create_task_group()
         entered = False
         try:
+            await check_paths(storage)  # wake-ups must reach the listener
             await self._prepare_schema(storage)
             await tg.__aenter__()
             entered = True

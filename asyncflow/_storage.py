@@ -21,9 +21,9 @@ import asyncpg
 import asyncpg.exceptions as pgerr
 
 from . import _queries as Q
+from ._connect import ConnectSettings
 from ._driver import (
     Connection,
-    ReadOnlyDatabase,
     RetryableTransactionError,
     Row,
     UniqueViolation,
@@ -37,6 +37,7 @@ from ._driver import (
 )
 from ._errors import (
     NotLaunchedError,
+    ReadOnlyDatabaseError,
     SchemaVersionError,
     TransactionStateError,
 )
@@ -53,15 +54,19 @@ def holds_connection() -> bool:
     """Whether this task holds a transaction's connection (statements then run on it)."""
     return _held.get() is not None
 
-async def _roll_back(conn: Connection) -> None:
+async def _roll_back(conn: Connection) -> bool:
+    """Roll a user transaction back and reset its session in the same round trip; whether the
+    reset went out (the transaction was still open)."""
     if not conn.is_closed() and conn.is_in_transaction():
         with map_errors(conn):
-            await conn.execute(Q.ROLLBACK)
+            await conn.execute(Q.ROLLBACK_USER_TRANSACTION)
+        return True
+    return False
 
 
 def _replaced(exc: BaseException) -> bool:
     """Whether ``exc`` (raised in a guarded user transaction) shows the body replaced it."""
-    return isinstance(exc, ReadOnlyDatabase | pgerr.ReadOnlySQLTransactionError)
+    return isinstance(exc, ReadOnlyDatabaseError | pgerr.ReadOnlySQLTransactionError)
 
 def channel_name(schema: str) -> str:
     """The NOTIFY channel of a schema; always within Postgres's 63-byte identifier limit."""
@@ -122,12 +127,19 @@ class Tx:
         with map_errors(self.connection):
             return await self.connection.fetchrow(self._storage.sql(template), *args)
 
+    async def fetchval(self, template: str, *args: Any) -> Any:
+        with map_errors(self.connection):
+            return await self.connection.fetchval(self._storage.sql(template), *args)
+
 class Storage:
     """A pool of connections to one database, with statements rendered for one schema."""
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10,
+                 settings: ConnectSettings | None = None) -> None:
         Q.quote_schema(schema)  # validate early
         self.url = url
+        #: How connections are opened: the listener's session URL, the driver's options.
+        self.settings = settings if settings is not None else ConnectSettings()
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
@@ -152,7 +164,7 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        pool = ConnectionPool(self.url, self.pool_size)
+        pool = ConnectionPool(self.url, self.pool_size, self.settings.options)
         pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
         self._pool = pool
 
@@ -161,12 +173,39 @@ class Storage:
         if pool is not None:
             await pool.close()
 
-    async def connect(self) -> Connection:
-        """A dedicated connection outside the pool (used by the listener)."""
+    @property
+    def listen_url(self) -> str:
+        """The URL of session connections (the listener's): ``listen_url``, else the URL."""
+        return self.settings.listen_url or self.url
+
+    async def connect(self, url: str | None = None) -> Connection:
+        """A dedicated session connection outside the pool (the listener's), to ``listen_url``
+        when it is set (statements may go through a transaction pooler; LISTEN and session
+        locks may not), else to the database URL."""
         refuse_in_replay("a database connection")
-        with map_errors(), _configuration_errors(self.url):
-            conn: Connection = await asyncpg.connect(self.url)
+        target = url or self.listen_url
+        what = "listen URL (listen_url, ASYNCFLOW_LISTEN_URL)" if (
+            target != self.url) else None
+        with map_errors(), _configuration_errors(target, what):
+            conn: Connection = await asyncpg.connect(target, **self.settings.options)
             return conn
+
+    async def pool_is_direct(self) -> bool:
+        """Whether the pool's connections are sessions of the server itself: the server process
+        of a statement is the one the connection was opened with (a pooler in between answers
+        the connection with a key of its own)."""
+        pool = self.pool
+        conn = await pool.acquire()
+        try:
+            with map_errors(conn):
+                pid = await conn.fetchval(self.sql(Q.BACKEND_PID))
+        finally:
+            pool.release(conn)
+        return bool(pid == conn.get_server_pid())
+
+    def probe_notify(self, channel: str, token: str) -> Coroutine[Any, Any, str]:
+        """Commit a test NOTIFY through the pool (the launch check of the listener's path)."""
+        return self.execute(Q.PROBE_NOTIFY, channel, token)
 
     @staticmethod
     def is_retryable(exc: BaseException) -> bool:
@@ -253,16 +292,16 @@ class Storage:
                     if _lost_by_user_code(conn, exc):
                         raise _unavailable(f"database connection lost: {exc!r}") from exc
                     if user_code and _replaced(exc):
-                        await _roll_back(conn)
+                        session_reset = await _roll_back(conn)
                         raise _body_ended(name) from exc
                     if not conn.is_closed():
-                        with map_errors(conn):
-                            if tx is not None:
+                        if tx is not None:
+                            with map_errors(conn):
                                 await tx.rollback()
-                            elif conn.is_in_transaction():
-                                await conn.execute(Q.ROLLBACK)
-                            else:  # the body ended the transaction itself
-                                raise _body_ended(name) from exc
+                        elif not await _roll_back(conn):  # the body ended the transaction
+                            raise _body_ended(name) from exc
+                        else:
+                            session_reset = True
                     raise
                 finally:
                     _held.reset(token)
@@ -273,10 +312,10 @@ class Storage:
                         else:  # commit and reset the session in one round trip
                             await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
                             session_reset = True
-                except ReadOnlyDatabase as exc:  # the transaction committed is not ours
+                except ReadOnlyDatabaseError as exc:  # the transaction committed is not ours
                     if not user_code:
                         raise
-                    await _roll_back(conn)
+                    session_reset = await _roll_back(conn)
                     raise _body_ended(name) from exc
             finally:
                 if user_code and not conn.is_closed():
@@ -313,7 +352,10 @@ class Storage:
             return SCHEMA_VERSION
         async with self.transaction() as tx:
             await tx.execute(Q.MIGRATION_LOCK, self.namespace)
-            await tx.execute(Q.CREATE_SCHEMA)
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+            # exists: its owner migrates without that privilege.
+            if not await tx.fetchval(Q.SCHEMA_EXISTS, self.schema):
+                await tx.execute(Q.CREATE_SCHEMA)
             await tx.execute(Q.CREATE_VERSION_TABLE)
             row = await tx.fetchrow(Q.GET_SCHEMA_VERSION)
             current = int(row[0]) if row is not None else 0
@@ -334,8 +376,9 @@ class Storage:
         self._check_not_newer(current)
         if current < SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"the asyncflow schema {self.schema!r} is at version {current}, older than "
-                f"{SCHEMA_VERSION}; run `asyncflow db migrate` or launch an AsyncFlow app first"
+                f"the asyncflow schema {self.schema!r} is at version {current}, this code needs "
+                f"{SCHEMA_VERSION}: run `asyncflow db migrate` as its owner (or launch an "
+                "AsyncFlow app that migrates)"
             )
 
     async def _installed_version(self) -> int:

@@ -35,6 +35,8 @@ EXPECTED = {
     "Telemetry", "logging_filter",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
     "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
+    # production Postgres (docs/operations.md, "Deploying on managed Postgres")
+    "ReadOnlyDatabaseError",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

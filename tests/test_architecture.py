@@ -17,13 +17,13 @@ PACKAGE = Path(asyncflow.__file__).parent
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
-    ["_codec", "_health", "_embedded", "_telemetry"],
+    ["_codec", "_health", "_embedded", "_telemetry", "_connect"],
     ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],
     ["_storage", "_batch"],
-    ["_store_base"],
+    ["_store_base", "_pooler"],
     ["_store_batches", "_store_queues", "_store_history", "_store_schedules"],
     ["_store_admin"],
     ["_store"],
