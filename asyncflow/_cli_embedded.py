@@ -31,6 +31,12 @@ def _embedded() -> Any:
         return _import_embedded()
 
 
+def _listen_url(args: argparse.Namespace) -> str | None:
+    """``--listen-url`` (the Client falls back to ``ASYNCFLOW_LISTEN_URL`` itself)."""
+    url: str | None = getattr(args, "listen_url", None)
+    return url
+
+
 def _database_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url or os.environ.get(ENV_URL)
     if url:
