@@ -266,6 +266,11 @@ COMMIT;
 """ + RESET_SESSION
 ROLLBACK = "ROLLBACK"
 
+# The server's idle_in_transaction_session_timeout for this role and database, in milliseconds
+# (0: none): read when a transaction's session was closed under its body, to name the cause.
+IDLE_IN_TRANSACTION_TIMEOUT = """
+SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"""
+
 # ---------------------------------------------------------------------------------------------
 # Launch checks of the connection paths (asyncflow._pooler)
 # ---------------------------------------------------------------------------------------------

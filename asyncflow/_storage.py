@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import zlib
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -36,6 +37,7 @@ from ._driver import (
     report_unavailable,
 )
 from ._errors import (
+    AsyncFlowError,
     NotLaunchedError,
     ReadOnlyDatabaseError,
     SchemaVersionError,
@@ -105,12 +107,18 @@ class Tx:
         self._storage = storage
         self.connection = conn
         self.guarded = guarded
+        self.began = time.monotonic()
 
-    def check_intact(self, name: str) -> None:
+    async def check_intact(self, name: str) -> None:
         """Raise TransactionStateError if user code ended the transaction (or closed its
-        connection: a body that returns normally did not lose it to an outage)."""
+        connection: a body that returns normally did not lose it to an outage), naming
+        idle_in_transaction_session_timeout when the server closed it for that."""
         conn = self.connection
         if self.guarded and (conn.is_closed() or not conn.is_in_transaction()):
+            if conn.is_closed():
+                idle = await self._storage.idle_timeout_ended(name, self.began)
+                if idle is not None:
+                    raise idle
             raise _body_ended(name)
 
     async def execute(self, template: str, *args: Any) -> str:
@@ -207,6 +215,31 @@ class Storage:
         """Commit a test NOTIFY through the pool (the launch check of the listener's path)."""
         return self.execute(Q.PROBE_NOTIFY, channel, token)
 
+    async def idle_timeout_ended(self, name: str, began: float) -> TransactionStateError | None:
+        """The error naming ``idle_in_transaction_session_timeout`` if it explains why the
+        session of user transaction ``name`` (begun at ``began``) was closed under its body;
+        ``None`` if it does not (no such timeout, or the body was shorter) or cannot be read."""
+        pool = self.pool
+        try:
+            conn = await pool.acquire()  # not the held (closed) connection of the transaction
+            try:
+                with map_errors(conn):
+                    limit = int(await conn.fetchval(self.sql(Q.IDLE_IN_TRANSACTION_TIMEOUT)))
+            finally:
+                pool.release(conn)
+        except AsyncFlowError:
+            return None
+        if limit <= 0 or (time.monotonic() - began) * 1000 < limit:
+            return None
+        return TransactionStateError(
+            f"the server closed the session of transaction {name!r}: its body kept the "
+            f"transaction open without a statement for longer than the server's "
+            f"idle_in_transaction_session_timeout ({limit} ms), awaiting something other than "
+            "the database; nothing of it was committed. Do slow work outside the transaction "
+            "(in a step before or after it), or raise idle_in_transaction_session_timeout for "
+            "this role or database"
+        )
+
     @staticmethod
     def is_retryable(exc: BaseException) -> bool:
         """A raw asyncpg error from user code that a transaction retry may cure."""
@@ -286,10 +319,14 @@ class Storage:
                     with map_errors(conn):
                         await tx.start()
                 token = _held.set(conn)
+                began = time.monotonic()
                 try:
                     yield Tx(self, conn, guarded=user_code)
                 except BaseException as exc:
                     if _lost_by_user_code(conn, exc):
+                        idle = await self.idle_timeout_ended(name, began) if user_code else None
+                        if idle is not None:
+                            raise idle from exc
                         raise _unavailable(f"database connection lost: {exc!r}") from exc
                     if user_code and _replaced(exc):
                         session_reset = await _roll_back(conn)
