@@ -219,14 +219,15 @@ class Storage:
         """The error naming ``idle_in_transaction_session_timeout`` if it explains why the
         session of user transaction ``name`` (begun at ``began``) was closed under its body;
         ``None`` if it does not (no such timeout, or the body was shorter) or cannot be read."""
-        pool = self.pool
         try:
-            conn = await pool.acquire()  # not the held (closed) connection of the transaction
+            # A connection of its own: the transaction still holds its (closed) pool slot, and
+            # waiting for another one could wait for ever on a full pool.
+            conn = await self.connect(self.url)
             try:
                 with map_errors(conn):
                     limit = int(await conn.fetchval(self.sql(Q.IDLE_IN_TRANSACTION_TIMEOUT)))
             finally:
-                pool.release(conn)
+                conn.terminate()
         except AsyncFlowError:
             return None
         if limit <= 0 or (time.monotonic() - began) * 1000 < limit:

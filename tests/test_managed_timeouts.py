@@ -46,3 +46,17 @@ async def test_idle_in_transaction_timeout_is_named(db_url, then_query):
                            match="idle_in_transaction_session_timeout"):
             await handle.get_result()
         assert (await handle.get_status()).status == "ERROR"
+
+
+async def test_idle_in_transaction_timeout_is_named_with_a_pool_of_one(db_url):
+    app = asyncflow.AsyncFlow(db_url, pool_size=1, connect_options={
+        "server_settings": {"idle_in_transaction_session_timeout": IDLE_MS}})
+
+    @app.transaction()
+    async def slow() -> None:
+        await _until_closed_by_the_server()
+
+    async with app:
+        with pytest.raises(asyncflow.TransactionStateError,
+                           match="idle_in_transaction_session_timeout"):
+            await asyncio.wait_for(slow(), 30)
