@@ -27,6 +27,7 @@ from ._history import (
     selection,
 )
 from ._lifecycle import Connected, setting
+from ._liveness import BEATS_PER_LEASE
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
 from ._registration import Fn, Registrations, check_coroutine_function, registered_name
@@ -35,6 +36,7 @@ from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._schedules import Scheduler
+from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES
 from ._steps import run_transaction
@@ -47,6 +49,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MIN_RECOVERY_INTERVAL = 0.05
+MIN_LIVENESS_TIMEOUT = 0.25
 _ISOLATION_LEVELS = (None, "read_committed", "repeatable_read", "serializable")
 
 
@@ -62,7 +65,10 @@ class AsyncFlow(HistoryOps, Registrations):
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
-    one); ``app_version`` defaults to a hash of the registered workflows' source, and only
+    one). ``liveness_timeout_seconds``: how long this process may show no sign of life (while
+    its liveness lock is also free) before other processes take its workflows over; it renews
+    its lease five times within it (docs/operations.md, "Liveness and fencing").
+    ``app_version`` defaults to a hash of the registered workflows' source, and only
     workflows started by the same version are recovered by this app. ``retention``: a
     :class:`Retention` the app applies in the background (finished workflows older, or more,
     than it keeps are deleted); ``None`` keeps everything.
@@ -71,12 +77,8 @@ class AsyncFlow(HistoryOps, Registrations):
     ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
     global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
     :class:`Telemetry` on (see docs/observability.md).
-    ``listen_url`` (default ``ASYNCFLOW_LISTEN_URL``): a direct or session-mode URL of the same
-    database for the listener and the liveness lock, when ``database_url`` is a transaction
-    pooler; ``connect_options``: keyword arguments for ``asyncpg.connect`` (``ssl``,
-    ``statement_cache_size``, ``command_timeout`` — default 60 s —, ``server_settings``, …);
-    ``migrate=False``: never create or upgrade the schema, only check its version (a runtime
-    role; the schema's owner runs ``asyncflow db migrate``). See docs/operations.md.
+    ``listen_url``, ``connect_options``: as for :class:`Client`; ``migrate=False``: only check
+    the schema's version (a runtime role; its owner runs ``asyncflow db migrate``).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class AsyncFlow(HistoryOps, Registrations):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        liveness_timeout_seconds: float = 10.0,
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
@@ -98,10 +101,7 @@ class AsyncFlow(HistoryOps, Registrations):
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
                          telemetry=telemetry, listen_url=listen_url,
-                         connect_options=connect_options)
-        if not isinstance(migrate, bool):
-            raise InvalidSettingError(f"migrate must be a bool, not {migrate!r}")
-        self._migrate = migrate
+                         connect_options=connect_options, migrate=migrate)
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidSettingError(
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
@@ -127,6 +127,14 @@ class AsyncFlow(HistoryOps, Registrations):
                 f"is a query), not {recovery_interval_seconds!r}"
             )
         self._recovery_interval = interval
+        lease = setting(_codec.check_timeout, liveness_timeout_seconds,
+                        "liveness_timeout_seconds")
+        if lease < MIN_LIVENESS_TIMEOUT:
+            raise InvalidSettingError(
+                f"liveness_timeout_seconds must be at least {MIN_LIVENESS_TIMEOUT} (the lease "
+                f"is renewed {BEATS_PER_LEASE} times within it), not "
+                f"{liveness_timeout_seconds!r}")
+        self._liveness_timeout = lease
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
@@ -150,7 +158,9 @@ class AsyncFlow(HistoryOps, Registrations):
 
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(registered_name(name, fn), fn, isolation)
+            tx_name = registered_name(name, fn)
+            spec = TransactionSpec(tx_name, fn, isolation,
+                                   types=Signature(fn, f"transaction {tx_name!r}"))
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -204,16 +214,15 @@ class AsyncFlow(HistoryOps, Registrations):
     # -- lifecycle hooks ------------------------------------------------------------------------
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        if self._migrate:
-            await storage.migrate()
-        else:  # a runtime role: the schema's owner migrates
-            await storage.check_schema()
+        await (storage.migrate() if self._migrate else storage.check_schema())
 
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)
+        liveness = runtime.listener.liveness
+        assert liveness is not None
         supervisor = self._supervisor = Supervisor(runner, self._workflows,
-                                                   self._recovery_interval)
-        runner.on_stopped_early = supervisor.poke
+                                                   self._recovery_interval, liveness)
+        runner.on_stopped_early = functools.partial(supervisor.poke, repair=True)
         runtime.monitors["supervisor"] = supervisor.monitor
         if self._serve is not None:
             unknown = [name for name in self._serve if name not in self._queues]
@@ -245,6 +254,12 @@ class AsyncFlow(HistoryOps, Registrations):
         for name, queue in self._queues.items():
             if self._serves(name):
                 self._start_dispatcher(runtime, queue)
+
+    def _on_reconnect(self, server_changed: bool) -> None:
+        # Anything may have happened while this process was cut off (even lost commits, after a
+        # failover): look for own PENDING workflows that nothing runs.
+        if self._supervisor is not None:
+            self._supervisor.poke(repair=True)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -310,12 +325,12 @@ class AsyncFlow(HistoryOps, Registrations):
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
-        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
-                              f"the arguments of workflow {spec.name!r}")
+        assert spec.types is not None
+        inputs = spec.types.encode_inputs(args, kwargs)
         parent = workflow_on(self._runtime)
         if parent is not None:
             if parent.replaying:  # a history replay: the recorded child, nothing started
-                return child_handle(parent, parent.reserve())
+                return child_handle(parent, parent.reserve(), spec.types)
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
                                      timeout_seconds)
         return self._start(spec, inputs, workflow_id, timeout_seconds)
@@ -325,7 +340,7 @@ class AsyncFlow(HistoryOps, Registrations):
         timeout_seconds: float | None,
     ) -> WorkflowHandle[Any]:
         return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
-                                                    timeout_seconds))
+                                                    timeout_seconds), spec.types)
 
     async def _start_child(
         self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
@@ -334,7 +349,7 @@ class AsyncFlow(HistoryOps, Registrations):
         parent = current_workflow()
         assert parent is not None
         return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds))
+            parent, function_id, spec, inputs, workflow_id, timeout_seconds), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
@@ -352,7 +367,7 @@ class AsyncFlow(HistoryOps, Registrations):
             runtime.waits.wake(QUEUE, resumed.queue_name)
         elif resumed is not None and here:
             self.runner.spawn(workflow_id, self._workflows[resumed.name], resumed.inputs,
-                              fresh=False)
+                              fresh=False, epoch=resumed.epoch)
         return self._handle(workflow_id)
 
     def _after_cancel(self, workflow_id: str) -> None:
@@ -418,7 +433,7 @@ class AsyncFlow(HistoryOps, Registrations):
         return None
 
     def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
-        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False, epoch=1)
 
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""
@@ -447,22 +462,26 @@ class AsyncFlow(HistoryOps, Registrations):
         return send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     def get_event(
-        self, workflow_id: str, key: str, timeout_seconds: float = 60
+        self, workflow_id: str, key: str, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
-        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow."""
+        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow.
+        ``type``: the annotation to decode the value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
         ctx = workflow_on(self._runtime)
         if ctx is not None:
-            return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
-        return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+            got = get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
+        else:
+            got = get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        return got if read is None else decoded(got, read)
 
     def recv(
-        self, topic: str | None = None, timeout_seconds: float = 60
+        self, topic: str | None = None, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
         """Same as :func:`asyncflow.recv` (workflows only)."""
-        return _api.recv(topic, timeout_seconds)
+        return _api.recv(topic, timeout_seconds, type=type)
 
     def set_event(self, key: str, value: Any) -> Coroutine[Any, Any, None]:
         """Same as :func:`asyncflow.set_event` (workflows and steps)."""

@@ -37,6 +37,16 @@ class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 
 
+class DecodeError(SerializationError):
+    """A stored value does not fit the annotation it is read by (the type changed since it was
+    written, or it was stored by other code). ``path`` names the field
+    (``order.items[3].price``). No half-built object is returned."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ValueTooLargeError(SerializationError):
     """A value's JSON encoding exceeds the size limit. Nothing was written."""
 
@@ -182,3 +192,8 @@ class _ExecutionConflict(BaseException):
 
     A ``BaseException`` so that user code catching ``Exception`` cannot swallow it.
     """
+
+
+class _OwnershipLost(_ExecutionConflict):
+    """This execution's workflow was claimed by another execution (its epoch moved on): the
+    write that found out was refused, and the execution stops without recording anything."""

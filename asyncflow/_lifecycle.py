@@ -3,11 +3,12 @@ and the operations that work the same from both (outside any workflow)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -18,12 +19,19 @@ from ._admin import Admin
 from ._connect import connect_settings, resolve_listen_url
 from ._context import current_workflow, workflow_on
 from ._driver import refuse_in_replay
-from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
+from ._errors import (
+    AsyncFlowError,
+    ConfigurationError,
+    InvalidArgumentError,
+    InvalidSettingError,
+)
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
+from ._liveness import Liveness
 from ._pooler import check_paths
 from ._runtime import Runtime, not_launched
+from ._signature import Signature, decoded_items, reader
 from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
@@ -39,6 +47,7 @@ from ._wait_first import (
 )
 
 MAX_BIGINT = 2**63 - 1
+logger = logging.getLogger("asyncflow")
 T = TypeVar("T")
 
 
@@ -76,6 +85,8 @@ class Connected(Admin):
     come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
+    #: An app's lease (``liveness_timeout_seconds``); unused by a client.
+    _liveness_timeout: float = 10.0
 
     def __init__(
         self,
@@ -87,6 +98,7 @@ class Connected(Admin):
         telemetry: bool | Telemetry | None = None,
         listen_url: str | None = None,
         connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = False,
     ) -> None:
         try:
             Q.quote_schema(schema)
@@ -106,6 +118,9 @@ class Connected(Admin):
                 f"database_url must be a str, not {type(database_url).__name__}")
         self._database_url = database_url
         self._connect = connect_settings(listen_url, connect_options)
+        if not isinstance(migrate, bool):
+            raise InvalidSettingError(f"migrate must be a bool, not {migrate!r}")
+        self._migrate = migrate  # an app's (a Client never migrates)
         self._schema = schema
         self._pool_size = pool_size
         self._data_dir = data_dir
@@ -162,6 +177,9 @@ class Connected(Admin):
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         """Hook for the app: react to a notification (after waiters were woken)."""
 
+    def _on_reconnect(self, server_changed: bool) -> None:
+        """Hook for the app: the listener reconnected (to another server, if ``changed``)."""
+
     async def launch(self) -> None:
         """Connect, prepare the schema, and start the listener (and, for an app, recovery).
 
@@ -173,7 +191,10 @@ class Connected(Admin):
 
         url = await resolve_database_url(self._database_url, self._data_dir)
         settings = replace(self._connect, listen_url=resolve_listen_url(self._connect.listen_url))
-        storage = Storage(url, self._schema, pool_size=self._pool_size, settings=settings)
+        name = ("asyncflow-client" if self._executor_id is None
+                else f"asyncflow:{self._executor_id}")
+        storage = Storage(url, self._schema, pool_size=self._pool_size, settings=settings,
+                          application_name=name)
         await storage.open()
         tg = anyio.create_task_group()
         entered = False
@@ -183,8 +204,10 @@ class Connected(Admin):
             await tg.__aenter__()
             entered = True
             store = Store(storage)
-            listener = Listener(store, self._waits, executor_id=self._executor_id,
-                                on_notify=self._on_notify)
+            liveness = (None if self._executor_id is None
+                        else Liveness(store, self._executor_id, self._liveness_timeout))
+            listener = Listener(store, self._waits, liveness=liveness,
+                                on_notify=self._on_notify, on_reconnect=self._on_reconnect)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
             self._observe(runtime)
             if self._prepare_runtime is not None:
@@ -229,6 +252,13 @@ class Connected(Admin):
             # and get NotLaunchedError instead of waiting forever.
             self._waits.wake_all()
             with anyio.CancelScope(shield=True):
+                liveness = runtime.listener.liveness
+                if liveness is not None:  # nothing runs any more: others may recover at once
+                    try:
+                        await liveness.retire()
+                    except AsyncFlowError as exc:  # unreachable: others wait out the lease
+                        logger.warning("asyncflow could not end executor %s's lease at "
+                                       "shutdown (%s)", liveness.executor_id, exc)
                 await runtime.store.storage.close()
 
     def _stopped(self) -> None:
@@ -274,8 +304,8 @@ class Connected(Admin):
 
     # -- workflows ------------------------------------------------------------------------------
 
-    def _handle(self, workflow_id: str) -> WorkflowHandle[Any]:
-        return WorkflowHandle(self._get_runtime, workflow_id)
+    def _handle(self, workflow_id: str, types: Signature | None = None) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._get_runtime, workflow_id, types)
 
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; :class:`WorkflowNotFoundError` if there is none."""
@@ -301,22 +331,35 @@ class Connected(Admin):
         return await self.runtime.store.get_all_events(workflow_id)
 
     async def stream_entries(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[tuple[int, Any]]:
         """Like :meth:`read_stream` but yields ``(offset, value)`` pairs."""
         check_stream_args(workflow_id, key, offset)
+        read = reader(type, f"a value of stream {key!r} of workflow {workflow_id!r}")
         runtime = self.runtime
         async for entry in entries(runtime, workflow_id, key, offset,
                                    current_workflow(runtime)):
-            yield entry
+            yield entry if read is None else (entry[0], read(entry[1]))
 
-    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]:
+    @overload
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *, type: Any) -> AsyncIterator[Any]: ...
+
+    def watch_event(self, workflow_id: str, key: str, *, type: Any = None
+                    ) -> AsyncIterator[Any]:
         """Yield the value of event ``key`` of a workflow now (if set) and after every change,
         until the workflow ends. Woken by NOTIFY; when several sets land between two reads the
-        latest is yielded, and the value at the workflow's end is never lost."""
+        latest is yielded, and the value at the workflow's end is never lost. ``type``: the
+        annotation to decode each value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
-        return watch(self.runtime, workflow_id, key)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
+        values = watch(self.runtime, workflow_id, key)
+        return values if read is None else decoded_items(values, read)
 
     def wait_first(self, *branches: Branch) -> Coroutine[Any, Any, Fired]:
         """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
@@ -328,13 +371,25 @@ class Connected(Admin):
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
         return wait_first_outside(self.runtime, checked)
 
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *,
+                    offset: int = 0) -> AsyncIterator[Any]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: Any) -> AsyncIterator[Any]: ...
+
     async def read_stream(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[Any]:
         """Yield every value of a workflow's stream in order, from ``offset`` on.
 
         Parks at the tail until more is written (woken by NOTIFY); ends when the stream is
-        closed or the writing workflow ends (success, error or cancellation).
+        closed or the writing workflow ends (success, error or cancellation). ``type``: the
+        annotation to decode each value by (without it: plain JSON).
         """
-        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset):
+        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset,
+                                                        type=type):
             yield value

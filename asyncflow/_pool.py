@@ -24,7 +24,10 @@ class ConnectionPool:
         self._url = url
         self._options = options or {}
         self._size = size
-        self._idle: list[Connection] = []
+        self._idle: list[tuple[Connection, float]] = []  # with the loop time it became idle
+        #: Idle connections older than this (seconds) are closed rather than reused: set below
+        #: the server's idle_session_timeout, which would otherwise end them under a statement.
+        self.max_idle: float | None = None
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._open = 0  # open or opening
         self._closed = False
@@ -47,9 +50,12 @@ class ConnectionPool:
             if self._closed:
                 raise NotLaunchedError("the connection pool is closed")
             while self._idle:
-                conn = self._idle.pop()
+                conn, since = self._idle.pop()
                 if not conn.is_closed():
-                    return conn
+                    if (self.max_idle is None
+                            or asyncio.get_running_loop().time() - since < self.max_idle):
+                        return conn
+                    conn.terminate()  # about to be ended by the server: open a fresh one
                 self._open -= 1
                 self.pids.discard(self._pid_of.pop(conn, 0))
             if self._open < self._size:
@@ -103,7 +109,7 @@ class ConnectionPool:
                 waiter.set_result(conn)
                 return
         if conn is not None:
-            self._idle.append(conn)
+            self._idle.append((conn, asyncio.get_running_loop().time()))
 
     async def close(self) -> None:
         self._closed = True
@@ -114,7 +120,7 @@ class ConnectionPool:
         idle, self._idle = self._idle, []
         self.pids.clear()
         self._pid_of.clear()
-        for conn in idle:
+        for conn, _since in idle:
             self._open -= 1
             try:
                 await asyncio.wait_for(conn.close(), 5)

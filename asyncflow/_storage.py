@@ -143,11 +143,15 @@ class Storage:
     """A pool of connections to one database, with statements rendered for one schema."""
 
     def __init__(self, url: str, schema: str, *, pool_size: int = 10,
-                 settings: ConnectSettings | None = None) -> None:
+                 settings: ConnectSettings | None = None,
+                 application_name: str = "asyncflow") -> None:
         Q.quote_schema(schema)  # validate early
         self.url = url
         #: How connections are opened: the listener's session URL, the driver's options.
         self.settings = settings if settings is not None else ConnectSettings()
+        #: What pool connections show as ``application_name`` (``pg_stat_activity``); the
+        #: listener's is the same with ``-listener``.
+        self.application_name = application_name
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
@@ -172,7 +176,7 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        pool = ConnectionPool(self.url, self.pool_size, self.settings.options)
+        pool = ConnectionPool(self.url, self.pool_size, self._options(self.application_name))
         pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
         self._pool = pool
 
@@ -181,21 +185,33 @@ class Storage:
         if pool is not None:
             await pool.close()
 
+    def _options(self, application_name: str) -> dict[str, Any]:
+        """The driver's options for a connection shown as ``application_name`` (unless the
+        ``server_settings`` of ``connect_options`` name one)."""
+        options = dict(self.settings.options)
+        options["server_settings"] = {"application_name": application_name[:63],
+                                      **options.get("server_settings", {})}
+        return options
+
     @property
     def listen_url(self) -> str:
         """The URL of session connections (the listener's): ``listen_url``, else the URL."""
         return self.settings.listen_url or self.url
 
-    async def connect(self, url: str | None = None) -> Connection:
-        """A dedicated session connection outside the pool (the listener's), to ``listen_url``
-        when it is set (statements may go through a transaction pooler; LISTEN and session
-        locks may not), else to the database URL."""
+    async def connect(self, url: str | None = None, *, listener: bool = False) -> Connection:
+        """A dedicated session connection outside the pool (``listener``: the listener's), to
+        ``listen_url`` when it is set (statements may go through a transaction pooler; LISTEN
+        and session locks may not), else to the database URL."""
         refuse_in_replay("a database connection")
+        name = self.application_name
+        if listener:
+            head, _, tail = name.partition(":")
+            name = f"{head}-listener:{tail}" if tail else f"{head}-listener"
         target = url or self.listen_url
         what = "listen URL (listen_url, ASYNCFLOW_LISTEN_URL)" if (
             target != self.url) else None
         with map_errors(), _configuration_errors(target, what):
-            conn: Connection = await asyncpg.connect(target, **self.settings.options)
+            conn: Connection = await asyncpg.connect(target, **self._options(name))
             return conn
 
     async def pool_is_direct(self) -> bool:

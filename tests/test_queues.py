@@ -368,7 +368,7 @@ async def test_bad_queue_arguments_fail_at_the_call(make_app):
     with pytest.raises(asyncflow.InvalidArgumentError, match="delay_seconds"):
         queue.enqueue(noop, delay_seconds=-1)
     with pytest.raises(asyncflow.SerializationError):
-        queue.enqueue(noop, {1, 2})
+        queue.enqueue(noop, {1, object()})
     with pytest.raises(asyncflow.ConfigurationError, match="nope"):
         async with make_app(queues=["nope"]):
             pass
