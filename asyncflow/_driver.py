@@ -148,7 +148,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "a statement did not finish within the command timeout (connect_options"
             "['command_timeout'], default 60 s): the server is overloaded, a lock is held, or "
             "synchronous replication waits for a standby that is down (synchronous_standby_"
-            "names); nothing was reported as done"
+            "names). A write may have taken effect all the same (a commit waiting for a "
+            "synchronous standby is already durable on the primary): retry it idempotently"
         ) from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(

@@ -87,25 +87,23 @@ async def test_multi_host_url_with_read_write_runs_on_the_primary(pair):
 
 
 async def test_synchronous_standby_down_ends_in_a_clear_error_not_a_hang(pair):
-    app, greet = _app(pair.primary.url("app"), connect_options={"command_timeout": 2})
-    async with app:
-        # The standby named as synchronous does not exist: every commit waits for it.
-        await admin(pair.primary.url(), "ALTER SYSTEM SET synchronous_standby_names = 'nobody'",
-                    "SELECT pg_reload_conf()")
-        try:
+    # The primary names a synchronous standby that does not exist: with synchronous_commit on,
+    # every commit waits for it.
+    waits = {"command_timeout": 2, "server_settings": {"synchronous_commit": "on"}}
+    started = time.monotonic()
+    with pytest.raises(asyncflow.DatabaseUnavailableError, match="synchronous"):
+        async with _app(pair.primary.url("app"), connect_options=waits)[0]:
+            pass
+    assert time.monotonic() - started < 30
+    app, greet = _app(pair.primary.url("app"))
+    async with app:  # launched; then a process whose commits wait sends to a workflow
+        handle = await app.start_workflow(greet, "sync", workflow_id="sync")
+        assert await handle.get_result() == "hello sync"
+        async with asyncflow.Client(pair.primary.url("app"), connect_options=waits) as client:
             started = time.monotonic()
             with pytest.raises(asyncflow.DatabaseUnavailableError, match="synchronous"):
-                await app.start_workflow(greet, "stuck")
+                await client.send("sync", "hello")
             assert time.monotonic() - started < 20
-            started = time.monotonic()
-            with pytest.raises(asyncflow.DatabaseUnavailableError, match="synchronous"):
-                async with _app(pair.primary.url("app"),
-                                connect_options={"command_timeout": 2})[0]:
-                    pass
-            assert time.monotonic() - started < 30
-        finally:
-            await admin(pair.primary.url(), "ALTER SYSTEM RESET synchronous_standby_names",
-                        "SELECT pg_reload_conf()")
 
 
 async def test_smoke_on_postgres_15(pair):
