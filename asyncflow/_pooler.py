@@ -63,8 +63,9 @@ async def _close(session: Connection, channel: str, callback: Any) -> None:
 async def check_paths(storage: Storage) -> None:
     """Fail launch with a clear error if wake-ups could not reach the listener."""
     listen_url = storage.settings.listen_url
+    storage.pooled = not await storage.pool_is_direct()
     if listen_url is None:
-        if await storage.pool_is_direct() or await notify_arrives(storage, storage.url):
+        if not storage.pooled or await notify_arrives(storage, storage.url):
             return
         raise ConfigurationError(
             "the database URL goes through a connection pooler that does not keep sessions "

@@ -24,6 +24,7 @@ import asyncpg.exceptions as pgerr
 from . import _queries as Q
 from ._connect import ConnectSettings
 from ._driver import (
+    _PREPARED_STATEMENTS,
     Connection,
     RetryableTransactionError,
     Row,
@@ -152,6 +153,8 @@ class Storage:
         #: What pool connections show as ``application_name`` (``pg_stat_activity``); the
         #: listener's is the same with ``-listener``.
         self.application_name = application_name
+        #: Whether a pooler stands between the pool and the server (found at launch).
+        self.pooled = False
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
@@ -356,6 +359,9 @@ class Storage:
                             raise _body_ended(name) from exc
                         else:
                             session_reset = True
+                    if self.pooled and isinstance(exc, _PREPARED_STATEMENTS):
+                        with map_errors(conn):  # the body's statements on the pooler
+                            raise exc
                     raise
                 finally:
                     _held.reset(token)

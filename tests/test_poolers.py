@@ -29,6 +29,16 @@ def _database(url: str) -> str:
     return urlsplit(url).path.lstrip("/")
 
 
+async def _reconnect(bouncer: PgBouncer) -> None:
+    """pgbouncer replaces its server connections (its admin console's RECONNECT): prepared
+    statements made on the old ones are gone."""
+    console = await asyncpg.connect(bouncer.url("pgbouncer"), statement_cache_size=0)
+    try:
+        await console.execute("RECONNECT")
+    finally:
+        await console.close()
+
+
 @pytest.fixture
 async def transaction_bouncer(server_url: str) -> AsyncIterator[PgBouncer]:
     bouncer = PgBouncer(server_url, "transaction", pool_size=20)
@@ -169,13 +179,27 @@ async def test_prepared_statement_error_becomes_a_configuration_error(
     async with asyncflow.Client(pooled, listen_url=db_url, pool_size=1) as client:
         with pytest.raises(asyncflow.WorkflowNotFoundError):
             await client.get_workflow_status("nope")  # prepared on the server used now
-        holder = await asyncpg.connect(pooled, statement_cache_size=0)
-        try:
-            await holder.execute("BEGIN")  # takes that server connection (the last used)
-            await holder.execute("SELECT 1")
-            with pytest.raises(asyncflow.ConfigurationError, match="statement_cache_size"):
-                # Another server connection runs it: the prepared statement is missing there.
-                await client.get_workflow_status("nope")
-            await holder.execute("ROLLBACK")
-        finally:
-            await holder.close()
+        await _reconnect(transaction_bouncer)
+        with pytest.raises(asyncflow.ConfigurationError, match="statement_cache_size"):
+            # Another server connection runs it: the prepared statement is missing there.
+            await client.get_workflow_status("nope")
+
+
+async def test_prepared_statement_error_in_a_transaction_body_is_translated_too(
+        transaction_bouncer, db_url):
+    pooled = transaction_bouncer.url(_database(db_url))
+    # The driver's statement cache on: the body's statement is prepared once, by name, on the
+    # server connection of its first transaction.
+    app = asyncflow.AsyncFlow(pooled, listen_url=db_url, pool_size=1,
+                              recovery_interval_seconds=60)
+
+    @app.transaction()
+    async def query() -> int:
+        return int(await asyncflow.connection().fetchval("SELECT 1"))
+
+    async with app:
+        assert app.storage.pooled
+        assert await query() == 1
+        await _reconnect(transaction_bouncer)
+        with pytest.raises(asyncflow.ConfigurationError, match="statement_cache_size"):
+            await query()
