@@ -135,7 +135,8 @@ class StepTimeoutError(AsyncFlowTimeoutError):
 
 class WorkflowPendingError(AsyncFlowError):
     """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
-    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it."""
+    waiting to run) or queued (``ENQUEUED``, ``DELAYED``). ``delete_workflow`` refuses it:
+    cancel it first, then delete it."""
 
 
 class TransactionStateError(AsyncFlowError):
@@ -153,6 +154,21 @@ class ReadOnlyDatabaseError(DatabaseUnavailableError):
     after a failover), or a role or database set ``default_transaction_read_only``. With
     several hosts in the URL, add ``target_session_attrs=read-write`` so asyncflow always
     connects to the primary."""
+
+
+class DatabaseError(AsyncFlowError):
+    """The database refused one of asyncflow's statements for a reason asyncflow does not
+    expect: a constraint, trigger or rule of the database's own (or a bug). ``sqlstate`` is
+    the Postgres error code (``None``: not a Postgres error). The statement did nothing; what
+    the message says decides whether calling again can help."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate)
+        self.message = message
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RecordedError(AsyncFlowError):
