@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _codec
-from ._cli_embedded import _database_url, _listen_url, _schema_checked, postgres
+from ._cli_embedded import _connection, _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
@@ -35,7 +35,7 @@ async def _with_client(
     args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
 ) -> int:
     async with Client(_database_url(args), schema=args.schema, pool_size=2,
-                      listen_url=_listen_url(args)) as client:
+                      **_connection(args)) as client:
         return await action(client, args)
 
 
@@ -218,7 +218,7 @@ async def _serve_dashboard(
 
     host, port = sock.getsockname()[:2]
     async with Client(url, schema=args.schema, pool_size=4,
-                      listen_url=_listen_url(args)) as client:
+                      **_connection(args)) as client:
         app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None,
                              allowed_hosts=_served_hosts(host, port, args.allow_host))
         loop = asyncio.get_running_loop()

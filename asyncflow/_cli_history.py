@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._app import AsyncFlow
-from ._cli_embedded import _database_url, _listen_url, _schema_checked
+from ._cli_embedded import _connection, _database_url, _schema_checked
 from ._cli_lifecycle import _add_filters, _filters, _statuses
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _table
 from ._client import Client
@@ -82,7 +82,7 @@ async def replay(args: argparse.Namespace) -> int:
     else:
         async def from_database() -> int:
             async with Client(_database_url(args), schema=args.schema, pool_size=2,
-                              listen_url=_listen_url(args)) as client:
+                              **_connection(args)) as client:
                 results.extend(await app.replay(ids, client=client, **options))
             return 0
 

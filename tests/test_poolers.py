@@ -9,12 +9,14 @@ driver's prepared-statement error never reaches the caller.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from conftest import python_env
 from pgbouncerlib import PGBOUNCER, PgBouncer
 
 import asyncflow
@@ -203,3 +205,30 @@ async def test_prepared_statement_error_in_a_transaction_body_is_translated_too(
         await _reconnect(transaction_bouncer)
         with pytest.raises(asyncflow.ConfigurationError, match="statement_cache_size"):
             await query()
+
+
+async def test_cli_through_a_transaction_pooler_with_listen_url(transaction_bouncer, db_url):
+    pooled = transaction_bouncer.url(_database(db_url))
+    app = asyncflow.AsyncFlow(db_url)
+
+    @app.workflow(name="job")
+    async def job() -> int:
+        return 1
+
+    async with app:
+        await (await app.start_workflow(job, workflow_id="cli-job")).get_result()
+    for _ in range(3):  # the CLI keeps no prepared statements: nothing depends on which server
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "asyncflow", "--database-url", pooled, "--listen-url", db_url,
+            "--json", "workflow", "list", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=python_env())
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert "cli-job" in out.decode()
+        await _reconnect(transaction_bouncer)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "asyncflow", "--database-url", pooled, "workflow", "list",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=python_env())
+    _out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode != 0 and "listen_url" in err.decode()
+    assert "Traceback" not in err.decode()
