@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from . import _api, _codec
+from ._adoption import attach, check_upgrade
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
@@ -40,7 +41,6 @@ from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES
 from ._steps import run_transaction
-from ._storage import Storage
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
 from ._wait import QUEUE
@@ -68,17 +68,18 @@ class AsyncFlow(HistoryOps, Registrations):
     one). ``liveness_timeout_seconds``: how long this process may show no sign of life (while
     its liveness lock is also free) before other processes take its workflows over; it renews
     its lease five times within it (docs/operations.md, "Liveness and fencing").
-    ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app. ``retention``: a
-    :class:`Retention` the app applies in the background (finished workflows older, or more,
-    than it keeps are deleted); ``None`` keeps everything.
+    ``app_version`` defaults to a hash of the registered workflows' source. ``upgrade``: what
+    becomes of workflows of other versions that no live process of theirs can run —
+    ``"replay"`` (default) adopts each whose recorded history replays cleanly against this
+    code, ``"always"`` adopts them without replay, ``"never"`` leaves them for their own
+    version (docs/deploying.md). ``retention``: a :class:`Retention` the app applies in the
+    background (it deletes finished workflows older, or more, than it keeps; ``None``: none).
     ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
     ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
     ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
     global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
-    :class:`Telemetry` on (see docs/observability.md).
-    ``listen_url``, ``connect_options``: as for :class:`Client`; ``migrate=False``: only check
-    the schema's version (a runtime role; its owner runs ``asyncflow db migrate``).
+    :class:`Telemetry` on (see docs/observability.md). ``listen_url``, ``connect_options``
+    (as for :class:`Client`), ``migrate=False`` (a runtime role): docs/operations.md.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class AsyncFlow(HistoryOps, Registrations):
         listen_url: str | None = None,
         connect_options: Mapping[str, Any] | None = None,
         migrate: bool = True,
+        upgrade: str = "replay",
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
                          telemetry=telemetry, listen_url=listen_url,
@@ -119,6 +121,7 @@ class AsyncFlow(HistoryOps, Registrations):
         if app_version is not None:
             setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
+        self.upgrade = check_upgrade(upgrade)
         interval = setting(_codec.check_timeout, recovery_interval_seconds,
                            "recovery_interval_seconds")
         if interval < MIN_RECOVERY_INTERVAL:
@@ -213,9 +216,6 @@ class AsyncFlow(HistoryOps, Registrations):
 
     # -- lifecycle hooks ------------------------------------------------------------------------
 
-    async def _prepare_schema(self, storage: Storage) -> None:
-        await (storage.migrate() if self._migrate else storage.check_schema())
-
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)
         liveness = runtime.listener.liveness
@@ -224,6 +224,7 @@ class AsyncFlow(HistoryOps, Registrations):
                                                    self._recovery_interval, liveness)
         runner.on_stopped_early = functools.partial(supervisor.poke, repair=True)
         runtime.monitors["supervisor"] = supervisor.monitor
+        attach(supervisor, runtime, self._workflows, self.app_version, self.upgrade)
         if self._serve is not None:
             unknown = [name for name in self._serve if name not in self._queues]
             if unknown:
@@ -278,6 +279,9 @@ class AsyncFlow(HistoryOps, Registrations):
     def _after_resume(self) -> None:
         if self._supervisor is not None:
             self._supervisor.poke()  # our own NOTIFY is an echo we ignore: sweep now
+
+    def _executor_version(self) -> str:
+        return self.app_version
 
     def _retention_setting(self) -> Retention | None:
         return self.retention

@@ -22,6 +22,7 @@ from ._cli_embedded import _connection, _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
+from ._cli_versions import add_command as add_versions_command
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # history (issue 14): replay, workflow export / import / fork
     add_history_commands(commands, wf, command)
+    add_versions_command(commands, command)  # deploying new code: versions and stranded ones
 
     command(commands, "events", "show all events of a workflow", events).add_argument(
         "workflow_id", metavar="ID")

@@ -169,7 +169,9 @@ class Connected(Admin):
         return runtime.health()
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        raise NotImplementedError
+        """Create or upgrade the schema (an app, unless ``migrate=False``: then, as a Client
+        does, only check its version)."""
+        await (storage.migrate() if self._migrate else storage.check_schema())
 
     async def _start_background(self, runtime: Runtime) -> None:
         """Hook for the app: start the supervisor and recover workflows."""
@@ -205,7 +207,8 @@ class Connected(Admin):
             entered = True
             store = Store(storage)
             liveness = (None if self._executor_id is None
-                        else Liveness(store, self._executor_id, self._liveness_timeout))
+                        else Liveness(store, self._executor_id, self._liveness_timeout,
+                                      self._executor_version()))
             listener = Listener(store, self._waits, liveness=liveness,
                                 on_notify=self._on_notify, on_reconnect=self._on_reconnect)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
@@ -263,6 +266,10 @@ class Connected(Admin):
 
     def _stopped(self) -> None:
         """Hook: forget per-launch state."""
+
+    def _executor_version(self) -> str | None:
+        """Hook for the app: the app version its executor runs (registered with its id)."""
+        return None
 
     # -- telemetry ------------------------------------------------------------------------------
 

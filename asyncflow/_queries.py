@@ -252,6 +252,26 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN host          text,
         ADD COLUMN process       text;
     """,
+    # 11: deploying new code. An executor row names the app version its process runs
+    # (``app_version``; NULL for a process of a release before this migration, which may run
+    # any version), so a workflow of version V is stranded when no live executor runs V. Each
+    # adoption of a stranded workflow by another version is journaled in ``version_changes``
+    # (one row per adoption, keyed by the epoch the adoption gave it; ``replayed``: how many
+    # recorded operations were replayed against the new code, NULL when adopted without
+    # replay, ``upgrade="always"``).
+    """
+    ALTER TABLE {s}.executors ADD COLUMN app_version text;
+    CREATE TABLE {s}.version_changes (
+        workflow_id  text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        epoch        bigint NOT NULL,
+        from_version text NOT NULL,
+        to_version   text NOT NULL,
+        executor_id  text,
+        replayed     integer,
+        changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (workflow_id, epoch)
+    );
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -491,11 +511,13 @@ SELECT (oid::bigint - CASE WHEN oid::bigint >= 2147483648 THEN 4294967296 ELSE 0
 FROM pg_namespace WHERE nspname = $1"""
 # Registration, on the listener's connection: a new executor id is inserted with a fresh lease
 # and its lock taken in the same statement (no moment in which it has a row but no lock, or a
-# lock but no row). Nothing is returned when the id exists (EXECUTOR_STATE then decides).
+# lock but no row). Nothing is returned when the id exists (EXECUTOR_STATE then decides). $7: the
+# app version the process runs.
 REGISTER_EXECUTOR = """
 WITH ins AS (
-    INSERT INTO {s}.executors (executor_id, instance, beat_at, lease_seconds, host, process)
-    VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
+    INSERT INTO {s}.executors
+        (executor_id, instance, beat_at, lease_seconds, host, process, app_version)
+    VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $7)
     ON CONFLICT (executor_id) DO NOTHING
     RETURNING lock_key
 )
@@ -505,15 +527,18 @@ SELECT lock_key, pg_try_advisory_lock($6::int, lock_key) AS locked FROM ins"""
 EXECUTOR_STATE = """
 SELECT lock_key, instance, host, process, beat_at,
        beat_at > clock_timestamp() - make_interval(secs => lease_seconds) AS fresh,
-       greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
-                        - clock_timestamp()), 0)::float8 AS fresh_for,
+       CASE WHEN beat_at > clock_timestamp() - make_interval(secs => lease_seconds)
+            THEN extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
+                         - clock_timestamp())::float8
+            ELSE 0 END AS fresh_for,  -- (no arithmetic on an ended lease's -infinity)
        pg_try_advisory_lock($2::int, lock_key) AS locked
 FROM {s}.executors WHERE executor_id = $1"""
-# The id passes to a new launch ($2) -- unless its previous holder ($6, last seen at $7) showed a
-# sign of life meanwhile.
+# The id passes to a new launch ($2, running app version $8) -- unless its previous holder ($6,
+# last seen at $7) showed a sign of life meanwhile.
 TAKE_OVER_EXECUTOR = """
 UPDATE {s}.executors
-SET instance = $2, beat_at = clock_timestamp(), lease_seconds = $3, host = $4, process = $5
+SET instance = $2, beat_at = clock_timestamp(), lease_seconds = $3, host = $4, process = $5,
+    app_version = $8
 WHERE executor_id = $1 AND instance IS NOT DISTINCT FROM $6
   AND beat_at IS NOT DISTINCT FROM $7::timestamptz
 RETURNING lock_key"""
@@ -584,6 +609,90 @@ KEEPALIVE = "SELECT 1"
 # idle_session_timeout in milliseconds (NULL before Postgres 14; 0: off).
 IDLE_SESSION_TIMEOUT = """
 SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'"""
+
+# ---------------------------------------------------------------------------------------------
+# Deploying new code: workflows stranded on a version no live executor runs, and their adoption
+# by another version (asyncflow._adoption; docs/deploying.md).
+# ---------------------------------------------------------------------------------------------
+
+# The versions live executors run (NULL: a process of an older release, which may run any).
+_LIVE_VERSIONS = """, live_versions AS (
+    SELECT e.app_version FROM {s}.executors e
+    WHERE e.executor_id IN (SELECT executor_id FROM live)
+)"""
+# A workflow ``w`` is stranded when it waits for an executor of its version and none is live: a
+# PENDING one (not queued: those go back to their queue) nobody live runs, or an ENQUEUED or
+# DELAYED one that ran before (a fresh one may be dispatched by any version).
+_STRANDED = """(CASE WHEN w.status = 'PENDING'
+         THEN w.queue_name IS NULL AND (w.executor_id IS NULL
+              OR w.executor_id NOT IN (SELECT executor_id FROM live))
+         ELSE w.status IN ('ENQUEUED', 'DELAYED') AND w.dispatched_at IS NOT NULL END
+    AND NOT EXISTS (SELECT 1 FROM live_versions v
+                    WHERE v.app_version IS NULL OR v.app_version = w.app_version))"""
+# An app's candidates for adoption ($1: its version, $2: the workflow names it registers, $3:
+# at most, $4: the lock namespace), oldest first, each with its epoch and how many operations it
+# recorded (the adoption is guarded by both).
+STRANDED_WORKFLOWS = _LIVE_EXECUTORS.replace("$5", "$4") + _LIVE_VERSIONS + """
+SELECT w.workflow_id, w.name, w.status, w.app_version, w.epoch,
+       (SELECT count(*) FROM {s}.operations o WHERE o.workflow_id = w.workflow_id) AS operations
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED') AND w.app_version <> $1
+  AND w.name = ANY ($2::text[]) AND """ + _STRANDED + """
+ORDER BY w.created_at, w.workflow_id
+LIMIT $3"""
+# The adoption of one stranded workflow ($1) of version $3 by version $2, exactly once across a
+# fleet: only while it is still at the epoch ($4) and journal length ($6) that were replayed and
+# still stranded (re-checked on the newest row version when another adoption or claim committed
+# first). A PENDING one is claimed for executor $5 (a new epoch, like every claim); an ENQUEUED
+# or DELAYED one stays in its queue with the new version (and a new epoch), and its queue is
+# notified. The adoption is journaled in version_changes ($7: operations replayed; NULL:
+# adopted without replay). $8: the NOTIFY channel; $9: the lock namespace.
+ADOPT_WORKFLOW = _LIVE_EXECUTORS.replace("$5", "$9") + _LIVE_VERSIONS + """, u AS (
+    UPDATE {s}.workflows w
+    SET app_version = $2, epoch = w.epoch + 1, updated_at = clock_timestamp(),
+        executor_id = CASE WHEN w.status = 'PENDING' THEN $5 END,
+        recovery_attempts = w.recovery_attempts
+                            + CASE WHEN w.status = 'PENDING' THEN 1 ELSE 0 END
+    WHERE w.workflow_id = $1 AND w.app_version = $3 AND w.epoch = $4
+      AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+      AND (SELECT count(*) FROM {s}.operations o WHERE o.workflow_id = $1) = $6
+      AND """ + _STRANDED + """
+    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, w.epoch, w.queue_name,
+              w.deadline, w.status
+), j AS (
+    INSERT INTO {s}.version_changes
+        (workflow_id, epoch, from_version, to_version, executor_id, replayed)
+    SELECT workflow_id, epoch, $3, $2, $5, $7::int FROM u
+)
+SELECT workflow_id, name, inputs, recovery_attempts, epoch, queue_name, deadline, status,
+       CASE WHEN status <> 'PENDING' THEN pg_notify($8, 'q' || queue_name) END AS notified
+FROM u"""
+# The versions view ($1: the lock namespace): live executors per version ...
+LIVE_EXECUTOR_VERSIONS = _LIVE_EXECUTORS.replace("$5", "$1") + """
+SELECT e.app_version, count(*) AS executors FROM {s}.executors e
+WHERE e.executor_id IN (SELECT executor_id FROM live)
+GROUP BY e.app_version"""
+# ... unfinished workflows per version and status, and how many of them are stranded ...
+VERSION_COUNTS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT w.app_version, w.status, count(*) AS workflows,
+       count(*) FILTER (WHERE """ + _STRANDED + """) AS stranded
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+GROUP BY w.app_version, w.status"""
+# ... and the first stranded ones ($2: at most), oldest first.
+STRANDED_IDS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT w.workflow_id, w.name, w.status, w.app_version, w.created_at
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED') AND """ + _STRANDED + """
+ORDER BY w.created_at, w.workflow_id
+LIMIT $2"""
+# One workflow ($2): whether it waits for an executor of its version that is not there.
+WORKFLOW_STRANDED = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT """ + _STRANDED + """ AS stranded FROM {s}.workflows w WHERE w.workflow_id = $2"""
+# The adoptions of one workflow, oldest first.
+VERSION_CHANGES = """
+SELECT epoch, from_version, to_version, executor_id, replayed, changed_at
+FROM {s}.version_changes WHERE workflow_id = $1 ORDER BY epoch"""
 
 # ---------------------------------------------------------------------------------------------
 # The journal

@@ -152,13 +152,16 @@ class ComponentHealth:
 
     ``healthy`` is false while it keeps failing (it retries with backoff on its own);
     ``error`` is the last failure, ``since`` when the current failure streak began and
-    ``failures`` how many attempts failed in a row.
+    ``failures`` how many attempts failed in a row. ``detail`` is what the component reports
+    besides (``adoption``: the workflows left for their own app version, with the first ids and
+    where their histories diverge from this code; it does not make the component unhealthy).
     """
 
     healthy: bool
     error: str | None = None
     since: datetime | None = None
     failures: int = 0
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

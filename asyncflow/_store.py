@@ -42,19 +42,20 @@ from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
 from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
+from ._store_versions import Adopted, Stranded, VersionChange, VersionCount, VersionStatements
 
 #: How often a journaled stream write that lost its offset to a concurrent writer is run again.
 _OFFSET_RACES = 5
 
 __all__ = [
-    "EXPORT_KINDS", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry", "Outcome",
-    "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "deduplicated_resume",
-    "not_found",
+    "EXPORT_KINDS", "Adopted", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry",
+    "Outcome", "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "Stranded",
+    "VersionChange", "VersionCount", "deduplicated_resume", "not_found",
 ]
 
 
 class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements,
-            LivenessStatements):
+            LivenessStatements, VersionStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group

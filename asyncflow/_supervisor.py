@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -62,6 +63,9 @@ class Supervisor:
         self.sweeps = 0
         #: Workflows claimed again by self-repair (for tests and health).
         self.repaired = 0
+        #: The adoption of workflows stranded on other app versions (``_adoption``), run in
+        #: each sweep that may take others' workflows; returns the PENDING ones adopted.
+        self.adopt: Callable[[], Awaitable[list[Claimed]]] | None = None
 
     def poke(self, *, repair: bool = False) -> None:
         """Sweep now (a workflow was resumed or left unassigned; with ``repair``, an execution
@@ -121,6 +125,10 @@ class Supervisor:
             await self._run_claimed(claimed)
             total += len(claimed)
             if len(claimed) < CLAIM_BATCH:
+                if take_others and self.adopt is not None:
+                    adopted = await self.adopt()
+                    await self._run_claimed(adopted)
+                    total += len(adopted)
                 if self.sweeps % PRUNE_EVERY == 1:
                     await store.prune_executors()
                 self.monitor.ok()

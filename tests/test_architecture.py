@@ -27,7 +27,8 @@ LAYERS: list[list[str]] = [
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base", "_pooler"],
-    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness",
+     "_store_versions"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
@@ -44,6 +45,7 @@ LAYERS: list[list[str]] = [
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
+    ["_adoption"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
@@ -56,7 +58,7 @@ LAYERS: list[list[str]] = [
     # the users' test kit (a subpackage): on top of everything, imported by nothing
     ["testing"],
     ["_cli_output"],
-    ["_cli_embedded", "_cli_lifecycle"],
+    ["_cli_embedded", "_cli_lifecycle", "_cli_versions"],
     ["_cli_history"],
     ["_cli"],
     ["__main__"],

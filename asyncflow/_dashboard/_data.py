@@ -29,6 +29,7 @@ from .._status import (
     StepInfo,
     WorkflowStatus,
 )
+from .._store import VersionChange
 
 STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 RESUMABLE = frozenset({CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
@@ -294,12 +295,16 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
 
 @dataclass(frozen=True, slots=True)
 class Detail:
-    """A workflow's status row, inputs, result and recorded error."""
+    """A workflow's status row, inputs, result and recorded error; whether it waits for an
+    executor of its app version that no live process runs (``stranded``), and its adoptions by
+    other versions (``version_changes``, oldest first)."""
 
     status: WorkflowStatus
     inputs: Value | None
     output: Value | None
     error: ErrorInfo | None
+    stranded: bool = False
+    version_changes: tuple[VersionChange, ...] = ()
 
 
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
@@ -311,11 +316,15 @@ async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     error = None
     if row["error"] is not None:
         error = decode_error(row["error"])
+    store = core.runtime.store
+    stranded = status.status in CANCELLABLE and await store.workflow_stranded(workflow_id)
     return Detail(
         status,
         Value.stored(row["inputs"], row["inputs_length"], VALUE_CHARS),
         Value.stored(row["output"], row["output_length"], VALUE_CHARS),
         error,
+        stranded,
+        tuple(await store.version_changes(workflow_id)),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from .._store import VersionChange
 from ._actions import ACTIONS, NOTICES, Action
 from ._data import (
     FINISHED,
@@ -171,9 +172,10 @@ def summary_part(view: View, detail: Detail) -> str:
         ("Completed", when(w.completed_at)),
         ("Duration", seconds((ended - w.created_at).total_seconds())),
         ("Executor", esc(w.executor_id or "unassigned")),
-        ("App version", esc(w.app_version)),
+        ("App version", _version(detail)),
         ("Recovery attempts", str(w.recovery_attempts)),
     ]
+    rows += [("Adopted", _adoption(change)) for change in detail.version_changes]
     if w.parent_workflow_id:
         rows.append(("Parent", workflow_link(view, w.parent_workflow_id)))
     if w.queue_name is not None:
@@ -194,6 +196,26 @@ def summary_part(view: View, detail: Detail) -> str:
     if view.can_act and buttons:
         actions = f'<div class="actions">{buttons}</div>'
     return f'<section data-part="summary"><dl class="facts">{facts}</dl>{actions}</section>'
+
+
+def _version(detail: Detail) -> str:
+    """The workflow's app version, and whether it waits for a process of that version."""
+    shown = esc(detail.status.app_version)
+    if detail.stranded:
+        shown += (' <span class="stranded" data-stranded="yes">waiting for an executor of this '
+                  "version: none is live (start one, or deploy code its history replays "
+                  "against)</span>")
+    return shown
+
+
+def _adoption(change: VersionChange) -> str:
+    """One adoption of the workflow by another app version."""
+    how = ("without replay" if change.replayed is None
+           else f"after replaying {change.replayed} operations")
+    by = f" by executor {esc(change.executor_id)}" if change.executor_id else ""
+    return (f'<span data-adopted="{esc(change.to_version)}">from version '
+            f"{esc(change.from_version)} to {esc(change.to_version)}{by}, {how}, "
+            f"{when(change.changed_at)}</span>")
 
 
 def io_part(detail: Detail) -> str:
