@@ -7,7 +7,7 @@ import functools
 import os
 import secrets
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,7 +41,6 @@ from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES
 from ._steps import run_transaction
-from ._storage import Storage
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
 from ._wait import QUEUE
@@ -73,14 +72,14 @@ class AsyncFlow(HistoryOps, Registrations):
     becomes of workflows of other versions that no live process of theirs can run —
     ``"replay"`` (default) adopts each whose recorded history replays cleanly against this
     code, ``"always"`` adopts them without replay, ``"never"`` leaves them for their own
-    version (docs/deploying.md). ``retention``: a
-    :class:`Retention` the app applies in the background (finished workflows older, or more,
-    than it keeps are deleted); ``None`` keeps everything.
+    version (docs/deploying.md). ``retention``: a :class:`Retention` the app applies in the
+    background (it deletes finished workflows older, or more, than it keeps; ``None``: none).
     ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
     ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
     ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
     global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
-    :class:`Telemetry` on (see docs/observability.md).
+    :class:`Telemetry` on (see docs/observability.md). ``listen_url``, ``connect_options``
+    (as for :class:`Client`), ``migrate=False`` (a runtime role): docs/operations.md.
     """
 
     def __init__(
@@ -97,10 +96,14 @@ class AsyncFlow(HistoryOps, Registrations):
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = True,
         upgrade: str = "replay",
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options, migrate=migrate)
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidSettingError(
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
@@ -202,9 +205,6 @@ class AsyncFlow(HistoryOps, Registrations):
             runtime.spawn(dispatcher.run, name=f"dispatcher {queue.name}")
 
     # -- lifecycle hooks ------------------------------------------------------------------------
-
-    async def _prepare_schema(self, storage: Storage) -> None:
-        await storage.migrate()
 
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)

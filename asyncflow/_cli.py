@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _codec
-from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_embedded import _connection, _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
@@ -35,7 +35,8 @@ from .web._snapshot import stream_snapshot
 async def _with_client(
     args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
 ) -> int:
-    async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
+    async with Client(_database_url(args), schema=args.schema, pool_size=2,
+                      **_connection(args)) as client:
         return await action(client, args)
 
 
@@ -217,7 +218,8 @@ async def _serve_dashboard(
     from ._dashboard import dashboard as make_dashboard
 
     host, port = sock.getsockname()[:2]
-    async with Client(url, schema=args.schema, pool_size=4) as client:
+    async with Client(url, schema=args.schema, pool_size=4,
+                      **_connection(args)) as client:
         app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None,
                              allowed_hosts=_served_hosts(host, port, args.allow_host))
         if not args.allow_actions:  # its pages and refusals say how to get the actions
@@ -252,6 +254,9 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     group = parser.add_argument_group("connection and output")
     group.add_argument("--database-url", default=default(None), metavar="URL",
                        help=f"Postgres URL (default: ${ENV_URL}, else the running embedded server)")
+    group.add_argument("--listen-url", default=default(None), metavar="URL",
+                       help="a direct or session-mode URL for LISTEN when --database-url is a "
+                       "transaction pooler (default: $ASYNCFLOW_LISTEN_URL)")
     group.add_argument("--schema", default=default("asyncflow"),
                        help="asyncflow schema name (default: asyncflow)")
     group.add_argument("--data-dir", default=default(None), metavar="DIR",

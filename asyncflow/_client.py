@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
 from . import _codec
@@ -28,7 +29,12 @@ class Client(HistoryOps):
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
     its waits (``get_event``, ``read_stream``, ``get_result``) are woken by NOTIFY as well. It
     never creates or migrates the schema; it checks the schema version when it connects.
-    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context).
+    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context);
+    ``listen_url`` (default ``ASYNCFLOW_LISTEN_URL``): a direct or session-mode URL of the same
+    database for the LISTEN connection when ``database_url`` is a transaction pooler;
+    ``connect_options``: keyword arguments for ``asyncpg.connect`` (``ssl``,
+    ``statement_cache_size``, ``command_timeout`` — default 60 s —, ``server_settings``, …).
+    See docs/operations.md, "Deploying on managed Postgres".
     """
 
     def __init__(
@@ -39,9 +45,12 @@ class Client(HistoryOps):
         pool_size: int = 4,
         data_dir: str | os.PathLike[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options)
 
     async def _prepare_schema(self, storage: Storage) -> None:
         try:

@@ -149,6 +149,13 @@ class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
     """The database connection was lost or could not be opened."""
 
 
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """The server refused a write because it is read-only: a standby (say, the old primary
+    after a failover), or a role or database set ``default_transaction_read_only``. With
+    several hosts in the URL, add ``target_session_attrs=read-write`` so asyncflow always
+    connects to the primary."""
+
+
 class DatabaseError(AsyncFlowError):
     """The database refused one of asyncflow's statements for a reason asyncflow does not
     expect: a constraint, trigger or rule of the database's own (or a bug). ``sqlstate`` is

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, Self, TypeVar, overload
 
@@ -15,6 +16,7 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._admin import Admin
+from ._connect import connect_settings, resolve_listen_url
 from ._context import current_workflow, workflow_on
 from ._driver import refuse_in_replay
 from ._errors import (
@@ -27,6 +29,7 @@ from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._liveness import Liveness
+from ._pooler import check_paths
 from ._runtime import Runtime, not_launched
 from ._signature import Signature, decoded_items, reader
 from ._status import Health, StepInfo, WorkflowStatus
@@ -101,6 +104,9 @@ class Connected(Admin):
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = False,
     ) -> None:
         try:
             Q.quote_schema(schema)
@@ -119,6 +125,10 @@ class Connected(Admin):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")
         self._database_url = database_url
+        self._connect = connect_settings(listen_url, connect_options)
+        if not isinstance(migrate, bool):
+            raise InvalidSettingError(f"migrate must be a bool, not {migrate!r}")
+        self._migrate = migrate  # an app's (a Client never migrates)
         self._schema = schema
         self._pool_size = pool_size
         self._data_dir = data_dir
@@ -167,7 +177,9 @@ class Connected(Admin):
         return runtime.health()
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        raise NotImplementedError
+        """Create or upgrade the schema (an app, unless ``migrate=False``: then, as a Client
+        does, only check its version)."""
+        await (storage.migrate() if self._migrate else storage.check_schema())
 
     async def _start_background(self, runtime: Runtime) -> None:
         """Hook for the app: start the supervisor and recover workflows."""
@@ -188,13 +200,16 @@ class Connected(Admin):
         from ._embedded import resolve_database_url
 
         url = await resolve_database_url(self._database_url, self._data_dir)
+        settings = replace(self._connect, listen_url=resolve_listen_url(self._connect.listen_url))
         name = ("asyncflow-client" if self._executor_id is None
                 else f"asyncflow:{self._executor_id}")
-        storage = Storage(url, self._schema, pool_size=self._pool_size, application_name=name)
+        storage = Storage(url, self._schema, pool_size=self._pool_size, settings=settings,
+                          application_name=name)
         await storage.open()
         tg = anyio.create_task_group()
         entered = False
         try:
+            await check_paths(storage)  # wake-ups must reach the listener
             await self._prepare_schema(storage)
             await tg.__aenter__()
             entered = True

@@ -35,6 +35,9 @@ def render(template: str, schema: str) -> str:
 
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1::int, 0)"
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
+# Whether the schema exists ($1: its name): CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+# database even when it exists, which a schema owner without that privilege lacks.
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
 CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS {s}.schema_version (
     version integer NOT NULL,
@@ -303,6 +306,26 @@ DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
 COMMIT;
 """ + RESET_SESSION
 ROLLBACK = "ROLLBACK"
+
+# The server's idle_in_transaction_session_timeout for this role and database, in milliseconds
+# (0: none): read when a transaction's session was closed under its body, to name the cause.
+IDLE_IN_TRANSACTION_TIMEOUT = """
+SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"""
+
+# ---------------------------------------------------------------------------------------------
+# Launch checks of the connection paths (asyncflow._pooler)
+# ---------------------------------------------------------------------------------------------
+
+# The server process of this statement: the connection's own pid on a direct connection, another
+# one behind a pooler (which answers the connection with a key of its own).
+BACKEND_PID = "SELECT pg_backend_pid()"
+# A test NOTIFY ($1: a channel of its own; kind p, $2: a token) that a LISTEN on the listener's path
+# must receive.
+PROBE_NOTIFY = "SELECT pg_notify($1, 'p' || $2)"
+# A failed user transaction: the rollback and the session's reset in one round trip, so that
+# behind a transaction pooler (which hands the server connection to another client as soon as
+# the transaction ends) no setting of it (default_transaction_read_only) outlives it.
+ROLLBACK_USER_TRANSACTION = "ROLLBACK;\n" + RESET_SESSION
 # A transaction started inside another (of the same task) is a savepoint of it.
 SAVEPOINT = "SAVEPOINT asyncflow_nested"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT asyncflow_nested"

@@ -199,7 +199,7 @@ async def run_transaction(
                     after_commit_var.reset(after_token)
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
-                tx.check_intact(spec.name)
+                await tx.check_intact(spec.name)
                 if ctx is not None:
                     output = _codec.dumps(result, f"the result of transaction {spec.name!r}",
                                           "result")

@@ -36,6 +36,8 @@ EXPECTED = {
     "Telemetry", "logging_filter",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
     "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
+    # production Postgres (docs/operations.md, "Deploying on managed Postgres")
+    "ReadOnlyDatabaseError",
     # typed values (docs/guide.md, Values)
     "DecodeError",
 }

@@ -19,14 +19,14 @@ LAYERS: list[list[str]] = [
     ["_errors", "_status", "_queries", "_watchdog"],
     # typed values: plain JSON out of them, and back by annotation
     ["_encode", "_decode"],
-    ["_codec", "_health", "_embedded", "_telemetry", "_process"],
+    ["_codec", "_health", "_embedded", "_telemetry", "_process", "_connect"],
     ["_signature"],
     ["_specs", "_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],
     ["_storage", "_batch"],
-    ["_store_base"],
+    ["_store_base", "_pooler"],
     ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness",
      "_store_versions"],
     ["_store_admin"],
