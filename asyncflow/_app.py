@@ -115,6 +115,7 @@ class AsyncFlow(HistoryOps, Registrations):
             )
         self._recovery_interval = interval
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._step_names: set[str] = set()  # of steps and transactions (journal names)
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
         self._queues: dict[str, Queue] = {}
@@ -138,6 +139,7 @@ class AsyncFlow(HistoryOps, Registrations):
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "transaction")
             spec = TransactionSpec(registered_name(name, fn), fn, isolation)
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:

@@ -57,6 +57,7 @@ class Registrations:
     provides ``_begin`` (start a workflow, or a child inside a workflow: its handle)."""
 
     _workflows: dict[str, WorkflowSpec]
+    _step_names: set[str]
     _schedules: dict[str, ScheduleSpec]
     _app_version: str | None
     _begin: Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any], str | None, float | None],
@@ -130,6 +131,7 @@ class Registrations:
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "step")
             spec = StepSpec(registered_name(name, fn), fn, retries, interval, rate, *options)
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:

@@ -108,6 +108,10 @@ class Control:
         self.dead: set[WorkflowContext] = set()  # executions that crashed: they do nothing more
         self.counters: list[tuple[str | None, Counter[str]]] = []
         self.parked: Counter[str] = Counter()
+        #: How many times the clock was skipped, and at which of those skips each workflow last
+        #: parked: a workflow parked before the latest skip may be leaving the wait it fired.
+        self.skips = 0
+        self.parked_at: dict[str, int] = {}
         self.park_waiters: dict[str, list[asyncio.Event]] = {}
 
     @property
@@ -187,6 +191,7 @@ class Control:
         workflow_id = ctx.workflow_id
         if parking:
             self.parked[workflow_id] += 1
+            self.parked_at[workflow_id] = self.skips
             for event in self.park_waiters.pop(workflow_id, []):
                 event.set()
         else:
@@ -195,6 +200,16 @@ class Control:
                 del self.parked[workflow_id]
 
     # -- what the helpers use ------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether this is still its app's control (:func:`reset` detaches it)."""
+        app = self._app()
+        return app is not None and _controls.get(app) is self
+
+    def waiting_since_skip(self, workflow_id: str) -> bool:
+        """Whether the workflow is parked in a wait it parked in after the latest skip."""
+        return self.parked[workflow_id] > 0 and self.parked_at.get(workflow_id) == self.skips
 
     def arm(self, target: str | None, before: int | None, during: str | int | None) -> Crash:
         crash = Crash(self, target, before, during)
