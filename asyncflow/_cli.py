@@ -175,8 +175,8 @@ def dashboard(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow[web]'`",
-                       2) from None
+        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow-pg[web]'` "
+                       "(or `pip install -e '.[web]'` in a clone)", 2) from None
     url = _database_url(args)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:

@@ -130,3 +130,15 @@ def test_every_test_named_in_operations_exists() -> None:
                     f"{current.relative_to(ROOT)}::{test} is named in docs/operations.md")
                 named += 1
     assert named > 40
+
+
+def test_install_commands_name_the_distribution_not_the_pypi_project() -> None:
+    # `pip install 'asyncflow[web]'` installs the unrelated PyPI project "asyncflow": every
+    # install command in the docs and in messages says asyncflow-pg, or installs a clone.
+    wrong = re.compile(r"(?<![\w/.-])asyncflow\[")
+    files = [*PAGES, *(ROOT / "asyncflow").rglob("*.py"), *(ROOT / "examples").glob("*.py"),
+             *(ROOT / "benchmarks").rglob("*.py"), ROOT / "pyproject.toml"]
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in files for number, line in enumerate(path.read_text().splitlines(), 1)
+             if wrong.search(line)]
+    assert not found, "use 'asyncflow-pg[...]' or a clone's path:\n" + "\n".join(found)
