@@ -2,9 +2,11 @@
 that docs/operations.md names exists, and CI runs the README's test command.
 
 A block is runnable when the line before its opening ```python fence is ``<!-- runnable -->``
-(see docs/index.md). Each runs as a script in a subprocess, in an empty directory, against a
-fresh migrated database given as ``ASYNCFLOW_DATABASE_URL`` (and the test server as
-``ASYNCFLOW_TEST_DATABASE_URL``, for the test kit's examples).
+(see docs/index.md). Each runs as a script in a subprocess, as a user would paste them one after
+the other: all in one directory and against one database (given as ``ASYNCFLOW_DATABASE_URL``;
+the test server as ``ASYNCFLOW_TEST_DATABASE_URL``, for the test kit's examples), in page order
+with the README's quick start first -- so two pages sharing a workflow id fail here. (Under
+pytest-xdist they stay on one worker: ``xdist_group``, with ``--dist loadgroup``.)
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import ROOT, python_env
+from faultlib import admin, with_database
 
 MARKER = "<!-- runnable -->"
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -55,12 +60,31 @@ def runnable_blocks(page: Path) -> list[Block]:
 BLOCKS = [block for page in PAGES for block in runnable_blocks(page)]
 
 
+@pytest.fixture(scope="module")
+def shared_db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """One database for every example of the docs, as a user's one directory would have."""
+    name = f"asyncflow_docs_{uuid.uuid4().hex[:12]}"
+    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    yield with_database(server_url, name)
+    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one directory every example runs in."""
+    return tmp_path_factory.mktemp("docs-examples")
+
+
+@pytest.mark.xdist_group("docs")
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
-async def test_runnable_block(block: Block, db_url: str, server_url: str, tmp_path: Path) -> None:
+async def test_runnable_block(
+    block: Block, shared_db_url: str, server_url: str, shared_dir: Path
+) -> None:
+    tmp_path = shared_dir
     script = tmp_path / "example.py"
     script.write_text(block.code)
     env = python_env()
-    env["ASYNCFLOW_DATABASE_URL"] = db_url
+    env["ASYNCFLOW_DATABASE_URL"] = shared_db_url
     env["ASYNCFLOW_TEST_DATABASE_URL"] = server_url  # for docs/testing.md's test kit examples
     env.pop("ASYNCFLOW_DATA_DIR", None)
     process = await asyncio.create_subprocess_exec(
@@ -142,3 +166,31 @@ def test_install_commands_name_the_distribution_not_the_pypi_project() -> None:
              for path in files for number, line in enumerate(path.read_text().splitlines(), 1)
              if wrong.search(line)]
     assert not found, "use 'asyncflow-pg[...]' or a clone's path:\n" + "\n".join(found)
+
+
+@pytest.mark.slow
+async def test_quick_start_then_observability_and_testing_pages_in_one_directory(
+    tmp_path: Path,
+) -> None:
+    # As pasted by a user, with nothing configured: every example on the embedded Postgres of
+    # the one directory (./.asyncflow) where the quick start already ran, and the test kit's
+    # examples on their own embedded server.
+    env = python_env()
+    for name in ("ASYNCFLOW_DATABASE_URL", "ASYNCFLOW_TEST_DATABASE_URL", "ASYNCFLOW_DATA_DIR"):
+        env.pop(name, None)
+    pages = [ROOT / "README.md", ROOT / "docs" / "observability.md", ROOT / "docs" / "testing.md"]
+    blocks = [runnable_blocks(pages[0])[0]] + [b for page in pages[1:]
+                                                for b in runnable_blocks(page)]
+    for block in blocks:
+        script = tmp_path / "example.py"
+        script.write_text(block.code)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), 180)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, f"{block.name} failed after the quick start:\n{out.decode()}"
