@@ -194,3 +194,20 @@ async def test_quick_start_then_observability_and_testing_pages_in_one_directory
                 process.kill()
                 await process.wait()
         assert process.returncode == 0, f"{block.name} failed after the quick start:\n{out.decode()}"
+
+
+def test_the_examples_extra_installs_what_the_runnable_web_examples_use() -> None:
+    # FastAPI's TestClient needs httpx, which FastAPI does not install; the web page's example
+    # uses it, so the `examples` extra (the one the page names) must bring it.
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    examples = {re.split(r"[<>=\[ ]", req)[0] for req in extras["examples"]}
+    page = (ROOT / "docs" / "web.md").read_text()
+    assert "'.[examples]'" in page
+    for block in runnable_blocks(ROOT / "docs" / "web.md"):
+        if "TestClient" in block.code:
+            assert "httpx" in examples
+        if "fastapi" in block.code:
+            assert "fastapi" in examples
