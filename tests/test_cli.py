@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,14 @@ async def test_db_migrate_and_connection_errors(empty_db_url, tmp_path):
     missing = with_database(empty_db_url, "no_such_database")
     code, out, err = await cli(missing, "workflow", "list")
     assert code == 1 and "no_such_database" in err
+    # A port nobody listens on: it never connected, so it does not say the connection was lost.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = unused.getsockname()[1]
+        code, out, err = await cli(f"postgresql://someone:secret@127.0.0.1:{port}/db",
+                                   "workflow", "list")
+    assert code == 1 and f"cannot connect to the database at 127.0.0.1:{port}" in err, err
+    assert "connection lost" not in err and "secret" not in err
     # No URL and no embedded server running in the data directory: say what to do.
     code, out, err = await cli(None, "workflow", "list", cwd=tmp_path)
     assert code == 1 and "asyncflow postgres start" in err and "--database-url" in err
