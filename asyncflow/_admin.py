@@ -240,7 +240,7 @@ class Admin:
                 raise not_found(workflow_id)
             for found, status in tree:
                 if status == PENDING:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found))
+                    raise WorkflowPendingError(_pending_message(workflow_id, found), found)
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]

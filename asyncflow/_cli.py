@@ -24,8 +24,10 @@ from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _s
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
-from ._status import SUCCESS, WorkflowStatus
+from ._status import PENDING, SUCCESS, WorkflowStatus
 from .web._snapshot import stream_snapshot
+
+STREAM_KEYS_SHOWN = 20  # stream keys an unknown key's error lists
 
 # -- connecting ---------------------------------------------------------------------------------
 
@@ -83,6 +85,33 @@ async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
                  s.child_workflow_id or "-",
                  ("error: " + s.error) if s.error else _short(s.output)] for s in steps]
         _emit(_table(["ID", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
+    return 0
+
+
+async def workflow_start(client: Client, args: argparse.Namespace) -> int:
+    inputs = _parse_json(args.args, "--args")
+    if isinstance(inputs, list):
+        positional, named = inputs, {}
+    elif isinstance(inputs, dict):
+        positional, named = [], inputs
+    else:
+        raise CliError("--args is a JSON array of the arguments (or an object of keyword "
+                       "arguments), e.g. '[\"o-1\", 2]'", 2)
+    if args.queue is not None:
+        handle = await client.enqueue(args.queue, args.name, *positional,
+                                      workflow_id=args.workflow_id,
+                                      on_duplicate="return_existing", **named)
+        where = f"enqueued on queue {args.queue!r}"
+    else:
+        handle = await client.start_workflow(args.name, *positional,
+                                             workflow_id=args.workflow_id, **named)
+        where = "started (a live app that registers it runs it)"
+    status = (await client.get_workflow_status(handle.workflow_id)).status
+    if args.json:
+        _emit(_json({"workflow_id": handle.workflow_id, "name": args.name,
+                     "queue": args.queue, "status": status}))
+    else:
+        _emit(f"workflow {handle.workflow_id} ({args.name}) {where}: status {status}")
     return 0
 
 
@@ -146,9 +175,25 @@ async def stream_read(client: Client, args: argparse.Namespace) -> int:
             _emit(_stream_line(args, offset, value))
         return 0
     snapshot = await stream_snapshot(client, args.workflow_id, args.key, offset=args.offset)
+    if not snapshot.entries:
+        await _check_stream_key(client, args.workflow_id, args.key)
     for offset, value in snapshot.entries:
         _emit(_stream_line(args, offset, value))
     return 0
+
+
+async def _check_stream_key(client: Client, workflow_id: str, key: str) -> None:
+    """Fail (exit 1) if the workflow has no stream ``key``: an empty output would look like an
+    empty stream."""
+    keys = await client.runtime.store.stream_keys(workflow_id, key, STREAM_KEYS_SHOWN + 1)
+    if keys and keys[0] == key:
+        return
+    shown = ", ".join(repr(one) for one in keys[:STREAM_KEYS_SHOWN]) or "none"
+    more = ", …" if len(keys) > STREAM_KEYS_SHOWN else ""
+    status = (await client.get_workflow_status(workflow_id)).status
+    later = (" (yet: it is still running; --follow waits for it)" if status == PENDING else "")
+    raise CliError(f"workflow {workflow_id!r} has no stream {key!r}{later}; its streams: "
+                   f"{shown}{more}")
 
 
 # -- database and embedded server ---------------------------------------------------------------
@@ -210,7 +255,7 @@ async def _serve_dashboard(
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
-                   else "read-only; --allow-actions enables cancel, resume and send")
+                   else "read-only; --allow-actions enables cancel, resume, send and fork")
         _emit(f"asyncflow dashboard: http://{shown}:{port}/ ({actions})")
         await Server(config).serve(sockets=[sock])
     return 0
@@ -272,6 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
     add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
+    sub = command(wf, "start", "start a workflow by its registered name (or enqueue it with "
+                  "--queue); a live app that registers it runs it", workflow_start)
+    sub.add_argument("name", metavar="NAME", help="the workflow's registered name")
+    sub.add_argument("--args", default="[]", metavar="JSON",
+                     help="its arguments: a JSON array (or an object of keyword arguments); "
+                     "default []")
+    sub.add_argument("--queue", metavar="Q", help="enqueue it on queue Q instead")
+    sub.add_argument("--id", dest="workflow_id", metavar="ID",
+                     help="its workflow id (default: a new random id); an existing id returns "
+                     "that workflow")
 
     # history (issue 14): replay, workflow export / import / fork
     add_history_commands(commands, wf, command)
@@ -322,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only)")
     sub.add_argument("--allow-actions", action="store_true",
-                     help="let visitors cancel and resume workflows and send messages")
+                     help="let visitors cancel, resume and fork workflows and send messages")
     sub.set_defaults(sync=True)
     return parser
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _codec
 from ._embedded import schema_hint
-from ._errors import SchemaVersionError
+from ._errors import SchemaVersionError, WorkflowConflictError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
 from ._history import HistoryOps
@@ -78,6 +78,30 @@ class Client(HistoryOps):
         if resumed is not None and resumed.queue_name is not None:
             runtime.waits.wake(QUEUE, resumed.queue_name)
         return self._handle(workflow_id)
+
+    async def start_workflow(
+        self, workflow_name: str, *args: Any, workflow_id: str | None = None, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Start workflow ``workflow_name`` (its registered name) with ``args`` and ``kwargs``
+        from a process that does not have the function; returns its handle once it is durable.
+
+        The workflow is left unassigned, and the recovery supervisor of a live app that
+        registers that name (woken by NOTIFY) claims and runs it, on that app's version. Starting
+        an id that exists returns that workflow (it never runs twice); under another workflow's
+        name it raises :class:`WorkflowConflictError`. To start it on a queue, use
+        :meth:`enqueue`.
+        """
+        _codec.check_id(workflow_name, "workflow_name")
+        new_id = secrets.token_hex(16) if workflow_id is None else _codec.check_id(workflow_id)
+        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
+                              f"the arguments of workflow {workflow_name!r}")
+        created, name = await self.runtime.store.insert_unassigned_workflow(
+            new_id, workflow_name, inputs)
+        if not created and name != workflow_name:
+            raise WorkflowConflictError(
+                f"workflow id {new_id!r} is already used by workflow {name!r}, not "
+                f"{workflow_name!r}; choose another id")
+        return self._handle(new_id)
 
     async def enqueue(
         self,

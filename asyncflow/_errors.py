@@ -125,7 +125,14 @@ class StepTimeoutError(AsyncFlowTimeoutError):
 
 class WorkflowPendingError(AsyncFlowError):
     """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
-    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it."""
+    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it.
+
+    ``pending_id``: the PENDING workflow that stopped it (the one asked for, or one of its
+    descendants), when known."""
+
+    def __init__(self, message: str, pending_id: str | None = None) -> None:
+        super().__init__(message)
+        self.pending_id = pending_id
 
 
 class TransactionStateError(AsyncFlowError):

@@ -287,6 +287,21 @@ UNION ALL
 SELECT false, name, NULL FROM {s}.workflows
 WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 
+# A workflow started by name from outside any app (Client.start_workflow): PENDING, unassigned
+# and of no app version yet (''), so the recovery supervisor of any live app registering the name
+# claims it (CLAIM_WORKFLOWS stamps its version) -- woken by the 'r' notification.
+INSERT_UNASSIGNED_WORKFLOW = """
+WITH ins AS (
+    INSERT INTO {s}.workflows (workflow_id, name, status, inputs, executor_id, app_version)
+    VALUES ($1, $2, 'PENDING', $3, NULL, '')
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING name
+)
+SELECT true AS created, name, pg_notify($4, 'r' || $1)::text AS notified FROM ins
+UNION ALL
+SELECT false, name, NULL FROM {s}.workflows
+WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
+
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
@@ -364,7 +379,7 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NULL
       AND c.name = ANY ($2::text[])
-      AND c.app_version = $3
+      AND (c.app_version = $3 OR (c.app_version = '' AND c.executor_id IS NULL))
       AND (
           c.executor_id IS NULL
           OR ($4 AND c.executor_id = $1)
@@ -375,7 +390,8 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     FOR NO KEY UPDATE OF c SKIP LOCKED
 )
 UPDATE {s}.workflows w
-SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, updated_at = clock_timestamp()
+SET executor_id = $1, app_version = $3, recovery_attempts = w.recovery_attempts + 1,
+    updated_at = clock_timestamp()
 FROM candidates
 WHERE w.workflow_id = candidates.workflow_id
 RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts"""
@@ -1490,6 +1506,10 @@ ORDER BY message_id LIMIT $2"""
 
 # A workflow's streams (at most $2 keys, by key) with the last $3 entries of each, cut to $4
 # chars. A stream with no entries yet (closed before any write) has one row with a NULL offset.
+# A workflow's stream keys, key $2 first if it has that stream (the CLI's unknown-key check).
+STREAM_KEYS = """
+SELECT key FROM {s}.stream_heads WHERE workflow_id = $1 ORDER BY key <> $2, key LIMIT $3"""
+
 DASHBOARD_STREAMS = """
 SELECT h.key, h.next_offset, h.closed, e."offset", e.value, e.length
 FROM (

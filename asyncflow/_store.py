@@ -103,6 +103,18 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             return False, existing
         return bool(row["created"]), row["name"]
 
+    async def insert_unassigned_workflow(
+        self, workflow_id: str, name: str, inputs: str
+    ) -> tuple[bool, str | None]:
+        """Insert a PENDING workflow for any live app registering ``name`` to claim (and wake
+        the recovery supervisors), unless the id exists: ``(created, name of the row)``."""
+        row = await self.storage.fetchrow(
+            Q.INSERT_UNASSIGNED_WORKFLOW, workflow_id, name, inputs, self.channel)
+        if row is None:  # lost a race with a concurrent insert of the same id: it exists now
+            existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
+            return False, existing
+        return bool(row["created"]), row["name"]
+
     async def workflow_state(self, workflow_id: str) -> str | None:
         """The workflow's status, or ``None`` if there is no such workflow."""
         status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)

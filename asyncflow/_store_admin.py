@@ -149,6 +149,11 @@ class AdminStatements(BatchStatements):
         """The oldest waiting messages of a workflow (all topics), with the total count."""
         return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
 
+    async def stream_keys(self, workflow_id: str, first: str, limit: int) -> list[str]:
+        """The workflow's stream keys (``limit`` of them), ``first`` first if it is one."""
+        rows = await self.storage.fetch(Q.STREAM_KEYS, workflow_id, first, limit)
+        return [row["key"] for row in rows]
+
     async def dashboard_streams(
         self, workflow_id: str, keys: int, tail: int, chars: int
     ) -> list[Any]:

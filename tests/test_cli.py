@@ -216,6 +216,11 @@ async def test_events_messages_and_streams(make_app, db_url, conn):
         code, out, _ = await cli(db_url, "stream", "read", "t1", "out", "--offset", "1")
         assert out == '1: {"second":2}\n'
 
+        # An unknown stream key is an error, not an empty stream.
+        code, out, err = await cli(db_url, "stream", "read", "t1", "typo")
+        assert code == 1 and out == "", err
+        assert "no stream 'typo'" in err and "its streams: 'out'" in err, err
+
         code, out, err = await cli(db_url, "send", "t1", "{bad json")
         assert code == 2 and out == "" and "MESSAGE is not valid JSON" in err
         code, out, err = await cli(db_url, "send", "nope", "1")
@@ -226,6 +231,37 @@ async def test_events_messages_and_streams(make_app, db_url, conn):
         for args, (code, out, err) in zip(cases, results, strict=True):
             assert (code, out, err.strip()) == (1, "", "asyncflow: error: no workflow with id "
                                                        "'nope'"), args
+
+
+async def test_workflow_start_by_name_and_on_a_queue(make_app, db_url):
+    app = make_app()
+    app.queue("jobs")
+
+    @app.workflow(name="greet")
+    async def greet(who: str, punctuation: str = "!") -> str:
+        return f"hello {who}{punctuation}"
+
+    async with app:
+        code, out, err = await cli(db_url, "workflow", "start", "greet", "--args", '["ann"]',
+                                   "--id", "g-1")
+        assert code == 0 and out.startswith("workflow g-1 (greet) started"), err
+        assert await (await app.retrieve_workflow("g-1")).get_result(30) == "hello ann!"
+        started = await cli_json(db_url, "workflow", "start", "greet", "--queue", "jobs",
+                                 "--args", '{"who": "bob", "punctuation": "?"}')
+        assert started["queue"] == "jobs" and started["name"] == "greet"
+        handle = await app.retrieve_workflow(started["workflow_id"])
+        assert await handle.get_result(30) == "hello bob?"
+        assert (await handle.get_status()).queue_name == "jobs"
+        # Again with an existing id: that workflow, not a second run.
+        again = await cli_json(db_url, "workflow", "start", "greet", "--args", '["zed"]',
+                               "--id", "g-1")
+        assert (again["workflow_id"], again["status"]) == ("g-1", "SUCCESS")
+        assert await (await app.retrieve_workflow("g-1")).get_result(30) == "hello ann!"
+        code, out, err = await cli(db_url, "workflow", "start", "other", "--id", "g-1")
+        assert code == 1 and "already used by workflow 'greet'" in err
+        for bad in ("[1,", '"text"'):
+            code, out, err = await cli(db_url, "workflow", "start", "greet", "--args", bad)
+            assert code == 2 and out == "" and "--args" in err, err
 
 
 async def test_db_migrate_and_connection_errors(empty_db_url, tmp_path):

@@ -754,6 +754,8 @@ async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
                     line = (await process.stdout.readline()).decode()
                 found = re.search(r"(http://\S+/)", line)
                 assert found, line
+                if not allow_actions:  # says every action it leaves out
+                    assert "cancel, resume, send and fork" in line, line
                 url = found.group(1)
                 async with httpx.AsyncClient(base_url=url, timeout=30) as http:
                     page = await http.get("/")
