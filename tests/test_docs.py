@@ -212,3 +212,16 @@ def test_the_examples_extra_installs_what_the_runnable_web_examples_use() -> Non
             assert "httpx" in examples
         if "fastapi" in block.code:
             assert "fastapi" in examples
+
+
+def test_the_dashboard_routes_table_lists_every_route_and_action() -> None:
+    from asyncflow._dashboard._actions import ACTIONS
+    from asyncflow._dashboard._app import Dashboard
+
+    page = (ROOT / "docs" / "dashboard.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `/")]
+    listed = set(re.findall(r"`(/[^`?\[]*)", "\n".join(rows)))
+    for path in Dashboard._ROUTES:
+        assert path in listed, f"docs/dashboard.md's routes table omits {path}"
+    for name in ACTIONS:
+        assert f"/action/{name}" in listed, f"docs/dashboard.md's routes table omits {name}"
