@@ -225,3 +225,21 @@ def test_the_dashboard_routes_table_lists_every_route_and_action() -> None:
         assert path in listed, f"docs/dashboard.md's routes table omits {path}"
     for name in ACTIONS:
         assert f"/action/{name}" in listed, f"docs/dashboard.md's routes table omits {name}"
+
+
+def test_the_constructor_has_one_home_listing_every_argument() -> None:
+    import inspect
+
+    import asyncflow
+
+    names = [name for name in inspect.signature(asyncflow.AsyncFlow).parameters]
+    home = (ROOT / "docs" / "configuration.md").read_text()
+    for name in names:
+        assert f"    {name}=" in home, f"configuration.md's constructor omits {name}="
+    # No other page repeats the list (a copy goes stale: the guide's lacked retention=).
+    for page in PAGES:
+        if page.name == "configuration.md":
+            continue
+        text = page.read_text()
+        listed = [name for name in names if f"    {name}=" in text]
+        assert len(listed) < 4, f"{page.name} repeats the constructor's arguments {listed}"
