@@ -36,7 +36,7 @@ from ._runner import Runner
 from ._runtime import Runtime
 from ._schedules import Scheduler
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
-from ._status import TERMINAL_STATUSES
+from ._status import TERMINAL_STATUSES, Delivery
 from ._steps import run_transaction
 from ._storage import Storage
 from ._supervisor import Supervisor
@@ -419,8 +419,12 @@ class AsyncFlow(HistoryOps, Registrations):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
+    ) -> Coroutine[Any, Any, Delivery | None]:
+        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow.
+
+        Outside a workflow it returns a :class:`Delivery`: delivered to a workflow that has not
+        ended, a ``DUPLICATE`` of an idempotency key sent before, or ``WORKFLOW_ENDED``. Inside
+        a workflow or step it returns ``None`` (the send is journaled or staged)."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
         ctx = workflow_on(runtime)

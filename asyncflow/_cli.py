@@ -24,7 +24,7 @@ from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _s
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
-from ._status import PENDING, SUCCESS, WorkflowStatus
+from ._status import PENDING, SUCCESS, Delivery, WorkflowStatus
 from .web._snapshot import stream_snapshot
 
 STREAM_KEYS_SHOWN = 20  # stream keys an unknown key's error lists
@@ -140,12 +140,22 @@ async def event_get(client: Client, args: argparse.Namespace) -> int:
 
 async def send(client: Client, args: argparse.Namespace) -> int:
     message = _parse_json(args.message, "MESSAGE")
-    await client.send(args.workflow_id, message, args.topic, idempotency_key=args.idempotency_key)
+    delivery = await client.send(args.workflow_id, message, args.topic,
+                                 idempotency_key=args.idempotency_key)
     if args.json:
-        _emit(_json({"workflow_id": args.workflow_id, "topic": args.topic, "sent": True}))
+        _emit(_json({"workflow_id": args.workflow_id, "topic": args.topic,
+                     "sent": delivery is not Delivery.DUPLICATE, "delivery": str(delivery)}))
+        return 0
+    topic = "" if args.topic is None else f" on topic {args.topic!r}"
+    if delivery is Delivery.DUPLICATE:
+        _emit(f"not sent: idempotency key {args.idempotency_key!r} was already sent to workflow "
+              f"{args.workflow_id} (delivered once)")
+    elif delivery is Delivery.WORKFLOW_ENDED:
+        status = (await client.get_workflow_status(args.workflow_id)).status
+        _emit(f"message stored for workflow {args.workflow_id}{topic}, but it has ended "
+              f"({status}): nothing receives it unless the workflow is resumed")
     else:
-        topic = "" if args.topic is None else f" on topic {args.topic!r}"
-        _emit(f"message sent to workflow {args.workflow_id}{topic}")
+        _emit(f"message delivered to workflow {args.workflow_id}{topic}")
     return 0
 
 

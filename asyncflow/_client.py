@@ -14,6 +14,7 @@ from ._handle import WorkflowHandle
 from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
+from ._status import Delivery
 from ._storage import Storage
 from ._telemetry import Telemetry
 from ._wait import QUEUE
@@ -56,11 +57,16 @@ class Client(HistoryOps):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> None:
+    ) -> Delivery:
         """Send a message to a workflow. With ``idempotency_key``, repeated sends with the same
-        key deliver once, even after the first was consumed. Never blocks on the receiver."""
+        key deliver once, even after the first was consumed. Never blocks on the receiver.
+
+        Returns what became of it (:class:`Delivery`): ``DELIVERED`` to a workflow that has not
+        ended, ``DUPLICATE`` (the key was sent before: nothing delivered), or ``WORKFLOW_ENDED``
+        (stored, but nothing receives it unless the workflow is resumed). An unknown workflow id
+        raises :class:`WorkflowNotFoundError`."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
-        await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
+        return await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
         """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout."""

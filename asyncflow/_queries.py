@@ -673,13 +673,18 @@ SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS ev
 # Messages
 # ---------------------------------------------------------------------------------------------
 
+# Sends from outside a workflow also return whether the message was stored (`inserted`: not
+# with an idempotency key sent before) and the destination's status (NULL: no such workflow), so
+# that send can say what became of it (asyncflow.Delivery).
 SEND_MESSAGE = """
 WITH ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     VALUES ($1, $2, $3, $5)
     RETURNING destination_id
 )
-SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+SELECT pg_notify($4, 'm' || destination_id)::text AS notified, true AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status
+FROM ins"""
 
 SEND_MESSAGE_ONCE = """
 WITH k AS (
@@ -691,7 +696,9 @@ WITH k AS (
     SELECT destination_id, $2, $3, $6 FROM k
     RETURNING destination_id
 )
-SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+SELECT (SELECT pg_notify($4, 'm' || destination_id) FROM ins)::text AS notified,
+       EXISTS (SELECT 1 FROM ins) AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
 
 # The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
 _MAILBOX_HEAD = """
@@ -1094,6 +1101,8 @@ WITH input AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
+       i.ord IN (SELECT ord FROM chosen) AS inserted,
+       (SELECT w.status FROM {s}.workflows w WHERE w.workflow_id = i.destination_id) AS status,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""
 

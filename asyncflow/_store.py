@@ -17,7 +17,7 @@ from . import _queries as Q
 from ._batch import Batcher
 from ._driver import refuse_in_replay
 from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
-from ._status import StepInfo, WorkflowStatus
+from ._status import Delivery, StepInfo, WorkflowStatus
 from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
 from ._store_base import (
@@ -61,7 +61,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.channel = storage.channel
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
-        self.sends: Batcher[Sent, None] = Batcher(self._send_many, self._send_one)
+        self.sends: Batcher[Sent, Delivery] = Batcher(self._send_many, self._send_one)
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
@@ -350,11 +350,14 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def send_message(
         self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None,
         traceparent: str | None = None,
-    ) -> None:
-        """Deliver a message (once per idempotency key, if given); unknown destination: not
-        found. ``traceparent``: the trace context of the sending span (telemetry)."""
-        await self._submit(self.sends, self._send_one,
-                           (destination_id, topic, text, idempotency_key, traceparent))
+    ) -> Delivery:
+        """Deliver a message (once per idempotency key, if given) and say what became of it;
+        unknown destination: not found. ``traceparent``: the trace context of the sending span
+        (telemetry)."""
+        delivery: Delivery = await self._submit(
+            self.sends, self._send_one, (destination_id, topic, text, idempotency_key,
+                                         traceparent))
+        return delivery
 
     async def recv_first(
         self, workflow_id: str, topic: str | None, function_id: int, deadline: float

@@ -98,7 +98,7 @@ class AdminStatements(BatchStatements):
         destination deleted while it runs fails it as a whole: WorkflowNotFoundError.
         ``traceparent``: the trace context of the sending span (telemetry)."""
         sent = [(*op, traceparent) for op in ops]
-        return [outcome is None for outcome in await self._send_many(sent)]
+        return [not isinstance(outcome, BaseException) for outcome in await self._send_many(sent)]
 
     async def send_many(self, ops: list[Send], traceparent: str | None = None) -> list[bool]:
         """Deliver many messages in one statement; per message, whether its destination exists.
@@ -112,7 +112,7 @@ class AdminStatements(BatchStatements):
                 outcomes = await self._send_many(sent)
             except WorkflowNotFoundError:
                 continue
-            return [outcome is None for outcome in outcomes]
+            return [not isinstance(outcome, BaseException) for outcome in outcomes]
         delivered: list[bool] = []
         for op in sent:
             try:

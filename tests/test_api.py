@@ -35,6 +35,8 @@ EXPECTED = {
     "Telemetry", "logging_filter",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
     "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
+    # what a send from outside a workflow says became of the message
+    "Delivery",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

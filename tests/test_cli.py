@@ -117,10 +117,19 @@ async def test_workflow_commands(make_app, db_url):
             await handle.get_result(timeout_seconds=10)
         resumed = await cli_json(db_url, "workflow", "resume", "wf-wait")
         assert resumed == {"workflow_id": "wf-wait", "status": "PENDING", "changed": True}
-        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go")
+        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go",
+                                   "--idempotency-key", "k1")
         assert code == 0, err
-        assert out.strip() == "message sent to workflow wf-wait on topic 'go'"
+        assert out.strip() == "message delivered to workflow wf-wait on topic 'go'"
         assert await handle.get_result(timeout_seconds=30) == {"got": {"ok": True}}
+        # The same key again: not delivered twice, and it says so; to an ended workflow too.
+        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go",
+                                   "--idempotency-key", "k1")
+        assert code == 0 and out.startswith("not sent: idempotency key 'k1' was already"), err
+        code, out, err = await cli(db_url, "send", "wf-wait", "2", "--topic", "go")
+        assert code == 0 and "but it has ended (SUCCESS)" in out, err
+        assert await cli_json(db_url, "send", "wf-wait", "3", "--idempotency-key", "k1") == {
+            "workflow_id": "wf-wait", "topic": None, "sent": False, "delivery": "duplicate"}
 
         cases = (["workflow", "get", "nope"], ["workflow", "steps", "nope"],
                  ["workflow", "cancel", "nope"], ["workflow", "resume", "nope"])
