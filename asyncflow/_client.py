@@ -29,6 +29,8 @@ class Client(HistoryOps):
     ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context).
     """
 
+    _creates_schema = False
+
     def __init__(
         self,
         database_url: str | None = None,

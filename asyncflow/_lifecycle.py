@@ -73,6 +73,9 @@ class Connected(Admin):
     come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
+    #: Whether launching creates (migrates) the schema: an app does, a Client never does (so a
+    #: Client does not start a new embedded server where there is none).
+    _creates_schema = True
 
     def __init__(
         self,
@@ -165,7 +168,8 @@ class Connected(Admin):
             return
         from ._embedded import resolve_database_url
 
-        url = await resolve_database_url(self._database_url, self._data_dir)
+        url = await resolve_database_url(self._database_url, self._data_dir,
+                                         create=self._creates_schema)
         storage = Storage(url, self._schema, pool_size=self._pool_size)
         await storage.open()
         tg = anyio.create_task_group()

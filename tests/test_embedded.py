@@ -182,8 +182,8 @@ async def test_a_started_server_outlives_its_users(data_dir, users):
 
 
 async def test_a_program_pointed_at_a_fresh_data_directory_says_so(data_dir, tmp_path):
-    # A Client run from another directory gets a new, empty embedded server: the error says
-    # which data directory it used and how to point it at the app's.
+    # A Client run from another directory finds no embedded server there: the error says
+    # which data directory it looked in and how to point it at the app's, and it creates none.
     script = ("import asyncio, asyncflow\n"
               "async def main():\n"
               "    async with asyncflow.Client():\n"
@@ -198,10 +198,12 @@ async def test_a_program_pointed_at_a_fresh_data_directory_says_so(data_dir, tmp
     err = raw_err.decode()
     assert process.returncode == 1
     assert "SchemaVersionError" in err and "does not exist" in err
-    assert f"embedded Postgres of data directory {data_dir}" in err
-    assert "from ASYNCFLOW_DATA_DIR, created just now" in err
+    assert f"no embedded Postgres in data directory {data_dir} (from ASYNCFLOW_DATA_DIR)" in err
+    assert "nothing was created there" in err
     assert "ASYNCFLOW_DATABASE_URL" in err
-    assert not running(data_dir)  # it was its only user
+    # A Client never creates the schema, so it does not create a server either: no stray data
+    # directory is left behind where the program ran by mistake.
+    assert not data_dir.exists() and not (tmp_path / ".asyncflow").exists()
 
     # The CLI in a directory whose embedded server has no asyncflow schema says the same.
     code, _, err = await cli(None, "postgres", "start", cwd=tmp_path)
