@@ -74,8 +74,8 @@ async def workflow_get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
-    steps = await client.list_workflow_steps(args.workflow_id)
+async def workflow_operations(client: Client, args: argparse.Namespace) -> int:
+    steps = await client.list_workflow_operations(args.workflow_id)
     if args.json:
         _emit(_json([s.to_dict() for s in steps]))
     elif not steps:
@@ -84,7 +84,7 @@ async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
         rows = [[str(s.function_id), s.name, "yes" if s.completed else "no",
                  s.child_workflow_id or "-",
                  ("error: " + s.error) if s.error else _short(s.output)] for s in steps]
-        _emit(_table(["ID", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
+        _emit(_table(["OPERATION", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
     return 0
 
 
@@ -319,13 +319,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     workflow = commands.add_parser(
         "workflow",
-        help="list, inspect, cancel, resume, delete, fork, export and import workflows")
+        help="start, list, inspect, cancel, resume, delete, fork, export and import workflows")
     wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    for name, help_text, run in (
-        ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
-        ("steps", "show a workflow's journal of steps and operations", workflow_steps),
-    ):
-        command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
+    command(wf, "get", "show a workflow's status (and result once it succeeded)",
+            workflow_get).add_argument("workflow_id", metavar="ID")
+    journal = "show a workflow's journal: its numbered operations (steps, sends, waits, …)"
+    sub = wf.add_parser("operations", aliases=["steps"], parents=[common], help=journal,
+                        description=journal + " (`steps` is its older name)")
+    sub.set_defaults(run=workflow_operations)
+    sub.add_argument("workflow_id", metavar="ID")
     add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
     sub = command(wf, "start", "start a workflow by its registered name (or enqueue it with "
                   "--queue); a live app that registers it runs it", workflow_start)

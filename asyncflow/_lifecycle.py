@@ -284,10 +284,16 @@ class Connected(Admin):
         _codec.check_id(workflow_id)
         return await self.runtime.store.workflow_status(workflow_id)
 
-    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
-        """The journal of a workflow: every recorded operation, in function-id order."""
+    async def list_workflow_operations(self, workflow_id: str) -> list[StepInfo]:
+        """The journal of a workflow: every recorded operation (a step, transaction, send,
+        recv, sleep, event, child start, …), in the order of their numbers (``function_id``:
+        operation #0, #1, …)."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_operations(workflow_id)
+
+    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
+        """The older name of :meth:`list_workflow_operations` (the same journal)."""
+        return await self.list_workflow_operations(workflow_id)
 
     # -- events and streams ---------------------------------------------------------------------
 

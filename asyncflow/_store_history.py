@@ -103,7 +103,7 @@ class HistoryStatements(StoreBase):
             limit = 0 if last is None else last + 1  # one past the last recorded operation
             if from_function_id > limit:
                 raise InvalidArgumentError(
-                    f"from_step must be at most {limit} (one past the last operation workflow "
+                    f"from_operation must be at most {limit} (one past the last operation workflow "
                     f"{source_id!r} recorded), not {from_function_id}")
             row = await self.storage.fetchrow(
                 Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,

@@ -96,7 +96,7 @@ async def test_workflow_commands(make_app, db_url):
             cli_json(db_url, "workflow", "list", "--limit", "1"),
             cli_json(db_url, "workflow", "list", "--name", name),
             cli_json(db_url, "workflow", "get", "wf-done"),
-            cli_json(db_url, "workflow", "steps", "wf-done"),
+            cli_json(db_url, "workflow", "operations", "wf-done"),
         )
         assert [w["workflow_id"] for w in pending] == ["wf-wait"]
         assert [w["workflow_id"] for w in newest] == ["wf-fail"]  # newest first
@@ -107,7 +107,8 @@ async def test_workflow_commands(make_app, db_url):
         (code, out, _), (code2, out2, _) = await asyncio.gather(
             cli(db_url, "workflow", "get", "wf-fail"), cli(db_url, "workflow", "steps", "wf-done"))
         assert code == 0 and "ValueError: boom" in out and "ERROR" in out
-        assert code2 == 0 and out2.split()[:5] == ["ID", "NAME", "DONE", "CHILD", "OUTPUT"]
+        assert code2 == 0 and out2.split()[:5] == [  # (`steps`: the older name of `operations`)
+            "OPERATION", "NAME", "DONE", "CHILD", "OUTPUT"]
 
         code, out, _ = await cli(db_url, "workflow", "cancel", "wf-done")
         assert code == 0 and "nothing to cancel" in out

@@ -243,3 +243,15 @@ def test_the_constructor_has_one_home_listing_every_argument() -> None:
         text = page.read_text()
         listed = [name for name in names if f"    {name}=" in text]
         assert len(listed) < 4, f"{page.name} repeats the constructor's arguments {listed}"
+
+
+def test_operation_is_the_one_word_for_numbered_journal_entries() -> None:
+    # The older names (and "function id") may appear only where a page says they are older
+    # names; the dashboard's fork form field keeps its wire name.
+    old = re.compile(r"list_workflow_steps|workflow steps\b|--from-step|from_step|function id",
+                     re.IGNORECASE)
+    found = [f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
+             for page in PAGES if page.name != "architecture.md"
+             for number, line in enumerate(page.read_text().splitlines(), 1)
+             if old.search(line) and "older name" not in line and "form fields" not in line]
+    assert not found, "say operation (number):\n" + "\n".join(found)

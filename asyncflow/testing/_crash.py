@@ -1,8 +1,8 @@
 """Simulated crashes and recovery of a workflow at a chosen step, and counting step runs.
 
-Steps are numbered as in ``app.list_workflow_steps(workflow_id)``: every durable operation of a
-workflow (step, transaction, send, recv, sleep, event, child start, …) takes the next number,
-from 0, in call order. Two crash points:
+Operations are numbered as in ``app.list_workflow_operations(workflow_id)``: every durable
+operation of a workflow (step, transaction, send, recv, sleep, event, child start, …) takes the
+next number, from 0, in call order. Two crash points:
 
 * ``before=N`` -- the process dies just before operation #N starts: #0…#N-1 are checkpointed and
   are never run again; nothing of #N ran. (The engine's ``on_operation`` hook.)
@@ -40,7 +40,7 @@ def _crash_point(before: object, during: object) -> tuple[int | None, str | int 
     if before is not None:
         if isinstance(before, bool) or not isinstance(before, int) or before < 0:
             raise InvalidArgumentError(
-                f"before= is an operation number >= 0 (as in app.list_workflow_steps), not "
+                f"before= is an operation number >= 0 (as in app.list_workflow_operations), not "
                 f"{before!r}; to crash in a step by its name use during=")
         return before, None
     if callable(during) and hasattr(during, "__qualname__"):
