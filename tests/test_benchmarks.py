@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.slow  # the whole benchmark suite, quick mode
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -790,6 +790,7 @@ async def test_cli_dashboard_bad_usage(db_url: str) -> None:
 # -- a real browser -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary (install the Debian "
                     "package `chromium`, or set ASYNCFLOW_TEST_CHROMIUM)")
 async def test_in_a_real_browser(db_url: str, procs: Any) -> None:

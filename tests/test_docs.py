@@ -75,6 +75,7 @@ def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("docs-examples")
 
 
+@pytest.mark.slow  # a Python process each
 @pytest.mark.xdist_group("docs")
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.name for block in BLOCKS])
 async def test_runnable_block(
@@ -255,3 +256,21 @@ def test_operation_is_the_one_word_for_numbered_journal_entries() -> None:
              for number, line in enumerate(page.read_text().splitlines(), 1)
              if old.search(line) and "older name" not in line and "form fields" not in line]
     assert not found, "say operation (number):\n" + "\n".join(found)
+
+
+def test_the_suite_uses_every_core_prints_its_time_and_has_a_quick_subset() -> None:
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    command = next(line for line in readme.splitlines()
+                   if line.startswith("python3 -m venv") and "python -m pytest" in line)
+    assert "-n auto" in command and "--dist loadgroup" in command  # docs' examples: one worker
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(req.startswith("pytest-xdist") for req in
+               project["project"]["optional-dependencies"]["dev"])
+    markers = project["tool"]["pytest"]["ini_options"]["markers"]
+    assert any(marker.startswith("slow:") for marker in markers)
+    assert '-m "not slow"' in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "trap 'echo \"== test suite wall time: $((SECONDS - started)) s\"' EXIT" in ci
+    assert ci.index("started=$SECONDS") < ci.index(command)

