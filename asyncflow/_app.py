@@ -27,6 +27,7 @@ from ._history import (
     selection,
 )
 from ._lifecycle import Connected, setting
+from ._liveness import BEATS_PER_LEASE
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
 from ._registration import Fn, Registrations, check_coroutine_function, registered_name
@@ -47,6 +48,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MIN_RECOVERY_INTERVAL = 0.05
+MIN_LIVENESS_TIMEOUT = 0.25
 _ISOLATION_LEVELS = (None, "read_committed", "repeatable_read", "serializable")
 
 
@@ -62,7 +64,10 @@ class AsyncFlow(HistoryOps, Registrations):
     ``database_url``: argument, else ``ASYNCFLOW_DATABASE_URL``, else an embedded Postgres whose
     data lives in ``data_dir`` (default ``ASYNCFLOW_DATA_DIR`` or ``./.asyncflow``).
     ``executor_id`` identifies this process (default ``ASYNCFLOW_EXECUTOR_ID`` or a generated
-    one); ``app_version`` defaults to a hash of the registered workflows' source, and only
+    one). ``liveness_timeout_seconds``: how long this process may show no sign of life (while
+    its liveness lock is also free) before other processes take its workflows over; it renews
+    its lease five times within it (docs/operations.md, "Liveness and fencing").
+    ``app_version`` defaults to a hash of the registered workflows' source, and only
     workflows started by the same version are recovered by this app. ``retention``: a
     :class:`Retention` the app applies in the background (finished workflows older, or more,
     than it keeps are deleted); ``None`` keeps everything.
@@ -83,6 +88,7 @@ class AsyncFlow(HistoryOps, Registrations):
         pool_size: int = 10,
         data_dir: str | os.PathLike[str] | None = None,
         recovery_interval_seconds: float = 1.0,
+        liveness_timeout_seconds: float = 10.0,
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
@@ -114,6 +120,14 @@ class AsyncFlow(HistoryOps, Registrations):
                 f"is a query), not {recovery_interval_seconds!r}"
             )
         self._recovery_interval = interval
+        lease = setting(_codec.check_timeout, liveness_timeout_seconds,
+                        "liveness_timeout_seconds")
+        if lease < MIN_LIVENESS_TIMEOUT:
+            raise InvalidSettingError(
+                f"liveness_timeout_seconds must be at least {MIN_LIVENESS_TIMEOUT} (the lease "
+                f"is renewed {BEATS_PER_LEASE} times within it), not "
+                f"{liveness_timeout_seconds!r}")
+        self._liveness_timeout = lease
         self._workflows: dict[str, WorkflowSpec] = {}
         self._step_names: set[str] = set()  # of steps and transactions (journal names)
         self._runner: Runner | None = None
@@ -197,9 +211,11 @@ class AsyncFlow(HistoryOps, Registrations):
 
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)
+        liveness = runtime.listener.liveness
+        assert liveness is not None
         supervisor = self._supervisor = Supervisor(runner, self._workflows,
-                                                   self._recovery_interval)
-        runner.on_stopped_early = supervisor.poke
+                                                   self._recovery_interval, liveness)
+        runner.on_stopped_early = functools.partial(supervisor.poke, repair=True)
         runtime.monitors["supervisor"] = supervisor.monitor
         if self._serve is not None:
             unknown = [name for name in self._serve if name not in self._queues]
@@ -231,6 +247,12 @@ class AsyncFlow(HistoryOps, Registrations):
         for name, queue in self._queues.items():
             if self._serves(name):
                 self._start_dispatcher(runtime, queue)
+
+    def _on_reconnect(self, server_changed: bool) -> None:
+        # Anything may have happened while this process was cut off (even lost commits, after a
+        # failover): look for own PENDING workflows that nothing runs.
+        if self._supervisor is not None:
+            self._supervisor.poke(repair=True)
 
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         if self._supervisor is not None:
@@ -338,7 +360,7 @@ class AsyncFlow(HistoryOps, Registrations):
             runtime.waits.wake(QUEUE, resumed.queue_name)
         elif resumed is not None and here:
             self.runner.spawn(workflow_id, self._workflows[resumed.name], resumed.inputs,
-                              fresh=False)
+                              fresh=False, epoch=resumed.epoch)
         return self._handle(workflow_id)
 
     def _after_cancel(self, workflow_id: str) -> None:
@@ -404,7 +426,7 @@ class AsyncFlow(HistoryOps, Registrations):
         return None
 
     def _run_forked(self, workflow_id: str, name: str, inputs: str) -> None:
-        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False)
+        self.runner.spawn(workflow_id, self._workflows[name], inputs, fresh=False, epoch=1)
 
     def running_workflows(self) -> list[str]:
         """Ids of the workflows executing in this process right now."""

@@ -18,20 +18,24 @@ from ._store import JournalEntry
 class WorkflowContext:
     """State of one execution of one workflow: its id, the journal to replay, the next op id."""
 
-    __slots__ = ("cancelled", "db_failed", "journal", "name", "next_function_id", "runtime",
-                 "stop_hint", "workflow_id")
+    __slots__ = ("cancelled", "db_failed", "epoch", "journal", "name", "next_function_id",
+                 "runtime", "stop_hint", "workflow_id")
 
     #: True for a history replay (``asyncflow._replay``): every operation must come from the
     #: journal, and nothing may touch a database.
     replaying = False
 
     def __init__(
-        self, runtime: Runtime, workflow_id: str, name: str, journal: dict[int, JournalEntry]
+        self, runtime: Runtime, workflow_id: str, name: str, journal: dict[int, JournalEntry],
+        epoch: int = 0,
     ) -> None:
         self.runtime = runtime
         self.workflow_id = workflow_id
         self.name = name
         self.journal = journal
+        #: The ownership epoch this execution started with: every write it makes is fenced by
+        #: it (refused once the workflow was claimed by another execution).
+        self.epoch = epoch
         self.next_function_id = 0
         self.cancelled = False  # confirmed: the database says CANCELLED
         self.stop_hint = False  # a notification says it may have ended elsewhere: check

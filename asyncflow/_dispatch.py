@@ -147,8 +147,9 @@ class Dispatcher:
             runner.runtime.waits.wake(DEADLINE, "")  # its clock started: this process enforces
         elif timeout is not None:  # enqueued by name (a Client): the function's default applies
             now = runner.runtime.now()
-            if await runner.runtime.store.set_deadline(claim.workflow_id, timeout, now + timeout):
+            if await runner.runtime.store.set_deadline(claim.workflow_id, timeout, now + timeout,
+                                                       claim.epoch):
                 runner.runtime.waits.wake(DEADLINE, "")
         if self.spec.bounds_running:
             self._local.add(claim.workflow_id)
-        runner.spawn(claim.workflow_id, spec, claim.inputs, fresh=claim.fresh)
+        runner.spawn(claim.workflow_id, spec, claim.inputs, fresh=claim.fresh, epoch=claim.epoch)

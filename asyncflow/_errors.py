@@ -182,3 +182,8 @@ class _ExecutionConflict(BaseException):
 
     A ``BaseException`` so that user code catching ``Exception`` cannot swallow it.
     """
+
+
+class _OwnershipLost(_ExecutionConflict):
+    """This execution's workflow was claimed by another execution (its epoch moved on): the
+    write that found out was refused, and the execution stops without recording anything."""

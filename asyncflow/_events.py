@@ -31,7 +31,7 @@ async def set_event_from_workflow(
     if await begin(ctx, function_id, SET_EVENT) is not None:
         return
     await checked(ctx, ctx.runtime.store.journaled_set_event(
-        ctx.workflow_id, function_id, SET_EVENT, key, text))
+        ctx.workflow_id, function_id, SET_EVENT, ctx.epoch, key, text))
     # The committed value is handed to local waiters (no read back for an outside get_event).
     ctx.runtime.waits.wake(EVENT, ctx.workflow_id, (key, text))
 
@@ -75,7 +75,7 @@ async def get_event_from_workflow(
     async def first(deadline: float) -> str | _NotYet:
         # Journal the wait with its deadline, completed at once if the event is set.
         recorded, value = await store.get_event_first(workflow_id, target_id, key,
-                                                      function_id, deadline)
+                                                      function_id, deadline, ctx.epoch)
         if not recorded:
             await stop_for_status(ctx)
         return NOT_YET if value is None else value
@@ -86,7 +86,7 @@ async def get_event_from_workflow(
             await stop_for_status(ctx)
         if value is None:
             return NOT_YET
-        await checked(ctx, store.complete_operation(workflow_id, function_id, value))
+        await checked(ctx, store.complete_operation(workflow_id, function_id, value, ctx.epoch))
         return value
 
     keys = ((EVENT, target_id), (TERMINAL, workflow_id))

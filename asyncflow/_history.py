@@ -336,7 +336,7 @@ class HistoryOps(Connected):
                     f"{source.name!r}; choose another id for the fork")
             return self._handle(new_id)
         if here is not None:
-            self._run_forked(new_id, source.name, forked.inputs)
+            self._run_forked(new_id, source.name, forked.inputs)  # (a fork starts at epoch 1)
         else:
             self._after_resume()
         return self._handle(new_id)

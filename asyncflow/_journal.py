@@ -1,27 +1,43 @@
 """The journal: replaying recorded operations and recording new ones, for every primitive.
 
 Each durable operation of a workflow owns one function id. Its row in ``operations`` is written
-only while the workflow is PENDING; a second row for the same id means another execution of the
-same workflow got there first, and this one stops (``_ExecutionConflict``).
+only while the workflow is PENDING at the epoch the execution started with; a second row for the
+same id means another execution of the same workflow got there first, and this one stops
+(``_ExecutionConflict``); a moved epoch means the workflow was claimed by another execution, and
+this one stops without recording anything (``_OwnershipLost``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
 from . import _codec
 from ._context import WorkflowContext
-from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict
+from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict, _OwnershipLost
 from ._recorded import decode_error
 from ._status import CANCELLED, PENDING
 from ._store import JournalEntry
 from ._wait import JOURNAL
 
+logger = logging.getLogger("asyncflow")
+
+
+def ownership_lost(ctx: WorkflowContext, epoch: int) -> _OwnershipLost:
+    """The error that stops an execution whose workflow was claimed elsewhere (logged once)."""
+    logger.warning(
+        "workflow %s was claimed by another execution (epoch %d, this execution's %d); this "
+        "execution stops without recording anything", ctx.workflow_id, epoch, ctx.epoch)
+    return _OwnershipLost(f"workflow {ctx.workflow_id!r} is owned by another execution now")
+
 
 async def stop_for_status(ctx: WorkflowContext) -> None:
-    """The workflow is no longer PENDING: raise cancellation, or stop this execution quietly."""
-    status = await ctx.runtime.store.workflow_state(ctx.workflow_id)
+    """A write was refused: raise cancellation, or stop this execution quietly (the workflow
+    ended, or another execution owns it now)."""
+    status, epoch = await ctx.runtime.store.workflow_ownership(ctx.workflow_id)
+    if status is not None and epoch != ctx.epoch:
+        raise ownership_lost(ctx, epoch)
     if status == CANCELLED:
         ctx.cancelled = True
         raise WorkflowCancelledError(f"workflow {ctx.workflow_id!r} was cancelled")
@@ -34,7 +50,8 @@ async def ensure_running(ctx: WorkflowContext) -> None:
         return
     ctx.check_cancelled()
     ctx.stop_hint = False
-    if await ctx.runtime.store.workflow_state(ctx.workflow_id) != PENDING:
+    status, epoch = await ctx.runtime.store.workflow_ownership(ctx.workflow_id)
+    if status != PENDING or epoch != ctx.epoch:
         await stop_for_status(ctx)
 
 
@@ -50,7 +67,7 @@ async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: An
     if hook is not None:
         hook(ctx.workflow_id, function_id, name)
     await checked(ctx, ctx.runtime.store.record_operation(
-        ctx.workflow_id, function_id, name, **fields))
+        ctx.workflow_id, function_id, name, ctx.epoch, **fields))
     ctx.runtime.waits.wake(JOURNAL, ctx.workflow_id)  # observers only: nobody waits on it
 
 

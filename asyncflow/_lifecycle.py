@@ -3,6 +3,7 @@ and the operations that work the same from both (outside any workflow)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
@@ -16,10 +17,16 @@ from . import _queries as Q
 from ._admin import Admin
 from ._context import current_workflow, workflow_on
 from ._driver import refuse_in_replay
-from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
+from ._errors import (
+    AsyncFlowError,
+    ConfigurationError,
+    InvalidArgumentError,
+    InvalidSettingError,
+)
 from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
+from ._liveness import Liveness
 from ._runtime import Runtime, not_launched
 from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
@@ -36,6 +43,7 @@ from ._wait_first import (
 )
 
 MAX_BIGINT = 2**63 - 1
+logger = logging.getLogger("asyncflow")
 T = TypeVar("T")
 
 
@@ -76,6 +84,8 @@ class Connected(Admin):
     #: Whether launching creates (migrates) the schema: an app does, a Client never does (so a
     #: Client does not start a new embedded server where there is none).
     _creates_schema = True
+    #: An app's lease (``liveness_timeout_seconds``); unused by a client.
+    _liveness_timeout: float = 10.0
 
     def __init__(
         self,
@@ -159,6 +169,9 @@ class Connected(Admin):
     def _on_notify(self, kind: str, workflow_id: str) -> None:
         """Hook for the app: react to a notification (after waiters were woken)."""
 
+    def _on_reconnect(self, server_changed: bool) -> None:
+        """Hook for the app: the listener reconnected (to another server, if ``changed``)."""
+
     async def launch(self) -> None:
         """Connect, prepare the schema, and start the listener (and, for an app, recovery).
 
@@ -170,7 +183,9 @@ class Connected(Admin):
 
         url = await resolve_database_url(self._database_url, self._data_dir,
                                          create=self._creates_schema)
-        storage = Storage(url, self._schema, pool_size=self._pool_size)
+        name = ("asyncflow-client" if self._executor_id is None
+                else f"asyncflow:{self._executor_id}")
+        storage = Storage(url, self._schema, pool_size=self._pool_size, application_name=name)
         await storage.open()
         tg = anyio.create_task_group()
         entered = False
@@ -179,8 +194,10 @@ class Connected(Admin):
             await tg.__aenter__()
             entered = True
             store = Store(storage)
-            listener = Listener(store, self._waits, executor_id=self._executor_id,
-                                on_notify=self._on_notify)
+            liveness = (None if self._executor_id is None
+                        else Liveness(store, self._executor_id, self._liveness_timeout))
+            listener = Listener(store, self._waits, liveness=liveness,
+                                on_notify=self._on_notify, on_reconnect=self._on_reconnect)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
             self._observe(runtime)
             if self._prepare_runtime is not None:
@@ -225,6 +242,13 @@ class Connected(Admin):
             # and get NotLaunchedError instead of waiting forever.
             self._waits.wake_all()
             with anyio.CancelScope(shield=True):
+                liveness = runtime.listener.liveness
+                if liveness is not None:  # nothing runs any more: others may recover at once
+                    try:
+                        await liveness.retire()
+                    except AsyncFlowError as exc:  # unreachable: others wait out the lease
+                        logger.warning("asyncflow could not end executor %s's lease at "
+                                       "shutdown (%s)", liveness.executor_id, exc)
                 await runtime.store.storage.close()
 
     def _stopped(self) -> None:

@@ -59,7 +59,8 @@ async def send_from_workflow(
     if idempotency_key is None:
         # Journal entry and delivery in one statement.
         await checked(ctx, store.journaled_send(
-            ctx.workflow_id, function_id, SEND, destination_id, topic, text, traceparent))
+            ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
+            traceparent))
     else:
         # Rare: a caller-chosen key on top of the journal; both in one transaction.
         async with store.storage.transaction():
@@ -158,7 +159,7 @@ async def recv(
     async def first(deadline: float) -> str | _NotYet:
         # Journal the recv with its deadline and take a waiting message, in one statement.
         recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
-                                                           deadline)
+                                                           deadline, ctx.epoch)
         if not recorded:
             await stop_for_status(ctx)
         if message is None:
@@ -169,7 +170,7 @@ async def recv(
 
     async def later(_deadline: float) -> str | _NotYet:
         status, message, consumed, sender = await store.recv_next(workflow_id, topic,
-                                                                  function_id)
+                                                                  function_id, ctx.epoch)
         if status != PENDING:
             await stop_for_status(ctx)
         if message is None:

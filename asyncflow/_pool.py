@@ -19,10 +19,14 @@ class ConnectionPool:
     A closed connection is dropped on release and its slot handed to a waiter.
     """
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, server_settings: dict[str, str] | None = None) -> None:
         self._url = url
         self._size = size
-        self._idle: list[Connection] = []
+        self._server_settings = server_settings
+        self._idle: list[tuple[Connection, float]] = []  # with the loop time it became idle
+        #: Idle connections older than this (seconds) are closed rather than reused: set below
+        #: the server's idle_session_timeout, which would otherwise end them under a statement.
+        self.max_idle: float | None = None
         self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._open = 0  # open or opening
         self._closed = False
@@ -45,9 +49,12 @@ class ConnectionPool:
             if self._closed:
                 raise NotLaunchedError("the connection pool is closed")
             while self._idle:
-                conn = self._idle.pop()
+                conn, since = self._idle.pop()
                 if not conn.is_closed():
-                    return conn
+                    if (self.max_idle is None
+                            or asyncio.get_running_loop().time() - since < self.max_idle):
+                        return conn
+                    conn.terminate()  # about to be ended by the server: open a fresh one
                 self._open -= 1
                 self.pids.discard(self._pid_of.pop(conn, 0))
             if self._open < self._size:
@@ -55,7 +62,8 @@ class ConnectionPool:
                 try:
                     with map_errors(), _configuration_errors(self._url):
                         new: Connection = await asyncpg.connect(
-                            self._url, connection_class=PoolConnection)
+                            self._url, connection_class=PoolConnection,
+                            server_settings=self._server_settings)
                     pid = self._pid_of[new] = new.get_server_pid()
                     self.pids.add(pid)
                     # Forget the pid the moment the connection is gone, so a backend that later
@@ -101,7 +109,7 @@ class ConnectionPool:
                 waiter.set_result(conn)
                 return
         if conn is not None:
-            self._idle.append(conn)
+            self._idle.append((conn, asyncio.get_running_loop().time()))
 
     async def close(self) -> None:
         self._closed = True
@@ -112,7 +120,7 @@ class ConnectionPool:
         idle, self._idle = self._idle, []
         self.pids.clear()
         self._pid_of.clear()
-        for conn in idle:
+        for conn, _since in idle:
             self._open -= 1
             try:
                 await asyncio.wait_for(conn.close(), 5)

@@ -233,6 +233,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.transaction_guard SET UNLOGGED;
     CREATE INDEX transaction_guard_backend_idx ON {s}.transaction_guard (backend);
     """,
+    # 10: ownership. ``epoch`` counts the claims of a workflow (start, recovery, dispatch,
+    # resume): every write of an execution is conditioned on the epoch it started with, so a
+    # stale execution's first write after its workflow was claimed elsewhere is refused. An
+    # executor row holds the launch using its id (``instance``), its last sign of life
+    # (``beat_at``, server clock), the lease it renews (``lease_seconds``) and where its process
+    # runs (``host``: boot id and pid namespace; ``process``: pid and start time), so a process
+    # on the same host can prove it dead at once.
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN epoch bigint NOT NULL DEFAULT 0;
+    ALTER TABLE {s}.executors
+        ADD COLUMN instance      text,
+        ADD COLUMN beat_at       timestamptz,
+        ADD COLUMN lease_seconds double precision NOT NULL DEFAULT 10,
+        ADD COLUMN host          text,
+        ADD COLUMN process       text;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -271,12 +287,17 @@ ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOI
 # Workflows
 # ---------------------------------------------------------------------------------------------
 
+# A workflow starts PENDING at epoch 1 on its starter's executor. A child ($6: its parent, $11:
+# the parent execution's epoch) is inserted only while its parent's execution still owns it.
 INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
-         traceparent, timeout_seconds, deadline)
-    VALUES ($1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9)
+         traceparent, timeout_seconds, deadline, epoch)
+    SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, 1
+    WHERE $11::bigint IS NULL OR EXISTS (
+        SELECT 1 FROM {s}.workflows p
+        WHERE p.workflow_id = $6 AND p.status = 'PENDING' AND p.epoch = $11 FOR SHARE)
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING name, deadline
 )
@@ -304,12 +325,14 @@ WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_OWNERSHIP = "SELECT status, epoch FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id = $1"
 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
-    deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline"""
+    deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline,
+    epoch"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
@@ -318,7 +341,7 @@ WITH u AS (
     UPDATE {s}.workflows
     SET status = $2, output = $3, error = $4, updated_at = clock_timestamp(),
         completed_at = clock_timestamp()
-    WHERE workflow_id = $1 AND status = 'PENDING'
+    WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = $6
     RETURNING workflow_id, queue_name
 )
 SELECT pg_notify($5, 't' || workflow_id),
@@ -349,32 +372,41 @@ WITH u AS (
     SET status = CASE WHEN queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = CASE WHEN queue_name IS NULL THEN $2 END,
         recovery_attempts = 0, output = NULL, error = NULL, timeout_seconds = NULL,
-        deadline = NULL, completed_at = NULL, updated_at = clock_timestamp()
+        deadline = NULL, completed_at = NULL, updated_at = clock_timestamp(),
+        epoch = epoch + 1
     WHERE workflow_id = $1 AND status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-    RETURNING workflow_id, name, inputs, queue_name
+    RETURNING workflow_id, name, inputs, queue_name, epoch
 ), n AS (
     SELECT CASE WHEN queue_name IS NULL THEN pg_notify($3, 'r' || workflow_id)
                 ELSE pg_notify($3, 'q' || queue_name) END
     FROM u
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1) AS found,
-       u.name, u.inputs, u.queue_name, (SELECT count(*) FROM n) AS notified
+       u.name, u.inputs, u.queue_name, u.epoch, (SELECT count(*) FROM n) AS notified
 FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 
-# Claims PENDING workflows nobody is running: unassigned ones, this executor's own (at launch),
-# and those of executors whose advisory lock is free (their process is gone). SKIP LOCKED keeps
-# two supervisors from ever claiming the same row. NO KEY UPDATE (what the UPDATE takes anyway)
-# rather than UPDATE: a send in flight holds a KEY SHARE lock on its destination's row (the
-# foreign key check), which must not make a sweep skip that workflow.
-# Queued workflows are not claimed here: REQUEUE_ORPHANS puts them back in their queue.
+# Live executors: those that renewed their lease recently (server clock) or hold their advisory
+# lock. An executor is taken for dead only when both fail: a reconnect (which drops the lock for
+# a moment) or a stalled statement (which delays a heartbeat) alone never makes it look dead.
+# $5: the lock namespace (the schema's OID).
 _LIVE_EXECUTORS = """
 WITH live AS (
+    SELECT e.executor_id FROM {s}.executors e
+    WHERE e.beat_at > clock_timestamp() - make_interval(secs => e.lease_seconds)
+    UNION
     SELECT e.executor_id FROM pg_locks l
     JOIN {s}.executors e ON l.objid = e.lock_key::oid
     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
       AND l.classid = ($5::bigint & 4294967295)::oid
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 )"""
+# Claims PENDING workflows nobody runs: unassigned ones and, with $4 (the supervisor has been
+# connected for a whole lease), those of dead executors. Each claim bumps the workflow's epoch,
+# which fences off any execution still running elsewhere. SKIP LOCKED keeps two supervisors from
+# ever claiming the same row. NO KEY UPDATE (what the UPDATE takes anyway) rather than UPDATE: a
+# send in flight holds a KEY SHARE lock on its destination's row (the foreign key check), which
+# must not make a sweep skip that workflow. Queued workflows are not claimed here:
+# REQUEUE_ORPHANS puts them back in their queue. This executor's own are CLAIM_OWN's.
 CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NULL
@@ -382,8 +414,8 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
       AND (c.app_version = $3 OR (c.app_version = '' AND c.executor_id IS NULL))
       AND (
           c.executor_id IS NULL
-          OR ($4 AND c.executor_id = $1)
-          OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live))
+          OR ($4 AND c.executor_id <> $1
+              AND c.executor_id NOT IN (SELECT executor_id FROM live))
       )
     ORDER BY c.created_at
     LIMIT $6
@@ -391,16 +423,38 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
 )
 UPDATE {s}.workflows w
 SET executor_id = $1, app_version = $3, recovery_attempts = w.recovery_attempts + 1,
+    epoch = w.epoch + 1,
     updated_at = clock_timestamp()
 FROM candidates
 WHERE w.workflow_id = candidates.workflow_id
-RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts"""
+RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, w.epoch"""
+
+# Self-repair: this executor's PENDING workflows ($1) that were not touched in the last $2
+# seconds (a start, claim or dispatch commits before its execution is spawned: the age keeps
+# those out), for the supervisor to compare with what runs here.
+OWN_PENDING = """
+SELECT workflow_id FROM {s}.workflows
+WHERE executor_id = $1 AND status = 'PENDING'
+  AND updated_at <= clock_timestamp() - make_interval(secs => $2)"""
+OWN_PENDING_COUNT = """
+SELECT count(*) FROM {s}.workflows WHERE executor_id = $1 AND status = 'PENDING'"""
+# ... and the claim of those of them not running here ($2), of a function this app registers
+# ($3) and its version ($4) (queued ones ran on the version their dispatch stamped): a new epoch.
+CLAIM_OWN = """
+UPDATE {s}.workflows w
+SET recovery_attempts = w.recovery_attempts + 1, epoch = w.epoch + 1,
+    updated_at = clock_timestamp()
+WHERE w.workflow_id = ANY ($2::text[]) AND w.executor_id = $1 AND w.status = 'PENDING'
+  AND w.name = ANY ($3::text[]) AND w.app_version = $4
+RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, w.epoch, w.queue_name,
+          w.deadline"""
 
 # At launch: this executor's PENDING workflows whose function this app does not register are
 # left unassigned, and the supervisors of apps that may register them are woken.
 RELEASE_UNREGISTERED = """
 WITH u AS (
-    UPDATE {s}.workflows SET executor_id = NULL, updated_at = clock_timestamp()
+    UPDATE {s}.workflows
+    SET executor_id = NULL, epoch = epoch + 1, updated_at = clock_timestamp()
     WHERE executor_id = $1 AND status = 'PENDING' AND NOT (name = ANY ($2::text[]))
       AND queue_name IS NULL  -- queued ones go back to their queue (REQUEUE_ORPHANS)
     RETURNING workflow_id
@@ -420,27 +474,86 @@ SELECT pg_notify($2, 't' || workflow_id),
 FROM u"""
 
 # ---------------------------------------------------------------------------------------------
-# Executor liveness (session-level advisory lock held on the listener connection)
+# Executor liveness: a lease renewed by heartbeats (server clock), plus a session-level advisory
+# lock held on the listener connection. See docs/operations.md, "Liveness and fencing".
 # ---------------------------------------------------------------------------------------------
 
 # The lock namespace of a schema: its OID (unique in the database), as a signed int4.
 SCHEMA_LOCK_NAMESPACE = """
 SELECT (oid::bigint - CASE WHEN oid::bigint >= 2147483648 THEN 4294967296 ELSE 0 END)::int
 FROM pg_namespace WHERE nspname = $1"""
+# Registration, on the listener's connection: a new executor id is inserted with a fresh lease
+# and its lock taken in the same statement (no moment in which it has a row but no lock, or a
+# lock but no row). Nothing is returned when the id exists (EXECUTOR_STATE then decides).
 REGISTER_EXECUTOR = """
 WITH ins AS (
-    INSERT INTO {s}.executors (executor_id) VALUES ($1)
+    INSERT INTO {s}.executors (executor_id, instance, beat_at, lease_seconds, host, process)
+    VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
     ON CONFLICT (executor_id) DO NOTHING
     RETURNING lock_key
 )
-SELECT lock_key FROM ins
-UNION ALL
-SELECT lock_key FROM {s}.executors WHERE executor_id = $1"""
-TRY_EXECUTOR_LOCK = "SELECT pg_try_advisory_lock($1::int, $2::int)"
-# Executors that are not alive and own no PENDING workflow are forgotten.
+SELECT lock_key, pg_try_advisory_lock($6::int, lock_key) AS locked FROM ins"""
+# An existing executor id: its holder's lease and whereabouts, and this session's try at its
+# lock (taken: no live session holds it).
+EXECUTOR_STATE = """
+SELECT lock_key, instance, host, process, beat_at,
+       beat_at > clock_timestamp() - make_interval(secs => lease_seconds) AS fresh,
+       greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
+                        - clock_timestamp()), 0)::float8 AS fresh_for,
+       pg_try_advisory_lock($2::int, lock_key) AS locked
+FROM {s}.executors WHERE executor_id = $1"""
+# The id passes to a new launch ($2) -- unless its previous holder ($6, last seen at $7) showed a
+# sign of life meanwhile.
+TAKE_OVER_EXECUTOR = """
+UPDATE {s}.executors
+SET instance = $2, beat_at = clock_timestamp(), lease_seconds = $3, host = $4, process = $5
+WHERE executor_id = $1 AND instance IS NOT DISTINCT FROM $6
+  AND beat_at IS NOT DISTINCT FROM $7::timestamptz
+RETURNING lock_key"""
+RELEASE_EXECUTOR_LOCK = "SELECT pg_advisory_unlock($1::int, $2::int)"
+# A heartbeat: the lease renewed (NULL lock key: this launch no longer holds the id). Committed
+# asynchronously (no wait for the WAL flush or a synchronous standby): a lost heartbeat only
+# makes the lease look older. On the listener's connection the lock is checked and re-taken if
+# it was lost ($3: the lock namespace; NULL on a pool connection, which never takes it).
+HEARTBEAT = """
+WITH b AS (
+    UPDATE {s}.executors SET beat_at = clock_timestamp(), lease_seconds = $4
+    WHERE executor_id = $1 AND instance = $2
+    RETURNING lock_key
+)
+SELECT set_config('synchronous_commit', 'off', true) AS commit_mode,
+       (SELECT lock_key FROM b) AS lock_key,
+       CASE WHEN $3::int IS NULL OR NOT EXISTS (SELECT 1 FROM b) THEN NULL
+            WHEN EXISTS (
+                SELECT 1 FROM pg_locks l
+                WHERE l.pid = pg_backend_pid() AND l.locktype = 'advisory' AND l.granted
+                  AND l.objsubid = 2 AND l.classid = ($3::bigint & 4294967295)::oid
+                  AND l.objid = (SELECT lock_key FROM b)::oid) THEN true
+            ELSE pg_try_advisory_lock($3::int, (SELECT lock_key FROM b)) END AS locked"""
+# A clean shutdown: the lease ends now, so others recover what this launch left at once.
+RETIRE_EXECUTOR = """
+UPDATE {s}.executors SET beat_at = '-infinity'
+WHERE executor_id = $1 AND instance = $2"""
+# Executors on this host ($1) whose lease is fresh but whose lock is free ($3: the namespace):
+# the supervisor checks their processes itself, and ends the lease of a process that is gone.
+UNLOCKED_ON_HOST = """
+SELECT e.executor_id, e.instance, e.process, e.beat_at FROM {s}.executors e
+WHERE e.host = $1 AND e.executor_id <> $2
+  AND e.beat_at > clock_timestamp() - make_interval(secs => e.lease_seconds)
+  AND NOT EXISTS (
+        SELECT 1 FROM pg_locks l
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid = ($3::bigint & 4294967295)::oid AND l.objid = e.lock_key::oid
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"""
+DECLARE_EXECUTOR_DEAD = """
+UPDATE {s}.executors SET beat_at = '-infinity'
+WHERE executor_id = $1 AND instance = $2 AND beat_at = $3::timestamptz"""
+# Executors that are not alive (lease over, lock free) and own no PENDING workflow are forgotten.
 PRUNE_EXECUTORS = """
 DELETE FROM {s}.executors e
-WHERE NOT EXISTS (
+WHERE (e.beat_at IS NULL
+       OR e.beat_at <= clock_timestamp() - make_interval(secs => e.lease_seconds))
+  AND NOT EXISTS (
         SELECT 1 FROM pg_locks l
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
           AND l.classid = ($1::bigint & 4294967295)::oid AND l.objid = e.lock_key::oid
@@ -448,6 +561,22 @@ WHERE NOT EXISTS (
   AND NOT EXISTS (
         SELECT 1 FROM {s}.workflows w
         WHERE w.executor_id = e.executor_id AND w.status = 'PENDING')"""
+# The server the listener is connected to: a changed identity (another cluster, a promoted
+# standby's new timeline, a restart) may mean committed work was lost (asynchronous failover).
+SERVER_IDENTITY = """
+SELECT (SELECT system_identifier FROM pg_control_system())::text || '/'
+       || (SELECT timeline_id FROM pg_control_checkpoint())::text || '/'
+       || pg_postmaster_start_time()::text AS identity"""
+# The same where pg_control_* are not granted (some managed servers).
+SERVER_START = "SELECT pg_postmaster_start_time()::text AS identity"
+# The listener's probe of its own wake-ups: a NOTIFY sent through the pool ($1 channel, $2 token)
+# must reach the LISTEN connection (through a transaction pooler it would not).
+NOTIFY_PROBE = "SELECT pg_notify($1, 'h' || $2)"
+# A client's listener keeps its session from being idle.
+KEEPALIVE = "SELECT 1"
+# idle_session_timeout in milliseconds (NULL before Postgres 14; 0: off).
+IDLE_SESSION_TIMEOUT = """
+SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'"""
 
 # ---------------------------------------------------------------------------------------------
 # The journal
@@ -461,18 +590,30 @@ LIST_OPERATIONS = """
 SELECT function_id, name, output, error, child_id, completed, deadline, created_at
 FROM {s}.operations WHERE workflow_id = $1 ORDER BY function_id"""
 
-# Guarded by the workflow still being PENDING (cancellation stops at the next operation); a
-# duplicate (workflow_id, function_id) is a unique violation: another execution recorded it.
+# Every write of an execution is fenced by its ownership: the workflow ($1) is still PENDING and
+# at the epoch the execution started with (%EPOCH%), read under a share lock on its row, so a
+# claim (which bumps the epoch) either waits for the write to commit (and the new owner's journal
+# load sees it) or commits first (and the write is refused). Refused: the workflow was cancelled
+# or ended (the next operation stops), or it was claimed elsewhere (this execution stops).
+_OWNED = """{s}.workflows WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = %EPOCH%
+    FOR SHARE"""
+
+
+def _owned(epoch_param: str) -> str:
+    return _OWNED.replace("%EPOCH%", epoch_param)
+
+
+# A duplicate (workflow_id, function_id) is a unique violation: another execution recorded it.
 RECORD_OPERATION = """
 INSERT INTO {s}.operations
     (workflow_id, function_id, name, output, error, child_id, completed, deadline)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8
-FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'"""
+FROM """ + _owned("$9")
 
 COMPLETE_OPERATION = """
 UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
-  AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')"""
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # Journaled effects of a workflow: the journal entry and the effect in ONE statement (one round
 # trip, atomic). ``recorded`` is 0 when the workflow is no longer PENDING (nothing was done); a
@@ -480,11 +621,11 @@ WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
 _JOURNAL_ENTRY = """
 WITH op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name)
-    SELECT $1, $2, $3 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    SELECT $1, $2, $3 FROM """ + _OWNED + """
     RETURNING workflow_id
 )"""
 
-JOURNALED_SEND = _JOURNAL_ENTRY + """, ins AS (
+JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9") + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT $4, $5, $6, $8 FROM op
     RETURNING destination_id
@@ -492,7 +633,7 @@ JOURNALED_SEND = _JOURNAL_ENTRY + """, ins AS (
 SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($7, 'm' || destination_id) FROM ins) AS notified"""
 
-JOURNALED_SET_EVENT = _JOURNAL_ENTRY + """, u AS (
+JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7") + """, u AS (
     INSERT INTO {s}.events (workflow_id, key, value)
     SELECT workflow_id, $4, $5 FROM op
     ON CONFLICT (workflow_id, key)
@@ -527,7 +668,7 @@ WITH op AS (
     SELECT $1, $2, $3, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
     ) THEN $7 END
-    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    FROM """ + _owned("$8") + """
     RETURNING workflow_id, error
 )""" + _STREAM_APPEND.replace(
     "%HEAD%", "workflow_id, $4, 1 FROM op WHERE error IS NULL"
@@ -536,7 +677,7 @@ SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "off
        coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
-JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY + """, h AS (
+JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6") + """, h AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
     SELECT workflow_id, $4, 0, true FROM op
     ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
@@ -546,7 +687,8 @@ SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($5, 's' || workflow_id) FROM h) AS notified"""
 
 SET_OPERATION_ERROR = """
-UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2"""
+UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # ---------------------------------------------------------------------------------------------
 # History: export, import, fork (asyncflow._history) and the reads of a history replay. Rows
@@ -591,7 +733,7 @@ WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempoten
 IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
-    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
     'updated_at', clock_timestamp()) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
@@ -722,27 +864,30 @@ _RECV = _MAILBOX_HEAD + """, op AS (
     UPDATE {s}.operations SET output = %OUTPUT%, completed = true
     WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
       AND EXISTS (SELECT 1 FROM m)
-      AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING')
+      AND EXISTS (SELECT 1 FROM """ + _OWNED + """)
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
-       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status,
+       (SELECT epoch FROM {s}.workflows WHERE workflow_id = $1) AS epoch"""
 
 _TOPIC = "topic = $2"
 _NO_TOPIC = "topic IS NULL AND $2::text IS NULL"
 _MESSAGE = "(SELECT message FROM m)"
-RECV_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _MESSAGE)
-RECV_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _MESSAGE)
+_RECV_NEXT = _RECV.replace("%EPOCH%", "$4").replace("%OUTPUT%", _MESSAGE)
+RECV_TOPIC = _RECV_NEXT.replace("%TOPIC%", _TOPIC)
+RECV_NO_TOPIC = _RECV_NEXT.replace("%TOPIC%", _NO_TOPIC)
 # wait_first's message branch: the same, but the journal records {"index": $4, "value": message}.
 _BRANCH = """'{"index":' || $4::int || ',"value":' || (SELECT message FROM m) || '}'"""
-TAKE_BRANCH_MESSAGE_TOPIC = _RECV.replace("%TOPIC%", _TOPIC).replace("%OUTPUT%", _BRANCH)
-TAKE_BRANCH_MESSAGE_NO_TOPIC = _RECV.replace("%TOPIC%", _NO_TOPIC).replace("%OUTPUT%", _BRANCH)
+_TAKE_BRANCH = _RECV.replace("%EPOCH%", "$5").replace("%OUTPUT%", _BRANCH)
+TAKE_BRANCH_MESSAGE_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _TOPIC)
+TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
 
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
     SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4
-    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
        (SELECT count(*) FROM op) AS recorded"""
@@ -778,7 +923,7 @@ WITH v AS (
 ), op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
     SELECT $1, $4, 'asyncflow.get_event', (SELECT value FROM v), EXISTS (SELECT 1 FROM v), $5
-    FROM {s}.workflows WHERE workflow_id = $1 AND status = 'PENDING'
+    FROM """ + _owned("$6") + """
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
@@ -949,10 +1094,12 @@ WITH t AS (
 ), claimed AS (
     UPDATE {s}.workflows w
     SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = t.ts,
-        updated_at = t.ts, deadline = coalesce(w.deadline, $11::float8 + w.timeout_seconds)
+        updated_at = t.ts, deadline = coalesce(w.deadline, $11::float8 + w.timeout_seconds),
+        epoch = w.epoch + 1
     FROM chosen, t
     WHERE w.workflow_id = chosen.workflow_id
-    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh, w.deadline
+    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh, w.deadline,
+              w.epoch
 ), promoted AS (
     UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = t.ts
     FROM t
@@ -977,7 +1124,8 @@ WITH t AS (
     ) - t.ts)::float8 AS wait_s
     FROM t
 )
-SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, c.deadline, n.wait_s,
+SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, c.deadline, c.epoch,
+       n.wait_s,
        (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room,
        (SELECT count(*) FROM (SELECT pg_notify($12, 'd') WHERE EXISTS (
             SELECT 1 FROM claimed WHERE deadline IS NOT NULL)) d) AS deadlines
@@ -985,17 +1133,19 @@ FROM next n LEFT JOIN claimed c ON true"""
 
 # The supervisor's part in queues: PENDING queued workflows of dead executors (and, at launch,
 # of this executor) go back to their queue, ENQUEUED with their journal, so they run again
-# within the queue's limits; each queue is notified once. ($4: the liveness lock namespace.)
+# within the queue's limits; each queue is notified once. ($4: the liveness lock namespace; $5:
+# dead executors' too, not only unassigned ones.)
 REQUEUE_ORPHANS = _LIVE_EXECUTORS.replace("$5", "$4") + """, orphans AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NOT NULL
       AND (($2 AND c.executor_id = $1) OR c.executor_id IS NULL
-           OR (c.executor_id <> $1 AND c.executor_id NOT IN (SELECT executor_id FROM live)))
+           OR ($5 AND c.executor_id <> $1
+               AND c.executor_id NOT IN (SELECT executor_id FROM live)))
     FOR NO KEY UPDATE OF c SKIP LOCKED
 ), u AS (
     UPDATE {s}.workflows w
     SET status = 'ENQUEUED', executor_id = NULL, recovery_attempts = w.recovery_attempts + 1,
-        updated_at = clock_timestamp()
+        epoch = w.epoch + 1, updated_at = clock_timestamp()
     FROM orphans
     WHERE w.workflow_id = orphans.workflow_id
     RETURNING w.queue_name
@@ -1009,7 +1159,8 @@ SELECT queue_name, pg_notify($3, 'q' || queue_name) FROM q"""
 RELEASE_UNSTARTED = """
 WITH u AS (
     UPDATE {s}.workflows
-    SET status = 'ENQUEUED', executor_id = NULL, updated_at = clock_timestamp()
+    SET status = 'ENQUEUED', executor_id = NULL, epoch = epoch + 1,
+        updated_at = clock_timestamp()
     WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $2
       AND workflow_id <> ALL ($3::text[])
     RETURNING workflow_id
@@ -1035,14 +1186,14 @@ _NOTIFY_WOKEN = """, chunks AS (
 
 FINISH_WORKFLOWS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-        AS i(workflow_id, status, output, error)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::bigint[])
+        AS i(workflow_id, status, output, error, epoch)
 ), u AS (
     UPDATE {s}.workflows w
     SET status = i.status, output = i.output, error = i.error, updated_at = clock_timestamp(),
         completed_at = clock_timestamp()
     FROM input i
-    WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING'
+    WHERE w.workflow_id = i.workflow_id AND w.status = 'PENDING' AND w.epoch = i.epoch
     RETURNING w.workflow_id, w.queue_name
 ), woken AS (
     SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
@@ -1052,28 +1203,31 @@ WITH input AS (
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
-# Rows 'r' (recorded) and 'p' (workflows still PENDING); a PENDING workflow's entry that was not
-# recorded already existed (another execution recorded it).
+# Rows 'r' (recorded) and 'p' (workflows still PENDING, with their epoch, share-locked as in
+# _OWNED); a PENDING workflow's entry at its epoch that was not recorded already existed (another
+# execution recorded it).
 RECORD_OPERATIONS = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bool[], $8::float8[])
-        AS i(workflow_id, function_id, name, output, error, child_id, completed, deadline)
+                         $7::bool[], $8::float8[], $9::bigint[])
+        AS i(workflow_id, function_id, name, output, error, child_id, completed, deadline,
+             epoch)
 ), pending AS (
-    SELECT w.workflow_id FROM {s}.workflows w
+    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE
 ), ins AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline)
     SELECT i.workflow_id, i.function_id, i.name, i.output, i.error, i.child_id, i.completed,
            i.deadline
-    FROM input i WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
+    FROM input i WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id
 )
-SELECT 'r' AS kind, workflow_id, function_id FROM ins
+SELECT 'r' AS kind, workflow_id, function_id, NULL::bigint AS epoch FROM ins
 UNION ALL
-SELECT 'p', workflow_id, NULL FROM pending"""
+SELECT 'p', workflow_id, NULL, epoch FROM pending"""
 
 SEND_MESSAGES = """
 WITH input AS (
@@ -1114,11 +1268,13 @@ FROM input i ORDER BY i.ord"""
 # the offset) and 'p' (workflows still PENDING).
 JOURNALED_WRITE_STREAMS = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $7::text[])
-        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, error, ord)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $7::text[],
+                         $8::bigint[])
+        WITH ORDINALITY AS i(workflow_id, function_id, name, key, value, error, epoch, ord)
 ), pending AS (
-    SELECT w.workflow_id FROM {s}.workflows w
+    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE
 ), op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, error)
     SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
@@ -1126,7 +1282,7 @@ WITH input AS (
         WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
     ) THEN i.error END
     FROM input i
-    WHERE i.workflow_id IN (SELECT workflow_id FROM pending)
+    WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id, error
 ), ok AS (
@@ -1155,11 +1311,12 @@ WITH input AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT 'o' AS kind, workflow_id, function_id, NULL::bigint AS "offset",
-       error IS NOT NULL AS refused, (SELECT count(*) FROM notified) AS notifies FROM op
+       error IS NOT NULL AS refused, (SELECT count(*) FROM notified) AS notifies,
+       NULL::bigint AS epoch FROM op
 UNION ALL
-SELECT 'w', workflow_id, writer_fid, "offset", NULL, NULL FROM ins
+SELECT 'w', workflow_id, writer_fid, "offset", NULL, NULL, NULL FROM ins
 UNION ALL
-SELECT 'p', workflow_id, NULL, NULL, NULL, NULL FROM pending"""
+SELECT 'p', workflow_id, NULL, NULL, NULL, NULL, epoch FROM pending"""
 
 # Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
 # workflow does not exist gets one row with a NULL status).
@@ -1280,7 +1437,7 @@ WITH c AS (
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = NULL, recovery_attempts = 0, output = NULL, error = NULL,
         timeout_seconds = NULL, deadline = NULL, completed_at = NULL,
-        updated_at = clock_timestamp()
+        updated_at = clock_timestamp(), epoch = w.epoch + 1
     FROM c WHERE w.workflow_id = c.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING w.workflow_id, w.queue_name
@@ -1336,7 +1493,7 @@ SELECT u.workflow_id, u.queue_name, (SELECT count(*) FROM notified) AS notifies 
 SET_DEADLINE = """
 WITH u AS (
     UPDATE {s}.workflows SET timeout_seconds = $2, deadline = $3
-    WHERE workflow_id = $1 AND deadline IS NULL AND status = 'PENDING'
+    WHERE workflow_id = $1 AND deadline IS NULL AND status = 'PENDING' AND epoch = $5
     RETURNING workflow_id
 )
 SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'd') END FROM u"""

@@ -30,7 +30,7 @@ from ._errors import (
     WorkflowConflictError,
     _ExecutionConflict,
 )
-from ._journal import checked, ensure_running
+from ._journal import checked, ensure_running, ownership_lost, stop_for_status
 from ._observe import execution
 from ._recorded import encode_error
 from ._runtime import Runtime
@@ -97,7 +97,7 @@ class Runner:
         self.runtime = runtime
         self.app_version = app_version
         self.running: dict[str, WorkflowContext] = {}
-        self._respawn: dict[str, tuple[WorkflowSpec, str]] = {}
+        self._respawn: dict[str, tuple[WorkflowSpec, str, int]] = {}
         #: Telemetry: the trace context of the start of workflows started here, for their first
         #: execution (later ones read it from the workflow's row).
         self._started_under: dict[str, str] = {}
@@ -114,6 +114,7 @@ class Runner:
         workflow_id: str | None,
         parent_id: str | None,
         timeout_seconds: float | None = None,
+        parent_epoch: int | None = None,
     ) -> Coroutine[Any, Any, str]:
         """Insert the workflow (idempotent by id) and run it if it is new; returns its id.
         ``timeout_seconds`` (default: the spec's): its deadline starts now. (A plain function
@@ -124,28 +125,32 @@ class Runner:
             timeout_seconds = spec.timeout_seconds
         telemetry = self.runtime.telemetry
         if telemetry is None:
-            return self._start(spec, inputs, workflow_id, parent_id, None, timeout_seconds)
+            return self._start(spec, inputs, workflow_id, parent_id, None, timeout_seconds,
+                               parent_epoch)
         return self._start_traced(telemetry, spec, inputs, workflow_id, parent_id,
-                                  timeout_seconds)
+                                  timeout_seconds, parent_epoch)
 
     async def _start_traced(self, telemetry: Instruments, spec: WorkflowSpec, inputs: str,
                             workflow_id: str, parent_id: str | None,
-                            timeout_seconds: float | None) -> str:
+                            timeout_seconds: float | None, parent_epoch: int | None) -> str:
         # The span of the start; its trace context is stored with the workflow, and every
         # execution of the workflow is its child (telemetry).
         with telemetry.span(f"start_workflow {spec.name}", start_attributes(workflow_id, spec),
                             kind="producer"):
             return await self._start(spec, inputs, workflow_id, parent_id,
-                                     telemetry.traceparent(), timeout_seconds)
+                                     telemetry.traceparent(), timeout_seconds, parent_epoch)
 
     async def _start(self, spec: WorkflowSpec, inputs: str, workflow_id: str,
                      parent_id: str | None, traceparent: str | None,
-                     timeout_seconds: float | None) -> str:
+                     timeout_seconds: float | None, parent_epoch: int | None) -> str:
         deadline = None if timeout_seconds is None else self.runtime.now() + timeout_seconds
         created, existing = await self.runtime.store.insert_workflow(
             workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
-            parent_id, traceparent, timeout_seconds, deadline,
+            parent_id, traceparent, timeout_seconds, deadline, parent_epoch,
         )
+        if existing is None and parent_epoch is not None:
+            # Not inserted: the parent's execution no longer owns the parent.
+            raise _ExecutionConflict(f"the parent of workflow {workflow_id!r} is not owned")
         if created and deadline is not None:
             self.runtime.waits.wake(DEADLINE, "")  # this process's enforcer (NOTIFY: others)
         if existing != spec.name:
@@ -159,7 +164,7 @@ class Runner:
                 self.runtime.telemetry.workflow_started(spec.name)
                 if traceparent is not None:
                     self._started_under[workflow_id] = traceparent
-            self.spawn(workflow_id, spec, inputs, fresh=True)
+            self.spawn(workflow_id, spec, inputs, fresh=True, epoch=1)
         return workflow_id
 
     async def start_child(
@@ -176,11 +181,16 @@ class Runner:
         if recorded is not None and recorded.child_id is not None:
             return recorded.child_id
         await ensure_running(parent)
-        started = await self.start(spec, inputs, workflow_id or child_id(
-            parent.workflow_id, function_id), parent.workflow_id, timeout_seconds)
+        try:
+            started = await self.start(spec, inputs, workflow_id or child_id(
+                parent.workflow_id, function_id), parent.workflow_id, timeout_seconds,
+                parent.epoch)
+        except _ExecutionConflict:
+            await stop_for_status(parent)  # cancelled, or owned by another execution now
+            raise
         try:
             await checked(parent, self.runtime.store.record_operation(
-                parent.workflow_id, function_id, CHILD, child_id=started))
+                parent.workflow_id, function_id, CHILD, parent.epoch, child_id=started))
         except WorkflowCancelledError:
             # The parent was cancelled before its journal held the child: cancel the child
             # (and what it started) too, or it would run on with no journal knowing of it.
@@ -199,15 +209,18 @@ class Runner:
                 mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
             await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
-    def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool) -> None:
-        """Execute a workflow in the task group (after the one still unwinding, if any)."""
+    def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool,
+              epoch: int) -> None:
+        """Execute a workflow in the task group (after the one still unwinding, if any), as the
+        owner of ``epoch`` (what its claim or start gave it)."""
         if self.runtime.closing:
             return
         if workflow_id in self.running:
-            # Resumed while a cancelled execution is still unwinding: run again once it has.
-            self._respawn[workflow_id] = (spec, inputs)
+            # Resumed (or claimed again) while an execution is still unwinding: run again once
+            # it has.
+            self._respawn[workflow_id] = (spec, inputs, epoch)
             return
-        ctx = WorkflowContext(self.runtime, workflow_id, spec.name, {})
+        ctx = WorkflowContext(self.runtime, workflow_id, spec.name, {}, epoch)
         self.running[workflow_id] = ctx
         self.runtime.spawn(self._execute, ctx, spec, inputs, fresh, name=f"workflow {workflow_id}")
 
@@ -264,7 +277,7 @@ class Runner:
                 delay = min(delay * 2, 5.0)
                 fresh = False
                 cancelled = ctx.cancelled
-                ctx = WorkflowContext(runtime, ctx.workflow_id, spec.name, {})
+                ctx = WorkflowContext(runtime, ctx.workflow_id, spec.name, {}, ctx.epoch)
                 ctx.cancelled = cancelled
                 self.running[ctx.workflow_id] = ctx
         finally:
@@ -272,7 +285,8 @@ class Runner:
                 del self.running[ctx.workflow_id]
                 again = self._respawn.pop(ctx.workflow_id, None)
                 if again is not None:
-                    self.spawn(ctx.workflow_id, again[0], again[1], fresh=False)
+                    self.spawn(ctx.workflow_id, again[0], again[1], fresh=False,
+                               epoch=again[2])
                 elif not finished and not runtime.closing and self.on_stopped_early is not None:
                     self.on_stopped_early()
 
@@ -321,9 +335,14 @@ class Runner:
         """The terminal write, shielded from cancellation so shutdown cannot tear it."""
         runtime = self.runtime
         with anyio.CancelScope(shield=True):
-            done = await runtime.store.finish_workflow(ctx.workflow_id, status, output, error)
+            done = await runtime.store.finish_workflow(ctx.workflow_id, status, output, error,
+                                                       ctx.epoch)
         if done:
             runtime.waits.wake(TERMINAL, ctx.workflow_id, Outcome(status, output, error))
             if runtime.telemetry is not None:
                 runtime.telemetry.workflow_finished(ctx.name, status, error, in_execution=True)
+        else:  # ended meanwhile (cancelled), or owned by another execution now: say which
+            _status, epoch = await runtime.store.workflow_ownership(ctx.workflow_id)
+            if epoch != ctx.epoch:
+                ownership_lost(ctx, epoch)
         return done

@@ -43,7 +43,10 @@ class Runtime:
         self.tg = tg
         self.executor_id = executor_id
         self.closing = False
-        self.monitors: dict[str, Monitor] = {"listener": listener.monitor}
+        self.monitors: dict[str, Monitor] = {"listener": listener.monitor,
+                                             "wakeups": listener.wakeups}
+        if listener.liveness is not None:
+            self.monitors["liveness"] = listener.liveness.monitor
         #: Seconds added to the wall clock of durable timers (``asyncflow.testing`` moves it).
         self.clock_offset = 0.0
         #: Called with (workflow id, function id) as each durable operation of a workflow is

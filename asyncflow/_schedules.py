@@ -264,6 +264,6 @@ class Scheduler:
         workflow = self._specs[spec.workflow_name]
         for workflow_id, inputs in created:
             waits.wake(STARTED, workflow_id)
-            runner.spawn(workflow_id, workflow, inputs, fresh=True)
+            runner.spawn(workflow_id, workflow, inputs, fresh=True, epoch=1)
         if workflow.timeout_seconds is not None:
             waits.wake(DEADLINE, "")

@@ -125,9 +125,13 @@ class Tx:
 class Storage:
     """A pool of connections to one database, with statements rendered for one schema."""
 
-    def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, schema: str, *, pool_size: int = 10,
+                 application_name: str = "asyncflow") -> None:
         Q.quote_schema(schema)  # validate early
         self.url = url
+        #: What pool connections show as ``application_name`` (``pg_stat_activity``); the
+        #: listener's is the same with ``-listener``.
+        self.application_name = application_name
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
@@ -152,7 +156,8 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        pool = ConnectionPool(self.url, self.pool_size)
+        pool = ConnectionPool(self.url, self.pool_size,
+                              {"application_name": self.application_name[:63]})
         pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
         self._pool = pool
 
@@ -161,11 +166,16 @@ class Storage:
         if pool is not None:
             await pool.close()
 
-    async def connect(self) -> Connection:
-        """A dedicated connection outside the pool (used by the listener)."""
+    async def connect(self, *, listener: bool = False) -> Connection:
+        """A dedicated connection outside the pool (``listener``: the listener's)."""
         refuse_in_replay("a database connection")
+        name = self.application_name
+        if listener:
+            head, _, tail = name.partition(":")
+            name = f"{head}-listener:{tail}" if tail else f"{head}-listener"
         with map_errors(), _configuration_errors(self.url):
-            conn: Connection = await asyncpg.connect(self.url)
+            conn: Connection = await asyncpg.connect(
+                self.url, server_settings={"application_name": name[:63]})
             return conn
 
     @staticmethod

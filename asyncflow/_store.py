@@ -18,7 +18,7 @@ from ._batch import Batcher
 from ._driver import refuse_in_replay
 from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
 from ._status import Delivery, StepInfo, WorkflowStatus
-from ._storage import Connection, Storage, UniqueViolation, holds_connection, report_unavailable
+from ._storage import Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
 from ._store_base import (
     Claimed,
@@ -38,16 +38,18 @@ from ._store_base import (
 )
 from ._store_base import conflict as _conflict
 from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
+from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
 
 __all__ = [
-    "EXPORT_KINDS", "Claimed", "Enqueued", "Forked", "JournalEntry", "Outcome", "QueueClaim",
-    "Resumed", "ScheduleStatus", "Send", "Store", "not_found",
+    "EXPORT_KINDS", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry", "Outcome",
+    "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "not_found",
 ]
 
 
-class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements):
+class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements,
+            LivenessStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -90,15 +92,19 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         traceparent: str | None = None,
         timeout_seconds: float | None = None,
         deadline: float | None = None,
+        parent_epoch: int | None = None,
     ) -> tuple[bool, str | None]:
-        """Insert a PENDING workflow unless the id exists: ``(created, name of the row)``.
-        ``traceparent``: the trace context of the span that started it (telemetry). With a
-        ``deadline`` (runtime-clock seconds) the deadline enforcers are notified."""
+        """Insert a PENDING workflow (epoch 1) unless the id exists: ``(created, name of the
+        row)``. ``traceparent``: the trace context of the span that started it (telemetry). With
+        a ``deadline`` (runtime-clock seconds) the deadline enforcers are notified. A child
+        (``parent_epoch`` given) is inserted only while its parent's execution owns the parent:
+        otherwise nothing is inserted and the name is ``None`` (unless the id exists)."""
         row = await self.storage.fetchrow(
             Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
-            traceparent, timeout_seconds, deadline, self.channel,
+            traceparent, timeout_seconds, deadline, self.channel, parent_epoch,
         )
-        if row is None:  # lost a race with a concurrent insert of the same id: it exists now
+        if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
+            # or the parent's execution no longer owns the parent (then it may not exist)
             existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
             return False, existing
         return bool(row["created"]), row["name"]
@@ -119,6 +125,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         """The workflow's status, or ``None`` if there is no such workflow."""
         status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)
         return status
+
+    async def workflow_ownership(self, workflow_id: str) -> tuple[str | None, int]:
+        """``(status, epoch)`` of a workflow (``(None, 0)``: no such workflow)."""
+        row = await self.storage.fetchrow(Q.WORKFLOW_OWNERSHIP, workflow_id)
+        if row is None:
+            return None, 0
+        return row["status"], row["epoch"]
 
     async def workflow_traceparent(self, workflow_id: str) -> str | None:
         """The trace context stored when the workflow was started (``None``: none)."""
@@ -142,15 +155,16 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
 
     async def finish_workflow(
-        self, workflow_id: str, status: str, output: str | None, error: str | None
+        self, workflow_id: str, status: str, output: str | None, error: str | None, epoch: int
     ) -> bool:
-        """Write the terminal status of a PENDING workflow (and notify); False if not PENDING."""
+        """Write the terminal status of a workflow the execution of ``epoch`` owns (and
+        notify); False if it is no longer PENDING at that epoch."""
         done: bool = await self._submit(self.finishes, self._finish_one,
-                                        (workflow_id, status, output, error))
+                                        (workflow_id, status, output, error, epoch))
         return done
 
     async def _finish_one(self, op: Finish) -> bool:
-        return bool(await self.storage.fetch(Q.FINISH_WORKFLOW, *op, self.channel))
+        return bool(await self.storage.fetch(Q.FINISH_WORKFLOW, *op[:4], self.channel, op[4]))
 
     async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
         """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
@@ -181,25 +195,48 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             raise not_found(workflow_id)
         if row["name"] is None:
             return None
-        return Resumed(row["name"], row["inputs"], row["queue_name"])
+        return Resumed(row["name"], row["inputs"], row["queue_name"], row["epoch"])
 
     async def claim_workflows(
         self,
         executor_id: str,
         names: list[str],
         app_version: str,
-        include_own: bool,
+        take_others: bool,
         limit: int,
     ) -> list[Claimed]:
-        namespace = self.storage.lock_namespace
-        if namespace is None:
-            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
-            self.storage.lock_namespace = namespace
+        """Claim unassigned PENDING workflows (with ``take_others``, also dead executors')
+        for ``executor_id``: each gets a new epoch."""
         rows = await self.storage.fetch(
-            Q.CLAIM_WORKFLOWS, executor_id, names, app_version, include_own, namespace, limit
+            Q.CLAIM_WORKFLOWS, executor_id, names, app_version, take_others,
+            await self._lock_namespace(), limit
         )
         return [
-            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"])
+            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                    row["epoch"])
+            for row in rows
+        ]
+
+    async def own_pending(self, executor_id: str, min_age: float) -> list[str]:
+        """This executor's PENDING workflows untouched for ``min_age`` seconds."""
+        rows = await self.storage.fetch(Q.OWN_PENDING, executor_id, min_age)
+        return [row["workflow_id"] for row in rows]
+
+    async def own_pending_count(self, executor_id: str) -> int:
+        """How many workflows are PENDING on this executor."""
+        count: int = await self.storage.fetchval(Q.OWN_PENDING_COUNT, executor_id)
+        return count
+
+    async def claim_own(
+        self, executor_id: str, workflow_ids: list[str], names: list[str], app_version: str
+    ) -> list[Claimed]:
+        """Claim again (a new epoch) this executor's PENDING ``workflow_ids`` of a registered
+        function and this version: the self-repair of workflows nothing runs here."""
+        rows = await self.storage.fetch(Q.CLAIM_OWN, executor_id, workflow_ids, names,
+                                        app_version)
+        return [
+            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                    row["epoch"], row["queue_name"], row["deadline"])
             for row in rows
         ]
 
@@ -212,16 +249,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def dead_letter(self, workflow_id: str) -> bool:
         """End a PENDING workflow in MAX_RECOVERY_ATTEMPTS_EXCEEDED (and notify)."""
         return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
-
-    async def try_executor_lock(self, conn: Connection, executor_id: str) -> bool:
-        """Take this executor's liveness lock on ``conn`` (the listener's own connection): an
-        advisory lock on (the schema's OID, the executor's unique lock key)."""
-        storage = self.storage
-        namespace = await conn.fetchval(Q.SCHEMA_LOCK_NAMESPACE, storage.schema)
-        lock_key = await conn.fetchval(storage.sql(Q.REGISTER_EXECUTOR), executor_id)
-        storage.lock_namespace = namespace
-        got: bool = await conn.fetchval(Q.TRY_EXECUTOR_LOCK, namespace, lock_key)
-        return got
 
     async def prune_executors(self) -> None:
         """Forget dead executors that own no PENDING workflow."""
@@ -254,6 +281,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         workflow_id: str,
         function_id: int,
         name: str,
+        epoch: int,
         *,
         output: str | None = None,
         error: str | None = None,
@@ -261,10 +289,12 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         completed: bool = True,
         deadline: float | None = None,
     ) -> bool:
-        """Journal one operation; False when the workflow is no longer PENDING."""
+        """Journal one operation of the execution of ``epoch``; False when the workflow is no
+        longer PENDING at that epoch."""
         recorded: bool = await self._submit(
             self.records, self._record_one,
-            (workflow_id, function_id, name, output, error, child_id, completed, deadline))
+            (workflow_id, function_id, name, output, error, child_id, completed, deadline,
+             epoch))
         return recorded
 
     async def _record_one(self, op: Record) -> bool:
@@ -275,16 +305,20 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return not result.endswith(" 0")
 
     async def complete_operation(
-        self, workflow_id: str, function_id: int, output: str | None
+        self, workflow_id: str, function_id: int, output: str | None, epoch: int
     ) -> bool:
-        """Complete an open wait's journal entry; False when the workflow is no longer PENDING."""
+        """Complete an open wait's journal entry; False when the workflow is no longer PENDING
+        at ``epoch``."""
         result = await self.storage.execute(
-            Q.COMPLETE_OPERATION, workflow_id, function_id, output
+            Q.COMPLETE_OPERATION, workflow_id, function_id, output, epoch
         )
         return not result.endswith(" 0")
 
-    async def set_operation_error(self, workflow_id: str, function_id: int, error: str) -> None:
-        await self.storage.execute(Q.SET_OPERATION_ERROR, workflow_id, function_id, error)
+    async def set_operation_error(self, workflow_id: str, function_id: int, error: str,
+                                  epoch: int) -> bool:
+        result = await self.storage.execute(Q.SET_OPERATION_ERROR, workflow_id, function_id,
+                                            error, epoch)
+        return not result.endswith(" 0")
 
     async def _journaled(self, template: str, workflow_id: str, function_id: int,
                          *args: Any) -> Any:
@@ -303,46 +337,47 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return row
 
     async def journaled_send(
-        self, workflow_id: str, function_id: int, name: str, destination_id: str,
+        self, workflow_id: str, function_id: int, name: str, epoch: int, destination_id: str,
         topic: str | None, text: str, traceparent: str | None = None,
     ) -> bool:
-        """Journal a send and deliver the message in one statement; False if not PENDING."""
+        """Journal a send and deliver the message in one statement; False if not owned."""
         try:
             row = await self._journaled(Q.JOURNALED_SEND, workflow_id, function_id, name,
-                                        destination_id, topic, text, self.channel, traceparent)
+                                        destination_id, topic, text, self.channel, traceparent,
+                                        epoch)
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
         return bool(row["recorded"])
 
     async def journaled_set_event(
-        self, workflow_id: str, function_id: int, name: str, key: str, text: str
+        self, workflow_id: str, function_id: int, name: str, epoch: int, key: str, text: str
     ) -> bool:
         row = await self._journaled(Q.JOURNALED_SET_EVENT, workflow_id, function_id, name, key,
-                                    text, self.channel)
+                                    text, self.channel, epoch)
         return bool(row["recorded"])
 
     async def journaled_write_stream(
-        self, workflow_id: str, function_id: int, name: str, key: str, text: str,
+        self, workflow_id: str, function_id: int, name: str, epoch: int, key: str, text: str,
         closed_error: str,
     ) -> Written:
         """Journal and append a write (``closed_error`` is journaled instead when the stream
         is closed): ``(recorded, offset or None, refused as closed)``."""
         written: Written = await self._submit(
             self.writes, self._write_one, (workflow_id, function_id, name, key, text,
-                                           closed_error))
+                                           closed_error, epoch))
         return written
 
     async def _write_one(self, op: Write) -> Written:
-        workflow_id, function_id, name, key, text, closed_error = op
+        workflow_id, function_id, name, key, text, closed_error, epoch = op
         row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
-                                    key, text, self.channel, closed_error)
+                                    key, text, self.channel, closed_error, epoch)
         return bool(row["recorded"]), row["offset"], bool(row["refused"])
 
     async def journaled_close_stream(
-        self, workflow_id: str, function_id: int, name: str, key: str
+        self, workflow_id: str, function_id: int, name: str, epoch: int, key: str
     ) -> bool:
         row = await self._journaled(Q.JOURNALED_CLOSE_STREAM, workflow_id, function_id, name,
-                                    key, self.channel)
+                                    key, self.channel, epoch)
         return bool(row["recorded"])
 
     # -- messages -------------------------------------------------------------------------------
@@ -360,36 +395,41 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return delivery
 
     async def recv_first(
-        self, workflow_id: str, topic: str | None, function_id: int, deadline: float
+        self, workflow_id: str, topic: str | None, function_id: int, deadline: float,
+        epoch: int,
     ) -> tuple[bool, str | None, str | None]:
         """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
         in one statement: ``(recorded, message or None, its sender's traceparent)``."""
         template = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
         row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
-                                       function_id, deadline)
+                                       function_id, deadline, epoch)
         if not row["consumed"]:
             return bool(row["recorded"]), None, None
         return bool(row["recorded"]), row["message"], row["traceparent"]
 
     async def recv_next(
-        self, workflow_id: str, topic: str | None, function_id: int
+        self, workflow_id: str, topic: str | None, function_id: int, epoch: int
     ) -> tuple[str | None, str | None, bool, str | None]:
-        """Take the next message into the open recv: ``(workflow status, message, consumed,
-        the sender's traceparent)``."""
+        """Take the next message into the open recv of the execution of ``epoch``: ``(workflow
+        status, message, consumed, the sender's traceparent)``. The status is ``None`` when the
+        workflow is no longer at ``epoch`` (claimed elsewhere: this execution must stop)."""
         template = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
-        row = await self.storage.fetchrow(template, workflow_id, topic, function_id)
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
         assert row is not None
-        return row["status"], row["message"], bool(row["consumed"]), row["traceparent"]
+        status = row["status"] if row["epoch"] == epoch else None
+        return status, row["message"], bool(row["consumed"]), row["traceparent"]
 
     async def take_branch_message(
-        self, workflow_id: str, topic: str | None, function_id: int, index: int
+        self, workflow_id: str, topic: str | None, function_id: int, index: int, epoch: int
     ) -> tuple[str | None, str | None, bool]:
         """Like :meth:`recv_next` for wait_first's branch ``index``: the open journal entry is
         completed with ``{"index": index, "value": message}``."""
         template = Q.TAKE_BRANCH_MESSAGE_NO_TOPIC if topic is None else Q.TAKE_BRANCH_MESSAGE_TOPIC
-        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, index)
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, index,
+                                          epoch)
         assert row is not None
-        return row["status"], row["message"], bool(row["consumed"])
+        status = row["status"] if row["epoch"] == epoch else None
+        return status, row["message"], bool(row["consumed"])
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -414,12 +454,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return row["value"], row["waiter_status"]
 
     async def get_event_first(
-        self, workflow_id: str, target_id: str, key: str, function_id: int, deadline: float
+        self, workflow_id: str, target_id: str, key: str, function_id: int, deadline: float,
+        epoch: int,
     ) -> tuple[bool, str | None]:
         """Journal get_event #function_id of ``workflow_id``, completed if event (target, key)
         is set: ``(recorded, value or None)``."""
         row = await self._insert_entry(workflow_id, function_id, Q.GET_EVENT_FIRST, workflow_id,
-                                       target_id, key, function_id, deadline)
+                                       target_id, key, function_id, deadline, epoch)
         if row["recorded"] and not row["found"]:
             raise not_found(target_id)
         return bool(row["recorded"]), row["value"]

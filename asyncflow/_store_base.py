@@ -12,11 +12,13 @@ from ._errors import WorkflowNotFoundError, _ExecutionConflict
 from ._status import TERMINAL_STATUSES, Delivery
 from ._storage import Storage
 
-Finish = tuple[str, str, str | None, str | None]
-Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None]
+Finish = tuple[str, str, str | None, str | None, int]  # ..., the execution's epoch
+# workflow, function id, name, output, error, child, completed, deadline, the execution's epoch
+Record = tuple[str, int, str, str | None, str | None, str | None, bool, float | None, int]
 Send = tuple[str, str | None, str, str | None]  # destination, topic, text, idempotency key
 Sent = tuple[str, str | None, str, str | None, str | None]  # ... and the sender's traceparent
-Write = tuple[str, int, str, str, str, str]  # ..., the recorded error if the stream is closed
+# workflow, function id, name, key, value, the recorded error if the stream is closed, epoch
+Write = tuple[str, int, str, str, str, str, int]
 Read = tuple[str, str, int, int]
 Written = tuple[bool, int | None, bool]
 Page = tuple[list[tuple[int, Any]], bool]
@@ -42,6 +44,12 @@ class Claimed:
     name: str
     inputs: str
     recovery_attempts: int
+    #: The ownership epoch the claim gave it.
+    epoch: int
+    #: Its queue (a queued workflow this executor runs), if any.
+    queue_name: str | None = None
+    #: Its deadline (runtime-clock seconds), if it has a timeout.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +60,8 @@ class Resumed:
     name: str
     inputs: str
     queue_name: str | None
+    #: The ownership epoch the resume gave it.
+    epoch: int
 
 
 

@@ -28,8 +28,9 @@ class BatchStatements(StoreBase):
     __slots__ = ()
 
     async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
-        columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.FINISH_WORKFLOWS, *map(list, columns), self.channel)
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(Q.FINISH_WORKFLOWS, *columns[:4], self.channel,
+                                        columns[4])
         finished = {row["workflow_id"] for row in rows}
         return [op[0] in finished for op in ops]
 
@@ -37,7 +38,7 @@ class BatchStatements(StoreBase):
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(Q.RECORD_OPERATIONS, *map(list, columns))
         recorded = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "r"}
-        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
+        pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
         results: list[bool | BaseException] = []
         for op in ops:
             if (op[0], op[1]) in recorded:
@@ -45,7 +46,7 @@ class BatchStatements(StoreBase):
                 # first wins, like the first of two inserts; the other is a conflict.
                 recorded.discard((op[0], op[1]))
                 results.append(True)
-            elif op[0] in pending:  # a PENDING workflow whose entry exists: another execution
+            elif (op[0], op[8]) in pending:  # owned, but its entry exists: another execution
                 results.append(conflict(op[0], op[1]))
             else:
                 results.append(False)
@@ -54,18 +55,18 @@ class BatchStatements(StoreBase):
     async def _write_many(self, ops: list[Write]) -> list[Written | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]
         rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *columns[:5], self.channel,
-                                        columns[5])
+                                        columns[5], columns[6])
         journaled = {(r["workflow_id"], r["function_id"]): bool(r["refused"])
                      for r in rows if r["kind"] == "o"}
         offsets = {(r["workflow_id"], r["function_id"]): r["offset"]
                    for r in rows if r["kind"] == "w"}
-        pending = {r["workflow_id"] for r in rows if r["kind"] == "p"}
+        pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
         results: list[Written | BaseException] = []
         for op in ops:
             key = (op[0], op[1])
             if key in journaled:  # (the first of two executions' writes wins, as in records)
                 results.append((True, offsets.get(key), journaled.pop(key)))
-            elif op[0] in pending:
+            elif (op[0], op[6]) in pending:
                 results.append(conflict(op[0], op[1]))
             else:
                 results.append((False, None, False))

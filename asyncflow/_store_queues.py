@@ -32,6 +32,8 @@ class QueueClaim:
     fresh: bool
     #: Its deadline (runtime-clock seconds), if it has a timeout (set at dispatch).
     deadline: float | None = None
+    #: The ownership epoch this claim gave it (its execution's writes are fenced by it).
+    epoch: int = 0
 
 
 class QueueStatements(StoreBase):
@@ -106,7 +108,7 @@ class QueueStatements(StoreBase):
             )
         claims = [
             QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
-                       bool(row["fresh"]), row["deadline"])
+                       bool(row["fresh"]), row["deadline"], row["epoch"])
             for row in rows if row["workflow_id"] is not None
         ]
         first = rows[0]
@@ -123,11 +125,14 @@ class QueueStatements(StoreBase):
             Q.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
         return released
 
-    async def requeue_orphans(self, executor_id: str, include_own: bool) -> list[str]:
-        """Put dead executors' (and with ``include_own`` this executor's) PENDING queued
-        workflows back in their queues; returns the queues notified."""
+    async def requeue_orphans(
+        self, executor_id: str, include_own: bool, take_others: bool = True
+    ) -> list[str]:
+        """Put unassigned PENDING queued workflows back in their queues, with ``take_others``
+        also those of dead executors, and with ``include_own`` this executor's; returns the
+        queues notified."""
         rows = await self.storage.fetch(
             Q.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
-            await self._lock_namespace(),
+            await self._lock_namespace(), take_others,
         )
         return [row["queue_name"] for row in rows]

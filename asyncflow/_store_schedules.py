@@ -66,10 +66,11 @@ class ScheduleStatements(StoreBase):
         return [(row["workflow_id"], row["queue_name"]) for row in rows]
 
     async def set_deadline(self, workflow_id: str, timeout_seconds: float,
-                           deadline: float) -> bool:
-        """Give a running workflow without a deadline one (and notify the enforcers)."""
+                           deadline: float, epoch: int) -> bool:
+        """Give a running workflow (owned at ``epoch``) without a deadline one (and notify the
+        enforcers)."""
         row = await self.storage.fetchrow(Q.SET_DEADLINE, workflow_id, timeout_seconds,
-                                          deadline, self.channel)
+                                          deadline, self.channel, epoch)
         return bool(row is not None and row["updated"])
 
     # -- schedules ------------------------------------------------------------------------------

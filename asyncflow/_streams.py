@@ -47,7 +47,7 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
         return
     store = ctx.runtime.store
     recorded_now, offset, refused = await store.journaled_write_stream(
-        ctx.workflow_id, function_id, WRITE_STREAM, key, text,
+        ctx.workflow_id, function_id, WRITE_STREAM, ctx.epoch, key, text,
         _closed_record(ctx.workflow_id, key))
     if not recorded_now:
         await stop_for_status(ctx)
@@ -56,8 +56,9 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
     if offset is None:
         # Closed between the statement's snapshot and its lock on the stream's head (a close
         # racing this write): record the failure now.
-        await store.set_operation_error(ctx.workflow_id, function_id,
-                                        _closed_record(ctx.workflow_id, key))
+        await checked(ctx, store.set_operation_error(ctx.workflow_id, function_id,
+                                                     _closed_record(ctx.workflow_id, key),
+                                                     ctx.epoch))
         raise closed_error(ctx.workflow_id, key)
     # The committed entry is handed to local readers (no read back when it is the next one).
     ctx.runtime.waits.wake(STREAM, ctx.workflow_id, (key, offset, text))
@@ -83,7 +84,7 @@ async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) 
     if await begin(ctx, function_id, CLOSE_STREAM) is not None:
         return
     await checked(ctx, ctx.runtime.store.journaled_close_stream(
-        ctx.workflow_id, function_id, CLOSE_STREAM, key))
+        ctx.workflow_id, function_id, CLOSE_STREAM, ctx.epoch, key))
     ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
 
 

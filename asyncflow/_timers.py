@@ -92,5 +92,6 @@ async def durable_wait(
                              deadline=loop_deadline(runtime, wall_deadline)))
     if isinstance(result, str):
         return _codec.loads(result)
-    await checked(ctx, runtime.store.complete_operation(ctx.workflow_id, function_id, None))
+    await checked(ctx, runtime.store.complete_operation(ctx.workflow_id, function_id, None,
+                                                        ctx.epoch))
     return None

@@ -190,7 +190,7 @@ async def wait_first_in_workflow(
 
     async def complete(payload: dict[str, Any]) -> None:
         await checked(ctx, store.complete_operation(
-            workflow_id, function_id, _codec.dumps(payload)))
+            workflow_id, function_id, _codec.dumps(payload), ctx.epoch))
 
     async def check(waiter: Waiter) -> dict[str, Any] | _NotYet:
         if await store.workflow_state(workflow_id) != PENDING:
@@ -198,7 +198,7 @@ async def wait_first_in_workflow(
         for index, branch in enumerate(branches):
             if branch.kind == "message":
                 status, text, consumed = await store.take_branch_message(
-                    workflow_id, branch.topic, function_id, index)
+                    workflow_id, branch.topic, function_id, index, ctx.epoch)
                 if status != PENDING:
                     await stop_for_status(ctx)
                 if text is not None:

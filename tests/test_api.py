@@ -104,6 +104,9 @@ ALLOWED_SLEEPS = {
     # asyncflow.testing's relaunch: backoff while the executor lock of the app's own previous
     # launch is still held by its exiting backend
     ("_launch.py", "launch"),
+    # a launch waiting out the lease of the previous holder of its executor id (one wait, then
+    # a conditional take-over that fails if the holder showed a sign of life meanwhile)
+    ("_liveness.py", "_take_over"),
 }
 
 

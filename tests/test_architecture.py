@@ -17,19 +17,20 @@ PACKAGE = Path(asyncflow.__file__).parent
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
     ["_errors", "_status", "_queries", "_specs", "_watchdog"],
-    ["_codec", "_health", "_embedded", "_telemetry"],
+    ["_codec", "_health", "_embedded", "_telemetry", "_process"],
     ["_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],
     ["_storage", "_batch"],
     ["_store_base"],
-    ["_store_batches", "_store_queues", "_store_history", "_store_schedules"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
     # waking: the registry and wait primitive, the LISTEN connection
     ["_wait"],
+    ["_liveness"],
     ["_listener"],
     ["_runtime"],
     ["_context"],

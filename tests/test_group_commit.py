@@ -100,9 +100,9 @@ async def test_journal_batch_reports_each_outcome(make_app):
         store = app.runtime.store
         # An entry that exists already: recv #0 of the first idle workflow.
         await app._waits.wait_for_count(30)
-        calls = [store.record_operation(h.workflow_id, 100, "x", output="1") for h in live]
-        calls.append(store.record_operation(live[0].workflow_id, 0, "asyncflow.recv"))
-        calls.append(store.record_operation(finished.workflow_id, 100, "x"))
+        calls = [store.record_operation(h.workflow_id, 100, "x", 1, output="1") for h in live]
+        calls.append(store.record_operation(live[0].workflow_id, 0, "asyncflow.recv", 1))
+        calls.append(store.record_operation(finished.workflow_id, 100, "x", 1))
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert outcomes[:30] == [True] * 30
         assert isinstance(outcomes[30], _ExecutionConflict)
