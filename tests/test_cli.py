@@ -14,6 +14,8 @@ from conftest import python_env, with_database
 
 import asyncflow
 
+pytestmark = pytest.mark.slow  # every test runs the command in subprocesses
+
 
 def cli_env(db_url: str | None, **extra: str) -> dict[str, str]:
     env = python_env()

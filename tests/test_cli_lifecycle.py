@@ -10,6 +10,8 @@ from test_cli import cli, cli_json
 
 import asyncflow
 
+pytestmark = pytest.mark.slow  # every test runs the command in subprocesses
+
 
 async def test_list_filters_and_pages(make_app, db_url):
     app = make_app()

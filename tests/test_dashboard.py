@@ -733,6 +733,7 @@ async def test_served_alone_lifespan(make_app: Any) -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
     app = make_app()
     flows = define(app)

@@ -348,6 +348,7 @@ async def test_one_word_for_journal_entries_with_the_old_names_as_aliases(db_url
                                "from_step": 3}
 
 
+@pytest.mark.slow
 async def test_cli_export_and_import(db_url, other_db_url, tmp_path):
     runs: Counter = Counter()
     app = define_rich_app(db_url, runs)

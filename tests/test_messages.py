@@ -216,6 +216,7 @@ async def test_bad_message_calls_fail_and_write_nothing(make_app, conn):
         assert await h.get_result() == "fine"
 
 
+@pytest.mark.slow
 async def test_thousand_parked_receivers_each_get_their_message(make_app, conn):
     app = make_app()
     n = 1000

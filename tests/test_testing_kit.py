@@ -503,6 +503,7 @@ async def _pytest_example(env: dict[str, str], *args: str) -> str:
     return text
 
 
+@pytest.mark.slow
 async def test_the_example_runs_by_entry_point_on_the_kits_embedded_server():
     # Where the kit puts its embedded server (short: a Unix socket's path has a length limit).
     tmp = tempfile.mkdtemp(prefix="afk-")
@@ -518,6 +519,7 @@ async def test_the_example_runs_by_entry_point_on_the_kits_embedded_server():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 async def test_the_example_runs_with_p_on_a_given_server(server_url: str):
     admin = await asyncpg.connect(server_url)
     query = ("select datname from pg_database where datname like 'asyncflow\\_test\\_%' "
@@ -533,6 +535,7 @@ async def test_the_example_runs_with_p_on_a_given_server(server_url: str):
         await admin.close()
 
 
+@pytest.mark.slow
 def test_test_databases_on_a_private_embedded_server(monkeypatch):
     monkeypatch.delenv("ASYNCFLOW_TEST_DATABASE_URL", raising=False)
     with TestDatabases() as databases:
