@@ -264,7 +264,7 @@ def test_the_suite_uses_every_core_prints_its_time_and_has_a_quick_subset() -> N
     readme = (ROOT / "README.md").read_text()
     command = next(line for line in readme.splitlines()
                    if line.startswith("python3 -m venv") and "python -m pytest" in line)
-    assert "-n auto" in command and "--dist loadgroup" in command  # docs' examples: one worker
+    assert "-n logical" in command and "--dist loadgroup" in command  # docs' examples: one worker
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert any(req.startswith("pytest-xdist") for req in
                project["project"]["optional-dependencies"]["dev"])
