@@ -9,12 +9,13 @@ then, a bulk resume those that had ended by then, so neither chases work that ke
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from . import _codec
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import current_step, current_workflow
 from ._errors import (
     InvalidArgumentError,
@@ -29,10 +30,14 @@ from ._runtime import Runtime
 from ._schedules import tick_workflow_id
 from ._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from ._storage import RetryableTransactionError
-from ._store import ScheduleStatus, Send, not_found
+from ._store import ScheduleStatus, Send, deduplicated_resume, not_found
 from ._wait import QUEUE, SCHEDULE, TERMINAL
 
+logger = logging.getLogger("asyncflow")
+
 BULK_BATCH = 500
+#: Statuses of a workflow not finished yet: never deleted (cancel it first).
+_UNFINISHED = (PENDING, ENQUEUED, DELAYED)
 MAX_BIGINT = 2**63 - 1
 
 
@@ -137,13 +142,17 @@ class Admin:
         _codec.check_id(workflow_id)
         _check_flag(children, "children")
         runtime = self.runtime
-        cancelled, queue_name = await runtime.store.cancel_workflow(workflow_id)
+        store = runtime.store
+        if children:  # the workflow and its descendants in one transaction
+            (cancelled, queue_name), _descendants = await cancel_with_descendants(
+                runtime, lambda: store.cancel_workflow(workflow_id),
+                lambda _row: [workflow_id], self._after_cancel)
+        else:
+            cancelled, queue_name = await store.cancel_workflow(workflow_id)
         if cancelled:
             mark_cancelled(runtime, [workflow_id], self._after_cancel)
             if queue_name is not None:  # a queued workflow left its queue: a slot may be free
                 runtime.waits.wake(QUEUE, queue_name)
-        if children:
-            await cancel_descendants(runtime, [workflow_id], self._after_cancel)
 
     async def cancel_workflows(
         self,
@@ -173,15 +182,26 @@ class Admin:
         store = runtime.store
         started = await store.database_now()
         cancelled: list[str] = []
+        descendants: list[str] = []
+
+        async def cancel_batch() -> list[str]:
+            # Each batch with its descendants (children) in one transaction.
+            if not children:
+                return await store.cancel_matching(selected, started, BULK_BATCH)
+            batch, below = await cancel_with_descendants(
+                runtime, lambda: store.cancel_matching(selected, started, BULK_BATCH),
+                lambda ids: ids, self._after_cancel)
+            descendants.extend(below)
+            return batch
+
         while True:
-            batch = await _retrying(lambda: store.cancel_matching(selected, started, BULK_BATCH))
+            batch = await _retrying(cancel_batch)
             mark_cancelled(runtime, batch, self._after_cancel)
             cancelled.extend(batch)
             if not batch:
                 break
-        if children:
-            cancelled.extend(await cancel_descendants(runtime, cancelled, self._after_cancel))
-        return cancelled
+        matched = set(cancelled)
+        return cancelled + [d for d in descendants if d not in matched]
 
     async def resume_workflows(
         self,
@@ -199,7 +219,12 @@ class Admin:
         the filters (at least one; ``status`` narrows to some of those three) that had ended by
         the time of the call. They become PENDING and unassigned, and a live app registering
         their workflow (and app version) claims and continues each from its checkpoints; a
-        queued workflow goes back to its queue (ENQUEUED). Returns the ids resumed."""
+        queued workflow goes back to its queue (ENQUEUED). Returns the ids resumed.
+
+        A queued workflow whose ``deduplication_id`` another workflow of its queue holds is
+        not resumed (the others are): it is left as it is and reported by a warning on the
+        ``asyncflow`` logger — the :class:`QueueDeduplicatedError` message ``resume_workflow``
+        would raise for it, naming the holder."""
         selected = make_filter(
             status=status, allowed=RESUMABLE, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
@@ -217,6 +242,9 @@ class Admin:
                 break
         if resumed:
             self._after_resume()
+        for workflow_id, deduplication_id, holder in await store.resume_conflicts(
+                selected, started):
+            logger.warning("%s", deduplicated_resume(workflow_id, deduplication_id, holder))
         return resumed
 
     # -- deleting ---------------------------------------------------------------------------
@@ -225,9 +253,10 @@ class Admin:
         """Delete a finished workflow with its journal, messages, events and streams; with
         ``children``, all its descendants too. Returns the ids deleted.
 
-        A PENDING workflow is never deleted: :class:`WorkflowPendingError` (cancel it first —
-        ``cancel_workflow`` cancels its descendants too). With ``children``, one PENDING
-        descendant refuses the whole delete. Nothing is deleted when it raises. Children left
+        An unfinished workflow (PENDING, or queued: ENQUEUED, DELAYED) is never deleted:
+        :class:`WorkflowPendingError` (cancel it first — ``cancel_workflow`` cancels its
+        descendants too). With ``children``, one unfinished descendant refuses the whole
+        delete. Nothing is deleted when it raises. Children left
         behind keep their ``parent_workflow_id``.
         """
         _codec.check_id(workflow_id)
@@ -239,8 +268,9 @@ class Admin:
             if not tree:
                 raise not_found(workflow_id)
             for found, status in tree:
-                if status == PENDING:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found), found)
+                if status in _UNFINISHED:
+                    raise WorkflowPendingError(_pending_message(workflow_id, found, status),
+                                               found, status)
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]
@@ -334,11 +364,11 @@ def _no_schedule(name: str) -> ScheduleNotFoundError:
         "and an app creates one with @app.scheduled(...) when it launches")
 
 
-def _pending_message(root: str, found: str) -> str:
+def _pending_message(root: str, found: str, status: str) -> str:
     if found == root:
-        return (f"workflow {root!r} is PENDING and cannot be deleted; cancel it first "
+        return (f"workflow {root!r} is {status} and cannot be deleted; cancel it first "
                 "(cancel_workflow), then delete it")
-    return (f"workflow {root!r} has a PENDING descendant {found!r}, so nothing was deleted; "
+    return (f"workflow {root!r} has a {status} descendant {found!r}, so nothing was deleted; "
             f"cancel_workflow({root!r}) cancels its descendants too, then delete it")
 
 

@@ -36,6 +36,7 @@ from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._schedules import Scheduler
+from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES, Delivery
 from ._steps import run_transaction
@@ -152,7 +153,9 @@ class AsyncFlow(HistoryOps, Registrations):
 
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(registered_name(name, fn), fn, isolation)
+            tx_name = registered_name(name, fn)
+            spec = TransactionSpec(tx_name, fn, isolation,
+                                   types=Signature(fn, f"transaction {tx_name!r}"))
             self._step_names.add(spec.name)
 
             @functools.wraps(fn)
@@ -318,12 +321,12 @@ class AsyncFlow(HistoryOps, Registrations):
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
-        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
-                              f"the arguments of workflow {spec.name!r}")
+        assert spec.types is not None
+        inputs = spec.types.encode_inputs(args, kwargs)
         parent = workflow_on(self._runtime)
         if parent is not None:
             if parent.replaying:  # a history replay: the recorded child, nothing started
-                return child_handle(parent, parent.reserve())
+                return child_handle(parent, parent.reserve(), spec.types)
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
                                      timeout_seconds)
         return self._start(spec, inputs, workflow_id, timeout_seconds)
@@ -333,7 +336,7 @@ class AsyncFlow(HistoryOps, Registrations):
         timeout_seconds: float | None,
     ) -> WorkflowHandle[Any]:
         return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
-                                                    timeout_seconds))
+                                                    timeout_seconds), spec.types)
 
     async def _start_child(
         self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
@@ -342,7 +345,7 @@ class AsyncFlow(HistoryOps, Registrations):
         parent = current_workflow()
         assert parent is not None
         return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds))
+            parent, function_id, spec, inputs, workflow_id, timeout_seconds), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
@@ -459,22 +462,26 @@ class AsyncFlow(HistoryOps, Registrations):
         return send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     def get_event(
-        self, workflow_id: str, key: str, timeout_seconds: float = 60
+        self, workflow_id: str, key: str, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
-        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow."""
+        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow.
+        ``type``: the annotation to decode the value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
         ctx = workflow_on(self._runtime)
         if ctx is not None:
-            return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
-        return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+            got = get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
+        else:
+            got = get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        return got if read is None else decoded(got, read)
 
     def recv(
-        self, topic: str | None = None, timeout_seconds: float = 60
+        self, topic: str | None = None, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
         """Same as :func:`asyncflow.recv` (workflows only)."""
-        return _api.recv(topic, timeout_seconds)
+        return _api.recv(topic, timeout_seconds, type=type)
 
     def set_event(self, key: str, value: Any) -> Coroutine[Any, Any, None]:
         """Same as :func:`asyncflow.set_event` (workflows and steps)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import socket
 import sys
@@ -246,13 +247,33 @@ def _allow_every_action(_scope: Any) -> bool:
     return True
 
 
+def _served_hosts(host: str, port: int, extra: list[str] | None) -> list[str] | None:
+    """The Host names a dashboard listening on ``host:port`` serves: on a loopback address its
+    own address and port (and ``localhost``), so no other site's page reaches it through DNS
+    rebinding; on another address any name, unless ``--allow-host`` names some."""
+    names = list(extra or [])
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not names:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    names.append(f"{shown}:{port}")
+    if loopback:
+        names.append(f"localhost:{port}")
+    return names
+
+
 async def _serve_dashboard(
     args: argparse.Namespace, url: str, sock: socket.socket, uvicorn: Any
 ) -> int:
     from ._dashboard import dashboard as make_dashboard
 
+    host, port = sock.getsockname()[:2]
     async with Client(url, schema=args.schema, pool_size=4) as client:
-        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None)
+        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None,
+                             allowed_hosts=_served_hosts(host, port, args.allow_host))
         loop = asyncio.get_running_loop()
 
         class Server(uvicorn.Server):  # type: ignore[misc]
@@ -262,7 +283,6 @@ async def _serve_dashboard(
 
         config = uvicorn.Config(app, lifespan="off", log_level="warning",
                                 timeout_graceful_shutdown=5)
-        host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
                    else "read-only; --allow-actions enables cancel, resume, send and fork")
@@ -390,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to listen on (default 127.0.0.1: this machine only)")
     sub.add_argument("--allow-actions", action="store_true",
                      help="let visitors cancel, resume and fork workflows and send messages")
+    sub.add_argument("--allow-host", action="append", metavar="NAME",
+                     help="also serve requests for this Host name (NAME or NAME:PORT; "
+                     "repeatable). On a loopback address only its own address and port and "
+                     "localhost are served otherwise (no DNS rebinding)")
     sub.set_defaults(sync=True)
     return parser
 

@@ -173,12 +173,13 @@ async def workflow_delete(client: Client, args: argparse.Namespace) -> int:
     except WorkflowPendingError as exc:  # its message names the Python call: say the command
         root = args.workflow_id
         cancel = f"`asyncflow workflow cancel {root}`"
+        status = exc.status or "PENDING"
         if exc.pending_id in (None, root):
-            raise CliError(f"workflow {root} is PENDING and cannot be deleted; cancel it first "
+            raise CliError(f"workflow {root} is {status} and cannot be deleted; cancel it first "
                            f"({cancel}), then delete it") from None
-        raise CliError(f"workflow {root} has a PENDING descendant {exc.pending_id}, so nothing "
-                       f"was deleted; {cancel} cancels its descendants too, then delete it"
-                       ) from None
+        raise CliError(f"workflow {root} has a {status} descendant {exc.pending_id}, so "
+                       f"nothing was deleted; {cancel} cancels its descendants too, then delete "
+                       "it") from None
     return _report_many(args, "deleted", deleted)
 
 

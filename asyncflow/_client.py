@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from . import _codec
 from ._embedded import schema_hint
@@ -14,10 +14,13 @@ from ._handle import WorkflowHandle
 from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
+from ._signature import reader
 from ._status import Delivery
 from ._storage import Storage
 from ._telemetry import Telemetry
 from ._wait import QUEUE
+
+T = TypeVar("T")
 
 
 class Client(HistoryOps):
@@ -70,12 +73,26 @@ class Client(HistoryOps):
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         return await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
-    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
-        """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout."""
+    @overload
+    async def get_event(self, workflow_id: str, key: str,
+                        timeout_seconds: float = 60) -> Any: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: type[T]) -> T | None: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: Any) -> Any: ...
+
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: Any = None) -> Any:
+        """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout.
+        ``type``: the annotation to decode the value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
-        return await get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
+        value = await get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        return value if read is None else read(value)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow. It is left

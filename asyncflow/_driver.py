@@ -15,6 +15,7 @@ import asyncpg.exceptions as pgerr
 from ._errors import (
     AsyncFlowError,
     ConfigurationError,
+    DatabaseError,
     DatabaseUnavailableError,
     InvalidArgumentError,
     SchemaVersionError,
@@ -67,8 +68,10 @@ def _unavailable(message: str) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(message)
 
 
-class UniqueViolation(Exception):
-    """Internal: a unique constraint rejected an insert (the journal's duplicate detection)."""
+class UniqueViolation(DatabaseError):
+    """Internal: a unique constraint rejected an insert (the journal's duplicate detection).
+    The store translates it where a violation means something; one it did not expect reaches
+    the caller as the :class:`DatabaseError` it is."""
 
 
 class ReadOnlyDatabase(DatabaseUnavailableError):
@@ -76,7 +79,7 @@ class ReadOnlyDatabase(DatabaseUnavailableError):
     transaction: the database is read-only (a standby). Inside one: the body replaced asyncflow's
     transaction (new transactions on that connection are read-only by default)."""
 
-class RetryableTransactionError(AsyncFlowError):
+class RetryableTransactionError(DatabaseError):
     """Internal: serialization failure or deadlock; the transaction may be retried."""
 
 
@@ -99,7 +102,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
     except AsyncFlowError:  # already ours (a ConnectionError among them): as it is
         raise
     except pgerr.UniqueViolationError as exc:
-        raise UniqueViolation(str(exc)) from exc
+        raise UniqueViolation(str(exc), exc.sqlstate) from exc
     except pgerr.ForeignKeyViolationError as exc:
         raise WorkflowNotFoundError(
             "the destination workflow does not exist; start it first or check the id"
@@ -107,7 +110,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
     except pgerr.NumericValueOutOfRangeError as exc:
         raise InvalidArgumentError(f"a number is out of the range Postgres stores: {exc}") from exc
     except (pgerr.SerializationError, pgerr.DeadlockDetectedError) as exc:
-        raise RetryableTransactionError(str(exc)) from exc
+        raise RetryableTransactionError(str(exc), exc.sqlstate) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
     except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
@@ -138,10 +141,17 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         ) from exc
     except _CONNECTION_LOSS as exc:
         raise _unavailable(f"database connection lost: {exc!r}") from exc
+    except pgerr.InsufficientResourcesError as exc:  # disk full, out of memory (53xxx)
+        raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
+    except pgerr.PostgresError as exc:  # anything else: never the driver's own class
+        raise DatabaseError(
+            f"the database refused a statement of asyncflow ({exc.sqlstate}: {exc}); a "
+            "constraint, trigger or rule of the database's own may refuse it", exc.sqlstate
+        ) from exc
     except asyncpg.InterfaceError as exc:
         if conn is None or conn.is_closed():
             raise _unavailable(f"database connection lost: {exc!r}") from exc
-        raise
+        raise DatabaseError(f"the database driver refused a statement: {exc}") from exc
     except asyncpg.InternalClientError as exc:
         # The connection's protocol is out of step, typically because the server's FATAL
         # (shutdown, pg_terminate_backend) arrived just before its socket closed: the statement

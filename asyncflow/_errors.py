@@ -37,6 +37,16 @@ class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 
 
+class DecodeError(SerializationError):
+    """A stored value does not fit the annotation it is read by (the type changed since it was
+    written, or it was stored by other code). ``path`` names the field
+    (``order.items[3].price``). No half-built object is returned."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ValueTooLargeError(SerializationError):
     """A value's JSON encoding exceeds the size limit. Nothing was written."""
 
@@ -125,14 +135,18 @@ class StepTimeoutError(AsyncFlowTimeoutError):
 
 class WorkflowPendingError(AsyncFlowError):
     """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
-    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it.
+    waiting to run) or queued (``ENQUEUED``, ``DELAYED``). ``delete_workflow`` refuses it:
+    cancel it first, then delete it.
 
-    ``pending_id``: the PENDING workflow that stopped it (the one asked for, or one of its
-    descendants), when known."""
+    ``pending_id``: the unfinished workflow that stopped it (the one asked for, or one of its
+    descendants), and ``status`` its status, when known."""
 
-    def __init__(self, message: str, pending_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, pending_id: str | None = None, status: str | None = None
+    ) -> None:
         super().__init__(message)
         self.pending_id = pending_id
+        self.status = status
 
 
 class TransactionStateError(AsyncFlowError):
@@ -143,6 +157,21 @@ class TransactionStateError(AsyncFlowError):
 
 class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
     """The database connection was lost or could not be opened."""
+
+
+class DatabaseError(AsyncFlowError):
+    """The database refused one of asyncflow's statements for a reason asyncflow does not
+    expect: a constraint, trigger or rule of the database's own (or a bug). ``sqlstate`` is
+    the Postgres error code (``None``: not a Postgres error). The statement did nothing; what
+    the message says decides whether calling again can help."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate)
+        self.message = message
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RecordedError(AsyncFlowError):

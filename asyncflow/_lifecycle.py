@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -28,6 +28,7 @@ from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._liveness import Liveness
 from ._runtime import Runtime, not_launched
+from ._signature import Signature, decoded_items, reader
 from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
@@ -294,8 +295,8 @@ class Connected(Admin):
 
     # -- workflows ------------------------------------------------------------------------------
 
-    def _handle(self, workflow_id: str) -> WorkflowHandle[Any]:
-        return WorkflowHandle(self._get_runtime, workflow_id)
+    def _handle(self, workflow_id: str, types: Signature | None = None) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._get_runtime, workflow_id, types)
 
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; :class:`WorkflowNotFoundError` if there is none."""
@@ -327,22 +328,35 @@ class Connected(Admin):
         return await self.runtime.store.get_all_events(workflow_id)
 
     async def stream_entries(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[tuple[int, Any]]:
         """Like :meth:`read_stream` but yields ``(offset, value)`` pairs."""
         check_stream_args(workflow_id, key, offset)
+        read = reader(type, f"a value of stream {key!r} of workflow {workflow_id!r}")
         runtime = self.runtime
         async for entry in entries(runtime, workflow_id, key, offset,
                                    current_workflow(runtime)):
-            yield entry
+            yield entry if read is None else (entry[0], read(entry[1]))
 
-    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]:
+    @overload
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *, type: Any) -> AsyncIterator[Any]: ...
+
+    def watch_event(self, workflow_id: str, key: str, *, type: Any = None
+                    ) -> AsyncIterator[Any]:
         """Yield the value of event ``key`` of a workflow now (if set) and after every change,
         until the workflow ends. Woken by NOTIFY; when several sets land between two reads the
-        latest is yielded, and the value at the workflow's end is never lost."""
+        latest is yielded, and the value at the workflow's end is never lost. ``type``: the
+        annotation to decode each value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
-        return watch(self.runtime, workflow_id, key)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
+        values = watch(self.runtime, workflow_id, key)
+        return values if read is None else decoded_items(values, read)
 
     def wait_first(self, *branches: Branch) -> Coroutine[Any, Any, Fired]:
         """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
@@ -354,13 +368,25 @@ class Connected(Admin):
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
         return wait_first_outside(self.runtime, checked)
 
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *,
+                    offset: int = 0) -> AsyncIterator[Any]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: Any) -> AsyncIterator[Any]: ...
+
     async def read_stream(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[Any]:
         """Yield every value of a workflow's stream in order, from ``offset`` on.
 
         Parks at the tail until more is written (woken by NOTIFY); ends when the stream is
-        closed or the writing workflow ends (success, error or cancellation).
+        closed or the writing workflow ends (success, error or cancellation). ``type``: the
+        annotation to decode each value by (without it: plain JSON).
         """
-        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset):
+        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset,
+                                                        type=type):
             yield value

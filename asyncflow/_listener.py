@@ -19,7 +19,6 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from . import _queries as Q
 from ._errors import AsyncFlowError, DatabaseUnavailableError
 from ._health import Monitor
 from ._liveness import Liveness
@@ -157,8 +156,7 @@ class Listener:
                 return
             await self._check_wakeups(loop.time())
             if liveness is None:
-                with map_errors(conn):
-                    await conn.execute(Q.KEEPALIVE)
+                await self._store.keepalive(conn)
                 continue
             held = await self._beat(conn, liveness)
             if held and not self.holds_lock:

@@ -610,6 +610,9 @@ INSERT INTO {s}.operations
 SELECT $1, $2, $3, $4, $5, $6, $7, $8
 FROM """ + _owned("$9")
 
+OPERATION_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM {s}.operations WHERE workflow_id = $1 AND function_id = $2)"""
+
 COMPLETE_OPERATION = """
 UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
@@ -761,9 +764,25 @@ NOTIFY_UNASSIGNED = "SELECT pg_notify($1, 'r' || $2)"
 NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
-SELECT name, inputs, app_version,
+SELECT name, inputs, app_version, queue_name, priority, partition_key,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
+
+# The fork of a queued workflow waits in the source's queue ($3, with its priority $4 and
+# partition $5; no deduplication id, which the source may still hold): ENQUEUED, its queue's
+# dispatchers notified at commit. dispatched_at is set: the claim then sees a workflow with a
+# journal (not fresh), loaded when it runs, by an app of its version.
+FORK_ENQUEUE = """
+WITH ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, priority, partition_key,
+         dispatched_at)
+    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, clock_timestamp())
+    ON CONFLICT DO NOTHING
+    RETURNING queue_name
+)
+SELECT (SELECT count(*) FROM ins) AS created,
+       (SELECT pg_notify($8, 'q' || queue_name) FROM ins) AS notified"""
 
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):
@@ -882,6 +901,15 @@ _TAKE_BRANCH = _RECV.replace("%EPOCH%", "$5").replace("%OUTPUT%", _BRANCH)
 TAKE_BRANCH_MESSAGE_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _TOPIC)
 TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
 
+# An open wait's journal entry (no value taken yet) commits asynchronously: nothing was returned
+# to anyone, so there is nothing to lose but the entry itself, and the next synchronous commit of
+# any session (the send that will end the wait, typically) flushes it with its own WAL, one flush
+# instead of two. Only a crash of the server itself within the WAL writer's delay (about 0.6 s)
+# can lose it; the wait is then journaled again, with a deadline counted from then. A value taken
+# at once commits as the session says (synchronously by default).
+_OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
+           current_setting('synchronous_commit') ELSE 'off' END, true) AS commit_mode"""
+
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
@@ -890,7 +918,8 @@ _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
     FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
 
 RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
 RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
@@ -928,7 +957,8 @@ WITH v AS (
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM v)")
 
 # A watcher's snapshot: the workflow's status and the event's value and version.
 WATCH_EVENT = """
@@ -1422,23 +1452,40 @@ WITH c AS (
 )""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
+# A queued workflow whose deduplication id another workflow of its queue holds (ENQUEUED,
+# DELAYED or PENDING) cannot be resumed (it would hold the id twice): %W% is the candidate.
+_DEDUPLICATION_HELD = """EXISTS (
+          SELECT 1 FROM {s}.workflows h
+          WHERE h.queue_name = %W%.queue_name AND h.deduplication_id = %W%.deduplication_id
+            AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING'))"""
+
 # Up to $9 finished-but-not-successful workflows matching the filters that ended before $8 are
-# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them).
+# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them). Left out: a
+# queued workflow whose deduplication id is held (RESUME_CONFLICTS reports them), and of those
+# in this batch sharing a deduplication id, all but the first (the next batch finds it held).
 RESUME_MATCHING = """
 WITH c AS (
-    SELECT w.workflow_id FROM {s}.workflows w
+    SELECT w.workflow_id, w.queue_name, w.deduplication_id, w.created_at FROM {s}.workflows w
     WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
       AND w.updated_at < $8
+      AND NOT (w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+               AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """)
     ORDER BY w.created_at, w.workflow_id
     LIMIT $9
     FOR NO KEY UPDATE OF w
+), pick AS (
+    SELECT workflow_id FROM (
+        SELECT workflow_id, deduplication_id, row_number() OVER (
+            PARTITION BY queue_name, deduplication_id ORDER BY created_at, workflow_id) AS nth
+        FROM c) r
+    WHERE r.deduplication_id IS NULL OR r.nth = 1
 ), u AS (
     UPDATE {s}.workflows w
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = NULL, recovery_attempts = 0, output = NULL, error = NULL,
         timeout_seconds = NULL, deadline = NULL, completed_at = NULL,
         updated_at = clock_timestamp(), epoch = w.epoch + 1
-    FROM c WHERE w.workflow_id = c.workflow_id
+    FROM pick WHERE w.workflow_id = pick.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING w.workflow_id, w.queue_name
 ), woken AS (
@@ -1449,6 +1496,19 @@ WITH c AS (
     WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# The workflows a bulk resume (same parameters $1-$8, the queue as $9) left out because another
+# workflow of their queue holds their deduplication id: each with a holder.
+RESUME_CONFLICTS = """
+SELECT w.workflow_id, w.deduplication_id, (
+    SELECT h.workflow_id FROM {s}.workflows h
+    WHERE h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id
+      AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING') LIMIT 1) AS holder
+FROM {s}.workflows w
+WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])").replace("$11", "$9") + """
+  AND w.updated_at < $8 AND w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+  AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """
+ORDER BY w.created_at, w.workflow_id"""
 
 # ---------------------------------------------------------------------------------------------
 # Workflow deadlines (_deadlines): enforced by every live app's deadline watcher; one guarded
@@ -1590,14 +1650,16 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 
 # Retention: what to delete is every finished (terminal: not PENDING, ENQUEUED or DELAYED)
 # workflow at or before the bound ($1 completed_at,
-# $2 workflow_id) in completion order — except children of a workflow still PENDING (it may yet
-# read their results).
+# $2 workflow_id) in completion order — except children of a workflow not finished (PENDING,
+# or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed): it may yet read their
+# results.
 _RETAINED = """
     w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
       AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
-          WHERE p.workflow_id = w.parent_workflow_id AND p.status = 'PENDING')"""
+          WHERE p.workflow_id = w.parent_workflow_id
+            AND p.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))"""
 
 # The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
 # the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest

@@ -17,6 +17,7 @@ from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundEr
 from ._handle import WorkflowHandle
 from ._lifecycle import check_positive_int, setting
 from ._schedules import schedule_spec
+from ._signature import Signature
 from ._specs import ScheduleSpec, StepSpec, WorkflowSpec
 from ._steps import check_step_options, run_step
 
@@ -88,7 +89,8 @@ class Registrations:
             spec_name = registered_name(name, fn)
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
-            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout)
+            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout,
+                                Signature(fn, f"workflow {spec_name!r}"))
             self._workflows[spec_name] = spec
 
             @functools.wraps(fn)
@@ -130,7 +132,9 @@ class Registrations:
 
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "step")
-            spec = StepSpec(registered_name(name, fn), fn, retries, interval, rate, *options)
+            step_name = registered_name(name, fn)
+            spec = StepSpec(step_name, fn, retries, interval, rate, *options,
+                            types=Signature(fn, f"step {step_name!r}"))
             self._step_names.add(spec.name)
 
             @functools.wraps(fn)
@@ -158,7 +162,8 @@ class Registrations:
         ``cron``: 5 fields (minute hour day-of-month month day-of-week) or 6 with **seconds
         first** (``"*/10 * * * * *"``: every 10 seconds), read in ``timezone`` (an IANA name).
         The workflow is called with the tick's time as an ISO 8601 string (in that time zone)
-        and gets the id ``"<name>@<tick in UTC>"``. Put it above ``@app.workflow(...)`` (a plain
+        and gets the id ``"<name>@<tick in UTC>"`` (the name's SHA-256, when it is too long for
+        that). Put it above ``@app.workflow(...)`` (a plain
         ``async def`` is registered as a workflow of the schedule's name). ``name`` defaults to
         the workflow's name. Ticks missed while no process ran: ``catch_up="skip"`` runs only
         those at most ``grace_seconds`` late, ``"latest"`` the most recent one, ``"all"`` every

@@ -16,7 +16,7 @@ from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
 from ._driver import refuse_in_replay
-from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
+from ._errors import DatabaseUnavailableError, WorkflowNotFoundError
 from ._status import Delivery, StepInfo, WorkflowStatus
 from ._storage import Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
@@ -33,6 +33,7 @@ from ._store_base import (
     Sent,
     Write,
     Written,
+    deduplicated_resume,
     not_found,
     page,
 )
@@ -42,9 +43,13 @@ from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
 
+#: How often a journaled stream write that lost its offset to a concurrent writer is run again.
+_OFFSET_RACES = 5
+
 __all__ = [
     "EXPORT_KINDS", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry", "Outcome",
-    "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "not_found",
+    "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "deduplicated_resume",
+    "not_found",
 ]
 
 
@@ -186,10 +191,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
                 Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
             )
         except UniqueViolation:
-            raise QueueDeduplicatedError(
-                f"workflow {workflow_id!r} cannot be resumed now: another workflow of its queue "
-                "holds its deduplication_id; resume it once that one has finished"
-            ) from None
+            raise deduplicated_resume(workflow_id) from None
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
@@ -369,9 +371,23 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def _write_one(self, op: Write) -> Written:
         workflow_id, function_id, name, key, text, closed_error, epoch = op
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
-                                    key, text, self.channel, closed_error, epoch)
-        return bool(row["recorded"]), row["offset"], bool(row["refused"])
+        for _attempt in range(_OFFSET_RACES):
+            try:
+                row = await self.storage.fetchrow(
+                    Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name, key, text,
+                    self.channel, closed_error, epoch)
+            except UniqueViolation:
+                # Either another execution journaled this write (a conflict), or the entry
+                # lost a race for its offset with a concurrent writer of the stream: then the
+                # statement, run again, takes the head's lock and its next offset.
+                if await self.storage.fetchval(Q.OPERATION_EXISTS, workflow_id, function_id):
+                    raise _conflict(workflow_id, function_id) from None
+                continue
+            assert row is not None
+            return bool(row["recorded"]), row["offset"], bool(row["refused"])
+        raise DatabaseUnavailableError(
+            f"write #{function_id} of workflow {workflow_id!r} to stream {key!r} lost "
+            f"{_OFFSET_RACES} races for its offset in a row; it is retried from the journal")
 
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str

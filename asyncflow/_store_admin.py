@@ -10,6 +10,7 @@ from . import _queries as Q
 from ._errors import WorkflowNotFoundError
 from ._filters import Cursor, WorkflowFilter
 from ._status import WorkflowStatus
+from ._storage import RetryableTransactionError, UniqueViolation
 from ._store_base import Send
 from ._store_batches import BatchStatements
 
@@ -54,10 +55,25 @@ class AdminStatements(BatchStatements):
     async def resume_matching(
         self, selected: WorkflowFilter, ended_before: datetime, limit: int
     ) -> list[str]:
-        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
-        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
-                                        limit, self.channel, selected.queue_name)
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned (a queued one
+        whose deduplication id is held is left out: :meth:`resume_conflicts`)."""
+        try:
+            rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(),
+                                            ended_before, limit, self.channel,
+                                            selected.queue_name)
+        except UniqueViolation as exc:  # an enqueue took a deduplication id meanwhile
+            raise RetryableTransactionError(
+                f"a deduplication id was taken while resuming: {exc}") from None
         return [row["workflow_id"] for row in rows]
+
+    async def resume_conflicts(
+        self, selected: WorkflowFilter, ended_before: datetime
+    ) -> list[tuple[str, str, str | None]]:
+        """The matching ended workflows a bulk resume leaves out because another workflow of
+        their queue holds their deduplication id: ``(id, deduplication id, holder)``."""
+        rows = await self.storage.fetch(Q.RESUME_CONFLICTS, *selected.params(), ended_before,
+                                        selected.queue_name)
+        return [(row["workflow_id"], row["deduplication_id"], row["holder"]) for row in rows]
 
     async def lock_workflow_tree(
         self, workflow_id: str, children: bool

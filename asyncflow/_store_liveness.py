@@ -140,6 +140,10 @@ class LivenessStatements(StoreBase):
         identity: str = row["identity"]
         return identity
 
+    async def keepalive(self, conn: Connection) -> None:
+        """One cheap statement on ``conn``, so the server never finds the session idle."""
+        await self._fetchrow(conn, Q.KEEPALIVE)
+
     async def probe_wakeups(self, token: str) -> None:
         """Send the listener's probe NOTIFY through the pool."""
         await self.storage.execute(Q.NOTIFY_PROBE, self.channel, token)

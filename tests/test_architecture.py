@@ -16,9 +16,12 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
-    ["_errors", "_status", "_queries", "_specs", "_watchdog"],
+    ["_errors", "_status", "_queries", "_watchdog"],
+    # typed values: plain JSON out of them, and back by annotation
+    ["_encode", "_decode"],
     ["_codec", "_health", "_embedded", "_telemetry", "_process"],
-    ["_recorded", "_filters"],
+    ["_signature"],
+    ["_specs", "_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],

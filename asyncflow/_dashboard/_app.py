@@ -25,9 +25,10 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
+import re
 import secrets
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import ClassVar, TypeAlias
 
 from .. import _codec
@@ -36,6 +37,7 @@ from .._errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     InvalidArgumentError,
+    InvalidSettingError,
     NotLaunchedError,
     WorkflowNotFoundError,
 )
@@ -67,6 +69,37 @@ _MAX_LIVE_IDS = 100
 _CONTENT_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
+#: A Host header value: a name or IPv4 address, or a bracketed IPv6 address, with a port or not.
+_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def allowed_host_set(hosts: Iterable[str] | None) -> frozenset[str] | None:
+    """Validate an allow-list of Host names (``name`` or ``name:port``, lower-cased)."""
+    if hosts is None:
+        return None
+    if isinstance(hosts, str):
+        raise InvalidSettingError(
+            f"allowed_hosts must be a list of host names, not the str {hosts!r}")
+    checked = set()
+    for host in hosts:
+        if not isinstance(host, str) or not _HOST.fullmatch(host.lower()):
+            raise InvalidSettingError(
+                f"allowed_hosts holds {host!r}: give host names as a browser sends them in "
+                "the Host header, like 'dashboard.example.com' or '127.0.0.1:8080'")
+        checked.add(host.lower())
+    return frozenset(checked)
+
+
+def _host_allowed(value: str, allowed: frozenset[str]) -> bool:
+    """Whether a Host (or X-Forwarded-Host) header names an allowed host: exactly, or by its
+    name alone when the allow-list entry has no port."""
+    value = value.strip().lower()
+    if value in allowed:
+        return True
+    name, _sep, port = value.rpartition(":")
+    return bool(_sep) and port.isdigit() and not name.endswith(":") and name in allowed
+
+
 def _valid_token(token: str | None) -> bool:
     return (token is not None and len(token) == _TOKEN_LENGTH
             and all(c.isascii() and (c.isalnum() or c in "-_") for c in token))
@@ -86,6 +119,7 @@ class Dashboard:
         auth: AuthHook | None = None,
         read_auth: AuthHook | None = None,
         live_interval_seconds: float = 0.25,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> None:
         if not isinstance(source, Connected):
             raise ConfigurationError(
@@ -101,6 +135,8 @@ class Dashboard:
         self.auth = auth
         self.read_auth = read_auth
         self.live_interval_seconds = interval
+        #: The Host names served (``None``: any; the server or a middleware checks them).
+        self.allowed_hosts = allowed_host_set(allowed_hosts)
         self._hub = _live.Hub(source)
 
     def close(self) -> None:
@@ -153,7 +189,22 @@ class Dashboard:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def _check_host(self, request: Request) -> None:
+        """Refuse a Host (or forwarded host) not on the allow-list: a page of another site
+        whose name resolves to this server (DNS rebinding) must read and do nothing."""
+        allowed = self.allowed_hosts
+        if allowed is None:
+            return
+        for header in ("host", "x-forwarded-host"):
+            value = request.headers.get(header)
+            if value is None and header == "x-forwarded-host":
+                continue
+            if value is None or not _host_allowed(value, allowed):
+                raise HTTPError(400, f"this dashboard does not serve the host {value!r}; open "
+                                "it by its own address (or add the name to its allowed hosts)")
+
     async def _route(self, request: Request, send: Send) -> None:
+        self._check_host(request)
         path = request.path
         if path.startswith("/static/"):
             self._method(request, "GET", "HEAD")
@@ -393,6 +444,7 @@ def dashboard(
     *,
     auth: AuthHook | None = None,
     read_auth: AuthHook | None = None,
+    allowed_hosts: Iterable[str] | None = None,
 ) -> Dashboard:
     """A web dashboard of an app's (or client's) workflows, as a mountable ASGI app.
 
@@ -411,8 +463,17 @@ def dashboard(
     whatever your middleware put there). Actions are POST forms carrying a CSRF token (a
     ``SameSite=Strict`` cookie) and must come from the same origin.
 
+    ``allowed_hosts``: the Host names it serves (``"dash.example.com"``: that name on any port;
+    ``"127.0.0.1:8080"``: that name and port); a request for another Host — or with an
+    ``X-Forwarded-Host`` naming another — is refused (400), so a page of another site whose
+    name an attacker makes resolve to this server (DNS rebinding) can neither read the pages
+    nor act. Without it, any Host is served: check Host names in front of the dashboard
+    (Starlette's ``TrustedHostMiddleware``, a reverse proxy). ``asyncflow dashboard`` on a
+    loopback address allows only its own address and port (and ``--allow-host`` names).
+
     Mount it in Starlette or FastAPI (``app.mount("/dashboard", dashboard(flow))``) with the
     source running in the server's lifespan (``asyncflow.lifespan(flow)``), or serve it alone
     with ``asyncflow dashboard --port 8080``.
     """
-    return Dashboard(app_or_client, auth=auth, read_auth=read_auth)
+    return Dashboard(app_or_client, auth=auth, read_auth=read_auth,
+                     allowed_hosts=allowed_hosts)
