@@ -116,10 +116,11 @@ class ScheduleNotFoundError(AsyncFlowError, LookupError):
     or stored in the database (``asyncflow schedule ...``)."""
 
 
-class ScheduleConflictError(AsyncFlowError):
+class ScheduleConflictError(InvalidArgumentError):
     """A runtime schedule operation (``create_schedule``, ``delete_schedule``) named a schedule
     that ``@app.scheduled`` registers: that one is defined by the decorator (change or remove
-    it there), so nothing was written."""
+    it there), so nothing was written. (An :class:`InvalidArgumentError`: the name given is
+    not one these operations may change.)"""
 
 
 class WorkflowNotQueuedError(AsyncFlowError):
