@@ -37,10 +37,10 @@ from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
-from ._schedules import Scheduler
+from ._schedules import Scheduler, start_scheduler
 from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
-from ._status import TERMINAL_STATUSES
+from ._status import TERMINAL_STATUSES, Delivery
 from ._steps import run_transaction
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
@@ -130,6 +130,7 @@ class AsyncFlow(HistoryOps, Registrations):
             liveness_timeout_seconds, "liveness_timeout_seconds", MIN_LIVENESS_TIMEOUT,
             f"the lease is renewed {BEATS_PER_LEASE} times within it")
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._step_names: set[str] = set()  # of steps and transactions (journal names)
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
         self._queues: dict[str, Queue] = {}
@@ -155,6 +156,7 @@ class AsyncFlow(HistoryOps, Registrations):
             tx_name = registered_name(name, fn)
             spec = TransactionSpec(tx_name, fn, isolation,
                                    types=Signature(fn, f"transaction {tx_name!r}"))
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -237,16 +239,8 @@ class AsyncFlow(HistoryOps, Registrations):
         deadlines = self._deadlines = DeadlineWatcher(runtime, runner.mark_cancelled)
         runtime.monitors[deadlines.monitor.name] = deadlines.monitor
         await runtime.tg.start(deadlines.run)
-        for spec in self._schedules.values():
-            if spec.queue_name is not None and spec.queue_name not in self._queues:
-                raise ConfigurationError(
-                    f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which "
-                    "this app does not register; register it with app.queue(name) first")
-        # Also without @app.scheduled: it serves the runtime schedules of its workflows.
-        scheduler = self._scheduler = Scheduler(runner, self._schedules, self._workflows)
-        runtime.monitors[scheduler.monitor.name] = scheduler.monitor
-        await scheduler.register()
-        await runtime.tg.start(scheduler.run)
+        self._scheduler = await start_scheduler(runner, self._schedules, self._workflows,
+                                                self._queues)
         if self.retention is not None:
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor
@@ -451,8 +445,12 @@ class AsyncFlow(HistoryOps, Registrations):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
+    ) -> Coroutine[Any, Any, Delivery | None]:
+        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow.
+
+        Outside a workflow it returns a :class:`Delivery`: delivered to a workflow that has not
+        ended, a ``DUPLICATE`` of an idempotency key sent before, or ``WORKFLOW_ENDED``. Inside
+        a workflow or step it returns ``None`` (the send is journaled or staged)."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
         ctx = workflow_on(runtime)

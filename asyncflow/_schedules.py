@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Container
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -362,3 +363,21 @@ class Scheduler:
             runner.spawn(workflow_id, workflow, inputs, fresh=True, epoch=1)
         if workflow.timeout_seconds is not None:
             waits.wake(DEADLINE, "")
+
+
+async def start_scheduler(runner: Runner, schedules: dict[str, ScheduleSpec],
+                          specs: dict[str, WorkflowSpec], queues: Container[str]) -> Scheduler:
+    """At launch: check that the app's schedules enqueue on queues it registers, store them,
+    and run the app's scheduler in its task group — also without ``@app.scheduled``: it
+    serves the runtime schedules of the app's workflows."""
+    for spec in schedules.values():
+        if spec.queue_name is not None and spec.queue_name not in queues:
+            raise ConfigurationError(
+                f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which this app "
+                "does not register; register it with app.queue(name) first")
+    runtime = runner.runtime
+    scheduler = Scheduler(runner, schedules, specs)
+    runtime.monitors[scheduler.monitor.name] = scheduler.monitor
+    await scheduler.register()
+    await runtime.tg.start(scheduler.run)
+    return scheduler

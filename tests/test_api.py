@@ -40,6 +40,8 @@ EXPECTED = {
     "ReadOnlyDatabaseError",
     # typed values (docs/guide.md, Values)
     "DecodeError",
+    # what a send from outside a workflow says became of the message
+    "Delivery",
     # debounce, schedules made at runtime, delayed workflows (docs/guide.md)
     "Debouncer", "ScheduleConflictError", "WorkflowNotQueuedError",
 }
