@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from test_cli import cli, cli_json
 
 import asyncflow
 
@@ -226,3 +227,23 @@ async def test_set_workflow_delay_delays_an_enqueued_workflow(make_app, conn):
             await app.set_workflow_delay("nope", seconds=1)
         assert await conn.fetchrow(
             "select status, delay_until from asyncflow.workflows") == before
+
+
+async def test_workflow_delay_cli(make_app, db_url):
+    app = make_app(queues=[])
+    queue = app.queue("held")
+
+    @app.workflow(name="held_job")
+    async def held_job() -> None:
+        return None
+
+    async with app:
+        handle = await queue.enqueue(held_job)
+        out = await cli_json(db_url, "workflow", "delay", handle.workflow_id, "--seconds", "60")
+        at = datetime.fromisoformat(out["delay_until"])
+        assert out["workflow_id"] == handle.workflow_id
+        assert timedelta(seconds=50) < at - datetime.now(UTC) < timedelta(seconds=70)
+        assert (await handle.get_status()).status == "DELAYED"
+        code, _out, err = await cli(db_url, "workflow", "delay", "nope", "--until",
+                                    "2030-01-01T00:00")
+        assert code != 0 and "nope" in err
