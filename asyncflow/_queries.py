@@ -277,9 +277,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.operations ADD COLUMN topic text;
     """,
-    # 13 -- issue 26 part B (debounce, schedules at runtime). Part A (continue_as_new,
-    # attributes) also takes the number after 12 on its branch: the two are renumbered at
-    # merge, part B's going last. ``debounce_key``: a debouncer's DELAYED workflow waiting out
+    # 13: debounce and schedules made at runtime. ``debounce_key``: a debouncer's DELAYED
+    # workflow waiting out
     # its burst; the partial unique index holds at most one per (queue, workflow name, key)
     # while it is DELAYED, so the calls of a burst in every process find the same row, and the
     # first call after it left DELAYED starts the next burst's. ``schedules.dynamic``: made by
