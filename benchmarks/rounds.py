@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .model import Figure, Floor, Run
-from .report import number as _num
 from .report import grid, load_text, versus, versus_text
+from .report import number as _num
 from .stats import median
 
 FLOOR_FIELDS = (
