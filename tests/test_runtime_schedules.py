@@ -5,12 +5,12 @@ ticks already run; bad input fails at the call and writes nothing."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from test_cli import cli, cli_json
+from ticks import each_tick_once
 
 import asyncflow
 
@@ -137,32 +137,7 @@ async def test_three_processes_run_each_tick_of_a_runtime_schedule_once(db_url, 
         await worker.expect("READY")
     async with asyncflow.Client(db_url) as client:  # made after the workers launched
         await client.create_schedule("every-second-rt", "tick", "* * * * * *", catch_up="all")
-    seen: list[str] = []
-    enough = asyncio.Event()
-
-    async def read(worker) -> None:
-        while True:
-            line = await worker.expect("RAN", within=60)
-            seen.append(line.split()[1])
-            if len(set(seen)) >= 4:
-                enough.set()
-
-    readers = [asyncio.create_task(read(worker)) for worker in workers]
-    try:
-        await asyncio.wait_for(enough.wait(), 60)
-    finally:
-        for reader in readers:
-            reader.cancel()
-        for worker in workers:
-            worker.kill()
-    rows = await conn.fetch("select tick, count(*) as n, min(workflow_id) as wid "
-                            "from runs group by tick order by tick")
-    assert all(row["n"] == 1 for row in rows), rows  # never twice
-    ticks = [datetime.fromisoformat(row["tick"]) for row in rows]
-    assert [(b - a).total_seconds() for a, b in itertools.pairwise(ticks)] == [
-        1.0] * (len(ticks) - 1)
-    assert all(row["wid"] == f"every-second-rt@{t.astimezone(UTC).isoformat()}"
-               for row, t in zip(rows, ticks, strict=True))
+    await each_tick_once(workers, conn, "every-second-rt")
 
 
 async def test_runtime_schedule_cli(make_app, db_url):
