@@ -40,6 +40,8 @@ EXPECTED = {
     "ReadOnlyDatabaseError",
     # typed values (docs/guide.md, Values)
     "DecodeError",
+    # endless workflows and attributes (docs/guide.md)
+    "CONTINUED_AS_NEW", "continue_as_new", "set_attributes",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

@@ -1,0 +1,149 @@
+"""Endless workflows: ``asyncflow.continue_as_new`` (issue 26)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import asyncflow
+
+
+async def test_continue_as_new_bounded_journal_and_kept_runs(make_app, conn):
+    app = make_app()
+    ran: list[int] = []
+
+    @app.step()
+    async def work(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @app.workflow()
+    async def loop(i: int, total: int) -> int:
+        for _ in range(3):
+            if i == 9:
+                return total
+            total += await work(i)
+            i += 1
+        await asyncflow.continue_as_new(i, total)
+        raise AssertionError("continue_as_new returned")
+
+    async with app:
+        handle = await app.start_workflow(loop, 0, 0, workflow_id="endless")
+        assert await handle.get_result(timeout_seconds=20) == sum(range(9))
+        assert ran == list(range(9))  # every step exactly once
+        status = await handle.get_status()
+        assert status.status == asyncflow.SUCCESS and status.run == 4
+        runs = await app.list_workflow_runs("endless")
+        assert [r.run for r in runs] == [3, 2, 1]
+        assert all(r.status == asyncflow.CONTINUED_AS_NEW and r.run_of == "endless"
+                   for r in runs)
+        # Each kept run holds its own journal (3 steps and the continue); function ids go on.
+        first = await app.list_workflow_steps(runs[-1].workflow_id)
+        assert [s.name for s in first][-1] == "asyncflow.continue_as_new"
+        assert [s.function_id for s in first] == [0, 1, 2, 3]
+        assert first[-1].output == {"args": [3, 3], "kwargs": {}}
+        second = await app.list_workflow_steps(runs[-2].workflow_id)
+        assert [s.function_id for s in second] == [4, 5, 6, 7]
+        # The current run's journal is bounded: nothing of the earlier runs is left on it (the
+        # last run returned at once).
+        assert await app.list_workflow_steps("endless") == []
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.operations where workflow_id = 'endless'") == 0
+        # The kept runs replay to the same end (history replay).
+        results = await app.replay(workflow_ids=[r.workflow_id for r in runs] + ["endless"])
+        assert [r.outcome for r in results] == ["ok"] * 4, results
+        # Listed, and deleted by retention like any finished workflow.
+        listed = await app.list_workflows(status=asyncflow.CONTINUED_AS_NEW)
+        assert {r.workflow_id for r in listed} == {r.workflow_id for r in runs}
+        deleted = await app.apply_retention(asyncflow.Retention(max_age_seconds=0))
+        assert deleted >= 3
+        assert await app.list_workflow_runs("endless") == []
+
+
+async def test_dropped_runs_and_messages_carried_over(make_app, conn):
+    app = make_app()
+
+    @app.workflow(keep_runs=False)
+    async def inbox(seen: list[str]) -> list[str]:
+        message = await asyncflow.recv("in", timeout_seconds=10)
+        seen = [*seen, message]
+        if len(seen) == 3:
+            return seen
+        await asyncflow.continue_as_new(seen)
+        raise AssertionError("unreachable")
+
+    async with app:
+        handle = await app.start_workflow(inbox, [], workflow_id="inbox")
+        for text in ("a", "b", "c"):  # sent at once: two wait in the mailbox across continues
+            await app.send("inbox", text, "in")
+        assert await handle.get_result(timeout_seconds=20) == ["a", "b", "c"]
+        assert await app.list_workflow_runs("inbox") == []
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.workflows where run_of = 'inbox'") == 0
+        assert (await handle.get_status()).run == 3
+
+
+async def test_continue_as_new_outside_a_workflow_or_in_a_step_raises(make_app):
+    app = make_app()
+    with pytest.raises(asyncflow.NotInWorkflowError):
+        asyncflow.continue_as_new(1)
+
+    @app.step()
+    async def inner() -> str:
+        try:
+            asyncflow.continue_as_new(1)
+        except asyncflow.NotInWorkflowError:
+            return "refused"
+        return "allowed"
+
+    @app.workflow()
+    async def outer(x: object) -> str:
+        if x == "bad":
+            try:
+                asyncflow.continue_as_new(object())
+            except asyncflow.SerializationError:
+                return "bad arguments refused"
+        return await inner()
+
+    async with app:
+        assert await outer(1) == "refused"
+        assert await outer("bad") == "bad arguments refused"
+
+
+async def test_replay_time_stays_flat(make_app):
+    """10,000 iterations continuing as new every 100: the journal of every run is bounded, and
+    replaying (recovering) the last run costs what an early run's did."""
+    app = make_app()
+
+    @app.step()
+    async def tick(i: int) -> int:
+        return i
+
+    @app.workflow(keep_runs=True)
+    async def counter(i: int) -> int:
+        stop = i + 100
+        while i < stop:
+            if i == 10_000:
+                return i
+            i = await tick(i) + 1
+        await asyncflow.continue_as_new(i)
+        raise AssertionError("unreachable")
+
+    async with app:
+        handle = await app.start_workflow(counter, 0, workflow_id="counter")
+        assert await handle.get_result(timeout_seconds=300) == 10_000
+        runs = await app.list_workflow_runs("counter")
+        assert len(runs) == 100
+        sizes = {len(await app.list_workflow_steps(r.workflow_id)) for r in runs[::10]}
+        assert sizes == {101}  # 100 steps and the continue, in every run
+
+        async def replay_seconds(workflow_id: str) -> float:
+            began = time.perf_counter()
+            (result,) = await app.replay(workflow_ids=[workflow_id])
+            assert result.outcome == "ok", result
+            return time.perf_counter() - began
+
+        early = min([await replay_seconds(runs[-2].workflow_id) for _ in range(3)])
+        late = min([await replay_seconds(runs[0].workflow_id) for _ in range(3)])
+        assert late < early * 3 + 0.05, (early, late)
