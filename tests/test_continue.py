@@ -147,3 +147,32 @@ async def test_replay_time_stays_flat(make_app):
         early = min([await replay_seconds(runs[-2].workflow_id) for _ in range(3)])
         late = min([await replay_seconds(runs[0].workflow_id) for _ in range(3)])
         assert late < early * 3 + 0.05, (early, late)
+
+
+async def test_sigkill_at_the_hand_over_loses_nothing_and_runs_nothing_twice(
+        db_url, conn, procs):
+    """A worker killed just before a continue_as_new commits, then (relaunched) just after one
+    committed, then relaunched to the end: every step body ran exactly once (side table), the
+    result is whole, and every run is kept once."""
+    await conn.execute("create table cont_runs (workflow_id text, i int)")
+    first = await procs("continue_worker.py", db_url, "before", "2")
+    await first.expect("KILL before 2")
+    assert await first.wait() == -9
+    second = await procs("continue_worker.py", db_url, "after", "2")
+    await second.expect("KILL after 2")
+    assert await second.wait() == -9
+    # The first process died before its second hand-over: the relaunch replayed run 2 and
+    # made that hand-over, then died right after the commit of run 3's.
+    assert await conn.fetchval(
+        "select run from asyncflow.workflows where workflow_id = 'endless'") == 4
+    third = await procs("continue_worker.py", db_url, "none", "0")
+    assert await third.expect("DONE") == f"DONE {sum(range(30))}"
+    counts = await conn.fetch("select i, count(*) as n from cont_runs group by i order by i")
+    assert [(row["i"], row["n"]) for row in counts] == [(i, 1) for i in range(30)]
+    runs = await conn.fetch(
+        "select run, (select count(*) from asyncflow.operations o "
+        "where o.workflow_id = w.workflow_id) as ops from asyncflow.workflows w "
+        "where run_of = 'endless' order by run")
+    assert [(row["run"], row["ops"]) for row in runs] == [(run, 6) for run in range(1, 7)]
+    assert await conn.fetchval(
+        "select run from asyncflow.workflows where workflow_id = 'endless'") == 7
