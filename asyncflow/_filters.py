@@ -49,6 +49,8 @@ class WorkflowFilter:
     queue_name: str | None = None  # (passed after each statement's own parameters, as $11)
     #: JSON of the attributes a listed workflow must have (``list_workflows`` only, as $12).
     attributes: str | None = None
+    #: The first scalar attribute among them (key, JSON of the value): its index is walked.
+    walk: tuple[str, str] | None = None
 
     def params(self) -> tuple[Any, ...]:
         """The filtered statements' parameters $1-$7 (statuses, time range, name, app version,
@@ -131,7 +133,17 @@ def make_filter(
             parent_workflow_id, "parent_workflow_id"),
         queue_name=_codec.check_name(queue_name, "queue_name", optional=True),
         attributes=None if attributes is None else check_attributes(attributes, empty=False),
+        walk=None if attributes is None else _walked(attributes),
     )
+
+
+def _walked(attributes: object) -> tuple[str, str] | None:
+    """The attribute whose index a listing walks: the first with a scalar value."""
+    assert isinstance(attributes, dict)
+    for key, value in attributes.items():
+        if not isinstance(value, list | dict):
+            return key, _codec.dumps(value, f"attributes[{key!r}]")
+    return None
 
 
 #: JSON types an attribute value may have (nested lists and objects of them too).

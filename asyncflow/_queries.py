@@ -295,6 +295,33 @@ MIGRATIONS: tuple[str, ...] = (
         USING gin (attributes jsonb_path_ops) WHERE attributes <> '{}'::jsonb;
     CREATE INDEX IF NOT EXISTS workflows_runs_idx ON {s}.workflows (run_of, run)
         WHERE run_of IS NOT NULL;
+    CREATE TABLE {s}.workflow_attributes (
+        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        key         text NOT NULL,
+        value       jsonb NOT NULL,
+        created_at  timestamptz NOT NULL,
+        PRIMARY KEY (workflow_id, key)
+    );
+    CREATE INDEX workflow_attributes_walk_idx ON {s}.workflow_attributes
+        (key, value, created_at DESC, workflow_id);
+    CREATE FUNCTION {s}.workflow_attributes_sync() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            DELETE FROM {s}.workflow_attributes WHERE workflow_id = NEW.workflow_id;
+        END IF;
+        INSERT INTO {s}.workflow_attributes (workflow_id, key, value, created_at)
+        SELECT NEW.workflow_id, e.key, e.value, NEW.created_at
+        FROM jsonb_each(NEW.attributes) AS e
+        WHERE jsonb_typeof(e.value) NOT IN ('object', 'array');
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER workflow_attributes_inserted AFTER INSERT ON {s}.workflows
+        FOR EACH ROW WHEN (NEW.attributes <> '{}'::jsonb)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
+    CREATE TRIGGER workflow_attributes_updated AFTER UPDATE OF attributes ON {s}.workflows
+        FOR EACH ROW WHEN (OLD.attributes IS DISTINCT FROM NEW.attributes)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
     """,
 )
 
@@ -1651,6 +1678,22 @@ FROM {s}.workflows w
 WHERE w.attributes @> $12::jsonb AND w.attributes <> '{ }'::jsonb AND """ + _FILTERS.replace(
     "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
 ORDER BY w.created_at DESC, w.workflow_id
+LIMIT $10"""
+
+# The same walking the attribute index: the workflows whose attribute $13 is $14 (a scalar),
+# in list order after the cursor, each checked for the whole of $12 and the other filters.
+# Every page costs the same however common the value is (the GIN path above sorts every match).
+LIST_ATTRIBUTE_WALK_PAGE = """
+SELECT """ + ", ".join("w." + column.strip() for column in _STATUS_COLUMNS.split(",")) + """
+FROM {s}.workflow_attributes a JOIN {s}.workflows w ON w.workflow_id = a.workflow_id
+WHERE a.key = $13 AND a.value = $14::jsonb
+  AND a.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
+  AND a.created_at < coalesce($3::timestamptz, 'infinity'::timestamptz)
+  AND a.created_at <= coalesce($8::timestamptz, 'infinity'::timestamptz)
+  AND ($8::timestamptz IS NULL OR a.created_at < $8 OR a.workflow_id > $9::text)
+  AND w.attributes @> $12::jsonb AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + """
+ORDER BY a.created_at DESC, a.workflow_id
 LIMIT $10"""
 
 # Wakes the workflows of rows ``u`` (kind 't') and frees their queues' slots (kind 'f', for rows

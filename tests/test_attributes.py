@@ -1,0 +1,93 @@
+"""Workflow attributes: set in a workflow (journaled), from outside, at start; listing by them
+(issue 26)."""
+
+from __future__ import annotations
+
+import pytest
+
+import asyncflow
+
+
+async def test_attributes_set_listed_and_journaled(make_app, conn):
+    app = make_app()
+    order_seen: list[str] = []
+
+    @app.step()
+    async def charge(order: str) -> str:
+        order_seen.append(order)
+        return order
+
+    @app.workflow()
+    async def order(order_id: str, customer: str) -> str:
+        await asyncflow.set_attributes({"customer": customer, "stage": "charging"})
+        await charge(order_id)
+        await asyncflow.set_attributes({"stage": "done"})
+        return order_id
+
+    async with app:
+        for n in range(5):
+            await (await app.start_workflow(order, f"o{n}", f"c-{n % 2}", workflow_id=f"o{n}",
+                                            attributes={"region": "eu"})).get_result()
+        found = await app.list_workflows(attributes={"customer": "c-1"})
+        assert [w.workflow_id for w in found] == ["o3", "o1"]
+        assert found[0].attributes == {"region": "eu", "customer": "c-1", "stage": "done"}
+        # Paging by the keyset, and the other filters with it.
+        page = await app.list_workflows(attributes={"customer": "c-0"}, limit=2)
+        assert [w.workflow_id for w in page] == ["o4", "o2"]
+        rest = await app.list_workflows(attributes={"customer": "c-0"}, limit=2, after=page[-1])
+        assert [w.workflow_id for w in rest] == ["o0"]
+        assert await app.list_workflows(attributes={"customer": "c-0"},
+                                        status=asyncflow.ERROR) == []
+        assert [w.workflow_id for w in await app.list_workflows(
+            attributes={"customer": "c-0", "stage": "done"}, workflow_id_prefix="o2")] == ["o2"]
+        # The writes are journaled: entries in the journal, and replay does not set them again.
+        steps = await app.list_workflow_steps("o0")
+        assert [s.name for s in steps][0] == "asyncflow.set_attributes"
+        assert steps[0].output == {"customer": "c-0", "stage": "charging"}
+        (replayed,) = await app.replay(workflow_ids=["o0"])
+        assert replayed.outcome == "ok", replayed
+        # From outside: merged, or replaced.
+        assert await app.set_workflow_attributes("o0", {"vip": True}) == {
+            "region": "eu", "customer": "c-0", "stage": "done", "vip": True}
+        assert await app.set_workflow_attributes("o0", {"x": [1, {"y": None}]},
+                                                 merge=False) == {"x": [1, {"y": None}]}
+        assert [w.workflow_id for w in await app.list_workflows(attributes={"x": [1]})] == [
+            "o0"]
+        # Replaced: the walk of the attribute index no longer finds it by what it had.
+        assert [w.workflow_id for w in await app.list_workflows(
+            attributes={"customer": "c-0"})] == ["o4", "o2"]
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.workflow_attributes where workflow_id = 'o0'") == 0
+        with pytest.raises(asyncflow.WorkflowNotFoundError):
+            await app.set_workflow_attributes("nope", {"a": 1})
+
+
+async def test_bad_attributes_fail_at_the_call_and_write_nothing(make_app, conn):
+    app = make_app()
+
+    @app.workflow()
+    async def wf() -> str:
+        try:
+            asyncflow.set_attributes({"when": object()})
+        except asyncflow.InvalidArgumentError as exc:
+            return str(exc)
+        return "accepted"
+
+    with pytest.raises(asyncflow.NotInWorkflowError):
+        asyncflow.set_attributes({"a": 1})
+    async with app:
+        assert "not a JSON value" in await wf()
+        with pytest.raises(asyncflow.InvalidArgumentError, match="dict"):
+            await app.start_workflow(wf, workflow_id="w", attributes=["a"])  # type: ignore
+        with pytest.raises(asyncflow.InvalidArgumentError, match="keys"):
+            await app.start_workflow(wf, workflow_id="w", attributes={1: "a"})
+        with pytest.raises(asyncflow.InvalidArgumentError, match="JSON"):
+            await app.start_workflow(wf, workflow_id="w", attributes={"f": float("nan")})
+        with pytest.raises(asyncflow.InvalidArgumentError):
+            await app.set_workflow_attributes("w", {"a": {1, 2}})
+        with pytest.raises(asyncflow.InvalidArgumentError):
+            await app.set_workflow_attributes("w", {"a": 1}, merge="yes")  # type: ignore
+        with pytest.raises(asyncflow.InvalidArgumentError, match="at least one"):
+            await app.list_workflows(attributes={})
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.workflows where workflow_id = 'w'") == 0
