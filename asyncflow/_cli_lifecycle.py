@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
 from ._filters import RESUMABLE
@@ -83,9 +85,27 @@ def _narrowed(args: argparse.Namespace) -> bool:
 # -- commands ----------------------------------------------------------------------------------
 
 
+def attribute(text: str) -> tuple[str, Any]:
+    """One ``--attr``: ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON`` (the value
+    is JSON: ``count:=3``, ``vip:=true``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or key == ":":
+        raise argparse.ArgumentTypeError(
+            f"not an attribute: {text!r} (use KEY=TEXT, or KEY:=JSON for a number, true, …)")
+    if not key.endswith(":"):
+        return key, value
+    try:
+        return key[:-1], orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise argparse.ArgumentTypeError(
+            f"not JSON: {value!r} in {text!r} (KEY:=JSON; use KEY=TEXT for a string)") from None
+
+
 async def workflow_list(client: Client, args: argparse.Namespace) -> int:
+    attributes = dict(args.attr) if args.attr else None
     found = await client.list_workflows(_statuses(args.status), limit=args.limit,
-                                        after=args.after, **_filters(args))
+                                        after=args.after, attributes=attributes,
+                                        **_filters(args))
     if args.json:
         _emit(_json([{**w.to_dict(), "cursor": w.cursor} for w in found]))
         return 0
@@ -265,6 +285,9 @@ def add_commands(
                      help="only these statuses (repeat, or comma-separated): "
                      + ", ".join(STATUSES))
     _add_filters(sub)
+    sub.add_argument("--attr", action="append", type=attribute, metavar="K=V",
+                     help="only workflows with attribute K equal to the string V (K:=JSON for "
+                     "another JSON value: n:=3, vip:=true); repeat for several")
     sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
     sub.add_argument("--after", metavar="CURSOR",
                      help="the page after this cursor (printed under a full page)")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 import asyncflow
@@ -91,3 +92,33 @@ async def test_bad_attributes_fail_at_the_call_and_write_nothing(make_app, conn)
             await app.list_workflows(attributes={})
         assert await conn.fetchval(
             "select count(*) from asyncflow.workflows where workflow_id = 'w'") == 0
+
+
+async def test_cli_lists_by_attributes_and_shows_them(make_app, db_url):
+    from test_cli import cli, cli_json
+
+    app = make_app()
+
+    @app.workflow(name="job")
+    async def job(n: int) -> int:
+        await asyncflow.set_attributes({"n": n})
+        return n
+
+    async with app:
+        for n in range(3):
+            await (await app.start_workflow(job, n, workflow_id=f"job-{n}",
+                                            attributes={"customer": f"c-{n % 2}"})).get_result()
+        listed = await cli_json(db_url, "workflow", "list", "--attr", "customer=c-0")
+        assert [w["workflow_id"] for w in listed] == ["job-2", "job-0"]
+        assert listed[0]["attributes"] == {"customer": "c-0", "n": 2}
+        listed = await cli_json(db_url, "workflow", "list", "--attr", "customer=c-0",
+                                "--attr", "n:=0")
+        assert [w["workflow_id"] for w in listed] == ["job-0"]
+        assert await cli_json(db_url, "workflow", "list", "--attr", "n=0") == []  # a string
+        code, out, err = await cli(db_url, "workflow", "get", "job-1")
+        assert code == 0, err
+        shown = next(line for line in out.splitlines() if line.startswith("attributes"))
+        assert orjson.loads(shown.split(None, 1)[1]) == {"customer": "c-1", "n": 1}
+        for bad in ("customer", "n:=nope", "=x"):
+            code, out, err = await cli(db_url, "workflow", "list", "--attr", bad)
+            assert code == 2 and out == "" and "attr" in err, (bad, err)
