@@ -10,11 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
-from ._filters import RESUMABLE
+from ._errors import InvalidArgumentError
+from ._filters import RESUMABLE, parse_attribute
 from ._retention import Retention
 from ._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
 
@@ -86,19 +85,11 @@ def _narrowed(args: argparse.Namespace) -> bool:
 
 
 def attribute(text: str) -> tuple[str, Any]:
-    """One ``--attr``: ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON`` (the value
-    is JSON: ``count:=3``, ``vip:=true``)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key or key == ":":
-        raise argparse.ArgumentTypeError(
-            f"not an attribute: {text!r} (use KEY=TEXT, or KEY:=JSON for a number, true, …)")
-    if not key.endswith(":"):
-        return key, value
+    """One ``--attr``: ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON``."""
     try:
-        return key[:-1], orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise argparse.ArgumentTypeError(
-            f"not JSON: {value!r} in {text!r} (KEY:=JSON; use KEY=TEXT for a string)") from None
+        return parse_attribute(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def workflow_list(client: Client, args: argparse.Namespace) -> int:

@@ -137,6 +137,24 @@ def make_filter(
     )
 
 
+def parse_attribute(text: str) -> tuple[str, Any]:
+    """One attribute filter written as text (the CLI's ``--attr``, the dashboard's box):
+    ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON`` (``count:=3``, ``vip:=true``).
+    """
+    key, sep, value = text.strip().partition("=")
+    key = key.strip()
+    if not sep or not key or key == ":":
+        raise InvalidArgumentError(
+            f"not an attribute: {text!r} (use KEY=TEXT, or KEY:=JSON for a number, true, …)")
+    if not key.endswith(":"):
+        return key, value.strip()
+    try:
+        return key[:-1].strip(), orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidArgumentError(
+            f"not JSON: {value!r} in {text!r} (KEY:=JSON; use KEY=TEXT for a string)") from None
+
+
 def _walked(attributes: object) -> tuple[str, str] | None:
     """The attribute whose index a listing walks: the first with a scalar value."""
     assert isinstance(attributes, dict)

@@ -979,9 +979,17 @@ SELECT (SELECT count(*) FROM ins) AS created,
 #   step's staged set_event commits with its checkpoint), so the row versions share their xmin;
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
 # - a stream's closed flag, when an operation before $3 closed it (by the same xmin rule: the
-#   head row is not touched again once closed).
+#   head row is not touched again once closed);
+# - the function id the source's run starts at (a run after a continue_as_new numbers its
+#   operations on from the run before) and the source's attributes.
 FORK_COPY = """
-WITH ops AS (
+WITH run AS (
+    UPDATE {s}.workflows w
+    SET first_function_id = src.first_function_id, attributes = src.attributes
+    FROM {s}.workflows src
+    WHERE w.workflow_id = $2 AND src.workflow_id = $1
+    RETURNING 1
+), ops AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline,
          created_at, topic)
@@ -1016,7 +1024,8 @@ WITH ops AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS events,
-       (SELECT count(*) FROM new_entries) AS entries, pg_notify($4, 'r' || $2) AS notified"""
+       (SELECT count(*) FROM new_entries) AS entries, (SELECT count(*) FROM run) AS run,
+       pg_notify($4, 'r' || $2) AS notified"""
 
 # ---------------------------------------------------------------------------------------------
 # Endless workflows (continue_as_new) and workflow attributes

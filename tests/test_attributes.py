@@ -122,3 +122,41 @@ async def test_cli_lists_by_attributes_and_shows_them(make_app, db_url):
         for bad in ("customer", "n:=nope", "=x"):
             code, out, err = await cli(db_url, "workflow", "list", "--attr", bad)
             assert code == 2 and out == "" and "attr" in err, (bad, err)
+
+
+async def test_dashboard_filters_by_attributes_and_shows_runs(make_app):
+    import re
+
+    import httpx
+
+    from asyncflow._dashboard import dashboard
+
+    app = make_app()
+
+    @app.workflow(name="sub")
+    async def sub(month: int) -> int:
+        await asyncflow.set_attributes({"month": month})
+        if month < 2:
+            await asyncflow.continue_as_new(month + 1)
+        return month
+
+    async with app:
+        for n in range(2):
+            await (await app.start_workflow(sub, 0, workflow_id=f"sub-{n}",
+                                            attributes={"customer": f"c-{n}"})).get_result()
+        transport = httpx.ASGITransport(app=dashboard(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://d.test") as http:
+            page = (await http.get("/", params={"attr": "customer=c-1, month:=2"})).text
+            assert re.findall(r'<tr data-workflow-id="([^"]*)"', page) == ["sub-1"]
+            assert 'name="attr" value="customer=c-1, month:=2"' in page
+            # The earlier runs kept have the attributes they had then.
+            page = (await http.get("/", params={"attr": "month:=1"})).text
+            assert re.findall(r'<tr data-workflow-id="([^"]*)"', page) == ["sub-1~3", "sub-0~3"]
+            bad = (await http.get("/", params={"attr": "customer"})).text
+            assert "not an attribute" in bad
+            page = (await http.get("/workflow", params={"id": "sub-1"})).text
+            assert "<dt>Run</dt><dd>3</dd>" in page
+            assert 'href="/?attr=customer%3Dc-1"' in page and "month:=2" in page
+            page = (await http.get("/workflow", params={"id": "sub-1~1"})).text
+            assert 'data-status="CONTINUED_AS_NEW"' in page
+            assert 'continued as new: <a class="wid" href="/workflow?id=sub-1"' in page

@@ -176,3 +176,32 @@ async def test_sigkill_at_the_hand_over_loses_nothing_and_runs_nothing_twice(
     assert [(row["run"], row["ops"]) for row in runs] == [(run, 6) for run in range(1, 7)]
     assert await conn.fetchval(
         "select run from asyncflow.workflows where workflow_id = 'endless'") == 7
+
+
+async def test_fork_of_a_later_run_replays_its_journal(make_app):
+    app = make_app()
+    ran: list[int] = []
+
+    @app.step()
+    async def work(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @app.workflow()
+    async def loop(i: int) -> int:
+        if i == 0:
+            await asyncflow.set_attributes({"kind": "loop"})
+            await asyncflow.continue_as_new(1)
+        first = await work(i)
+        second = await work(i + 1)
+        return first + second
+
+    async with app:
+        handle = await app.start_workflow(loop, 0, workflow_id="looped")
+        assert await handle.get_result(timeout_seconds=20) == 3
+        steps = await app.list_workflow_steps("looped")
+        assert [s.function_id for s in steps] == [2, 3]
+        forked = await app.fork_workflow("looped", from_step=3, workflow_id="looped-fork")
+        assert await forked.get_result(timeout_seconds=20) == 3
+        assert ran == [1, 2, 2]  # the fork replayed step #2 and ran step #3 again
+        assert (await forked.get_status()).attributes == {"kind": "loop"}
