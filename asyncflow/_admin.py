@@ -293,7 +293,8 @@ class Admin:
                 raise not_found(workflow_id)
             for found, status in tree:
                 if status in _UNFINISHED:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found, status))
+                    raise WorkflowPendingError(_pending_message(workflow_id, found, status),
+                                               found, status)
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]

@@ -40,7 +40,7 @@ from ._runtime import Runtime
 from ._schedules import Scheduler
 from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
-from ._status import TERMINAL_STATUSES
+from ._status import TERMINAL_STATUSES, Delivery
 from ._steps import run_transaction
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
@@ -130,6 +130,7 @@ class AsyncFlow(HistoryOps, Registrations):
             liveness_timeout_seconds, "liveness_timeout_seconds", MIN_LIVENESS_TIMEOUT,
             f"the lease is renewed {BEATS_PER_LEASE} times within it")
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._step_names: set[str] = set()  # of steps and transactions (journal names)
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
         self._queues: dict[str, Queue] = {}
@@ -155,6 +156,7 @@ class AsyncFlow(HistoryOps, Registrations):
             tx_name = registered_name(name, fn)
             spec = TransactionSpec(tx_name, fn, isolation,
                                    types=Signature(fn, f"transaction {tx_name!r}"))
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -306,12 +308,11 @@ class AsyncFlow(HistoryOps, Registrations):
         ``timeout_seconds=`` (keyword; default: the ``@app.workflow(timeout_seconds=)`` of the
         function, else none): a durable deadline, stored with the workflow. When it passes the
         workflow is cancelled with its descendants, wherever it runs and across restarts, and
-        ``get_result`` raises :class:`WorkflowTimeoutError`. ``attributes=`` (keyword): its
-        attributes (:meth:`set_workflow_attributes`), set with its row.
+        ``get_result`` raises :class:`WorkflowTimeoutError`. ``attributes=``: its attributes.
         """
         timeout = _codec.check_workflow_timeout(timeout_seconds)
-        text = None if attributes is None else check_attributes(attributes)
-        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout, text)
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout,
+                           None if attributes is None else check_attributes(attributes))
 
     def _begin(
         self,
@@ -319,8 +320,7 @@ class AsyncFlow(HistoryOps, Registrations):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
-        timeout_seconds: float | None,
-        attributes: str | None = None,
+        timeout_seconds: float | None, attributes: str | None = None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
@@ -347,9 +347,8 @@ class AsyncFlow(HistoryOps, Registrations):
     ) -> WorkflowHandle[Any]:
         parent = current_workflow()
         assert parent is not None
-        return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds, attributes),
-            spec.types)
+        return self._handle(await self.runner.start_child(parent, function_id, spec, inputs,
+                            workflow_id, timeout_seconds, attributes), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
@@ -448,8 +447,12 @@ class AsyncFlow(HistoryOps, Registrations):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
+    ) -> Coroutine[Any, Any, Delivery | None]:
+        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow.
+
+        Outside a workflow it returns a :class:`Delivery`: delivered to a workflow that has not
+        ended, a ``DUPLICATE`` of an idempotency key sent before, or ``WORKFLOW_ENDED``. Inside
+        a workflow or step it returns ``None`` (the send is journaled or staged)."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
         ctx = workflow_on(runtime)

@@ -9,13 +9,32 @@ from . import _codec
 from . import _queries as Q
 from ._status import WorkflowStatus
 from ._storage import UniqueViolation
-from ._store_base import StoreBase, conflict, not_found
+from ._store_base import JournalEntry, StoreBase, conflict, not_found
 
 
 class RunStatements(StoreBase):
-    """``continue_as_new``, the runs of a workflow, and its attributes."""
+    """The journal of a workflow's current run, ``continue_as_new``, the runs of a workflow,
+    and its attributes."""
 
     __slots__ = ()
+
+    async def load_journal(
+        self, workflow_id: str
+    ) -> tuple[dict[int, JournalEntry], int, int | None]:
+        """The journal of the workflow's current run, the function id the run starts at (0 for
+        a first run; one past the continue of the run before it) and the workflow's epoch
+        (``None``: no such workflow)."""
+        rows = await self.storage.fetch(Q.LOAD_JOURNAL, workflow_id)
+        journal = {
+            row["function_id"]: JournalEntry(
+                row["name"], row["output"], row["error"], row["child_id"], row["completed"],
+                row["deadline"],
+            )
+            for row in rows if row["function_id"] is not None
+        }
+        if not rows:
+            return journal, 0, None
+        return journal, rows[0]["first_function_id"], rows[0]["epoch"]
 
     async def continue_as_new(
         self, workflow_id: str, function_id: int, inputs: str, epoch: int,
