@@ -88,6 +88,8 @@ async def test_continue_as_new_outside_a_workflow_or_in_a_step_raises(make_app):
     app = make_app()
     with pytest.raises(asyncflow.NotInWorkflowError):
         asyncflow.continue_as_new(1)
+    with pytest.raises(asyncflow.InvalidSettingError, match="keep_runs"):
+        app.workflow(keep_runs="no")  # type: ignore[arg-type]
 
     @app.step()
     async def inner() -> str:
@@ -205,3 +207,34 @@ async def test_fork_of_a_later_run_replays_its_journal(make_app):
         assert await forked.get_result(timeout_seconds=20) == 3
         assert ran == [1, 2, 2]  # the fork replayed step #2 and ran step #3 again
         assert (await forked.get_status()).attributes == {"kind": "loop"}
+
+
+async def test_kept_runs_export_and_import_with_their_journals(make_app, tmp_path):
+    app = make_app()
+
+    @app.workflow()
+    async def two_runs(n: int) -> int:
+        await asyncflow.set_attributes({"n": n})
+        if n == 0:
+            await asyncflow.continue_as_new(1)
+        return n
+
+    async with app:
+        handle = await app.start_workflow(two_runs, 0, workflow_id="two")
+        assert await handle.get_result(timeout_seconds=20) == 1
+        (kept,) = await app.list_workflow_runs("two")
+        path = tmp_path / "runs.jsonl"
+        await app.export_workflows(["two", kept.workflow_id], path)
+        assert await app.delete_workflow("two") == ["two"]
+        assert await app.delete_workflow(kept.workflow_id) == [kept.workflow_id]
+        result = await app.import_workflows(path)
+        assert sorted(result.imported) == sorted(["two", kept.workflow_id])
+        (back,) = await app.list_workflow_runs("two")
+        assert (back.run, back.attributes) == (1, {"n": 0})
+        assert [s.name for s in await app.list_workflow_steps(back.workflow_id)] == [
+            "asyncflow.set_attributes", "asyncflow.continue_as_new"]
+        status = await app.get_workflow_status("two")
+        assert (status.run, status.attributes) == (2, {"n": 1})
+        # The imported attributes are indexed too.
+        found = await app.list_workflows(attributes={"n": 0})
+        assert [w.workflow_id for w in found] == [kept.workflow_id]
