@@ -238,3 +238,44 @@ async def test_kept_runs_export_and_import_with_their_journals(make_app, tmp_pat
         # The imported attributes are indexed too.
         found = await app.list_workflows(attributes={"n": 0})
         assert [w.workflow_id for w in found] == [kept.workflow_id]
+
+
+async def test_a_lost_reply_to_a_committed_hand_over_replays_nothing_stale(
+        make_app, monkeypatch):
+    """The hand-over commits but its reply is lost (the connection drops): the execution's retry
+    finds the epoch moved on and stops, instead of replaying the old run's inputs on the new
+    run's empty journal (which would run its steps again); the new run is then claimed again
+    and finishes, every step body once."""
+    from asyncflow._store_runs import RunStatements
+
+    original = RunStatements.continue_as_new
+    lost = []
+
+    async def commit_then_lose_the_reply(self, *args):
+        done = await original(self, *args)
+        if not lost:
+            lost.append(done)
+            raise asyncflow.DatabaseUnavailableError("connection lost after the commit")
+        return done
+
+    monkeypatch.setattr(RunStatements, "continue_as_new", commit_then_lose_the_reply)
+    app = make_app()
+    ran: list[int] = []
+
+    @app.step()
+    async def work(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @app.workflow()
+    async def loop(i: int) -> int:
+        await work(i)
+        if i == 0:
+            await asyncflow.continue_as_new(1)
+        return i
+
+    async with app:
+        handle = await app.start_workflow(loop, 0, workflow_id="lost-reply")
+        assert await handle.get_result(timeout_seconds=30) == 1
+        assert lost and lost[0][0] is not None  # it had committed
+        assert ran == [0, 1]
