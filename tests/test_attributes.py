@@ -159,4 +159,9 @@ async def test_dashboard_filters_by_attributes_and_shows_runs(make_app):
             assert 'href="/?attr=customer%3Dc-1"' in page and "month:=2" in page
             page = (await http.get("/workflow", params={"id": "sub-1~1"})).text
             assert 'data-status="CONTINUED_AS_NEW"' in page
+            kinds = re.findall(r'<tr class="op op-(\w+) state-(\w+)"', page)
+            assert kinds == [("set_attributes", "done"), ("continue_as_new", "done")]
+            op = page[page.index('<tr class="op op-continue_as_new'):]
+            op = op[:op.index("</tr>")]
+            assert "continue as new" in op and "args" in op, op
             assert 'continued as new: <a class="wid" href="/workflow?id=sub-1"' in page
