@@ -1054,7 +1054,9 @@ SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS ev
 # without, its journal is deleted. The row $1 then holds the new run: inputs $3, an empty
 # journal whose function ids start at $2 + 1, the next run number and a bumped epoch (the new
 # run's execution owns that epoch; a stale one is fenced out). Messages, events and streams
-# stay with the workflow id. Returns the new epoch (no row: refused, not owned).
+# stay with the workflow id. The kept run has no parent (it is linked by ``run_of``), so
+# retention never keeps it for a parent still running. Returns the new epoch (no row: refused,
+# not owned).
 CONTINUE_AS_NEW = """
 WITH cur AS (
     SELECT * FROM {s}.workflows
@@ -1066,7 +1068,7 @@ WITH cur AS (
          recovery_attempts, parent_workflow_id, created_at, updated_at, completed_at,
          traceparent, epoch, run, first_function_id, run_of, attributes)
     SELECT $6, name, 'CONTINUED_AS_NEW', inputs, $3, executor_id, app_version,
-           recovery_attempts, parent_workflow_id, clock_timestamp(), clock_timestamp(),
+           recovery_attempts, NULL, clock_timestamp(), clock_timestamp(),
            clock_timestamp(), traceparent, epoch, run, first_function_id, workflow_id,
            attributes
     FROM cur WHERE $5

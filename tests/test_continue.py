@@ -279,3 +279,33 @@ async def test_a_lost_reply_to_a_committed_hand_over_replays_nothing_stale(
         assert await handle.get_result(timeout_seconds=30) == 1
         assert lost and lost[0][0] is not None  # it had committed
         assert ran == [0, 1]
+
+
+async def test_a_childs_kept_runs_are_not_held_by_its_running_parent(make_app):
+    app = make_app()
+
+    @app.workflow()
+    async def child(n: int) -> int:
+        if n == 0:
+            await asyncflow.continue_as_new(1)
+        return n
+
+    @app.workflow()
+    async def parent() -> int:
+        value = await child(0)
+        await asyncflow.set_event("child", value)
+        await asyncflow.recv("stop", timeout_seconds=60)
+        return value
+
+    async with app:
+        handle = await app.start_workflow(parent, workflow_id="parent")
+        child_id = "parent-0"
+        assert await app.get_event("parent", "child", timeout_seconds=20) == 1
+        (kept,) = await app.list_workflow_runs(child_id)
+        assert kept.parent_workflow_id is None and kept.run_of == child_id
+        # Retention deletes the child's kept run while the parent still runs (the child itself
+        # is kept: its parent may read its result).
+        assert await app.apply_retention(asyncflow.Retention(max_age_seconds=0)) == 1
+        assert await app.list_workflow_runs(child_id) == []
+        await app.send("parent", "now", "stop")
+        assert await handle.get_result(timeout_seconds=20) == 1
