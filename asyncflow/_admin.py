@@ -138,7 +138,7 @@ class Admin:
     async def list_workflow_runs(self, workflow_id: str) -> list[WorkflowStatus]:
         """The earlier runs kept of a workflow that continued as new (``continue_as_new``),
         newest first: rows of status ``CONTINUED_AS_NEW`` whose ``run_of`` is ``workflow_id``,
-        each with its journal (``list_workflow_steps``), exportable and deleted by retention
+        each with its journal (``list_workflow_operations``), exportable and deleted by retention
         like any finished workflow. The current run is the workflow itself."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_runs(workflow_id)

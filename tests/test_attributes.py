@@ -42,7 +42,7 @@ async def test_attributes_set_listed_and_journaled(make_app, conn):
         assert [w.workflow_id for w in await app.list_workflows(
             attributes={"customer": "c-0", "stage": "done"}, workflow_id_prefix="o2")] == ["o2"]
         # The writes are journaled: entries in the journal, and replay does not set them again.
-        steps = await app.list_workflow_steps("o0")
+        steps = await app.list_workflow_operations("o0")
         assert steps[0].name == "asyncflow.set_attributes"
         assert steps[0].output == {"customer": "c-0", "stage": "charging"}
         (replayed,) = await app.replay(workflow_ids=["o0"])

@@ -39,15 +39,15 @@ async def test_continue_as_new_bounded_journal_and_kept_runs(make_app, conn):
         assert all(r.status == asyncflow.CONTINUED_AS_NEW and r.run_of == "endless"
                    for r in runs)
         # Each kept run holds its own journal (3 steps and the continue); function ids go on.
-        first = await app.list_workflow_steps(runs[-1].workflow_id)
+        first = await app.list_workflow_operations(runs[-1].workflow_id)
         assert [s.name for s in first][-1] == "asyncflow.continue_as_new"
         assert [s.function_id for s in first] == [0, 1, 2, 3]
         assert first[-1].output == {"args": [3, 3], "kwargs": {}}
-        second = await app.list_workflow_steps(runs[-2].workflow_id)
+        second = await app.list_workflow_operations(runs[-2].workflow_id)
         assert [s.function_id for s in second] == [4, 5, 6, 7]
         # The current run's journal is bounded: nothing of the earlier runs is left on it (the
         # last run returned at once).
-        assert await app.list_workflow_steps("endless") == []
+        assert await app.list_workflow_operations("endless") == []
         assert await conn.fetchval(
             "select count(*) from asyncflow.operations where workflow_id = 'endless'") == 0
         # The kept runs replay to the same end (history replay).
@@ -137,7 +137,7 @@ async def test_replay_time_stays_flat(make_app):
         assert await handle.get_result(timeout_seconds=300) == 10_000
         runs = await app.list_workflow_runs("counter")
         assert len(runs) == 100
-        sizes = {len(await app.list_workflow_steps(r.workflow_id)) for r in runs[::10]}
+        sizes = {len(await app.list_workflow_operations(r.workflow_id)) for r in runs[::10]}
         assert sizes == {101}  # 100 steps and the continue, in every run
 
         async def replay_seconds(workflow_id: str) -> float:
@@ -201,7 +201,7 @@ async def test_fork_of_a_later_run_replays_its_journal(make_app):
     async with app:
         handle = await app.start_workflow(loop, 0, workflow_id="looped")
         assert await handle.get_result(timeout_seconds=20) == 3
-        steps = await app.list_workflow_steps("looped")
+        steps = await app.list_workflow_operations("looped")
         assert [s.function_id for s in steps] == [2, 3]
         forked = await app.fork_workflow("looped", from_step=3, workflow_id="looped-fork")
         assert await forked.get_result(timeout_seconds=20) == 3
@@ -231,7 +231,7 @@ async def test_kept_runs_export_and_import_with_their_journals(make_app, tmp_pat
         assert sorted(result.imported) == sorted(["two", kept.workflow_id])
         (back,) = await app.list_workflow_runs("two")
         assert (back.run, back.attributes) == (1, {"n": 0})
-        assert [s.name for s in await app.list_workflow_steps(back.workflow_id)] == [
+        assert [s.name for s in await app.list_workflow_operations(back.workflow_id)] == [
             "asyncflow.set_attributes", "asyncflow.continue_as_new"]
         status = await app.get_workflow_status("two")
         assert (status.run, status.attributes) == (2, {"n": 1})
