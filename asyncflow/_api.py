@@ -236,8 +236,9 @@ def continue_as_new(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, NoReturn]:
     run; messages waiting in its mailbox stay there for the next run.
 
     Workflow bodies only: from a step or outside a workflow it raises
-    :class:`NotInWorkflowError`; arguments that cannot be stored raise
-    :class:`SerializationError` at the call.
+    :class:`NotInWorkflowError`; arguments that do not fit the workflow's parameters raise
+    :class:`InvalidArgumentError`, and arguments that cannot be stored
+    :class:`SerializationError`, at the call (the current run goes on).
     """
     return _continue.continue_as_new(*args, **kwargs)
 

@@ -16,12 +16,13 @@ and stay.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import inspect
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
 from . import _codec
 from ._context import WorkflowContext, require_workflow
-from ._errors import WorkflowConflictError, _ContinuedAsNew
+from ._errors import InvalidArgumentError, WorkflowConflictError, _ContinuedAsNew
 from ._journal import ensure_running, stop_for_status
 
 NAME = "asyncflow.continue_as_new"
@@ -38,6 +39,8 @@ def continue_as_new(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, NoReturn]:
     then the coroutine of the hand-over."""
     ctx = require_workflow("continue_as_new")
     spec = ctx.spec
+    if spec is not None:
+        _check_binds(spec.fn, args, kwargs, ctx.name)
     if spec is not None and spec.types is not None:
         inputs = spec.types.encode_inputs(args, kwargs)
     else:
@@ -45,6 +48,18 @@ def continue_as_new(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, NoReturn]:
                               f"the arguments of workflow {ctx.name!r}")
     keep = True if spec is None else spec.keep_runs
     return _hand_over(ctx, ctx.reserve(), inputs, keep)
+
+
+def _check_binds(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 name: str) -> None:
+    """The next run's arguments must fit the workflow's parameters (an unknown keyword, a
+    missing or extra argument fails at the call, before the current run ends)."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise InvalidArgumentError(
+            f"continue_as_new: the arguments do not fit the parameters of workflow {name!r} "
+            f"({exc}); pass what the workflow function takes") from None
 
 
 async def _hand_over(ctx: WorkflowContext, function_id: int, inputs: str,

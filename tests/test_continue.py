@@ -105,7 +105,16 @@ async def test_continue_as_new_outside_a_workflow_or_in_a_step_raises(make_app):
             try:
                 asyncflow.continue_as_new(object())
             except asyncflow.SerializationError:
-                return "bad arguments refused"
+                pass
+            else:
+                return "unstorable arguments accepted"
+            for args, kwargs in (((), {"y": 1}), ((1, 2), {}), ((), {})):
+                try:
+                    asyncflow.continue_as_new(*args, **kwargs)
+                except asyncflow.InvalidArgumentError:
+                    continue
+                return f"{args} {kwargs} accepted"
+            return "bad arguments refused"
         return await inner()
 
     async with app:
