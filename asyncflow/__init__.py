@@ -24,6 +24,7 @@ from ._app import AsyncFlow
 from ._client import Client
 from ._codec import MAX_ID_LENGTH, MAX_VALUE_BYTES
 from ._context import connection, workflow_id
+from ._debounce import Debouncer
 from ._errors import (
     AsyncFlowError,
     AsyncFlowTimeoutError,
@@ -43,6 +44,7 @@ from ._errors import (
     ReadOnlyDatabaseError,
     RecordedError,
     ReplayError,
+    ScheduleConflictError,
     ScheduleNotFoundError,
     SchemaVersionError,
     SerializationError,
@@ -55,6 +57,7 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowFailedError,
     WorkflowNotFoundError,
+    WorkflowNotQueuedError,
     WorkflowPendingError,
     WorkflowTimeoutError,
 )
@@ -141,6 +144,10 @@ __all__ = [
     "WorkflowTimeoutError",
     "ScheduleNotFoundError",
     "ScheduleStatus",
+    # issue 26 part B: debounce, runtime schedules, delayed workflows
+    "Debouncer",
+    "ScheduleConflictError",
+    "WorkflowNotQueuedError",
     "WorkflowConflictError",
     "WorkflowFailedError",
     "WorkflowHandle",

@@ -15,6 +15,7 @@ from . import _api, _codec
 from ._adoption import attach, check_upgrade
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
+from ._debounce import Debouncer, make_debouncer
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError
 from ._events import get_event_from_workflow, get_event_outside
@@ -37,7 +38,7 @@ from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
-from ._schedules import Scheduler
+from ._schedules import Scheduler, start_scheduler
 from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES, Delivery
@@ -196,6 +197,14 @@ class AsyncFlow(HistoryOps, Registrations):
             self._start_dispatcher(self.runtime, queue)
         return queue
 
+    def debouncer(self, fn: Callable[..., Coroutine[Any, Any, R]], *, key: str | Callable[
+            ..., str], period_seconds: float, max_wait_seconds: float | None = None,
+            queue: Queue | None = None) -> Debouncer[R]:
+        """A :class:`Debouncer` of workflow ``fn`` (see there): ``key`` (a str, or a function
+        of the call's arguments returning one), ``period_seconds`` > 0, ``max_wait_seconds``
+        (``None``: none) and ``queue`` (default: queue ``"asyncflow.debounce"``)."""
+        return make_debouncer(self, fn, key, period_seconds, max_wait_seconds, queue)
+
     def _serves(self, name: str) -> bool:
         return self._serve is None or name in self._serve
 
@@ -231,16 +240,8 @@ class AsyncFlow(HistoryOps, Registrations):
         deadlines = self._deadlines = DeadlineWatcher(runtime, runner.mark_cancelled)
         runtime.monitors[deadlines.monitor.name] = deadlines.monitor
         await runtime.tg.start(deadlines.run)
-        if self._schedules:
-            for spec in self._schedules.values():
-                if spec.queue_name is not None and spec.queue_name not in self._queues:
-                    raise ConfigurationError(
-                        f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which "
-                        "this app does not register; register it with app.queue(name) first")
-            scheduler = self._scheduler = Scheduler(runner, self._schedules, self._workflows)
-            runtime.monitors[scheduler.monitor.name] = scheduler.monitor
-            await scheduler.register()
-            await runtime.tg.start(scheduler.run)
+        self._scheduler = await start_scheduler(runner, self._schedules, self._workflows,
+                                                self._queues)
         if self.retention is not None:
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor

@@ -116,6 +116,18 @@ class ScheduleNotFoundError(AsyncFlowError, LookupError):
     or stored in the database (``asyncflow schedule ...``)."""
 
 
+class ScheduleConflictError(InvalidArgumentError):
+    """A runtime schedule operation (``create_schedule``, ``delete_schedule``) named a schedule
+    that ``@app.scheduled`` registers: that one is defined by the decorator (change or remove
+    it there), so nothing was written. (An :class:`InvalidArgumentError`: the name given is
+    not one these operations may change.)"""
+
+
+class WorkflowNotQueuedError(AsyncFlowError):
+    """The operation (``set_workflow_delay``) needs a workflow waiting in its queue
+    (``ENQUEUED`` or ``DELAYED``), but this one has started or ended; nothing was changed."""
+
+
 class MaxRecoveryAttemptsExceededError(AsyncFlowError):
     """The workflow was recovered more times than its ``max_recovery_attempts`` allows."""
 

@@ -277,7 +277,26 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.operations ADD COLUMN topic text;
     """,
-    # 13: endless workflows and workflow attributes. ``run`` numbers the runs of a workflow id
+    # 13: debounce and schedules made at runtime. ``debounce_key``: a debouncer's DELAYED
+    # workflow waiting out
+    # its burst; the partial unique index holds at most one per (queue, workflow name, key)
+    # while it is DELAYED, so the calls of a burst in every process find the same row, and the
+    # first call after it left DELAYED starts the next burst's. ``schedules.dynamic``: made by
+    # create_schedule (served by every app registering its workflow; deletable), with its own
+    # ``grace_seconds``; ``backfill_starts``/``backfill_ends``: backfill ranges asked for and
+    # not run yet (a scheduler of the schedule runs their ticks under the row's lock).
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN debounce_key text;
+    CREATE UNIQUE INDEX workflows_debounce_idx ON {s}.workflows
+        (queue_name, name, debounce_key)
+        WHERE status = 'DELAYED' AND debounce_key IS NOT NULL;
+    ALTER TABLE {s}.schedules
+        ADD COLUMN dynamic         boolean NOT NULL DEFAULT false,
+        ADD COLUMN grace_seconds   double precision,
+        ADD COLUMN backfill_starts timestamptz[] NOT NULL DEFAULT '{}',
+        ADD COLUMN backfill_ends   timestamptz[] NOT NULL DEFAULT '{}';
+    """,
+    # 14: endless workflows and workflow attributes. ``run`` numbers the runs of a workflow id
     # (continue_as_new starts run n+1 in the same row, with an empty journal whose function ids
     # go on from ``first_function_id``, one past the continue's own); an earlier run
     # kept as a linked row has status CONTINUED_AS_NEW, ``run_of`` naming the workflow id it
@@ -1342,6 +1361,72 @@ SELECT (SELECT count(*) FROM n) AS created,
         WHERE queue_name = $6 AND deduplication_id = $8
           AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder"""
 
+# A debounce call ($1 queue, $2 workflow name, $3 key): the burst's DELAYED workflow takes the
+# new inputs ($5) and its time moves to $6 seconds from now, or at the latest $7 seconds after
+# the burst's first call (its created_at; NULL: no cap); a row already due is released instead
+# (ENQUEUED: its quiet period passed, it runs with the inputs it has) and its queue notified, and
+# the caller runs the statement again. With no such row, a new one ($4, app version $8,
+# traceparent $9, timeout $10) is inserted DELAYED and the queue notified ($11: the channel). Two
+# callers inserting at once: the unique index lets one in, the other inserts nothing (none of
+# the three ids is returned) and runs the statement again, which then finds the row. A claim
+# holding the row (FOR NO KEY UPDATE) makes the UPDATE wait; once committed the row is PENDING
+# and no longer matches, so the call starts the next burst's workflow.
+DEBOUNCE = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), upd AS (
+    UPDATE {s}.workflows w
+    SET status = CASE WHEN w.delay_until > t.ts THEN 'DELAYED' ELSE 'ENQUEUED' END,
+        inputs = CASE WHEN w.delay_until > t.ts THEN $5 ELSE w.inputs END,
+        delay_until = CASE WHEN w.delay_until > t.ts
+                           THEN least(t.ts + make_interval(secs => $6),
+                                      w.created_at + make_interval(secs => $7))
+                           ELSE w.delay_until END,
+        updated_at = t.ts
+    FROM t
+    WHERE w.queue_name = $1 AND w.name = $2 AND w.debounce_key = $3 AND w.status = 'DELAYED'
+    RETURNING w.workflow_id, w.status
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, debounce_key, delay_until,
+         created_at, updated_at, traceparent, timeout_seconds)
+    SELECT $4, $2, 'DELAYED', $5, $8, $1, $3,
+           least(t.ts + make_interval(secs => $6), t.ts + make_interval(secs => $7)),
+           t.ts, t.ts, $9, $10
+    FROM t
+    WHERE NOT EXISTS (SELECT 1 FROM upd)
+    ON CONFLICT DO NOTHING
+    RETURNING workflow_id
+), n AS (
+    SELECT pg_notify($11, 'q' || $1)
+    WHERE EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM upd WHERE status = 'ENQUEUED')
+)
+SELECT (SELECT workflow_id FROM upd WHERE status = 'DELAYED') AS extended,
+       (SELECT workflow_id FROM upd WHERE status = 'ENQUEUED') AS released,
+       (SELECT workflow_id FROM ins) AS created,
+       (SELECT count(*) FROM n) AS notified"""
+
+# A queued workflow's delay changed ($1; $2 seconds from now, or until $3 when not NULL): an
+# ENQUEUED or DELAYED one becomes DELAYED until then (ENQUEUED if that time has come), and its
+# queue's dispatchers are notified ($4: the channel) so they move their timers. A workflow
+# claimed meanwhile (PENDING) is left alone; the caller reads its status to say why.
+SET_WORKFLOW_DELAY = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), until AS (
+    SELECT coalesce($3::timestamptz, t.ts + make_interval(secs => $2)) AS at, t.ts FROM t
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = CASE WHEN until.at > until.ts THEN 'DELAYED' ELSE 'ENQUEUED' END,
+        delay_until = until.at, updated_at = until.ts
+    FROM until
+    WHERE w.workflow_id = $1 AND w.status IN ('ENQUEUED', 'DELAYED')
+    RETURNING w.queue_name, w.delay_until, w.status
+), n AS (
+    SELECT pg_notify($4, 'q' || queue_name) FROM u
+)
+SELECT u.queue_name, u.delay_until, u.status, (SELECT count(*) FROM n) AS notified FROM u"""
+
 # How many workflows wait in queue $1 (telemetry's queue depth; the partial index of queued rows).
 QUEUE_DEPTH = """
 SELECT count(*) FROM {s}.workflows
@@ -1899,9 +1984,60 @@ WHERE (schedules.workflow_name, schedules.cron, schedules.timezone, schedules.ca
                         excluded.catch_up, excluded.queue_name)"""
 
 _SCHEDULE_COLUMNS = """schedule_name, workflow_name, cron, timezone, catch_up, queue_name,
-    paused, last_tick, triggered_at, updated_at"""
+    paused, last_tick, triggered_at, updated_at, dynamic, grace_seconds, backfill_starts,
+    backfill_ends"""
 LIST_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules ORDER BY schedule_name"
 GET_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE schedule_name = $1"
+
+# The schedules made with create_schedule whose workflow ($1: names) an app registers.
+DYNAMIC_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
+WHERE dynamic AND workflow_name = ANY ($1::text[]) ORDER BY schedule_name"""
+
+# create_schedule: a new schedule (unpaused, from its next tick on), or a new definition of one
+# made the same way (its paused flag, last tick and backfills kept). A schedule of the name that
+# @app.scheduled registered is left alone (stored = 0; ``dynamic`` says why). The schedulers of
+# every process are woken ('c' with no name: the set of schedules changed; $8: the channel).
+CREATE_SCHEDULE = """
+WITH up AS (
+    INSERT INTO {s}.schedules
+        (schedule_name, workflow_name, cron, timezone, catch_up, queue_name, grace_seconds,
+         dynamic)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+    ON CONFLICT (schedule_name) DO UPDATE
+    SET workflow_name = excluded.workflow_name, cron = excluded.cron,
+        timezone = excluded.timezone, catch_up = excluded.catch_up,
+        queue_name = excluded.queue_name, grace_seconds = excluded.grace_seconds,
+        updated_at = clock_timestamp()
+    WHERE schedules.dynamic
+    RETURNING schedule_name
+), n AS (
+    SELECT pg_notify($8, 'c') FROM up
+)
+SELECT (SELECT count(*) FROM n) AS stored"""
+
+# delete_schedule: only a schedule made with create_schedule ($1); every scheduler is woken.
+# Nothing deleted: ``dynamic`` is NULL (no such schedule) or false (an @app.scheduled one).
+DELETE_SCHEDULE = """
+WITH d AS (
+    DELETE FROM {s}.schedules WHERE schedule_name = $1 AND dynamic
+    RETURNING schedule_name
+), n AS (
+    SELECT pg_notify($2, 'c') FROM d
+)
+SELECT (SELECT count(*) FROM n) AS deleted,
+       (SELECT dynamic FROM {s}.schedules WHERE schedule_name = $1) AS dynamic"""
+
+# backfill_schedule: the range [$2, $3) is added to the schedule's backfills for a scheduler of
+# it to run (woken by 'c' || name; $4: the channel). Nothing returned: no such schedule.
+BACKFILL_SCHEDULE = """
+WITH u AS (
+    UPDATE {s}.schedules
+    SET backfill_starts = backfill_starts || $2::timestamptz,
+        backfill_ends = backfill_ends || $3::timestamptz, updated_at = clock_timestamp()
+    WHERE schedule_name = $1
+    RETURNING schedule_name
+)
+SELECT u.schedule_name, pg_notify($4, 'c' || $1) FROM u"""
 
 # Pause or resume; the schedulers of every process are woken ('c' || name). $3 (not NULL): the
 # last tick moves forward to it (a resumed catch_up="skip" schedule skips what it missed).
@@ -1917,13 +2053,17 @@ WITH u AS (
 SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'c' || $1) END FROM u"""
 
 # A scheduler's claim of ticks, in one transaction: lock and read the schedule's row, then move
-# last_tick forward to the last tick it starts (the workflows are started in that transaction).
+# last_tick forward to the last tick it starts (the workflows are started in that transaction);
+# $3: its manual trigger ran, $4: its backfills ran.
 LOCK_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
 WHERE schedule_name = $1 FOR UPDATE"""
 ADVANCE_SCHEDULE = """
 UPDATE {s}.schedules
 SET last_tick = CASE WHEN last_tick IS NULL OR last_tick < $2 THEN $2 ELSE last_tick END,
-    triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END, updated_at = clock_timestamp()
+    triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END,
+    backfill_starts = CASE WHEN $4 THEN '{}' ELSE backfill_starts END,
+    backfill_ends = CASE WHEN $4 THEN '{}' ELSE backfill_ends END,
+    updated_at = clock_timestamp()
 WHERE schedule_name = $1"""
 
 # A manual trigger: recorded in the row (a trigger already waiting is kept: both callers get

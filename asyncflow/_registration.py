@@ -18,13 +18,13 @@ from ._handle import WorkflowHandle
 from ._lifecycle import check_positive_int, setting
 from ._schedules import schedule_spec
 from ._signature import Signature
-from ._specs import ScheduleSpec, StepSpec, WorkflowSpec
+from ._specs import SPEC_ATTR, ScheduleSpec, StepSpec, WorkflowSpec
 from ._steps import check_step_options, run_step
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SPEC_ATTR = "__asyncflow_workflow__"
+_SPEC_ATTR = SPEC_ATTR
 Fn: TypeAlias = Callable[P, Coroutine[Any, Any, R]]
 
 

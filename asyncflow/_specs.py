@@ -8,6 +8,9 @@ from typing import Any
 
 from ._signature import Signature
 
+#: The attribute of a decorated workflow function holding ``(app, WorkflowSpec)``.
+SPEC_ATTR = "__asyncflow_workflow__"
+
 
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:

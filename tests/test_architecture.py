@@ -46,7 +46,8 @@ LAYERS: list[list[str]] = [
      "_attributes"],
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
-    ["_adoption"],
+    ["_adoption", "_debounce"],
+    ["_schedule_ops"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],

@@ -16,6 +16,7 @@ import inspect
 import io
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -43,7 +44,7 @@ SQLSTATES = [
 NO_DATABASE = {
     "launch", "shutdown", "health", "database_url", "listener", "runtime", "storage",
     "app_version", "runner", "running_workflows", "queue", "scheduled", "step", "transaction",
-    "workflow",
+    "workflow", "debouncer",
 }
 
 EXPORT_HEADER = '{"type":"header","format":"asyncflow-export","version":1}\n'
@@ -90,6 +91,11 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
         "send_many": lambda c: c.send_many([("done", 1), ("failed", 2)]),
         "stream_entries": lambda c: _first(c.stream_entries("done", "s")),
         "trigger_schedule": lambda c: c.trigger_schedule("every"),
+        "create_schedule": lambda c: c.create_schedule("made", "yearly", "0 0 1 1 *"),
+        "delete_schedule": lambda c: c.delete_schedule("every"),
+        "backfill_schedule": lambda c: c.backfill_schedule(
+            "every", datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)),
+        "set_workflow_delay": lambda c: c.set_workflow_delay("done", seconds=1),
         "wait_first": lambda c: c.wait_first(asyncflow.event("done", "k"),
                                              asyncflow.timer(0.1)),
         "watch_event": lambda c: _first(c.watch_event("done", "k")),
