@@ -7,11 +7,13 @@ every wait is woken by LISTEN/NOTIFY.
 
 from ._api import (
     close_stream,
+    continue_as_new,
     get_all_events,
     get_event,
     read_stream,
     recv,
     send,
+    set_attributes,
     set_event,
     sleep,
     start_workflow,
@@ -68,6 +70,7 @@ from ._replay import ReplayResult
 from ._retention import Retention
 from ._status import (
     CANCELLED,
+    CONTINUED_AS_NEW,
     DELAYED,
     ENQUEUED,
     ERROR,
@@ -93,6 +96,7 @@ __all__ = [
     "AsyncFlowTimeoutError",
     "Branch",
     "CANCELLED",
+    "CONTINUED_AS_NEW",
     "Client",
     "ComponentHealth",
     "ConfigurationError",
@@ -153,6 +157,7 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "continue_as_new",
     "deprecate_patch",
     "event",
     "get_all_events",
@@ -164,6 +169,7 @@ __all__ = [
     "recv",
     "result",
     "send",
+    "set_attributes",
     "set_event",
     "sleep",
     "start_workflow",

@@ -11,11 +11,12 @@ then, a bulk resume those that had ended by then, so neither chases work that ke
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from . import _codec
+from ._attributes import check_outside
 from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import current_step, current_workflow
 from ._errors import (
@@ -112,6 +113,7 @@ class Admin(ScheduleOps):
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
         queue_name: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
         after: WorkflowStatus | str | tuple[datetime, str] | None = None,
     ) -> list[WorkflowStatus]:
         """One page of workflows, newest first (``created_at`` descending, then id).
@@ -119,7 +121,9 @@ class Admin(ScheduleOps):
         Every filter is optional: ``status`` (one or several), ``name``, ``created_after``
         (inclusive) and ``created_before`` (exclusive; timezone-aware datetimes),
         ``workflow_id_prefix``, ``app_version``, ``parent_workflow_id``, ``queue_name``
-        (statuses include ``ENQUEUED`` and ``DELAYED`` for queued workflows). ``after`` continues
+        (statuses include ``ENQUEUED`` and ``DELAYED`` for queued workflows), ``attributes``
+        (workflows whose attributes contain all of these; found through their index; an
+        earlier run kept by ``continue_as_new`` keeps the attributes it had). ``after`` continues
         after a place in that order — the last workflow of the previous page, its ``.cursor``
         text, or a ``(created_at, workflow_id)`` pair — so paging never skips or repeats a
         workflow while others start, and every page costs the same however deep it is.
@@ -128,9 +132,29 @@ class Admin(ScheduleOps):
             status=status, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
             app_version=app_version, parent_workflow_id=parent_workflow_id,
-            queue_name=queue_name)
+            queue_name=queue_name, attributes=attributes)
         cursor = parse_after(after)
         return await self.runtime.store.list_page(selected, cursor, _check_limit(limit))
+
+    async def list_workflow_runs(self, workflow_id: str) -> list[WorkflowStatus]:
+        """The earlier runs kept of a workflow that continued as new (``continue_as_new``),
+        newest first: rows of status ``CONTINUED_AS_NEW`` whose ``run_of`` is ``workflow_id``,
+        each with its journal (``list_workflow_operations``), exportable and deleted by retention
+        like any finished workflow. The current run is the workflow itself."""
+        _codec.check_id(workflow_id)
+        return await self.runtime.store.list_runs(workflow_id)
+
+    async def set_workflow_attributes(self, workflow_id: str, attributes: Mapping[str, Any],
+                                      *, merge: bool = True) -> dict[str, Any]:
+        """Set a workflow's attributes from outside it (any status): merged into those it has
+        (``merge=False``: replacing them). Keys are str, values plain JSON (str, int, float,
+        bool, None, lists and dicts of them); anything else raises
+        :class:`InvalidArgumentError` and writes nothing. Returns the attributes now. Inside a
+        workflow's own body, use ``asyncflow.set_attributes`` (journaled)."""
+        text, merge = check_outside(workflow_id, attributes, merge)
+        now = await self.runtime.store.set_attributes(workflow_id, text, merge)
+        value: dict[str, Any] = _codec.loads(now)
+        return value
 
     # -- cancelling and resuming ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ._debounce import Debouncer, make_debouncer
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError
 from ._events import get_event_from_workflow, get_event_outside
+from ._filters import check_attributes
 from ._handle import WorkflowHandle
 from ._history import (
     FileArg,
@@ -296,6 +297,7 @@ class AsyncFlow(HistoryOps, Registrations):
         *args: Any,
         workflow_id: str | None = None,
         timeout_seconds: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Start a workflow; returns (when awaited) its handle once its row and inputs are durable.
@@ -307,10 +309,11 @@ class AsyncFlow(HistoryOps, Registrations):
         ``timeout_seconds=`` (keyword; default: the ``@app.workflow(timeout_seconds=)`` of the
         function, else none): a durable deadline, stored with the workflow. When it passes the
         workflow is cancelled with its descendants, wherever it runs and across restarts, and
-        ``get_result`` raises :class:`WorkflowTimeoutError`.
+        ``get_result`` raises :class:`WorkflowTimeoutError`. ``attributes=``: its attributes.
         """
         timeout = _codec.check_workflow_timeout(timeout_seconds)
-        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout)
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout,
+                           None if attributes is None else check_attributes(attributes))
 
     def _begin(
         self,
@@ -318,7 +321,7 @@ class AsyncFlow(HistoryOps, Registrations):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None = None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
@@ -329,24 +332,24 @@ class AsyncFlow(HistoryOps, Registrations):
             if parent.replaying:  # a history replay: the recorded child, nothing started
                 return child_handle(parent, parent.reserve(), spec.types)
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
-                                     timeout_seconds)
-        return self._start(spec, inputs, workflow_id, timeout_seconds)
+                                     timeout_seconds, attributes)
+        return self._start(spec, inputs, workflow_id, timeout_seconds, attributes)
 
     async def _start(
         self, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None = None,
     ) -> WorkflowHandle[Any]:
-        return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
-                                                    timeout_seconds), spec.types)
+        return self._handle(await self.runner.start(
+            spec, inputs, workflow_id, None, timeout_seconds, attributes=attributes), spec.types)
 
     async def _start_child(
         self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None,
     ) -> WorkflowHandle[Any]:
         parent = current_workflow()
         assert parent is not None
-        return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds), spec.types)
+        return self._handle(await self.runner.start_child(parent, function_id, spec, inputs,
+                            workflow_id, timeout_seconds, attributes), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from

@@ -12,8 +12,8 @@ from typing import Any
 
 from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
-from ._errors import WorkflowPendingError
-from ._filters import RESUMABLE
+from ._errors import InvalidArgumentError, WorkflowPendingError
+from ._filters import RESUMABLE, parse_attribute
 from ._retention import Retention
 from ._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
 
@@ -84,9 +84,19 @@ def _narrowed(args: argparse.Namespace) -> bool:
 # -- commands ----------------------------------------------------------------------------------
 
 
+def attribute(text: str) -> tuple[str, Any]:
+    """One ``--attr``: ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON``."""
+    try:
+        return parse_attribute(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 async def workflow_list(client: Client, args: argparse.Namespace) -> int:
+    attributes = dict(args.attr) if args.attr else None
     found = await client.list_workflows(_statuses(args.status), limit=args.limit,
-                                        after=args.after, **_filters(args))
+                                        after=args.after, attributes=attributes,
+                                        **_filters(args))
     if args.json:
         _emit(_json([{**w.to_dict(), "cursor": w.cursor} for w in found]))
         return 0
@@ -336,6 +346,9 @@ def add_commands(
                      help="only these statuses (repeat, or comma-separated): "
                      + ", ".join(STATUSES))
     _add_filters(sub)
+    sub.add_argument("--attr", action="append", type=attribute, metavar="K=V",
+                     help="only workflows with attribute K equal to the string V (K:=JSON for "
+                     "another JSON value: n:=3, vip:=true); repeat for several")
     sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
     sub.add_argument("--after", metavar="CURSOR",
                      help="the page after this cursor (printed under a full page)")

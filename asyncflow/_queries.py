@@ -296,6 +296,52 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN backfill_starts timestamptz[] NOT NULL DEFAULT '{}',
         ADD COLUMN backfill_ends   timestamptz[] NOT NULL DEFAULT '{}';
     """,
+    # 14: endless workflows and workflow attributes. ``run`` numbers the runs of a workflow id
+    # (continue_as_new starts run n+1 in the same row, with an empty journal whose function ids
+    # go on from ``first_function_id``, one past the continue's own); an earlier run
+    # kept as a linked row has status CONTINUED_AS_NEW, ``run_of`` naming the workflow id it
+    # continued as. ``attributes``: the workflow's searchable attributes (a JSON object), with a
+    # GIN index (jsonb_path_ops: containment, ``@>``) over the workflows that have any.
+    # IF NOT EXISTS: on a large table, build the indexes beforehand with CREATE INDEX
+    # CONCURRENTLY under these names (docs/operating-lifecycle.md).
+    """
+    ALTER TABLE {s}.workflows
+        ADD COLUMN run               integer NOT NULL DEFAULT 1,
+        ADD COLUMN first_function_id integer NOT NULL DEFAULT 0,
+        ADD COLUMN run_of            text,
+        ADD COLUMN attributes        jsonb NOT NULL DEFAULT '{}';
+    CREATE INDEX IF NOT EXISTS workflows_attributes_idx ON {s}.workflows
+        USING gin (attributes jsonb_path_ops) WHERE attributes <> '{}'::jsonb;
+    CREATE INDEX IF NOT EXISTS workflows_runs_idx ON {s}.workflows (run_of, run)
+        WHERE run_of IS NOT NULL;
+    CREATE TABLE {s}.workflow_attributes (
+        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        key         text NOT NULL,
+        value       jsonb NOT NULL,
+        created_at  timestamptz NOT NULL,
+        PRIMARY KEY (workflow_id, key)
+    );
+    CREATE INDEX workflow_attributes_walk_idx ON {s}.workflow_attributes
+        (key, value, created_at DESC, workflow_id);
+    CREATE FUNCTION {s}.workflow_attributes_sync() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            DELETE FROM {s}.workflow_attributes WHERE workflow_id = NEW.workflow_id;
+        END IF;
+        INSERT INTO {s}.workflow_attributes (workflow_id, key, value, created_at)
+        SELECT NEW.workflow_id, e.key, e.value, NEW.created_at
+        FROM jsonb_each(NEW.attributes) AS e
+        WHERE jsonb_typeof(e.value) NOT IN ('object', 'array');
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER workflow_attributes_inserted AFTER INSERT ON {s}.workflows
+        FOR EACH ROW WHEN (NEW.attributes <> '{}'::jsonb)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
+    CREATE TRIGGER workflow_attributes_updated AFTER UPDATE OF attributes ON {s}.workflows
+        FOR EACH ROW WHEN (OLD.attributes IS DISTINCT FROM NEW.attributes)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -354,14 +400,15 @@ ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOI
 # Workflows
 # ---------------------------------------------------------------------------------------------
 
-# A workflow starts PENDING at epoch 1 on its starter's executor. A child ($6: its parent, $11:
-# the parent execution's epoch) is inserted only while its parent's execution still owns it.
+# A workflow starts PENDING at epoch 1 on its starter's executor, with attributes $12 (a JSON
+# object, or NULL: none). A child ($6: its parent, $11: the parent execution's epoch) is
+# inserted only while its parent's execution still owns it.
 INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
-         traceparent, timeout_seconds, deadline, epoch)
-    SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, 1
+         traceparent, timeout_seconds, deadline, epoch, attributes)
+    SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, 1, coalesce($12::jsonb, '{ }')
     WHERE $11::bigint IS NULL OR EXISTS (
         SELECT 1 FROM {s}.workflows p
         WHERE p.workflow_id = $6 AND p.status = 'PENDING' AND p.epoch = $11 FOR SHARE)
@@ -399,7 +446,7 @@ WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
     deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline,
-    epoch"""
+    epoch, run, run_of, attributes"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
@@ -738,9 +785,15 @@ FROM {s}.version_changes WHERE workflow_id = $1 ORDER BY epoch"""
 # The journal
 # ---------------------------------------------------------------------------------------------
 
+# The journal of the workflow's current run, and the function id its run starts at (a run
+# started by continue_as_new numbers its operations on from the run before it: per-position
+# ids and keys stay unique across runs), and its epoch. One row with NULL operation columns: an
+# empty journal.
 LOAD_JOURNAL = """
-SELECT function_id, name, output, error, child_id, completed, deadline
-FROM {s}.operations WHERE workflow_id = $1"""
+SELECT w.first_function_id, w.epoch, o.function_id, o.name, o.output, o.error, o.child_id,
+       o.completed, o.deadline
+FROM {s}.workflows w LEFT JOIN {s}.operations o ON o.workflow_id = w.workflow_id
+WHERE w.workflow_id = $1"""
 
 LIST_OPERATIONS = """
 SELECT function_id, name, output, error, child_id, completed, deadline, created_at
@@ -905,7 +958,8 @@ IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
     'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
-    'updated_at', clock_timestamp()) || $1::jsonb)
+    'updated_at', clock_timestamp(), 'run', 1, 'first_function_id', 0,
+    'attributes', '{ }'::jsonb) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
 IMPORT_OPERATIONS = """
@@ -960,9 +1014,17 @@ SELECT (SELECT count(*) FROM ins) AS created,
 #   step's staged set_event commits with its checkpoint), so the row versions share their xmin;
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
 # - a stream's closed flag, when an operation before $3 closed it (by the same xmin rule: the
-#   head row is not touched again once closed).
+#   head row is not touched again once closed);
+# - the function id the source's run starts at (a run after a continue_as_new numbers its
+#   operations on from the run before) and the source's attributes.
 FORK_COPY = """
-WITH ops AS (
+WITH run AS (
+    UPDATE {s}.workflows w
+    SET first_function_id = src.first_function_id, attributes = src.attributes
+    FROM {s}.workflows src
+    WHERE w.workflow_id = $2 AND src.workflow_id = $1
+    RETURNING 1
+), ops AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline,
          created_at, topic)
@@ -997,7 +1059,88 @@ WITH ops AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS events,
-       (SELECT count(*) FROM new_entries) AS entries, pg_notify($4, 'r' || $2) AS notified"""
+       (SELECT count(*) FROM new_entries) AS entries, (SELECT count(*) FROM run) AS run,
+       pg_notify($4, 'r' || $2) AS notified"""
+
+# ---------------------------------------------------------------------------------------------
+# Endless workflows (continue_as_new) and workflow attributes
+# ---------------------------------------------------------------------------------------------
+
+# Continue workflow $1 as a new run, in one statement fenced like every write of an execution
+# (PENDING at the execution's epoch $4, here under an update lock): with $5 (keep the run) the
+# current run becomes a linked row $6 (status CONTINUED_AS_NEW, ``run_of`` $1, its inputs and
+# attributes, the continue's entry #$2 with the new inputs, and its whole journal, moved);
+# without, its journal is deleted. The row $1 then holds the new run: inputs $3, an empty
+# journal whose function ids start at $2 + 1, the next run number and a bumped epoch (the new
+# run's execution owns that epoch; a stale one is fenced out). Messages, events and streams
+# stay with the workflow id. The kept run has no parent (it is linked by ``run_of``), so
+# retention never keeps it for a parent still running. Returns the new epoch (no row: refused,
+# not owned).
+CONTINUE_AS_NEW = """
+WITH cur AS (
+    SELECT * FROM {s}.workflows
+    WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = $4
+    FOR UPDATE
+), arch AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, output, executor_id, app_version,
+         recovery_attempts, parent_workflow_id, created_at, updated_at, completed_at,
+         traceparent, epoch, run, first_function_id, run_of, attributes)
+    SELECT $6, name, 'CONTINUED_AS_NEW', inputs, $3, executor_id, app_version,
+           recovery_attempts, NULL, clock_timestamp(), clock_timestamp(),
+           clock_timestamp(), traceparent, epoch, run, first_function_id, workflow_id,
+           attributes
+    FROM cur WHERE $5
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id
+), entry AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT workflow_id, $2, 'asyncflow.continue_as_new', $3 FROM arch
+), moved AS (
+    UPDATE {s}.operations SET workflow_id = $6
+    WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM arch)
+), dropped AS (
+    DELETE FROM {s}.operations
+    WHERE workflow_id = $1 AND NOT $5 AND EXISTS (SELECT 1 FROM cur)
+), u AS (
+    UPDATE {s}.workflows w
+    SET inputs = $3, epoch = w.epoch + 1, run = w.run + 1, first_function_id = $2 + 1,
+        recovery_attempts = 0, updated_at = clock_timestamp()
+    FROM cur
+    WHERE w.workflow_id = cur.workflow_id AND (NOT $5 OR EXISTS (SELECT 1 FROM arch))
+    RETURNING w.epoch
+)
+SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS owned"""
+
+# The earlier runs kept of workflow $1, newest first.
+LIST_RUNS = "SELECT " + _STATUS_COLUMNS + """
+FROM {s}.workflows w WHERE w.run_of = $1 ORDER BY w.run DESC"""
+
+# Attributes: $2 (a JSON object) merged into (or, without $3, replacing) those of workflow $1.
+# From a workflow's body the write is journaled (entry #$4, its output the attributes set) and
+# fenced by the execution's epoch $5, in one statement.
+SET_ATTRIBUTES = """
+UPDATE {s}.workflows
+SET attributes = CASE WHEN $3 THEN attributes || $2::jsonb ELSE $2::jsonb END,
+    updated_at = clock_timestamp()
+WHERE workflow_id = $1
+RETURNING attributes::text"""
+
+JOURNALED_SET_ATTRIBUTES = """
+WITH op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT $1, $4, 'asyncflow.set_attributes', $2 FROM """ + _owned("$5") + """
+    RETURNING workflow_id
+), u AS (
+    UPDATE {s}.workflows
+    SET attributes = CASE WHEN $3 THEN attributes || $2::jsonb ELSE $2::jsonb END,
+        updated_at = clock_timestamp()
+    WHERE workflow_id = (SELECT workflow_id FROM op)
+    RETURNING 1
+)
+SELECT count(*) AS recorded FROM u"""
+
+WORKFLOW_ATTRIBUTES = "SELECT attributes::text FROM {s}.workflows WHERE workflow_id = $1"
 
 # ---------------------------------------------------------------------------------------------
 # Messages
@@ -1646,6 +1789,34 @@ WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10"""
 
+# The same with attributes given ($12, a JSON object the workflows' attributes contain): the
+# GIN index on attributes finds the matching workflows (the repeated ``<> '{ }'`` is the
+# partial index's predicate; the space keeps it from reading as a format placeholder), newest
+# first after the cursor; the other filters are checked on each.
+LIST_ATTRIBUTES_PAGE = """
+SELECT """ + _STATUS_COLUMNS + """
+FROM {s}.workflows w
+WHERE w.attributes @> $12::jsonb AND w.attributes <> '{ }'::jsonb AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
+ORDER BY w.created_at DESC, w.workflow_id
+LIMIT $10"""
+
+# The same walking the attribute index: the workflows whose attribute $13 is $14 (a scalar),
+# in list order after the cursor, each checked for the whole of $12 and the other filters.
+# Every page costs the same however common the value is (the GIN path above sorts every match).
+LIST_ATTRIBUTE_WALK_PAGE = """
+SELECT """ + ", ".join("w." + column.strip() for column in _STATUS_COLUMNS.split(",")) + """
+FROM {s}.workflow_attributes a JOIN {s}.workflows w ON w.workflow_id = a.workflow_id
+WHERE a.key = $13 AND a.value = $14::jsonb
+  AND a.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
+  AND a.created_at < coalesce($3::timestamptz, 'infinity'::timestamptz)
+  AND a.created_at <= coalesce($8::timestamptz, 'infinity'::timestamptz)
+  AND ($8::timestamptz IS NULL OR a.created_at < $8 OR a.workflow_id > $9::text)
+  AND w.attributes @> $12::jsonb AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + """
+ORDER BY a.created_at DESC, a.workflow_id
+LIMIT $10"""
+
 # Wakes the workflows of rows ``u`` (kind 't') and frees their queues' slots (kind 'f', for rows
 # with a queue_name); the statement selects ``notifies``.
 _NOTIFY_CANCELLED = """, woken AS (
@@ -1946,7 +2117,8 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 # or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed): it may yet read their
 # results.
 _RETAINED = """
-    w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
+                   'CONTINUED_AS_NEW')
       AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
@@ -1962,7 +2134,8 @@ SELECT clock_timestamp() - make_interval(secs => $1::float8) AS age_bound,
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
     SELECT w.completed_at, w.workflow_id FROM {s}.workflows w
-    WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
+                   'CONTINUED_AS_NEW')
       AND $2::bigint IS NOT NULL
     ORDER BY w.completed_at DESC, w.workflow_id DESC
     OFFSET $2 LIMIT 1

@@ -40,6 +40,8 @@ EXPECTED = {
     "ReadOnlyDatabaseError",
     # typed values (docs/guide.md, Values)
     "DecodeError",
+    # endless workflows and attributes (docs/guide.md)
+    "CONTINUED_AS_NEW", "continue_as_new", "set_attributes",
     # what a send from outside a workflow says became of the message
     "Delivery",
     # debounce, schedules made at runtime, delayed workflows (docs/guide.md)
