@@ -80,6 +80,8 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
         "list_schedules": lambda c: c.list_schedules(),
         "list_workflow_steps": lambda c: c.list_workflow_steps("done"),
         "list_workflow_operations": lambda c: c.list_workflow_operations("done"),
+        "list_workflow_runs": lambda c: c.list_workflow_runs("done"),
+        "set_workflow_attributes": lambda c: c.set_workflow_attributes("done", {"k": 1}),
         "list_workflows": lambda c: c.list_workflows(),
         "pause_schedule": lambda c: c.pause_schedule("every"),
         "read_stream": lambda c: _first(c.read_stream("done", "s")),
