@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import _codec
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import current_step, current_workflow
 from ._errors import (
     InvalidArgumentError,
@@ -33,6 +33,8 @@ from ._store import ScheduleStatus, Send, not_found
 from ._wait import QUEUE, SCHEDULE, TERMINAL
 
 BULK_BATCH = 500
+#: Statuses of a workflow not finished yet: never deleted (cancel it first).
+_UNFINISHED = (PENDING, ENQUEUED, DELAYED)
 MAX_BIGINT = 2**63 - 1
 
 
@@ -137,13 +139,17 @@ class Admin:
         _codec.check_id(workflow_id)
         _check_flag(children, "children")
         runtime = self.runtime
-        cancelled, queue_name = await runtime.store.cancel_workflow(workflow_id)
+        store = runtime.store
+        if children:  # the workflow and its descendants in one transaction
+            (cancelled, queue_name), _descendants = await cancel_with_descendants(
+                runtime, lambda: store.cancel_workflow(workflow_id),
+                lambda _row: [workflow_id], self._after_cancel)
+        else:
+            cancelled, queue_name = await store.cancel_workflow(workflow_id)
         if cancelled:
             mark_cancelled(runtime, [workflow_id], self._after_cancel)
             if queue_name is not None:  # a queued workflow left its queue: a slot may be free
                 runtime.waits.wake(QUEUE, queue_name)
-        if children:
-            await cancel_descendants(runtime, [workflow_id], self._after_cancel)
 
     async def cancel_workflows(
         self,
@@ -173,15 +179,26 @@ class Admin:
         store = runtime.store
         started = await store.database_now()
         cancelled: list[str] = []
+        descendants: list[str] = []
+
+        async def cancel_batch() -> list[str]:
+            # Each batch with its descendants (children) in one transaction.
+            if not children:
+                return await store.cancel_matching(selected, started, BULK_BATCH)
+            batch, below = await cancel_with_descendants(
+                runtime, lambda: store.cancel_matching(selected, started, BULK_BATCH),
+                lambda ids: ids, self._after_cancel)
+            descendants.extend(below)
+            return batch
+
         while True:
-            batch = await _retrying(lambda: store.cancel_matching(selected, started, BULK_BATCH))
+            batch = await _retrying(cancel_batch)
             mark_cancelled(runtime, batch, self._after_cancel)
             cancelled.extend(batch)
             if not batch:
                 break
-        if children:
-            cancelled.extend(await cancel_descendants(runtime, cancelled, self._after_cancel))
-        return cancelled
+        matched = set(cancelled)
+        return cancelled + [d for d in descendants if d not in matched]
 
     async def resume_workflows(
         self,
@@ -225,9 +242,10 @@ class Admin:
         """Delete a finished workflow with its journal, messages, events and streams; with
         ``children``, all its descendants too. Returns the ids deleted.
 
-        A PENDING workflow is never deleted: :class:`WorkflowPendingError` (cancel it first —
-        ``cancel_workflow`` cancels its descendants too). With ``children``, one PENDING
-        descendant refuses the whole delete. Nothing is deleted when it raises. Children left
+        An unfinished workflow (PENDING, or queued: ENQUEUED, DELAYED) is never deleted:
+        :class:`WorkflowPendingError` (cancel it first — ``cancel_workflow`` cancels its
+        descendants too). With ``children``, one unfinished descendant refuses the whole
+        delete. Nothing is deleted when it raises. Children left
         behind keep their ``parent_workflow_id``.
         """
         _codec.check_id(workflow_id)
@@ -239,8 +257,8 @@ class Admin:
             if not tree:
                 raise not_found(workflow_id)
             for found, status in tree:
-                if status == PENDING:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found))
+                if status in _UNFINISHED:
+                    raise WorkflowPendingError(_pending_message(workflow_id, found, status))
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]
@@ -334,11 +352,11 @@ def _no_schedule(name: str) -> ScheduleNotFoundError:
         "and an app creates one with @app.scheduled(...) when it launches")
 
 
-def _pending_message(root: str, found: str) -> str:
+def _pending_message(root: str, found: str, status: str) -> str:
     if found == root:
-        return (f"workflow {root!r} is PENDING and cannot be deleted; cancel it first "
+        return (f"workflow {root!r} is {status} and cannot be deleted; cancel it first "
                 "(cancel_workflow), then delete it")
-    return (f"workflow {root!r} has a PENDING descendant {found!r}, so nothing was deleted; "
+    return (f"workflow {root!r} has a {status} descendant {found!r}, so nothing was deleted; "
             f"cancel_workflow({root!r}) cancels its descendants too, then delete it")
 
 

@@ -139,14 +139,120 @@ def _check_row(kind: str, row: Any, number: int) -> dict[str, Any]:
     return row
 
 
+_INT4 = 2**31 - 1
+_QUEUED = (Status.ENQUEUED, Status.DELAYED)
+
+
+def _json_text(value: object, what: str) -> Any:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be JSON text (a str), not {value!r}")
+    try:
+        return _codec.loads(value)
+    except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
+        raise InvalidArgumentError(f"{what} is not JSON text ({exc})") from None
+
+
+def _inputs(value: object) -> None:
+    decoded = _json_text(value, "inputs")
+    if not isinstance(decoded, dict) or not isinstance(decoded.get("args"), list) \
+            or not isinstance(decoded.get("kwargs"), dict):
+        raise InvalidArgumentError(
+            'inputs must be the JSON of {"args": [...], "kwargs": {...}}, not '
+            f"{str(value)[:80]!r}")
+
+
+def _optional_json(value: object, what: str) -> None:
+    if value is not None:
+        _json_text(value, what)
+
+
+def _integer(value: object, what: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(f"{what} must be an integer from {low} to {high}, "
+                                   f"not {value!r}")
+
+
+def _timestamp(value: object, what: str, *, optional: bool = True) -> None:
+    if value is None and optional:
+        return
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{what} must be an ISO 8601 timestamp, not {value!r}") from None
+
+
+def _seconds(value: object, what: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value \
+            or value in (float("inf"), float("-inf")):
+        raise InvalidArgumentError(f"{what} must be a finite number of seconds, not {value!r}")
+
+
+def _check_workflow_fields(row: dict[str, Any]) -> None:
+    """Every column of a workflow row a workflow could have stored (InvalidArgumentError)."""
+    _codec.check_id(row["workflow_id"])
+    _codec.check_name(row["name"], "workflow name")
+    status = row["status"]
+    if status not in Status.__members__:
+        raise InvalidArgumentError(f"unknown workflow status {status!r}")
+    _inputs(row["inputs"])
+    _optional_json(row.get("output"), "output")
+    _optional_json(row.get("error"), "error")
+    _codec.check_name(row["app_version"], "app_version")
+    _integer(row["recovery_attempts"], "recovery_attempts", 0, _INT4)
+    _integer(row.get("priority", 0), "priority", -_INT4 - 1, _INT4)
+    for key in ("executor_id", "deduplication_id", "partition_key", "traceparent"):
+        _codec.check_name(row.get(key), key, optional=True)
+    for key in ("parent_workflow_id", "queue_name"):
+        if row.get(key) is not None:
+            _codec.check_id(row[key], key)
+    if status in _QUEUED and row.get("queue_name") is None:
+        raise InvalidArgumentError(f"a {status} workflow needs its queue_name")
+    _timestamp(row["created_at"], "created_at", optional=False)
+    _timestamp(row["updated_at"], "updated_at", optional=False)
+    for key in ("completed_at", "delay_until", "dispatched_at"):
+        _timestamp(row.get(key), key)
+    _seconds(row.get("timeout_seconds"), "timeout_seconds")
+    _seconds(row.get("deadline"), "deadline")
+
+
+_INT8 = 2**63 - 1
+#: Per kind of owned row: its integer columns (with their bounds), boolean and JSON columns.
+_OWNED_INTEGERS = {
+    "operation": {"function_id": _INT4},
+    "event": {"version": _INT8},
+    "stream_head": {"next_offset": _INT8},
+    "stream_entry": {"offset": _INT8, "writer_fid": _INT4, "writer_seq": _INT4},
+}
+_OWNED_BOOLEANS = {"operation": ("completed",), "stream_head": ("closed",)}
+_OWNED_JSON = {"operation": ("output", "error"), "event": ("value",),
+               "stream_entry": ("value",), "message": ("message",)}
+
+
+def _check_owned(kind: str, row: dict[str, Any], number: int) -> None:
+    """The columns of an owned row that a workflow could have stored."""
+    try:
+        for key, high in _OWNED_INTEGERS.get(kind, {}).items():
+            _integer(row[key], key, -high - 1, high)
+        for key in _OWNED_BOOLEANS.get(kind, ()):
+            if not isinstance(row[key], bool):
+                raise InvalidArgumentError(f"{key} must be true or false, not {row[key]!r}")
+        for key in _OWNED_JSON.get(kind, ()):
+            _optional_json(row.get(key), key)
+    except InvalidArgumentError as exc:
+        raise ExportFormatError(f"line {number}: the {kind} row: {exc}") from None
+
+
 def _check_workflow(row: dict[str, Any], number: int) -> None:
     try:
-        _codec.check_id(row["workflow_id"])
-        _codec.check_name(row["name"], "workflow name")
+        _check_workflow_fields(row)
     except InvalidArgumentError as exc:
-        raise ExportFormatError(f"line {number}: {exc}") from None
-    if row["status"] not in Status.__members__:
-        raise ExportFormatError(f"line {number}: unknown workflow status {row['status']!r}")
+        raise ExportFormatError(
+            f"line {number}: workflow {row['workflow_id']!r}: {exc}") from None
 
 
 def _check_header(record: Any, number: int) -> None:
@@ -192,6 +298,7 @@ def parse(text_lines: Iterable[str]) -> Iterator[WorkflowHistory]:
             if current is None or row[_owner_key(kind)] != current.workflow_id:
                 raise ExportFormatError(
                     f"line {number}: a {kind} row must follow the line of its workflow")
+            _check_owned(kind, row, number)
             current.rows.setdefault(kind, []).append(row)
         elif kind == "header":
             raise ExportFormatError(f"line {number}: a second header (concatenate exports "

@@ -8,9 +8,10 @@ operation opens a batch writes it (shielded from cancellation, so every operatio
 either committed or failed), then hands the turn to the first operation still queued.
 
 A batch statement reports a result per operation. If it fails as a whole with anything but a
-lost connection (one bad row), each of its operations is retried alone, so an operation that
-fails fails alone; a lost connection fails every operation of the batch with the same
-:class:`DatabaseUnavailableError` the operation would have raised alone.
+lost connection (one bad row, a unique violation of rows racing a concurrent writer — whatever
+the exception's type, the driver's internal ones included), each of its operations is retried
+alone, so an operation that fails fails alone; a lost connection fails every operation of the
+batch with the same :class:`DatabaseUnavailableError` the operation would have raised alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Final, Generic, TypeVar
 
 import anyio
 
-from ._errors import AsyncFlowError, DatabaseUnavailableError, _ExecutionConflict
+from ._errors import DatabaseUnavailableError, _ExecutionConflict
 
 Op = TypeVar("Op")
 R = TypeVar("R")
@@ -143,8 +144,8 @@ class Batcher(Generic[Op, R]):
                 return await self._many(ops)
             except DatabaseUnavailableError as exc:
                 return [exc for _ in ops]
-            except AsyncFlowError:
-                pass  # one operation made the whole statement fail: write each alone
+            except Exception:  # any other failure of the whole statement (one bad operation,
+                pass  # rows racing a concurrent writer, whatever its type): write each alone
         results: list[R | BaseException] = []
         for op in ops:
             try:

@@ -4,6 +4,7 @@ No pickle, ever. Recorded exceptions are encoded by :mod:`asyncflow._recorded`."
 from __future__ import annotations
 
 import decimal
+import hashlib
 import json
 import math
 from json.encoder import encode_basestring as _encode_string
@@ -206,6 +207,16 @@ def _check_text(value: str, what: str) -> None:
         )
     if "\x00" in value:
         raise InvalidArgumentError(f"{what} must not contain NUL characters (Postgres text)")
+
+
+def derived_id(owner: str, suffix: str) -> str:
+    """An id made from another id (a parent's, a schedule's name) and a suffix, always a valid
+    id: ``owner + suffix``, or, when that passes MAX_ID_LENGTH bytes, the SHA-256 (hex) of
+    ``owner`` + ``suffix`` (deterministic, so every process derives the same id)."""
+    candidate = owner + suffix
+    if len(candidate.encode("utf-8", "surrogatepass")) <= MAX_ID_LENGTH:
+        return candidate
+    return hashlib.sha256(owner.encode("utf-8", "surrogatepass")).hexdigest() + suffix
 
 
 def check_id(value: object, what: str = "workflow id") -> str:

@@ -5,9 +5,10 @@ in seconds of the runtime clock durable timers use (``Runtime.now()``, so the te
 ``skip_timers`` moves deadlines too). The enforcer is one more wait on the one wait primitive:
 its check cancels every workflow whose deadline has passed — one guarded ``UPDATE … RETURNING``
 per batch, so when several processes wake for the same deadline exactly one cancels each
-workflow — cancels their descendants, then reads the nearest remaining deadline and parks until
-then. Setting a deadline notifies kind ``d`` (the enforcers re-read the nearest one); the
-listener's reconnect and the test clock wake every waiter. A cancelled workflow records a
+workflow — cancels their descendants in the same transaction (so a lost connection or a crash
+never leaves a timed-out parent's children running), then reads the nearest remaining deadline
+and parks until then. Setting a deadline notifies kind ``d`` (the enforcers re-read the nearest
+one); the listener's reconnect and the test clock wake every waiter. A cancelled workflow records a
 ``WorkflowTimeoutError``, which ``get_result`` raises.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._health import Monitor
 from ._runtime import Runtime
 from ._timers import loop_deadline
@@ -70,9 +71,13 @@ class DeadlineWatcher:
         """Cancel every workflow whose deadline has passed, with its descendants; returns the
         ids of the workflows that timed out."""
         runtime = self._runtime
+        store = runtime.store
         timed_out: list[str] = []
         while True:
-            done = await runtime.store.enforce_deadlines(runtime.now(), ENFORCE_BATCH)
+            # One transaction per batch: the timed-out workflows and their descendants.
+            done, _descendants = await cancel_with_descendants(
+                runtime, lambda: store.enforce_deadlines(runtime.now(), ENFORCE_BATCH),
+                lambda rows: [workflow_id for workflow_id, _ in rows], self._on_cancelled)
             ids = [workflow_id for workflow_id, _ in done]
             mark_cancelled(runtime, ids, self._on_cancelled)
             for queue_name in {queue for _, queue in done if queue is not None}:
@@ -80,7 +85,5 @@ class DeadlineWatcher:
             timed_out.extend(ids)
             if len(done) < ENFORCE_BATCH:
                 break
-        if timed_out:
-            self.enforced += len(timed_out)
-            await cancel_descendants(runtime, timed_out, self._on_cancelled)
+        self.enforced += len(timed_out)
         return timed_out

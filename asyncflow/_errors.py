@@ -125,7 +125,8 @@ class StepTimeoutError(AsyncFlowTimeoutError):
 
 class WorkflowPendingError(AsyncFlowError):
     """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
-    waiting to run). ``delete_workflow`` refuses it: cancel it first, then delete it."""
+    waiting to run) or queued (``ENQUEUED``, ``DELAYED``). ``delete_workflow`` refuses it:
+    cancel it first, then delete it."""
 
 
 class TransactionStateError(AsyncFlowError):

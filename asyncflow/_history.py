@@ -310,7 +310,10 @@ class HistoryOps(Connected):
         of the same name under that id is returned as is (a repeated fork does nothing).
 
         It runs here if this app registers the workflow; otherwise it is left unassigned for
-        a live app that does, with ``app_version`` (default: the source's).
+        a live app that does, with ``app_version`` (default: the source's). The fork of a
+        queued workflow goes through the source's queue instead, as a resumed one does: it
+        waits there (ENQUEUED, with the source's priority and partition key, without its
+        deduplication id) and runs within the queue's limits.
         """
         _codec.check_id(source_id)
         check_count(from_step, "from_step")
@@ -328,7 +331,9 @@ class HistoryOps(Connected):
                     f"workflow id {new_id!r} is already used by workflow {forked.name!r}, not "
                     f"{source.name!r}; choose another id for the fork")
             return self._handle(new_id)
-        if here is not None:
+        if forked.queue_name is not None:  # waits in its queue: wake this process's dispatcher
+            self.runtime.waits.wake(QUEUE, forked.queue_name)
+        elif here is not None:
             self._run_forked(new_id, source.name, forked.inputs)  # (a fork starts at epoch 1)
         else:
             self._after_resume()

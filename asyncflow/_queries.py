@@ -592,6 +592,9 @@ INSERT INTO {s}.operations
 SELECT $1, $2, $3, $4, $5, $6, $7, $8
 FROM """ + _owned("$9")
 
+OPERATION_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM {s}.operations WHERE workflow_id = $1 AND function_id = $2)"""
+
 COMPLETE_OPERATION = """
 UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
@@ -715,7 +718,7 @@ WHERE k.destination_id = ANY ($1::text[]) ORDER BY k.destination_id, k.idempoten
 IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
-    'recovery_attempts', 0, 'priority', 0, 'created_at', clock_timestamp(),
+    'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
     'updated_at', clock_timestamp()) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
@@ -743,9 +746,25 @@ NOTIFY_UNASSIGNED = "SELECT pg_notify($1, 'r' || $2)"
 NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
-SELECT name, inputs, app_version,
+SELECT name, inputs, app_version, queue_name, priority, partition_key,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
+
+# The fork of a queued workflow waits in the source's queue ($3, with its priority $4 and
+# partition $5; no deduplication id, which the source may still hold): ENQUEUED, its queue's
+# dispatchers notified at commit. dispatched_at is set: the claim then sees a workflow with a
+# journal (not fresh), loaded when it runs, by an app of its version.
+FORK_ENQUEUE = """
+WITH ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, priority, partition_key,
+         dispatched_at)
+    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, clock_timestamp())
+    ON CONFLICT DO NOTHING
+    RETURNING queue_name
+)
+SELECT (SELECT count(*) FROM ins) AS created,
+       (SELECT pg_notify($8, 'q' || queue_name) FROM ins) AS notified"""
 
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):
@@ -1563,14 +1582,16 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 
 # Retention: what to delete is every finished (terminal: not PENDING, ENQUEUED or DELAYED)
 # workflow at or before the bound ($1 completed_at,
-# $2 workflow_id) in completion order — except children of a workflow still PENDING (it may yet
-# read their results).
+# $2 workflow_id) in completion order — except children of a workflow not finished (PENDING,
+# or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed): it may yet read their
+# results.
 _RETAINED = """
     w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
       AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
-          WHERE p.workflow_id = w.parent_workflow_id AND p.status = 'PENDING')"""
+          WHERE p.workflow_id = w.parent_workflow_id
+            AND p.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))"""
 
 # The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
 # the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest

@@ -19,7 +19,6 @@ synchronously, so bad input writes nothing and ``gather`` replays in order):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from collections.abc import Callable, Coroutine
@@ -27,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from . import _codec
-from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, after_commit_var, current_step, current_workflow
 from ._errors import (
     InvalidArgumentError,
@@ -151,11 +149,7 @@ def enqueue_request(
 def step_child_id(parent_id: str, function_id: int, seq: int) -> str:
     """The id of a workflow enqueued by a step or transaction: keyed by the step's position and
     the enqueue's order within it, so a retried attempt enqueues the same workflow."""
-    candidate = f"{parent_id}-{function_id}.{seq}"
-    if len(candidate.encode()) <= MAX_ID_LENGTH:
-        return candidate
-    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{digest}-{function_id}.{seq}"
+    return _codec.derived_id(parent_id, f"-{function_id}.{seq}")
 
 
 # -- the variants -------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ class Registrations:
         ``cron``: 5 fields (minute hour day-of-month month day-of-week) or 6 with **seconds
         first** (``"*/10 * * * * *"``: every 10 seconds), read in ``timezone`` (an IANA name).
         The workflow is called with the tick's time as an ISO 8601 string (in that time zone)
-        and gets the id ``"<name>@<tick in UTC>"``. Put it above ``@app.workflow(...)`` (a plain
+        and gets the id ``"<name>@<tick in UTC>"`` (the name's SHA-256, when it is too long for
+        that). Put it above ``@app.workflow(...)`` (a plain
         ``async def`` is registered as a workflow of the schedule's name). ``name`` defaults to
         the workflow's name. Ticks missed while no process ran: ``catch_up="skip"`` runs only
         those at most ``grace_seconds`` late, ``"latest"`` the most recent one, ``"all"`` every

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -21,7 +20,6 @@ import anyio
 
 from . import _codec
 from ._cancel import cancel_descendants, mark_cancelled
-from ._codec import MAX_ID_LENGTH
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
     DatabaseUnavailableError,
@@ -66,11 +64,24 @@ def start_attributes(workflow_id: str, spec: WorkflowSpec) -> dict[str, str]:
 
 def child_id(parent_id: str, function_id: int) -> str:
     """The deterministic id of a parent's child workflow, always a valid id."""
-    candidate = f"{parent_id}-{function_id}"
-    if len(candidate.encode()) <= MAX_ID_LENGTH:
-        return candidate
-    digest = hashlib.sha256(parent_id.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{digest}-{function_id}"
+    return _codec.derived_id(parent_id, f"-{function_id}")
+
+
+def decode_inputs(inputs: str, workflow_id: str) -> tuple[list[Any], dict[str, Any]]:
+    """A workflow's stored inputs as ``(args, kwargs)``; SerializationError if they are not
+    the JSON of ``{"args": [...], "kwargs": {...}}``."""
+    try:
+        payload = _codec.loads(inputs)
+    except ValueError as exc:
+        raise SerializationError(
+            f"the inputs of workflow {workflow_id!r} are not JSON ({exc}); it cannot run"
+        ) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("args"), list) \
+            or not isinstance(payload.get("kwargs"), dict):
+        raise SerializationError(
+            f"the inputs of workflow {workflow_id!r} are not the JSON of "
+            '{"args": [...], "kwargs": {...}}; it cannot run')
+    return payload["args"], payload["kwargs"]
 
 
 class Runner:
@@ -246,9 +257,11 @@ class Runner:
                 except BaseException as exc:
                     if passes_through(exc):
                         raise
-                    # Never let one workflow take the app down: it stays PENDING and is
-                    # recovered by the next launch (or resume).
-                    logger.exception("workflow %s stopped unexpectedly", ctx.workflow_id)
+                    # Never let one workflow take the app down, nor leave it PENDING here
+                    # with nothing running it: it ends in ERROR with the reason.
+                    logger.exception("workflow %s stopped unexpectedly; it ends in ERROR",
+                                     ctx.workflow_id)
+                    finished = await self._fail(ctx, exc)
                     return
                 # Retry backoff: replay from the journal once the database answers again. The
                 # listener's reconnect (it wakes every registered waiter) or a cancellation ends
@@ -273,10 +286,12 @@ class Runner:
 
     async def _run_once(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str) -> bool:
         """Run the workflow function once; True if this execution wrote its terminal status."""
-        payload = _codec.loads(inputs)
         token = workflow_var.set(ctx)
         try:
-            result = await spec.fn(*payload["args"], **payload["kwargs"])
+            # Inside the try: inputs that cannot be decoded (an edited export, say) end the
+            # workflow in ERROR with the reason, like any failure to start it.
+            args, kwargs = decode_inputs(inputs, ctx.workflow_id)
+            result = await spec.fn(*args, **kwargs)
         except _ExecutionConflict:
             return False
         except BaseException as exc:
@@ -298,6 +313,15 @@ class Runner:
         except SerializationError as exc:
             return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)
+
+    async def _fail(self, ctx: WorkflowContext, exc: BaseException) -> bool:
+        """End a workflow whose execution failed outside its function in ERROR (if that write
+        fails too, it is logged: the workflow is recovered by the next launch or a resume)."""
+        try:
+            return await self._finish(ctx, ERROR, None, encode_error(exc))
+        except Exception:
+            logger.exception("workflow %s could not be ended in ERROR", ctx.workflow_id)
+            return False
 
     async def _finish(
         self, ctx: WorkflowContext, status: str, output: str | None, error: str | None

@@ -17,7 +17,9 @@ listener's reconnect. No polling.
 Missed ticks (no process ran the schedule for a while): ``catch_up="skip"`` starts only ticks at
 most ``grace_seconds`` late, ``"latest"`` the most recent one, ``"all"`` every one, up to the
 :data:`MAX_CATCH_UP` most recent (older ones are skipped, and logged). The cron expressions are
-read by ``croniter`` (the ``schedules`` extra).
+read by ``croniter`` (the ``schedules`` extra); one that no date matches (Feb 31) is refused at
+decoration. One schedule failing to advance is reported through health and retried with
+backoff on its own: it never holds up the app's other schedules.
 """
 
 from __future__ import annotations
@@ -97,8 +99,17 @@ def schedule_spec(
     if catch_up not in CATCH_UP:
         raise InvalidSettingError(
             f"catch_up must be 'skip', 'all' or 'latest', not {catch_up!r}")
-    return ScheduleSpec(checked_name, workflow_name, " ".join(cron.split()), timezone,
+    spec = ScheduleSpec(checked_name, workflow_name, " ".join(cron.split()), timezone,
                         str(catch_up), queue, grace)
+    now = datetime.now(UTC)
+    try:  # valid syntax that matches no date (Feb 31) has neither a next nor a last tick
+        next_tick(spec, now)
+        next(_ticks(spec, now, backwards=True))
+    except Exception as exc:  # croniter's CroniterBadDateError, or any other failure
+        raise InvalidSettingError(
+            f"cron expression {cron!r} never fires (no date matches it: {exc}); check its "
+            "day of month against its month") from None
+    return spec
 
 
 def _ticks(spec: ScheduleSpec, start: datetime, *, backwards: bool) -> Any:
@@ -142,9 +153,10 @@ def due_ticks(spec: ScheduleSpec, last: datetime, now: datetime) -> tuple[list[d
 
 
 def tick_workflow_id(schedule: str, tick: datetime, manual: bool = False) -> str:
-    """The id of the workflow a schedule starts for a tick (or a manual trigger)."""
+    """The id of the workflow a schedule starts for a tick (or a manual trigger); with a name
+    too long for that, the name's SHA-256 stands for it (like a child's id)."""
     stamp = tick.astimezone(UTC).isoformat()
-    return f"{schedule}@{MANUAL}-{stamp}" if manual else f"{schedule}@{stamp}"
+    return _codec.derived_id(schedule, f"@{MANUAL}-{stamp}" if manual else f"@{stamp}")
 
 
 class Scheduler:
@@ -158,6 +170,8 @@ class Scheduler:
         self.monitor = Monitor("scheduler")
         self.monitor.ok()
         self.started = 0
+        #: Schedules whose last advance failed: the backoff before the next try, by name.
+        self._retry_delays: dict[str, float] = {}
 
     async def register(self) -> None:
         """Create or update the rows of this app's schedules (at launch)."""
@@ -189,11 +203,24 @@ class Scheduler:
     async def _check(self, waiter: Waiter) -> int | _NotYet:
         runtime = self._runner.runtime
         nearest = math.inf
+        healthy = True
         for spec in self._schedules.values():
-            upcoming = await self.advance(spec)
+            # One schedule's failure is its own: reported, retried with backoff, and the
+            # others advance all the same.
+            try:
+                upcoming = await self.advance(spec)
+            except Exception as exc:
+                healthy = False
+                self.monitor.failed(exc)
+                delay = self._retry_delays.get(spec.name, 0.05)
+                self._retry_delays[spec.name] = min(delay * 2, 5.0)
+                nearest = min(nearest, runtime.now() + delay)
+                continue
+            self._retry_delays.pop(spec.name, None)
             if upcoming is not None:
                 nearest = min(nearest, upcoming.timestamp())
-        self.monitor.ok()
+        if healthy:
+            self.monitor.ok()
         waiter.deadline = None if nearest == math.inf else loop_deadline(runtime, nearest)
         return NOT_YET
 

@@ -42,6 +42,9 @@ from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
 
+#: How often a journaled stream write that lost its offset to a concurrent writer is run again.
+_OFFSET_RACES = 5
+
 __all__ = [
     "EXPORT_KINDS", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry", "Outcome",
     "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "not_found",
@@ -357,9 +360,23 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def _write_one(self, op: Write) -> Written:
         workflow_id, function_id, name, key, text, closed_error, epoch = op
-        row = await self._journaled(Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name,
-                                    key, text, self.channel, closed_error, epoch)
-        return bool(row["recorded"]), row["offset"], bool(row["refused"])
+        for _attempt in range(_OFFSET_RACES):
+            try:
+                row = await self.storage.fetchrow(
+                    Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name, key, text,
+                    self.channel, closed_error, epoch)
+            except UniqueViolation:
+                # Either another execution journaled this write (a conflict), or the entry
+                # lost a race for its offset with a concurrent writer of the stream: then the
+                # statement, run again, takes the head's lock and its next offset.
+                if await self.storage.fetchval(Q.OPERATION_EXISTS, workflow_id, function_id):
+                    raise _conflict(workflow_id, function_id) from None
+                continue
+            assert row is not None
+            return bool(row["recorded"]), row["offset"], bool(row["refused"])
+        raise DatabaseUnavailableError(
+            f"write #{function_id} of workflow {workflow_id!r} to stream {key!r} lost "
+            f"{_OFFSET_RACES} races for its offset in a row; it is retried from the journal")
 
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str

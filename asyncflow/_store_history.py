@@ -27,13 +27,14 @@ _IMPORTS = {
 @dataclass(frozen=True, slots=True)
 class Forked:
     """What :meth:`HistoryStatements.fork_workflow` did: whether it created the fork, the
-    workflow name of the row under the new id, the inputs, and how many journal entries it
-    copied."""
+    workflow name of the row under the new id, the inputs, how many journal entries it
+    copied, and the queue it waits in (a fork of a queued workflow; ``None``: none)."""
 
     created: bool
     name: str | None
     inputs: str
     operations: int
+    queue_name: str | None = None
 
 
 class HistoryStatements(StoreBase):
@@ -92,8 +93,9 @@ class HistoryStatements(StoreBase):
         self, source_id: str, new_id: str, from_function_id: int, executor_id: str | None,
         app_version: str | None,
     ) -> Forked:
-        """Insert workflow ``new_id`` (PENDING, the source's name and inputs) with what the
-        source recorded before ``from_function_id`` (see ``FORK_COPY``), in one transaction.
+        """Insert workflow ``new_id`` (PENDING, the source's name and inputs; ENQUEUED in the
+        source's queue if it is a queued one) with what the source recorded before
+        ``from_function_id`` (see ``FORK_COPY``), in one transaction.
         An existing ``new_id`` is left alone (``created`` false)."""
         async with self.snapshot():
             source = await self.storage.fetchrow(Q.FORK_SOURCE, source_id)
@@ -105,15 +107,23 @@ class HistoryStatements(StoreBase):
                 raise InvalidArgumentError(
                     f"from_step must be at most {limit} (one past the last operation workflow "
                     f"{source_id!r} recorded), not {from_function_id}")
-            row = await self.storage.fetchrow(
-                Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,
-                app_version or source["app_version"], None, None,  # no parent, no traceparent
-                None, None, self.channel, None)  # no timeout, not a child
+            queue_name = source["queue_name"]
+            if queue_name is not None:  # through the source's queue, as a resume goes
+                row = await self.storage.fetchrow(
+                    Q.FORK_ENQUEUE, new_id, source["name"], queue_name, source["priority"],
+                    source["partition_key"], source["inputs"],
+                    app_version or source["app_version"], self.channel)
+            else:
+                row = await self.storage.fetchrow(
+                    Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,
+                    app_version or source["app_version"], None, None,  # no parent, traceparent
+                    None, None, self.channel, None)  # no timeout, not a child
             if row is None or not row["created"]:  # the id exists
                 name = await self.storage.fetchval(Q.WORKFLOW_NAME, new_id)
                 return Forked(False, name, source["inputs"], 0)
             copied = await self.storage.fetchrow(Q.FORK_COPY, source_id, new_id,
                                                  from_function_id, self.channel)
             assert copied is not None
-        return Forked(True, source["name"], source["inputs"], copied["operations"])
+        return Forked(True, source["name"], source["inputs"], copied["operations"],
+                      queue_name)
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from faultlib import FaultProxy
 
 import asyncflow
 
@@ -200,3 +201,73 @@ async def test_bulk_cancel_cascades_and_opts_out(make_app):
         assert await statuses(app, "a-0", "a-0-0") == ["PENDING", "PENDING"]
         await app.cancel_workflow("a")  # cancelled already: its descendants still are
         assert await statuses(app, "a-0", "a-0-0") == ["CANCELLED", "CANCELLED"]
+
+
+# -- issue 20, item 3: a parent and its descendants are cancelled in one transaction -----------
+
+#: Text of the statement that cancels descendants (sent when first used on a connection).
+DESCENDANTS = b"c.parent_workflow_id = ANY"
+
+
+@pytest.fixture
+async def cutter(db_url):
+    proxy = FaultProxy(db_url)
+    url = await proxy.start()
+    yield proxy, url
+    await proxy.close()
+
+
+def parent_and_child(app, timeout_seconds=None):
+    @app.workflow(name="child")
+    async def child() -> str:
+        return await asyncflow.recv("go", timeout_seconds=3600)
+
+    @app.workflow(name="parent", timeout_seconds=timeout_seconds)
+    async def parent() -> str:
+        handle = await asyncflow.start_workflow(child, workflow_id="c")
+        return await handle.get_result()
+
+    return parent
+
+
+async def test_a_timed_out_parent_and_its_children_are_cancelled_together(cutter):
+    """The deadline watcher cancels the parent and its descendants in one transaction: the
+    connection cut while it cancels the descendants rolls the parent's cancel back too, so the
+    next try (the parent is still due) cancels both. (Two transactions would leave the child
+    running forever: the parent would no longer be due.)"""
+    proxy, url = cutter
+    app = asyncflow.AsyncFlow(url)
+    parent = parent_and_child(app, timeout_seconds=1.5)
+    async with asyncio.timeout(60), app:
+        fired = proxy.arm(DESCENDANTS, after=False)
+        handle = await app.start_workflow(parent, workflow_id="p")
+        with pytest.raises(asyncflow.WorkflowTimeoutError):
+            await handle.get_result(20)
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await (await app.retrieve_workflow("c")).get_result(20)
+        assert fired.is_set()
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["one", "bulk"])
+async def test_a_cancel_cut_midway_leaves_nothing_half_cancelled(cutter, bulk):
+    """cancel_workflow and cancel_workflows cancel workflows and their descendants in one
+    transaction: cut while cancelling the descendants, they cancel nothing (the caller gets
+    DatabaseUnavailableError and may call again), never the parent alone."""
+    proxy, url = cutter
+    app = asyncflow.AsyncFlow(url)
+    parent = parent_and_child(app)
+    async with asyncio.timeout(60), app:
+        handle = await app.start_workflow(parent, workflow_id="p")
+        await app._waits.wait_for_count(2)  # the child in recv, the parent on its result
+        fired = proxy.arm(DESCENDANTS, after=False)
+        cancel = (app.cancel_workflows(workflow_id_prefix="p") if bulk
+                  else app.cancel_workflow("p"))
+        with pytest.raises(asyncflow.DatabaseUnavailableError):
+            await cancel
+        assert fired.is_set()
+        assert await statuses(app, "p", "c") == ["PENDING", "PENDING"]
+        await (app.cancel_workflows(workflow_id_prefix="p") if bulk
+               else app.cancel_workflow("p"))
+        assert await statuses(app, "p", "c") == ["CANCELLED", "CANCELLED"]
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await handle.get_result(20)

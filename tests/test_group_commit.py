@@ -148,3 +148,41 @@ async def test_a_lone_operation_is_written_at_once(make_app, count):
         store = app.runtime.store
         await (await app.start_workflow(one)).get_result(timeout_seconds=30)
         assert store.records.batches == store.records.ops  # nothing waited for company
+
+
+async def test_a_stream_write_colliding_with_a_concurrent_writer_fails_nobody(make_app):
+    """Issue 20, item 1. A step's stream writes commit with its checkpoint (holding the stream
+    head's lock) while the workflow body writes to the same stream through group commit: a
+    batch whose offsets were read before such a commit collides with it (the streams primary
+    key). The batch is written again one by one (each write then takes the head's lock and its
+    next offset), so every workflow succeeds and each stream holds every write once, in
+    offsets without gaps."""
+    app = make_app()
+
+    @app.step()
+    async def step_writes(n: int) -> None:
+        for i in range(n):
+            await asyncflow.write_stream("s", ["step", i])
+
+    @app.workflow()
+    async def both(n: int) -> int:
+        async def body_writes() -> None:
+            for i in range(n):
+                await asyncflow.write_stream("s", ["body", i])
+
+        await asyncio.gather(step_writes(n), body_writes(), step_writes(n))
+        await asyncflow.close_stream("s")
+        return n
+
+    async with app:
+        n = 20
+        handles = await asyncio.gather(*(app.start_workflow(both, n) for _ in range(50)))
+        outcomes = await asyncio.gather(*(h.get_result(timeout_seconds=60) for h in handles),
+                                        return_exceptions=True)
+        assert outcomes == [n] * 50
+        for h in handles:
+            entries = [e async for e in app.stream_entries(h.workflow_id, "s")]
+            assert [offset for offset, _ in entries] == list(range(3 * n))
+            values = sorted(tuple(v) for _, v in entries)
+            assert values == sorted([("body", i) for i in range(n)]
+                                    + [("step", i) for i in range(n)] * 2)

@@ -144,7 +144,8 @@ async def test_export_import_round_trip_and_a_pending_workflow_completes_there(
 async def test_import_of_a_bad_file_writes_nothing_before_the_bad_line(other_db_url):
     header = '{"type":"header","format":"asyncflow-export","version":1}\n'
     workflow = json.dumps({"type": "workflow", "row": {
-        "workflow_id": "w", "name": "x", "status": "SUCCESS", "inputs": "{}",
+        "workflow_id": "w", "name": "x", "status": "SUCCESS",
+        "inputs": '{"args": [], "kwargs": {}}',
         "app_version": "v", "recovery_attempts": 0,
         "created_at": "2024-01-01T00:00:00+00:00",
         "updated_at": "2024-01-01T00:00:00+00:00"}}) + "\n"
@@ -164,6 +165,59 @@ async def test_import_of_a_bad_file_writes_nothing_before_the_bad_line(other_db_
         result = await client.import_workflows(io.StringIO(header + workflow))
         assert result.imported == ["w"]
         assert (await client.get_workflow_status("w")).status == "SUCCESS"
+
+
+GOOD_ROW = {
+    "workflow_id": "w", "name": "x", "status": "PENDING", "inputs": '{"args": [1], "kwargs": {}}',
+    "output": None, "error": None, "executor_id": None, "app_version": "v",
+    "recovery_attempts": 0, "parent_workflow_id": None, "queue_name": None, "priority": 0,
+    "created_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00+00:00",
+    "completed_at": None, "delay_until": None, "timeout_seconds": None, "deadline": None,
+}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("inputs", "{not json"), ("inputs", '{"args": 5, "kwargs": {}}'), ("inputs", "[]"),
+    ("inputs", 7), ("output", "{nope"), ("error", "not json"), ("status", "RUNNING"),
+    ("recovery_attempts", -1), ("recovery_attempts", "0"), ("recovery_attempts", 2**40),
+    ("priority", 1.5), ("created_at", "yesterday"), ("updated_at", 5),
+    ("completed_at", "2024-13-45"), ("delay_until", "soon"), ("timeout_seconds", "10"),
+    ("deadline", True), ("parent_workflow_id", ""), ("queue_name", 3),
+    ("executor_id", "a\x00b"), ("app_version", None), ("name", ["x"]),
+])
+async def test_import_refuses_every_field_a_workflow_cannot_have(other_db_url, field, value):
+    """Issue 20, item 4. An edited export whose workflow row holds a value no workflow could
+    have stored (inputs that are not the JSON of its arguments, an unknown status, a count
+    that is not an integer, a time that is not one, ...) is refused, naming the line, before
+    anything of that workflow is written."""
+    header = '{"type":"header","format":"asyncflow-export","version":1}\n'
+    good = json.dumps({"type": "workflow", "row": {**GOOD_ROW, "workflow_id": "good"}}) + "\n"
+    bad = json.dumps({"type": "workflow", "row": {**GOOD_ROW, field: value}}) + "\n"
+    async with asyncflow.Client(other_db_url) as client:
+        with pytest.raises(asyncflow.ExportFormatError, match=r"line 3: (workflow 'w': )?.*"
+                           + field.split("_")[0]):
+            await client.import_workflows(io.StringIO(header + good + bad))
+        assert "w" not in [w.workflow_id for w in await client.list_workflows()]
+
+
+@pytest.mark.parametrize(("kind", "row"), [
+    ("operation", {"function_id": "0", "name": "x", "completed": True}),
+    ("operation", {"function_id": 0, "name": "x", "completed": "yes"}),
+    ("operation", {"function_id": 0, "name": "x", "completed": True, "output": "{bad"}),
+    ("event", {"key": "k", "value": "{bad", "version": 1}),
+    ("stream_head", {"key": "k", "next_offset": 1.5, "closed": False}),
+    ("stream_entry", {"key": "k", "offset": 0, "value": "ok", "writer_fid": 0,
+                      "writer_seq": 0}),
+])
+async def test_import_refuses_a_malformed_owned_row(other_db_url, kind, row):
+    header = '{"type":"header","format":"asyncflow-export","version":1}\n'
+    workflow = json.dumps({"type": "workflow", "row": GOOD_ROW}) + "\n"
+    stamps = {"created_at": "2024-01-01T00:00:00+00:00", "updated_at": "2024-01-01T00:00:00Z"}
+    owned = json.dumps({"type": kind, "row": {"workflow_id": "w", **stamps, **row}}) + "\n"
+    async with asyncflow.Client(other_db_url) as client:
+        with pytest.raises(asyncflow.ExportFormatError, match=f"line 3: the {kind} row"):
+            await client.import_workflows(io.StringIO(header + workflow + owned))
+        assert await client.list_workflows() == []
 
 
 def define_pipeline(url: str, runs: Counter, bug: list[bool]) -> asyncflow.AsyncFlow:

@@ -398,3 +398,70 @@ async def test_dispatchers_report_through_health(make_app):
         health = app.health()
         assert health.healthy
         assert health.components["queue q"].healthy
+
+
+@pytest.mark.parametrize("inputs", ["{not json", '{"args": 5, "kwargs": {}}', "[1, 2]"])
+async def test_a_workflow_whose_inputs_cannot_be_decoded_ends_in_error(make_app, conn, inputs):
+    """Issue 20, item 4. A queued workflow whose stored inputs are not the JSON of its
+    arguments (an edited export, say) ends in ERROR with the reason when it is started; it
+    does not stay PENDING holding its queue's only slot, so the queue goes on."""
+    runs: list[str] = []
+    app, queue, job = order_app(make_app, runs)
+    gate = Gate()
+
+    @app.workflow(name="blocker")
+    async def blocker() -> str:
+        gate.arrive("blocker")
+        await gate.opened.wait()
+        return "blocker"
+
+    async with app:
+        first = await queue.enqueue(blocker)
+        await gate.reached(1)
+        bad = await queue.enqueue(job, "bad")
+        after = await queue.enqueue(job, "after")
+        await conn.execute("UPDATE asyncflow.workflows SET inputs = $1 WHERE workflow_id = $2",
+                           inputs, bad.workflow_id)
+        gate.opened.set()
+        assert await first.get_result(timeout_seconds=20) == "blocker"
+        with pytest.raises(asyncflow.SerializationError, match="inputs of workflow"):
+            await bad.get_result(timeout_seconds=20)
+        assert (await bad.get_status()).status == "ERROR"
+        assert await after.get_result(timeout_seconds=20) == "after"
+        assert runs == ["after"]
+
+
+async def test_forks_of_a_queued_workflow_go_through_its_queue(make_app):
+    """Issue 20, item 7. A fork of a queued workflow waits in that workflow's queue (ENQUEUED)
+    and runs within its limits — four forks on a concurrency=1 queue run one at a time — and
+    continues from its copied journal (its step is not run again)."""
+    app = make_app()
+    queue = app.queue("serial", concurrency=1)
+    gate = Gate()
+    steps: list[str] = []
+
+    @app.step()
+    async def prepare(tag: str) -> str:
+        steps.append(tag)
+        return tag.upper()
+
+    @app.workflow(name="forkable")
+    async def forkable(tag: str) -> str:
+        prepared = await prepare(tag)
+        if asyncflow.workflow_id() != "src":
+            gate.arrive(asyncflow.workflow_id())
+            await gate.opened.wait()
+        return prepared
+
+    async with app:
+        source = await queue.enqueue(forkable, "a", workflow_id="src")
+        assert await source.get_result(timeout_seconds=20) == "A"
+        forks = [await app.fork_workflow("src", 1, workflow_id=f"fork-{i}") for i in range(4)]
+        await gate.reached(1)
+        statuses = sorted([(await f.get_status()).status for f in forks])
+        assert statuses == ["ENQUEUED", "ENQUEUED", "ENQUEUED", "PENDING"]
+        assert {(await f.get_status()).queue_name for f in forks} == {"serial"}
+        assert len(gate.arrived) == 1
+        gate.opened.set()
+        assert [await f.get_result(timeout_seconds=20) for f in forks] == ["A"] * 4
+        assert steps == ["a"]  # the forks continued from their journals

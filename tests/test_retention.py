@@ -279,3 +279,75 @@ async def test_sends_racing_with_deletes_fail_alone(make_app, conn):
         assert await conn.fetchval(
             "SELECT count(*) FROM asyncflow.messages WHERE destination_id NOT IN "
             "(SELECT workflow_id FROM asyncflow.workflows)") == 0
+
+
+@pytest.mark.parametrize("delayed", [False, True], ids=["enqueued", "delayed"])
+async def test_retention_keeps_the_children_of_a_queued_parent(make_app, conn, delayed):
+    """Issue 20, item 2. A queued parent resumed back into its queue (ENQUEUED, or DELAYED)
+    is not finished: the finished child it will read once it runs again is never deleted, by
+    retention or by ``asyncflow gc``, so it gets the child's result."""
+    app, busy, parked = busy_app(make_app)
+    queue = app.queue("one", concurrency=1)
+
+    @app.workflow()
+    async def parent() -> int:
+        child = await asyncflow.start_workflow(busy, 3, workflow_id="child")
+        await asyncflow.set_event("started", True)
+        await asyncflow.recv("go", timeout_seconds=3600)
+        return await child.get_result()
+
+    async with app:
+        handle = await queue.enqueue(parent, workflow_id="p")
+        await app.get_event("p", "started", 10)
+        assert await (await app.retrieve_workflow("child")).get_result(10) == 6
+        await app.cancel_workflow("p")
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await handle.get_result(10)
+        # The queue's one slot is taken: the resumed parent waits in it.
+        blocker = await queue.enqueue(parked, workflow_id="blocker")
+        await app.get_event("blocker", "parked", 10)
+        await app.resume_workflow("p")
+        if delayed:  # (as a resumed queued workflow delayed in its queue)
+            await conn.execute("UPDATE asyncflow.workflows SET status = 'DELAYED', "
+                               "delay_until = now() WHERE workflow_id = 'p'")
+        expected = "DELAYED" if delayed else "ENQUEUED"
+        assert (await app.get_workflow_status("p")).status == expected
+        retention = asyncflow.Retention(max_count=0)
+        assert await app.apply_retention(retention, dry_run=True) == 0
+        assert await app.apply_retention(retention) == 0
+        assert (await rows_of(conn, "child"))["workflows"] == 1
+        await app.send("blocker", "done")
+        assert await blocker.get_result(10) == "done"
+        await app.send("p", "now", topic="go")
+        assert await handle.get_result(20) == 6
+
+
+async def test_delete_refuses_queued_workflows_like_pending_ones(make_app, conn):
+    """Issue 20, item 8. ENQUEUED and DELAYED workflows are unfinished: deleting them (or a
+    tree holding one) is refused like deleting a PENDING one — cancel it first."""
+    app, busy, parked = busy_app(make_app)
+    queue = app.queue("one", concurrency=1)
+
+    @app.workflow()
+    async def parent() -> None:
+        await queue.enqueue(busy, 1, workflow_id="queued-child", delay_seconds=3600)
+
+    async with app:
+        blocker = await queue.enqueue(parked, workflow_id="blocker")
+        await app.get_event("blocker", "parked", 10)
+        await queue.enqueue(busy, 2, workflow_id="enqueued")
+        await queue.enqueue(busy, 3, workflow_id="delayed", delay_seconds=3600)
+        await (await app.start_workflow(parent, workflow_id="p")).get_result(10)
+        for workflow_id, status in (("enqueued", "ENQUEUED"), ("delayed", "DELAYED")):
+            assert (await app.get_workflow_status(workflow_id)).status == status
+            with pytest.raises(asyncflow.WorkflowPendingError,
+                               match=f"'{workflow_id}' is {status}.*cancel it first"):
+                await app.delete_workflow(workflow_id)
+            assert (await rows_of(conn, workflow_id))["workflows"] == 1
+        with pytest.raises(asyncflow.WorkflowPendingError, match="DELAYED descendant"):
+            await app.delete_workflow("p", children=True)
+        assert (await rows_of(conn, "p"))["workflows"] == 1
+        await app.cancel_workflow("enqueued")
+        assert await app.delete_workflow("enqueued") == ["enqueued"]
+        await app.send("blocker", "done")
+        assert await blocker.get_result(10) == "done"

@@ -59,6 +59,48 @@ def test_bad_schedules_fail_at_decoration(make_app):
     assert app._schedules == {}
 
 
+@pytest.mark.parametrize("cron", ["0 0 31 2 *", "0 0 30 2 *", "0 0 0 31 4 * "])
+def test_a_cron_expression_that_never_fires_fails_at_decoration(make_app, cron):
+    """Issue 20, item 5: croniter accepts Feb 31 (or Apr 31) as valid, but no tick ever comes."""
+    app = make_app()
+
+    async def job(at: str) -> None:
+        return None
+
+    with pytest.raises(asyncflow.InvalidSettingError, match="never"):
+        app.scheduled(cron, name="never")(job)
+    assert app._schedules == {}
+
+
+async def test_one_failing_schedule_never_stops_the_others(make_app):
+    """Issue 20, item 5: a schedule whose ticks cannot be worked out (here an impossible cron
+    expression, as stored by a version that let it pass) fails alone: the scheduler reports it
+    and retries it with backoff, and every other schedule of the app runs on time."""
+    from asyncflow._specs import ScheduleSpec
+
+    app = make_app()
+    ran = asyncio.Event()
+
+    @app.workflow(name="never")
+    async def never(at: str) -> None:
+        return None
+
+    # Registered first: the scheduler meets it before the good schedule.
+    app._schedules["impossible"] = ScheduleSpec(
+        "impossible", "never", "0 0 31 2 *", "UTC", "skip", None, 10.0)
+
+    @app.scheduled("* * * * * *", name="fast")
+    async def fast(scheduled_at: str) -> str:
+        ran.set()
+        return scheduled_at
+
+    async with app:
+        await asyncio.wait_for(ran.wait(), 30)
+        scheduler = app._scheduler
+        assert scheduler is not None and scheduler.started >= 1
+        assert not scheduler.monitor.snapshot().healthy
+
+
 async def test_a_per_second_schedule_starts_a_workflow_per_tick(make_app):
     app = make_app()
     ticks: list[str] = []
@@ -209,3 +251,40 @@ async def test_schedule_cli(make_app, db_url):
         assert code != 0 and "no schedule named 'nope'" in err
         code, out_text, _err = await cli(db_url, "schedule", "list")
         assert code == 0 and "hourly" in out_text and "active" in out_text
+
+
+async def test_run_ids_of_a_long_schedule_name_are_valid_ids(make_app):
+    """Issue 20, item 10: a schedule name near the id limit gives run ids over it; they are
+    hashed then (as children's ids are), so every run id — the one trigger_schedule returns
+    included — is one the API accepts."""
+    import hashlib
+
+    app = make_app()
+    name = "s" * 990
+    ran: list[str] = []
+    two = asyncio.Event()
+    manual_ran = asyncio.Event()
+
+    @app.scheduled("* * * * * *", name=name)
+    @app.workflow(name="long")
+    async def long(scheduled_at: str) -> str:
+        ran.append(scheduled_at)
+        if len(ran) >= 2:
+            two.set()
+        if "@manual-" in asyncflow.workflow_id():
+            manual_ran.set()
+        return scheduled_at
+
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    async with app:
+        await asyncio.wait_for(two.wait(), 30)
+        manual = await app.trigger_schedule(name)
+        assert manual.startswith(f"{digest}@manual-") and len(manual.encode()) <= 1000
+        await asyncio.wait_for(manual_ran.wait(), 30)
+        handle = await app.retrieve_workflow(manual)
+        assert await handle.get_result(timeout_seconds=30) is not None
+        ids = [w.workflow_id for w in await app.list_workflows(name="long")]
+        assert len(ids) >= 3
+        for workflow_id in ids:
+            assert workflow_id.startswith(f"{digest}@") and len(workflow_id.encode()) <= 1000
+            await (await app.retrieve_workflow(workflow_id)).get_result(timeout_seconds=30)
