@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from . import _codec
-from ._context import WorkflowContext, after_commit_var, current_step, current_workflow
+from ._context import (
+    WorkflowContext,
+    after_commit_var,
+    current_step,
+    current_workflow,
+    workflow_on,
+)
 from ._errors import (
     InvalidArgumentError,
     InvalidSettingError,
@@ -243,6 +249,13 @@ def enqueue(host: QueueHost, req: EnqueueRequest) -> Coroutine[Any, Any, Workflo
     """Pick the variant for where the call is made (synchronously) and return its coroutine."""
     runtime = host._runtime
     version = host.app_version
+    replayed = workflow_on(runtime)
+    if replayed is not None and replayed.replaying:
+        # A history replay: the recorded child, with a handle on the replay's runtime (which
+        # answers its recorded outcome); nothing reaches the app's database.
+        replay_runtime = replayed.runtime
+        return _handle_of(enqueue_from_workflow(replayed, replayed.reserve(), req, version),
+                          lambda child: WorkflowHandle(lambda: replay_runtime, child))
     if runtime is not None and not runtime.closing:
         ctx = current_workflow(runtime)
         if ctx is not None:

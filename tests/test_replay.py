@@ -396,3 +396,33 @@ async def test_waits_events_messages_and_patches_replay(make_app, conn):
         assert await snapshot(conn) == before
     assert {w: r.outcome for w, r in results.items()} == {"peer": "ok", "talker": "ok"}
     assert results["talker"].operations == 8
+
+
+async def test_a_workflow_awaiting_a_child_it_enqueued_replays(db_url, conn):
+    """A queued child enqueued from a workflow replays from the journal: the enqueue returns the
+    recorded child and its result is the recorded outcome (found by the torture test: the
+    enqueue went outside the replay, to the app's database, and the replay failed)."""
+    app = asyncflow.AsyncFlow(db_url, app_version="q-replay")
+    queue = app.queue("replay-q", concurrency=1)
+
+    @app.workflow(name="queued-child")
+    async def queued_child(n: int) -> int:
+        return n * 2
+
+    @app.workflow(name="enqueuer")
+    async def enqueuer(n: int) -> int:
+        handle = await queue.enqueue(queued_child, n)
+        return await handle.get_result() + 1
+
+    async with app:
+        handle = await app.start_workflow(enqueuer, 20, workflow_id="enq")
+        assert await handle.get_result(timeout_seconds=30) == 41
+        before = await snapshot(conn)
+        reports = await app.replay(["enq"])
+        assert [(r.workflow_id, r.outcome) for r in reports] == [("enq", "ok")], reports
+        assert await snapshot(conn) == before
+        buffer = io.StringIO()
+        await app.export_workflows(["enq"], buffer)
+    buffer.seek(0)
+    offline = await app.replay(file=buffer)  # from an export: no database at all
+    assert {r.workflow_id: r.outcome for r in offline} == {"enq": "ok", "enq-0": "ok"}, offline
