@@ -482,8 +482,11 @@ SELECT lock_key, pg_try_advisory_lock($6::int, lock_key) AS locked FROM ins"""
 EXECUTOR_STATE = """
 SELECT lock_key, instance, host, process, beat_at,
        beat_at > clock_timestamp() - make_interval(secs => lease_seconds) AS fresh,
-       greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
-                        - clock_timestamp()), 0)::float8 AS fresh_for,
+       CASE WHEN isfinite(beat_at)  -- an ended lease is '-infinity' (before Postgres 17,
+                                    -- arithmetic on it raises): it runs for 0 s
+            THEN greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
+                                  - clock_timestamp()), 0)::float8
+            ELSE 0 END AS fresh_for,
        pg_try_advisory_lock($2::int, lock_key) AS locked
 FROM {s}.executors WHERE executor_id = $1"""
 # The id passes to a new launch ($2) -- unless its previous holder ($6, last seen at $7) showed a

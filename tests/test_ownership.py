@@ -199,6 +199,36 @@ async def test_a_clean_shutdown_ends_the_lease(make_app, conn):
         assert await handle.get_result(timeout_seconds=30) == "recovered"
 
 
+async def test_an_ended_lease_relaunches_under_the_same_id(make_app, conn):
+    """A lease ended at once (a clean shutdown; a dead process declared dead by a supervisor
+    on its host) while its executor still owns a PENDING workflow: the same executor id
+    launches again and finishes it. (Found by the torture test: the launch computed how long
+    the '-infinity' lease still runs and failed with "cannot subtract infinite timestamps" on
+    Postgres 15 and 16; 17 and later define that arithmetic. Run this file with
+    ASYNCFLOW_TEST_DATABASE_URL pointing at such a server to see it fail without the fix.)"""
+    gate = asyncio.Event()
+    first = make_app(executor_id="again", app_version="v1")
+
+    @first.workflow(name="parked")
+    async def parked() -> str:
+        await gate.wait()
+        return "never"
+
+    async with first:
+        await first.start_workflow(parked, workflow_id="kept")
+    assert await conn.fetchval(
+        "select beat_at = '-infinity' from asyncflow.executors where executor_id = 'again'")
+    second = make_app(executor_id="again", app_version="v1")
+
+    @second.workflow(name="parked")
+    async def parked_again() -> str:
+        return "resumed"
+
+    async with second:
+        handle = await second.retrieve_workflow("kept")
+        assert await handle.get_result(timeout_seconds=30) == "resumed"
+
+
 async def test_liveness_setting_is_validated():
     with pytest.raises(asyncflow.InvalidSettingError):
         asyncflow.AsyncFlow("postgresql://x/y", liveness_timeout_seconds=0.01)
