@@ -990,10 +990,16 @@ ORDER BY r."offset"
 # the queue's dispatchers, in one statement. Nothing is inserted when the id exists or the
 # deduplication id is held by an active workflow of the queue (any unique index: no conflict
 # target); the row then says which. Neither found (a concurrent insert committed after this
-# statement's snapshot): the caller runs it again.
+# statement's snapshot): the caller runs it again. Enqueued from a workflow ($5, the parent; $14,
+# its execution's epoch), the child is inserted only while that execution still owns the parent,
+# as a started child is (INSERT_WORKFLOW): a cancelled or taken-over parent starts nothing.
 ENQUEUE_WORKFLOW = """
 WITH t AS (
     SELECT clock_timestamp() AS ts
+), owner AS (
+    SELECT $14::bigint IS NULL OR EXISTS (
+        SELECT 1 FROM {s}.workflows p
+        WHERE p.workflow_id = $5 AND p.status = 'PENDING' AND p.epoch = $14 FOR SHARE) AS owned
 ), ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
@@ -1002,13 +1008,13 @@ WITH t AS (
     SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
            $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
            t.ts, t.ts, $12, $13
-    FROM t
+    FROM t, owner WHERE owner.owned
     ON CONFLICT DO NOTHING
     RETURNING queue_name
 ), n AS (
     SELECT pg_notify($11, 'q' || queue_name) FROM ins
 )
-SELECT (SELECT count(*) FROM n) AS created,
+SELECT (SELECT count(*) FROM n) AS created, (SELECT owned FROM owner) AS owned,
        (SELECT name FROM {s}.workflows WHERE workflow_id = $1) AS existing_name,
        (SELECT workflow_id FROM {s}.workflows
         WHERE queue_name = $6 AND deduplication_id = $8

@@ -53,11 +53,13 @@ async def _journal(conn: asyncpg.Connection, workflow_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize("operation", ["step", "send", "set_event", "write_stream",
-                                       "close_stream", "recv", "sleep", "child", "finish"])
+                                       "close_stream", "recv", "sleep", "child", "enqueue",
+                                       "finish"])
 async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operation):
     """Claimed elsewhere while it waited on something not durable, the execution's next write
     (whatever kind) is refused: nothing of it is recorded and it stops quietly."""
     app = make_app()
+    queue = app.queue("stale-q")
     gate = asyncio.Event()
     waiting = asyncio.Event()
     body_runs: list[str] = []
@@ -95,6 +97,8 @@ async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operati
             await asyncflow.sleep(0)
         elif operation == "child":
             await app.start_workflow(child, workflow_id="the-child")
+        elif operation == "enqueue":
+            await queue.enqueue(child, workflow_id="the-child")
         return "finished"
 
     caplog.set_level(logging.WARNING, logger="asyncflow")
@@ -120,6 +124,44 @@ async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operati
             "select exists (select 1 from asyncflow.workflows where workflow_id = 'the-child')")
         assert handle.workflow_id == "stale"
     assert "claimed by another execution" in caplog.text
+
+
+async def test_a_cancelled_parent_enqueues_no_child(make_app, conn):
+    """A parent cancelled (by another process: no NOTIFY reaches it here) while its execution
+    waited on something not durable enqueues nothing afterwards: the queued child's insert is
+    fenced by the parent's ownership, like a started child's. (Found by the torture test: the
+    child was inserted, the parent's journal entry refused, and the child of a cancelled
+    workflow ran.)"""
+    app = make_app()
+    queue = app.queue("fenced-q")
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+
+    @app.workflow()
+    async def queued_child() -> int:
+        return 1
+
+    @app.workflow()
+    async def parent() -> str:
+        waiting.set()
+        await gate.wait()
+        await queue.enqueue(queued_child)
+        return "finished"
+
+    async with app:
+        stopped = _watch_early_stops(app)
+        handle = await app.start_workflow(parent, workflow_id="parent")
+        await waiting.wait()
+        await conn.execute("update asyncflow.workflows set status = 'CANCELLED' "
+                           "where workflow_id = 'parent'")
+        gate.set()
+        await stopped.wait()  # the execution ended without finishing the workflow
+        assert "parent" not in app.running_workflows()
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await handle.get_result(timeout_seconds=30)
+        assert await conn.fetchval("select count(*) from asyncflow.workflows "
+                                   "where parent_workflow_id = 'parent'") == 0
+        assert await _journal(conn, "parent") == []
 
 
 async def test_a_stray_own_workflow_is_repaired(make_app, conn):
