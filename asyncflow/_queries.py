@@ -677,6 +677,12 @@ SELECT (SELECT count(*) FROM op) AS recorded,
 SET_OPERATION_ERROR = """
 UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
   AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
+# An open wait ended by an error (the workflow it waits on does not exist): completed with the
+# error, which replays raise again.
+FAIL_OPERATION = """
+UPDATE {s}.operations SET error = $3, completed = true
+WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # ---------------------------------------------------------------------------------------------
 # History: export, import, fork (asyncflow._history) and the reads of a history replay. Rows
