@@ -756,19 +756,22 @@ NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
 SELECT name, inputs, app_version, queue_name, priority, partition_key,
+       dispatched_at IS NOT NULL AS dispatched,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
 
 # The fork of a queued workflow waits in the source's queue ($3, with its priority $4 and
 # partition $5; no deduplication id, which the source may still hold): ENQUEUED, its queue's
-# dispatchers notified at commit. dispatched_at is set: the claim then sees a workflow with a
-# journal (not fresh), loaded when it runs, by an app of its version.
+# dispatchers notified at commit. dispatched_at is set when the source was dispatched ($9): the
+# claim then sees a workflow with a journal (not fresh), loaded when it runs, by an app of its
+# version. A source that never ran has no journal (nor a version, enqueued by a Client): its
+# fork is fresh, like a new enqueue, and any app serving the queue runs it.
 FORK_ENQUEUE = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, queue_name, priority, partition_key,
          dispatched_at)
-    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, clock_timestamp())
+    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, CASE WHEN $9 THEN clock_timestamp() END)
     ON CONFLICT DO NOTHING
     RETURNING queue_name
 )
