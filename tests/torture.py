@@ -36,7 +36,7 @@ from torture_harness import Harness, Violation
 from torture_ops import Op, generate
 
 CI_SEED = 20
-CI_OPS = 40
+CI_OPS = 160
 
 
 @contextmanager
@@ -91,6 +91,8 @@ async def shrink(admin_url: str, ops: list[Op], invariants: set[str], budget: fl
             violations = await run(candidate)
             print(f"  shrink: {len(candidate)} ops -> "
                   f"{sorted({v.invariant for v in violations}) or 'pass'}", flush=True)
+            for other in [v for v in violations if v.invariant not in invariants][:3]:
+                print(f"    (another failure, not pursued: {other})", flush=True)
             if any(v.invariant in invariants for v in violations):
                 ops, n, reduced = candidate, max(n - 1, 2), True
                 break
