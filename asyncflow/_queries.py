@@ -1600,16 +1600,19 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 
 # Retention: what to delete is every finished (terminal: not PENDING, ENQUEUED or DELAYED)
 # workflow at or before the bound ($1 completed_at,
-# $2 workflow_id) in completion order — except children of a workflow not finished (PENDING,
-# or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed): it may yet read their
-# results.
+# $2 workflow_id) in completion order — except children whose parent stays: a parent not
+# finished (PENDING, or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed) may
+# yet read their results, and so may a finished parent that is kept (newer than the bound),
+# when it is resumed or replayed. A child goes with its parent, in the same pass.
 _RETAINED = """
     w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
       AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
           WHERE p.workflow_id = w.parent_workflow_id
-            AND p.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))"""
+            AND NOT coalesce(
+                p.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                AND (p.completed_at, p.workflow_id) <= ($1::timestamptz, $2::text), false))"""
 
 # The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
 # the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest

@@ -351,3 +351,40 @@ async def test_delete_refuses_queued_workflows_like_pending_ones(make_app, conn)
         assert await app.delete_workflow("enqueued") == ["enqueued"]
         await app.send("blocker", "done")
         assert await blocker.get_result(10) == "done"
+
+
+async def test_retention_keeps_the_children_of_a_kept_finished_parent(make_app, conn):
+    """A finished parent that retention keeps (newer than its bound) keeps its children, which
+    its resume or replay reads again; they go with it, in the same pass. (Found by the torture
+    test: the older child was deleted, so resuming the parent failed on its result and
+    app.replay of the parent failed.)"""
+    app = make_app()
+    fail = {"now": True}
+
+    @app.workflow(name="kid")
+    async def kid(n: int) -> int:
+        return n + 1
+
+    @app.workflow(name="parent")
+    async def parent() -> int:
+        child = await asyncflow.start_workflow(kid, 1)
+        value = await child.get_result()
+        if fail["now"]:
+            raise RuntimeError("first run fails after its child finished")
+        return value
+
+    async with app:
+        handle = await app.start_workflow(parent, workflow_id="parent")
+        with pytest.raises(RuntimeError):
+            await handle.get_result(timeout_seconds=30)
+        # Keep the newest finished one (the parent, which finished after its child).
+        assert await app.apply_retention(asyncflow.Retention(max_count=1)) == 0
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 2
+        reports = await app.replay(["parent"])
+        assert [r.outcome for r in reports] == ["ok"], reports
+        fail["now"] = False
+        await app.resume_workflow("parent")
+        assert await handle.get_result(timeout_seconds=30) == 2
+        # Both past the bound: the child goes with its parent.
+        assert await app.apply_retention(asyncflow.Retention(max_count=0)) == 2
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
