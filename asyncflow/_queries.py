@@ -1578,6 +1578,13 @@ WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
 ORDER BY w.workflow_id
 FOR UPDATE OF w"""
 
+# The parent of workflow $1 (none: no row), locked against a concurrent resume or finish.
+LOCK_PARENT = """
+SELECT p.workflow_id, p.status FROM {s}.workflows w
+JOIN {s}.workflows p ON p.workflow_id = w.parent_workflow_id
+WHERE w.workflow_id = $1
+FOR SHARE OF p"""
+
 # Everything of the workflows to delete (%IDS%): journal, events, streams and the rows
 # themselves (their messages and idempotency keys go with them: ON DELETE CASCADE).
 _DELETE_EVERYTHING = """, o AS (

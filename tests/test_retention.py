@@ -388,3 +388,29 @@ async def test_retention_keeps_the_children_of_a_kept_finished_parent(make_app, 
         # Both past the bound: the child goes with its parent.
         assert await app.apply_retention(asyncflow.Retention(max_count=0)) == 2
         assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
+
+
+async def test_delete_refuses_a_finished_child_of_an_unfinished_parent(make_app, conn):
+    """The finished child of a running parent is not deleted (the parent may still read its
+    result, again after a crash): WorkflowPendingError names the parent, nothing is deleted;
+    once the parent has finished, the child may go. (Found by the torture test: a running
+    workflow's journal named a child that had been deleted.)"""
+    app, busy, _parked = busy_app(make_app)
+
+    @app.workflow(name="waits-then-reads")
+    async def waits_then_reads() -> int:
+        child = await asyncflow.start_workflow(busy, 2, workflow_id="kid")
+        await child.get_result()
+        await asyncflow.set_event("child finished", True)
+        await asyncflow.recv("go", timeout_seconds=60)
+        return await child.get_result()
+
+    async with app:
+        handle = await app.start_workflow(waits_then_reads, workflow_id="reader")
+        assert await app.get_event("reader", "child finished", 30)
+        with pytest.raises(asyncflow.WorkflowPendingError, match="child of 'reader'"):
+            await app.delete_workflow("kid")
+        assert (await rows_of(conn, "kid"))["workflows"] == 1
+        await app.send("reader", "now", "go")
+        assert await handle.get_result(timeout_seconds=30) == 4
+        assert await app.delete_workflow("kid") == ["kid"]
