@@ -58,6 +58,7 @@ class Record:
     cancels: list[tuple[str, bool, Any]] = field(default_factory=list)  # (id, children, at)
     resumed: set[str] = field(default_factory=set)
     timeouts: set[str] = field(default_factory=set)  # roots started with a timeout
+    deleted: set[str] = field(default_factory=set)  # deleted by a delete operation
     forks: dict[str, tuple[str, int]] = field(default_factory=dict)  # fork -> (source, step)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (op index, error type)
     pids: set[int] = field(default_factory=set)
@@ -148,12 +149,14 @@ class Harness:
         self._refusals: list[asyncio.Task[None]] = []
         self._generation = 0
         self._log = log
+        self.current = "setup"  # the operation last run (index and kind), or the phase
 
     def note(self, text: str) -> None:
         if self._log is not None:
             self._log(text)
 
     def violate(self, invariant: str, detail: str) -> None:
+        detail = f"{detail} (after operation {self.current})"
         self.violations.append(Violation(invariant, detail))
         self.note(f"VIOLATION [{invariant}] {detail}")
 
@@ -227,6 +230,7 @@ class Harness:
 
     async def operation(self, index: int, op: Op) -> None:
         self.note(f"op {index}: {orjson.dumps(op).decode()[:200]}")
+        self.current = f"{index} {op['op']}"
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
                 await self._operation(index, op)
@@ -323,7 +327,7 @@ class Harness:
             self.rec.resumed.add(wid)
             await client.resume_workflow(wid)
         elif kind == "delete":
-            await client.delete_workflow(wid, children=op["children"])
+            self.rec.deleted.update(await client.delete_workflow(wid, children=op["children"]))
         elif kind == "retention":
             await client.apply_retention(asyncflow.Retention(
                 max_age_seconds=op["max_age"], max_count=op["max_count"]))
@@ -420,6 +424,7 @@ class Harness:
     # -- the end ----------------------------------------------------------------------------
 
     async def quiesce(self) -> None:
+        self.current = "quiescence"
         await asyncio.gather(*self._refusals, return_exceptions=True)
         for i in range(WORKERS):
             await self.restart(i, False)
