@@ -9,6 +9,7 @@ then, a bulk resume those that had ended by then, so neither chases work that ke
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -29,8 +30,10 @@ from ._runtime import Runtime
 from ._schedules import tick_workflow_id
 from ._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from ._storage import RetryableTransactionError
-from ._store import ScheduleStatus, Send, not_found
+from ._store import ScheduleStatus, Send, deduplicated_resume, not_found
 from ._wait import QUEUE, SCHEDULE, TERMINAL
+
+logger = logging.getLogger("asyncflow")
 
 BULK_BATCH = 500
 #: Statuses of a workflow not finished yet: never deleted (cancel it first).
@@ -216,7 +219,12 @@ class Admin:
         the filters (at least one; ``status`` narrows to some of those three) that had ended by
         the time of the call. They become PENDING and unassigned, and a live app registering
         their workflow (and app version) claims and continues each from its checkpoints; a
-        queued workflow goes back to its queue (ENQUEUED). Returns the ids resumed."""
+        queued workflow goes back to its queue (ENQUEUED). Returns the ids resumed.
+
+        A queued workflow whose ``deduplication_id`` another workflow of its queue holds is
+        not resumed (the others are): it is left as it is and reported by a warning on the
+        ``asyncflow`` logger — the :class:`QueueDeduplicatedError` message ``resume_workflow``
+        would raise for it, naming the holder."""
         selected = make_filter(
             status=status, allowed=RESUMABLE, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
@@ -234,6 +242,9 @@ class Admin:
                 break
         if resumed:
             self._after_resume()
+        for workflow_id, deduplication_id, holder in await store.resume_conflicts(
+                selected, started):
+            logger.warning("%s", deduplicated_resume(workflow_id, deduplication_id, holder))
         return resumed
 
     # -- deleting ---------------------------------------------------------------------------

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from . import _codec, _events, _messages, _streams, _timers, _wait_first
 from ._context import any_context, current_step, current_workflow, require_workflow
 from ._errors import InvalidArgumentError
 from ._handle import WorkflowHandle
 from ._lifecycle import check_stream_args
+from ._signature import decoded, decoded_items, reader
 from ._wait_first import Branch, Fired
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 def sleep(seconds: float) -> Coroutine[Any, Any, None]:
@@ -56,16 +58,31 @@ def send(
     return _messages.send_from_step(step, destination_id, text, topic, idempotency_key)
 
 
-def recv(topic: str | None = None, timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]:
+@overload
+def recv(topic: str | None = None, timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]: ...
+@overload
+def recv(topic: str | None = None, timeout_seconds: float = 60, *,
+         type: type[T]) -> Coroutine[Any, Any, T | None]: ...
+@overload
+def recv(topic: str | None = None, timeout_seconds: float = 60, *,
+         type: Any) -> Coroutine[Any, Any, Any]: ...
+
+
+def recv(topic: str | None = None, timeout_seconds: float = 60, *,
+         type: Any = None) -> Coroutine[Any, Any, Any]:
     """Receive the next message on ``topic`` (FIFO), waiting up to ``timeout_seconds``.
 
     Workflows only. Returns ``None`` on timeout. The message is consumed and checkpointed in one
     transaction (exactly-once receipt); the deadline is checkpointed before waiting.
+    ``type``: the annotation to decode the message by (``Order``, ``list[Order]``…; see
+    docs/guide.md, Values); without it the message is plain JSON.
     """
     ctx = require_workflow("recv")
     _codec.check_name(topic, "topic", optional=True)
     timeout_seconds = _codec.check_timeout(timeout_seconds)
-    return _messages.recv(ctx, ctx.reserve(), topic, timeout_seconds)
+    read = reader(type, f"the message received on topic {topic!r}")
+    received = _messages.recv(ctx, ctx.reserve(), topic, timeout_seconds)
+    return received if read is None else decoded(received, read)
 
 
 def set_event(key: str, value: Any) -> Coroutine[Any, Any, None]:
@@ -81,20 +98,35 @@ def set_event(key: str, value: Any) -> Coroutine[Any, Any, None]:
     return _events.set_event_from_step(step, key, text)
 
 
+@overload
+def get_event(workflow_id: str, key: str,
+              timeout_seconds: float = 60) -> Coroutine[Any, Any, Any]: ...
+@overload
+def get_event(workflow_id: str, key: str, timeout_seconds: float = 60, *,
+              type: type[T]) -> Coroutine[Any, Any, T | None]: ...
+@overload
+def get_event(workflow_id: str, key: str, timeout_seconds: float = 60, *,
+              type: Any) -> Coroutine[Any, Any, Any]: ...
+
+
 def get_event(
-    workflow_id: str, key: str, timeout_seconds: float = 60
+    workflow_id: str, key: str, timeout_seconds: float = 60, *, type: Any = None
 ) -> Coroutine[Any, Any, Any]:
     """Wait until workflow ``workflow_id`` has set event ``key`` and return its value
-    (``None`` after ``timeout_seconds``). In a workflow the value read is checkpointed."""
+    (``None`` after ``timeout_seconds``). In a workflow the value read is checkpointed.
+    ``type``: the annotation to decode the value by (without it: plain JSON)."""
     runtime = any_context("get_event").runtime
     _codec.check_id(workflow_id)
     _codec.check_name(key, "key")
     timeout_seconds = _codec.check_timeout(timeout_seconds)
+    read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
     ctx = current_workflow()
     if ctx is not None:
-        return _events.get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key,
-                                               timeout_seconds)
-    return _events.get_event_outside(runtime, workflow_id, key, timeout_seconds)
+        got = _events.get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key,
+                                              timeout_seconds)
+    else:
+        got = _events.get_event_outside(runtime, workflow_id, key, timeout_seconds)
+    return got if read is None else decoded(got, read)
 
 
 async def get_all_events(workflow_id: str) -> dict[str, Any]:
@@ -130,11 +162,25 @@ def close_stream(key: str) -> Coroutine[Any, Any, None]:
     return _streams.close_from_step(step, key)
 
 
-def read_stream(workflow_id: str, key: str, *, offset: int = 0) -> AsyncIterator[Any]:
-    """Read another workflow's stream (not checkpointed: prefer reading inside a step)."""
+@overload
+def read_stream(workflow_id: str, key: str, *, offset: int = 0) -> AsyncIterator[Any]: ...
+@overload
+def read_stream(workflow_id: str, key: str, *, offset: int = 0,
+                type: type[T]) -> AsyncIterator[T]: ...
+@overload
+def read_stream(workflow_id: str, key: str, *, offset: int = 0,
+                type: Any) -> AsyncIterator[Any]: ...
+
+
+def read_stream(workflow_id: str, key: str, *, offset: int = 0,
+                type: Any = None) -> AsyncIterator[Any]:
+    """Read another workflow's stream (not checkpointed: prefer reading inside a step).
+    ``type``: the annotation to decode each value by (without it: plain JSON)."""
     ctx = any_context("read_stream")
     check_stream_args(workflow_id, key, offset)
-    return _streams.values(ctx.runtime, workflow_id, key, offset, current_workflow())
+    read = reader(type, f"a value of stream {key!r} of workflow {workflow_id!r}")
+    values = _streams.values(ctx.runtime, workflow_id, key, offset, current_workflow())
+    return values if read is None else decoded_items(values, read)
 
 
 def wait_first(*branches: Branch) -> Coroutine[Any, Any, Fired]:

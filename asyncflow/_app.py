@@ -7,11 +7,12 @@ import functools
 import os
 import secrets
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 from . import _api, _codec
+from ._adoption import attach, check_upgrade
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
 from ._dispatch import Dispatcher
@@ -26,7 +27,7 @@ from ._history import (
     replay_from_store,
     selection,
 )
-from ._lifecycle import Connected, setting
+from ._lifecycle import Connected, check_seconds, setting
 from ._liveness import BEATS_PER_LEASE
 from ._messages import send_from_step, send_from_workflow, send_outside
 from ._queues import Queue, queue_spec
@@ -36,10 +37,10 @@ from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
 from ._schedules import Scheduler
+from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES
 from ._steps import run_transaction
-from ._storage import Storage
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
 from ._wait import QUEUE
@@ -67,15 +68,18 @@ class AsyncFlow(HistoryOps, Registrations):
     one). ``liveness_timeout_seconds``: how long this process may show no sign of life (while
     its liveness lock is also free) before other processes take its workflows over; it renews
     its lease five times within it (docs/operations.md, "Liveness and fencing").
-    ``app_version`` defaults to a hash of the registered workflows' source, and only
-    workflows started by the same version are recovered by this app. ``retention``: a
-    :class:`Retention` the app applies in the background (finished workflows older, or more,
-    than it keeps are deleted); ``None`` keeps everything.
+    ``app_version`` defaults to a hash of the registered workflows' source. ``upgrade``: what
+    becomes of workflows of other versions that no live process of theirs can run —
+    ``"replay"`` (default) adopts each whose recorded history replays cleanly against this
+    code, ``"always"`` adopts them without replay, ``"never"`` leaves them for their own
+    version (docs/deploying.md). ``retention``: a :class:`Retention` the app applies in the
+    background (it deletes finished workflows older, or more, than it keeps; ``None``: none).
     ``queues``: the names of the queues (see :meth:`queue`) whose workflows this process runs;
     ``None`` (default): every queue it registers; ``[]``: none (it can still enqueue).
     ``telemetry``: OpenTelemetry spans and metrics — ``None`` (default) turns them on when a
     global tracer or meter provider is configured at launch, ``False`` off, ``True`` or a
-    :class:`Telemetry` on (see docs/observability.md).
+    :class:`Telemetry` on (see docs/observability.md). ``listen_url``, ``connect_options``
+    (as for :class:`Client`), ``migrate=False`` (a runtime role): docs/operations.md.
     """
 
     def __init__(
@@ -92,9 +96,14 @@ class AsyncFlow(HistoryOps, Registrations):
         retention: Retention | None = None,
         queues: Iterable[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = True,
+        upgrade: str = "replay",
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options, migrate=migrate)
         if retention is not None and not isinstance(retention, Retention):
             raise InvalidSettingError(
                 f"retention must be an asyncflow.Retention (or None), not {retention!r}")
@@ -112,22 +121,13 @@ class AsyncFlow(HistoryOps, Registrations):
         if app_version is not None:
             setting(_codec.check_id, app_version, "app_version")
         self._app_version = app_version
-        interval = setting(_codec.check_timeout, recovery_interval_seconds,
-                           "recovery_interval_seconds")
-        if interval < MIN_RECOVERY_INTERVAL:
-            raise InvalidSettingError(
-                f"recovery_interval_seconds must be at least {MIN_RECOVERY_INTERVAL} (each sweep "
-                f"is a query), not {recovery_interval_seconds!r}"
-            )
-        self._recovery_interval = interval
-        lease = setting(_codec.check_timeout, liveness_timeout_seconds,
-                        "liveness_timeout_seconds")
-        if lease < MIN_LIVENESS_TIMEOUT:
-            raise InvalidSettingError(
-                f"liveness_timeout_seconds must be at least {MIN_LIVENESS_TIMEOUT} (the lease "
-                f"is renewed {BEATS_PER_LEASE} times within it), not "
-                f"{liveness_timeout_seconds!r}")
-        self._liveness_timeout = lease
+        self.upgrade = check_upgrade(upgrade)
+        self._recovery_interval = check_seconds(
+            recovery_interval_seconds, "recovery_interval_seconds", MIN_RECOVERY_INTERVAL,
+            "each sweep is a query")
+        self._liveness_timeout = check_seconds(
+            liveness_timeout_seconds, "liveness_timeout_seconds", MIN_LIVENESS_TIMEOUT,
+            f"the lease is renewed {BEATS_PER_LEASE} times within it")
         self._workflows: dict[str, WorkflowSpec] = {}
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
@@ -151,7 +151,9 @@ class AsyncFlow(HistoryOps, Registrations):
 
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "transaction")
-            spec = TransactionSpec(registered_name(name, fn), fn, isolation)
+            tx_name = registered_name(name, fn)
+            spec = TransactionSpec(tx_name, fn, isolation,
+                                   types=Signature(fn, f"transaction {tx_name!r}"))
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -204,9 +206,6 @@ class AsyncFlow(HistoryOps, Registrations):
 
     # -- lifecycle hooks ------------------------------------------------------------------------
 
-    async def _prepare_schema(self, storage: Storage) -> None:
-        await storage.migrate()
-
     async def _start_background(self, runtime: Runtime) -> None:
         runner = self._runner = Runner(runtime, self.app_version)
         liveness = runtime.listener.liveness
@@ -215,6 +214,7 @@ class AsyncFlow(HistoryOps, Registrations):
                                                    self._recovery_interval, liveness)
         runner.on_stopped_early = functools.partial(supervisor.poke, repair=True)
         runtime.monitors["supervisor"] = supervisor.monitor
+        attach(supervisor, runtime, self._workflows, self.app_version, self.upgrade)
         if self._serve is not None:
             unknown = [name for name in self._serve if name not in self._queues]
             if unknown:
@@ -270,6 +270,9 @@ class AsyncFlow(HistoryOps, Registrations):
         if self._supervisor is not None:
             self._supervisor.poke()  # our own NOTIFY is an echo we ignore: sweep now
 
+    def _executor_version(self) -> str:
+        return self.app_version
+
     def _retention_setting(self) -> Retention | None:
         return self.retention
 
@@ -316,12 +319,12 @@ class AsyncFlow(HistoryOps, Registrations):
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
-        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
-                              f"the arguments of workflow {spec.name!r}")
+        assert spec.types is not None
+        inputs = spec.types.encode_inputs(args, kwargs)
         parent = workflow_on(self._runtime)
         if parent is not None:
             if parent.replaying:  # a history replay: the recorded child, nothing started
-                return child_handle(parent, parent.reserve())
+                return child_handle(parent, parent.reserve(), spec.types)
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
                                      timeout_seconds)
         return self._start(spec, inputs, workflow_id, timeout_seconds)
@@ -331,7 +334,7 @@ class AsyncFlow(HistoryOps, Registrations):
         timeout_seconds: float | None,
     ) -> WorkflowHandle[Any]:
         return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
-                                                    timeout_seconds))
+                                                    timeout_seconds), spec.types)
 
     async def _start_child(
         self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
@@ -340,7 +343,7 @@ class AsyncFlow(HistoryOps, Registrations):
         parent = current_workflow()
         assert parent is not None
         return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds))
+            parent, function_id, spec, inputs, workflow_id, timeout_seconds), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from
@@ -453,22 +456,26 @@ class AsyncFlow(HistoryOps, Registrations):
         return send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     def get_event(
-        self, workflow_id: str, key: str, timeout_seconds: float = 60
+        self, workflow_id: str, key: str, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
-        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow."""
+        """Wait for an event's value (see :func:`asyncflow.get_event`); journaled in a workflow.
+        ``type``: the annotation to decode the value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
         ctx = workflow_on(self._runtime)
         if ctx is not None:
-            return get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
-        return get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+            got = get_event_from_workflow(ctx, ctx.reserve(), workflow_id, key, timeout_seconds)
+        else:
+            got = get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        return got if read is None else decoded(got, read)
 
     def recv(
-        self, topic: str | None = None, timeout_seconds: float = 60
+        self, topic: str | None = None, timeout_seconds: float = 60, *, type: Any = None
     ) -> Coroutine[Any, Any, Any]:
         """Same as :func:`asyncflow.recv` (workflows only)."""
-        return _api.recv(topic, timeout_seconds)
+        return _api.recv(topic, timeout_seconds, type=type)
 
     def set_event(self, key: str, value: Any) -> Coroutine[Any, Any, None]:
         """Same as :func:`asyncflow.set_event` (workflows and steps)."""

@@ -140,6 +140,7 @@ def _check_row(kind: str, row: Any, number: int) -> dict[str, Any]:
 
 
 _INT4 = 2**31 - 1
+_INT8 = 2**63 - 1
 _QUEUED = (Status.ENQUEUED, Status.DELAYED)
 
 
@@ -205,6 +206,7 @@ def _check_workflow_fields(row: dict[str, Any]) -> None:
     _codec.check_name(row["app_version"], "app_version")
     _integer(row["recovery_attempts"], "recovery_attempts", 0, _INT4)
     _integer(row.get("priority", 0), "priority", -_INT4 - 1, _INT4)
+    _integer(row.get("epoch", 0), "epoch", 0, _INT8)
     for key in ("executor_id", "deduplication_id", "partition_key", "traceparent"):
         _codec.check_name(row.get(key), key, optional=True)
     for key in ("parent_workflow_id", "queue_name"):
@@ -220,7 +222,6 @@ def _check_workflow_fields(row: dict[str, Any]) -> None:
     _seconds(row.get("deadline"), "deadline")
 
 
-_INT8 = 2**63 - 1
 #: Per kind of owned row: its integer columns (with their bounds), boolean and JSON columns.
 _OWNED_INTEGERS = {
     "operation": {"function_id": _INT4},

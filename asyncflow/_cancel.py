@@ -34,22 +34,6 @@ def mark_cancelled(
         runtime.waits.wake(TERMINAL, workflow_id)
 
 
-async def cancel_descendants(
-    runtime: Runtime, roots: list[str], on_cancelled: Callable[[str], None] | None
-) -> list[str]:
-    """Cancel every PENDING descendant of ``roots`` (whatever the roots' own status); returns
-    the ids cancelled."""
-    cancelled: list[str] = []
-    if not roots:
-        return cancelled
-    while True:
-        now = await runtime.store.cancel_descendants(roots)
-        mark_cancelled(runtime, now, on_cancelled)
-        if not now:
-            return cancelled
-        cancelled.extend(now)
-
-
 async def cancel_with_descendants(
     runtime: Runtime, cancel: Callable[[], Awaitable[T]], roots: Callable[[T], list[str]],
     on_cancelled: Callable[[str], None] | None,

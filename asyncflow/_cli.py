@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import socket
 import sys
@@ -17,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _codec
-from ._cli_embedded import _database_url, _schema_checked, postgres
+from ._cli_embedded import _connection, _database_url, _schema_checked, postgres
 from ._cli_history import add_commands as add_history_commands
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
+from ._cli_versions import add_command as add_versions_command
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
@@ -33,7 +35,8 @@ from .web._snapshot import stream_snapshot
 async def _with_client(
     args: argparse.Namespace, action: Callable[[Client, argparse.Namespace], Awaitable[int]]
 ) -> int:
-    async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
+    async with Client(_database_url(args), schema=args.schema, pool_size=2,
+                      **_connection(args)) as client:
         return await action(client, args)
 
 
@@ -191,13 +194,36 @@ def _allow_every_action(_scope: Any) -> bool:
     return True
 
 
+def _served_hosts(host: str, port: int, extra: list[str] | None) -> list[str] | None:
+    """The Host names a dashboard listening on ``host:port`` serves: on a loopback address its
+    own address and port (and ``localhost``), so no other site's page reaches it through DNS
+    rebinding; on another address any name, unless ``--allow-host`` names some."""
+    names = list(extra or [])
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not names:
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    names.append(f"{shown}:{port}")
+    if loopback:
+        names.append(f"localhost:{port}")
+    return names
+
+
 async def _serve_dashboard(
     args: argparse.Namespace, url: str, sock: socket.socket, uvicorn: Any
 ) -> int:
     from ._dashboard import dashboard as make_dashboard
 
-    async with Client(url, schema=args.schema, pool_size=4) as client:
-        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None)
+    host, port = sock.getsockname()[:2]
+    async with Client(url, schema=args.schema, pool_size=4,
+                      **_connection(args)) as client:
+        app = make_dashboard(client, auth=_allow_every_action if args.allow_actions else None,
+                             allowed_hosts=_served_hosts(host, port, args.allow_host))
+        if not args.allow_actions:  # its pages and refusals say how to get the actions
+            app.actions_hint = "restart with <code>--allow-actions</code>"
         loop = asyncio.get_running_loop()
 
         class Server(uvicorn.Server):  # type: ignore[misc]
@@ -207,7 +233,6 @@ async def _serve_dashboard(
 
         config = uvicorn.Config(app, lifespan="off", log_level="warning",
                                 timeout_graceful_shutdown=5)
-        host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
                    else "read-only; --allow-actions enables cancel, resume and send")
@@ -229,6 +254,9 @@ def _common_options(*, suppress: bool) -> argparse.ArgumentParser:
     group = parser.add_argument_group("connection and output")
     group.add_argument("--database-url", default=default(None), metavar="URL",
                        help=f"Postgres URL (default: ${ENV_URL}, else the running embedded server)")
+    group.add_argument("--listen-url", default=default(None), metavar="URL",
+                       help="a direct or session-mode URL for LISTEN when --database-url is a "
+                       "transaction pooler (default: $ASYNCFLOW_LISTEN_URL)")
     group.add_argument("--schema", default=default("asyncflow"),
                        help="asyncflow schema name (default: asyncflow)")
     group.add_argument("--data-dir", default=default(None), metavar="DIR",
@@ -275,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # history (issue 14): replay, workflow export / import / fork
     add_history_commands(commands, wf, command)
+    add_versions_command(commands, command)  # deploying new code: versions and stranded ones
 
     command(commands, "events", "show all events of a workflow", events).add_argument(
         "workflow_id", metavar="ID")
@@ -323,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address to listen on (default 127.0.0.1: this machine only)")
     sub.add_argument("--allow-actions", action="store_true",
                      help="let visitors cancel and resume workflows and send messages")
+    sub.add_argument("--allow-host", action="append", metavar="NAME",
+                     help="also serve requests for this Host name (NAME or NAME:PORT; "
+                     "repeatable). On a loopback address only its own address and port and "
+                     "localhost are served otherwise (no DNS rebinding)")
     sub.set_defaults(sync=True)
     return parser
 

@@ -31,6 +31,14 @@ def _embedded() -> Any:
         return _import_embedded()
 
 
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    """How a command's Client connects: ``--listen-url`` (the Client falls back to
+    ``ASYNCFLOW_LISTEN_URL`` itself), and no driver statement cache — a command runs a few
+    statements, and without the cache it works through a transaction pooler too."""
+    return {"listen_url": getattr(args, "listen_url", None),
+            "connect_options": {"statement_cache_size": 0}}
+
+
 def _database_url(args: argparse.Namespace) -> str:
     url: str | None = args.database_url or os.environ.get(ENV_URL)
     if url:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._app import AsyncFlow
-from ._cli_embedded import _database_url, _schema_checked
+from ._cli_embedded import _connection, _database_url, _schema_checked
 from ._cli_lifecycle import _add_filters, _filters, _statuses
 from ._cli_output import PROG, CliError, _count, _emit, _json, _non_negative, _table
 from ._client import Client
@@ -81,7 +81,8 @@ async def replay(args: argparse.Namespace) -> int:
             raise CliError(f"cannot read {args.file}: {exc}", 2) from None
     else:
         async def from_database() -> int:
-            async with Client(_database_url(args), schema=args.schema, pool_size=2) as client:
+            async with Client(_database_url(args), schema=args.schema, pool_size=2,
+                              **_connection(args)) as client:
                 results.extend(await app.replay(ids, client=client, **options))
             return 0
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar, overload
 
 from . import _codec
 from ._embedded import schema_hint
@@ -14,9 +15,12 @@ from ._handle import WorkflowHandle
 from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
+from ._signature import reader
 from ._storage import Storage
 from ._telemetry import Telemetry
 from ._wait import QUEUE
+
+T = TypeVar("T")
 
 
 class Client(HistoryOps):
@@ -25,7 +29,12 @@ class Client(HistoryOps):
     Use as ``async with Client(database_url) as client:``. It has its own LISTEN connection, so
     its waits (``get_event``, ``read_stream``, ``get_result``) are woken by NOTIFY as well. It
     never creates or migrates the schema; it checks the schema version when it connects.
-    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context).
+    ``telemetry``: as for :class:`AsyncFlow` (its sends carry the caller's trace context);
+    ``listen_url`` (default ``ASYNCFLOW_LISTEN_URL``): a direct or session-mode URL of the same
+    database for the LISTEN connection when ``database_url`` is a transaction pooler;
+    ``connect_options``: keyword arguments for ``asyncpg.connect`` (``ssl``,
+    ``statement_cache_size``, ``command_timeout`` — default 60 s —, ``server_settings``, …).
+    See docs/operations.md, "Deploying on managed Postgres".
     """
 
     def __init__(
@@ -36,9 +45,12 @@ class Client(HistoryOps):
         pool_size: int = 4,
         data_dir: str | os.PathLike[str] | None = None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(database_url, schema=schema, pool_size=pool_size, data_dir=data_dir,
-                         telemetry=telemetry)
+                         telemetry=telemetry, listen_url=listen_url,
+                         connect_options=connect_options)
 
     async def _prepare_schema(self, storage: Storage) -> None:
         try:
@@ -62,12 +74,26 @@ class Client(HistoryOps):
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
-    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60) -> Any:
-        """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout."""
+    @overload
+    async def get_event(self, workflow_id: str, key: str,
+                        timeout_seconds: float = 60) -> Any: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: type[T]) -> T | None: ...
+    @overload
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: Any) -> Any: ...
+
+    async def get_event(self, workflow_id: str, key: str, timeout_seconds: float = 60, *,
+                        type: Any = None) -> Any:
+        """Wait until the workflow sets event ``key``; its value, or ``None`` on timeout.
+        ``type``: the annotation to decode the value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
         timeout_seconds = _codec.check_timeout(timeout_seconds)
-        return await get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
+        value = await get_event_outside(self.runtime, workflow_id, key, timeout_seconds)
+        return value if read is None else read(value)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow. It is left

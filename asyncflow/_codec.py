@@ -1,5 +1,7 @@
 """JSON encoding of every stored value (orjson), and validation of ids, names and timeouts.
-No pickle, ever. Recorded exceptions are encoded by :mod:`asyncflow._recorded`."""
+No pickle, ever: typed values (dataclasses, datetimes, …) are stored as plain JSON
+(:mod:`asyncflow._encode`) and read back by annotation (:mod:`asyncflow._decode`). Recorded
+exceptions are encoded by :mod:`asyncflow._recorded`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any, NoReturn
 
 import orjson
 
+from . import _encode
 from ._errors import (
     InvalidArgumentError,
     SerializationError,
@@ -28,6 +31,7 @@ MAX_VALUE_BYTES = 16 * 1024 * 1024
 #: key must fit in one btree index entry (< 2704 bytes).
 MAX_ID_LENGTH = 1000
 
+#: Dataclasses, datetimes and subclasses of plain types are converted by ``_encode.default``.
 _OPTIONS = (
     orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_DATETIME
@@ -35,33 +39,65 @@ _OPTIONS = (
 )
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
+    """Whether ``value`` holds NaN or Infinity anywhere (orjson writes them as null); typed
+    values are looked into as :func:`_encode.default` converts them."""
+    kind = type(value)
+    if kind is float:
         return not math.isfinite(value)
-    if isinstance(value, dict):
+    if kind is dict:
         return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return any(_has_non_finite(v) for v in value)
-    return False
+    if kind in _PLAIN:
+        return False
+    convert = _encode.converter(kind)
+    try:
+        converted = convert(value) if convert is not None else value
+    except Exception:
+        return True  # let the walk say what is wrong
+    if type(converted) is kind:
+        return type(converted) is float and not math.isfinite(converted)
+    return _has_non_finite(converted)
 
 
-def dumps(value: Any, what: str = "value") -> str:
-    """Encode ``value`` as JSON text, or raise :class:`SerializationError` naming ``what``.
+def dumps(value: Any, what: str = "value", root: str = "value") -> str:
+    """Encode ``value`` as JSON text, or raise :class:`SerializationError` naming ``what`` and
+    the path (from ``root``) and type of the part that cannot be stored.
 
-    orjson encodes everything but integers outside 64 bits; only when it refuses a value is the
-    value walked again by an exact encoder, which writes such integers digit for digit. Its text
-    starts with a space (still valid JSON) so that :func:`loads` knows to parse it exactly.
+    orjson encodes plain JSON natively and typed values through :func:`_encode.default`. Only
+    when it refuses a value is the value walked again in Python (:func:`_encode.to_plain`), to
+    name what cannot be stored, or to hand integers outside 64 bits to an exact encoder, which
+    writes them digit for digit. Its text starts with a space (still valid JSON) so that
+    :func:`loads` knows to parse it exactly.
     """
     try:
-        data = orjson.dumps(value, option=_OPTIONS)
+        data = orjson.dumps(value, default=_encode.default, option=_OPTIONS)
     except TypeError:
-        return _dumps_exact(value, what)
+        return _dumps_exact(plain(value, what, root), what)
     if len(data) > MAX_VALUE_BYTES:
         _too_large(what, len(data))
     # orjson writes NaN/Infinity as null; refuse instead of silently changing the value.
     if b"null" in data and _has_non_finite(value):
-        _non_finite(what)
+        plain(value, what, root)  # raises, naming where the NaN is
     return data.decode()
+
+
+def plain(value: Any, what: str = "value", root: str = "value") -> Any:
+    """``value`` as plain JSON types (see :func:`_encode.to_plain`), or
+    :class:`SerializationError` naming ``what``, the path from ``root`` and the type."""
+    try:
+        return _encode.to_plain(value, root)
+    except _encode.Refused as exc:
+        raise SerializationError(
+            f"{what} is not JSON-serializable: {exc.path}: {exc.reason}. asyncflow stores "
+            "plain JSON, dataclasses, pydantic models, datetime/date/time/timedelta, UUID, "
+            "finite Decimal, bytes, Enum, tuple, set, frozenset, TypedDict and NamedTuple "
+            "(docs/guide.md, Values)."
+        ) from None
 
 
 def loads(text: str) -> Any:
@@ -87,9 +123,8 @@ def _non_finite(what: str) -> NoReturn:
 
 def _not_json(what: str, reason: object) -> NoReturn:
     raise SerializationError(
-        f"{what} is not JSON-serializable ({reason}). asyncflow stores values as JSON: use dict "
-        "(with str keys), list, tuple, str, int, float, bool or None, and convert other "
-        "objects (dataclasses, datetimes, sets, bytes) yourself."
+        f"{what} is not JSON-serializable ({reason}); see docs/guide.md, Values, for what "
+        "asyncflow stores."
     )
 
 
@@ -112,7 +147,7 @@ def _int_text(number: int) -> str:
     return str(decimal.Decimal(number))
 
 
-def _encode(value: Any, out: list[str], depth: int) -> None:
+def _write_exact(value: Any, out: list[str], depth: int) -> None:
     kind = type(value)
     if kind is str:
         try:
@@ -142,27 +177,27 @@ def _encode(value: Any, out: list[str], depth: int) -> None:
                     raise _Refused("Dict key must be str")
                 if index:
                     out.append(",")
-                _encode(key, out, depth + 1)
+                _write_exact(key, out, depth + 1)
                 out.append(":")
-                _encode(item, out, depth + 1)
+                _write_exact(item, out, depth + 1)
             out.append("}")
         else:
             out.append("[")
             for index, item in enumerate(value):
                 if index:
                     out.append(",")
-                _encode(item, out, depth + 1)
+                _write_exact(item, out, depth + 1)
             out.append("]")
     else:
         raise _Refused(f"Type is not JSON serializable: {kind.__name__}")
 
 
 def _dumps_exact(value: Any, what: str) -> str:
-    """The exact encoding of a value orjson refused; refuses whatever orjson refuses, except
-    integers outside 64 bits."""
+    """The exact encoding of a plain value (from :func:`plain`) that orjson refused: integers
+    outside 64 bits."""
     out = [EXACT_MARK]
     try:
-        _encode(value, out, 0)
+        _write_exact(value, out, 0)
     except _Refused as exc:
         if str(exc) == "NaN":
             _non_finite(what)

@@ -12,10 +12,11 @@ import asyncpg
 import asyncpg.exceptions as pgerr
 
 from ._errors import (
-    AsyncFlowError,
     ConfigurationError,
+    DatabaseError,
     DatabaseUnavailableError,
     InvalidArgumentError,
+    ReadOnlyDatabaseError,
     SchemaVersionError,
     TransactionStateError,
     WorkflowNotFoundError,
@@ -66,18 +67,21 @@ def _unavailable(message: str) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(message)
 
 
-class UniqueViolation(Exception):
-    """Internal: a unique constraint rejected an insert (the journal's duplicate detection)."""
+class UniqueViolation(DatabaseError):
+    """Internal: a unique constraint rejected an insert (the journal's duplicate detection).
+    The store translates it where a violation means something; one it did not expect reaches
+    the caller as the :class:`DatabaseError` it is."""
 
 
-class ReadOnlyDatabase(DatabaseUnavailableError):
-    """Internal: a write was refused because the transaction is read-only. Outside a user
-    transaction: the database is read-only (a standby). Inside one: the body replaced asyncflow's
-    transaction (new transactions on that connection are read-only by default)."""
-
-class RetryableTransactionError(AsyncFlowError):
+class RetryableTransactionError(DatabaseError):
     """Internal: serialization failure or deadlock; the transaction may be retried."""
 
+
+#: What a transaction pooler does to the driver's named prepared statements.
+_PREPARED_STATEMENTS: tuple[type[BaseException], ...] = (
+    pgerr.InvalidSQLStatementNameError,  # 26000: prepared statement "…" does not exist
+    pgerr.DuplicatePreparedStatementError,  # 42P05: prepared statement "…" already exists
+)
 
 _CONNECTION_LOSS: tuple[type[BaseException], ...] = (
     pgerr.PostgresConnectionError,
@@ -96,7 +100,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
     try:
         yield
     except pgerr.UniqueViolationError as exc:
-        raise UniqueViolation(str(exc)) from exc
+        raise UniqueViolation(str(exc), exc.sqlstate) from exc
     except pgerr.ForeignKeyViolationError as exc:
         raise WorkflowNotFoundError(
             "the destination workflow does not exist; start it first or check the id"
@@ -104,7 +108,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
     except pgerr.NumericValueOutOfRangeError as exc:
         raise InvalidArgumentError(f"a number is out of the range Postgres stores: {exc}") from exc
     except (pgerr.SerializationError, pgerr.DeadlockDetectedError) as exc:
-        raise RetryableTransactionError(str(exc)) from exc
+        raise RetryableTransactionError(str(exc), exc.sqlstate) from exc
     except (pgerr.CharacterNotInRepertoireError, pgerr.UntranslatableCharacterError) as exc:
         raise InvalidArgumentError(f"text Postgres cannot store: {exc}") from exc
     except pgerr.DataError as exc:  # a malformed value (say, of an imported row)
@@ -125,8 +129,29 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "on asyncflow.connection() propagate, or use a savepoint (conn.transaction())"
         ) from exc
     except pgerr.ReadOnlySQLTransactionError as exc:
-        raise ReadOnlyDatabase(
-            f"the database is read-only now (a standby, or set read-only): {exc}"
+        raise ReadOnlyDatabaseError(
+            f"the database is read-only ({exc}): it is a standby (after a failover, the old "
+            "primary), or default_transaction_read_only is on for the role or database. Connect "
+            "to the primary: with several hosts in the URL add target_session_attrs=read-write "
+            "(postgresql://host1,host2/db?target_session_attrs=read-write)"
+        ) from exc
+    except _PREPARED_STATEMENTS as exc:
+        raise ConfigurationError(
+            f"the database URL goes through a transaction pooler (PgBouncer pool_mode="
+            "transaction, a provider's pooled URL), which loses prepared statements between "
+            f"transactions ({type(exc).__name__}: {exc}). Set connect_options="
+            "{'statement_cache_size': 0} (or use a session-mode or direct URL), and give "
+            "listen_url= (ASYNCFLOW_LISTEN_URL) a direct or session-mode URL for the listener"
+        ) from exc
+    except TimeoutError as exc:
+        if conn is None or conn.is_closed():
+            raise _unavailable(f"database connection lost: {exc!r}") from exc
+        raise _unavailable(
+            "a statement did not finish within the command timeout (connect_options"
+            "['command_timeout'], default 60 s): the server is overloaded, a lock is held, or "
+            "synchronous replication waits for a standby that is down (synchronous_standby_"
+            "names). A write may have taken effect all the same (a commit waiting for a "
+            "synchronous standby is already durable on the primary): retry it idempotently"
         ) from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
@@ -135,10 +160,17 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         ) from exc
     except _CONNECTION_LOSS as exc:
         raise _unavailable(f"database connection lost: {exc!r}") from exc
+    except pgerr.InsufficientResourcesError as exc:  # disk full, out of memory (53xxx)
+        raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
+    except pgerr.PostgresError as exc:  # anything else: never the driver's own class
+        raise DatabaseError(
+            f"the database refused a statement of asyncflow ({exc.sqlstate}: {exc}); a "
+            "constraint, trigger or rule of the database's own may refuse it", exc.sqlstate
+        ) from exc
     except asyncpg.InterfaceError as exc:
         if conn is None or conn.is_closed():
             raise _unavailable(f"database connection lost: {exc!r}") from exc
-        raise
+        raise DatabaseError(f"the database driver refused a statement: {exc}") from exc
     except asyncpg.InternalClientError as exc:
         # The connection's protocol is out of step, typically because the server's FATAL
         # (shutdown, pg_terminate_backend) arrived just before its socket closed: the statement
@@ -157,15 +189,15 @@ _CONFIGURATION: tuple[type[BaseException], ...] = (
 
 
 @contextmanager
-def _configuration_errors(url: str) -> Iterator[None]:
+def _configuration_errors(url: str, what: str | None = None) -> Iterator[None]:
     """Connection failures that retrying cannot fix become ConfigurationError."""
+    what = what or "database URL (argument, ASYNCFLOW_DATABASE_URL)"
     try:
         yield
     except _CONFIGURATION as exc:
         raise ConfigurationError(
-            f"cannot connect to the database ({type(exc).__name__}: {exc}); check the database "
-            "URL (argument, ASYNCFLOW_DATABASE_URL), that the database exists and the role may "
-            "log in"
+            f"cannot connect to the database ({type(exc).__name__}: {exc}); check the {what}, "
+            "the connect_options, that the database exists and the role may log in"
         ) from exc
 
 

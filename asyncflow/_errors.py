@@ -37,6 +37,16 @@ class SerializationError(AsyncFlowError, TypeError):
     """A value cannot be stored as JSON. Nothing was written."""
 
 
+class DecodeError(SerializationError):
+    """A stored value does not fit the annotation it is read by (the type changed since it was
+    written, or it was stored by other code). ``path`` names the field
+    (``order.items[3].price``). No half-built object is returned."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class ValueTooLargeError(SerializationError):
     """A value's JSON encoding exceeds the size limit. Nothing was written."""
 
@@ -137,6 +147,28 @@ class TransactionStateError(AsyncFlowError):
 
 class DatabaseUnavailableError(AsyncFlowError, ConnectionError):
     """The database connection was lost or could not be opened."""
+
+
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """The server refused a write because it is read-only: a standby (say, the old primary
+    after a failover), or a role or database set ``default_transaction_read_only``. With
+    several hosts in the URL, add ``target_session_attrs=read-write`` so asyncflow always
+    connects to the primary."""
+
+
+class DatabaseError(AsyncFlowError):
+    """The database refused one of asyncflow's statements for a reason asyncflow does not
+    expect: a constraint, trigger or rule of the database's own (or a bug). ``sqlstate`` is
+    the Postgres error code (``None``: not a Postgres error). The statement did nothing; what
+    the message says decides whether calling again can help."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message, sqlstate)
+        self.message = message
+        self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class RecordedError(AsyncFlowError):

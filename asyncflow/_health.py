@@ -14,7 +14,7 @@ logger = logging.getLogger("asyncflow")
 class Monitor:
     """The health record of one background component (listener, supervisor, …)."""
 
-    __slots__ = ("_error", "_failures", "_healthy", "_since", "name")
+    __slots__ = ("_detail", "_error", "_failures", "_healthy", "_since", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -22,6 +22,11 @@ class Monitor:
         self._error: str | None = None
         self._since: datetime | None = None
         self._failures = 0
+        self._detail: str | None = None
+
+    def note(self, detail: str | None) -> None:
+        """What the component reports besides working or failing (``None``: nothing)."""
+        self._detail = detail
 
     def ok(self) -> None:
         """The component works (again)."""
@@ -46,4 +51,5 @@ class Monitor:
                            self._failures, self._error)
 
     def snapshot(self) -> ComponentHealth:
-        return ComponentHealth(self._healthy, self._error, self._since, self._failures)
+        return ComponentHealth(self._healthy, self._error, self._since, self._failures,
+                               self._detail)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, overload
 
 import anyio
 import anyio.abc
@@ -15,6 +16,7 @@ import anyio.abc
 from . import _codec
 from . import _queries as Q
 from ._admin import Admin
+from ._connect import connect_settings, resolve_listen_url
 from ._context import current_workflow, workflow_on
 from ._driver import refuse_in_replay
 from ._errors import (
@@ -27,7 +29,9 @@ from ._events import watch
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._liveness import Liveness
+from ._pooler import check_paths
 from ._runtime import Runtime, not_launched
+from ._signature import Signature, decoded_items, reader
 from ._status import Health, StepInfo, WorkflowStatus
 from ._storage import Storage
 from ._store import Store
@@ -62,6 +66,14 @@ def setting(check: Callable[..., T], value: object, what: str, *args: Any) -> T:
         raise InvalidSettingError(str(exc)) from None
 
 
+def check_seconds(value: object, what: str, minimum: float, why: str) -> float:
+    """A number of seconds of at least ``minimum`` (``why``: the reason for the minimum)."""
+    seconds = setting(_codec.check_timeout, value, what)
+    if seconds < minimum:
+        raise InvalidSettingError(f"{what} must be at least {minimum} ({why}), not {value!r}")
+    return seconds
+
+
 def check_positive_int(value: object, what: str, minimum: int = 1) -> int:
     """An int (not a bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -92,6 +104,9 @@ class Connected(Admin):
         pool_size: int,
         data_dir: str | os.PathLike[str] | None,
         telemetry: bool | Telemetry | None = None,
+        listen_url: str | None = None,
+        connect_options: Mapping[str, Any] | None = None,
+        migrate: bool = False,
     ) -> None:
         try:
             Q.quote_schema(schema)
@@ -110,6 +125,10 @@ class Connected(Admin):
             raise ConfigurationError(
                 f"database_url must be a str, not {type(database_url).__name__}")
         self._database_url = database_url
+        self._connect = connect_settings(listen_url, connect_options)
+        if not isinstance(migrate, bool):
+            raise InvalidSettingError(f"migrate must be a bool, not {migrate!r}")
+        self._migrate = migrate  # an app's (a Client never migrates)
         self._schema = schema
         self._pool_size = pool_size
         self._data_dir = data_dir
@@ -158,7 +177,9 @@ class Connected(Admin):
         return runtime.health()
 
     async def _prepare_schema(self, storage: Storage) -> None:
-        raise NotImplementedError
+        """Create or upgrade the schema (an app, unless ``migrate=False``: then, as a Client
+        does, only check its version)."""
+        await (storage.migrate() if self._migrate else storage.check_schema())
 
     async def _start_background(self, runtime: Runtime) -> None:
         """Hook for the app: start the supervisor and recover workflows."""
@@ -179,19 +200,23 @@ class Connected(Admin):
         from ._embedded import resolve_database_url
 
         url = await resolve_database_url(self._database_url, self._data_dir)
+        settings = replace(self._connect, listen_url=resolve_listen_url(self._connect.listen_url))
         name = ("asyncflow-client" if self._executor_id is None
                 else f"asyncflow:{self._executor_id}")
-        storage = Storage(url, self._schema, pool_size=self._pool_size, application_name=name)
+        storage = Storage(url, self._schema, pool_size=self._pool_size, settings=settings,
+                          application_name=name)
         await storage.open()
         tg = anyio.create_task_group()
         entered = False
         try:
+            await check_paths(storage)  # wake-ups must reach the listener
             await self._prepare_schema(storage)
             await tg.__aenter__()
             entered = True
             store = Store(storage)
             liveness = (None if self._executor_id is None
-                        else Liveness(store, self._executor_id, self._liveness_timeout))
+                        else Liveness(store, self._executor_id, self._liveness_timeout,
+                                      self._executor_version()))
             listener = Listener(store, self._waits, liveness=liveness,
                                 on_notify=self._on_notify, on_reconnect=self._on_reconnect)
             runtime = Runtime(store, self._waits, listener, tg, self._executor_id)
@@ -250,6 +275,10 @@ class Connected(Admin):
     def _stopped(self) -> None:
         """Hook: forget per-launch state."""
 
+    def _executor_version(self) -> str | None:
+        """Hook for the app: the app version its executor runs (registered with its id)."""
+        return None
+
     # -- telemetry ------------------------------------------------------------------------------
 
     def _observe(self, runtime: Runtime) -> None:
@@ -290,8 +319,8 @@ class Connected(Admin):
 
     # -- workflows ------------------------------------------------------------------------------
 
-    def _handle(self, workflow_id: str) -> WorkflowHandle[Any]:
-        return WorkflowHandle(self._get_runtime, workflow_id)
+    def _handle(self, workflow_id: str, types: Signature | None = None) -> WorkflowHandle[Any]:
+        return WorkflowHandle(self._get_runtime, workflow_id, types)
 
     async def retrieve_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; :class:`WorkflowNotFoundError` if there is none."""
@@ -317,22 +346,35 @@ class Connected(Admin):
         return await self.runtime.store.get_all_events(workflow_id)
 
     async def stream_entries(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[tuple[int, Any]]:
         """Like :meth:`read_stream` but yields ``(offset, value)`` pairs."""
         check_stream_args(workflow_id, key, offset)
+        read = reader(type, f"a value of stream {key!r} of workflow {workflow_id!r}")
         runtime = self.runtime
         async for entry in entries(runtime, workflow_id, key, offset,
                                    current_workflow(runtime)):
-            yield entry
+            yield entry if read is None else (entry[0], read(entry[1]))
 
-    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]:
+    @overload
+    def watch_event(self, workflow_id: str, key: str) -> AsyncIterator[Any]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def watch_event(self, workflow_id: str, key: str, *, type: Any) -> AsyncIterator[Any]: ...
+
+    def watch_event(self, workflow_id: str, key: str, *, type: Any = None
+                    ) -> AsyncIterator[Any]:
         """Yield the value of event ``key`` of a workflow now (if set) and after every change,
         until the workflow ends. Woken by NOTIFY; when several sets land between two reads the
-        latest is yielded, and the value at the workflow's end is never lost."""
+        latest is yielded, and the value at the workflow's end is never lost. ``type``: the
+        annotation to decode each value by (without it: plain JSON)."""
         _codec.check_id(workflow_id)
         _codec.check_name(key, "key")
-        return watch(self.runtime, workflow_id, key)
+        read = reader(type, f"event {key!r} of workflow {workflow_id!r}")
+        values = watch(self.runtime, workflow_id, key)
+        return values if read is None else decoded_items(values, read)
 
     def wait_first(self, *branches: Branch) -> Coroutine[Any, Any, Fired]:
         """Wait for the first ready branch (see :func:`asyncflow.wait_first`). Called inside a
@@ -344,13 +386,25 @@ class Connected(Admin):
             return wait_first_in_workflow(ctx, ctx.reserve(), checked)
         return wait_first_outside(self.runtime, checked)
 
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *,
+                    offset: int = 0) -> AsyncIterator[Any]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: type[T]) -> AsyncIterator[T]: ...
+    @overload
+    def read_stream(self, workflow_id: str, key: str, *, offset: int = 0,
+                    type: Any) -> AsyncIterator[Any]: ...
+
     async def read_stream(
-        self, workflow_id: str, key: str, *, offset: int = 0
+        self, workflow_id: str, key: str, *, offset: int = 0, type: Any = None
     ) -> AsyncIterator[Any]:
         """Yield every value of a workflow's stream in order, from ``offset`` on.
 
         Parks at the tail until more is written (woken by NOTIFY); ends when the stream is
-        closed or the writing workflow ends (success, error or cancellation).
+        closed or the writing workflow ends (success, error or cancellation). ``type``: the
+        annotation to decode each value by (without it: plain JSON).
         """
-        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset):
+        async for _offset, value in self.stream_entries(workflow_id, key, offset=offset,
+                                                        type=type):
             yield value

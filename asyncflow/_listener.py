@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from ._errors import DatabaseUnavailableError
+from ._errors import AsyncFlowError, DatabaseUnavailableError
 from ._health import Monitor
 from ._liveness import Liveness
 from ._storage import Connection, Storage, map_errors
 from ._store import Store
-from ._wait import WaitRegistry, wait_until
+from ._wait import PROBE, WaitRegistry, wait_until
 
 logger = logging.getLogger("asyncflow")
 
@@ -90,7 +90,7 @@ class Listener:
             await self._changed.wait()
 
     def _callback(self, _conn: Any, pid: int, _channel: str, payload: str) -> None:
-        if payload[:1] == "h":
+        if payload[:1] == PROBE:
             probe = self._probe
             if probe is not None and payload[1:] == probe[0]:
                 self._probe = None
@@ -116,7 +116,7 @@ class Listener:
                     await liveness.register(conn)  # the id with its lock, or refused
                     self.holds_lock = True
                 else:  # renew at once, and take the lock back if it is free
-                    self.holds_lock = bool(await liveness.beat(conn))
+                    self.holds_lock = await self._beat(conn, liveness)
             server = await self._store.server_identity(conn)
             changed = self.server is not None and server != self.server
             if changed:
@@ -156,14 +156,25 @@ class Listener:
                 return
             await self._check_wakeups(loop.time())
             if liveness is None:
-                with map_errors(conn):
-                    await conn.execute("SELECT 1")
+                await self._store.keepalive(conn)
                 continue
-            held = bool(await liveness.beat(conn))
+            held = await self._beat(conn, liveness)
             if held and not self.holds_lock:
                 self.holds_lock = True
                 self._transition(True)  # wakes wait_connected(lock=True)
             self.holds_lock = held
+
+    async def _beat(self, conn: Connection, liveness: Liveness) -> bool:
+        """Renew the lease on the listener's connection: whether the lock is held. A failure
+        that leaves the connection open (a read-only server, a statement timeout) is reported
+        through health and does not drop the LISTEN (nor the lock, if it is held)."""
+        try:
+            return bool(await liveness.beat(conn))
+        except AsyncFlowError as exc:
+            if conn.is_closed():
+                raise
+            liveness.monitor.failed(exc)
+            return self.holds_lock
 
     async def _check_wakeups(self, now: float) -> None:
         """Send a probe NOTIFY through the pool every PROBE_EVERY seconds; one not received

@@ -27,11 +27,14 @@ BEATS_PER_LEASE = 5
 
 class Liveness:
     """An app's executor id as this launch holds it: the id, this launch's instance token, its
-    lease and the identity of its host and process."""
+    lease, the identity of its host and process, and the app version it runs (registered with
+    the id: a workflow of a version no live executor runs may be adopted by another)."""
 
-    def __init__(self, store: Store, executor_id: str, lease: float) -> None:
+    def __init__(self, store: Store, executor_id: str, lease: float,
+                 app_version: str | None = None) -> None:
         self._store = store
         self.executor_id = executor_id
+        self.app_version = app_version
         self.lease = lease
         self.interval = lease / BEATS_PER_LEASE
         self.instance = secrets.token_hex(8)
@@ -57,7 +60,8 @@ class Liveness:
         store = self._store
         while True:
             locked = await store.register_executor(conn, self.executor_id, self.instance,
-                                                   self.lease, self.host, self.process)
+                                                   self.lease, self.host, self.process,
+                                                   self.app_version)
             if locked is not None:
                 if not locked:  # cannot happen for a new row's own key; refuse rather than run
                     raise self._in_use("its lock is held")
@@ -85,7 +89,8 @@ class Liveness:
             # Waiting out a lease (not polling state): the take-over below re-checks the holder.
             await asyncio.sleep(holder.fresh_for + 0.05)
         return await self._store.take_over_executor(
-            conn, self.executor_id, self.instance, self.lease, self.host, self.process, holder)
+            conn, self.executor_id, self.instance, self.lease, self.host, self.process, holder,
+            self.app_version)
 
     def _renewed(self) -> None:
         self.last_beat = asyncio.get_running_loop().time()

@@ -68,13 +68,22 @@ async def send_from_workflow(
         else:
             # Rare: a caller-chosen key on top of the journal; both in one transaction.
             async with store.storage.transaction():
-                await record(ctx, function_id, SEND)
+                await record(ctx, function_id, SEND,
+                             output=_described(destination_id, topic, text))
                 await store.send_message(destination_id, topic, text, idempotency_key,
                                          traceparent)
     except WorkflowNotFoundError as exc:
-        await record(ctx, function_id, SEND, error=encode_error(exc))
+        await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
+                     error=encode_error(exc))
         raise
     runtime.waits.wake(MESSAGE, destination_id)
+
+
+def _described(destination_id: str, topic: str | None, text: str) -> str:
+    """A send's journal output (as JOURNALED_SEND writes it): what was sent where, for the
+    dashboard's timeline; a replay never reads it."""
+    return (f'{{"to":{_codec.dumps(destination_id)},"topic":{_codec.dumps(topic)},'
+            f'"message":{text}}}')
 
 
 async def send_from_step(

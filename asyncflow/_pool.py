@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Any
 
 import asyncpg
 
@@ -19,10 +20,10 @@ class ConnectionPool:
     A closed connection is dropped on release and its slot handed to a waiter.
     """
 
-    def __init__(self, url: str, size: int, server_settings: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, size: int, options: dict[str, Any] | None = None) -> None:
         self._url = url
+        self._options = options or {}
         self._size = size
-        self._server_settings = server_settings
         self._idle: list[tuple[Connection, float]] = []  # with the loop time it became idle
         #: Idle connections older than this (seconds) are closed rather than reused: set below
         #: the server's idle_session_timeout, which would otherwise end them under a statement.
@@ -62,8 +63,7 @@ class ConnectionPool:
                 try:
                     with map_errors(), _configuration_errors(self._url):
                         new: Connection = await asyncpg.connect(
-                            self._url, connection_class=PoolConnection,
-                            server_settings=self._server_settings)
+                            self._url, connection_class=PoolConnection, **self._options)
                     pid = self._pid_of[new] = new.get_server_pid()
                     self.pids.add(pid)
                     # Forget the pid the moment the connection is gone, so a backend that later

@@ -35,6 +35,9 @@ def render(template: str, schema: str) -> str:
 
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1::int, 0)"
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
+# Whether the schema exists ($1: its name): CREATE SCHEMA IF NOT EXISTS needs CREATE on the
+# database even when it exists, which a schema owner without that privilege lacks.
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)"
 CREATE_VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS {s}.schema_version (
     version integer NOT NULL,
@@ -249,6 +252,31 @@ MIGRATIONS: tuple[str, ...] = (
         ADD COLUMN host          text,
         ADD COLUMN process       text;
     """,
+    # 11: deploying new code. An executor row names the app version its process runs
+    # (``app_version``; NULL for a process of a release before this migration, which may run
+    # any version), so a workflow of version V is stranded when no live executor runs V. Each
+    # adoption of a stranded workflow by another version is journaled in ``version_changes``
+    # (one row per adoption, keyed by the epoch the adoption gave it; ``replayed``: how many
+    # recorded operations were replayed against the new code, NULL when adopted without
+    # replay, ``upgrade="always"``).
+    """
+    ALTER TABLE {s}.executors ADD COLUMN app_version text;
+    CREATE TABLE {s}.version_changes (
+        workflow_id  text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        epoch        bigint NOT NULL,
+        from_version text NOT NULL,
+        to_version   text NOT NULL,
+        executor_id  text,
+        replayed     integer,
+        changed_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+        PRIMARY KEY (workflow_id, epoch)
+    );
+    """,
+    # 12: the topic a recv waited on, in its journal entry (the dashboard's timeline shows it;
+    # a replay never reads it). NULL for a recv without a topic and for every other entry.
+    """
+    ALTER TABLE {s}.operations ADD COLUMN topic text;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +306,26 @@ DELETE FROM {s}.transaction_guard WHERE backend = pg_backend_pid();
 COMMIT;
 """ + RESET_SESSION
 ROLLBACK = "ROLLBACK"
+
+# The server's idle_in_transaction_session_timeout for this role and database, in milliseconds
+# (0: none): read when a transaction's session was closed under its body, to name the cause.
+IDLE_IN_TRANSACTION_TIMEOUT = """
+SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"""
+
+# ---------------------------------------------------------------------------------------------
+# Launch checks of the connection paths (asyncflow._pooler)
+# ---------------------------------------------------------------------------------------------
+
+# The server process of this statement: the connection's own pid on a direct connection, another
+# one behind a pooler (which answers the connection with a key of its own).
+BACKEND_PID = "SELECT pg_backend_pid()"
+# A test NOTIFY ($1: a channel of its own; kind p, $2: a token) that a LISTEN on the listener's path
+# must receive.
+PROBE_NOTIFY = "SELECT pg_notify($1, 'p' || $2)"
+# A failed user transaction: the rollback and the session's reset in one round trip, so that
+# behind a transaction pooler (which hands the server connection to another client as soon as
+# the transaction ends) no setting of it (default_transaction_read_only) outlives it.
+ROLLBACK_USER_TRANSACTION = "ROLLBACK;\n" + RESET_SESSION
 # A transaction started inside another (of the same task) is a savepoint of it.
 SAVEPOINT = "SAVEPOINT asyncflow_nested"
 RELEASE_SAVEPOINT = "RELEASE SAVEPOINT asyncflow_nested"
@@ -468,11 +516,13 @@ SELECT (oid::bigint - CASE WHEN oid::bigint >= 2147483648 THEN 4294967296 ELSE 0
 FROM pg_namespace WHERE nspname = $1"""
 # Registration, on the listener's connection: a new executor id is inserted with a fresh lease
 # and its lock taken in the same statement (no moment in which it has a row but no lock, or a
-# lock but no row). Nothing is returned when the id exists (EXECUTOR_STATE then decides).
+# lock but no row). Nothing is returned when the id exists (EXECUTOR_STATE then decides). $7: the
+# app version the process runs.
 REGISTER_EXECUTOR = """
 WITH ins AS (
-    INSERT INTO {s}.executors (executor_id, instance, beat_at, lease_seconds, host, process)
-    VALUES ($1, $2, clock_timestamp(), $3, $4, $5)
+    INSERT INTO {s}.executors
+        (executor_id, instance, beat_at, lease_seconds, host, process, app_version)
+    VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $7)
     ON CONFLICT (executor_id) DO NOTHING
     RETURNING lock_key
 )
@@ -482,18 +532,18 @@ SELECT lock_key, pg_try_advisory_lock($6::int, lock_key) AS locked FROM ins"""
 EXECUTOR_STATE = """
 SELECT lock_key, instance, host, process, beat_at,
        beat_at > clock_timestamp() - make_interval(secs => lease_seconds) AS fresh,
-       CASE WHEN isfinite(beat_at)  -- an ended lease is '-infinity' (before Postgres 17,
-                                    -- arithmetic on it raises): it runs for 0 s
-            THEN greatest(extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
-                                  - clock_timestamp()), 0)::float8
-            ELSE 0 END AS fresh_for,
+       CASE WHEN beat_at > clock_timestamp() - make_interval(secs => lease_seconds)
+            THEN extract(epoch FROM beat_at + make_interval(secs => lease_seconds)
+                         - clock_timestamp())::float8
+            ELSE 0 END AS fresh_for,  -- (no arithmetic on an ended lease's -infinity)
        pg_try_advisory_lock($2::int, lock_key) AS locked
 FROM {s}.executors WHERE executor_id = $1"""
-# The id passes to a new launch ($2) -- unless its previous holder ($6, last seen at $7) showed a
-# sign of life meanwhile.
+# The id passes to a new launch ($2, running app version $8) -- unless its previous holder ($6,
+# last seen at $7) showed a sign of life meanwhile.
 TAKE_OVER_EXECUTOR = """
 UPDATE {s}.executors
-SET instance = $2, beat_at = clock_timestamp(), lease_seconds = $3, host = $4, process = $5
+SET instance = $2, beat_at = clock_timestamp(), lease_seconds = $3, host = $4, process = $5,
+    app_version = $8
 WHERE executor_id = $1 AND instance IS NOT DISTINCT FROM $6
   AND beat_at IS NOT DISTINCT FROM $7::timestamptz
 RETURNING lock_key"""
@@ -559,9 +609,95 @@ SERVER_START = "SELECT pg_postmaster_start_time()::text AS identity"
 # The listener's probe of its own wake-ups: a NOTIFY sent through the pool ($1 channel, $2 token)
 # must reach the LISTEN connection (through a transaction pooler it would not).
 NOTIFY_PROBE = "SELECT pg_notify($1, 'h' || $2)"
+# A client's listener keeps its session from being idle.
+KEEPALIVE = "SELECT 1"
 # idle_session_timeout in milliseconds (NULL before Postgres 14; 0: off).
 IDLE_SESSION_TIMEOUT = """
 SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'"""
+
+# ---------------------------------------------------------------------------------------------
+# Deploying new code: workflows stranded on a version no live executor runs, and their adoption
+# by another version (asyncflow._adoption; docs/deploying.md).
+# ---------------------------------------------------------------------------------------------
+
+# The versions live executors run (NULL: a process of an older release, which may run any).
+_LIVE_VERSIONS = """, live_versions AS (
+    SELECT e.app_version FROM {s}.executors e
+    WHERE e.executor_id IN (SELECT executor_id FROM live)
+)"""
+# A workflow ``w`` is stranded when it waits for an executor of its version and none is live: a
+# PENDING one (not queued: those go back to their queue) nobody live runs, or an ENQUEUED or
+# DELAYED one that ran before (a fresh one may be dispatched by any version).
+_STRANDED = """(CASE WHEN w.status = 'PENDING'
+         THEN w.queue_name IS NULL AND (w.executor_id IS NULL
+              OR w.executor_id NOT IN (SELECT executor_id FROM live))
+         ELSE w.status IN ('ENQUEUED', 'DELAYED') AND w.dispatched_at IS NOT NULL END
+    AND NOT EXISTS (SELECT 1 FROM live_versions v
+                    WHERE v.app_version IS NULL OR v.app_version = w.app_version))"""
+# An app's candidates for adoption ($1: its version, $2: the workflow names it registers, $3:
+# at most, $4: the lock namespace), oldest first, each with its epoch and how many operations it
+# recorded (the adoption is guarded by both).
+STRANDED_WORKFLOWS = _LIVE_EXECUTORS.replace("$5", "$4") + _LIVE_VERSIONS + """
+SELECT w.workflow_id, w.name, w.status, w.app_version, w.epoch,
+       (SELECT count(*) FROM {s}.operations o WHERE o.workflow_id = w.workflow_id) AS operations
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED') AND w.app_version <> $1
+  AND w.name = ANY ($2::text[]) AND """ + _STRANDED + """
+ORDER BY w.created_at, w.workflow_id
+LIMIT $3"""
+# The adoption of one stranded workflow ($1) of version $3 by version $2, exactly once across a
+# fleet: only while it is still at the epoch ($4) and journal length ($6) that were replayed and
+# still stranded (re-checked on the newest row version when another adoption or claim committed
+# first). A PENDING one is claimed for executor $5 (a new epoch, like every claim); an ENQUEUED
+# or DELAYED one stays in its queue with the new version (and a new epoch), and its queue is
+# notified. The adoption is journaled in version_changes ($7: operations replayed; NULL:
+# adopted without replay). $8: the NOTIFY channel; $9: the lock namespace.
+ADOPT_WORKFLOW = _LIVE_EXECUTORS.replace("$5", "$9") + _LIVE_VERSIONS + """, u AS (
+    UPDATE {s}.workflows w
+    SET app_version = $2, epoch = w.epoch + 1, updated_at = clock_timestamp(),
+        executor_id = CASE WHEN w.status = 'PENDING' THEN $5 END,
+        recovery_attempts = w.recovery_attempts
+                            + CASE WHEN w.status = 'PENDING' THEN 1 ELSE 0 END
+    WHERE w.workflow_id = $1 AND w.app_version = $3 AND w.epoch = $4
+      AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+      AND (SELECT count(*) FROM {s}.operations o WHERE o.workflow_id = $1) = $6
+      AND """ + _STRANDED + """
+    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, w.epoch, w.queue_name,
+              w.deadline, w.status
+), j AS (
+    INSERT INTO {s}.version_changes
+        (workflow_id, epoch, from_version, to_version, executor_id, replayed)
+    SELECT workflow_id, epoch, $3, $2, $5, $7::int FROM u
+)
+SELECT workflow_id, name, inputs, recovery_attempts, epoch, queue_name, deadline, status,
+       CASE WHEN status <> 'PENDING' THEN pg_notify($8, 'q' || queue_name) END AS notified
+FROM u"""
+# The versions view ($1: the lock namespace): live executors per version ...
+LIVE_EXECUTOR_VERSIONS = _LIVE_EXECUTORS.replace("$5", "$1") + """
+SELECT e.app_version, count(*) AS executors FROM {s}.executors e
+WHERE e.executor_id IN (SELECT executor_id FROM live)
+GROUP BY e.app_version"""
+# ... unfinished workflows per version and status, and how many of them are stranded ...
+VERSION_COUNTS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT w.app_version, w.status, count(*) AS workflows,
+       count(*) FILTER (WHERE """ + _STRANDED + """) AS stranded
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+GROUP BY w.app_version, w.status"""
+# ... and the first stranded ones ($2: at most), oldest first.
+STRANDED_IDS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT w.workflow_id, w.name, w.status, w.app_version, w.created_at
+FROM {s}.workflows w
+WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED') AND """ + _STRANDED + """
+ORDER BY w.created_at, w.workflow_id
+LIMIT $2"""
+# One workflow ($2): whether it waits for an executor of its version that is not there.
+WORKFLOW_STRANDED = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+SELECT """ + _STRANDED + """ AS stranded FROM {s}.workflows w WHERE w.workflow_id = $2"""
+# The adoptions of one workflow, oldest first.
+VERSION_CHANGES = """
+SELECT epoch, from_version, to_version, executor_id, replayed, changed_at
+FROM {s}.version_changes WHERE workflow_id = $1 ORDER BY epoch"""
 
 # ---------------------------------------------------------------------------------------------
 # The journal
@@ -606,14 +742,20 @@ WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
 # Journaled effects of a workflow: the journal entry and the effect in ONE statement (one round
 # trip, atomic). ``recorded`` is 0 when the workflow is no longer PENDING (nothing was done); a
 # duplicate journal entry is a unique violation and nothing is done either.
+# The entry's output describes the effect for the dashboard's timeline and `workflow steps`
+# (%OUTPUT%, built from the statement's own parameters): a replay never reads it.
 _JOURNAL_ENTRY = """
 WITH op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name)
-    SELECT $1, $2, $3 FROM """ + _OWNED + """
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT $1, $2, $3, %OUTPUT% FROM """ + _OWNED + """
     RETURNING workflow_id
 )"""
 
-JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9") + """, ins AS (
+# {"to": destination, "topic": topic, "message": message}
+_SEND_OUTPUT = """'{"to":' || to_json($4::text)::text || ',"topic":' || coalesce(
+    to_json($5::text)::text, 'null') || ',"message":' || $6 || '}'"""
+JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9").replace(
+    "%OUTPUT%", _SEND_OUTPUT) + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT $4, $5, $6, $8 FROM op
     RETURNING destination_id
@@ -621,7 +763,10 @@ JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9") + """, ins AS (
 SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($7, 'm' || destination_id) FROM ins) AS notified"""
 
-JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7") + """, u AS (
+# {"key": key, "value": value}
+_SET_EVENT_OUTPUT = """'{"key":' || to_json($4::text)::text || ',"value":' || $5 || '}'"""
+JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7").replace(
+    "%OUTPUT%", _SET_EVENT_OUTPUT) + """, u AS (
     INSERT INTO {s}.events (workflow_id, key, value)
     SELECT workflow_id, $4, $5 FROM op
     ON CONFLICT (workflow_id, key)
@@ -649,13 +794,14 @@ _STREAM_APPEND = """, head AS (
 """
 
 # A write to a stream already closed is journaled with its failure ($7, the recorded
-# StreamClosedError) in the same statement, so a replay raises it too.
+# StreamClosedError) in the same statement, so a replay raises it too. The entry's output is
+# {"key": key} (the value is the stream's row, written by this function id).
 JOURNALED_WRITE_STREAM = """
 WITH op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error, output)
     SELECT $1, $2, $3, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
-    ) THEN $7 END
+    ) THEN $7 END, '{"key":' || to_json($4::text)::text || '}'
     FROM """ + _owned("$8") + """
     RETURNING workflow_id, error
 )""" + _STREAM_APPEND.replace(
@@ -665,7 +811,9 @@ SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "off
        coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
-JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6") + """, h AS (
+# {"key": key}
+JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6").replace(
+    "%OUTPUT%", """'{"key":' || to_json($4::text)::text || '}'""") + """, h AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
     SELECT workflow_id, $4, 0, true FROM op
     ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
@@ -791,8 +939,9 @@ FORK_COPY = """
 WITH ops AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline,
-         created_at)
-    SELECT $2, function_id, name, output, error, child_id, completed, deadline, created_at
+         created_at, topic)
+    SELECT $2, function_id, name, output, error, child_id, completed, deadline, created_at,
+           topic
     FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
     RETURNING 1
 ), before AS (
@@ -888,15 +1037,27 @@ _TAKE_BRANCH = _RECV.replace("%EPOCH%", "$5").replace("%OUTPUT%", _BRANCH)
 TAKE_BRANCH_MESSAGE_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _TOPIC)
 TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
 
+# An open wait's journal entry (no value taken yet) commits asynchronously: nothing was returned
+# to anyone, so there is nothing to lose but the entry itself, and the next synchronous commit of
+# any session (the send that will end the wait, typically) flushes it with its own WAL, one flush
+# instead of two. Only a crash of the server itself within the WAL writer's delay (about 0.6 s)
+# can lose it; the wait is then journaled again, with a deadline counted from then. A value taken
+# at once commits as the session says (synchronously by default).
+_OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
+           current_setting('synchronous_commit') ELSE 'off' END, true) AS commit_mode"""
+
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
-    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, completed, deadline, topic)
+    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4,
+           $2
     FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
 
 RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
 RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
@@ -934,7 +1095,8 @@ WITH v AS (
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
-       (SELECT count(*) FROM op) AS recorded"""
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM v)")
 
 # A watcher's snapshot: the workflow's status and the event's value and version.
 WATCH_EVENT = """
@@ -1286,11 +1448,11 @@ WITH input AS (
     WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
     FOR SHARE
 ), op AS (
-    INSERT INTO {s}.operations (workflow_id, function_id, name, error)
+    INSERT INTO {s}.operations (workflow_id, function_id, name, error, output)
     SELECT i.workflow_id, i.function_id, i.name, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads h
         WHERE h.workflow_id = i.workflow_id AND h.key = i.key AND h.closed
-    ) THEN i.error END
+    ) THEN i.error END, '{"key":' || to_json(i.key)::text || '}'
     FROM input i
     WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
@@ -1432,23 +1594,40 @@ WITH c AS (
 )""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
+# A queued workflow whose deduplication id another workflow of its queue holds (ENQUEUED,
+# DELAYED or PENDING) cannot be resumed (it would hold the id twice): %W% is the candidate.
+_DEDUPLICATION_HELD = """EXISTS (
+          SELECT 1 FROM {s}.workflows h
+          WHERE h.queue_name = %W%.queue_name AND h.deduplication_id = %W%.deduplication_id
+            AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING'))"""
+
 # Up to $9 finished-but-not-successful workflows matching the filters that ended before $8 are
-# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them).
+# made PENDING and unassigned (kind 'r' wakes the supervisors, which claim them). Left out: a
+# queued workflow whose deduplication id is held (RESUME_CONFLICTS reports them), and of those
+# in this batch sharing a deduplication id, all but the first (the next batch finds it held).
 RESUME_MATCHING = """
 WITH c AS (
-    SELECT w.workflow_id FROM {s}.workflows w
+    SELECT w.workflow_id, w.queue_name, w.deduplication_id, w.created_at FROM {s}.workflows w
     WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + """
       AND w.updated_at < $8
+      AND NOT (w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+               AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """)
     ORDER BY w.created_at, w.workflow_id
     LIMIT $9
     FOR NO KEY UPDATE OF w
+), pick AS (
+    SELECT workflow_id FROM (
+        SELECT workflow_id, deduplication_id, row_number() OVER (
+            PARTITION BY queue_name, deduplication_id ORDER BY created_at, workflow_id) AS nth
+        FROM c) r
+    WHERE r.deduplication_id IS NULL OR r.nth = 1
 ), u AS (
     UPDATE {s}.workflows w
     SET status = CASE WHEN w.queue_name IS NULL THEN 'PENDING' ELSE 'ENQUEUED' END,
         executor_id = NULL, recovery_attempts = 0, output = NULL, error = NULL,
         timeout_seconds = NULL, deadline = NULL, completed_at = NULL,
         updated_at = clock_timestamp(), epoch = w.epoch + 1
-    FROM c WHERE w.workflow_id = c.workflow_id
+    FROM pick WHERE w.workflow_id = pick.workflow_id
       AND w.status IN ('CANCELLED', 'ERROR', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
     RETURNING w.workflow_id, w.queue_name
 ), woken AS (
@@ -1459,6 +1638,19 @@ WITH c AS (
     WHERE queue_name IS NOT NULL
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
+
+# The workflows a bulk resume (same parameters $1-$8, the queue as $9) left out because another
+# workflow of their queue holds their deduplication id: each with a holder.
+RESUME_CONFLICTS = """
+SELECT w.workflow_id, w.deduplication_id, (
+    SELECT h.workflow_id FROM {s}.workflows h
+    WHERE h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id
+      AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING') LIMIT 1) AS holder
+FROM {s}.workflows w
+WHERE """ + _FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])").replace("$11", "$9") + """
+  AND w.updated_at < $8 AND w.deduplication_id IS NOT NULL AND w.queue_name IS NOT NULL
+  AND """ + _DEDUPLICATION_HELD.replace("%W%", "w") + """
+ORDER BY w.created_at, w.workflow_id"""
 
 # ---------------------------------------------------------------------------------------------
 # Workflow deadlines (_deadlines): enforced by every live app's deadline watcher; one guarded
@@ -1745,3 +1937,55 @@ SELECT count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
        count(*) > 0 OR EXISTS (SELECT 1 FROM {s}.queues WHERE queue_name = $1) AS known
 FROM {s}.workflows
 WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')"""
+
+# A workflow's journal: its first and last function ids, and when the last entry was recorded
+# (the workflow's last activity: checkpoints do not touch its row). Two probes of the primary
+# key, whatever the journal's length; no row when it is empty.
+DASHBOARD_JOURNAL_SPAN = """
+SELECT f.function_id AS first, l.function_id AS last, l.created_at AS last_at
+FROM (SELECT function_id FROM {s}.operations WHERE workflow_id = $1
+      ORDER BY function_id LIMIT 1) f,
+     (SELECT function_id, created_at FROM {s}.operations WHERE workflow_id = $1
+      ORDER BY function_id DESC LIMIT 1) l"""
+
+# When each workflow of $1 last recorded a journal entry (NULL: none yet).
+DASHBOARD_LAST_ACTIVITY = """
+SELECT w.id AS workflow_id,
+       (SELECT o.created_at FROM {s}.operations o WHERE o.workflow_id = w.id
+        ORDER BY o.function_id DESC LIMIT 1) AS last_at
+FROM unnest($1::text[]) AS w(id)"""
+
+# The journal entries with function ids in [$2, $3), with what each did: ``key`` (an event's,
+# a stream's), ``topic`` and ``target`` (a send's), and ``value`` (cut to $4 chars; ``length``
+# is the full length): a step's or a wait's recorded output, the value an event was set to, the
+# message sent, the entry a stream write appended (the stream's row written by that function
+# id). Built-in entries record a JSON description as their output (``{"key": …, "value": …}``);
+# entries recorded before they did show what they have.
+_DESCRIBED = """('asyncflow.set_event', 'asyncflow.send', 'asyncflow.close_stream',
+                 'asyncflow.write_stream')"""
+DASHBOARD_OPERATIONS = """
+SELECT o.function_id, o.name, o.child_id, o.completed, o.created_at,
+       left(o.error, $4) AS error, d.j ->> 'key' AS key,
+       coalesce(o.topic, d.j ->> 'topic') AS topic,
+       d.j ->> 'to' AS target, left(v.value, $4) AS value, length(v.value) AS length
+FROM {s}.operations o
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN o.name IN """ + _DESCRIBED + """ AND left(o.output, 1) = '{'
+                THEN o.output::jsonb END AS j
+) d
+LEFT JOIN LATERAL (
+    SELECT e.value FROM {s}.streams e
+    WHERE o.name = 'asyncflow.write_stream' AND e.workflow_id = o.workflow_id
+      AND e.key = d.j ->> 'key' AND e.writer_fid = o.function_id AND e.writer_seq = 0
+) w ON true
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN o.name = 'asyncflow.write_stream' THEN w.value
+                WHEN o.name = 'asyncflow.set_event' AND d.j IS NOT NULL
+                    THEN (d.j -> 'value')::text
+                WHEN o.name = 'asyncflow.send' AND d.j IS NOT NULL
+                    THEN (d.j -> 'message')::text
+                WHEN o.name IN """ + _DESCRIBED + """ THEN NULL
+                ELSE o.output END AS value
+) v
+WHERE o.workflow_id = $1 AND o.function_id >= $2 AND o.function_id < $3
+ORDER BY o.function_id"""

@@ -45,6 +45,7 @@ from ._journal import begin, record, replayed_value, stop_for_status
 from ._recorded import encode_error
 from ._runner import child_id
 from ._runtime import Runtime
+from ._signature import Signature
 from ._specs import QueueSpec, WorkflowSpec
 from ._telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
 from ._wait import QUEUE
@@ -116,6 +117,8 @@ class EnqueueRequest:
     on_duplicate: str
     #: Its timeout (``None``: none); the clock starts when a dispatcher starts it.
     timeout_seconds: float | None = None
+    #: The workflow function's decoders (``None``: enqueued by name), for its handle.
+    types: Signature | None = None
 
 
 def enqueue_request(
@@ -131,6 +134,7 @@ def enqueue_request(
     partition_key: object,
     on_duplicate: object,
     timeout_seconds: object = None,
+    types: Signature | None = None,
 ) -> EnqueueRequest:
     """Validate and encode an enqueue's arguments (raises before anything is written)."""
     wid = None if workflow_id is None else _codec.check_id(workflow_id)
@@ -147,10 +151,11 @@ def enqueue_request(
     if on_duplicate not in ON_DUPLICATE:
         raise InvalidArgumentError(
             f"on_duplicate must be 'raise' or 'return_existing', not {on_duplicate!r}")
-    inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
-                          f"the arguments of workflow {name!r}")
+    inputs = (types.encode_inputs(args, kwargs) if types is not None
+              else _codec.dumps({"args": list(args), "kwargs": kwargs},
+                                f"the arguments of workflow {name!r}"))
     return EnqueueRequest(queue_name, name, inputs, wid, priority, dedup, delay, partition,
-                          str(on_duplicate), timeout)
+                          str(on_duplicate), timeout, types)
 
 
 def step_child_id(parent_id: str, function_id: int, seq: int) -> str:
@@ -260,26 +265,31 @@ def enqueue(host: QueueHost, req: EnqueueRequest) -> Coroutine[Any, Any, Workflo
     """Pick the variant for where the call is made (synchronously) and return its coroutine."""
     runtime = host._runtime
     version = host.app_version
+
+    def handle(workflow_id: str) -> WorkflowHandle[Any]:
+        return host._handle(workflow_id, req.types)
+
     replayed = workflow_on(runtime)
     if replayed is not None and replayed.replaying:
         # A history replay: the recorded child, with a handle on the replay's runtime (which
         # answers its recorded outcome); nothing reaches the app's database.
         replay_runtime = replayed.runtime
         return _handle_of(enqueue_from_workflow(replayed, replayed.reserve(), req, version),
-                          lambda child: WorkflowHandle(lambda: replay_runtime, child))
+                          lambda child: WorkflowHandle(lambda: replay_runtime, child,
+                                                       req.types))
     if runtime is not None and not runtime.closing:
         ctx = current_workflow(runtime)
         if ctx is not None:
             return _handle_of(enqueue_from_workflow(ctx, ctx.reserve(), req, version),
-                              host._handle)
+                              handle)
         step = current_step(runtime)
         if step is not None:
             parent = step.workflow.workflow_id
             workflow_id = req.workflow_id or step_child_id(parent, step.function_id,
                                                            step.next_seq())
             return _handle_of(enqueue_with_id(runtime, req, workflow_id, version, parent),
-                              host._handle)
-    return _handle_of(_enqueue_outside(host, req, version), host._handle)
+                              handle)
+    return _handle_of(_enqueue_outside(host, req, version), handle)
 
 
 async def _enqueue_outside(host: QueueHost, req: EnqueueRequest, version: str) -> str:
@@ -304,7 +314,8 @@ class QueueHost(Protocol):
 
     def _spec_of(self, fn: Any) -> WorkflowSpec: ...
 
-    def _handle(self, workflow_id: str) -> WorkflowHandle[Any]: ...
+    def _handle(self, workflow_id: str, types: Signature | None = None
+                ) -> WorkflowHandle[Any]: ...
 
 
 class Queue:
@@ -390,7 +401,7 @@ class Queue:
             priority=priority, deduplication_id=deduplication_id, delay_seconds=delay_seconds,
             partition_key=partition_key, on_duplicate=on_duplicate,
             timeout_seconds=(spec.timeout_seconds if timeout_seconds is None
-                             else timeout_seconds))
+                             else timeout_seconds), types=spec.types)
         handle: Coroutine[Any, Any, WorkflowHandle[R]] = enqueue(self._host, req)
         return handle
 

@@ -17,6 +17,7 @@ from ._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundEr
 from ._handle import WorkflowHandle
 from ._lifecycle import check_positive_int, setting
 from ._schedules import schedule_spec
+from ._signature import Signature
 from ._specs import ScheduleSpec, StepSpec, WorkflowSpec
 from ._steps import check_step_options, run_step
 
@@ -87,7 +88,8 @@ class Registrations:
             spec_name = registered_name(name, fn)
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
-            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout)
+            spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout,
+                                Signature(fn, f"workflow {spec_name!r}"))
             self._workflows[spec_name] = spec
 
             @functools.wraps(fn)
@@ -129,7 +131,9 @@ class Registrations:
 
         def decorate(fn: Fn[P, R]) -> Fn[P, R]:
             check_coroutine_function(fn, "step")
-            spec = StepSpec(registered_name(name, fn), fn, retries, interval, rate, *options)
+            step_name = registered_name(name, fn)
+            spec = StepSpec(step_name, fn, retries, interval, rate, *options,
+                            types=Signature(fn, f"step {step_name!r}"))
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:

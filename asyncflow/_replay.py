@@ -33,8 +33,9 @@ from ._errors import (
 from ._handle import WorkflowHandle
 from ._listener import Listener
 from ._recorded import encode_error
-from ._runner import CHILD
+from ._runner import CHILD, finished_output
 from ._runtime import Runtime
+from ._signature import Signature
 from ._specs import WorkflowSpec
 from ._status import ERROR, PENDING, SUCCESS
 from ._store import JournalEntry, Outcome, Store
@@ -217,14 +218,15 @@ class ReplayContext(WorkflowContext):
         return _Refused(what)
 
 
-async def child_handle(ctx: WorkflowContext, function_id: int) -> WorkflowHandle[Any]:
+async def child_handle(ctx: WorkflowContext, function_id: int,
+                       types: Signature | None = None) -> WorkflowHandle[Any]:
     """A replayed child start: the recorded child, with a handle on the replay's runtime."""
     recorded = ctx.replay(function_id, CHILD)
     assert recorded is not None and isinstance(ctx, ReplayContext)
     if recorded.child_id is None:
         raise ctx.end(f"operation #{function_id} recorded no child workflow id")
     runtime = ctx.runtime
-    return WorkflowHandle(lambda: runtime, recorded.child_id)
+    return WorkflowHandle(lambda: runtime, recorded.child_id, types)
 
 
 # -- one replay ---------------------------------------------------------------------------------
@@ -283,8 +285,8 @@ async def _run(ctx: ReplayContext, spec: WorkflowSpec, inputs: str,
     context.run(step_var.set, None)
     context.run(connection_var.set, None)
     context.run(no_database.set, ctx.refuse)
-    body = cast(Coroutine[Any, Any, Any], spec.fn(*payload["args"], **payload["kwargs"]))
-    task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(body, context=context)
+    task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
+        _call(spec, payload["args"], payload["kwargs"]), context=context)
     try:
         async with asyncio.timeout(timeout_seconds) as deadline:
             value = await task
@@ -300,9 +302,16 @@ async def _run(ctx: ReplayContext, spec: WorkflowSpec, inputs: str,
             return None
         return ERROR, None, encode_error(exc)
     try:
-        return SUCCESS, _codec.dumps(value, f"the result of workflow {spec.name!r}"), None
+        return SUCCESS, finished_output(spec, value), None
     except SerializationError as exc:
         return ERROR, None, encode_error(exc)
+
+
+async def _call(spec: WorkflowSpec, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The workflow function called with its stored arguments, decoded by its annotations."""
+    if spec.types is not None:
+        args, kwargs = spec.types.decode_inputs(args, kwargs)
+    return await cast(Coroutine[Any, Any, Any], spec.fn(*args, **kwargs))
 
 
 async def replay_workflow(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from . import _codec
@@ -26,12 +27,15 @@ from ._status import (
 from ._store import Outcome, not_found
 from ._wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
+Read = Callable[[Any], Any]
 
-def outcome_value(workflow_id: str, outcome: Outcome) -> Any:
-    """The result of a finished workflow, or its error raised."""
+
+def outcome_value(workflow_id: str, outcome: Outcome, read: Read | None = None) -> Any:
+    """The result of a finished workflow (decoded by ``read``, if given), or its error raised."""
     status = outcome.status
     if status == SUCCESS:
-        return None if outcome.output is None else _codec.loads(outcome.output)
+        value = None if outcome.output is None else _codec.loads(outcome.output)
+        return value if read is None else read(value)
     if status == ERROR and outcome.error is not None:
         raise decode_error(outcome.error, WorkflowFailedError)
     if status == CANCELLED:
@@ -69,6 +73,7 @@ async def wait_result(
     workflow_id: str,
     timeout_seconds: float | None,
     reader: WorkflowContext | None = None,
+    read: Read | None = None,
 ) -> Any:
     """Wait for a workflow's terminal status and return (or raise) its outcome. ``reader``: the
     workflow doing the waiting (its own cancellation wakes it)."""
@@ -90,5 +95,5 @@ async def wait_result(
         raise AsyncFlowTimeoutError(
             f"workflow {workflow_id!r} did not finish within {timeout_seconds} seconds"
         )
-    return outcome_value(workflow_id, result)
+    return outcome_value(workflow_id, result, read)
 

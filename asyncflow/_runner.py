@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from . import _codec
-from ._cancel import cancel_descendants, mark_cancelled
+from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import WorkflowContext, step_var, workflow_var
 from ._errors import (
     DatabaseUnavailableError,
@@ -82,6 +82,15 @@ def decode_inputs(inputs: str, workflow_id: str) -> tuple[list[Any], dict[str, A
             f"the inputs of workflow {workflow_id!r} are not the JSON of "
             '{"args": [...], "kwargs": {...}}; it cannot run')
     return payload["args"], payload["kwargs"]
+
+
+def finished_output(spec: WorkflowSpec, result: Any) -> str:
+    """A workflow's result as stored; :class:`SerializationError` if it cannot be stored, or
+    (``DecodeError``) would not read back by the function's return annotation."""
+    output = _codec.dumps(result, f"the result of workflow {spec.name!r}", "result")
+    if spec.types is not None:
+        spec.types.check_result(output)
+    return output
 
 
 class Runner:
@@ -198,10 +207,11 @@ class Runner:
             status = await runtime.store.workflow_status(workflow_id)
             if status.parent_workflow_id != parent_id:
                 return  # an existing workflow chosen by id, not this parent's child
-            cancelled, _queue = await runtime.store.cancel_workflow(workflow_id)
+            (cancelled, _queue), _below = await cancel_with_descendants(  # one transaction
+                runtime, lambda: runtime.store.cancel_workflow(workflow_id),
+                lambda _row: [workflow_id], self.mark_cancelled)
             if cancelled:
                 mark_cancelled(runtime, [workflow_id], self.mark_cancelled)
-            await cancel_descendants(runtime, [workflow_id], self.mark_cancelled)
 
     def spawn(self, workflow_id: str, spec: WorkflowSpec, inputs: str, *, fresh: bool,
               epoch: int) -> None:
@@ -257,6 +267,8 @@ class Runner:
                 except BaseException as exc:
                     if passes_through(exc):
                         raise
+                    if isinstance(exc, _ExecutionConflict) or runtime.closing:
+                        return  # another execution owns it; or shutdown: left for recovery
                     # Never let one workflow take the app down, nor leave it PENDING here
                     # with nothing running it: it ends in ERROR with the reason.
                     logger.exception("workflow %s stopped unexpectedly; it ends in ERROR",
@@ -291,6 +303,8 @@ class Runner:
             # Inside the try: inputs that cannot be decoded (an edited export, say) end the
             # workflow in ERROR with the reason, like any failure to start it.
             args, kwargs = decode_inputs(inputs, ctx.workflow_id)
+            if spec.types is not None:  # (returns them as they are when nothing is typed)
+                args, kwargs = spec.types.decode_inputs(args, kwargs)
             result = await spec.fn(*args, **kwargs)
         except _ExecutionConflict:
             return False
@@ -309,7 +323,7 @@ class Runner:
         if ctx.db_failed:
             raise DatabaseUnavailableError("a database operation of the workflow failed")
         try:
-            output = _codec.dumps(result, f"the result of workflow {spec.name!r}")
+            output = finished_output(spec, result)
         except SerializationError as exc:
             return await self._finish(ctx, ERROR, None, encode_error(exc))
         return await self._finish(ctx, SUCCESS, output, None)

@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._signature import Signature
+
 
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
@@ -16,6 +18,8 @@ class WorkflowSpec:
     max_recovery_attempts: int
     #: The default timeout of its runs (``None``: none): see ``@app.workflow(timeout_seconds=)``.
     timeout_seconds: float | None = None
+    #: Decoders of its parameters and result, by annotation (``None``: plain JSON).
+    types: Signature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,8 @@ class StepSpec:
     timeout_seconds: float | None = None
     #: Called with a failed attempt's exception: retry only if it returns True (``None``: always).
     should_retry: Callable[[Exception], bool] | None = None
+    #: Decoder of its result, by annotation (``None``: plain JSON).
+    types: Signature | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,8 @@ class TransactionSpec:
     fn: Callable[..., Awaitable[Any]]
     isolation: str | None
     max_retries: int = 20
+    #: Decoder of its result, by annotation (``None``: plain JSON).
+    types: Signature | None = None
 
 
 @dataclass(frozen=True, slots=True)

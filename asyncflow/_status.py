@@ -118,6 +118,9 @@ class StepInfo:
 
     ``output`` is the recorded value (decoded JSON) and ``error`` is ``"Type: message"`` when the
     operation raised; ``completed`` is false for a wait (recv, get_event) still in progress.
+    A send, set_event, stream write or stream close records what it did: ``{"to", "topic",
+    "message"}``, ``{"key", "value"}``, ``{"key"}`` (``None`` for entries written before
+    asyncflow recorded it).
     """
 
     function_id: int
@@ -152,13 +155,16 @@ class ComponentHealth:
 
     ``healthy`` is false while it keeps failing (it retries with backoff on its own);
     ``error`` is the last failure, ``since`` when the current failure streak began and
-    ``failures`` how many attempts failed in a row.
+    ``failures`` how many attempts failed in a row. ``detail`` is what the component reports
+    besides (``adoption``: the workflows left for their own app version, with the first ids and
+    where their histories diverge from this code; it does not make the component unhealthy).
     """
 
     healthy: bool
     error: str | None = None
     since: datetime | None = None
     failures: int = 0
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ async def run_step(
         return await spec.fn(*args, **kwargs)
     recorded = await begin(ctx, function_id, spec.name)
     if recorded is not None:
-        return replayed_value(recorded)
+        return _read(spec, replayed_value(recorded))
     attempt = 0
     delay = spec.retry_interval_seconds
     while True:
@@ -84,7 +84,10 @@ async def run_step(
         finally:
             step_var.reset(token)
     try:
-        output = _codec.dumps(result, f"the result of step {spec.name!r}")
+        output = _codec.dumps(result, f"the result of step {spec.name!r}", "result")
+        # What the first run returns is what every replay returns: the stored value, read back
+        # by the return annotation (a value that would not read back fails the step now).
+        value = _read(spec, _codec.loads(output))
     except SerializationError as exc:  # journaled, so a replay raises it instead of re-running
         await fail(ctx, function_id, spec.name, exc)
     if not step.effects:
@@ -99,7 +102,12 @@ async def run_step(
         except AsyncFlowError as exc:  # an effect refused (a closed stream, a deleted workflow)
             await fail(ctx, function_id, spec.name, exc)
         wake_effects(step)
-    return _codec.loads(output)
+    return value
+
+
+def _read(spec: StepSpec | TransactionSpec, value: Any) -> Any:
+    """A step's or transaction's stored result, decoded by its return annotation."""
+    return value if spec.types is None else spec.types.decode_result(value)
 
 
 async def _attempt_with_timeout(
@@ -170,7 +178,7 @@ async def run_transaction(
     if ctx is not None:
         recorded = await begin(ctx, function_id, spec.name)
         if recorded is not None:
-            return replayed_value(recorded)
+            return _read(spec, replayed_value(recorded))
     delay = 0.005
     attempt = 0
     while True:
@@ -191,9 +199,11 @@ async def run_transaction(
                     after_commit_var.reset(after_token)
                     step_var.reset(step_token)
                     connection_var.reset(conn_token)
-                tx.check_intact(spec.name)
+                await tx.check_intact(spec.name)
                 if ctx is not None:
-                    output = _codec.dumps(result, f"the result of transaction {spec.name!r}")
+                    output = _codec.dumps(result, f"the result of transaction {spec.name!r}",
+                                          "result")
+                    value = _read(spec, _codec.loads(output))
                     assert step is not None
                     await apply_effects(step)
                     await record(ctx, function_id, spec.name, output=output)
@@ -207,7 +217,7 @@ async def run_transaction(
                 return result
             assert step is not None
             wake_effects(step)
-            return _codec.loads(output)
+            return value
         except RetryableTransactionError:
             pass
         except Exception as exc:

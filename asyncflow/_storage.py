@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import zlib
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -21,9 +22,10 @@ import asyncpg
 import asyncpg.exceptions as pgerr
 
 from . import _queries as Q
+from ._connect import ConnectSettings
 from ._driver import (
+    _PREPARED_STATEMENTS,
     Connection,
-    ReadOnlyDatabase,
     RetryableTransactionError,
     Row,
     UniqueViolation,
@@ -36,7 +38,9 @@ from ._driver import (
     report_unavailable,
 )
 from ._errors import (
+    AsyncFlowError,
     NotLaunchedError,
+    ReadOnlyDatabaseError,
     SchemaVersionError,
     TransactionStateError,
 )
@@ -53,15 +57,19 @@ def holds_connection() -> bool:
     """Whether this task holds a transaction's connection (statements then run on it)."""
     return _held.get() is not None
 
-async def _roll_back(conn: Connection) -> None:
+async def _roll_back(conn: Connection) -> bool:
+    """Roll a user transaction back and reset its session in the same round trip; whether the
+    reset went out (the transaction was still open)."""
     if not conn.is_closed() and conn.is_in_transaction():
         with map_errors(conn):
-            await conn.execute(Q.ROLLBACK)
+            await conn.execute(Q.ROLLBACK_USER_TRANSACTION)
+        return True
+    return False
 
 
 def _replaced(exc: BaseException) -> bool:
     """Whether ``exc`` (raised in a guarded user transaction) shows the body replaced it."""
-    return isinstance(exc, ReadOnlyDatabase | pgerr.ReadOnlySQLTransactionError)
+    return isinstance(exc, ReadOnlyDatabaseError | pgerr.ReadOnlySQLTransactionError)
 
 def channel_name(schema: str) -> str:
     """The NOTIFY channel of a schema; always within Postgres's 63-byte identifier limit."""
@@ -100,12 +108,18 @@ class Tx:
         self._storage = storage
         self.connection = conn
         self.guarded = guarded
+        self.began = time.monotonic()
 
-    def check_intact(self, name: str) -> None:
+    async def check_intact(self, name: str) -> None:
         """Raise TransactionStateError if user code ended the transaction (or closed its
-        connection: a body that returns normally did not lose it to an outage)."""
+        connection: a body that returns normally did not lose it to an outage), naming
+        idle_in_transaction_session_timeout when the server closed it for that."""
         conn = self.connection
         if self.guarded and (conn.is_closed() or not conn.is_in_transaction()):
+            if conn.is_closed():
+                idle = await self._storage.idle_timeout_ended(name, self.began)
+                if idle is not None:
+                    raise idle
             raise _body_ended(name)
 
     async def execute(self, template: str, *args: Any) -> str:
@@ -122,16 +136,25 @@ class Tx:
         with map_errors(self.connection):
             return await self.connection.fetchrow(self._storage.sql(template), *args)
 
+    async def fetchval(self, template: str, *args: Any) -> Any:
+        with map_errors(self.connection):
+            return await self.connection.fetchval(self._storage.sql(template), *args)
+
 class Storage:
     """A pool of connections to one database, with statements rendered for one schema."""
 
     def __init__(self, url: str, schema: str, *, pool_size: int = 10,
+                 settings: ConnectSettings | None = None,
                  application_name: str = "asyncflow") -> None:
         Q.quote_schema(schema)  # validate early
         self.url = url
+        #: How connections are opened: the listener's session URL, the driver's options.
+        self.settings = settings if settings is not None else ConnectSettings()
         #: What pool connections show as ``application_name`` (``pg_stat_activity``); the
         #: listener's is the same with ``-listener``.
         self.application_name = application_name
+        #: Whether a pooler stands between the pool and the server (found at launch).
+        self.pooled = False
         self.schema = schema
         self.pool_size = pool_size
         self.channel = channel_name(schema)
@@ -156,8 +179,7 @@ class Storage:
         return self._pool
 
     async def open(self) -> None:
-        pool = ConnectionPool(self.url, self.pool_size,
-                              {"application_name": self.application_name[:63]})
+        pool = ConnectionPool(self.url, self.pool_size, self._options(self.application_name))
         pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
         self._pool = pool
 
@@ -166,17 +188,77 @@ class Storage:
         if pool is not None:
             await pool.close()
 
-    async def connect(self, *, listener: bool = False) -> Connection:
-        """A dedicated connection outside the pool (``listener``: the listener's)."""
+    def _options(self, application_name: str) -> dict[str, Any]:
+        """The driver's options for a connection shown as ``application_name`` (unless the
+        ``server_settings`` of ``connect_options`` name one)."""
+        options = dict(self.settings.options)
+        options["server_settings"] = {"application_name": application_name[:63],
+                                      **options.get("server_settings", {})}
+        return options
+
+    @property
+    def listen_url(self) -> str:
+        """The URL of session connections (the listener's): ``listen_url``, else the URL."""
+        return self.settings.listen_url or self.url
+
+    async def connect(self, url: str | None = None, *, listener: bool = False) -> Connection:
+        """A dedicated session connection outside the pool (``listener``: the listener's), to
+        ``listen_url`` when it is set (statements may go through a transaction pooler; LISTEN
+        and session locks may not), else to the database URL."""
         refuse_in_replay("a database connection")
         name = self.application_name
         if listener:
             head, _, tail = name.partition(":")
             name = f"{head}-listener:{tail}" if tail else f"{head}-listener"
-        with map_errors(), _configuration_errors(self.url):
-            conn: Connection = await asyncpg.connect(
-                self.url, server_settings={"application_name": name[:63]})
+        target = url or self.listen_url
+        what = "listen URL (listen_url, ASYNCFLOW_LISTEN_URL)" if (
+            target != self.url) else None
+        with map_errors(), _configuration_errors(target, what):
+            conn: Connection = await asyncpg.connect(target, **self._options(name))
             return conn
+
+    async def pool_is_direct(self) -> bool:
+        """Whether the pool's connections are sessions of the server itself: the server process
+        of a statement is the one the connection was opened with (a pooler in between answers
+        the connection with a key of its own)."""
+        pool = self.pool
+        conn = await pool.acquire()
+        try:
+            with map_errors(conn):
+                pid = await conn.fetchval(self.sql(Q.BACKEND_PID))
+        finally:
+            pool.release(conn)
+        return bool(pid == conn.get_server_pid())
+
+    def probe_notify(self, channel: str, token: str) -> Coroutine[Any, Any, str]:
+        """Commit a test NOTIFY through the pool (the launch check of the listener's path)."""
+        return self.execute(Q.PROBE_NOTIFY, channel, token)
+
+    async def idle_timeout_ended(self, name: str, began: float) -> TransactionStateError | None:
+        """The error naming ``idle_in_transaction_session_timeout`` if it explains why the
+        session of user transaction ``name`` (begun at ``began``) was closed under its body;
+        ``None`` if it does not (no such timeout, or the body was shorter) or cannot be read."""
+        try:
+            # A connection of its own: the transaction still holds its (closed) pool slot, and
+            # waiting for another one could wait for ever on a full pool.
+            conn = await self.connect(self.url)
+            try:
+                with map_errors(conn):
+                    limit = int(await conn.fetchval(self.sql(Q.IDLE_IN_TRANSACTION_TIMEOUT)))
+            finally:
+                conn.terminate()
+        except AsyncFlowError:
+            return None
+        if limit <= 0 or (time.monotonic() - began) * 1000 < limit:
+            return None
+        return TransactionStateError(
+            f"the server closed the session of transaction {name!r}: its body kept the "
+            f"transaction open without a statement for longer than the server's "
+            f"idle_in_transaction_session_timeout ({limit} ms), awaiting something other than "
+            "the database; nothing of it was committed. Do slow work outside the transaction "
+            "(in a step before or after it), or raise idle_in_transaction_session_timeout for "
+            "this role or database"
+        )
 
     @staticmethod
     def is_retryable(exc: BaseException) -> bool:
@@ -257,22 +339,29 @@ class Storage:
                     with map_errors(conn):
                         await tx.start()
                 token = _held.set(conn)
+                began = time.monotonic()
                 try:
                     yield Tx(self, conn, guarded=user_code)
                 except BaseException as exc:
                     if _lost_by_user_code(conn, exc):
+                        idle = await self.idle_timeout_ended(name, began) if user_code else None
+                        if idle is not None:
+                            raise idle from exc
                         raise _unavailable(f"database connection lost: {exc!r}") from exc
                     if user_code and _replaced(exc):
-                        await _roll_back(conn)
+                        session_reset = await _roll_back(conn)
                         raise _body_ended(name) from exc
                     if not conn.is_closed():
-                        with map_errors(conn):
-                            if tx is not None:
+                        if tx is not None:
+                            with map_errors(conn):
                                 await tx.rollback()
-                            elif conn.is_in_transaction():
-                                await conn.execute(Q.ROLLBACK)
-                            else:  # the body ended the transaction itself
-                                raise _body_ended(name) from exc
+                        elif not await _roll_back(conn):  # the body ended the transaction
+                            raise _body_ended(name) from exc
+                        else:
+                            session_reset = True
+                    if self.pooled and isinstance(exc, _PREPARED_STATEMENTS):
+                        with map_errors(conn):  # the body's statements on the pooler
+                            raise exc
                     raise
                 finally:
                     _held.reset(token)
@@ -283,10 +372,10 @@ class Storage:
                         else:  # commit and reset the session in one round trip
                             await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
                             session_reset = True
-                except ReadOnlyDatabase as exc:  # the transaction committed is not ours
+                except ReadOnlyDatabaseError as exc:  # the transaction committed is not ours
                     if not user_code:
                         raise
-                    await _roll_back(conn)
+                    session_reset = await _roll_back(conn)
                     raise _body_ended(name) from exc
             finally:
                 if user_code and not conn.is_closed():
@@ -323,7 +412,10 @@ class Storage:
             return SCHEMA_VERSION
         async with self.transaction() as tx:
             await tx.execute(Q.MIGRATION_LOCK, self.namespace)
-            await tx.execute(Q.CREATE_SCHEMA)
+            # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
+            # exists: its owner migrates without that privilege.
+            if not await tx.fetchval(Q.SCHEMA_EXISTS, self.schema):
+                await tx.execute(Q.CREATE_SCHEMA)
             await tx.execute(Q.CREATE_VERSION_TABLE)
             row = await tx.fetchrow(Q.GET_SCHEMA_VERSION)
             current = int(row[0]) if row is not None else 0
@@ -344,8 +436,9 @@ class Storage:
         self._check_not_newer(current)
         if current < SCHEMA_VERSION:
             raise SchemaVersionError(
-                f"the asyncflow schema {self.schema!r} is at version {current}, older than "
-                f"{SCHEMA_VERSION}; run `asyncflow db migrate` or launch an AsyncFlow app first"
+                f"the asyncflow schema {self.schema!r} is at version {current}, this code needs "
+                f"{SCHEMA_VERSION}: run `asyncflow db migrate` as its owner (or launch an "
+                "AsyncFlow app that migrates)"
             )
 
     async def _installed_version(self) -> int:

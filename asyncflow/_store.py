@@ -16,7 +16,7 @@ from . import _codec
 from . import _queries as Q
 from ._batch import Batcher
 from ._driver import refuse_in_replay
-from ._errors import DatabaseUnavailableError, QueueDeduplicatedError, WorkflowNotFoundError
+from ._errors import DatabaseUnavailableError, WorkflowNotFoundError
 from ._status import StepInfo, WorkflowStatus
 from ._storage import Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
@@ -33,6 +33,7 @@ from ._store_base import (
     Sent,
     Write,
     Written,
+    deduplicated_resume,
     not_found,
     page,
 )
@@ -41,18 +42,20 @@ from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
 from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
+from ._store_versions import Adopted, Stranded, VersionChange, VersionCount, VersionStatements
 
 #: How often a journaled stream write that lost its offset to a concurrent writer is run again.
 _OFFSET_RACES = 5
 
 __all__ = [
-    "EXPORT_KINDS", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry", "Outcome",
-    "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "not_found",
+    "EXPORT_KINDS", "Adopted", "Beat", "Claimed", "Enqueued", "Forked", "Holder", "JournalEntry",
+    "Outcome", "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent", "Store", "Stranded",
+    "VersionChange", "VersionCount", "deduplicated_resume", "not_found",
 ]
 
 
 class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements,
-            LivenessStatements):
+            LivenessStatements, VersionStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -177,10 +180,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
                 Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
             )
         except UniqueViolation:
-            raise QueueDeduplicatedError(
-                f"workflow {workflow_id!r} cannot be resumed now: another workflow of its queue "
-                "holds its deduplication_id; resume it once that one has finished"
-            ) from None
+            raise deduplicated_resume(workflow_id) from None
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)

@@ -10,6 +10,7 @@ from . import _queries as Q
 from ._errors import WorkflowNotFoundError
 from ._filters import Cursor, WorkflowFilter
 from ._status import WorkflowStatus
+from ._storage import RetryableTransactionError, UniqueViolation
 from ._store_base import Send
 from ._store_batches import BatchStatements
 
@@ -54,10 +55,25 @@ class AdminStatements(BatchStatements):
     async def resume_matching(
         self, selected: WorkflowFilter, ended_before: datetime, limit: int
     ) -> list[str]:
-        """Make up to ``limit`` matching ended workflows PENDING and unassigned."""
-        rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(), ended_before,
-                                        limit, self.channel, selected.queue_name)
+        """Make up to ``limit`` matching ended workflows PENDING and unassigned (a queued one
+        whose deduplication id is held is left out: :meth:`resume_conflicts`)."""
+        try:
+            rows = await self.storage.fetch(Q.RESUME_MATCHING, *selected.params(),
+                                            ended_before, limit, self.channel,
+                                            selected.queue_name)
+        except UniqueViolation as exc:  # an enqueue took a deduplication id meanwhile
+            raise RetryableTransactionError(
+                f"a deduplication id was taken while resuming: {exc}") from None
         return [row["workflow_id"] for row in rows]
+
+    async def resume_conflicts(
+        self, selected: WorkflowFilter, ended_before: datetime
+    ) -> list[tuple[str, str, str | None]]:
+        """The matching ended workflows a bulk resume leaves out because another workflow of
+        their queue holds their deduplication id: ``(id, deduplication id, holder)``."""
+        rows = await self.storage.fetch(Q.RESUME_CONFLICTS, *selected.params(), ended_before,
+                                        selected.queue_name)
+        return [(row["workflow_id"], row["deduplication_id"], row["holder"]) for row in rows]
 
     async def lock_workflow_tree(
         self, workflow_id: str, children: bool
@@ -160,6 +176,20 @@ class AdminStatements(BatchStatements):
     ) -> list[Any]:
         """The last ``tail`` entries of the workflow's first ``keys`` streams."""
         return await self.storage.fetch(Q.DASHBOARD_STREAMS, workflow_id, keys, tail, chars)
+
+    async def dashboard_journal_span(self, workflow_id: str) -> Any:
+        """A workflow's first and last function ids and its last entry's time (None: empty)."""
+        return await self.storage.fetchrow(Q.DASHBOARD_JOURNAL_SPAN, workflow_id)
+
+    async def dashboard_last_activity(self, workflow_ids: list[str]) -> list[Any]:
+        """When each workflow last recorded a journal entry."""
+        return await self.storage.fetch(Q.DASHBOARD_LAST_ACTIVITY, workflow_ids)
+
+    async def dashboard_operations(
+        self, workflow_id: str, first: int, end: int, chars: int
+    ) -> list[Any]:
+        """The journal entries ``first <= function id < end`` with their keys and values."""
+        return await self.storage.fetch(Q.DASHBOARD_OPERATIONS, workflow_id, first, end, chars)
 
     async def dashboard_queues(self, registered: list[str]) -> list[Any]:
         """Every queue known to the database (and ``registered``), with its depth and running

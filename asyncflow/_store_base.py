@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _codec
 from . import _queries as Q
-from ._errors import WorkflowNotFoundError, _ExecutionConflict
+from ._errors import QueueDeduplicatedError, WorkflowNotFoundError, _ExecutionConflict
 from ._status import TERMINAL_STATUSES
 from ._storage import Storage
 
@@ -81,6 +81,19 @@ def conflict(workflow_id: str, function_id: int) -> _ExecutionConflict:
     return _ExecutionConflict(
         f"operation #{function_id} of workflow {workflow_id!r} was recorded by another execution"
     )
+
+
+def deduplicated_resume(workflow_id: str, deduplication_id: str | None = None,
+                        holder: str | None = None) -> QueueDeduplicatedError:
+    """The error for a resume refused because another workflow of the queue holds the
+    workflow's deduplication id (one wording for single and bulk resumes)."""
+    held = "its deduplication_id" if deduplication_id is None else (
+        f"its deduplication_id {deduplication_id!r}")
+    by = "another workflow of its queue" if holder is None else (
+        f"workflow {holder!r} of its queue")
+    return QueueDeduplicatedError(
+        f"workflow {workflow_id!r} cannot be resumed now: {by} holds {held}; resume it once "
+        "that one has finished", holder)
 
 
 def not_found(workflow_id: str) -> WorkflowNotFoundError:

@@ -69,13 +69,14 @@ class LivenessStatements(StoreBase):
 
     async def register_executor(
         self, conn: Connection, executor_id: str, instance: str, lease: float,
-        host: str | None, process: str | None,
+        host: str | None, process: str | None, app_version: str | None = None,
     ) -> bool | None:
-        """Insert a new executor id with a fresh lease and take its lock on ``conn``, in one
-        statement: whether the lock was taken (``None``: the id exists already)."""
+        """Insert a new executor id (running ``app_version``) with a fresh lease and take its
+        lock on ``conn``, in one statement: whether the lock was taken (``None``: the id exists
+        already)."""
         namespace = await self.lock_namespace_on(conn)
         row = await self._fetchrow(conn, Q.REGISTER_EXECUTOR, executor_id, instance, lease, host,
-                                   process, namespace)
+                                   process, namespace, app_version)
         return None if row is None else bool(row["locked"])
 
     async def executor_holder(self, conn: Connection, executor_id: str) -> Holder | None:
@@ -90,11 +91,12 @@ class LivenessStatements(StoreBase):
 
     async def take_over_executor(
         self, conn: Connection, executor_id: str, instance: str, lease: float,
-        host: str | None, process: str | None, holder: Holder,
+        host: str | None, process: str | None, holder: Holder, app_version: str | None = None,
     ) -> bool:
-        """Pass the id to this launch unless its holder showed a sign of life meanwhile."""
+        """Pass the id to this launch (running ``app_version``) unless its holder showed a sign
+        of life meanwhile."""
         row = await self._fetchrow(conn, Q.TAKE_OVER_EXECUTOR, executor_id, instance, lease,
-                                   host, process, holder.instance, holder.beat_at)
+                                   host, process, holder.instance, holder.beat_at, app_version)
         return row is not None
 
     async def release_executor_lock(self, conn: Connection, lock_key: int) -> None:
@@ -139,6 +141,10 @@ class LivenessStatements(StoreBase):
         assert row is not None
         identity: str = row["identity"]
         return identity
+
+    async def keepalive(self, conn: Connection) -> None:
+        """One cheap statement on ``conn``, so the server never finds the session idle."""
+        await self._fetchrow(conn, Q.KEEPALIVE)
 
     async def probe_wakeups(self, token: str) -> None:
         """Send the listener's probe NOTIFY through the pool."""

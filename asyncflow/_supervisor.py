@@ -15,14 +15,16 @@ retried.
 
 Self-repair: "nothing is PENDING on this executor that it does not run". Each sweep compares
 how many workflows are PENDING here with how many run here; after a reconnect (or a change of
-server), an execution that stopped early, or a mismatch, it claims again (a new epoch) those
-of its own PENDING workflows that nothing runs.
+server), an execution that stopped early, or more PENDING than running in two sweeps in a row
+(one alone may be a start in flight), it claims again (a new epoch) those of its own PENDING
+workflows that nothing runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
@@ -56,10 +58,14 @@ class Supervisor:
         self._liveness = liveness
         self._wakeup = asyncio.Event()
         self._repair = True
+        self._surplus = False  # the last sweep counted more PENDING here than running
         self.monitor = Monitor("supervisor")
         self.sweeps = 0
         #: Workflows claimed again by self-repair (for tests and health).
         self.repaired = 0
+        #: The adoption of workflows stranded on other app versions (``_adoption``), run in
+        #: each sweep that may take others' workflows; returns the PENDING ones adopted.
+        self.adopt: Callable[[], Awaitable[list[Claimed]]] | None = None
 
     def poke(self, *, repair: bool = False) -> None:
         """Sweep now (a workflow was resumed or left unassigned; with ``repair``, an execution
@@ -119,6 +125,10 @@ class Supervisor:
             await self._run_claimed(claimed)
             total += len(claimed)
             if len(claimed) < CLAIM_BATCH:
+                if take_others and self.adopt is not None:
+                    adopted = await self.adopt()
+                    await self._run_claimed(adopted)
+                    total += len(adopted)
                 if self.sweeps % PRUNE_EVERY == 1:
                     await store.prune_executors()
                 self.monitor.ok()
@@ -141,9 +151,11 @@ class Supervisor:
         store = runner.runtime.store
         executor_id = self._liveness.executor_id
         if not (force or self._repair):
-            if await store.own_pending_count(executor_id) == len(runner.running):
+            surplus = await store.own_pending_count(executor_id) > len(runner.running)
+            seen, self._surplus = self._surplus, surplus
+            if not (surplus and seen):
                 return 0
-        self._repair = False
+        self._repair = self._surplus = False
         stray = [workflow_id for workflow_id in await store.own_pending(executor_id, min_age)
                  if workflow_id not in runner.running]
         if not stray:

@@ -38,6 +38,7 @@ QUEUE: Final = "q"  # id: a queue name
 SLOT_FREED: Final = "f"  # id: a queue name
 DEADLINE: Final = "d"  # id: "" (a workflow's deadline was set)
 SCHEDULE: Final = "c"  # id: a schedule name (paused or resumed)
+PROBE: Final = "h"  # id: a random token (a listener's probe of its own wake-ups)
 # Local only (never sent as NOTIFY): for observers such as the dashboard.
 JOURNAL: Final = "j"  # a journal entry (a step's checkpoint, …) was recorded in this process
 STARTED: Final = "w"  # a workflow was started in this process

@@ -11,8 +11,8 @@ the branches' keys.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _codec
@@ -22,6 +22,7 @@ from ._journal import begin, checked, record, stop_for_status
 from ._observe import workflow_operation
 from ._results import finished_outcome, outcome_value
 from ._runtime import Runtime
+from ._signature import reader
 from ._status import PENDING
 from ._store import Outcome
 from ._timers import loop_deadline
@@ -41,6 +42,12 @@ class Branch:
     workflow_id: str | None = None
     key: str | None = None
     seconds: float | None = None
+    #: Decodes the branch's value by the ``type=`` it was made with (``None``: plain JSON).
+    read: Callable[[Any], Any] | None = field(default=None, compare=False, repr=False)
+
+    def value(self, stored: Any) -> Any:
+        """The branch's stored value, decoded by its ``type=``."""
+        return stored if self.read is None else self.read(stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,25 +61,34 @@ class Fired:
     value: Any
 
 
-def message(topic: str | None = None) -> Branch:
-    """A :func:`wait_first` branch: the next message on ``topic`` to the running workflow."""
+def message(topic: str | None = None, *, type: Any = None) -> Branch:
+    """A :func:`wait_first` branch: the next message on ``topic`` to the running workflow.
+    ``type``: the annotation to decode the message by (without it: plain JSON)."""
     _codec.check_name(topic, "topic", optional=True)
-    return Branch("message", topic=topic)
+    return Branch("message", topic=topic,
+                  read=reader(type, f"the message received on topic {topic!r}"))
 
 
-def event(workflow_id: str, key: str) -> Branch:
-    """A :func:`wait_first` branch: event ``key`` of workflow ``workflow_id`` is set."""
+def event(workflow_id: str, key: str, *, type: Any = None) -> Branch:
+    """A :func:`wait_first` branch: event ``key`` of workflow ``workflow_id`` is set.
+    ``type``: the annotation to decode the value by (without it: plain JSON)."""
     _codec.check_id(workflow_id)
     _codec.check_name(key, "key")
-    return Branch("event", workflow_id=workflow_id, key=key)
+    return Branch("event", workflow_id=workflow_id, key=key,
+                  read=reader(type, f"event {key!r} of workflow {workflow_id!r}"))
 
 
-def result(handle_or_id: Any) -> Branch:
+def result(handle_or_id: Any, *, type: Any = None) -> Branch:
     """A :func:`wait_first` branch: the workflow (a handle or an id) has finished; its value is
-    the workflow's result (its error is raised by ``wait_first``)."""
+    the workflow's result (its error is raised by ``wait_first``). ``type``: the annotation to
+    decode the result by (default: the handle's, from the workflow function it started)."""
     workflow_id = getattr(handle_or_id, "workflow_id", handle_or_id)
     _codec.check_id(workflow_id)
-    return Branch("result", workflow_id=workflow_id)
+    read = reader(type, f"the result of workflow {workflow_id!r}")
+    types = getattr(handle_or_id, "_types", None)
+    if read is None and types is not None:
+        read = types.decode_result
+    return Branch("result", workflow_id=workflow_id, read=read)
 
 
 def timer(seconds: float) -> Branch:
@@ -125,8 +141,9 @@ def _fired(branches: Sequence[Branch], recorded: dict[str, Any], workflow_id: st
     branch = branches[index]
     if "outcome" in recorded:
         outcome = Outcome(**recorded["outcome"])
-        return Fired(index, branch, outcome_value(branch.workflow_id or workflow_id, outcome))
-    return Fired(index, branch, recorded.get("value"))
+        return Fired(index, branch, outcome_value(branch.workflow_id or workflow_id, outcome,
+                                                  branch.read))
+    return Fired(index, branch, branch.value(recorded.get("value")))
 
 
 async def wait_first_outside(runtime: Runtime, branches: Sequence[Branch]) -> Fired:
@@ -146,12 +163,13 @@ async def wait_first_outside(runtime: Runtime, branches: Sequence[Branch]) -> Fi
                 assert branch.workflow_id is not None and branch.key is not None
                 value, _ = await store.get_event(branch.workflow_id, branch.key)
                 if value is not None:
-                    return Fired(index, branch, _codec.loads(value))
+                    return Fired(index, branch, branch.value(_codec.loads(value)))
             elif branch.kind == "result":
                 assert branch.workflow_id is not None
                 outcome = await finished_outcome(runtime, branch.workflow_id, waiter)
                 if not isinstance(outcome, _NotYet):
-                    return Fired(index, branch, outcome_value(branch.workflow_id, outcome))
+                    return Fired(index, branch, outcome_value(branch.workflow_id, outcome,
+                                                              branch.read))
         if deadline is not None and loop.time() >= deadline:
             assert timer_index is not None
             return Fired(timer_index, branches[timer_index], None)

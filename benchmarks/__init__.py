@@ -5,4 +5,4 @@ in a fresh database of its own, prints a table of figures with their targets and
 the floor, and writes a JSON file of results. See ``docs/readme_benchmarks.md``.
 """
 
-RESULTS_FORMAT = 1
+RESULTS_FORMAT = 2

@@ -8,8 +8,12 @@ import sys
 import time
 from pathlib import Path
 
+from . import RESULTS_FORMAT
+from .compare import SYSTEMS
+from .model import Run
 from .progress import note
-from .report import render, summary, write_json
+from .report import render, summary, to_json, write_json
+from .rounds import render_rounds, summarize
 from .runner import run_suite
 from .scenarios import DESCRIPTIONS, SCENARIOS
 
@@ -29,8 +33,14 @@ def parser() -> argparse.ArgumentParser:
                         help="run only this scenario (repeatable)")
     result.add_argument("--quick", action="store_true",
                         help="run every scenario small (seconds): checks the suite works")
-    result.add_argument("--compare", choices=["dbos"],
-                        help="also run scenarios 1-5 with DBOS Transact (needs `dbos`)")
+    result.add_argument("--compare", action="append", choices=list(SYSTEMS), default=[],
+                        help="also run the scenarios the other system has with it, each right "
+                        "next to asyncflow's (repeatable): dbos (DBOS Transact: steps to "
+                        "fanout and the queues), pgqueuer (the queues); needs the `bench` extra")
+    result.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run everything N times, alternating which side goes first, and "
+                        "print each figure's median and range with every round's floor and "
+                        "load average")
     result.add_argument("--output", type=Path, metavar="PATH",
                         help="JSON results file (default: benchmarks/results/<time>.json)")
     result.add_argument("--otel", action="store_true",
@@ -67,24 +77,41 @@ def configure_otel() -> None:
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(args_list)
+    if args.rounds < 1:
+        parser().error("--rounds must be at least 1")
     names = args.scenario or list(SCENARIOS)
     names = [name for name in SCENARIOS if name in names]  # canonical order, no repeats
+    compare = list(dict.fromkeys(args.compare))
     if args.otel:
         configure_otel()
-    run = asyncio.run(run_suite(names, quick=args.quick, compare=args.compare, argv=args_list))
+    runs: list[Run] = []
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            note(f"round {number} of {args.rounds}")
+        runs.append(asyncio.run(run_suite(names, quick=args.quick, compare=compare,
+                                          argv=args_list,
+                                          round_number=number if args.rounds > 1 else None)))
     output = args.output or RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    write_json(run, output)
-    print(render(run))
-    targets = summary(run)
-    if targets:
-        print()
-        print(targets)
+    if len(runs) == 1:
+        write_json(to_json(runs[0]), output)
+        print(render(runs[0]))
+        targets = summary(runs[0])
+        if targets:
+            print()
+            print(targets)
+    else:
+        totals = summarize(runs)
+        write_json({"format": RESULTS_FORMAT, "argv": args_list, "summary": totals,
+                    "rounds": [to_json(run) for run in runs]}, output)
+        print(render_rounds(runs, totals))
     print(f"\nresults: {output}")
     note("finished")
-    failed = [name for name, result in run.results.items() if result.error is not None]
-    if run.floor is None or failed:
-        print(f"errors in: {', '.join(['floor'] * (run.floor is None) + failed)}",
-              file=sys.stderr)
+    failed = [f"{name}" + (f" (round {run.round})" if run.round else "")
+              for run in runs for name, result in run.results.items()
+              if result.error is not None]
+    failed = ["floor"] * any(run.floor is None for run in runs) + failed
+    if failed:
+        print(f"errors in: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
 

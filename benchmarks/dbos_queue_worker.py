@@ -1,8 +1,10 @@
 """A DBOS worker process of the ``queue_fleet`` comparison: it serves the fleet queue until its
 stdin closes. ``python -m benchmarks.dbos_queue_worker URL``; DBOS's executor id and application
 version come from ``DBOS__VMID`` and ``DBOS__APPVERSION`` (set by the runner). Prints ``READY``
-once launched. The queue and workflow are declared here only, so the runner (a DBOSClient) and
-other DBOS processes never dequeue from it.
+once launched. The workflow is declared here only, so the runner (a DBOSClient) never runs it.
+The queue is registered by the runner before the workers launch (DBOS 3.4 refuses ``Queue(...)``:
+a queue is a row of the system database), so each worker's queue manager serves it from its first
+look at the registered queues.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from dbos import DBOS, DBOSConfig, Queue
+from dbos import DBOS, DBOSConfig
 
 STEPS = 3
-fleet_queue = Queue("bench_fleet")
 
 
 @DBOS.step(name="bench.noop")

@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from dbos import DBOS, DBOSClient, DBOSConfig, Queue, SetWorkflowID
+from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, SetWorkflowID, WorkflowHandleAsync
 
-from .model import Figure, ScenarioResult, latency_figures
+from .model import Figure, ScenarioResult, cpu_figure, latency_figures
+from .scenarios._subprocess import cpu_seconds
 from .sizes import FULL, QUICK, Sizes
 from .stats import median, to_ms
 
@@ -38,10 +39,11 @@ GAP_S = 0.002
 durations: list[float] = []
 write_rate: list[float] = []
 first_step_at: dict[str, float] = {}
-latency_queue = Queue("bench_latency")
+LATENCY_QUEUE = "bench_latency"
 ROOT = Path(__file__).resolve().parent.parent
 FLEET_QUEUE = "bench_fleet"
 FLEET_VERSION = "bench-fleet"
+APP_NAME = "asyncflow-bench"
 
 
 class Arrivals:
@@ -138,13 +140,16 @@ async def steps(url: str, sizes: Sizes) -> Measured:
     await run_and_wait(chain, sizes.warmup_rounds, False)
     durations.clear()
     totals = []
+    cpu = time.process_time()
     for _ in range(sizes.steps_repeats):
         started = time.perf_counter()
         await run_and_wait(chain, sizes.steps, True)
         totals.append(time.perf_counter() - started)
+    cpu = time.process_time() - cpu
     figures = latency_figures("step", "step", durations, "commit_ms_p50", "commit_ms_p99")
     figures.append(Figure("workflow_ms_per_step", "whole workflow / steps",
                           median(to_ms(totals)) / sizes.steps, "ms", "commit_ms_p50"))
+    figures.append(cpu_figure("cpu_us_per_step", "step", cpu, sizes.steps * sizes.steps_repeats))
     return figures, {"steps": sizes.steps, "workflows_timed": sizes.steps_repeats}
 
 
@@ -160,12 +165,15 @@ async def throughput(url: str, sizes: Sizes) -> Measured:
 
     count = sizes.throughput
     await batch(max(10, count // 10))
+    cpu = time.process_time()
     start_s, total_s = await batch(count)
+    cpu = time.process_time() - cpu
     figures = [
         Figure("workflows_per_s", "workflows/s", count / total_s, "wf/s", "commits_per_s_20"),
         Figure("start_s", f"all {count} started", start_s, "s"),
         Figure("total_s", f"all {count} finished", total_s, "s", "s_per_commit_20",
                float(count)),
+        cpu_figure("cpu_us_per_workflow", "workflow (start, 3 steps, result)", cpu, count),
     ]
     return figures, {"workflows": count, "steps_each": STEPS}
 
@@ -188,7 +196,9 @@ async def pingpong(url: str, sizes: Sizes) -> Measured:
     with SetWorkflowID("ponger-app"):
         handle = await DBOS.start_workflow_async(ponger, warmup + rounds)
     await _rounds(DBOS.send_async, DBOS.get_event_async, "ponger-app", 0, warmup)
+    cpu = time.process_time()
     in_app = await _rounds(DBOS.send_async, DBOS.get_event_async, "ponger-app", warmup, rounds)
+    cpu = time.process_time() - cpu
     await handle.get_result()
     progress(f"{rounds} rounds from the app")
     with SetWorkflowID("ponger-client"):
@@ -205,6 +215,8 @@ async def pingpong(url: str, sizes: Sizes) -> Measured:
     figures = latency_figures("rtt", "round trip", in_app, "notify_ms_p50", "notify_ms_p99")
     figures += latency_figures("client_rtt", "round trip via Client (NOTIFY)", via_client,
                                "notify_ms_p50", "notify_ms_p99")
+    figures.append(cpu_figure("cpu_us_per_round", "round (send, recv, set_event, get_event)",
+                              cpu, rounds))
     return figures, {"rounds": rounds, "warmup_rounds": warmup}
 
 
@@ -217,13 +229,14 @@ async def stream(url: str, sizes: Sizes) -> Measured:
     await handle.get_result()
     latencies = latencies[warmup:]
     progress(f"{len(latencies)} paced values read")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     handle = await DBOS.start_workflow_async(fast_writer, sustained)
     received = 0
     async for _value in DBOS.read_stream_async(handle.workflow_id, "values"):
         received += 1
     elapsed = time.perf_counter() - started
     await handle.get_result()
+    cpu = time.process_time() - cpu
     if received != sustained or len(latencies) != paced:
         raise AssertionError(f"read {len(latencies)}/{paced} and {received}/{sustained} values")
     figures = latency_figures("latency", "write→read", latencies, "notify_ms_p50",
@@ -233,6 +246,7 @@ async def stream(url: str, sizes: Sizes) -> Measured:
                "commits_per_s_1"),
         Figure("write_values_per_s", "values/s written", write_rate[0], "values/s",
                "commits_per_s_1"),
+        cpu_figure("cpu_us_per_value", "value written and read (back to back)", cpu, sustained),
     ]
     return figures, {"paced_values": paced, "gap_ms": GAP_S * 1000, "sustained_values": sustained}
 
@@ -245,7 +259,7 @@ async def _settle() -> None:
 
 
 async def fanout(url: str, sizes: Sizes) -> Measured:
-    async def round_trip(size: int) -> tuple[float, float]:
+    async def round_trip(size: int) -> tuple[float, float, float]:
         global arrivals
         arrivals = Arrivals(size)
         started = time.perf_counter()
@@ -255,28 +269,35 @@ async def fanout(url: str, sizes: Sizes) -> Measured:
         park_s = time.perf_counter() - started
         results = asyncio.gather(*(handle.get_result() for handle in handles))
         await _settle()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(DBOS.send_async(handle.workflow_id, index)
                                for index, handle in enumerate(handles)))
         values = await results
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         if values != list(range(size)):
             raise AssertionError("fanout results do not match the messages sent")
-        return park_s, elapsed
+        return park_s, elapsed, cpu
 
     count = sizes.fanout
     await round_trip(max(10, count // 10))
-    park_s, elapsed = await round_trip(count)
+    park_s, elapsed, cpu = await round_trip(count)
     figures = [
         Figure("seconds", f"{count} sends → {count} results", elapsed, "s", "s_per_commit_20",
                float(count)),
         Figure("park_s", f"start and park {count}", park_s, "s"),
+        cpu_figure("cpu_us_per_send", "send (to the woken workflow's result)",
+                   cpu, count),
     ]
     return figures, {"workflows": count}
 
 
 async def queue_latency(url: str, sizes: Sizes) -> Measured:
-    rounds, warmup = sizes.queue_latency, sizes.warmup_rounds
+    rounds, warmup = sizes.dbos_queue_latency, sizes.warmup_rounds
+    # DBOS 3.4 refuses ``Queue(...)``: a queue is registered (persisted in the system
+    # database) once DBOS is launched, and its worker thread starts within DBOS's one-second
+    # check for new queues; the warm-up rounds cover that.
+    latency_queue = await DBOS.register_queue_async(LATENCY_QUEUE)
     samples = []
     for _ in range(warmup + rounds):
         before = time.perf_counter()
@@ -327,22 +348,40 @@ class FleetWorker:
             await self.process.wait()
 
 
+async def migrate(url: str) -> None:
+    """Create DBOS's system tables with its CLI (``dbos migrate``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from dbos.cli.cli import app; app()", "migrate", "-s", url,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"dbos migrate failed: {output.decode(errors='replace')[-2000:]}")
+
+
 async def queue_fleet(url: str, sizes: Sizes) -> Measured:
     count = sizes.queue_fleet
     figures: list[Figure] = []
+    cpu_figures: list[Figure] = []
     enqueue_s = 0.0
-    client = DBOSClient(system_database_url=url)
+    # The system tables first (DBOS's own `dbos migrate`), then the queue registered before
+    # any worker launches, so that each one's queue manager serves it from its first look.
+    await migrate(url)
+    client = DBOSClient(system_database_url=url, application_name=APP_NAME)
     try:
+        await client.register_queue_async(FLEET_QUEUE)
         for workers in sizes.queue_fleet_workers:
             # One at a time: each launch migrates the system database.
             fleet = [await FleetWorker.start(url, f"fleet{workers}-{index}")
                      for index in range(workers)]
             try:
-                options: dict[str, Any] = {  # DBOS's EnqueueOptions
+                options: EnqueueOptions = {
                     "queue_name": FLEET_QUEUE, "workflow_name": "bench.queue.three_steps",
                     "app_version": FLEET_VERSION}
+                pids = [worker.process.pid for worker in fleet]
+                cpu = cpu_seconds(pids)
                 started = time.perf_counter()
-                handles = []
+                handles: list[WorkflowHandleAsync[Any]] = []
                 for first in range(0, count, 100):
                     handles += await asyncio.gather(*(
                         client.enqueue_async(options)
@@ -351,6 +390,7 @@ async def queue_fleet(url: str, sizes: Sizes) -> Measured:
                 for handle in handles:
                     await handle.get_result()
                 drained = time.perf_counter()
+                cpu = cpu_seconds(pids) - cpu
             finally:
                 for worker in fleet:
                     await worker.stop()
@@ -361,8 +401,12 @@ async def queue_fleet(url: str, sizes: Sizes) -> Measured:
             figures.append(Figure(f"workers_{workers}_per_s",
                                   f"workflows/s, {workers} worker(s)", rate, "wf/s",
                                   "commits_per_s_20"))
+            cpu_figures.append(Figure(f"cpu_us_per_dispatch_{workers}",
+                                      f"worker CPU µs per workflow, {workers} worker(s)",
+                                      cpu * 1e6 / count, "µs"))
     finally:
         client.destroy()
+    figures += cpu_figures
     figures.append(Figure("enqueue_s", f"enqueue {count} (DBOSClient, 100 at a time)",
                           enqueue_s, "s"))
     return figures, {"workflows": count, "steps_each": STEPS,
@@ -385,7 +429,7 @@ CLIENT_ONLY = {"queue_fleet"}
 async def main(name: str, url: str, quick: bool) -> None:
     launched = name not in CLIENT_ONLY
     if launched:
-        config: DBOSConfig = {"name": "asyncflow-bench", "system_database_url": url}
+        config: DBOSConfig = {"name": APP_NAME, "system_database_url": url}
         DBOS(config=config)
         DBOS.launch()
     result = ScenarioResult(name)

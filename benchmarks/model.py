@@ -84,6 +84,12 @@ class Figure:
         }
 
 
+def cpu_figure(key: str, what: str, cpu_s: float, operations: int) -> Figure:
+    """The process's CPU time (``time.process_time()``: every thread, user and system) spent
+    per operation, in µs."""
+    return Figure(key, f"CPU µs per {what}", cpu_s * 1e6 / max(operations, 1), "µs")
+
+
 def latency_figures(
     key: str, label: str, seconds: Sequence[float], floor_p50: str | None, floor_p99: str | None
 ) -> list[Figure]:
@@ -133,16 +139,18 @@ class ScenarioResult:
 
 @dataclass(slots=True)
 class Comparison:
-    """The other system's results (DBOS), or why there are none."""
+    """Another system's results (DBOS, pgqueuer), or why there are none."""
 
     system: str
     version: str | None = None
     reason: str | None = None
     results: dict[str, ScenarioResult] = field(default_factory=dict)
+    key: str | None = None  # its ``--compare`` name; None when it cannot run
 
     def to_dict(self, floor: Floor | None) -> dict[str, Any]:
         return {
             "system": self.system,
+            "compare": self.key,
             "version": self.version,
             "reason": self.reason,
             "scenarios": {name: result.to_dict(floor) for name, result in self.results.items()},
@@ -161,5 +169,9 @@ class Run:
     floor: Floor | None = None
     floor_error: str | None = None
     results: dict[str, ScenarioResult] = field(default_factory=dict)
-    comparison: Comparison | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
     finished_at: str | None = None
+    # os.getloadavg() (1, 5 and 15 minutes) when the run started and when it finished
+    load_start: tuple[float, float, float] | None = None
+    load_end: tuple[float, float, float] | None = None
+    round: int | None = None  # 1-based, with --rounds

@@ -10,7 +10,7 @@ from . import RESULTS_FORMAT
 from .model import Figure, Floor, Run, ScenarioResult
 from .targets import TARGETS, check, targets_of
 
-HIGHER_IS_BETTER = {"wf/s", "values/s"}
+HIGHER_IS_BETTER = {"wf/s", "values/s", "jobs/s"}
 
 
 def _number(value: float) -> str:
@@ -36,14 +36,18 @@ def _ratio(figure: Figure, floor: Floor | None) -> str:
     return f"{ratio:.2f}x {figure.floor_label()}"
 
 
-def _versus(ours: Figure, theirs: Figure | None) -> str:
-    """How many times better asyncflow's figure is than the other system's."""
+def versus(ours: Figure, theirs: Figure | None) -> float | None:
+    """How many times better asyncflow's figure is than the other system's (< 1: worse)."""
     if theirs is None or ours.value <= 0 or theirs.value <= 0:
-        return ""
+        return None
     if ours.unit in HIGHER_IS_BETTER:
-        factor = ours.value / theirs.value
-    else:
-        factor = theirs.value / ours.value
+        return ours.value / theirs.value
+    return theirs.value / ours.value
+
+
+def versus_text(factor: float | None) -> str:
+    if factor is None:
+        return ""
     return f"{factor:.1f}x better" if factor >= 1 else f"{1 / factor:.1f}x worse"
 
 
@@ -58,7 +62,7 @@ def _target(scenario: str, figure: Figure, run: Run) -> tuple[str, str]:
     return text, verdict.status
 
 
-def _grid(rows: list[list[str]]) -> str:
+def grid(rows: list[list[str]]) -> str:
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     lines = []
     for index, row in enumerate(rows):
@@ -69,7 +73,15 @@ def _grid(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _header(run: Run) -> list[str]:
+def load_text(run: Run) -> str:
+    def one(load: tuple[float, float, float] | None) -> str:
+        return "n/a" if load is None else " / ".join(f"{value:.2f}" for value in load)
+
+    return f"load average (1 / 5 / 15 min): {one(run.load_start)} at the start, " \
+        f"{one(run.load_end)} at the end"
+
+
+def header(run: Run) -> list[str]:
     pg = run.postgres
     where = "embedded" if pg.get("embedded") else "ASYNCFLOW_DATABASE_URL"
     machine = run.machine
@@ -90,35 +102,42 @@ def _header(run: Run) -> list[str]:
         )
     else:
         lines.append(f"floor: not measured ({run.floor_error})")
+    lines.append(load_text(run))
+    for comparison in run.comparisons:
+        if comparison.version is not None:
+            lines.append(f"compared with {comparison.system} {comparison.version}")
     return lines
 
 
 def render(run: Run) -> str:
-    """The results table (and the comparison columns when there is one)."""
-    comparison = run.comparison
-    header = ["scenario", "figure", "asyncflow", "ratio to floor", "target", ""]
-    if comparison is not None:
-        header += [comparison.system, f"asyncflow vs {comparison.system}"]
-    rows = [header]
+    """The results table (and two columns per compared system)."""
+    comparisons = run.comparisons
+    head = ["scenario", "figure", "asyncflow", "ratio to floor", "target", ""]
+    for comparison in comparisons:
+        head += [comparison.system, f"asyncflow vs {comparison.system}"]
+    rows = [head]
     errors: list[str] = []
     for name, result in run.results.items():
-        theirs = None if comparison is None else comparison.results.get(name)
         if result.error is not None:
-            rows.append([name, "error (see below)", "", "", "", ""]
-                        + (["", ""] if comparison is not None else []))
+            rows.append([name, "error (see below)", "", "", "", ""] + ["", ""] * len(comparisons))
             errors.append(f"{name}: {result.error}")
             continue
         for figure in result.figures:
             target, status = _target(name, figure, run)
             row = [name, figure.label, _value(figure), _ratio(figure, run.floor), target, status]
-            if comparison is not None:
-                row += _comparison_cells(figure, theirs)
+            for comparison in comparisons:
+                row += _comparison_cells(figure, comparison.results.get(name))
             rows.append(row)
-    lines = [*_header(run), "", _grid(rows)]
+    lines = [*header(run), "", grid(rows)]
     if errors:
         lines += ["", "errors:", *errors]
-    if comparison is not None and comparison.reason:
-        lines += ["", f"{comparison.system}: {comparison.reason}"]
+    for comparison in comparisons:
+        if comparison.reason:
+            lines += ["", f"{comparison.system}: {comparison.reason}"]
+        failed = [f"{comparison.system} {name}: {result.error}"
+                  for name, result in comparison.results.items() if result.error is not None]
+        if failed:
+            lines += ["", *failed]
     return "\n".join(lines)
 
 
@@ -130,7 +149,7 @@ def _comparison_cells(figure: Figure, theirs: ScenarioResult | None) -> list[str
     other = theirs.figure(figure.key)
     if other is None:
         return ["", ""]
-    return [_value(other), _versus(figure, other)]
+    return [_value(other), versus_text(versus(figure, other))]
 
 
 def summary(run: Run) -> str:
@@ -165,11 +184,13 @@ def to_json(run: Run) -> dict[str, Any]:
         "floor_error": run.floor_error,
         "scenarios": {name: result.to_dict(floor) for name, result in run.results.items()},
         "targets": verdicts,
-        "comparison": None if run.comparison is None else run.comparison.to_dict(floor),
+        "load_average_start": run.load_start,
+        "load_average_end": run.load_end,
+        "round": run.round,
+        "comparisons": [comparison.to_dict(floor) for comparison in run.comparisons],
     }
 
 
-def write_json(run: Run, path: Path) -> None:
+def write_json(data: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(run), indent=2, ensure_ascii=False) + "\n",
-                    encoding="utf-8")
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

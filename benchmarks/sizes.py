@@ -25,6 +25,8 @@ class Sizes:
     transaction: int  # transaction steps in the one workflow
     list_rows: int  # workflow rows in the table list pages are read from
     queue_latency: int  # enqueues timed one after the other (one idle worker)
+    # The same for DBOS, whose queues poll once a second (each round takes ~0.5-1 s)
+    dbos_queue_latency: int
     queue_fleet: int  # workflows enqueued at once for the worker fleet
     queue_fleet_workers: tuple[int, ...]  # fleet sizes (worker processes)
     warmup_rounds: int  # warm-up iterations before the timed ones
@@ -49,6 +51,7 @@ FULL = Sizes(
     transaction=100,
     list_rows=1_000_000,
     queue_latency=200,
+    dbos_queue_latency=100,
     queue_fleet=5000,
     queue_fleet_workers=(1, 2, 4),
     warmup_rounds=20,
@@ -73,6 +76,7 @@ QUICK = Sizes(
     transaction=10,
     list_rows=20_000,
     queue_latency=20,
+    dbos_queue_latency=5,
     queue_fleet=100,
     queue_fleet_workers=(1, 2),
     warmup_rounds=3,

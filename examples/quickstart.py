@@ -4,7 +4,9 @@ With no configuration it starts an embedded Postgres in ``./.asyncflow`` (set
 ``ASYNCFLOW_DATABASE_URL`` to use your own). The workflow has a fixed id, so running the program
 again finds it: press Ctrl-C (or kill the process) while it waits, run it again, and the workflow
 resumes from its checkpoints -- its step does not run a second time. Once it has finished, a run
-prints its recorded result.
+prints its recorded result. Edit the workflow before running it again and the new code adopts
+the waiting run if its history replays against the edit; if not, the run says so and waits for
+the code that started it (docs/deploying.md).
 """
 
 import asyncio
@@ -46,6 +48,11 @@ async def main() -> None:
         if before is None:
             print(f"started workflow {WORKFLOW_ID}")
         elif before == asyncflow.PENDING:
+            version = (await handle.get_status()).app_version
+            if version != app.app_version:  # not adopted: see the warning logged at launch
+                print(f"workflow {WORKFLOW_ID} waits for the code that started it (version "
+                      f"{version}); this edit does not replay its history")
+                return
             print(f"resumed workflow {WORKFLOW_ID} from its checkpoints")
         else:
             print(f"workflow {WORKFLOW_ID} already ended ({before}): its recorded outcome")

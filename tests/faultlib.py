@@ -118,6 +118,8 @@ class FaultProxy:
     forwards it and drops the server's reply (the statement ran; the client never hears of it).
     ``strand(marker)`` cuts only the client's side of the connections that sent ``marker``: the
     server keeps its backend (and its locks) until ``release()`` — a half-open connection.
+    ``cut_off()`` cuts every connection and refuses new ones until ``restore()``: the clients
+    behind the proxy are cut off from the database (their backends exit, their locks go).
     """
 
     def __init__(self, url: str) -> None:
@@ -128,6 +130,8 @@ class FaultProxy:
         self._armed: tuple[bytes, bool, asyncio.Event] | None = None
         self._stranded = asyncio.Event()
         self.cuts = 0
+        self.refusing = False
+        self.refused = 0
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -158,6 +162,15 @@ class FaultProxy:
         self.cuts += len(links)
         return len(links)
 
+    def cut_off(self) -> int:
+        """Cut every connection and refuse new ones (until :meth:`restore`)."""
+        self.refusing = True
+        return self.cut_all()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.refusing = False
+
     def strand(self, marker: bytes) -> int:
         """Close the client side of every connection that sent ``marker``; keep the server
         side open (its backend alive) until :meth:`release`."""
@@ -177,6 +190,10 @@ class FaultProxy:
         self._stranded = asyncio.Event()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            self.refused += 1
+            _close(writer)
+            return
         path, host, port = self._upstream
         try:
             if path is not None:

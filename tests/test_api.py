@@ -13,7 +13,8 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 EXPECTED = {
     "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
-    "ComponentHealth", "ConfigurationError", "DatabaseUnavailableError", "ERROR",
+    "ComponentHealth", "ConfigurationError", "DatabaseError", "DatabaseUnavailableError",
+    "ERROR",
     "ExecutorIdInUseError", "Health", "Status",
     "InvalidArgumentError", "InvalidSettingError", "MAX_ID_LENGTH",
     "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "MAX_VALUE_BYTES",
@@ -35,6 +36,10 @@ EXPECTED = {
     "Telemetry", "logging_filter",
     # timeouts and schedules (docs/operating-timeouts-schedules.md)
     "WorkflowTimeoutError", "ScheduleNotFoundError", "ScheduleStatus",
+    # production Postgres (docs/operations.md, "Deploying on managed Postgres")
+    "ReadOnlyDatabaseError",
+    # typed values (docs/guide.md, Values)
+    "DecodeError",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

@@ -16,15 +16,19 @@ PACKAGE = Path(asyncflow.__file__).parent
 
 LAYERS: list[list[str]] = [
     # values, errors, SQL text
-    ["_errors", "_status", "_queries", "_specs", "_watchdog"],
-    ["_codec", "_health", "_embedded", "_telemetry", "_process"],
-    ["_recorded", "_filters"],
+    ["_errors", "_status", "_queries", "_watchdog"],
+    # typed values: plain JSON out of them, and back by annotation
+    ["_encode", "_decode"],
+    ["_codec", "_health", "_embedded", "_telemetry", "_process", "_connect"],
+    ["_signature"],
+    ["_specs", "_recorded", "_filters"],
     # the database: pool and error seam (asyncpg), then the named operations
     ["_driver"],
     ["_pool"],
     ["_storage", "_batch"],
-    ["_store_base"],
-    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness"],
+    ["_store_base", "_pooler"],
+    ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness",
+     "_store_versions"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
@@ -41,6 +45,7 @@ LAYERS: list[list[str]] = [
     ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
+    ["_adoption"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],
@@ -53,7 +58,7 @@ LAYERS: list[list[str]] = [
     # the users' test kit (a subpackage): on top of everything, imported by nothing
     ["testing"],
     ["_cli_output"],
-    ["_cli_embedded", "_cli_lifecycle"],
+    ["_cli_embedded", "_cli_lifecycle", "_cli_versions"],
     ["_cli_history"],
     ["_cli"],
     ["__main__"],

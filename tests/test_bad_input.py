@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import decimal
 import math
 import random
 
@@ -24,20 +25,22 @@ async def counts(conn) -> dict[str, int]:
 
 @dataclasses.dataclass
 class Point:
-    x: int
+    x: object
 
 
+# Values with no JSON form. (Sets, bytes, dataclasses, datetimes and int keys are stored:
+# docs/guide.md, Values.)
 NOT_JSON = [
-    {1, 2},
+    {1, object()},
     object(),
-    b"bytes",
-    bytearray(b"x"),
+    decimal.Decimal("NaN"),
+    [datetime.timedelta(1), decimal.Decimal("Infinity")],
     float("nan"),
     [1, float("inf")],
     {"deep": [{"x": -math.inf}]},
-    {1: "int key"},
-    Point(1),
-    datetime.datetime(2024, 1, 1),
+    {(1, 2): "tuple key"},
+    Point(object()),
+    Point(float("nan")),
     "lone \ud800 surrogate",
     lambda: None,
 ]
@@ -110,12 +113,12 @@ async def test_non_json_values_are_refused_everywhere(make_app, db_url, conn):
 @pytest.mark.parametrize(
     ("result", "message"),
     [
-        ({1, 2}, "not JSON-serializable"),
+        ({1, object()}, "not JSON-serializable"),
         (float("nan"), "NaN or Infinity"),
-        (b"raw", "not JSON-serializable"),
+        (Point(decimal.Decimal("NaN")), "result.x: Decimal"),
         ("x" * (asyncflow.MAX_VALUE_BYTES + 1), "limit is"),
     ],
-    ids=["set", "nan", "bytes", "too-large"],
+    ids=["set", "nan", "decimal-nan", "too-large"],
 )
 async def test_unserializable_result_marks_the_workflow_error(make_app, result, message):
     app = make_app()

@@ -4,6 +4,7 @@ untouched (orjson's text, no marker)."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from test_cli import cli, cli_json
@@ -37,13 +38,13 @@ def test_codec_round_trips_and_marks_only_big_values():
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ([BIG, {1, 2}], "not JSON-serializable"),
-        ({"n": BIG, 1: "int key"}, "Dict key must be str"),
+        ([BIG, {1, object()}], "not JSON-serializable"),
+        ({"n": BIG, (1, 2): "tuple key"}, "Dict key must be str"),
         ([BIG, float("nan")], "NaN or Infinity"),
         ([BIG, "lone \ud800"], "surrogates"),
-        ([BIG, b"bytes"], "not JSON-serializable"),
+        ([BIG, Decimal("NaN")], "NaN or Infinity"),
     ],
-    ids=["set", "int-key", "nan", "surrogate", "bytes"],
+    ids=["set-of-object", "tuple-key", "nan", "surrogate", "decimal-nan"],
 )
 def test_big_integers_do_not_let_other_bad_values_through(value, message):
     with pytest.raises(asyncflow.SerializationError, match=message):

@@ -394,6 +394,9 @@ async def test_mounted_under_a_prefix(make_app: Any) -> None:
             assert 'data-live="/ops/dash/live"' in page
             assert (await http.get("/ops/dash/static/dashboard.js")).status_code == 200
             page = (await http.get("/ops/dash/workflow", params={"id": "w/1?x"})).text
+            assert 'action="/ops/dash/confirm"' in page  # cancel asks first
+            page = (await http.get("/ops/dash/confirm",
+                                   params={"action": "cancel", "id": "w/1?x"})).text
             assert 'action="/ops/dash/action/cancel"' in page
             assert http.cookies.jar and next(iter(http.cookies.jar)).path == "/ops/dash"
             response = await http.post("/ops/dash/action/cancel",
@@ -764,6 +767,9 @@ async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
                         "id": "cli-<1>", "csrf": http.cookies["asyncflow_csrf"], "topic": "go",
                         "message": '"from the cli dashboard"'})
                     assert response.status_code == (303 if allow_actions else 403)
+                    if not allow_actions:  # the refusal and the page say how to act
+                        assert "restart with `--allow-actions`" in response.text
+                        assert ("restart with <code>--allow-actions</code>" in page.text)
             finally:
                 process.send_signal(signal.SIGINT)
                 async with asyncio.timeout(60):
@@ -771,6 +777,80 @@ async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
             assert b"Traceback" not in err, err.decode()
         result = await (await app.retrieve_workflow("cli-<1>")).get_result(timeout_seconds=60)
         assert result == "from the cli dashboard"
+
+
+async def test_cli_dashboard_refuses_foreign_host_names(make_app: Any, db_url: str) -> None:
+    """Issue 20, item 6 (DNS rebinding). A page on evil.example whose name is made to resolve to
+    127.0.0.1 reaches a loopback dashboard with ``Host: evil.example:PORT`` (and a matching
+    Origin): the dashboard bound to loopback refuses every Host but its own address and port
+    (and the names given with --allow-host), so such a page reads nothing and acts on nothing."""
+    app = make_app()
+    flows = define(app)
+    async with app:
+        await app.start_workflow(flows["waiter"], workflow_id="secret-input")
+        env = python_env()
+        env.pop("ASYNCFLOW_DATABASE_URL", None)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "asyncflow", "dashboard", "--port", "0", "--allow-actions",
+            "--allow-host", "dash.example", "--database-url", db_url, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None
+            async with asyncio.timeout(60):
+                line = (await process.stdout.readline()).decode()
+            found = re.search(r"(http://\S+/)", line)
+            assert found, line
+            url = found.group(1)
+            port = url.rstrip("/").rsplit(":", 1)[1]
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                for own in (f"127.0.0.1:{port}", f"localhost:{port}", "dash.example",
+                            f"DASH.example:{port}"):
+                    page = await http.get("/", headers={"host": own})
+                    assert page.status_code == 200 and "secret-input" in page.text, own
+                token = http.cookies["asyncflow_csrf"]
+                for foreign in (f"evil.example:{port}", "evil.example", f"127.0.0.2:{port}",
+                                f"localhost.evil.example:{port}", f"127.0.0.1:{port}.evil"):
+                    page = await http.get("/", headers={"host": foreign})
+                    assert page.status_code == 400, foreign
+                    assert "secret-input" not in page.text
+                    page = await http.get("/workflow", params={"id": "secret-input"},
+                                          headers={"host": foreign})
+                    assert page.status_code == 400 and "waiter" not in page.text
+                    response = await http.post(
+                        "/action/cancel", data={"id": "secret-input", "csrf": token},
+                        headers={"host": foreign, "origin": f"http://{foreign}",
+                                 "x-forwarded-host": foreign})
+                    assert response.status_code == 400, foreign
+                # A forwarded host naming a foreign site is refused as well.
+                page = await http.get("/", headers={"host": f"127.0.0.1:{port}",
+                                                    "x-forwarded-host": "evil.example"})
+                assert page.status_code == 400
+        finally:
+            process.send_signal(signal.SIGINT)
+            async with asyncio.timeout(60):
+                _out, err = await process.communicate()
+        assert b"Traceback" not in err, err.decode()
+        assert (await app.get_workflow_status("secret-input")).status == "PENDING"
+
+
+async def test_a_mounted_dashboard_checks_the_host_against_its_allow_list(
+        make_app: Any) -> None:
+    async with running(make_app) as (app, flows):
+        await app.start_workflow(flows["waiter"], workflow_id="w")
+        board = dashboard(app, allowed_hosts=["dash.test", "other.test:8443"])
+        async with client_for(board) as http:
+            assert (await http.get("/")).status_code == 200  # Host: dash.test
+            page = await http.get("/", headers={"host": "other.test:8443"})
+            assert page.status_code == 200
+            for foreign in ("evil.test", "other.test:8444", "other.test"):
+                page = await http.get("/", headers={"host": foreign})
+                assert page.status_code == 400 and "w" not in row_ids(page.text), foreign
+        for bad in ("", "a b", 7, "http://x.test/"):
+            with pytest.raises(asyncflow.InvalidSettingError):
+                dashboard(app, allowed_hosts=[bad])
+        with pytest.raises(asyncflow.InvalidSettingError):
+            dashboard(app, allowed_hosts="dash.test")
 
 
 async def test_cli_dashboard_bad_usage(db_url: str) -> None:
@@ -853,8 +933,10 @@ async def test_in_a_real_browser(db_url: str, procs: Any) -> None:
         assert await page.evaluate("location.href") == f"{url}workflow?id=job-1"
         await page.screenshot(ARTIFACTS / "dashboard-4-workflow-live.png")
 
-        # Cancel with the button: the page comes back with the new status.
+        # Cancel with the button, confirmed: the page comes back with the new status.
         await page.click('button[data-action="cancel"]', navigates=True)
+        assert (await client.get_workflow_status("job-1")).status == "PENDING"  # asks first
+        await page.click('button[data-confirm="cancel"]', navigates=True)
         await page.wait_for("document.querySelector('[data-part=\"summary\"] .badge')"
                             ".dataset.status === 'CANCELLED'")
         assert await page.evaluate(

@@ -286,3 +286,58 @@ async def test_quickstart_resumes_after_ctrl_c_and_kill(tmp_path) -> None:
         assert code == 1 and "not running" in err
     finally:
         await cli(None, "postgres", "stop", "--force", cwd=tmp_path)
+
+
+async def _quickstart_copy(path: Path, db_url: str, stop_at: str | None = None) -> Proc:
+    """Run a copy of the quickstart on ``db_url`` (stdout and stderr as one stream of lines);
+    with ``stop_at``, Ctrl-C it once a line starts with that."""
+    env = python_env()
+    env["ASYNCFLOW_DATABASE_URL"] = db_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(path), cwd=path.parent, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    proc = Proc(process)
+    try:
+        if stop_at is not None:
+            await proc.expect(stop_at, within=60)
+            process.send_signal(signal.SIGINT)
+        await proc.wait(60)
+    finally:
+        proc.kill()
+    return proc
+
+
+async def test_quickstart_edited_while_it_waits_adopts_or_explains(db_url, tmp_path) -> None:
+    # The new user's case: Ctrl-C while it waits, edit one string, run again.
+    copy = tmp_path / "quickstart.py"
+    source = (EXAMPLES / "quickstart.py").read_text()
+    copy.write_text(source)
+    first = await _quickstart_copy(copy, db_url, stop_at="stream: waiting 2 seconds")
+    assert first.process.returncode == 130
+    edited = source.replace('"waiting for a reply"', '"waiting for an answer"')
+    assert edited != source
+    copy.write_text(edited)  # another app version: the source hash changed
+    again = await _quickstart_copy(copy, db_url)
+    assert again.process.returncode == 0, again.lines
+    adopted = [line for line in again.lines if line.startswith("asyncflow adopted")]
+    assert len(adopted) == 1 and re.fullmatch(
+        r"asyncflow adopted workflow quickstart-greet-world of version \w+ \(now \w+\): "
+        r"replayed [34] operations against the new code", adopted[0]), again.lines
+    assert "stream: waiting for an answer" in again.lines
+    assert again.lines[-1] == "result: Hello, world! They said: hi there"
+    assert not any(line.startswith("step:") for line in again.lines)  # its step ran once
+
+    # An edit its history does not replay against: it says so instead of hanging silently.
+    source = source.replace('"quickstart-greet-world"', '"quickstart-2"')
+    copy.write_text(source)
+    await _quickstart_copy(copy, db_url, stop_at="stream: waiting 2 seconds")
+    copy.write_text(source.replace('asyncflow.set_event("greeting", greeting)',
+                                   'asyncflow.write_stream("log", greeting)'))
+    explained = await _quickstart_copy(copy, db_url)
+    assert explained.process.returncode == 0, explained.lines
+    line = next(line for line in explained.lines if line.startswith("asyncflow left"))
+    assert re.search(r"quickstart-2 left for version \w+: diverges at operation 1 "
+                     r"\(asyncflow.write_stream vs asyncflow.set_event recorded\)", line), line
+    assert "start one to finish them, see docs/deploying.md" in line
+    assert re.fullmatch(r"workflow quickstart-2 waits for the code that started it \(version "
+                        r"\w+\); this edit does not replay its history", explained.lines[-1])

@@ -183,7 +183,8 @@ GOOD_ROW = {
     ("priority", 1.5), ("created_at", "yesterday"), ("updated_at", 5),
     ("completed_at", "2024-13-45"), ("delay_until", "soon"), ("timeout_seconds", "10"),
     ("deadline", True), ("parent_workflow_id", ""), ("queue_name", 3),
-    ("executor_id", "a\x00b"), ("app_version", None), ("name", ["x"]),
+    ("executor_id", "a\x00b"), ("app_version", None), ("name", ["x"]), ("epoch", -1),
+    ("epoch", "1"),
 ])
 async def test_import_refuses_every_field_a_workflow_cannot_have(other_db_url, field, value):
     """Issue 20, item 4. An edited export whose workflow row holds a value no workflow could

@@ -204,7 +204,7 @@ async def test_bad_message_calls_fail_and_write_nothing(make_app, conn):
             await app.send("no-such-workflow", "hi")
         h = await app.start_workflow(wf, workflow_id="target")
         with pytest.raises(asyncflow.SerializationError):
-            await app.send("target", {1, 2})
+            await app.send("target", {1, object()})
         with pytest.raises(asyncflow.InvalidArgumentError):
             await app.send("target", "x", "bad\x00topic")
         assert await conn.fetchval("select count(*) from asyncflow.messages") == 0

@@ -230,6 +230,8 @@ async def test_a_clean_shutdown_ends_the_lease(make_app, conn):
         await first.start_workflow(parked, workflow_id="left")
     assert await conn.fetchval(
         "select beat_at = '-infinity' from asyncflow.executors where executor_id = 'leaving'")
+    async with make_app(executor_id="leaving", app_version="v0"):  # the same id, at once
+        pass
     second = make_app(liveness_timeout_seconds=600, app_version="v1")
 
     @second.workflow(name="parked")

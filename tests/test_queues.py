@@ -368,7 +368,7 @@ async def test_bad_queue_arguments_fail_at_the_call(make_app):
     with pytest.raises(asyncflow.InvalidArgumentError, match="delay_seconds"):
         queue.enqueue(noop, delay_seconds=-1)
     with pytest.raises(asyncflow.SerializationError):
-        queue.enqueue(noop, {1, 2})
+        queue.enqueue(noop, {1, object()})
     with pytest.raises(asyncflow.ConfigurationError, match="nope"):
         async with make_app(queues=["nope"]):
             pass
@@ -486,3 +486,40 @@ async def test_a_fork_of_a_queued_workflow_that_never_ran_runs(make_app, db_url)
     async with worker:
         handle = await worker.retrieve_workflow("copy")
         assert await handle.get_result(timeout_seconds=20) == "X"
+
+
+async def test_bulk_resume_resumes_the_others_and_reports_each_deduplication_conflict(
+        make_app, caplog):
+    """Issue 20, item 9. A bulk resume that would give a deduplication id to two workflows of
+    a queue at once resumes everything else; each workflow it cannot resume is left as it is
+    and reported (a warning naming it, as resume_workflow's QueueDeduplicatedError does) —
+    never the driver's unique violation."""
+    app = make_app(queues=[])
+    queue = app.queue("mail")
+
+    @app.workflow(name="send_mail")
+    async def send_mail(to: str) -> str:
+        return to
+
+    async with app:
+        held = await queue.enqueue(send_mail, "a", deduplication_id="user-1")
+        free = await queue.enqueue(send_mail, "b", deduplication_id="user-2")
+        plain = await queue.enqueue(send_mail, "c")
+        twin_1 = await queue.enqueue(send_mail, "x", deduplication_id="user-3")
+        await app.cancel_workflows(queue_name="mail")
+        twin_2 = await queue.enqueue(send_mail, "y", deduplication_id="user-3")
+        await app.cancel_workflow(twin_2.workflow_id)
+        holder = await queue.enqueue(send_mail, "e", deduplication_id="user-1")
+        with caplog.at_level("WARNING", logger="asyncflow"):
+            resumed = await app.resume_workflows(queue_name="mail", status="CANCELLED")
+        twins = {twin_1.workflow_id, twin_2.workflow_id}
+        assert held.workflow_id not in resumed
+        assert {free.workflow_id, plain.workflow_id} <= set(resumed)
+        assert len(set(resumed) & twins) == 1 and len(resumed) == 3
+        [left_twin] = twins - set(resumed)
+        for workflow_id in (held.workflow_id, left_twin):
+            assert (await app.get_workflow_status(workflow_id)).status == "CANCELLED"
+            [record] = [r for r in caplog.records if workflow_id in r.getMessage()]
+            assert "deduplication_id" in record.getMessage()
+        assert holder.workflow_id in caplog.text
+        assert await app.resume_workflows(queue_name="mail", status="CANCELLED") == []

@@ -92,6 +92,9 @@ class Outage:
 
 #: The component that cannot work during each kind of outage (LISTEN and advisory locks still
 #: work on a read-only database or without the schema; the supervisor's claims do not).
+#: The health components of an app and of a client.
+APP_COMPONENTS = {"listener", "wakeups", "liveness", "supervisor", "adoption", "deadlines"}
+CLIENT_COMPONENTS = {"listener", "wakeups"}
 FAILING = {"refused": "listener", "database-dropped": "listener", "read-only": "supervisor",
            "schema-dropped": "supervisor"}
 #: What a call made during the outage raises.
@@ -141,7 +144,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
     body_done = False
     async with asyncio.timeout(WITHIN + OUTAGE):
         async with app:
-            assert_healthy(app.health(), {"listener", "supervisor", "deadlines"})
+            assert_healthy(app.health(), APP_COMPONENTS)
             assert_health_types(app.health())
             handle = await app.start_workflow(parked, workflow_id="parked")
             await app.start_workflow(parked, workflow_id="resumed")
@@ -150,7 +153,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
             await asyncio.sleep(OUTAGE)
             with pytest.raises(CALL_ERROR[kind]):
                 await app.start_workflow(later)
-            assert_unhealthy(app.health(), {"listener", "supervisor", "deadlines"}, FAILING[kind])
+            assert_unhealthy(app.health(), APP_COMPONENTS, FAILING[kind])
             old_pid = listener_pid(app)
             await outage.end()
             async with asyncflow.Client(db_url) as client:
@@ -163,7 +166,7 @@ async def test_item4_app_survives_a_database_outage_and_reports_health(server_ur
                 assert await (await client.retrieve_workflow("resumed")).get_result() == "again"
             assert await (await app.start_workflow(later)).get_result() == "later"
             await listener_reconnected(app, old_pid, lock=True)
-            assert_healthy(app.health(), {"listener", "supervisor", "deadlines"})
+            assert_healthy(app.health(), APP_COMPONENTS)
             body_done = True
     assert body_done
 
@@ -175,7 +178,7 @@ async def test_item4_client_survives_a_database_outage_and_reports_health(server
     body_done = False
     async with asyncio.timeout(WITHIN + OUTAGE):
         async with asyncflow.Client(db_url) as client:
-            assert_healthy(client.health(), {"listener"})
+            assert_healthy(client.health(), CLIENT_COMPONENTS)
             app = asyncflow.AsyncFlow(db_url, recovery_interval_seconds=0.2)
 
             @app.workflow(name="parked")
@@ -192,14 +195,14 @@ async def test_item4_client_survives_a_database_outage_and_reports_health(server
             with pytest.raises(CALL_ERROR[kind]):
                 await client.send("parked", "lost")
             if FAILING[kind] == "listener":
-                assert_unhealthy(client.health(), {"listener"}, "listener")
+                assert_unhealthy(client.health(), CLIENT_COMPONENTS, "listener")
             old_pid = listener_pid(client)
             await outage.end()
             async with app:  # recovers "parked"
                 await app.send("parked", "hello")
                 assert await result == "hello"
             await listener_reconnected(client, old_pid, lock=False)
-            assert_healthy(client.health(), {"listener"})
+            assert_healthy(client.health(), CLIENT_COMPONENTS)
             body_done = True
     assert body_done
 
@@ -223,9 +226,9 @@ async def test_item4_lost_database_is_reported_not_fatal(server_url, db_url, kin
             for source in (app, client):
                 with pytest.raises(asyncflow.AsyncFlowError):
                     await source.list_workflows()
-            assert_unhealthy(app.health(), {"listener", "supervisor", "deadlines"}, FAILING[kind])
+            assert_unhealthy(app.health(), APP_COMPONENTS, FAILING[kind])
             if FAILING[kind] == "listener":
-                assert_unhealthy(client.health(), {"listener"}, "listener")
+                assert_unhealthy(client.health(), CLIENT_COMPONENTS, "listener")
             body_done = True
     assert body_done
 

@@ -204,7 +204,7 @@ async def test_item1_sibling_unencodable_step_result_is_journaled_as_a_failure(d
         @app.step(name="fetch")
         async def fetch() -> Any:
             runs.append(1)
-            return {1, 2} if len(runs) == 1 else [1, 2]  # not JSON the first time only
+            return {1, object()} if len(runs) == 1 else [1, 2]  # not JSON the first time only
 
         @app.workflow(name="wf")
         async def wf() -> list[Any]:

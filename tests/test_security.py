@@ -165,6 +165,9 @@ async def test_notify_payloads_carry_only_a_kind_and_an_id(make_app, db_url):
         assert secret not in payload
         keys = decode_payload(payload)  # one key, or several from a group commit
         assert keys, payload
+        if keys[0][0] == "h":  # a listener's probe of its own wake-ups: a random token
+            assert len(keys) == 1 and len(keys[0][1]) == 16, payload
+            continue
         for kind, workflow_id in keys:
             assert kind in "mestr" and workflow_id in ("w-a", "w-b", "w-c"), payload
             kinds.add(kind)

@@ -4,6 +4,7 @@ Server-rendered HTML, a small script and a stylesheet served from this package (
 step), and live updates over Server-Sent Events fed by the app's own LISTEN connection.
 """
 
-from ._app import AuthHook, Dashboard, dashboard
+from ._app import Dashboard, dashboard
+from ._guards import AuthHook
 
 __all__ = ["AuthHook", "Dashboard", "dashboard"]

@@ -7,6 +7,7 @@ first characters with its full length. Nothing here renders HTML.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,9 @@ from .._status import (
     PENDING,
     SUCCESS,
     TERMINAL_STATUSES,
-    StepInfo,
     WorkflowStatus,
 )
+from .._store import VersionChange
 
 STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 RESUMABLE = frozenset({CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
@@ -46,7 +47,6 @@ MAX_PAGE_SIZE = 500
 STREAM_KEYS = 50
 STREAM_TAIL = 50
 MESSAGES = 100
-TIMELINE_MAX = 1_000
 
 # Relative time windows of the list filter ("created in the last ...").
 SINCE: dict[str, tuple[str, timedelta]] = {
@@ -56,21 +56,6 @@ SINCE: dict[str, tuple[str, timedelta]] = {
     "7d": ("7 days", timedelta(days=7)),
     "30d": ("30 days", timedelta(days=30)),
 }
-
-# Journal names of the built-in operations (as recorded in the operations table).
-_KINDS = {
-    "asyncflow.send": "send",
-    "asyncflow.recv": "recv",
-    "asyncflow.set_event": "set_event",
-    "asyncflow.get_event": "get_event",
-    "asyncflow.write_stream": "write_stream",
-    "asyncflow.close_stream": "close_stream",
-    "asyncflow.sleep": "sleep",
-    "asyncflow.start_workflow": "child",
-    "asyncflow.wait_first": "wait_first",
-}
-_WAITS = ("recv", "get_event", "wait_first")  # when such a wait ended is not recorded
-
 
 # -- values -------------------------------------------------------------------------------------
 
@@ -277,6 +262,8 @@ class ListPage:
 
     workflows: list[WorkflowStatus]
     more: bool
+    #: When each workflow last changed (:func:`last_activities`), by id.
+    activity: dict[str, datetime] = dataclasses.field(default_factory=dict)
 
 
 async def list_workflows(core: Connected, filters: Filters) -> ListPage:
@@ -286,7 +273,24 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
         filters.statuses, filters.name, filters.limit + 1, created_after=lower,
         created_before=upper, workflow_id_prefix=filters.id_prefix, queue_name=filters.queue,
         after=filters.after)
-    return ListPage(found[: filters.limit], len(found) > filters.limit)
+    shown = found[: filters.limit]
+    return ListPage(shown, len(found) > filters.limit, await last_activities(core, shown))
+
+
+async def last_activities(core: Connected,
+                          workflows: list[WorkflowStatus]) -> dict[str, datetime]:
+    """When each of ``workflows`` last changed: its row's ``updated_at`` (claims, finishes) or
+    its last journal entry, whichever is later. Checkpoints only insert journal entries (no
+    write to the workflow's row on their hot path), so this is read, not stored."""
+    if not workflows:
+        return {}
+    rows = await core.runtime.store.dashboard_last_activity([w.workflow_id for w in workflows])
+    last = {row["workflow_id"]: row["last_at"] for row in rows}
+    out = {}
+    for w in workflows:
+        at = last.get(w.workflow_id)
+        out[w.workflow_id] = max(w.updated_at, at) if at is not None else w.updated_at
+    return out
 
 
 # -- one workflow -------------------------------------------------------------------------------
@@ -294,12 +298,19 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
 
 @dataclass(frozen=True, slots=True)
 class Detail:
-    """A workflow's status row, inputs, result and recorded error."""
+    """A workflow's status row, inputs, result and recorded error; when it last changed
+    (:func:`last_activities`) and whether it has a journal (``has_history``); whether it waits
+    for an executor of its app version that no live process runs (``stranded``), and its
+    adoptions by other versions (``version_changes``, oldest first)."""
 
     status: WorkflowStatus
     inputs: Value | None
     output: Value | None
     error: ErrorInfo | None
+    last_activity: datetime
+    has_history: bool
+    stranded: bool = False
+    version_changes: tuple[VersionChange, ...] = ()
 
 
 async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
@@ -311,86 +322,19 @@ async def workflow_detail(core: Connected, workflow_id: str) -> Detail:
     error = None
     if row["error"] is not None:
         error = decode_error(row["error"])
+    store = core.runtime.store
+    stranded = status.status in CANCELLABLE and await store.workflow_stranded(workflow_id)
+    span = await store.dashboard_journal_span(workflow_id)
     return Detail(
         status,
         Value.stored(row["inputs"], row["inputs_length"], VALUE_CHARS),
         Value.stored(row["output"], row["output_length"], VALUE_CHARS),
         error,
+        max(status.updated_at, span["last_at"]) if span is not None else status.updated_at,
+        span is not None,
+        stranded,
+        tuple(await store.version_changes(workflow_id)),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One operation of the timeline.
-
-    ``kind`` is ``step`` (steps and transactions), ``send``, ``recv``, ``get_event``,
-    ``wait_first``, ``set_event``, ``write_stream``, ``close_stream``, ``sleep`` or ``child``.
-    ``state`` is ``done``, ``failed``, ``waiting`` (a wait in progress), ``sleeping`` or
-    ``interrupted`` (a wait the workflow ended in). ``duration`` is in seconds: exact for a
-    sleep, and for a step the time since the previous operation ended (``approximate``), when
-    that is known.
-    """
-
-    function_id: int
-    kind: str
-    name: str
-    state: str
-    created_at: datetime
-    output: Value | None
-    error: str | None
-    child_id: str | None
-    duration: float | None
-    approximate: bool
-    until: datetime | None
-
-
-def timeline(steps: list[StepInfo], status: WorkflowStatus, now: datetime) -> list[Entry]:
-    """The journal as timeline entries, in function-id order."""
-    entries: list[Entry] = []
-    previous_end: datetime | None = status.created_at
-    pending = status.status == PENDING
-    for step in steps:
-        kind = _KINDS.get(step.name, "step")
-        duration: float | None = None
-        approximate = False
-        until: datetime | None = None
-        state = "failed" if step.error is not None else "done"
-        end: datetime | None = step.created_at
-        if kind == "step" and previous_end is not None:
-            elapsed = (step.created_at - previous_end).total_seconds()
-            if elapsed >= 0:
-                duration, approximate = elapsed, True
-        elif kind == "sleep" and isinstance(step.output, int | float):
-            until = datetime.fromtimestamp(step.output, UTC)
-            duration = max(0.0, (until - step.created_at).total_seconds())
-            end = until
-            if until > now:
-                state = "sleeping" if pending else "interrupted"
-        elif kind == "child":
-            end = None  # the parent may have awaited the child's result after starting it
-        elif kind in _WAITS:
-            end = None
-            if not step.completed:
-                state = "waiting" if pending else "interrupted"
-        output = None
-        if step.completed and step.error is None and kind in ("step", *_WAITS):
-            output = Value.of(step.output, ENTRY_CHARS)
-        entries.append(Entry(
-            step.function_id, kind, step.name, state, step.created_at, output, step.error,
-            step.child_workflow_id, duration, approximate, until,
-        ))
-        previous_end = end
-    return entries
-
-
-async def workflow_timeline(
-    core: Connected, status: WorkflowStatus
-) -> tuple[list[Entry], int]:
-    """The last ``TIMELINE_MAX`` timeline entries and how many were left out before them."""
-    steps = await core.list_workflow_steps(status.workflow_id)
-    entries = timeline(steps, status, datetime.now(UTC))
-    omitted = max(0, len(entries) - TIMELINE_MAX)
-    return entries[omitted:], omitted
 
 
 async def workflow_events(core: Connected, workflow_id: str) -> list[tuple[str, Value]]:

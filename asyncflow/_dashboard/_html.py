@@ -6,16 +6,13 @@ the page; URLs are built with :meth:`View.url` and escaped like any other attrib
 
 from __future__ import annotations
 
-import hashlib
 import html
 import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 
 from ._data import Value
-
-STATIC_FILES = ("dashboard.css", "dashboard.js")
+from ._static import STATIC
 
 
 def esc(value: object) -> str:
@@ -23,26 +20,16 @@ def esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _load_static() -> dict[str, tuple[bytes, str]]:
-    files = resources.files(__package__).joinpath("static")
-    out: dict[str, tuple[bytes, str]] = {}
-    for name in STATIC_FILES:
-        data = files.joinpath(name).read_bytes()
-        out[name] = (data, hashlib.sha256(data).hexdigest()[:12])
-    return out
-
-
-STATIC = _load_static()
-
-
 @dataclass(frozen=True, slots=True)
 class View:
     """What every page needs to know about its request: the mount prefix (links are absolute
-    paths under it), the CSRF token its forms carry, and whether actions are allowed."""
+    paths under it), the CSRF token its forms carry, whether actions are allowed, and (HTML)
+    how to enable them where they are not (empty: the general advice)."""
 
     root: str
     csrf: str
     can_act: bool
+    actions_hint: str = ""
 
     def url(self, path: str, params: list[tuple[str, str]] | None = None) -> str:
         """An absolute URL path under the mount point, with query parameters."""
@@ -133,7 +120,8 @@ def hidden(name: str, value: str) -> str:
 
 
 # Top navigation: (label, path).
-NAV: list[tuple[str, str]] = [("Workflows", "/"), ("Queues", "/queues")]
+NAV: list[tuple[str, str]] = [("Workflows", "/"), ("Queues", "/queues"),
+                              ("Schedules", "/schedules")]
 
 
 def layout(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ._actions import ACTIONS, NOTICES, Action
+from .._store import VersionChange
+from ._actions import ACTIONS, NOTICES, Action, FormError
 from ._data import (
     FINISHED,
     PAGE_SIZE,
@@ -16,7 +17,6 @@ from ._data import (
     STATUS_CHOICES,
     STREAM_KEYS,
     Detail,
-    Entry,
     Filters,
     ListPage,
     PendingMessage,
@@ -35,6 +35,11 @@ from ._html import (
     when,
     workflow_link,
 )
+from ._queue_data import QueueView
+
+_ACTIVITY_HINT = ("the later of the workflow's last state change (start, claim, end) and its "
+                  "last journal entry: it moves with every completed operation")
+
 
 # -- the list -----------------------------------------------------------------------------------
 
@@ -109,13 +114,14 @@ def list_part(view: View, filters: Filters, page: ListPage, path: str = "/") -> 
                 f"<td>{workflow_link(view, w.workflow_id)}</td><td>{esc(w.name)}</td>"
                 f"<td>{badge(w.status)}</td><td>{queue}</td><td>{when(w.created_at)}</td>"
                 f"<td>{seconds((ended - w.created_at).total_seconds())}</td>"
-                f"<td>{when(w.updated_at)}</td>"
+                f"<td data-activity>{when(page.activity.get(w.workflow_id, w.updated_at))}</td>"
                 f'<td class="small">{esc(w.executor_id) if w.executor_id else "&ndash;"}</td>'
                 f"<td>{w.recovery_attempts}</td><td>{parent}</td></tr>"
             )
         table = (
             '<table class="list"><thead><tr><th>Id</th><th>Name</th><th>Status</th>'
-            "<th>Queue</th><th>Created (UTC)</th><th>Duration</th><th>Updated (UTC)</th>"
+            "<th>Queue</th><th>Created (UTC)</th><th>Duration</th>"
+            f'<th title="{esc(_ACTIVITY_HINT)}">Last activity (UTC)</th>'
             "<th>Executor</th>"
             "<th>Recoveries</th><th>Parent</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>"
@@ -151,6 +157,13 @@ PARTS = ("summary", "io", "timeline", "events", "streams", "messages")
 
 def _action_button(view: View, action: Action, workflow_id: str) -> str:
     css = "danger" if action.danger else ""
+    if action.confirm:  # asked on the confirmation page first
+        return (
+            f'<form class="inline" method="get" action="{esc(view.url("/confirm"))}">'
+            f'{hidden("action", action.name)}{hidden("id", workflow_id)}'
+            f'<button type="submit" class="{css}" data-action="{esc(action.name)}">'
+            f"{esc(action.label)}…</button></form>"
+        )
     return (
         f'<form class="inline" method="post" action="{esc(view.url("/action/" + action.name))}">'
         f'{hidden("id", workflow_id)}{hidden("csrf", view.csrf)}'
@@ -159,21 +172,32 @@ def _action_button(view: View, action: Action, workflow_id: str) -> str:
     )
 
 
-def summary_part(view: View, detail: Detail) -> str:
-    """Status, timestamps and the buttons of the actions that apply now."""
+def _queue_state(queue: QueueView) -> str:
+    limit = "" if queue.spec is None or queue.spec.concurrency is None else (
+        f" (concurrency {queue.spec.concurrency:,})")
+    return (f'<span data-queue-state="{esc(queue.name)}"><span data-count="enqueued">'
+            f'{queue.enqueued:,}</span> enqueued, <span data-count="delayed">{queue.delayed:,}'
+            f'</span> delayed, <span data-count="running">{queue.running:,}</span> running'
+            f"{limit}</span>")
+
+
+def summary_part(view: View, detail: Detail, queue: QueueView | None = None) -> str:
+    """Status, timestamps, its queue's state and the buttons of the actions that apply now."""
     w = detail.status
     ended = w.completed_at or datetime.now(UTC)
     rows = [
         ("Status", badge(w.status)),
         ("Name", esc(w.name)),
         ("Created", when(w.created_at)),
-        ("Updated", when(w.updated_at)),
+        (f'<span title="{esc(_ACTIVITY_HINT)}">Last activity</span>',
+         f'<span data-activity>{when(detail.last_activity)}</span>'),
         ("Completed", when(w.completed_at)),
         ("Duration", seconds((ended - w.created_at).total_seconds())),
         ("Executor", esc(w.executor_id or "unassigned")),
-        ("App version", esc(w.app_version)),
+        ("App version", _version(detail)),
         ("Recovery attempts", str(w.recovery_attempts)),
     ]
+    rows += [("Adopted", _adoption(change)) for change in detail.version_changes]
     if w.parent_workflow_id:
         rows.append(("Parent", workflow_link(view, w.parent_workflow_id)))
     if w.queue_name is not None:
@@ -185,15 +209,37 @@ def summary_part(view: View, detail: Detail) -> str:
             ("Delay until", when(w.delay_until)),
             ("Dispatched", when(w.dispatched_at)),
         ]
+        if queue is not None:
+            rows.append(("Queue state", _queue_state(queue)))
     facts = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
     buttons = "".join(
         _action_button(view, action, w.workflow_id)
-        for action in ACTIONS.values() if not action.fields and action.applies(w.status)
+        for action in ACTIONS.values() if not action.fields and action.applies(detail)
     )
     actions = ""
     if view.can_act and buttons:
         actions = f'<div class="actions">{buttons}</div>'
     return f'<section data-part="summary"><dl class="facts">{facts}</dl>{actions}</section>'
+
+
+def _version(detail: Detail) -> str:
+    """The workflow's app version, and whether it waits for a process of that version."""
+    shown = esc(detail.status.app_version)
+    if detail.stranded:
+        shown += (' <span class="stranded" data-stranded="yes">waiting for an executor of this '
+                  "version: none is live (start one, or deploy code its history replays "
+                  "against)</span>")
+    return shown
+
+
+def _adoption(change: VersionChange) -> str:
+    """One adoption of the workflow by another app version."""
+    how = ("without replay" if change.replayed is None
+           else f"after replaying {change.replayed} operations")
+    by = f" by executor {esc(change.executor_id)}" if change.executor_id else ""
+    return (f'<span data-adopted="{esc(change.to_version)}">from version '
+            f"{esc(change.from_version)} to {esc(change.to_version)}{by}, {how}, "
+            f"{when(change.changed_at)}</span>")
 
 
 def io_part(detail: Detail) -> str:
@@ -210,64 +256,6 @@ def io_part(detail: Detail) -> str:
             f"{esc(error.type_name)}</strong>: {esc(error.message)}</p>{trace}</div>"
         )
     return f'<section data-part="io" class="columns">{"".join(parts)}</section>'
-
-
-_KIND_LABELS = {
-    "step": "step", "send": "send", "recv": "recv", "get_event": "get event",
-    "set_event": "set event", "write_stream": "stream write", "close_stream": "stream close",
-    "sleep": "sleep", "child": "child workflow", "wait_first": "wait first",
-}
-_DURATION_HINT = ("time since the previous operation ended: the journal records when each "
-                  "operation completed, so this is the step's duration when operations ran one "
-                  "after another")
-
-
-def _entry_detail(view: View, entry: Entry) -> str:
-    if entry.error is not None:
-        return f'<span class="problem">{esc(entry.error)}</span>'
-    if entry.kind == "child" and entry.child_id:
-        return workflow_link(view, entry.child_id)
-    if entry.kind == "sleep":
-        return f"until {when(entry.until)}" if entry.until else ""
-    if entry.kind in ("recv", "get_event", "wait_first"):
-        if entry.state == "waiting":
-            return '<span class="muted">waiting…</span>'
-        if entry.state == "interrupted":
-            return '<span class="muted">ended while waiting</span>'
-        verb = {"recv": "received", "get_event": "read"}.get(entry.kind, "fired")
-        return f"{verb} {value_block(entry.output, css='value small')}"
-    if entry.kind == "step":
-        return value_block(entry.output, css="value small")
-    return ""
-
-
-def timeline_part(view: View, entries: list[Entry], omitted: int) -> str:
-    """The journal, one row per operation."""
-    if not entries:
-        return ('<section data-part="timeline"><h2>Timeline</h2>'
-                '<p class="empty">No operations recorded yet.</p></section>')
-    rows = []
-    for e in entries:
-        duration = seconds(e.duration, approximate=e.approximate,
-                           title=_DURATION_HINT if e.approximate else "")
-        name = "" if e.name.startswith("asyncflow.") else esc(e.name)
-        rows.append(
-            f'<tr class="op op-{esc(e.kind)} state-{esc(e.state)}" '
-            f'data-function-id="{e.function_id}" data-state="{esc(e.state)}">'
-            f"<td>{e.function_id}</td><td>{when(e.created_at)}</td>"
-            f'<td><span class="kind">{esc(_KIND_LABELS.get(e.kind, e.kind))}</span> '
-            f'<span class="opname">{name}</span></td>'
-            f'<td><span class="state">{esc(e.state)}</span></td><td>{duration}</td>'
-            f"<td>{_entry_detail(view, e)}</td></tr>"
-        )
-    note = (f'<p class="note">The first {omitted:,} operations are not shown.</p>'
-            if omitted else "")
-    return (
-        '<section data-part="timeline"><h2>Timeline</h2>' + note +
-        '<table class="timeline"><thead><tr><th>#</th><th>Recorded (UTC)</th><th>Operation</th>'
-        "<th>State</th><th>Duration</th><th>Outcome</th></tr></thead><tbody>"
-        + "".join(rows) + "</tbody></table></section>"
-    )
 
 
 def events_part(events: list[tuple[str, Value]]) -> str:
@@ -329,35 +317,49 @@ def messages_part(messages: list[PendingMessage], total: int) -> str:
             f'<span class="muted">({total:,})</span></h2>{body}</section>')
 
 
-def _action_forms(view: View, workflow_id: str) -> str:
+def actions_off(view: View) -> str:
+    """Why there are no actions, and how to get them."""
+    how = view.actions_hint or ("pass <code>auth=</code> to the dashboard (or restart "
+                                "<code>asyncflow dashboard</code> with "
+                                "<code>--allow-actions</code>) to enable them")
+    return f'<p class="note" data-actions="off">Actions are disabled: {how}.</p>'
+
+
+def _action_forms(view: View, detail: Detail, failed: FormError | None) -> str:
     if not view.can_act:
-        return ('<section class="forms"><p class="note">Actions are disabled: pass '
-                "<code>auth=</code> to the dashboard (or <code>--allow-actions</code>) to "
-                "enable them.</p></section>")
+        return f'<section class="forms">{actions_off(view)}</section>'
     forms = []
     for action in ACTIONS.values():
-        if not action.fields:
+        if not action.fields or not action.applies(detail):
             continue
+        kept = failed.form if failed is not None and failed.action == action.name else {}
         inputs = []
         for f in action.fields:
             required = " required" if f.required else ""
+            text = kept.get(f.name, "")
             control = (
                 f'<textarea name="{esc(f.name)}" placeholder="{esc(f.placeholder)}" rows="3"'
-                f"{required}></textarea>" if f.multiline else
-                f'<input name="{esc(f.name)}" placeholder="{esc(f.placeholder)}"{required}>'
+                f"{required}>{esc(text)}</textarea>" if f.multiline else
+                f'<input name="{esc(f.name)}" placeholder="{esc(f.placeholder)}" '
+                f'value="{esc(text)}"{required}>'
             )
             inputs.append(f"<label>{esc(f.label)}{control}</label>")
+        problem = ""
+        if failed is not None and failed.action == action.name:
+            problem = f'<p class="problem form-error" role="alert">{esc(failed.message)}</p>'
         forms.append(
             f'<form class="action-form" method="post" data-action="{esc(action.name)}" '
             f'action="{esc(view.url("/action/" + action.name))}"><h3>{esc(action.label)}</h3>'
-            f'{hidden("id", workflow_id)}{hidden("csrf", view.csrf)}{"".join(inputs)}'
-            f'<button type="submit">{esc(action.label)}</button></form>'
+            f'{problem}{hidden("id", detail.status.workflow_id)}{hidden("csrf", view.csrf)}'
+            f'{"".join(inputs)}<button type="submit">{esc(action.label)}</button></form>'
         )
     return f'<section class="forms">{"".join(forms)}</section>'
 
 
-def workflow_page(view: View, detail: Detail, parts: dict[str, str], notice: str | None) -> str:
-    """A workflow's page; ``parts`` are its rendered live parts."""
+def workflow_page(view: View, detail: Detail, parts: dict[str, str], notice: str | None,
+                  *, failed: FormError | None = None, ops: int | None = None) -> str:
+    """A workflow's page; ``parts`` are its rendered live parts; ``failed``: a form's bad input
+    (shown by its form, its text kept); ``ops``: the timeline page shown (None: the latest)."""
     w = detail.status
     flash = ""
     if notice in NOTICES:
@@ -366,9 +368,35 @@ def workflow_page(view: View, detail: Detail, parts: dict[str, str], notice: str
         f'<p class="crumbs"><a href="{esc(view.url("/"))}">Workflows</a> &rsaquo;</p>'
         f'<h1>Workflow <code class="wid">{esc(w.workflow_id)}</code></h1>{flash}'
         + "".join(parts[name] for name in PARTS if name in parts)
-        + _action_forms(view, w.workflow_id)
+        + _action_forms(view, detail, failed)
     )
     follow = [("id", w.workflow_id)] + ([("queue", w.queue_name)] if w.queue_name else [])
+    page = [("id", w.workflow_id)] + ([] if ops is None else [("ops", str(ops))])
     return layout(view, f"Workflow {w.workflow_id}", body,
                   live=view.url("/live", follow),
-                  fragments=view.url("/workflow/parts", [("id", w.workflow_id)]))
+                  fragments=view.url("/workflow/parts", page))
+
+
+def confirm_page(view: View, action: Action, detail: Detail) -> str:
+    """The question of an action that asks first: yes posts it, no goes back."""
+    w = detail.status
+    back = view.workflow_url(w.workflow_id)
+    if not action.applies(detail):
+        body = (f'<h1>{esc(action.label)} <code class="wid">{esc(w.workflow_id)}</code></h1>'
+                f'<p class="problem">Nothing to do: the workflow is {badge(w.status)} now.</p>'
+                f'<p><a href="{esc(back)}">Back to the workflow</a></p>')
+        return layout(view, f"{action.label} {w.workflow_id}", body)
+    body = (
+        f'<p class="crumbs"><a href="{esc(view.url("/"))}">Workflows</a> &rsaquo; '
+        f"{workflow_link(view, w.workflow_id)} &rsaquo;</p>"
+        f'<h1>{esc(action.label)} workflow <code class="wid">{esc(w.workflow_id)}</code>?</h1>'
+        f'<p class="question">{esc(action.confirm)}</p>'
+        f'<p>It is {badge(w.status)} ({esc(w.name)}).</p>'
+        f'<form class="inline confirm" method="post" '
+        f'action="{esc(view.url("/action/" + action.name))}">'
+        f'{hidden("id", w.workflow_id)}{hidden("csrf", view.csrf)}'
+        f'<button type="submit" class="danger" data-confirm="{esc(action.name)}">'
+        f"Yes, {esc(action.label.lower())} it</button></form> "
+        f'<a class="button" href="{esc(back)}" data-confirm="no">No, go back</a>'
+    )
+    return layout(view, f"{action.label} {w.workflow_id}?", body)

@@ -14,6 +14,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """The CPU time (user and system, every thread) the processes have used so far."""
+    import psutil  # type: ignore[import-untyped,unused-ignore]  # the `bench` extra, and `dev`
+
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
 class Helper:
     """A helper subprocess whose stdout lines are awaited one by one."""
 
@@ -21,12 +32,12 @@ class Helper:
         self.process = process
 
     @classmethod
-    async def start(cls, module: str, *args: str) -> Helper:
+    async def start(cls, module: str, *args: str, package: str = "benchmarks.scenarios") -> Helper:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env["PYTHONUNBUFFERED"] = "1"
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"benchmarks.scenarios.{module}", *args,
+            sys.executable, "-m", f"{package}.{module}", *args,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, cwd=str(ROOT),
         )

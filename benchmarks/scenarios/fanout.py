@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncflow
 
-from ..model import Figure
+from ..model import Figure, cpu_figure
 from ._base import Arrivals, Context, Measured, drain, make_app, wait_parked
 
 
@@ -23,7 +23,7 @@ async def run(ctx: Context) -> Measured:
         arrivals.arrive()
         return await asyncflow.recv(timeout_seconds=300)
 
-    async def round_trip(size: int) -> tuple[float, float]:
+    async def round_trip(size: int) -> tuple[float, float, float]:
         nonlocal arrivals
         arrivals = Arrivals(size)
         started = time.perf_counter()
@@ -36,22 +36,25 @@ async def run(ctx: Context) -> Measured:
         ids = [handle.workflow_id for handle in handles]
         results = asyncio.gather(*(handle.get_result() for handle in handles))
         await drain(app)  # the result waiters made their first check and are parked too
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(app.send(workflow_id, index) for index, workflow_id in
                                enumerate(ids)))
         values = await results
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
         if values != list(range(size)):
             raise AssertionError("fanout results do not match the messages sent")
-        return park_s, elapsed
+        return park_s, elapsed, cpu
 
     async with app:
         await round_trip(max(10, count // 10))  # warm-up
-        park_s, elapsed = await round_trip(count)
+        park_s, elapsed, cpu = await round_trip(count)
     ctx.note(f"{count} parked in {park_s:.2f} s; all woken and done in {elapsed:.3f} s")
     figures = [
         Figure("seconds", f"{count} sends → {count} results", elapsed, "s", "s_per_commit_20",
                float(count)),
         Figure("park_s", f"start and park {count}", park_s, "s"),
+        cpu_figure("cpu_us_per_send", "send (to the woken workflow's result)",
+                   cpu, count),
     ]
     return figures, {"workflows": count}

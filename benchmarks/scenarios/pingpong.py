@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncflow
 
-from ..model import latency_figures
+from ..model import cpu_figure, latency_figures
 from ._base import Context, Measured, make_app
 
 
@@ -40,7 +40,9 @@ async def run(ctx: Context) -> Measured:
     async with app:
         handle = await app.start_workflow(ponger, total)
         await _rounds(app, handle.workflow_id, 0, warmup)
+        cpu = time.process_time()
         in_app = await _rounds(app, handle.workflow_id, warmup, rounds)
+        cpu = time.process_time() - cpu
         await handle.get_result()
         ctx.note(f"{rounds} rounds from the app")
         handle = await app.start_workflow(ponger, total)
@@ -52,4 +54,6 @@ async def run(ctx: Context) -> Measured:
     figures = latency_figures("rtt", "round trip", in_app, "notify_ms_p50", "notify_ms_p99")
     figures += latency_figures("client_rtt", "round trip via Client (NOTIFY)", via_client,
                                "notify_ms_p50", "notify_ms_p99")
+    figures.append(cpu_figure("cpu_us_per_round", "round (send, recv, set_event, get_event)",
+                              cpu, rounds))
     return figures, {"rounds": rounds, "warmup_rounds": warmup}

@@ -1,6 +1,7 @@
 """``queue_fleet``: many workflows of three no-op steps enqueued at once (one transaction),
 drained by 1, 2 and 4 worker processes: workflows/s from the enqueue's commit until every
-workflow has finished.
+workflow has finished, and the worker processes' CPU per workflow over the drain (a queue
+dispatch: the claim, the spawn, the three steps and the end).
 
 The workers are started (and serving, idle) before the enqueue. The runner counts the
 workflows' terminal NOTIFYs (no polling), then checks in the database that all succeeded.
@@ -13,7 +14,7 @@ import time
 
 from ..model import Figure
 from ._base import Context, Measured, observer
-from ._subprocess import Helper
+from ._subprocess import Helper, cpu_seconds
 from .queue_app import FLEET_QUEUE, STEPS, build
 
 COUNT_DONE = "SELECT count(*) FROM asyncflow.workflows WHERE workflow_id LIKE $1 || '%' " \
@@ -36,7 +37,8 @@ class Finished:
                 self.done.set()
 
 
-async def _round(ctx: Context, workers: int, count: int) -> tuple[float, float, list[int]]:
+async def _round(ctx: Context, workers: int,
+                 count: int) -> tuple[float, float, list[int], float]:
     helpers = [await Helper.start("queue_proc", ctx.url, FLEET_QUEUE) for _ in range(workers)]
     try:
         for helper in helpers:
@@ -49,12 +51,15 @@ async def _round(ctx: Context, workers: int, count: int) -> tuple[float, float, 
         async with built.app:
             remove = built.app._waits.add_observer(finished)
             try:
+                pids = [helper.process.pid for helper in helpers]
+                cpu = cpu_seconds(pids)
                 started = time.perf_counter()
                 await built.enqueue_all(prefix, count)
                 committed = time.perf_counter()
                 async with asyncio.timeout(600):
                     await finished.done.wait()
                 drained = time.perf_counter()
+                cpu = cpu_seconds(pids) - cpu
             finally:
                 remove()
         conn = await observer(ctx.url)
@@ -70,22 +75,27 @@ async def _round(ctx: Context, workers: int, count: int) -> tuple[float, float, 
     finally:
         for helper in helpers:
             await helper.finish()
-    return committed - started, drained - committed, per_worker
+    return committed - started, drained - committed, per_worker, cpu
 
 
 async def run(ctx: Context) -> Measured:
     count = ctx.sizes.queue_fleet
     figures: list[Figure] = []
     spread: dict[str, list[int]] = {}
+    cpu_figures: list[Figure] = []
     enqueue_s = 0.0
     for workers in ctx.sizes.queue_fleet_workers:
-        enqueue_s, drain_s, per_worker = await _round(ctx, workers, count)
+        enqueue_s, drain_s, per_worker, cpu = await _round(ctx, workers, count)
         rate = count / drain_s
         spread[str(workers)] = per_worker
         ctx.note(f"{workers} worker(s): {count} workflows drained in {drain_s:.3f} s "
                  f"({rate:,.0f}/s; per worker {per_worker}); enqueued in {enqueue_s:.3f} s")
         figures.append(Figure(f"workers_{workers}_per_s", f"workflows/s, {workers} worker(s)",
                               rate, "wf/s", "commits_per_s_20"))
+        cpu_figures.append(Figure(f"cpu_us_per_dispatch_{workers}",
+                                  f"worker CPU µs per workflow, {workers} worker(s)",
+                                  cpu * 1e6 / count, "µs"))
+    figures += cpu_figures
     figures.append(Figure("enqueue_s", f"enqueue {count} (one transaction)", enqueue_s, "s"))
     return figures, {"workflows": count, "steps_each": STEPS,
                      "workers": list(ctx.sizes.queue_fleet_workers),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ..model import Figure, latency_figures
+from ..model import Figure, cpu_figure, latency_figures
 from ..stats import median, to_ms
 from ._base import Context, Measured, make_app
 
@@ -30,14 +30,17 @@ async def run(ctx: Context) -> Measured:
     async with app:
         await chain(ctx.sizes.warmup_rounds, False)
         totals: list[float] = []
+        cpu = time.process_time()
         for repeat in range(repeats):
             started = time.perf_counter()
             await chain(count, True)
             totals.append(time.perf_counter() - started)
             ctx.note(f"workflow {repeat + 1}/{repeats}: {count} steps in {totals[-1]:.3f} s")
+        cpu = time.process_time() - cpu
     figures = latency_figures("step", "step", durations, "commit_ms_p50", "commit_ms_p99")
     whole = median(to_ms(totals)) / count
     figures.append(
         Figure("workflow_ms_per_step", "whole workflow / steps", whole, "ms", "commit_ms_p50")
     )
+    figures.append(cpu_figure("cpu_us_per_step", "step", cpu, count * repeats))
     return figures, {"steps": count, "workflows_timed": repeats}

@@ -8,7 +8,7 @@ import time
 
 import asyncflow
 
-from ..model import Figure, latency_figures
+from ..model import Figure, cpu_figure, latency_figures
 from ._base import Context, Measured, make_app
 
 GAP_S = 0.002
@@ -46,13 +46,14 @@ async def run(ctx: Context) -> Measured:
         latencies = latencies[warmup:]
         ctx.note(f"{len(latencies)} paced values read")
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         handle = await app.start_workflow(fast_writer, sustained)
         received = 0
         async for _value in app.read_stream(handle.workflow_id, "values"):
             received += 1
         elapsed = time.perf_counter() - started
         await handle.get_result()
+        cpu = time.process_time() - cpu
     if received != sustained or len(latencies) != paced:
         raise AssertionError(f"read {len(latencies)}/{paced} and {received}/{sustained} values")
     delivered = sustained / elapsed
@@ -64,5 +65,6 @@ async def run(ctx: Context) -> Measured:
                "commits_per_s_1"),
         Figure("write_values_per_s", "values/s written", write_rate[0], "values/s",
                "commits_per_s_1"),
+        cpu_figure("cpu_us_per_value", "value written and read (back to back)", cpu, sustained),
     ]
     return figures, {"paced_values": paced, "gap_ms": GAP_S * 1000, "sustained_values": sustained}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..model import Figure
+from ..model import Figure, cpu_figure
 from ._base import Context, Measured, make_app
 
 STEPS = 3
@@ -33,7 +33,9 @@ async def run(ctx: Context) -> Measured:
 
     async with app:
         await batch(max(10, count // 10))  # warm-up
+        cpu = time.process_time()
         start_s, total_s = await batch(count)
+        cpu = time.process_time() - cpu
     rate = count / total_s
     ctx.note(f"{count} workflows in {total_s:.3f} s ({rate:,.0f}/s)")
     figures = [
@@ -41,5 +43,6 @@ async def run(ctx: Context) -> Measured:
         Figure("start_s", f"all {count} started", start_s, "s"),
         Figure("total_s", f"all {count} finished", total_s, "s", "s_per_commit_20",
                float(count)),
+        cpu_figure("cpu_us_per_workflow", "workflow (start, 3 steps, result)", cpu, count),
     ]
     return figures, {"workflows": count, "steps_each": STEPS}

@@ -63,7 +63,8 @@ async def end_run() -> None:
 @app.step(name="work")
 async def work(step: int, sleep_ms: int) -> int:
     assert pool is not None
-    await pool.execute("insert into effects values ($1, $2)", asyncflow.workflow_id(), step)
+    await pool.execute("insert into effects values ($1, $2, $3)", asyncflow.workflow_id(), step,
+                       EXECUTOR)
     if BLOCK and step == 1:
         print(f"BLOCKED {asyncflow.workflow_id()}", flush=True)
         await asyncio.Event().wait()

@@ -2,9 +2,9 @@
 //
 // A live page has data-live (its Server-Sent Events URL) and data-fragments (the URL of its
 // live parts) on <body>. Each "change" event names the workflows that changed and how (one
-// letter per kind: m message, e event, s stream, j journal entry, t terminal, r resumed) in
-// "ids", and the queues that changed in "queues" (q a workflow was enqueued or put back, f one
-// ended: a slot may be free); the page re-fetches the parts those kinds touch and swaps every
+// letter per kind: m message, e event, s stream, j journal entry, t terminal, r resumed; c a
+// schedule changed, keyed by its name) in "ids", and the queues that changed in "queues" (q a
+// workflow was enqueued or put back, f one ended: a slot may be free); the page re-fetches the parts those kinds touch and swaps every
 // returned [data-part] element in. One fetch at a time: changes arriving meanwhile are merged
 // into the next one. No timers, no polling.
 (function () {
@@ -72,9 +72,25 @@
     });
   }
 
+  function openExpanders() {
+    // Expanders the reader opened (or closed) stay so when their part is swapped.
+    var open = {};
+    document.querySelectorAll("details[data-expander]").forEach(function (d) {
+      open[d.getAttribute("data-expander")] = d.open;
+    });
+    return open;
+  }
+
   function swap(html) {
     var doc = new DOMParser().parseFromString(html, "text/html");
     var atEnd = streamPositions();
+    var open = openExpanders();
+    doc.querySelectorAll("details[data-expander]").forEach(function (d) {
+      var id = d.getAttribute("data-expander");
+      if (id in open) {
+        d.open = open[id];
+      }
+    });
     doc.querySelectorAll("[data-part]").forEach(function (fresh) {
       var name = fresh.getAttribute("data-part");
       var old = document.querySelector('[data-part="' + CSS.escape(name) + '"]');
