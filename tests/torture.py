@@ -66,6 +66,8 @@ async def run_ops(admin_url: str, ops: list[Op], *, verbose: bool = False
         else None
     harness = Harness(admin_url, log=log)
     violations = await harness.run(ops)
+    for note in harness.known:
+        print(f"  ({note})", flush=True)
     return violations, harness.worker_output() if violations else ""
 
 
@@ -142,7 +144,7 @@ async def main_async(args: argparse.Namespace, saved: dict[str, Any] | None) -> 
             rng = random.Random()
             seeds = iter(lambda: rng.randrange(10**9), None)
         started = time.monotonic()
-        passed = 0
+        passed = failed = 0
         for seed in seeds:
             if args.seed is None and time.monotonic() - started > args.minutes * 60:
                 break
@@ -151,12 +153,17 @@ async def main_async(args: argparse.Namespace, saved: dict[str, Any] | None) -> 
             violations, output = await run_ops(admin_url, ops, verbose=args.verbose)
             if violations:
                 await report(admin_url, seed, ops, violations, output, args.shrink_minutes)
-                return 1
+                failed += 1
+                if not args.keep_going:
+                    return 1
+                continue
             passed += 1
             print(f"seed {seed}: passed ({len(ops)} operations, "
                   f"{time.monotonic() - begun:.0f}s); {passed} seeds in "
                   f"{(time.monotonic() - started) / 60:.1f} minutes", flush=True)
-        return 0
+        print(f"{passed} seeds passed, {failed} failed, in "
+              f"{(time.monotonic() - started) / 60:.1f} minutes", flush=True)
+        return 1 if failed else 0
 
 
 def main() -> None:
@@ -170,6 +177,8 @@ def main() -> None:
     parser.add_argument("--shrink-minutes", type=float, default=15.0,
                         help="time to spend shrinking a failure (default 15)")
     parser.add_argument("--verbose", action="store_true", help="print every operation")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="after a failure (reported and shrunk), go on with other seeds")
     args = parser.parse_args()
     saved = json.loads(Path(args.ops_file).read_text()) if args.ops_file else None
     sys.exit(asyncio.run(main_async(args, saved)))

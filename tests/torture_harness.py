@@ -146,6 +146,7 @@ class Harness:
         self.conn: asyncpg.Connection | None = None
         self.rec = Record()
         self.violations: list[Violation] = []
+        self.known: list[str] = []  # known (reported) defects met, not failed
         self._refusals: list[asyncio.Task[None]] = []
         self._generation = 0
         self._log = log
