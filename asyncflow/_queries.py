@@ -1829,11 +1829,14 @@ LEFT JOIN LATERAL (
 ) k ON true"""
 
 # One retention batch: up to $3 workflows, oldest first, locked with SKIP LOCKED (a row being
-# resumed, claimed or finished is left for the next pass), deleted in the same statement.
+# resumed, claimed or finished is left for the next pass), deleted in the same statement. A
+# child is deleted only once its parent is gone (deleted by an earlier batch of the pass): a
+# parent left for the next pass, its row busy, keeps its children too.
 RETENTION_DELETE = """
 WITH victims AS (
     SELECT w.workflow_id FROM {s}.workflows w
     WHERE """ + _RETAINED + """
+      AND NOT EXISTS (SELECT 1 FROM {s}.workflows p WHERE p.workflow_id = w.parent_workflow_id)
     ORDER BY w.completed_at, w.workflow_id
     LIMIT $3
     FOR UPDATE OF w SKIP LOCKED

@@ -106,9 +106,10 @@ async def retention_pass(store: Store, retention: Retention, *, dry_run: bool = 
         return await store.retention_count(bound)
     total = 0
     while True:
+        # Until a batch finds nothing: deleting parents makes their children due next.
         deleted = await store.retention_delete(bound, retention.batch_size)
         total += len(deleted)
-        if len(deleted) < retention.batch_size:
+        if not deleted:
             if total:
                 logger.info("asyncflow retention deleted %d finished workflows", total)
             return total

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 import asyncflow
@@ -414,3 +415,34 @@ async def test_delete_refuses_a_finished_child_of_an_unfinished_parent(make_app,
         await app.send("reader", "now", "go")
         assert await handle.get_result(timeout_seconds=30) == 4
         assert await app.delete_workflow("kid") == ["kid"]
+
+
+async def test_retention_keeps_the_children_of_a_parent_it_skips(make_app, conn, db_url):
+    """A finished parent whose row is busy (locked elsewhere: being resumed, or a cancelled
+    execution's last write) is left for the next pass, and so are its children: a child goes
+    only once its parent is gone. (Found by the torture test: the child was deleted, the parent
+    kept and resumed, and its re-run failed on the child's result.)"""
+    app = make_app()
+
+    @app.workflow(name="kid")
+    async def kid() -> int:
+        return 1
+
+    @app.workflow(name="parent")
+    async def parent() -> int:
+        return await (await asyncflow.start_workflow(kid)).get_result()
+
+    async with app:
+        assert await (await app.start_workflow(parent, workflow_id="busy")).get_result(30) == 1
+        locker = await asyncpg.connect(db_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("SELECT 1 FROM asyncflow.workflows "
+                                     "WHERE workflow_id = 'busy' FOR SHARE")
+                everything = asyncflow.Retention(max_age_seconds=0)
+                assert await app.apply_retention(everything) == 0
+                assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 2
+        finally:
+            await locker.close()
+        assert await app.apply_retention(everything) == 2
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
