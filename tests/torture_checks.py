@@ -338,7 +338,15 @@ async def _outcomes(h: Harness) -> None:
             "select value from asyncflow.streams where workflow_id = $1 and key = $2 "
             "order by \"offset\"", wid, STREAM)]
         if stream != writes:
-            h.violate("stream", f"{wid!r} wrote {writes} to its stream, which holds {stream}")
+            rows = await h.conn.fetch(
+                "select \"offset\", value, writer_fid, writer_seq, created_at "
+                "from asyncflow.streams where workflow_id = $1 order by \"offset\"", wid)
+            journal = await h.conn.fetch(
+                "select function_id, name, completed, created_at from asyncflow.operations "
+                "where workflow_id = $1 order by function_id", wid)
+            h.violate("stream", f"{wid!r} wrote {writes} to its stream, which holds {stream}; "
+                      f"rows {[tuple(r) for r in rows]}; journal {[tuple(r) for r in journal]};"
+                      f" faults {h.rec.faults[-6:]}; kills {h.rec.kills}")
         stored = {r[0]: orjson.loads(r[1]) for r in await h.conn.fetch(
             "select key, value from asyncflow.events where workflow_id = $1", wid)}
         for key in EVENT_KEYS:
