@@ -276,8 +276,8 @@ class Admin:
                 raise WorkflowPendingError(
                     f"workflow {workflow_id!r} is a child of {parent[0]!r}, which is "
                     f"{parent[1]} and may still read its result, so nothing was deleted; "
-                    f"delete it once its parent has finished (or delete {parent[0]!r} with "
-                    "children=True then)")
+                    "try again once its parent has finished (or then delete "
+                    f"{parent[0]!r} with children=True)")
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]
