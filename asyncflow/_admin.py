@@ -270,14 +270,15 @@ class Admin:
                 raise not_found(workflow_id)
             for found, status in tree:
                 if status in _UNFINISHED:
-                    raise WorkflowPendingError(_pending_message(workflow_id, found, status))
+                    raise WorkflowPendingError(_pending_message(workflow_id, found, status),
+                                               found, status)
             parent = await store.lock_parent(workflow_id)
             if parent is not None and parent[1] in _UNFINISHED:
                 raise WorkflowPendingError(
                     f"workflow {workflow_id!r} is a child of {parent[0]!r}, which is "
                     f"{parent[1]} and may still read its result, so nothing was deleted; "
                     "try again once its parent has finished (or then delete "
-                    f"{parent[0]!r} with children=True)")
+                    f"{parent[0]!r} with children=True)", parent[0], parent[1])
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]

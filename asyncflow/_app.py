@@ -39,7 +39,7 @@ from ._runtime import Runtime
 from ._schedules import Scheduler
 from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
-from ._status import TERMINAL_STATUSES
+from ._status import TERMINAL_STATUSES, Delivery
 from ._steps import run_transaction
 from ._supervisor import Supervisor
 from ._telemetry import Telemetry, detached
@@ -129,6 +129,7 @@ class AsyncFlow(HistoryOps, Registrations):
             liveness_timeout_seconds, "liveness_timeout_seconds", MIN_LIVENESS_TIMEOUT,
             f"the lease is renewed {BEATS_PER_LEASE} times within it")
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._step_names: set[str] = set()  # of steps and transactions (journal names)
         self._runner: Runner | None = None
         self._supervisor: Supervisor | None = None
         self._queues: dict[str, Queue] = {}
@@ -154,6 +155,7 @@ class AsyncFlow(HistoryOps, Registrations):
             tx_name = registered_name(name, fn)
             spec = TransactionSpec(tx_name, fn, isolation,
                                    types=Signature(fn, f"transaction {tx_name!r}"))
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
@@ -442,8 +444,12 @@ class AsyncFlow(HistoryOps, Registrations):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> Coroutine[Any, Any, None]:
-        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow."""
+    ) -> Coroutine[Any, Any, Delivery | None]:
+        """Send a message to a workflow (see :func:`asyncflow.send`); journaled in a workflow.
+
+        Outside a workflow it returns a :class:`Delivery`: delivered to a workflow that has not
+        ended, a ``DUPLICATE`` of an idempotency key sent before, or ``WORKFLOW_ENDED``. Inside
+        a workflow or step it returns ``None`` (the send is journaled or staged)."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
         runtime = self._runtime
         ctx = workflow_on(runtime)

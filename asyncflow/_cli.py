@@ -26,8 +26,10 @@ from ._cli_versions import add_command as add_versions_command
 from ._client import Client
 from ._embedded import ENV_URL
 from ._errors import AsyncFlowError
-from ._status import SUCCESS, WorkflowStatus
+from ._status import PENDING, SUCCESS, Delivery, WorkflowStatus
 from .web._snapshot import stream_snapshot
+
+STREAM_KEYS_SHOWN = 20  # stream keys an unknown key's error lists
 
 # -- connecting ---------------------------------------------------------------------------------
 
@@ -75,8 +77,8 @@ async def workflow_get(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
-    steps = await client.list_workflow_steps(args.workflow_id)
+async def workflow_operations(client: Client, args: argparse.Namespace) -> int:
+    steps = await client.list_workflow_operations(args.workflow_id)
     if args.json:
         _emit(_json([s.to_dict() for s in steps]))
     elif not steps:
@@ -85,7 +87,34 @@ async def workflow_steps(client: Client, args: argparse.Namespace) -> int:
         rows = [[str(s.function_id), s.name, "yes" if s.completed else "no",
                  s.child_workflow_id or "-",
                  ("error: " + s.error) if s.error else _short(s.output)] for s in steps]
-        _emit(_table(["ID", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
+        _emit(_table(["OPERATION", "NAME", "DONE", "CHILD", "OUTPUT"], rows))
+    return 0
+
+
+async def workflow_start(client: Client, args: argparse.Namespace) -> int:
+    inputs = _parse_json(args.args, "--args")
+    if isinstance(inputs, list):
+        positional, named = inputs, {}
+    elif isinstance(inputs, dict):
+        positional, named = [], inputs
+    else:
+        raise CliError("--args is a JSON array of the arguments (or an object of keyword "
+                       "arguments), e.g. '[\"o-1\", 2]'", 2)
+    if args.queue is not None:
+        handle = await client.enqueue(args.queue, args.name, *positional,
+                                      workflow_id=args.workflow_id,
+                                      on_duplicate="return_existing", **named)
+        where = f"enqueued on queue {args.queue!r}"
+    else:
+        handle = await client.start_workflow(args.name, *positional,
+                                             workflow_id=args.workflow_id, **named)
+        where = "started (a live app that registers it runs it)"
+    status = (await client.get_workflow_status(handle.workflow_id)).status
+    if args.json:
+        _emit(_json({"workflow_id": handle.workflow_id, "name": args.name,
+                     "queue": args.queue, "status": status}))
+    else:
+        _emit(f"workflow {handle.workflow_id} ({args.name}) {where}: status {status}")
     return 0
 
 
@@ -114,12 +143,22 @@ async def event_get(client: Client, args: argparse.Namespace) -> int:
 
 async def send(client: Client, args: argparse.Namespace) -> int:
     message = _parse_json(args.message, "MESSAGE")
-    await client.send(args.workflow_id, message, args.topic, idempotency_key=args.idempotency_key)
+    delivery = await client.send(args.workflow_id, message, args.topic,
+                                 idempotency_key=args.idempotency_key)
     if args.json:
-        _emit(_json({"workflow_id": args.workflow_id, "topic": args.topic, "sent": True}))
+        _emit(_json({"workflow_id": args.workflow_id, "topic": args.topic,
+                     "sent": delivery is not Delivery.DUPLICATE, "delivery": str(delivery)}))
+        return 0
+    topic = "" if args.topic is None else f" on topic {args.topic!r}"
+    if delivery is Delivery.DUPLICATE:
+        _emit(f"not sent: idempotency key {args.idempotency_key!r} was already sent to workflow "
+              f"{args.workflow_id} (delivered once)")
+    elif delivery is Delivery.WORKFLOW_ENDED:
+        status = (await client.get_workflow_status(args.workflow_id)).status
+        _emit(f"message stored for workflow {args.workflow_id}{topic}, but it has ended "
+              f"({status}): nothing receives it unless the workflow is resumed")
     else:
-        topic = "" if args.topic is None else f" on topic {args.topic!r}"
-        _emit(f"message sent to workflow {args.workflow_id}{topic}")
+        _emit(f"message delivered to workflow {args.workflow_id}{topic}")
     return 0
 
 
@@ -149,9 +188,25 @@ async def stream_read(client: Client, args: argparse.Namespace) -> int:
             _emit(_stream_line(args, offset, value))
         return 0
     snapshot = await stream_snapshot(client, args.workflow_id, args.key, offset=args.offset)
+    if not snapshot.entries:
+        await _check_stream_key(client, args.workflow_id, args.key)
     for offset, value in snapshot.entries:
         _emit(_stream_line(args, offset, value))
     return 0
+
+
+async def _check_stream_key(client: Client, workflow_id: str, key: str) -> None:
+    """Fail (exit 1) if the workflow has no stream ``key``: an empty output would look like an
+    empty stream."""
+    keys = await client.runtime.store.stream_keys(workflow_id, key, STREAM_KEYS_SHOWN + 1)
+    if keys and keys[0] == key:
+        return
+    shown = ", ".join(repr(one) for one in keys[:STREAM_KEYS_SHOWN]) or "none"
+    more = ", …" if len(keys) > STREAM_KEYS_SHOWN else ""
+    status = (await client.get_workflow_status(workflow_id)).status
+    later = (" (yet: it is still running; --follow waits for it)" if status == PENDING else "")
+    raise CliError(f"workflow {workflow_id!r} has no stream {key!r}{later}; its streams: "
+                   f"{shown}{more}")
 
 
 # -- database and embedded server ---------------------------------------------------------------
@@ -178,8 +233,8 @@ def dashboard(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow[web]'`",
-                       2) from None
+        raise CliError(f"`{PROG} dashboard` needs uvicorn: `pip install 'asyncflow-pg[web]'` "
+                       "(or `pip install -e '.[web]'` in a clone)", 2) from None
     url = _database_url(args)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:
@@ -235,7 +290,7 @@ async def _serve_dashboard(
                                 timeout_graceful_shutdown=5)
         shown = f"[{host}]" if ":" in host else host
         actions = ("actions ALLOWED to anyone who can reach it" if args.allow_actions
-                   else "read-only; --allow-actions enables cancel, resume and send")
+                   else "read-only; --allow-actions enables cancel, resume, send and fork")
         _emit(f"asyncflow dashboard: http://{shown}:{port}/ ({actions})")
         await Server(config).serve(sockets=[sock])
     return 0
@@ -292,14 +347,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     workflow = commands.add_parser(
         "workflow",
-        help="list, inspect, cancel, resume, delete, fork, export and import workflows")
+        help="start, list, inspect, cancel, resume, delete, fork, export and import workflows")
     wf = workflow.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
-    for name, help_text, run in (
-        ("get", "show a workflow's status (and result once it succeeded)", workflow_get),
-        ("steps", "show a workflow's journal of steps and operations", workflow_steps),
-    ):
-        command(wf, name, help_text, run).add_argument("workflow_id", metavar="ID")
+    command(wf, "get", "show a workflow's status (and result once it succeeded)",
+            workflow_get).add_argument("workflow_id", metavar="ID")
+    journal = "show a workflow's journal: its numbered operations (steps, sends, waits, …)"
+    sub = wf.add_parser("operations", aliases=["steps"], parents=[common], help=journal,
+                        description=journal + " (`steps` is its older name)")
+    sub.set_defaults(run=workflow_operations)
+    sub.add_argument("workflow_id", metavar="ID")
     add_lifecycle_commands(wf, commands, command)  # list, cancel, resume, delete; gc
+    sub = command(wf, "start", "start a workflow by its registered name (or enqueue it with "
+                  "--queue); a live app that registers it runs it", workflow_start)
+    sub.add_argument("name", metavar="NAME", help="the workflow's registered name")
+    sub.add_argument("--args", default="[]", metavar="JSON",
+                     help="its arguments: a JSON array (or an object of keyword arguments); "
+                     "default []")
+    sub.add_argument("--queue", metavar="Q", help="enqueue it on queue Q instead")
+    sub.add_argument("--id", dest="workflow_id", metavar="ID",
+                     help="its workflow id (default: a new random id); an existing id returns "
+                     "that workflow")
 
     # history (issue 14): replay, workflow export / import / fork
     add_history_commands(commands, wf, command)
@@ -351,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--host", default="127.0.0.1",
                      help="address to listen on (default 127.0.0.1: this machine only)")
     sub.add_argument("--allow-actions", action="store_true",
-                     help="let visitors cancel and resume workflows and send messages")
+                     help="let visitors cancel, resume and fork workflows and send messages")
     sub.add_argument("--allow-host", action="append", metavar="NAME",
                      help="also serve requests for this Host name (NAME or NAME:PORT; "
                      "repeatable). On a loopback address only its own address and port and "

@@ -127,14 +127,14 @@ async def workflow_import(client: Client, args: argparse.Namespace) -> int:
 
 
 async def workflow_fork(client: Client, args: argparse.Namespace) -> int:
-    handle = await client.fork_workflow(args.workflow_id, args.from_step,
+    handle = await client.fork_workflow(args.workflow_id, args.from_operation,
                                         workflow_id=args.new_id, app_version=args.app_version)
-    if args.json:
+    if args.json:  # from_step: the older name of from_operation, kept for scripts
         _emit(_json({"workflow_id": handle.workflow_id, "forked_from": args.workflow_id,
-                     "from_step": args.from_step}))
+                     "from_operation": args.from_operation, "from_step": args.from_operation}))
     else:
-        _emit(f"forked {args.workflow_id} from step {args.from_step} as {handle.workflow_id} "
-              "(a running app that registers it picks it up)")
+        _emit(f"forked {args.workflow_id} from operation #{args.from_operation} as "
+              f"{handle.workflow_id} (a running app that registers it picks it up)")
     return 0
 
 
@@ -177,11 +177,13 @@ def add_commands(commands: Any, workflow: Any, command: Command) -> None:
                   "are skipped)", workflow_import)
     sub.add_argument("file", metavar="FILE", help="the export file (- for stdin)")
 
-    sub = command(workflow, "fork", "start a copy of a workflow that runs again from a step",
-                  workflow_fork)
+    sub = command(workflow, "fork", "start a copy of a workflow that runs again from one of "
+                  "its operations", workflow_fork)
     sub.add_argument("workflow_id", metavar="ID")
-    sub.add_argument("--from-step", type=_count, required=True, metavar="N",
-                     help="the function id to run again from (see `workflow steps`)")
+    sub.add_argument("--from-operation", "--from-step", dest="from_operation", type=_count,
+                     required=True, metavar="N",
+                     help="the operation number to run again from (see `workflow operations`; "
+                     "--from-step is its older name)")
     sub.add_argument("--workflow-id", dest="new_id", metavar="NEW_ID",
                      help="the fork's id (default: a generated one)")
     sub.add_argument("--app-version", metavar="V",

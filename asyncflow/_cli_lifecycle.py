@@ -12,6 +12,7 @@ from typing import Any
 
 from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
+from ._errors import WorkflowPendingError
 from ._filters import RESUMABLE
 from ._retention import Retention
 from ._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
@@ -152,7 +153,12 @@ async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
         return _report_many(args, "resumed", ids, " (running apps pick them up and continue "
                             "from their checkpoints)")
     before = (await client.get_workflow_status(args.workflow_id)).status
-    if before in (*ACTIVE, SUCCESS):
+    if before == SUCCESS:  # nothing to resume: a failed operation, not a no-op
+        raise CliError(f"workflow {args.workflow_id} succeeded; only CANCELLED, ERROR and "
+                       "MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed (to run it again "
+                       f"from an operation: `asyncflow workflow fork {args.workflow_id} "
+                       "--from-operation N`)")
+    if before in ACTIVE:
         return _report(args, before, f"workflow {args.workflow_id} is {before}; only CANCELLED, "
                        "ERROR and MAX_RECOVERY_ATTEMPTS_EXCEEDED workflows are resumed", False)
     await client.resume_workflow(args.workflow_id)
@@ -162,7 +168,18 @@ async def workflow_resume(client: Client, args: argparse.Namespace) -> int:
 
 
 async def workflow_delete(client: Client, args: argparse.Namespace) -> int:
-    deleted = await client.delete_workflow(args.workflow_id, children=args.children)
+    try:
+        deleted = await client.delete_workflow(args.workflow_id, children=args.children)
+    except WorkflowPendingError as exc:  # its message names the Python call: say the command
+        root = args.workflow_id
+        cancel = f"`asyncflow workflow cancel {root}`"
+        status = exc.status or "PENDING"
+        if exc.pending_id in (None, root):
+            raise CliError(f"workflow {root} is {status} and cannot be deleted; cancel it first "
+                           f"({cancel}), then delete it") from None
+        raise CliError(f"workflow {root} has a {status} descendant {exc.pending_id}, so "
+                       f"nothing was deleted; {cancel} cancels its descendants too, then delete "
+                       "it") from None
     return _report_many(args, "deleted", deleted)
 
 

@@ -9,13 +9,14 @@ from typing import Any, TypeVar, overload
 
 from . import _codec
 from ._embedded import schema_hint
-from ._errors import SchemaVersionError
+from ._errors import SchemaVersionError, WorkflowConflictError
 from ._events import get_event_outside
 from ._handle import WorkflowHandle
 from ._history import HistoryOps
 from ._messages import send_outside
 from ._queues import NO_VERSION, enqueue_request, enqueue_with_id
 from ._signature import reader
+from ._status import Delivery
 from ._storage import Storage
 from ._telemetry import Telemetry
 from ._wait import QUEUE
@@ -36,6 +37,8 @@ class Client(HistoryOps):
     ``statement_cache_size``, ``command_timeout`` — default 60 s —, ``server_settings``, …).
     See docs/operations.md, "Deploying on managed Postgres".
     """
+
+    _creates_schema = False
 
     def __init__(
         self,
@@ -68,11 +71,16 @@ class Client(HistoryOps):
         topic: str | None = None,
         *,
         idempotency_key: str | None = None,
-    ) -> None:
+    ) -> Delivery:
         """Send a message to a workflow. With ``idempotency_key``, repeated sends with the same
-        key deliver once, even after the first was consumed. Never blocks on the receiver."""
+        key deliver once, even after the first was consumed. Never blocks on the receiver.
+
+        Returns what became of it (:class:`Delivery`): ``DELIVERED`` to a workflow that has not
+        ended, ``DUPLICATE`` (the key was sent before: nothing delivered), or ``WORKFLOW_ENDED``
+        (stored, but nothing receives it unless the workflow is resumed). An unknown workflow id
+        raises :class:`WorkflowNotFoundError`."""
         text = _codec.check_message(destination_id, message, topic, idempotency_key)
-        await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
+        return await send_outside(self.runtime, destination_id, text, topic, idempotency_key)
 
     @overload
     async def get_event(self, workflow_id: str, key: str,
@@ -104,6 +112,30 @@ class Client(HistoryOps):
         if resumed is not None and resumed.queue_name is not None:
             runtime.waits.wake(QUEUE, resumed.queue_name)
         return self._handle(workflow_id)
+
+    async def start_workflow(
+        self, workflow_name: str, *args: Any, workflow_id: str | None = None, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Start workflow ``workflow_name`` (its registered name) with ``args`` and ``kwargs``
+        from a process that does not have the function; returns its handle once it is durable.
+
+        The workflow is left unassigned, and the recovery supervisor of a live app that
+        registers that name (woken by NOTIFY) claims and runs it, on that app's version. Starting
+        an id that exists returns that workflow (it never runs twice); under another workflow's
+        name it raises :class:`WorkflowConflictError`. To start it on a queue, use
+        :meth:`enqueue`.
+        """
+        _codec.check_id(workflow_name, "workflow_name")
+        new_id = secrets.token_hex(16) if workflow_id is None else _codec.check_id(workflow_id)
+        inputs = _codec.dumps({"args": list(args), "kwargs": kwargs},
+                              f"the arguments of workflow {workflow_name!r}")
+        created, name = await self.runtime.store.insert_unassigned_workflow(
+            new_id, workflow_name, inputs)
+        if not created and name != workflow_name:
+            raise WorkflowConflictError(
+                f"workflow id {new_id!r} is already used by workflow {name!r}, not "
+                f"{workflow_name!r}; choose another id")
+        return self._handle(new_id)
 
     async def enqueue(
         self,

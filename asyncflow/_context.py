@@ -90,9 +90,9 @@ class StepContext:
         self.function_id = function_id
         self.name = name
         self.seq = 0
-        self.effects: list[tuple[Callable[[], Awaitable[None]], tuple[str, str]]] = []
+        self.effects: list[tuple[Callable[[], Awaitable[object]], tuple[str, str]]] = []
 
-    def stage(self, apply: Callable[[], Awaitable[None]], wakes: tuple[str, str]) -> None:
+    def stage(self, apply: Callable[[], Awaitable[object]], wakes: tuple[str, str]) -> None:
         """Apply ``apply()`` with the checkpoint; then wake the waiters of key ``wakes``."""
         self.effects.append((apply, wakes))
 

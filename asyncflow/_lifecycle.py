@@ -93,6 +93,9 @@ class Connected(Admin):
     come from :class:`asyncflow._admin.Admin`)."""
 
     _executor_id: str | None = None
+    #: Whether launching creates (migrates) the schema: an app does, a Client never does (so a
+    #: Client does not start a new embedded server where there is none).
+    _creates_schema = True
     #: An app's lease (``liveness_timeout_seconds``); unused by a client.
     _liveness_timeout: float = 10.0
 
@@ -199,7 +202,8 @@ class Connected(Admin):
             return
         from ._embedded import resolve_database_url
 
-        url = await resolve_database_url(self._database_url, self._data_dir)
+        url = await resolve_database_url(self._database_url, self._data_dir,
+                                         create=self._creates_schema)
         settings = replace(self._connect, listen_url=resolve_listen_url(self._connect.listen_url))
         name = ("asyncflow-client" if self._executor_id is None
                 else f"asyncflow:{self._executor_id}")
@@ -333,10 +337,16 @@ class Connected(Admin):
         _codec.check_id(workflow_id)
         return await self.runtime.store.workflow_status(workflow_id)
 
-    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
-        """The journal of a workflow: every recorded operation, in function-id order."""
+    async def list_workflow_operations(self, workflow_id: str) -> list[StepInfo]:
+        """The journal of a workflow: every recorded operation (a step, transaction, send,
+        recv, sleep, event, child start, …), in the order of their numbers (``function_id``:
+        operation #0, #1, …)."""
         _codec.check_id(workflow_id)
         return await self.runtime.store.list_operations(workflow_id)
+
+    async def list_workflow_steps(self, workflow_id: str) -> list[StepInfo]:
+        """The older name of :meth:`list_workflow_operations` (the same journal)."""
+        return await self.list_workflow_operations(workflow_id)
 
     # -- events and streams ---------------------------------------------------------------------
 

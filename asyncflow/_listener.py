@@ -191,6 +191,8 @@ class Listener:
             return
         if self._probed_at is not None and now - self._probed_at < PROBE_EVERY:
             return
+        if self._storage.pool.busy:
+            return  # never hold up the heartbeats for a pool connection: probe next time
         token = secrets.token_hex(8)
         self._probe, self._probed_at = (token, now), now
         try:
@@ -237,9 +239,10 @@ class Listener:
                 if conn is not None:
                     conn.terminate()
             # While the listener is down, the lease is renewed through the pool if it answers.
-            if self.liveness is not None:
+            if self.liveness is not None and not self._storage.pool.busy:
                 try:
-                    await self.liveness.beat(None)
+                    with anyio.move_on_after(self.liveness.interval):
+                        await self.liveness.beat(None)
                 except Exception as exc:  # the database is away: the listener reports it
                     logger.debug("asyncflow heartbeat through the pool failed: %r", exc)
             # Reconnect backoff (not a wait for database state).

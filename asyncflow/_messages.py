@@ -17,7 +17,7 @@ from ._journal import begin, checked, record, replayed_value, stop_for_status
 from ._observe import outside_operation, workflow_operation
 from ._recorded import encode_error
 from ._runtime import Runtime
-from ._status import PENDING
+from ._status import PENDING, Delivery
 from ._store import Send, not_found
 from ._timers import durable_wait
 from ._wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
@@ -31,12 +31,14 @@ _SENT = {"asyncflow.destination.id": 0, "asyncflow.topic": 2}
 @outside_operation(SEND, "producer", _SENT)
 async def send_outside(
     runtime: Runtime, destination_id: str, text: str, topic: str | None, key: str | None
-) -> None:
-    """A send from outside any workflow (an app's or client's method)."""
+) -> Delivery:
+    """A send from outside any workflow (an app's or client's method): what became of it."""
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
-    await runtime.store.send_message(destination_id, topic, text, key, traceparent)
-    runtime.waits.wake(MESSAGE, destination_id)
+    delivery = await runtime.store.send_message(destination_id, topic, text, key, traceparent)
+    if delivery is not Delivery.DUPLICATE:
+        runtime.waits.wake(MESSAGE, destination_id)
+    return delivery
 
 
 @workflow_operation(SEND, "producer", _SENT)

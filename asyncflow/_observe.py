@@ -137,7 +137,7 @@ async def execution(
     with span as current:
         finished = await run()
         if not finished and ctx.cancelled:
-            current.set_attribute(WORKFLOW_STATUS, CANCELLED)
+            current.set_attribute(WORKFLOW_STATUS, str(CANCELLED))  # the plain string
             telemetry.workflow_finished(ctx.name, CANCELLED)
         return finished
 

@@ -45,6 +45,11 @@ class ConnectionPool:
     def open_connections(self) -> int:
         return self._open
 
+    @property
+    def busy(self) -> bool:
+        """Whether an acquire now would wait: no idle connection, and no room to open one."""
+        return not self._idle and self._open >= self._size
+
     async def acquire(self) -> Connection:
         while True:
             if self._closed:

@@ -356,6 +356,21 @@ UNION ALL
 SELECT false, name, NULL FROM {s}.workflows
 WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
 
+# A workflow started by name from outside any app (Client.start_workflow): PENDING, unassigned
+# and of no app version yet (''), so the recovery supervisor of any live app registering the name
+# claims it (CLAIM_WORKFLOWS stamps its version) -- woken by the 'r' notification.
+INSERT_UNASSIGNED_WORKFLOW = """
+WITH ins AS (
+    INSERT INTO {s}.workflows (workflow_id, name, status, inputs, executor_id, app_version)
+    VALUES ($1, $2, 'PENDING', $3, NULL, '')
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING name
+)
+SELECT true AS created, name, pg_notify($4, 'r' || $1)::text AS notified FROM ins
+UNION ALL
+SELECT false, name, NULL FROM {s}.workflows
+WHERE workflow_id = $1 AND NOT EXISTS (SELECT 1 FROM ins)"""
+
 WORKFLOW_NAME = "SELECT name FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_STATE = "SELECT status FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_OWNERSHIP = "SELECT status, epoch FROM {s}.workflows WHERE workflow_id = $1"
@@ -444,7 +459,7 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NULL
       AND c.name = ANY ($2::text[])
-      AND c.app_version = $3
+      AND (c.app_version = $3 OR (c.app_version = '' AND c.executor_id IS NULL))
       AND (
           c.executor_id IS NULL
           OR ($4 AND c.executor_id <> $1
@@ -455,7 +470,8 @@ CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     FOR NO KEY UPDATE OF c SKIP LOCKED
 )
 UPDATE {s}.workflows w
-SET executor_id = $1, recovery_attempts = w.recovery_attempts + 1, epoch = w.epoch + 1,
+SET executor_id = $1, app_version = $3, recovery_attempts = w.recovery_attempts + 1,
+    epoch = w.epoch + 1,
     updated_at = clock_timestamp()
 FROM candidates
 WHERE w.workflow_id = candidates.workflow_id
@@ -977,13 +993,18 @@ SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS ev
 # Messages
 # ---------------------------------------------------------------------------------------------
 
+# Sends from outside a workflow also return whether the message was stored (`inserted`: not
+# with an idempotency key sent before) and the destination's status (NULL: no such workflow), so
+# that send can say what became of it (asyncflow.Delivery).
 SEND_MESSAGE = """
 WITH ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     VALUES ($1, $2, $3, $5)
     RETURNING destination_id
 )
-SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+SELECT pg_notify($4, 'm' || destination_id)::text AS notified, true AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status
+FROM ins"""
 
 SEND_MESSAGE_ONCE = """
 WITH k AS (
@@ -995,7 +1016,9 @@ WITH k AS (
     SELECT destination_id, $2, $3, $6 FROM k
     RETURNING destination_id
 )
-SELECT pg_notify($4, 'm' || destination_id) FROM ins"""
+SELECT (SELECT pg_notify($4, 'm' || destination_id) FROM ins)::text AS notified,
+       EXISTS (SELECT 1 FROM ins) AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
 
 # The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
 _MAILBOX_HEAD = """
@@ -1429,6 +1452,8 @@ WITH input AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
+       i.ord IN (SELECT ord FROM chosen) AS inserted,
+       (SELECT w.status FROM {s}.workflows w WHERE w.workflow_id = i.destination_id) AS status,
        (SELECT count(*) FROM notified) AS notifies
 FROM input i ORDER BY i.ord"""
 
@@ -1889,6 +1914,10 @@ ORDER BY message_id LIMIT $2"""
 
 # A workflow's streams (at most $2 keys, by key) with the last $3 entries of each, cut to $4
 # chars. A stream with no entries yet (closed before any write) has one row with a NULL offset.
+# A workflow's stream keys, key $2 first if it has that stream (the CLI's unknown-key check).
+STREAM_KEYS = """
+SELECT key FROM {s}.stream_heads WHERE workflow_id = $1 ORDER BY key <> $2, key LIMIT $3"""
+
 DASHBOARD_STREAMS = """
 SELECT h.key, h.next_offset, h.closed, e."offset", e.value, e.length
 FROM (

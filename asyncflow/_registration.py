@@ -58,6 +58,7 @@ class Registrations:
     provides ``_begin`` (start a workflow, or a child inside a workflow: its handle)."""
 
     _workflows: dict[str, WorkflowSpec]
+    _step_names: set[str]
     _schedules: dict[str, ScheduleSpec]
     _app_version: str | None
     _begin: Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any], str | None, float | None],
@@ -134,6 +135,7 @@ class Registrations:
             step_name = registered_name(name, fn)
             spec = StepSpec(step_name, fn, retries, interval, rate, *options,
                             types=Signature(fn, f"step {step_name!r}"))
+            self._step_names.add(spec.name)
 
             @functools.wraps(fn)
             def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:

@@ -37,6 +37,31 @@ MAX_RECOVERY_ATTEMPTS_EXCEEDED = Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
 TERMINAL_STATUSES = frozenset({SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
 
 
+class Delivery(StrEnum):
+    """What became of a message sent from outside a workflow: what ``send`` returns (an
+    ``AsyncFlow``'s or a ``Client``'s). A ``str``, so ``Delivery.DELIVERED == "delivered"``.
+
+    A send to a workflow id that does not exist raises ``WorkflowNotFoundError`` instead.
+    """
+
+    #: In the mailbox of a workflow that has not ended (running, waiting, or queued): its next
+    #: ``recv`` on that topic gets it.
+    DELIVERED = "delivered"
+    #: Its ``idempotency_key`` was sent to that workflow before: this send delivered nothing.
+    DUPLICATE = "duplicate"
+    #: Stored, but the workflow has ended (succeeded, failed or was cancelled): nothing receives
+    #: it unless the workflow is resumed.
+    WORKFLOW_ENDED = "workflow_ended"
+
+    @classmethod
+    def of(cls, inserted: bool, status: str) -> Delivery:
+        """The delivery of a send that stored its message (``inserted``) or not, to a
+        workflow of ``status``."""
+        if not inserted:
+            return cls.DUPLICATE
+        return cls.WORKFLOW_ENDED if status in TERMINAL_STATUSES else cls.DELIVERED
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowStatus:
     """A snapshot of one workflow's row.

@@ -17,7 +17,7 @@ from . import _queries as Q
 from ._batch import Batcher
 from ._driver import refuse_in_replay
 from ._errors import DatabaseUnavailableError, WorkflowNotFoundError
-from ._status import StepInfo, WorkflowStatus
+from ._status import Delivery, StepInfo, WorkflowStatus
 from ._storage import Storage, UniqueViolation, holds_connection, report_unavailable
 from ._store_admin import AdminStatements
 from ._store_base import (
@@ -69,7 +69,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.channel = storage.channel
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
-        self.sends: Batcher[Sent, None] = Batcher(self._send_many, self._send_one)
+        self.sends: Batcher[Sent, Delivery] = Batcher(self._send_many, self._send_one)
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
@@ -111,6 +111,18 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         )
         if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
             # or the parent's execution no longer owns the parent (then it may not exist)
+            existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
+            return False, existing
+        return bool(row["created"]), row["name"]
+
+    async def insert_unassigned_workflow(
+        self, workflow_id: str, name: str, inputs: str
+    ) -> tuple[bool, str | None]:
+        """Insert a PENDING workflow for any live app registering ``name`` to claim (and wake
+        the recovery supervisors), unless the id exists: ``(created, name of the row)``."""
+        row = await self.storage.fetchrow(
+            Q.INSERT_UNASSIGNED_WORKFLOW, workflow_id, name, inputs, self.channel)
+        if row is None:  # lost a race with a concurrent insert of the same id: it exists now
             existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
             return False, existing
         return bool(row["created"]), row["name"]
@@ -398,11 +410,14 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def send_message(
         self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None,
         traceparent: str | None = None,
-    ) -> None:
-        """Deliver a message (once per idempotency key, if given); unknown destination: not
-        found. ``traceparent``: the trace context of the sending span (telemetry)."""
-        await self._submit(self.sends, self._send_one,
-                           (destination_id, topic, text, idempotency_key, traceparent))
+    ) -> Delivery:
+        """Deliver a message (once per idempotency key, if given) and say what became of it;
+        unknown destination: not found. ``traceparent``: the trace context of the sending span
+        (telemetry)."""
+        delivery: Delivery = await self._submit(
+            self.sends, self._send_one, (destination_id, topic, text, idempotency_key,
+                                         traceparent))
+        return delivery
 
     async def recv_first(
         self, workflow_id: str, topic: str | None, function_id: int, deadline: float,

@@ -120,7 +120,7 @@ class AdminStatements(BatchStatements):
         destination deleted while it runs fails it as a whole: WorkflowNotFoundError.
         ``traceparent``: the trace context of the sending span (telemetry)."""
         sent = [(*op, traceparent) for op in ops]
-        return [outcome is None for outcome in await self._send_many(sent)]
+        return [not isinstance(outcome, BaseException) for outcome in await self._send_many(sent)]
 
     async def send_many(self, ops: list[Send], traceparent: str | None = None) -> list[bool]:
         """Deliver many messages in one statement; per message, whether its destination exists.
@@ -134,7 +134,7 @@ class AdminStatements(BatchStatements):
                 outcomes = await self._send_many(sent)
             except WorkflowNotFoundError:
                 continue
-            return [outcome is None for outcome in outcomes]
+            return [not isinstance(outcome, BaseException) for outcome in outcomes]
         delivered: list[bool] = []
         for op in sent:
             try:
@@ -170,6 +170,11 @@ class AdminStatements(BatchStatements):
     ) -> list[Any]:
         """The oldest waiting messages of a workflow (all topics), with the total count."""
         return await self.storage.fetch(Q.DASHBOARD_PENDING_MESSAGES, workflow_id, limit, chars)
+
+    async def stream_keys(self, workflow_id: str, first: str, limit: int) -> list[str]:
+        """The workflow's stream keys (``limit`` of them), ``first`` first if it is one."""
+        rows = await self.storage.fetch(Q.STREAM_KEYS, workflow_id, first, limit)
+        return [row["key"] for row in rows]
 
     async def dashboard_streams(
         self, workflow_id: str, keys: int, tail: int, chars: int

@@ -9,7 +9,7 @@ from typing import Any
 from . import _codec
 from . import _queries as Q
 from ._errors import QueueDeduplicatedError, WorkflowNotFoundError, _ExecutionConflict
-from ._status import TERMINAL_STATUSES
+from ._status import TERMINAL_STATUSES, Delivery
 from ._storage import Storage
 
 Finish = tuple[str, str, str | None, str | None, int]  # ..., the execution's epoch
@@ -126,18 +126,21 @@ class StoreBase:
         return namespace
 
 
-    async def _send_one(self, op: Sent) -> None:
+    async def _send_one(self, op: Sent) -> Delivery:
         destination_id, topic, text, idempotency_key, traceparent = op
         try:
             if idempotency_key is None:
-                await self.storage.execute(
+                row = await self.storage.fetchrow(
                     Q.SEND_MESSAGE, destination_id, topic, text, self.channel, traceparent
                 )
             else:
-                await self.storage.execute(
+                row = await self.storage.fetchrow(
                     Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
                     idempotency_key, traceparent,
                 )
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
+        if row is None or row["status"] is None:  # (a repeated key to a deleted workflow)
+            raise not_found(destination_id)
+        return Delivery.of(row["inserted"], row["status"])
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import _queries as Q
+from ._status import Delivery
 from ._store_base import (
     Finish,
     Page,
@@ -71,10 +72,11 @@ class BatchStatements(StoreBase):
                 results.append((False, None, False))
         return results
 
-    async def _send_many(self, ops: list[Sent]) -> list[BaseException | None]:
+    async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
-        return [None if row["found"] else not_found(op[0])
+        return [Delivery.of(row["inserted"], row["status"])
+                if row["found"] and row["status"] is not None else not_found(op[0])
                 for op, row in zip(ops, rows, strict=True)]
 
     async def _read_many(self, ops: list[Read]) -> list[Page | BaseException]:

@@ -105,7 +105,7 @@ class HistoryStatements(StoreBase):
             limit = 0 if last is None else last + 1  # one past the last recorded operation
             if from_function_id > limit:
                 raise InvalidArgumentError(
-                    f"from_step must be at most {limit} (one past the last operation workflow "
+                    f"from_operation must be at most {limit} (one past the last operation workflow "
                     f"{source_id!r} recorded), not {from_function_id}")
             queue_name = source["queue_name"]
             if queue_name is not None:  # through the source's queue, as a resume goes

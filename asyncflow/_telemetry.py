@@ -359,6 +359,8 @@ class Instruments:
         """Count a terminal status written by this process. ``in_execution``: written by the
         workflow's execution, whose span (the current one) gets the status and the recorded
         error (JSON from ``_codec.encode_error``), if any."""
+        # The plain string: an exporter prints a Status member as <Status.SUCCESS: 'SUCCESS'>.
+        status = str(status)
         self.meters.finished.add(1, {WORKFLOW_NAME: name, WORKFLOW_STATUS: status})
         span = self._trace.get_current_span()
         if not in_execution or not span.is_recording():

@@ -36,12 +36,14 @@ and the server stays responsive while requests and workflows wait. Run it with n
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import uvicorn
-from fastapi import Body, FastAPI, Header, Path, Query, Request
+from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 import asyncflow
@@ -111,10 +113,15 @@ async def workflow_with_events(steps: int) -> list[dict[str, int]]:
     return results
 
 
+def segment(text: str) -> str:
+    """``text`` as one URL path segment (a workflow id may hold ``/``, ``?``, ``#``, spaces)."""
+    return quote(text, safe="")
+
+
 @app.post("/start-workflow-events/{workflow_id}/{steps}")
 async def start_workflow_events(workflow_id: str, steps: Steps) -> dict[str, Any]:
     answer = await start(workflow_with_events, workflow_id, steps)
-    base = f"/workflow-events/{workflow_id}"
+    base = f"/workflow-events/{segment(workflow_id)}"
     return {
         "message": "Workflow started with events",
         **answer,
@@ -173,23 +180,43 @@ async def start_workflow_messaging(
     return {
         "message": "Workflow started and will wait for approval notification",
         **answer,
-        "send_approval": f"/send-message/{workflow_id}",
+        "send_approval": f"/send-message/{segment(workflow_id)}",
         "note": 'POST a JSON body such as {"approved": true}; messages are queued durably.',
     }
+
+
+_DELIVERY_MESSAGES = {
+    asyncflow.Delivery.DELIVERED: "Notification delivered to the workflow",
+    asyncflow.Delivery.DUPLICATE: "Not sent again: this Idempotency-Key was already sent to the "
+    "workflow (it is delivered once)",
+    asyncflow.Delivery.WORKFLOW_ENDED: "Stored, but the workflow has ended: nothing will "
+    "receive it",
+}
 
 
 @app.post("/send-message/{workflow_id}")
 async def send_message(
     workflow_id: str,
-    message: Annotated[Any, Body(description="any JSON value, e.g. {\"approved\": true}")],
+    request: Request,
     idempotency_key: Annotated[str | None, Header()] = None,
-) -> dict[str, Any]:
-    """Queue a message for the workflow and return at once. With an ``Idempotency-Key`` header,
-    repeated sends with that key are delivered once."""
-    await flow.send(workflow_id, {"payload": message}, NOTIFICATION_TOPIC,
-                    idempotency_key=idempotency_key)
-    return {"workflow_id": workflow_id, "message": "Notification sent to workflow",
-            "payload": message}
+) -> Any:
+    """Queue a message (a JSON body) for the workflow and return at once, saying whether it
+    was delivered, a duplicate of an ``Idempotency-Key`` sent before (delivered once), or for a
+    workflow that has ended."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return JSONResponse({"detail": "send the message as JSON, with the header "
+                             "Content-Type: application/json (curl: -H 'Content-Type: "
+                             "application/json' -d '{\"approved\": true}')"}, status_code=415)
+    body = await request.body()
+    try:
+        message = json.loads(body)
+    except ValueError as exc:
+        return JSONResponse({"detail": f"the body is not valid JSON ({exc}); send a JSON "
+                             "value such as {\"approved\": true}"}, status_code=422)
+    delivery = await flow.send(workflow_id, {"payload": message}, NOTIFICATION_TOPIC,
+                               idempotency_key=idempotency_key)
+    return {"workflow_id": workflow_id, "delivery": delivery,
+            "message": _DELIVERY_MESSAGES[delivery], "payload": message}
 
 
 # -- 3. streaming -------------------------------------------------------------------------------
@@ -222,8 +249,8 @@ async def start_workflow_streaming(workflow_id: str, steps: Steps) -> dict[str, 
     return {
         "message": "Workflow started with streaming",
         **answer,
-        "read_stream": f"/workflow-stream/{workflow_id}",
-        "live_stream": f"/workflow-stream/{workflow_id}/live",
+        "read_stream": f"/workflow-stream/{segment(workflow_id)}",
+        "live_stream": f"/workflow-stream/{segment(workflow_id)}/live",
     }
 
 

@@ -40,6 +40,8 @@ EXPECTED = {
     "ReadOnlyDatabaseError",
     # typed values (docs/guide.md, Values)
     "DecodeError",
+    # what a send from outside a workflow says became of the message
+    "Delivery",
 }
 WEB = {"AuthHook", "Dashboard", "EventStream", "EventWatch", "StreamSnapshot", "dashboard",
        "event_watch_response", "lifespan", "sse_response", "stream_snapshot"}

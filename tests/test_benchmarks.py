@@ -21,6 +21,8 @@ from benchmarks.rounds import render_rounds, summarize
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.server import Server
 
+pytestmark = pytest.mark.slow  # the whole benchmark suite, quick mode
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -60,6 +60,7 @@ def test_big_values_are_nested_no_deeper_than_orjson_allows():
         _codec.dumps([value])
 
 
+@pytest.mark.slow  # encodes a list of the size limit: CPU-bound
 def test_big_values_obey_the_size_limit():
     too_big = [BIG] * (asyncflow.MAX_VALUE_BYTES // 20 + 1)
     with pytest.raises(asyncflow.ValueTooLargeError, match="limit is"):
@@ -139,6 +140,7 @@ async def test_small_values_keep_the_fast_path(make_app, conn):
     assert texts == ['{"args":[5],"kwargs":{}}', "[5,9223372036854775808]", '{"n":5}']
 
 
+@pytest.mark.slow
 async def test_cli_sends_and_shows_big_integers_exactly(make_app, db_url):
     app = make_app()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import pytest
 from conftest import python_env, with_database
 
 import asyncflow
+
+pytestmark = pytest.mark.slow  # every test runs the command in subprocesses
 
 
 def cli_env(db_url: str | None, **extra: str) -> dict[str, str]:
@@ -95,7 +98,7 @@ async def test_workflow_commands(make_app, db_url):
             cli_json(db_url, "workflow", "list", "--limit", "1"),
             cli_json(db_url, "workflow", "list", "--name", name),
             cli_json(db_url, "workflow", "get", "wf-done"),
-            cli_json(db_url, "workflow", "steps", "wf-done"),
+            cli_json(db_url, "workflow", "operations", "wf-done"),
         )
         assert [w["workflow_id"] for w in pending] == ["wf-wait"]
         assert [w["workflow_id"] for w in newest] == ["wf-fail"]  # newest first
@@ -106,7 +109,8 @@ async def test_workflow_commands(make_app, db_url):
         (code, out, _), (code2, out2, _) = await asyncio.gather(
             cli(db_url, "workflow", "get", "wf-fail"), cli(db_url, "workflow", "steps", "wf-done"))
         assert code == 0 and "ValueError: boom" in out and "ERROR" in out
-        assert code2 == 0 and out2.split()[:5] == ["ID", "NAME", "DONE", "CHILD", "OUTPUT"]
+        assert code2 == 0 and out2.split()[:5] == [  # (`steps`: the older name of `operations`)
+            "OPERATION", "NAME", "DONE", "CHILD", "OUTPUT"]
 
         code, out, _ = await cli(db_url, "workflow", "cancel", "wf-done")
         assert code == 0 and "nothing to cancel" in out
@@ -116,10 +120,19 @@ async def test_workflow_commands(make_app, db_url):
             await handle.get_result(timeout_seconds=10)
         resumed = await cli_json(db_url, "workflow", "resume", "wf-wait")
         assert resumed == {"workflow_id": "wf-wait", "status": "PENDING", "changed": True}
-        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go")
+        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go",
+                                   "--idempotency-key", "k1")
         assert code == 0, err
-        assert out.strip() == "message sent to workflow wf-wait on topic 'go'"
+        assert out.strip() == "message delivered to workflow wf-wait on topic 'go'"
         assert await handle.get_result(timeout_seconds=30) == {"got": {"ok": True}}
+        # The same key again: not delivered twice, and it says so; to an ended workflow too.
+        code, out, err = await cli(db_url, "send", "wf-wait", '{"ok": true}', "--topic", "go",
+                                   "--idempotency-key", "k1")
+        assert code == 0 and out.startswith("not sent: idempotency key 'k1' was already"), err
+        code, out, err = await cli(db_url, "send", "wf-wait", "2", "--topic", "go")
+        assert code == 0 and "but it has ended (SUCCESS)" in out, err
+        assert await cli_json(db_url, "send", "wf-wait", "3", "--idempotency-key", "k1") == {
+            "workflow_id": "wf-wait", "topic": None, "sent": False, "delivery": "duplicate"}
 
         cases = (["workflow", "get", "nope"], ["workflow", "steps", "nope"],
                  ["workflow", "cancel", "nope"], ["workflow", "resume", "nope"])
@@ -215,6 +228,11 @@ async def test_events_messages_and_streams(make_app, db_url, conn):
         code, out, _ = await cli(db_url, "stream", "read", "t1", "out", "--offset", "1")
         assert out == '1: {"second":2}\n'
 
+        # An unknown stream key is an error, not an empty stream.
+        code, out, err = await cli(db_url, "stream", "read", "t1", "typo")
+        assert code == 1 and out == "", err
+        assert "no stream 'typo'" in err and "its streams: 'out'" in err, err
+
         code, out, err = await cli(db_url, "send", "t1", "{bad json")
         assert code == 2 and out == "" and "MESSAGE is not valid JSON" in err
         code, out, err = await cli(db_url, "send", "nope", "1")
@@ -225,6 +243,37 @@ async def test_events_messages_and_streams(make_app, db_url, conn):
         for args, (code, out, err) in zip(cases, results, strict=True):
             assert (code, out, err.strip()) == (1, "", "asyncflow: error: no workflow with id "
                                                        "'nope'"), args
+
+
+async def test_workflow_start_by_name_and_on_a_queue(make_app, db_url):
+    app = make_app()
+    app.queue("jobs")
+
+    @app.workflow(name="greet")
+    async def greet(who: str, punctuation: str = "!") -> str:
+        return f"hello {who}{punctuation}"
+
+    async with app:
+        code, out, err = await cli(db_url, "workflow", "start", "greet", "--args", '["ann"]',
+                                   "--id", "g-1")
+        assert code == 0 and out.startswith("workflow g-1 (greet) started"), err
+        assert await (await app.retrieve_workflow("g-1")).get_result(30) == "hello ann!"
+        started = await cli_json(db_url, "workflow", "start", "greet", "--queue", "jobs",
+                                 "--args", '{"who": "bob", "punctuation": "?"}')
+        assert started["queue"] == "jobs" and started["name"] == "greet"
+        handle = await app.retrieve_workflow(started["workflow_id"])
+        assert await handle.get_result(30) == "hello bob?"
+        assert (await handle.get_status()).queue_name == "jobs"
+        # Again with an existing id: that workflow, not a second run.
+        again = await cli_json(db_url, "workflow", "start", "greet", "--args", '["zed"]',
+                               "--id", "g-1")
+        assert (again["workflow_id"], again["status"]) == ("g-1", "SUCCESS")
+        assert await (await app.retrieve_workflow("g-1")).get_result(30) == "hello ann!"
+        code, out, err = await cli(db_url, "workflow", "start", "other", "--id", "g-1")
+        assert code == 1 and "already used by workflow 'greet'" in err
+        for bad in ("[1,", '"text"'):
+            code, out, err = await cli(db_url, "workflow", "start", "greet", "--args", bad)
+            assert code == 2 and out == "" and "--args" in err, err
 
 
 async def test_db_migrate_and_connection_errors(empty_db_url, tmp_path):
@@ -240,6 +289,14 @@ async def test_db_migrate_and_connection_errors(empty_db_url, tmp_path):
     missing = with_database(empty_db_url, "no_such_database")
     code, out, err = await cli(missing, "workflow", "list")
     assert code == 1 and "no_such_database" in err
+    # A port nobody listens on: it never connected, so it does not say the connection was lost.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        port = unused.getsockname()[1]
+        code, out, err = await cli(f"postgresql://someone:secret@127.0.0.1:{port}/db",
+                                   "workflow", "list")
+    assert code == 1 and f"cannot connect to the database at 127.0.0.1:{port}" in err, err
+    assert "connection lost" not in err and "secret" not in err
     # No URL and no embedded server running in the data directory: say what to do.
     code, out, err = await cli(None, "workflow", "list", cwd=tmp_path)
     assert code == 1 and "asyncflow postgres start" in err and "--database-url" in err

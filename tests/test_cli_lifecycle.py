@@ -10,6 +10,8 @@ from test_cli import cli, cli_json
 
 import asyncflow
 
+pytestmark = pytest.mark.slow  # every test runs the command in subprocesses
+
 
 async def test_list_filters_and_pages(make_app, db_url):
     app = make_app()
@@ -97,6 +99,29 @@ async def test_cancel_resume_and_delete_by_id_and_by_filter(make_app, db_url):
         await app.start_workflow(leaf, workflow_id="lonely")
         code, out, err = await cli(db_url, "workflow", "delete", "lonely")
         assert code == 1 and "PENDING" in err and "cancel it first" in err
+        # The command to run, not the Python call.
+        assert "`asyncflow workflow cancel lonely`" in err and "cancel_workflow" not in err
+        await app.start_workflow(parent, workflow_id="p9")
+        await app._waits.wait_for_count(3)  # lonely, p9 and its child
+        await app.cancel_workflow("p9", children=False)
+        code, out, err = await cli(db_url, "workflow", "delete", "p9", "--children")
+        assert code == 1 and "PENDING descendant p9-0" in err, err
+        assert "`asyncflow workflow cancel p9`" in err and "cancel_workflow" not in err
+
+
+async def test_resume_of_a_workflow_that_succeeded_fails(make_app, db_url):
+    app = make_app()
+
+    @app.workflow()
+    async def done() -> int:
+        return 1
+
+    async with app:
+        await (await app.start_workflow(done, workflow_id="ok-1")).get_result()
+    code, out, err = await cli(db_url, "workflow", "resume", "ok-1")
+    assert code == 1 and out == "" and "succeeded" in err and "workflow fork ok-1" in err, err
+    code, out, err = await cli(db_url, "--json", "workflow", "resume", "ok-1")
+    assert code == 1 and out == "", err
 
 
 async def test_gc(make_app, db_url):

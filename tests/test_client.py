@@ -92,3 +92,28 @@ async def test_client_cancel_resume_and_steps(make_app, db_url):
             await client.resume_workflow("cw")
             await client.send("cw", "x")
             assert await h.get_result(timeout_seconds=10) == "end"
+
+
+async def test_a_workflow_started_by_name_from_a_client_runs_on_an_app_that_has_it(
+        make_app, db_url):
+    app = make_app(app_version="v-app")
+
+    @app.workflow(name="double")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async with asyncflow.Client(db_url) as client:
+        # No app runs yet: it waits unassigned, of no version, for one that registers the name.
+        handle = await client.start_workflow("double", 21, workflow_id="by-name")
+        status = await handle.get_status()
+        assert (status.status, status.executor_id, status.app_version) == ("PENDING", None, "")
+        again = await client.start_workflow("double", 99, workflow_id="by-name")
+        assert again.workflow_id == "by-name"  # the same workflow: never started twice
+        with pytest.raises(asyncflow.WorkflowConflictError, match="'double'"):
+            await client.start_workflow("triple", workflow_id="by-name")
+        with pytest.raises(asyncflow.InvalidArgumentError):
+            await client.start_workflow("double", workflow_id="bad\x00id")
+        async with app:  # its launch claims it and stamps its version
+            assert await handle.get_result(timeout_seconds=30) == 42
+        status = await handle.get_status()
+        assert (status.app_version, status.executor_id) == ("v-app", app.executor_id)

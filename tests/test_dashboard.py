@@ -736,6 +736,7 @@ async def test_served_alone_lifespan(make_app: Any) -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
     app = make_app()
     flows = define(app)
@@ -757,6 +758,8 @@ async def test_cli_dashboard(make_app: Any, db_url: str) -> None:
                     line = (await process.stdout.readline()).decode()
                 found = re.search(r"(http://\S+/)", line)
                 assert found, line
+                if not allow_actions:  # says every action it leaves out
+                    assert "cancel, resume, send and fork" in line, line
                 url = found.group(1)
                 async with httpx.AsyncClient(base_url=url, timeout=30) as http:
                     page = await http.get("/")
@@ -868,6 +871,7 @@ async def test_cli_dashboard_bad_usage(db_url: str) -> None:
 # -- a real browser -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium binary (install the Debian "
                     "package `chromium`, or set ASYNCFLOW_TEST_CHROMIUM)")
 async def test_in_a_real_browser(db_url: str, procs: Any) -> None:

@@ -80,8 +80,8 @@ async def test_debugging_in_a_real_browser(db_url: str, procs: Any) -> None:
         await page.wait_for(f"{activity} !== {js(before)}")
         await page.wait_for("document.querySelector('tr.op-step[data-state=\"done\"]')")
         assert await page.evaluate(f"{details}.open") is True
-        assert await page.evaluate(
-            "document.querySelectorAll('.wf-row').length") == 7  # + the step and the recv
+        # + the step and the recv (the waterfall follows the same live refresh)
+        await page.wait_for("document.querySelectorAll('.wf-row').length === 7")
 
         # Bad JSON in the Send form comes back with the text kept and the error inline.
         typed = '{"approved": tru'

@@ -78,6 +78,7 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
             io.StringIO(EXPORT_HEADER + IMPORTED)),
         "list_schedules": lambda c: c.list_schedules(),
         "list_workflow_steps": lambda c: c.list_workflow_steps("done"),
+        "list_workflow_operations": lambda c: c.list_workflow_operations("done"),
         "list_workflows": lambda c: c.list_workflows(),
         "pause_schedule": lambda c: c.pause_schedule("every"),
         "read_stream": lambda c: _first(c.read_stream("done", "s")),

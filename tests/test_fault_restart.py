@@ -16,7 +16,7 @@ from faultlib import PrivateServer, size
 
 import asyncflow
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

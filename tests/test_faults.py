@@ -19,7 +19,7 @@ from faultlib import FaultProxy, size
 
 import asyncflow
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 
 async def _progress(proc, count: int) -> bool:

@@ -359,13 +359,51 @@ async def test_an_unassigned_fork_is_run_by_the_app_that_registers_it(db_url):
         bug[0] = False
         code, out, err = await run_cli("workflow", "fork", "o", "--from-step", "5",
                                        "--workflow-id", "o-cli", cwd=None, db_url=db_url)
-        assert code == 0, err
-        assert "forked o from step 5 as o-cli" in out
+        assert code == 0, err  # --from-step: the older name of --from-operation
+        assert "forked o from operation #5 as o-cli" in out
         handle = await app.retrieve_workflow("o-cli")
         assert await handle.get_result(timeout_seconds=30) == ["o", 1, 2, 3, 4]
     assert runs == Counter(a=1, b=1, c=2, d=1)
 
 
+async def test_one_word_for_journal_entries_with_the_old_names_as_aliases(db_url):
+    # "operation" is the public word for the numbered journal entries; the older names
+    # (list_workflow_steps, from_step=, `workflow steps`, --from-step) mean the same.
+    runs: Counter = Counter()
+    app = define_pipeline(db_url, runs, [True])
+    async with app:
+        with pytest.raises(RuntimeError):
+            await (await app.start_workflow(app.flows["pipeline"], "o", workflow_id="o")
+                   ).get_result()
+        journal = await app.list_workflow_operations("o")
+        assert [op.function_id for op in journal] == list(range(6))
+        assert await app.list_workflow_steps("o") == journal
+        new = await app.fork_workflow("o", from_operation=2, workflow_id="f-new",
+                                      app_version="none")
+        old = await app.fork_workflow("o", from_step=2, workflow_id="f-old", app_version="none")
+        assert (await app.list_workflow_operations("f-new")
+                )[-1].function_id == (await app.list_workflow_operations("f-old"))[-1].function_id
+        assert new.workflow_id == "f-new" and old.workflow_id == "f-old"
+        for bad in ({}, {"from_operation": 1, "from_step": 1}):
+            with pytest.raises(asyncflow.InvalidArgumentError, match="from_operation"):
+                await app.fork_workflow("o", workflow_id="f-bad", **bad)
+        with pytest.raises(asyncflow.InvalidArgumentError, match="from_operation must be"):
+            await app.fork_workflow("o", from_operation=99)
+    outputs = []
+    for command in ("operations", "steps"):
+        code, out, err = await run_cli("workflow", command, "o", cwd=None, db_url=db_url)
+        assert code == 0, err
+        outputs.append(out)
+    assert outputs[0] == outputs[1] and outputs[0].split()[:2] == ["OPERATION", "NAME"]
+    code, out, err = await run_cli("--json", "workflow", "fork", "o", "--from-operation", "3",
+                                   "--workflow-id", "f-cli", "--app-version", "none",
+                                   cwd=None, db_url=db_url)
+    assert code == 0, err
+    assert json.loads(out) == {"workflow_id": "f-cli", "forked_from": "o", "from_operation": 3,
+                               "from_step": 3}
+
+
+@pytest.mark.slow
 async def test_cli_export_and_import(db_url, other_db_url, tmp_path):
     runs: Counter = Counter()
     app = define_rich_app(db_url, runs)

@@ -216,6 +216,7 @@ async def test_bad_message_calls_fail_and_write_nothing(make_app, conn):
         assert await h.get_result() == "fine"
 
 
+@pytest.mark.slow
 async def test_thousand_parked_receivers_each_get_their_message(make_app, conn):
     app = make_app()
     n = 1000
@@ -235,3 +236,35 @@ async def test_thousand_parked_receivers_each_get_their_message(make_app, conn):
         results = [await h.get_result(timeout_seconds=60) for h in handles]
     assert results == [[i, f"m{i}"] for i in range(n)]
     assert await conn.fetchval("select count(*) from asyncflow.messages") == 0
+
+
+async def test_a_send_says_what_became_of_the_message(make_app, db_url, conn):
+    app = make_app()
+    Delivery = asyncflow.Delivery
+
+    @app.workflow()
+    async def taker(n: int) -> list[object]:
+        return [await asyncflow.recv("t", timeout_seconds=60) for _ in range(n)]
+
+    async with app, asyncflow.Client(db_url) as client:
+        handle = await app.start_workflow(taker, 3, workflow_id="d-1")
+        assert await app.send("d-1", 1, "t") is Delivery.DELIVERED
+        assert await client.send("d-1", 2, "t", idempotency_key="k") is Delivery.DELIVERED
+        assert await client.send("d-1", 2, "t", idempotency_key="k") is Delivery.DUPLICATE
+        assert await app.send("d-1", 2, "t", idempotency_key="k") == "duplicate"  # a str
+        # Concurrent sends share a statement (group commit): each still gets its own answer.
+        keys = ["a", "b", "a", "c", "b", "a"]
+        answers = await asyncio.gather(*(app.send("d-1", key, "k", idempotency_key=key)
+                                         for key in keys))
+        assert sorted(str(a) for a in answers) == ["delivered"] * 3 + ["duplicate"] * 3
+        assert await client.send("d-1", 3, "t") is Delivery.DELIVERED
+        assert await handle.get_result(timeout_seconds=30) == [1, 2, 3]
+        # The workflow ended: stored, but nobody receives it (and the send says so).
+        assert await client.send("d-1", 4, "t") is Delivery.WORKFLOW_ENDED
+        answers = await asyncio.gather(*(app.send("d-1", n) for n in range(5)))
+        assert set(answers) == {Delivery.WORKFLOW_ENDED}
+        assert await app.send("d-1", 5, idempotency_key="k") is Delivery.DUPLICATE
+        with pytest.raises(asyncflow.WorkflowNotFoundError):
+            await client.send("no-such", 1)
+        with pytest.raises(asyncflow.WorkflowNotFoundError):
+            await client.send("no-such", 1, idempotency_key="k")

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 import asyncflow
+
+pytestmark = pytest.mark.slow  # worker fleets in subprocesses
 
 TABLES = [
     "create table runs (workflow_id text primary key, executor_id text, "

@@ -54,7 +54,7 @@ from faultlib import admin, size, with_database
 
 import asyncflow
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.slow]
 
 KEYS = ("a", "b")  # stream keys
 EVENT_KEYS = ("e0", "e1", "e2")

@@ -197,6 +197,7 @@ async def test_a_schedule_on_a_queue_enqueues_each_run(make_app, conn):
         assert runs and all(w.queue_name == "reports" for w in runs)
 
 
+@pytest.mark.slow
 async def test_three_processes_start_each_tick_exactly_once(db_url, conn, procs):
     await conn.execute("create table runs (workflow_id text, tick text, executor text)")
     workers = [await procs("sched_worker.py", db_url, f"s-{i}") for i in range(3)]
@@ -231,6 +232,7 @@ async def test_three_processes_start_each_tick_exactly_once(db_url, conn, procs)
                for row, t in zip(rows, ticks, strict=True))
 
 
+@pytest.mark.slow
 async def test_schedule_cli(make_app, db_url):
     app = make_app()
     triggered = asyncio.Event()

@@ -130,6 +130,9 @@ async def test_spans_of_a_workflow_its_attempts_and_operations(make_app, otel, c
     assert dict(run.attributes) == {
         "asyncflow.workflow.id": "w1", "asyncflow.workflow.name": "wf",
         "asyncflow.execution.resumed": False, "asyncflow.workflow.status": "SUCCESS"}
+    # A plain string, not a Status member: console exporters print the member's repr.
+    assert type(run.attributes["asyncflow.workflow.status"]) is str
+    assert '"asyncflow.workflow.status": "SUCCESS"' in run.to_json()
 
     first, second = sorted(otel.spans("step flaky"),
                            key=lambda s: s.attributes["asyncflow.attempt"])
@@ -359,6 +362,7 @@ async def test_metrics(make_app, otel, conn):
     finished = otel.points("asyncflow.workflows.finished")
     assert by_name(finished, "asyncflow.workflow.name", "asyncflow.workflow.status") == {
         ("ok", "SUCCESS"): 2, ("bad", "ERROR"): 1, ("parked", "CANCELLED"): 1}
+    assert {type(dict(k)["asyncflow.workflow.status"]) for k in finished} == {str}
     (steps,) = otel.points("asyncflow.step.duration").items()
     attributes, histogram = steps
     assert dict(attributes) == {"asyncflow.step.name": "double", "asyncflow.step.kind": "step",

@@ -102,6 +102,13 @@ async def nap_then_step() -> int:
 
 
 @app.workflow()
+async def monthly(months: int) -> int:
+    for _ in range(months):
+        await asyncflow.sleep(30 * DAY)  # one operation per month
+    return months
+
+
+@app.workflow()
 async def receiver() -> Any:
     return await asyncflow.recv("topic", timeout_seconds=DAY)
 
@@ -253,7 +260,8 @@ async def test_crash_during_a_step_runs_its_body_again_and_its_effects_once(
         crash = crash_at(a, "p-1", during="second")
         handle = await a.start_workflow(pipeline, 1, workflow_id="p-1")
         assert await crash.wait() is crash
-        assert (crash.workflow_id, crash.step, crash.name) == ("p-1", 1, "second")
+        assert (crash.workflow_id, crash.operation, crash.name) == ("p-1", 1, "second")
+        assert crash.step == 1  # the older name
         # As after a kill between the body and its checkpoint: the step's event and stream value
         # were staged with the checkpoint, so none of them is there.
         assert await _names(a, "p-1") == ["first"]
@@ -335,8 +343,17 @@ async def test_a_crash_point_never_reached_fails_with_the_journal(asyncflow_app)
     async with asyncflow_app(app) as a:
         with pytest.raises(AssertionError, match=r"ended \(SUCCESS\).*\n  #0 first"):
             await crash_and_recover(a, quick, before=5)
-        with pytest.raises(AssertionError, match="during='nope'"):
+        with pytest.raises(asyncflow.InvalidArgumentError, match=r"during='nope'.*'first'"):
             await crash_and_recover(a, quick, during="nope")
+
+
+async def test_an_unknown_step_name_is_refused_when_armed(asyncflow_app):
+    async with asyncflow_app(app) as a:
+        with pytest.raises(asyncflow.InvalidArgumentError, match="no_such_step"):
+            crash_at(a, before=None, during="no_such_step")
+        assert not a._step_names.isdisjoint({"first", "record_row"})  # steps, transactions
+        crash_at(a, "x-1", during="record_row")  # registered names are fine
+        crash_at(a, "x-2", during="asyncflow.sleep")  # and the engine's own operations
 
 
 # -- the clock ------------------------------------------------------------------------------------
@@ -363,6 +380,17 @@ async def test_skip_timers_times_out_recv_get_event_and_wait_first(asyncflow_app
         assert (await first.get_status()).status == asyncflow.PENDING  # due in 2 days
         await skip_timers(a, DAY)
         assert await first.get_result(timeout_seconds=60) == 1  # the timer branch
+
+
+async def test_skips_in_a_row_each_wait_for_the_next_timer(asyncflow_app):
+    # Right after a skip the workflow still counts as parked in the sleep that just fired: the
+    # next skip must wait for the next sleep, or it moves the clock before that sleep is set.
+    async with asyncflow_app(app) as a:
+        handle = await a.start_workflow(monthly, 3)
+        for _ in range(3):
+            await skip_timers(a, days=30, once_waiting=handle)
+        assert await handle.get_result(timeout_seconds=20) == 3
+        assert a.runtime.clock_offset == 90 * DAY
 
 
 async def test_a_timer_skipped_in_part_parks_until_its_new_time(asyncflow_app):
@@ -475,6 +503,7 @@ async def _pytest_example(env: dict[str, str], *args: str) -> str:
     return text
 
 
+@pytest.mark.slow
 async def test_the_example_runs_by_entry_point_on_the_kits_embedded_server():
     # Where the kit puts its embedded server (short: a Unix socket's path has a length limit).
     tmp = tempfile.mkdtemp(prefix="afk-")
@@ -490,6 +519,7 @@ async def test_the_example_runs_by_entry_point_on_the_kits_embedded_server():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 async def test_the_example_runs_with_p_on_a_given_server(server_url: str):
     admin = await asyncpg.connect(server_url)
     query = ("select datname from pg_database where datname like 'asyncflow\\_test\\_%' "
@@ -505,6 +535,7 @@ async def test_the_example_runs_with_p_on_a_given_server(server_url: str):
         await admin.close()
 
 
+@pytest.mark.slow
 def test_test_databases_on_a_private_embedded_server(monkeypatch):
     monkeypatch.delenv("ASYNCFLOW_TEST_DATABASE_URL", raising=False)
     with TestDatabases() as databases:
@@ -517,3 +548,18 @@ def test_test_databases_on_a_private_embedded_server(monkeypatch):
     assert not data_dir.exists()
     with pytest.raises(OSError):  # the server was stopped
         asyncio.run(asyncpg.connect(admin_url, timeout=30))
+
+
+def test_the_testing_extra_has_the_plugins_the_pytest_configuration_uses() -> None:
+    # pyproject's pytest options of plugins: a user who installed only the `testing` extra
+    # must not get "Unknown config option" for any of them.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    options = project["tool"]["pytest"]["ini_options"]
+    plugin_of = {"timeout": "pytest-timeout", "asyncio_mode": "pytest-asyncio"}
+    testing = {req.split(">")[0].split("[")[0].strip()
+               for req in project["project"]["optional-dependencies"]["testing"]}
+    for option, plugin in plugin_of.items():
+        if option in options:
+            assert plugin in testing, f"pyproject sets {option}: add {plugin} to `testing`"

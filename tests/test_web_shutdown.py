@@ -12,6 +12,8 @@ import httpx
 import pytest
 from conftest import ROOT, Proc, python_env
 
+pytestmark = pytest.mark.slow  # a real uvicorn server, stopped
+
 PROCS = ROOT / "tests" / "procs"
 
 

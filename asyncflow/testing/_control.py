@@ -40,9 +40,9 @@ SimulatedCrash.__module__ = "asyncflow.testing"
 class Crash:
     """A crash armed by :func:`crash_at`: await :meth:`wait` for it to happen.
 
-    After it happened, ``workflow_id`` is the crashed workflow, ``step`` the function id of the
-    operation it crashed at and ``name`` that operation's name (``None`` for ``before=``: the
-    operation had not said what it was yet).
+    After it happened, ``workflow_id`` is the crashed workflow, ``operation`` the number of the
+    operation it crashed at (``step`` is its older name) and ``name`` that operation's name
+    (``None`` for ``before=``: the operation had not said what it was yet).
     """
 
     __slots__ = ("_control", "_event", "before", "during", "name", "step", "target",
@@ -65,6 +65,11 @@ class Crash:
         self.name: str | None = None
 
     @property
+    def operation(self) -> int | None:
+        """The number of the operation it crashed at (``None`` until it happened)."""
+        return self.step
+
+    @property
     def happened(self) -> bool:
         """Whether the crash happened."""
         return self._event.is_set()
@@ -72,7 +77,8 @@ class Crash:
     def _fire(self, workflow_id: str, step: int, name: str | None) -> SimulatedCrash:
         self.workflow_id, self.step, self.name = workflow_id, step, name
         self._event.set()
-        where = f"before step #{step}" if name is None else f"in step #{step} ({name})"
+        where = (f"before operation #{step}" if name is None
+                 else f"in operation #{step} ({name})")
         return SimulatedCrash(f"simulated crash of workflow {workflow_id!r} {where}")
 
     def describe(self) -> str:
@@ -91,7 +97,7 @@ class Crash:
         return self
 
     def __repr__(self) -> str:
-        state = f"happened at #{self.step}" if self.happened else "armed"
+        state = f"happened at operation #{self.step}" if self.happened else "armed"
         return f"<Crash {self.describe()}: {state}>"
 
 
@@ -108,6 +114,10 @@ class Control:
         self.dead: set[WorkflowContext] = set()  # executions that crashed: they do nothing more
         self.counters: list[tuple[str | None, Counter[str]]] = []
         self.parked: Counter[str] = Counter()
+        #: How many times the clock was skipped, and at which of those skips each workflow last
+        #: parked: a workflow parked before the latest skip may be leaving the wait it fired.
+        self.skips = 0
+        self.parked_at: dict[str, int] = {}
         self.park_waiters: dict[str, list[asyncio.Event]] = {}
 
     @property
@@ -187,6 +197,7 @@ class Control:
         workflow_id = ctx.workflow_id
         if parking:
             self.parked[workflow_id] += 1
+            self.parked_at[workflow_id] = self.skips
             for event in self.park_waiters.pop(workflow_id, []):
                 event.set()
         else:
@@ -195,6 +206,16 @@ class Control:
                 del self.parked[workflow_id]
 
     # -- what the helpers use ------------------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether this is still its app's control (:func:`reset` detaches it)."""
+        app = self._app()
+        return app is not None and _controls.get(app) is self
+
+    def waiting_since_skip(self, workflow_id: str) -> bool:
+        """Whether the workflow is parked in a wait it parked in after the latest skip."""
+        return self.parked[workflow_id] > 0 and self.parked_at.get(workflow_id) == self.skips
 
     def arm(self, target: str | None, before: int | None, during: str | int | None) -> Crash:
         crash = Crash(self, target, before, during)

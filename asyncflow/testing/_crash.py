@@ -1,8 +1,8 @@
 """Simulated crashes and recovery of a workflow at a chosen step, and counting step runs.
 
-Steps are numbered as in ``app.list_workflow_steps(workflow_id)``: every durable operation of a
-workflow (step, transaction, send, recv, sleep, event, child start, …) takes the next number,
-from 0, in call order. Two crash points:
+Operations are numbered as in ``app.list_workflow_operations(workflow_id)``: every durable
+operation of a workflow (step, transaction, send, recv, sleep, event, child start, …) takes the
+next number, from 0, in call order. Two crash points:
 
 * ``before=N`` -- the process dies just before operation #N starts: #0…#N-1 are checkpointed and
   are never run again; nothing of #N ran. (The engine's ``on_operation`` hook.)
@@ -26,7 +26,7 @@ from .._app import AsyncFlow
 from .._codec import check_id
 from .._errors import InvalidArgumentError
 from .._handle import WorkflowHandle
-from ._control import Crash, control_of
+from ._control import ENGINE_PREFIX, Crash, check_app, control_of
 from ._launch import relaunch
 
 R = TypeVar("R")
@@ -40,7 +40,7 @@ def _crash_point(before: object, during: object) -> tuple[int | None, str | int 
     if before is not None:
         if isinstance(before, bool) or not isinstance(before, int) or before < 0:
             raise InvalidArgumentError(
-                f"before= is an operation number >= 0 (as in app.list_workflow_steps), not "
+                f"before= is an operation number >= 0 (as in app.list_workflow_operations), not "
                 f"{before!r}; to crash in a step by its name use during=")
         return before, None
     if callable(during) and hasattr(during, "__qualname__"):
@@ -51,6 +51,16 @@ def _crash_point(before: object, during: object) -> tuple[int | None, str | int 
             f"during= is a step's name, the step function, or an operation number >= 0, not "
             f"{during!r}")
     return None, during
+
+
+def _check_step_name(app: AsyncFlow, name: str) -> None:
+    """Refuse a crash point no step of ``app`` can reach: it would only time out."""
+    if name in app._step_names or name.startswith(ENGINE_PREFIX):
+        return
+    known = ", ".join(repr(one) for one in sorted(app._step_names)) or "none yet"
+    raise InvalidArgumentError(
+        f"during={name!r} names no step or transaction registered on this app (registered: "
+        f"{known}); give a registered step's name, the step function, or an operation number")
 
 
 def crash_at(
@@ -67,11 +77,15 @@ def crash_at(
     ran and before its checkpoint committed -- a step name, the step function (its default
     name, ``__qualname__``) or an operation number. The crash fires once: the execution stops
     there and does nothing more, and the workflow stays ``PENDING`` with its journal as it was,
-    until :func:`relaunch` recovers it. Arm it before the workflow gets there.
+    until :func:`relaunch` recovers it. Arm it before the workflow gets there. A ``during=``
+    name that no step or transaction of ``app`` is registered under raises
+    ``InvalidArgumentError`` at once (it could never fire).
     """
     first, second = _crash_point(before, during)
     if workflow_id is not None:
         check_id(workflow_id)
+    if isinstance(second, str):
+        _check_step_name(check_app(app), second)
     return control_of(app).arm(workflow_id, first, second)
 
 

@@ -13,7 +13,7 @@ from .._errors import AsyncFlowError, AsyncFlowTimeoutError, WorkflowNotFoundErr
 async def journal_text(app: AsyncFlow, workflow_id: str) -> str:
     """The workflow's journal, one ``#n name`` per line, for error messages."""
     try:
-        steps = await app.list_workflow_steps(workflow_id)
+        steps = await app.list_workflow_operations(workflow_id)
     except AsyncFlowError as exc:
         return f"(journal unavailable: {exc})"
     lines = [f"  #{s.function_id} {s.name}{'' if s.completed else ' (open)'}" for s in steps]

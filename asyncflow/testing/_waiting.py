@@ -6,8 +6,10 @@ to look again: a timer that falls due fires at once; one that does not yet parks
 earlier time. The offset belongs to the app object for the test: a relaunch keeps it.
 
 A timer is only skipped if it was set before the skip. :func:`until_waiting` returns once a
-workflow is parked in a durable wait (its timer, if any, set), told by the app's waiter registry
-as the workflow parks -- no polling.
+workflow is parked in a durable wait (its timer, if any, set) that it parked in after the latest
+skip, told by the app's waiter registry as the workflow parks -- no polling. (Right after a
+skip, a workflow still counts as parked in the wait whose timer just fired until its task runs
+again: that wait does not count, or two skips in a row would both skip the same timer.)
 """
 
 from __future__ import annotations
@@ -43,19 +45,24 @@ async def until_waiting(
 ) -> None:
     """Return once ``workflow`` (an id or a handle), running in ``app``, is parked in a durable
     wait: ``sleep``, ``recv``, ``get_event``, ``wait_first``, a child's result. Its timer, if the
-    wait has one, is then set, so :func:`skip_timers` moves it.
+    wait has one, is then set, so :func:`skip_timers` moves it. After a skip, only a wait the
+    workflow parked in after that skip counts (not the one whose timer the skip just fired).
 
     Raises ``AssertionError`` (with the workflow's journal) if the workflow ends first, and
     ``AsyncFlowTimeoutError`` after ``timeout_seconds``.
     """
     workflow_id = workflow_id_of(workflow)
     control = control_of(app)
-    if control.parked[workflow_id] > 0:
-        return
-    event = asyncio.Event()
-    control.park_waiters.setdefault(workflow_id, []).append(event)
-    await until_event(app, event, workflow_id, timeout_seconds,
-                      f"workflow {workflow_id!r} waited")
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    while not control.waiting_since_skip(workflow_id):
+        event = asyncio.Event()
+        control.park_waiters.setdefault(workflow_id, []).append(event)
+        # Each wake-up is a park (or a detach): look again, within the one timeout.
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        await until_event(app, event, workflow_id, remaining,
+                          f"workflow {workflow_id!r} waited")
+        if not control.attached:
+            return  # reset meanwhile: nobody tracks the workflow's waits any more
 
 
 def seconds_of(
@@ -92,6 +99,7 @@ async def skip_timers(
         await until_waiting(app, once_waiting)
     control = control_of(app)
     control.offset += total
+    control.skips += 1
     runtime = app._runtime
     if runtime is not None and not runtime.closing:
         runtime.advance_clock(total)  # wakes every waiter: each looks at the clock again

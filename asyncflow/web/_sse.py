@@ -281,8 +281,8 @@ def _starlette_response_class() -> Callable[[EventStream], Response]:
         from starlette.responses import Response
     except ImportError:
         raise ConfigurationError(
-            "asyncflow.sse_response() needs Starlette: install the `web` extra (`pip install -e "
-            "'.[web]'` in a clone of asyncflow), or serve "
+            "asyncflow.sse_response() needs Starlette: install the `web` extra (`pip install "
+            "'asyncflow-pg[web]'`, or `pip install -e '.[web]'` in a clone of asyncflow), or serve "
             "asyncflow.EventStream as a plain ASGI app"
         ) from None
 
