@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import torture_checks
 from torture import CI_OPS, CI_SEED, run_ops, shrink
 from torture_harness import Harness
 from torture_ops import generate
 
 
+@pytest.mark.slow  # about 20 s: three worker processes, 160 operations with faults
 async def test_torture_fixed_seed(server_url):
     """The CI profile: seed CI_SEED, CI_OPS operations (at most about 90 s)."""
     ops = generate(CI_SEED, CI_OPS)
