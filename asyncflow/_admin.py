@@ -281,8 +281,9 @@ class Admin(ScheduleOps):
         An unfinished workflow (PENDING, or queued: ENQUEUED, DELAYED) is never deleted:
         :class:`WorkflowPendingError` (cancel it first — ``cancel_workflow`` cancels its
         descendants too). With ``children``, one unfinished descendant refuses the whole
-        delete. Nothing is deleted when it raises. Children left
-        behind keep their ``parent_workflow_id``.
+        delete, and so does an unfinished parent (it may still read the workflow's result).
+        Nothing is deleted when it raises. Children left behind keep their
+        ``parent_workflow_id``.
         """
         _codec.check_id(workflow_id)
         _check_flag(children, "children")
@@ -296,6 +297,13 @@ class Admin(ScheduleOps):
                 if status in _UNFINISHED:
                     raise WorkflowPendingError(_pending_message(workflow_id, found, status),
                                                found, status)
+            parent = await store.lock_parent(workflow_id)
+            if parent is not None and parent[1] in _UNFINISHED:
+                raise WorkflowPendingError(
+                    f"workflow {workflow_id!r} is a child of {parent[0]!r}, which is "
+                    f"{parent[1]} and may still read its result, so nothing was deleted; "
+                    "try again once its parent has finished (or then delete "
+                    f"{parent[0]!r} with children=True)", parent[0], parent[1])
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]

@@ -150,8 +150,8 @@ class WorkflowPendingError(AsyncFlowError):
     waiting to run) or queued (``ENQUEUED``, ``DELAYED``). ``delete_workflow`` refuses it:
     cancel it first, then delete it.
 
-    ``pending_id``: the unfinished workflow that stopped it (the one asked for, or one of its
-    descendants), and ``status`` its status, when known."""
+    ``pending_id``: the unfinished workflow that stopped it (the one asked for, one of its
+    descendants, or its parent), and ``status`` its status, when known."""
 
     def __init__(
         self, message: str, pending_id: str | None = None, status: str | None = None

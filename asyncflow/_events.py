@@ -12,8 +12,10 @@ from typing import Any
 
 from . import _codec
 from ._context import StepContext, WorkflowContext
+from ._errors import WorkflowNotFoundError
 from ._journal import begin, checked, stop_for_status
 from ._observe import outside_operation, workflow_operation
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._status import PENDING, TERMINAL_STATUSES
 from ._telemetry import WORKFLOW_ID
@@ -68,20 +70,35 @@ async def get_event_from_workflow(
     ctx: WorkflowContext, function_id: int, target_id: str, key: str,
     timeout_seconds: float,
 ) -> Any:
-    """Read an event inside a workflow; the value read (or the timeout) is checkpointed."""
+    """Read an event inside a workflow; the value read (or the timeout, or that the workflow
+    does not exist) is checkpointed."""
     store = ctx.runtime.store
     workflow_id = ctx.workflow_id
 
+    async def gone(exc: WorkflowNotFoundError) -> None:
+        # No such workflow (never was, or deleted while waited on): the journal entry records
+        # the error, so a recovery or a replay raises it again instead of waiting anew.
+        await checked(ctx, store.fail_operation(workflow_id, function_id, encode_error(exc),
+                                                ctx.epoch))
+
     async def first(deadline: float) -> str | _NotYet:
         # Journal the wait with its deadline, completed at once if the event is set.
-        recorded, value = await store.get_event_first(workflow_id, target_id, key,
-                                                      function_id, deadline, ctx.epoch)
+        try:
+            recorded, value = await store.get_event_first(workflow_id, target_id, key,
+                                                          function_id, deadline, ctx.epoch)
+        except WorkflowNotFoundError as exc:
+            await gone(exc)
+            raise
         if not recorded:
             await stop_for_status(ctx)
         return NOT_YET if value is None else value
 
     async def later(_deadline: float) -> str | _NotYet:
-        value, waiter_status = await store.get_event(target_id, key, workflow_id)
+        try:
+            value, waiter_status = await store.get_event(target_id, key, workflow_id)
+        except WorkflowNotFoundError as exc:
+            await gone(exc)
+            raise
         if waiter_status != PENDING:
             await stop_for_status(ctx)
         if value is None:

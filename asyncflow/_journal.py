@@ -15,7 +15,13 @@ from typing import Any
 
 from . import _codec
 from ._context import WorkflowContext
-from ._errors import StepFailedError, WorkflowCancelledError, _ExecutionConflict, _OwnershipLost
+from ._errors import (
+    DatabaseUnavailableError,
+    StepFailedError,
+    WorkflowCancelledError,
+    _ExecutionConflict,
+    _OwnershipLost,
+)
 from ._recorded import decode_error
 from ._status import CANCELLED, PENDING
 from ._store import JournalEntry
@@ -45,7 +51,13 @@ async def stop_for_status(ctx: WorkflowContext) -> None:
 
 
 async def ensure_running(ctx: WorkflowContext) -> None:
-    """Before starting an operation: stop if the workflow was cancelled (or ended elsewhere)."""
+    """Before starting an operation: stop if the workflow was cancelled (or ended elsewhere),
+    or if an earlier operation of this execution lost the database (the execution is re-run
+    from its journal: nothing may be recorded after an operation that was not)."""
+    if ctx.db_failed:
+        raise DatabaseUnavailableError(
+            f"an earlier operation of workflow {ctx.workflow_id!r} could not reach the "
+            "database; this execution records nothing more and is re-run from its journal")
     if not ctx.should_check:
         return
     ctx.check_cancelled()

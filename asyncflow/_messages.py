@@ -13,8 +13,9 @@ from typing import Any
 from . import _codec
 from ._context import StepContext, WorkflowContext
 from ._errors import WorkflowNotFoundError, _ExecutionConflict
-from ._journal import begin, checked, record, stop_for_status
+from ._journal import begin, checked, record, replayed_value, stop_for_status
 from ._observe import outside_operation, workflow_operation
+from ._recorded import encode_error
 from ._runtime import Runtime
 from ._status import PENDING, Delivery
 from ._store import Send, not_found
@@ -49,23 +50,34 @@ async def send_from_workflow(
     topic: str | None,
     idempotency_key: str | None,
 ) -> None:
-    """A journaled send: delivered exactly once across recoveries."""
+    """A journaled send: delivered exactly once across recoveries. A send to a workflow that
+    does not exist records its error, raised again by every replay (a destination created later
+    does not change what the workflow did)."""
     runtime = ctx.runtime
-    if await begin(ctx, function_id, SEND) is not None:
+    recorded = await begin(ctx, function_id, SEND)
+    if recorded is not None:
+        replayed_value(recorded)  # raises a recorded WorkflowNotFoundError again
         return
     store = runtime.store
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
-    if idempotency_key is None:
-        # Journal entry and delivery in one statement.
-        await checked(ctx, store.journaled_send(
-            ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
-            traceparent))
-    else:
-        # Rare: a caller-chosen key on top of the journal; both in one transaction.
-        async with store.storage.transaction():
-            await record(ctx, function_id, SEND, output=_described(destination_id, topic, text))
-            await store.send_message(destination_id, topic, text, idempotency_key, traceparent)
+    try:
+        if idempotency_key is None:
+            # Journal entry and delivery in one statement.
+            await checked(ctx, store.journaled_send(
+                ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
+                traceparent))
+        else:
+            # Rare: a caller-chosen key on top of the journal; both in one transaction.
+            async with store.storage.transaction():
+                await record(ctx, function_id, SEND,
+                             output=_described(destination_id, topic, text))
+                await store.send_message(destination_id, topic, text, idempotency_key,
+                                         traceparent)
+    except WorkflowNotFoundError as exc:
+        await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
+                     error=encode_error(exc))
+        raise
     runtime.waits.wake(MESSAGE, destination_id)
 
 

@@ -1019,6 +1019,12 @@ SELECT (SELECT count(*) FROM op) AS recorded,
 SET_OPERATION_ERROR = """
 UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
   AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
+# An open wait ended by an error (the workflow it waits on does not exist): completed with the
+# error, which replays raise again.
+FAIL_OPERATION = """
+UPDATE {s}.operations SET error = $3, completed = true
+WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # ---------------------------------------------------------------------------------------------
 # History: export, import, fork (asyncflow._history) and the reads of a history replay. Rows
@@ -1093,19 +1099,22 @@ NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
 SELECT name, inputs, app_version, queue_name, priority, partition_key,
+       dispatched_at IS NOT NULL AS dispatched,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
 
 # The fork of a queued workflow waits in the source's queue ($3, with its priority $4 and
 # partition $5; no deduplication id, which the source may still hold): ENQUEUED, its queue's
-# dispatchers notified at commit. dispatched_at is set: the claim then sees a workflow with a
-# journal (not fresh), loaded when it runs, by an app of its version.
+# dispatchers notified at commit. dispatched_at is set when the source was dispatched ($9): the
+# claim then sees a workflow with a journal (not fresh), loaded when it runs, by an app of its
+# version. A source that never ran has no journal (nor a version, enqueued by a Client): its
+# fork is fresh, like a new enqueue, and any app serving the queue runs it.
 FORK_ENQUEUE = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, queue_name, priority, partition_key,
          dispatched_at)
-    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, clock_timestamp())
+    VALUES ($1, $2, 'ENQUEUED', $6, $7, $3, $4, $5, CASE WHEN $9 THEN clock_timestamp() END)
     ON CONFLICT DO NOTHING
     RETURNING queue_name
 )
@@ -1443,10 +1452,16 @@ ORDER BY r."offset"
 # the queue's dispatchers, in one statement. Nothing is inserted when the id exists or the
 # deduplication id is held by an active workflow of the queue (any unique index: no conflict
 # target); the row then says which. Neither found (a concurrent insert committed after this
-# statement's snapshot): the caller runs it again.
+# statement's snapshot): the caller runs it again. Enqueued from a workflow ($5, the parent; $14,
+# its execution's epoch), the child is inserted only while that execution still owns the parent,
+# as a started child is (INSERT_WORKFLOW): a cancelled or taken-over parent starts nothing.
 ENQUEUE_WORKFLOW = """
 WITH t AS (
     SELECT clock_timestamp() AS ts
+), owner AS (
+    SELECT $14::bigint IS NULL OR EXISTS (
+        SELECT 1 FROM {s}.workflows p
+        WHERE p.workflow_id = $5 AND p.status = 'PENDING' AND p.epoch = $14 FOR SHARE) AS owned
 ), ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
@@ -1455,13 +1470,13 @@ WITH t AS (
     SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
            $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
            t.ts, t.ts, $12, $13
-    FROM t
+    FROM t, owner WHERE owner.owned
     ON CONFLICT DO NOTHING
     RETURNING queue_name
 ), n AS (
     SELECT pg_notify($11, 'q' || queue_name) FROM ins
 )
-SELECT (SELECT count(*) FROM n) AS created,
+SELECT (SELECT count(*) FROM n) AS created, (SELECT owned FROM owner) AS owned,
        (SELECT name FROM {s}.workflows WHERE workflow_id = $1) AS existing_name,
        (SELECT workflow_id FROM {s}.workflows
         WHERE queue_name = $6 AND deduplication_id = $8
@@ -2107,6 +2122,13 @@ WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
 ORDER BY w.workflow_id
 FOR UPDATE OF w"""
 
+# The parent of workflow $1 (none: no row), locked against a concurrent resume or finish.
+LOCK_PARENT = """
+SELECT p.workflow_id, p.status FROM {s}.workflows w
+JOIN {s}.workflows p ON p.workflow_id = w.parent_workflow_id
+WHERE w.workflow_id = $1
+FOR SHARE OF p"""
+
 # Everything of the workflows to delete (%IDS%): journal, events, streams and the rows
 # themselves (their messages and idempotency keys go with them: ON DELETE CASCADE).
 _DELETE_EVERYTHING = """, o AS (
@@ -2129,9 +2151,10 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 
 # Retention: what to delete is every finished (terminal: not PENDING, ENQUEUED or DELAYED)
 # workflow at or before the bound ($1 completed_at,
-# $2 workflow_id) in completion order — except children of a workflow not finished (PENDING,
-# or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed): it may yet read their
-# results.
+# $2 workflow_id) in completion order — except children whose parent stays: a parent not
+# finished (PENDING, or queued: ENQUEUED or DELAYED, say requeued after a crash or resumed) may
+# yet read their results, and so may a finished parent that is kept (newer than the bound),
+# when it is resumed or replayed. A child goes with its parent, in the same pass.
 _RETAINED = """
     w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
                    'CONTINUED_AS_NEW')
@@ -2139,7 +2162,9 @@ _RETAINED = """
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
           WHERE p.workflow_id = w.parent_workflow_id
-            AND p.status IN ('PENDING', 'ENQUEUED', 'DELAYED'))"""
+            AND NOT coalesce(
+                p.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                AND (p.completed_at, p.workflow_id) <= ($1::timestamptz, $2::text), false))"""
 
 # The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
 # the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest
@@ -2158,11 +2183,14 @@ LEFT JOIN LATERAL (
 ) k ON true"""
 
 # One retention batch: up to $3 workflows, oldest first, locked with SKIP LOCKED (a row being
-# resumed, claimed or finished is left for the next pass), deleted in the same statement.
+# resumed, claimed or finished is left for the next pass), deleted in the same statement. A
+# child is deleted only once its parent is gone (deleted by an earlier batch of the pass): a
+# parent left for the next pass, its row busy, keeps its children too.
 RETENTION_DELETE = """
 WITH victims AS (
     SELECT w.workflow_id FROM {s}.workflows w
     WHERE """ + _RETAINED + """
+      AND NOT EXISTS (SELECT 1 FROM {s}.workflows p WHERE p.workflow_id = w.parent_workflow_id)
     ORDER BY w.completed_at, w.workflow_id
     LIMIT $3
     FOR UPDATE OF w SKIP LOCKED

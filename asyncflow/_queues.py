@@ -26,15 +26,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from . import _codec
-from ._context import WorkflowContext, after_commit_var, current_step, current_workflow
+from ._context import (
+    WorkflowContext,
+    after_commit_var,
+    current_step,
+    current_workflow,
+    workflow_on,
+)
 from ._errors import (
     InvalidArgumentError,
     InvalidSettingError,
     QueueDeduplicatedError,
     WorkflowConflictError,
+    _ExecutionConflict,
 )
 from ._handle import WorkflowHandle
-from ._journal import begin, record, replayed_value
+from ._journal import begin, record, replayed_value, stop_for_status
 from ._recorded import encode_error
 from ._runner import child_id
 from ._runtime import Runtime
@@ -161,27 +168,33 @@ def step_child_id(parent_id: str, function_id: int, seq: int) -> str:
 
 
 async def insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_version: str,
-                 parent_id: str | None) -> str:
+                 parent_id: str | None, parent_epoch: int | None = None) -> str:
     """Insert the queued workflow; returns the id the handle refers to (``workflow_id``, or with
-    ``on_duplicate="return_existing"`` the workflow holding the deduplication id)."""
+    ``on_duplicate="return_existing"`` the workflow holding the deduplication id). With
+    ``parent_epoch`` (an enqueue by the parent's execution) it raises ``_ExecutionConflict``,
+    inserting nothing, when that execution no longer owns the parent."""
     telemetry = runtime.telemetry
     if telemetry is None:
-        return await _insert(runtime, req, workflow_id, app_version, parent_id, None)
+        return await _insert(runtime, req, workflow_id, app_version, parent_id, None,
+                             parent_epoch)
     # The enqueue's span: its trace context is stored with the workflow, and the workflow's
     # executions are its children (telemetry).
     with telemetry.span(f"enqueue {req.name}", {WORKFLOW_ID: workflow_id, WORKFLOW_NAME: req.name,
                                                QUEUE_NAME: req.queue_name}, kind="producer"):
         return await _insert(runtime, req, workflow_id, app_version, parent_id,
-                             telemetry.traceparent())
+                             telemetry.traceparent(), parent_epoch)
 
 
 async def _insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_version: str,
-                  parent_id: str | None, traceparent: str | None) -> str:
+                  parent_id: str | None, traceparent: str | None,
+                  parent_epoch: int | None) -> str:
     found = await runtime.store.enqueue_workflow(
         workflow_id, req.name, req.inputs, app_version, parent_id, req.queue_name, req.priority,
         req.deduplication_id, req.delay_seconds, req.partition_key, traceparent,
-        req.timeout_seconds,
+        req.timeout_seconds, parent_epoch,
     )
+    if not found.owned:
+        raise _ExecutionConflict(f"the parent of queued workflow {workflow_id!r} is not owned")
     if found.created:
         if runtime.telemetry is not None:
             runtime.telemetry.workflow_started(req.name)
@@ -230,9 +243,13 @@ async def enqueue_from_workflow(ctx: WorkflowContext, function_id: int, req: Enq
         return recorded.child_id
     workflow_id = req.workflow_id or child_id(ctx.workflow_id, function_id)
     try:
-        got = await insert(ctx.runtime, req, workflow_id, app_version, ctx.workflow_id)
+        got = await insert(ctx.runtime, req, workflow_id, app_version, ctx.workflow_id,
+                           ctx.epoch)
     except QueueDeduplicatedError as exc:
         await record(ctx, function_id, ENQUEUE, error=encode_error(exc))
+        raise
+    except _ExecutionConflict:
+        await stop_for_status(ctx)  # cancelled, or owned by another execution now
         raise
     ctx.runtime.waits.wake(QUEUE, req.queue_name)
     await record(ctx, function_id, ENQUEUE, child_id=got)
@@ -252,6 +269,14 @@ def enqueue(host: QueueHost, req: EnqueueRequest) -> Coroutine[Any, Any, Workflo
     def handle(workflow_id: str) -> WorkflowHandle[Any]:
         return host._handle(workflow_id, req.types)
 
+    replayed = workflow_on(runtime)
+    if replayed is not None and replayed.replaying:
+        # A history replay: the recorded child, with a handle on the replay's runtime (which
+        # answers its recorded outcome); nothing reaches the app's database.
+        replay_runtime = replayed.runtime
+        return _handle_of(enqueue_from_workflow(replayed, replayed.reserve(), req, version),
+                          lambda child: WorkflowHandle(lambda: replay_runtime, child,
+                                                       req.types))
     if runtime is not None and not runtime.closing:
         ctx = current_workflow(runtime)
         if ctx is not None:

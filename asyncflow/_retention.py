@@ -4,8 +4,9 @@ A pass finds its bound once — finished before now minus ``max_age_seconds``, o
 newest ``max_count`` finished ones, by completion time — then deletes everything at or before it
 in batches of ``batch_size``, oldest first, each batch one short statement that locks its rows
 with ``FOR UPDATE SKIP LOCKED``: nothing waits on it, and a row busy elsewhere (being resumed,
-say) is left for the next pass. ``PENDING`` workflows are never deleted, nor the children of a
-``PENDING`` workflow (it may still read their results). Every app with a retention setting runs
+say) is left for the next pass. Unfinished workflows are never deleted, nor the children of a
+workflow the pass keeps (it may still read their results, when it runs, is resumed or is
+replayed): a child goes with its parent. Every app with a retention setting runs
 passes every ``interval_seconds``; several apps doing so share the work safely.
 """
 
@@ -58,9 +59,9 @@ class Retention:
     ``max_age_seconds``: delete workflows finished longer ago than this. ``max_count``: keep at
     most this many finished workflows (the most recently finished). Either or both; a workflow
     is deleted when either says so. Deleting a workflow deletes its journal, messages, events
-    and streams. ``PENDING`` workflows, and children of ``PENDING`` workflows, are never
-    deleted. The app applies it every ``interval_seconds`` (first right after launch), in
-    batches of ``batch_size`` workflows.
+    and streams. Unfinished workflows, and children of workflows kept, are never deleted (a
+    child goes with its parent). The app applies it every ``interval_seconds`` (first right
+    after launch), in batches of ``batch_size`` workflows.
     """
 
     max_age_seconds: float | None = None
@@ -105,9 +106,10 @@ async def retention_pass(store: Store, retention: Retention, *, dry_run: bool = 
         return await store.retention_count(bound)
     total = 0
     while True:
+        # Until a batch finds nothing: deleting parents makes their children due next.
         deleted = await store.retention_delete(bound, retention.batch_size)
         total += len(deleted)
-        if len(deleted) < retention.batch_size:
+        if not deleted:
             if total:
                 logger.info("asyncflow retention deleted %d finished workflows", total)
             return total

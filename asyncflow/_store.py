@@ -310,6 +310,14 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         )
         return not result.endswith(" 0")
 
+    async def fail_operation(self, workflow_id: str, function_id: int, error: str,
+                             epoch: int) -> bool:
+        """Complete an open wait's journal entry with an error (recorded); False when the
+        workflow is no longer PENDING at ``epoch``."""
+        result = await self.storage.execute(Q.FAIL_OPERATION, workflow_id, function_id, error,
+                                            epoch)
+        return not result.endswith(" 0")
+
     async def set_operation_error(self, workflow_id: str, function_id: int, error: str,
                                   epoch: int) -> bool:
         result = await self.storage.execute(Q.SET_OPERATION_ERROR, workflow_id, function_id,

@@ -93,6 +93,12 @@ class AdminStatements(BatchStatements):
         rows = await self.storage.fetch(Q.LOCK_WORKFLOW_TREE, workflow_id, children)
         return [(row["workflow_id"], row["status"]) for row in rows]
 
+    async def lock_parent(self, workflow_id: str) -> tuple[str, str] | None:
+        """Lock a workflow's parent: ``(id, status)``, or ``None`` when it has none (in a
+        transaction)."""
+        row = await self.storage.fetchrow(Q.LOCK_PARENT, workflow_id)
+        return None if row is None else (row["workflow_id"], row["status"])
+
     async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
         """Delete workflows with everything of theirs; the ids deleted."""
         rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)

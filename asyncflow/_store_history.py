@@ -112,7 +112,7 @@ class HistoryStatements(StoreBase):
                 row = await self.storage.fetchrow(
                     Q.FORK_ENQUEUE, new_id, source["name"], queue_name, source["priority"],
                     source["partition_key"], source["inputs"],
-                    app_version or source["app_version"], self.channel)
+                    app_version or source["app_version"], self.channel, source["dispatched"])
             else:
                 row = await self.storage.fetchrow(
                     Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,

@@ -19,6 +19,7 @@ class Enqueued:
     created: bool
     existing_name: str | None
     holder: str | None
+    owned: bool = True  # False: the parent's execution no longer owns the parent (nothing done)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,20 +59,25 @@ class QueueStatements(StoreBase):
         partition_key: str | None,
         traceparent: str | None = None,
         timeout_seconds: float | None = None,
+        parent_epoch: int | None = None,
     ) -> Enqueued:
         """Insert an ENQUEUED (or DELAYED) workflow and notify its queue, unless the id exists
         or the deduplication id is held (then say which). ``traceparent``: the trace context of
         the span that enqueued it (telemetry); ``timeout_seconds``: its timeout, whose clock
-        starts at dispatch."""
+        starts at dispatch. With ``parent_epoch`` (enqueued by the parent's execution of that
+        epoch) nothing is inserted unless that execution still owns the parent: then
+        ``owned`` is False."""
         for _ in range(10):
             row = await self.storage.fetchrow(
                 Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
                 queue_name, priority, deduplication_id, delay_seconds, partition_key,
-                self.channel, traceparent, timeout_seconds,
+                self.channel, traceparent, timeout_seconds, parent_epoch,
             )
             assert row is not None
             if row["created"]:
                 return Enqueued(True, None, None)
+            if not row["owned"]:
+                return Enqueued(False, None, None, owned=False)
             if row["existing_name"] is not None or row["holder"] is not None:
                 return Enqueued(False, row["existing_name"], row["holder"])
             # A concurrent insert committed after this statement's snapshot: look again.

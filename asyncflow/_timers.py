@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _codec
 from ._context import WorkflowContext
-from ._journal import begin, checked, record, stop_for_status
+from ._journal import begin, checked, record, replayed_value, stop_for_status
 from ._observe import workflow_operation
 from ._runtime import Runtime
 from ._status import PENDING
@@ -64,13 +64,14 @@ async def durable_wait(
 
     A completed journal entry is replayed. Otherwise the first check is ``first(deadline)``
     (it journals the wait with its wall-clock deadline and may already find the value), later
-    checks ``later(deadline)``: each returns the value's JSON text, or :data:`NOT_YET`. When the
+    checks ``later(deadline)``: each returns the value's JSON text, or :data:`NOT_YET` (an entry
+    completed with an error, see ``get_event``, raises it again). When the
     runtime's clock passes the deadline the entry is completed with ``None`` and ``None`` is
     returned; a recovery waits only for what is left.
     """
     recorded = await begin(ctx, function_id, name)
     if recorded is not None and recorded.completed:
-        return None if recorded.output is None else _codec.loads(recorded.output)
+        return replayed_value(recorded)  # the value, or the recorded error raised again
     runtime = ctx.runtime
     wall_deadline = (runtime.now() + timeout_seconds if recorded is None
                      else recorded.deadline)

@@ -53,11 +53,13 @@ async def _journal(conn: asyncpg.Connection, workflow_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize("operation", ["step", "send", "set_event", "write_stream",
-                                       "close_stream", "recv", "sleep", "child", "finish"])
+                                       "close_stream", "recv", "sleep", "child", "enqueue",
+                                       "finish"])
 async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operation):
     """Claimed elsewhere while it waited on something not durable, the execution's next write
     (whatever kind) is refused: nothing of it is recorded and it stops quietly."""
     app = make_app()
+    queue = app.queue("stale-q")
     gate = asyncio.Event()
     waiting = asyncio.Event()
     body_runs: list[str] = []
@@ -95,6 +97,8 @@ async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operati
             await asyncflow.sleep(0)
         elif operation == "child":
             await app.start_workflow(child, workflow_id="the-child")
+        elif operation == "enqueue":
+            await queue.enqueue(child, workflow_id="the-child")
         return "finished"
 
     caplog.set_level(logging.WARNING, logger="asyncflow")
@@ -120,6 +124,44 @@ async def test_a_stale_execution_records_nothing(make_app, conn, caplog, operati
             "select exists (select 1 from asyncflow.workflows where workflow_id = 'the-child')")
         assert handle.workflow_id == "stale"
     assert "claimed by another execution" in caplog.text
+
+
+async def test_a_cancelled_parent_enqueues_no_child(make_app, conn):
+    """A parent cancelled (by another process: no NOTIFY reaches it here) while its execution
+    waited on something not durable enqueues nothing afterwards: the queued child's insert is
+    fenced by the parent's ownership, like a started child's. (Found by the torture test: the
+    child was inserted, the parent's journal entry refused, and the child of a cancelled
+    workflow ran.)"""
+    app = make_app()
+    queue = app.queue("fenced-q")
+    gate = asyncio.Event()
+    waiting = asyncio.Event()
+
+    @app.workflow()
+    async def queued_child() -> int:
+        return 1
+
+    @app.workflow()
+    async def parent() -> str:
+        waiting.set()
+        await gate.wait()
+        await queue.enqueue(queued_child)
+        return "finished"
+
+    async with app:
+        stopped = _watch_early_stops(app)
+        handle = await app.start_workflow(parent, workflow_id="parent")
+        await waiting.wait()
+        await conn.execute("update asyncflow.workflows set status = 'CANCELLED' "
+                           "where workflow_id = 'parent'")
+        gate.set()
+        await stopped.wait()  # the execution ended without finishing the workflow
+        assert "parent" not in app.running_workflows()
+        with pytest.raises(asyncflow.WorkflowCancelledError):
+            await handle.get_result(timeout_seconds=30)
+        assert await conn.fetchval("select count(*) from asyncflow.workflows "
+                                   "where parent_workflow_id = 'parent'") == 0
+        assert await _journal(conn, "parent") == []
 
 
 async def test_a_stray_own_workflow_is_repaired(make_app, conn):
@@ -199,6 +241,36 @@ async def test_a_clean_shutdown_ends_the_lease(make_app, conn):
     async with second:
         handle = await second.retrieve_workflow("left")
         assert await handle.get_result(timeout_seconds=30) == "recovered"
+
+
+async def test_an_ended_lease_relaunches_under_the_same_id(make_app, conn):
+    """A lease ended at once (a clean shutdown; a dead process declared dead by a supervisor
+    on its host) while its executor still owns a PENDING workflow: the same executor id
+    launches again and finishes it. (Found by the torture test: the launch computed how long
+    the '-infinity' lease still runs and failed with "cannot subtract infinite timestamps" on
+    Postgres 15 and 16; 17 and later define that arithmetic. Run this file with
+    ASYNCFLOW_TEST_DATABASE_URL pointing at such a server to see it fail without the fix.)"""
+    gate = asyncio.Event()
+    first = make_app(executor_id="again", app_version="v1")
+
+    @first.workflow(name="parked")
+    async def parked() -> str:
+        await gate.wait()
+        return "never"
+
+    async with first:
+        await first.start_workflow(parked, workflow_id="kept")
+    assert await conn.fetchval(
+        "select beat_at = '-infinity' from asyncflow.executors where executor_id = 'again'")
+    second = make_app(executor_id="again", app_version="v1")
+
+    @second.workflow(name="parked")
+    async def parked_again() -> str:
+        return "resumed"
+
+    async with second:
+        handle = await second.retrieve_workflow("kept")
+        assert await handle.get_result(timeout_seconds=30) == "resumed"
 
 
 async def test_liveness_setting_is_validated():

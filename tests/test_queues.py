@@ -467,6 +467,27 @@ async def test_forks_of_a_queued_workflow_go_through_its_queue(make_app):
         assert steps == ["a"]  # the forks continued from their journals
 
 
+async def test_a_fork_of_a_queued_workflow_that_never_ran_runs(make_app, db_url):
+    """A queued workflow enqueued by a Client (no app version yet) and forked before any
+    dispatcher ran it: its fork has no journal and waits in the queue like a fresh enqueue,
+    so any app serving the queue runs it. (Found by the torture test: the fork was marked as
+    dispatched, so only apps of the source's version -- none, for a Client's enqueue -- could
+    claim it, and it stayed ENQUEUED forever.)"""
+    async with asyncflow.Client(db_url) as client:
+        await client.enqueue("later", "plain", "x", workflow_id="src", delay_seconds=3600)
+        await client.fork_workflow("src", 0, workflow_id="copy")
+    worker = make_app()
+    worker.queue("later")
+
+    @worker.workflow(name="plain")
+    async def plain_again(tag: str) -> str:
+        return tag.upper()
+
+    async with worker:
+        handle = await worker.retrieve_workflow("copy")
+        assert await handle.get_result(timeout_seconds=20) == "X"
+
+
 async def test_bulk_resume_resumes_the_others_and_reports_each_deduplication_conflict(
         make_app, caplog):
     """Issue 20, item 9. A bulk resume that would give a deduplication id to two workflows of

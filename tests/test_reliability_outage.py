@@ -339,3 +339,46 @@ async def test_item5_base_exception_fails_only_its_workflow(make_app, kind, wher
     assert body_done
     assert status.status == "ERROR"
     assert error.__name__ in str(info.value)
+
+
+async def test_a_swallowed_outage_error_records_nothing_more(server_url, db_url, conn):
+    """A workflow that catches the DatabaseUnavailableError of one operation (a broad
+    ``except Exception``) cannot record later operations in that execution: each raises it
+    again, and the execution is re-run from its journal, in order. (Found by the torture test:
+    the later stream write was journaled first, at offset 0, and the re-run appended the
+    failed one after it: the stream held [3, 1].)"""
+    name = database_name(db_url)
+    app = asyncflow.AsyncFlow(db_url, executor_id="swallower", app_version="s",
+                              recovery_interval_seconds=0.2)
+    cut, swallowed, restored = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    @app.workflow(name="swallows")
+    async def swallows() -> str:
+        await asyncflow.set_event("ready", True)
+        await cut.wait()  # (not durable: the connections are cut here)
+        try:
+            await asyncflow.write_stream("s", 1)
+        except asyncflow.DatabaseUnavailableError:
+            swallowed.set()
+            await restored.wait()
+        await asyncflow.write_stream("s", 3)
+        await asyncflow.close_stream("s")
+        return "done"
+
+    async with app:
+        handle = await app.start_workflow(swallows, workflow_id="swallows")
+        assert await app.get_event("swallows", "ready", timeout_seconds=WITHIN)
+        await admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            await admin(server_url, "select pg_terminate_backend(pid) from pg_stat_activity "
+                        f"where datname = '{name}' and application_name = 'asyncflow:swallower'")
+            cut.set()
+            async with asyncio.timeout(WITHIN):
+                await swallowed.wait()  # the workflow caught the error
+        finally:
+            await admin(server_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        restored.set()
+        assert await handle.get_result(timeout_seconds=WITHIN) == "done"
+    values = await conn.fetch("select value from asyncflow.streams where workflow_id = "
+                              "'swallows' order by \"offset\"")
+    assert [r["value"] for r in values] == ["1", "3"]

@@ -396,3 +396,83 @@ async def test_waits_events_messages_and_patches_replay(make_app, conn):
         assert await snapshot(conn) == before
     assert {w: r.outcome for w, r in results.items()} == {"peer": "ok", "talker": "ok"}
     assert results["talker"].operations == 8
+
+
+async def test_a_workflow_awaiting_a_child_it_enqueued_replays(db_url, conn):
+    """A queued child enqueued from a workflow replays from the journal: the enqueue returns the
+    recorded child and its result is the recorded outcome (found by the torture test: the
+    enqueue went outside the replay, to the app's database, and the replay failed)."""
+    app = asyncflow.AsyncFlow(db_url, app_version="q-replay")
+    queue = app.queue("replay-q", concurrency=1)
+
+    @app.workflow(name="queued-child")
+    async def queued_child(n: int) -> int:
+        return n * 2
+
+    @app.workflow(name="enqueuer")
+    async def enqueuer(n: int) -> int:
+        handle = await queue.enqueue(queued_child, n)
+        return await handle.get_result() + 1
+
+    async with app:
+        handle = await app.start_workflow(enqueuer, 20, workflow_id="enq")
+        assert await handle.get_result(timeout_seconds=30) == 41
+        before = await snapshot(conn)
+        reports = await app.replay(["enq"])
+        assert [(r.workflow_id, r.outcome) for r in reports] == [("enq", "ok")], reports
+        assert await snapshot(conn) == before
+        buffer = io.StringIO()
+        await app.export_workflows(["enq"], buffer)
+    buffer.seek(0)
+    offline = await app.replay(file=buffer)  # from an export: no database at all
+    assert {r.workflow_id: r.outcome for r in offline} == {"enq": "ok", "enq-0": "ok"}, offline
+
+
+async def test_sends_and_event_reads_of_missing_workflows_replay_their_error(db_url, conn):
+    """A workflow's send to, and get_event of, a workflow that does not exist raise
+    WorkflowNotFoundError, and the journal records it: a recovery (after the workflow was
+    created meanwhile) and app.replay raise it again. (Found by the torture test: the send was
+    not journaled and the get_event's entry stayed open, so a recovery sent the message or
+    waited for the event this time, and app.replay reported a divergence.)"""
+
+    def build() -> tuple[asyncflow.AsyncFlow, object]:
+        app = asyncflow.AsyncFlow(db_url, executor_id="missing-ids", app_version="m")
+
+        @app.workflow(name="target")
+        async def target() -> None:
+            await asyncflow.recv("never", timeout_seconds=3600)
+
+        @app.workflow(name="asker")
+        async def asker() -> list:
+            seen = []
+            try:
+                seen.append(await asyncflow.get_event("late", "k", timeout_seconds=5))
+            except asyncflow.WorkflowNotFoundError:
+                seen.append("no event source")
+            try:
+                await asyncflow.send("late", "hello", "t")
+                seen.append("sent")
+            except asyncflow.WorkflowNotFoundError:
+                seen.append("no destination")
+            await asyncflow.set_event("asked", True)
+            seen.append(await asyncflow.recv("go", timeout_seconds=60))
+            return seen
+
+        return app, (target, asker)
+
+    first, (target, asker) = build()
+    async with first:
+        await first.start_workflow(asker, workflow_id="asker")
+        assert await first.get_event("asker", "asked", timeout_seconds=30)
+        await first.start_workflow(target, workflow_id="late")
+    # Relaunched now that 'late' exists: the recovery replays both errors from the journal.
+    second, _workflows = build()
+    async with second:
+        await second.send("asker", "go", "go")
+        handle = await second.retrieve_workflow("asker")
+        assert await handle.get_result(timeout_seconds=30) == [
+            "no event source", "no destination", "go"]
+        assert await conn.fetchval("select count(*) from asyncflow.messages "
+                                   "where destination_id = 'late'") == 0
+        reports = await second.replay(["asker"])
+        assert [(r.workflow_id, r.outcome) for r in reports] == [("asker", "ok")], reports

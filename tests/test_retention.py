@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 import asyncflow
@@ -351,3 +352,97 @@ async def test_delete_refuses_queued_workflows_like_pending_ones(make_app, conn)
         assert await app.delete_workflow("enqueued") == ["enqueued"]
         await app.send("blocker", "done")
         assert await blocker.get_result(10) == "done"
+
+
+async def test_retention_keeps_the_children_of_a_kept_finished_parent(make_app, conn):
+    """A finished parent that retention keeps (newer than its bound) keeps its children, which
+    its resume or replay reads again; they go with it, in the same pass. (Found by the torture
+    test: the older child was deleted, so resuming the parent failed on its result and
+    app.replay of the parent failed.)"""
+    app = make_app()
+    fail = {"now": True}
+
+    @app.workflow(name="kid")
+    async def kid(n: int) -> int:
+        return n + 1
+
+    @app.workflow(name="parent")
+    async def parent() -> int:
+        child = await asyncflow.start_workflow(kid, 1)
+        value = await child.get_result()
+        if fail["now"]:
+            raise RuntimeError("first run fails after its child finished")
+        return value
+
+    async with app:
+        handle = await app.start_workflow(parent, workflow_id="parent")
+        with pytest.raises(RuntimeError):
+            await handle.get_result(timeout_seconds=30)
+        # Keep the newest finished one (the parent, which finished after its child).
+        assert await app.apply_retention(asyncflow.Retention(max_count=1)) == 0
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 2
+        reports = await app.replay(["parent"])
+        assert [r.outcome for r in reports] == ["ok"], reports
+        fail["now"] = False
+        await app.resume_workflow("parent")
+        assert await handle.get_result(timeout_seconds=30) == 2
+        # Both past the bound: the child goes with its parent.
+        assert await app.apply_retention(asyncflow.Retention(max_count=0)) == 2
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
+
+
+async def test_delete_refuses_a_finished_child_of_an_unfinished_parent(make_app, conn):
+    """The finished child of a running parent is not deleted (the parent may still read its
+    result, again after a crash): WorkflowPendingError names the parent, nothing is deleted;
+    once the parent has finished, the child may go. (Found by the torture test: a running
+    workflow's journal named a child that had been deleted.)"""
+    app, busy, _parked = busy_app(make_app)
+
+    @app.workflow(name="waits-then-reads")
+    async def waits_then_reads() -> int:
+        child = await asyncflow.start_workflow(busy, 2, workflow_id="kid")
+        await child.get_result()
+        await asyncflow.set_event("child finished", True)
+        await asyncflow.recv("go", timeout_seconds=60)
+        return await child.get_result()
+
+    async with app:
+        handle = await app.start_workflow(waits_then_reads, workflow_id="reader")
+        assert await app.get_event("reader", "child finished", 30)
+        with pytest.raises(asyncflow.WorkflowPendingError, match="child of 'reader'"):
+            await app.delete_workflow("kid")
+        assert (await rows_of(conn, "kid"))["workflows"] == 1
+        await app.send("reader", "now", "go")
+        assert await handle.get_result(timeout_seconds=30) == 4
+        assert await app.delete_workflow("kid") == ["kid"]
+
+
+async def test_retention_keeps_the_children_of_a_parent_it_skips(make_app, conn, db_url):
+    """A finished parent whose row is busy (locked elsewhere: being resumed, or a cancelled
+    execution's last write) is left for the next pass, and so are its children: a child goes
+    only once its parent is gone. (Found by the torture test: the child was deleted, the parent
+    kept and resumed, and its re-run failed on the child's result.)"""
+    app = make_app()
+
+    @app.workflow(name="kid")
+    async def kid() -> int:
+        return 1
+
+    @app.workflow(name="parent")
+    async def parent() -> int:
+        return await (await asyncflow.start_workflow(kid)).get_result()
+
+    async with app:
+        assert await (await app.start_workflow(parent, workflow_id="busy")).get_result(30) == 1
+        locker = await asyncpg.connect(db_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("SELECT 1 FROM asyncflow.workflows "
+                                     "WHERE workflow_id = 'busy' FOR SHARE")
+                everything = asyncflow.Retention(max_age_seconds=0)
+                assert await app.apply_retention(everything) == 0
+                assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 2
+        finally:
+            await locker.close()
+        assert await app.apply_retention(everything) == 2
+        assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
