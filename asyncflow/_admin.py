@@ -305,6 +305,13 @@ class Admin(ScheduleOps):
                     "try again once its parent has finished (or then delete "
                     f"{parent[0]!r} with children=True)", parent[0], parent[1])
             ids = [workflow_id] + [found for found, _ in tree if found != workflow_id]
+            readers = await store.lock_readers(ids)
+            if readers:
+                reader, status, child = readers[0]
+                raise WorkflowPendingError(
+                    f"workflow {child!r} is read by {reader!r} (a fork, whose journal names "
+                    f"it), which is {status}, so nothing was deleted; try again once "
+                    f"{reader!r} has finished", reader, status)
             gone_now = set(await store.delete_workflows(ids))
         deleted = [found for found in ids if found in gone_now]
         for gone in deleted:

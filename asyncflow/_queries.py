@@ -448,6 +448,13 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $claim$;
     """,
+    # 16: which journals name a workflow as their child. A fork's journal names the children its
+    # source started before the fork's operation (they keep the source as their parent), so
+    # retention and delete look for readers here, not only by parent_workflow_id.
+    """
+    CREATE INDEX IF NOT EXISTS operations_child_idx ON {s}.operations (child_id)
+        WHERE child_id IS NOT NULL;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -2129,6 +2136,16 @@ JOIN {s}.workflows p ON p.workflow_id = w.parent_workflow_id
 WHERE w.workflow_id = $1
 FOR SHARE OF p"""
 
+# Unfinished workflows outside the ids $1 whose journal names one of them as its child (a fork
+# reads the children its source started), locked against a concurrent resume or finish.
+LOCK_READERS = """
+SELECT r.workflow_id, r.status, o.child_id FROM {s}.operations o
+JOIN {s}.workflows r ON r.workflow_id = o.workflow_id
+WHERE o.child_id = ANY ($1::text[]) AND NOT (r.workflow_id = ANY ($1::text[]))
+  AND r.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
+ORDER BY r.workflow_id
+FOR SHARE OF r"""
+
 # Everything of the workflows to delete (%IDS%): journal, events, streams and the rows
 # themselves (their messages and idempotency keys go with them: ON DELETE CASCADE).
 _DELETE_EVERYTHING = """, o AS (
@@ -2164,7 +2181,13 @@ _RETAINED = """
           WHERE p.workflow_id = w.parent_workflow_id
             AND NOT coalesce(
                 p.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
-                AND (p.completed_at, p.workflow_id) <= ($1::timestamptz, $2::text), false))"""
+                AND (p.completed_at, p.workflow_id) <= ($1::timestamptz, $2::text), false))
+      AND NOT EXISTS (  -- nor a workflow whose journal names it (a fork of its parent) stays
+          SELECT 1 FROM {s}.operations o JOIN {s}.workflows r ON r.workflow_id = o.workflow_id
+          WHERE o.child_id = w.workflow_id AND r.workflow_id <> w.workflow_id
+            AND NOT coalesce(
+                r.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                AND (r.completed_at, r.workflow_id) <= ($1::timestamptz, $2::text), false))"""
 
 # The bounds of a retention pass: completed before now minus $1 seconds (NULL: no age limit);
 # the newest $2 finished workflows kept (NULL: no count limit; the row returned is the newest

@@ -99,6 +99,12 @@ class AdminStatements(BatchStatements):
         row = await self.storage.fetchrow(Q.LOCK_PARENT, workflow_id)
         return None if row is None else (row["workflow_id"], row["status"])
 
+    async def lock_readers(self, workflow_ids: list[str]) -> list[tuple[str, str, str]]:
+        """Unfinished workflows (not among ``workflow_ids``) whose journal names one of them as
+        a child: ``(id, status, the child it names)``, locked (in a transaction)."""
+        rows = await self.storage.fetch(Q.LOCK_READERS, workflow_ids)
+        return [(row["workflow_id"], row["status"], row["child_id"]) for row in rows]
+
     async def delete_workflows(self, workflow_ids: list[str]) -> list[str]:
         """Delete workflows with everything of theirs; the ids deleted."""
         rows = await self.storage.fetch(Q.DELETE_WORKFLOWS, workflow_ids)

@@ -446,3 +446,39 @@ async def test_retention_keeps_the_children_of_a_parent_it_skips(make_app, conn,
             await locker.close()
         assert await app.apply_retention(everything) == 2
         assert await conn.fetchval("SELECT count(*) FROM asyncflow.workflows") == 0
+
+
+async def test_retention_and_delete_keep_the_children_a_fork_reads(make_app, conn):
+    """A fork's journal names the children its source started before the fork's operation (they
+    keep the source as their parent). While the fork runs, retention keeps such a child though
+    its parent goes, and deleting the source with its children is refused (found by the torture
+    test: the fork's get_result then raised WorkflowNotFoundError)."""
+    app = make_app()
+
+    @app.workflow(name="kid")
+    async def kid() -> int:
+        return 7
+
+    @app.workflow(name="source")
+    async def source() -> int:
+        got = await (await app.start_workflow(kid, workflow_id="src-kid")).get_result()
+        await asyncflow.recv("go", timeout_seconds=3600)
+        return got
+
+    async with app:
+        src = await app.start_workflow(source, workflow_id="src")
+        await app._waits.wait_for_count(1)  # parked in its recv: the child's entry is journaled
+        await app.send("src", 1, topic="go")
+        assert await src.get_result(timeout_seconds=30) == 7
+        steps = await app.list_workflow_steps("src")
+        recv_at = next(step.function_id for step in steps if step.name == "asyncflow.recv")
+        fork = await app.fork_workflow("src", recv_at, workflow_id="src-fork")
+        with pytest.raises(asyncflow.WorkflowPendingError, match="src-fork"):
+            await app.delete_workflow("src", children=True)
+        assert await app.apply_retention(asyncflow.Retention(max_age_seconds=0)) == 1
+        assert await rows_of(conn, "src") == {t: 0 for t in await rows_of(conn, "src")}
+        assert (await app.get_workflow_status("src-kid")).status == "SUCCESS"  # kept
+        await app.send("src-fork", 2, topic="go")
+        assert await fork.get_result(timeout_seconds=30) == 7  # its child's result, read again
+        # Once the fork has finished, retention may take the child too.
+        assert await app.apply_retention(asyncflow.Retention(max_age_seconds=0)) == 2
