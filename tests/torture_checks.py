@@ -114,19 +114,6 @@ where o.child_id is not null
   and not exists (select 1 from asyncflow.workflows c where c.workflow_id = o.child_id)"""
 
 
-def _shared(h: Harness, reader: str, child: str) -> bool:
-    """A child a fork shares with its source (copied journal entry), deleted with the source:
-    a known defect, reported to the lead (retention and delete_workflow know children only by
-    parent_workflow_id, and nothing indexes the journal's child ids). Noted, not failed."""
-    if reader not in h.rec.forks or child.startswith(reader + "-"):
-        return False
-    note = f"known defect: fork {reader!r} shares child {child!r}, which was deleted"
-    if note not in h.known:
-        h.known.append(note)
-        h.note(note)
-    return True
-
-
 def _exempt(h: Harness, path: list[str]) -> bool:
     """A descendant may outlive its cancelled ancestor when a cancel on the way down spared
     children, or it (or a workflow between them) was resumed since."""
@@ -155,8 +142,6 @@ async def continuous(h: Harness) -> None:
             h.violate("cancel-descendants", f"{row['root']!r} is CANCELLED and its descendant "
                       f"{row['workflow_id']!r} is {row['status']} (path {row['path']})")
     for row in await h.conn.fetch(_DELETED_READS):
-        if _shared(h, row["workflow_id"], row["child_id"]):
-            continue
         if row["child_id"] in h.rec.deleted:
             # Deleted by hand while its parent was finished, and the parent resumed since: the
             # user's choice (delete_workflow refuses only children of unfinished parents).
@@ -400,7 +385,7 @@ async def final(h: Harness) -> None:
     # parent); only a delete operation may have taken one, and then its replay cannot work.
     spared: set[str] = set()
     for row in await h.conn.fetch(_MISSING_CHILDREN):
-        if row["child_id"] in h.rec.deleted or _shared(h, row["workflow_id"], row["child_id"]):
+        if row["child_id"] in h.rec.deleted:
             spared.add(row["workflow_id"])
         else:
             h.violate("deleted-read", f"{row['workflow_id']!r} ({row['status']}) names child "
