@@ -7,11 +7,13 @@ every wait is woken by LISTEN/NOTIFY.
 
 from ._api import (
     close_stream,
+    continue_as_new,
     get_all_events,
     get_event,
     read_stream,
     recv,
     send,
+    set_attributes,
     set_event,
     sleep,
     start_workflow,
@@ -22,6 +24,7 @@ from ._app import AsyncFlow
 from ._client import Client
 from ._codec import MAX_ID_LENGTH, MAX_VALUE_BYTES
 from ._context import connection, workflow_id
+from ._debounce import Debouncer
 from ._errors import (
     AsyncFlowError,
     AsyncFlowTimeoutError,
@@ -41,6 +44,7 @@ from ._errors import (
     ReadOnlyDatabaseError,
     RecordedError,
     ReplayError,
+    ScheduleConflictError,
     ScheduleNotFoundError,
     SchemaVersionError,
     SerializationError,
@@ -53,6 +57,7 @@ from ._errors import (
     WorkflowConflictError,
     WorkflowFailedError,
     WorkflowNotFoundError,
+    WorkflowNotQueuedError,
     WorkflowPendingError,
     WorkflowTimeoutError,
 )
@@ -65,6 +70,7 @@ from ._replay import ReplayResult
 from ._retention import Retention
 from ._status import (
     CANCELLED,
+    CONTINUED_AS_NEW,
     DELAYED,
     ENQUEUED,
     ERROR,
@@ -90,6 +96,7 @@ __all__ = [
     "AsyncFlowTimeoutError",
     "Branch",
     "CANCELLED",
+    "CONTINUED_AS_NEW",
     "Client",
     "ComponentHealth",
     "ConfigurationError",
@@ -137,6 +144,10 @@ __all__ = [
     "WorkflowTimeoutError",
     "ScheduleNotFoundError",
     "ScheduleStatus",
+    # issue 26 part B: debounce, runtime schedules, delayed workflows
+    "Debouncer",
+    "ScheduleConflictError",
+    "WorkflowNotQueuedError",
     "WorkflowConflictError",
     "WorkflowFailedError",
     "WorkflowHandle",
@@ -146,6 +157,7 @@ __all__ = [
     "__version__",
     "close_stream",
     "connection",
+    "continue_as_new",
     "deprecate_patch",
     "event",
     "get_all_events",
@@ -157,6 +169,7 @@ __all__ = [
     "recv",
     "result",
     "send",
+    "set_attributes",
     "set_event",
     "sleep",
     "start_workflow",

@@ -1,6 +1,7 @@
 """Operating workflows from outside them — the same from an app and from a Client: filtered,
 paged listing; cancelling (down the tree of children) and resuming, one or in bulk by filter;
-deleting; retention passes; and sending to many workflows at once.
+deleting; retention passes; a queued workflow's delay; and sending to many workflows at once
+(schedules: ``_schedule_ops``, a base of :class:`Admin`).
 
 Bulk operations work in batches of :data:`BULK_BATCH` rows, each one short statement, and are
 bounded by the database's clock when they start: a bulk cancel takes the workflows created by
@@ -10,28 +11,29 @@ then, a bulk resume those that had ended by then, so neither chases work that ke
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Iterable
-from datetime import UTC, datetime
+from collections.abc import Coroutine, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from . import _codec
+from ._attributes import check_outside
 from ._cancel import cancel_with_descendants, mark_cancelled
 from ._context import current_step, current_workflow
 from ._errors import (
     InvalidArgumentError,
     NotInWorkflowError,
-    ScheduleNotFoundError,
+    WorkflowNotQueuedError,
     WorkflowPendingError,
 )
 from ._filters import RESUMABLE, WorkflowFilter, make_filter, parse_after
 from ._messages import send_many_from_workflow, send_many_outside
 from ._retention import Retention, retention_pass
 from ._runtime import Runtime
-from ._schedules import tick_workflow_id
+from ._schedule_ops import ScheduleOps
 from ._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from ._storage import RetryableTransactionError
-from ._store import ScheduleStatus, Send, deduplicated_resume, not_found
-from ._wait import QUEUE, SCHEDULE, TERMINAL
+from ._store import Send, deduplicated_resume, not_found
+from ._wait import QUEUE, TERMINAL
 
 logger = logging.getLogger("asyncflow")
 
@@ -79,7 +81,7 @@ def _check_messages(messages: object) -> list[Send]:
     return ops
 
 
-class Admin:
+class Admin(ScheduleOps):
     """Operations on workflows as a whole (the base of ``AsyncFlow`` and ``Client``)."""
 
     @property
@@ -111,6 +113,7 @@ class Admin:
         app_version: str | None = None,
         parent_workflow_id: str | None = None,
         queue_name: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
         after: WorkflowStatus | str | tuple[datetime, str] | None = None,
     ) -> list[WorkflowStatus]:
         """One page of workflows, newest first (``created_at`` descending, then id).
@@ -118,7 +121,9 @@ class Admin:
         Every filter is optional: ``status`` (one or several), ``name``, ``created_after``
         (inclusive) and ``created_before`` (exclusive; timezone-aware datetimes),
         ``workflow_id_prefix``, ``app_version``, ``parent_workflow_id``, ``queue_name``
-        (statuses include ``ENQUEUED`` and ``DELAYED`` for queued workflows). ``after`` continues
+        (statuses include ``ENQUEUED`` and ``DELAYED`` for queued workflows), ``attributes``
+        (workflows whose attributes contain all of these; found through their index; an
+        earlier run kept by ``continue_as_new`` keeps the attributes it had). ``after`` continues
         after a place in that order — the last workflow of the previous page, its ``.cursor``
         text, or a ``(created_at, workflow_id)`` pair — so paging never skips or repeats a
         workflow while others start, and every page costs the same however deep it is.
@@ -127,9 +132,29 @@ class Admin:
             status=status, name=name, created_after=created_after,
             created_before=created_before, workflow_id_prefix=workflow_id_prefix,
             app_version=app_version, parent_workflow_id=parent_workflow_id,
-            queue_name=queue_name)
+            queue_name=queue_name, attributes=attributes)
         cursor = parse_after(after)
         return await self.runtime.store.list_page(selected, cursor, _check_limit(limit))
+
+    async def list_workflow_runs(self, workflow_id: str) -> list[WorkflowStatus]:
+        """The earlier runs kept of a workflow that continued as new (``continue_as_new``),
+        newest first: rows of status ``CONTINUED_AS_NEW`` whose ``run_of`` is ``workflow_id``,
+        each with its journal (``list_workflow_operations``), exportable and deleted by retention
+        like any finished workflow. The current run is the workflow itself."""
+        _codec.check_id(workflow_id)
+        return await self.runtime.store.list_runs(workflow_id)
+
+    async def set_workflow_attributes(self, workflow_id: str, attributes: Mapping[str, Any],
+                                      *, merge: bool = True) -> dict[str, Any]:
+        """Set a workflow's attributes from outside it (any status): merged into those it has
+        (``merge=False``: replacing them). Keys are str, values plain JSON (str, int, float,
+        bool, None, lists and dicts of them); anything else raises
+        :class:`InvalidArgumentError` and writes nothing. Returns the attributes now. Inside a
+        workflow's own body, use ``asyncflow.set_attributes`` (journaled)."""
+        text, merge = check_outside(workflow_id, attributes, merge)
+        now = await self.runtime.store.set_attributes(workflow_id, text, merge)
+        value: dict[str, Any] = _codec.loads(now)
+        return value
 
     # -- cancelling and resuming ------------------------------------------------------------
 
@@ -300,44 +325,39 @@ class Admin:
         _check_flag(dry_run, "dry_run")
         return await retention_pass(self.runtime.store, chosen, dry_run=dry_run)
 
-    # -- schedules --------------------------------------------------------------------------
+    # -- queued workflows ---------------------------------------------------------------------
 
-    async def list_schedules(self) -> list[ScheduleStatus]:
-        """Every schedule stored in the database (registered by some app with
-        ``@app.scheduled``), by name: its definition, whether it is paused, its last tick."""
-        return await self.runtime.store.list_schedules()
+    async def set_workflow_delay(
+        self, workflow_id: str, *, seconds: float | None = None, until: datetime | None = None
+    ) -> datetime:
+        """Change when a queued workflow may start: ``seconds`` from now, or ``until`` a
+        timezone-aware datetime (one of the two). An ``ENQUEUED`` or ``DELAYED`` workflow
+        becomes ``DELAYED`` until then (``ENQUEUED`` at once if that time has passed), and
+        its queue's dispatchers in every process are woken by NOTIFY to move their timers —
+        earlier or later. Returns the new time (the database's clock).
 
-    async def pause_schedule(self, name: str) -> None:
-        """Pause a schedule in every process: no tick starts until it is resumed (a manual
-        :meth:`trigger_schedule` still runs). :class:`ScheduleNotFoundError` if there is none."""
-        await self._set_paused(name, True)
-
-    async def resume_schedule(self, name: str) -> None:
-        """Resume a paused schedule from its next tick on: ticks that came due while it was
-        paused are not run, whatever its ``catch_up``."""
-        await self._set_paused(name, False)
-
-    async def _set_paused(self, name: str, paused: bool) -> None:
-        _codec.check_id(name, "schedule name")
+        :class:`WorkflowNotFoundError` for an unknown id, :class:`WorkflowNotQueuedError` for
+        a workflow that has started or ended (or was never queued), bad arguments
+        :class:`InvalidArgumentError`; nothing is changed then."""
+        _codec.check_id(workflow_id)
+        if (seconds is None) == (until is None):
+            raise InvalidArgumentError(
+                "set_workflow_delay takes exactly one of seconds= (from now) or until= (a "
+                f"timezone-aware datetime), not seconds={seconds!r}, until={until!r}")
+        delay = 0.0 if seconds is None else _codec.check_timeout(seconds, "seconds")
+        if until is not None and (not isinstance(until, datetime) or until.tzinfo is None):
+            raise InvalidArgumentError(
+                f"until must be a timezone-aware datetime, not {until!r}")
         runtime = self.runtime
-        skip_to = None if paused else datetime.fromtimestamp(runtime.now(), UTC)
-        if not await runtime.store.set_schedule_paused(name, paused, skip_to):
-            raise _no_schedule(name)
-        runtime.waits.wake(SCHEDULE, name)  # this process's scheduler (NOTIFY: the others)
-
-    async def trigger_schedule(self, name: str) -> str:
-        """Start a run of a schedule now, outside its ticks (also while it is paused): a live
-        app serving the schedule starts it at once. Returns the run's workflow id,
-        ``"<name>@manual-<time>"`` (``retrieve_workflow`` it once it has started). Triggers
-        made before a scheduler picked the first one up share its run."""
-        _codec.check_id(name, "schedule name")
-        runtime = self.runtime
-        at = await runtime.store.trigger_schedule(name, datetime.fromtimestamp(runtime.now(),
-                                                                               UTC))
-        if at is None:
-            raise _no_schedule(name)
-        runtime.waits.wake(SCHEDULE, name)
-        return tick_workflow_id(name, at, manual=True)
+        changed = await runtime.store.set_workflow_delay(workflow_id, delay, until)
+        if changed is None:
+            status = await runtime.store.workflow_status(workflow_id)  # raises: not found
+            raise WorkflowNotQueuedError(
+                f"workflow {workflow_id!r} is {status.status}, not ENQUEUED or DELAYED: only a "
+                "workflow waiting in its queue can be delayed")
+        queue_name, at, _status = changed
+        runtime.waits.wake(QUEUE, queue_name)  # this process's dispatcher (NOTIFY: others)
+        return at
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -364,12 +384,6 @@ class Admin:
         if ctx is not None:
             return send_many_from_workflow(ctx, ctx.reserve(), ops)
         return send_many_outside(runtime, ops)
-
-
-def _no_schedule(name: str) -> ScheduleNotFoundError:
-    return ScheduleNotFoundError(
-        f"no schedule named {name!r}; list_schedules() (asyncflow schedule list) shows them, "
-        "and an app creates one with @app.scheduled(...) when it launches")
 
 
 def _pending_message(root: str, found: str, status: str) -> str:

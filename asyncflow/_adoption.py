@@ -110,11 +110,16 @@ class Adopter:
         #: Workflows adopted by this launch.
         self.adopted = 0
 
-    async def sweep(self) -> list[Claimed]:
+    async def sweep(self, may_adopt: bool = True) -> list[Claimed]:
         """Adopt what replays cleanly (``upgrade="always"``: everything) of the stranded
         workflows; returns the PENDING ones adopted, for the caller to run. A failing sweep is
-        reported through health and tried again at the next one."""
+        reported through health and tried again at the next one. Not ``may_adopt`` (the
+        supervisor reconnected less than a lease ago: who is stranded is not known yet): nothing
+        is adopted, and an earlier failure is no longer reported (the database answers)."""
         claimed: list[Claimed] = []
+        if not may_adopt:
+            self.monitor.ok()
+            return claimed
         try:
             await self._sweep(claimed)
         except AsyncFlowError as exc:

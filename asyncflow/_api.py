@@ -9,10 +9,10 @@ in the same order, and bad input fail before anything is written.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, NoReturn, TypeVar, overload
 
-from . import _codec, _events, _messages, _streams, _timers, _wait_first
+from . import _attributes, _codec, _continue, _events, _messages, _streams, _timers, _wait_first
 from ._context import any_context, current_step, current_workflow, require_workflow
 from ._errors import InvalidArgumentError
 from ._handle import WorkflowHandle
@@ -220,3 +220,35 @@ def start_workflow(
     started: Coroutine[Any, Any, WorkflowHandle[R]] = bound[0].start_workflow(
         fn, *args, workflow_id=workflow_id, timeout_seconds=timeout_seconds, **kwargs)
     return started
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> Coroutine[Any, Any, NoReturn]:
+    """End this run of the workflow and start its next run with these arguments, under the same
+    workflow id and with an empty journal: ``await asyncflow.continue_as_new(state)`` never
+    returns (the workflow function starts over with the new arguments).
+
+    For workflows that loop forever (a subscription, an agent's conversation, a poller): their
+    journal, and the time to replay it after a crash, stay bounded. The hand-over is atomic and
+    fenced like every write of an execution. The ended run is kept as a linked earlier run
+    (status ``CONTINUED_AS_NEW``, listed by ``list_workflow_runs``, exportable, deleted by
+    retention), or its journal dropped with ``@app.workflow(keep_runs=False)``. Handles,
+    ``get_result``, ``send`` and events go by the workflow id, so they follow it to its latest
+    run; messages waiting in its mailbox stay there for the next run.
+
+    Workflow bodies only: from a step or outside a workflow it raises
+    :class:`NotInWorkflowError`; arguments that do not fit the workflow's parameters raise
+    :class:`InvalidArgumentError`, and arguments that cannot be stored
+    :class:`SerializationError`, at the call (the current run goes on).
+    """
+    return _continue.continue_as_new(*args, **kwargs)
+
+
+def set_attributes(attributes: Mapping[str, Any], *,
+                   merge: bool = True) -> Coroutine[Any, Any, None]:
+    """Set the running workflow's attributes (searchable: ``list_workflows(attributes=...)``),
+    merged into those it has (``merge=False``: replacing them). Journaled: a replay does not set
+    them again. Keys are str, values plain JSON (str, int, float, bool, None, lists and dicts of
+    them); anything else raises :class:`InvalidArgumentError` at the call. Workflow bodies only
+    (:class:`NotInWorkflowError` from a step or outside; outside, use the app's or a Client's
+    ``set_workflow_attributes``)."""
+    return _attributes.set_attributes(attributes, merge=merge)

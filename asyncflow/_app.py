@@ -15,9 +15,11 @@ from . import _api, _codec
 from ._adoption import attach, check_upgrade
 from ._context import current_step, current_workflow, workflow_on
 from ._deadlines import DeadlineWatcher
+from ._debounce import Debouncer, make_debouncer
 from ._dispatch import Dispatcher
 from ._errors import ConfigurationError, InvalidSettingError
 from ._events import get_event_from_workflow, get_event_outside
+from ._filters import check_attributes
 from ._handle import WorkflowHandle
 from ._history import (
     FileArg,
@@ -36,7 +38,7 @@ from ._replay import ReplayResult, child_handle
 from ._retention import Retention, RetentionWorker
 from ._runner import Runner
 from ._runtime import Runtime
-from ._schedules import Scheduler
+from ._schedules import Scheduler, start_scheduler
 from ._signature import Signature, decoded, reader
 from ._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
 from ._status import TERMINAL_STATUSES, Delivery
@@ -195,6 +197,14 @@ class AsyncFlow(HistoryOps, Registrations):
             self._start_dispatcher(self.runtime, queue)
         return queue
 
+    def debouncer(self, fn: Callable[..., Coroutine[Any, Any, R]], *, key: str | Callable[
+            ..., str], period_seconds: float, max_wait_seconds: float | None = None,
+            queue: Queue | None = None) -> Debouncer[R]:
+        """A :class:`Debouncer` of workflow ``fn`` (see there): ``key`` (a str, or a function
+        of the call's arguments returning one), ``period_seconds`` > 0, ``max_wait_seconds``
+        (``None``: none) and ``queue`` (default: queue ``"asyncflow.debounce"``)."""
+        return make_debouncer(self, fn, key, period_seconds, max_wait_seconds, queue)
+
     def _serves(self, name: str) -> bool:
         return self._serve is None or name in self._serve
 
@@ -230,16 +240,8 @@ class AsyncFlow(HistoryOps, Registrations):
         deadlines = self._deadlines = DeadlineWatcher(runtime, runner.mark_cancelled)
         runtime.monitors[deadlines.monitor.name] = deadlines.monitor
         await runtime.tg.start(deadlines.run)
-        if self._schedules:
-            for spec in self._schedules.values():
-                if spec.queue_name is not None and spec.queue_name not in self._queues:
-                    raise ConfigurationError(
-                        f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which "
-                        "this app does not register; register it with app.queue(name) first")
-            scheduler = self._scheduler = Scheduler(runner, self._schedules, self._workflows)
-            runtime.monitors[scheduler.monitor.name] = scheduler.monitor
-            await scheduler.register()
-            await runtime.tg.start(scheduler.run)
+        self._scheduler = await start_scheduler(runner, self._schedules, self._workflows,
+                                                self._queues)
         if self.retention is not None:
             worker = self._retention_worker = RetentionWorker(runtime.store, self.retention)
             runtime.monitors["retention"] = worker.monitor
@@ -295,6 +297,7 @@ class AsyncFlow(HistoryOps, Registrations):
         *args: Any,
         workflow_id: str | None = None,
         timeout_seconds: float | None = None,
+        attributes: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Start a workflow; returns (when awaited) its handle once its row and inputs are durable.
@@ -306,10 +309,11 @@ class AsyncFlow(HistoryOps, Registrations):
         ``timeout_seconds=`` (keyword; default: the ``@app.workflow(timeout_seconds=)`` of the
         function, else none): a durable deadline, stored with the workflow. When it passes the
         workflow is cancelled with its descendants, wherever it runs and across restarts, and
-        ``get_result`` raises :class:`WorkflowTimeoutError`.
+        ``get_result`` raises :class:`WorkflowTimeoutError`. ``attributes=``: its attributes.
         """
         timeout = _codec.check_workflow_timeout(timeout_seconds)
-        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout)
+        return self._begin(self._spec_of(fn), args, kwargs, workflow_id, timeout,
+                           None if attributes is None else check_attributes(attributes))
 
     def _begin(
         self,
@@ -317,7 +321,7 @@ class AsyncFlow(HistoryOps, Registrations):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None = None,
     ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         if workflow_id is not None:
             _codec.check_id(workflow_id)
@@ -328,24 +332,24 @@ class AsyncFlow(HistoryOps, Registrations):
             if parent.replaying:  # a history replay: the recorded child, nothing started
                 return child_handle(parent, parent.reserve(), spec.types)
             return self._start_child(parent.reserve(), spec, inputs, workflow_id,
-                                     timeout_seconds)
-        return self._start(spec, inputs, workflow_id, timeout_seconds)
+                                     timeout_seconds, attributes)
+        return self._start(spec, inputs, workflow_id, timeout_seconds, attributes)
 
     async def _start(
         self, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None = None,
     ) -> WorkflowHandle[Any]:
-        return self._handle(await self.runner.start(spec, inputs, workflow_id, None,
-                                                    timeout_seconds), spec.types)
+        return self._handle(await self.runner.start(
+            spec, inputs, workflow_id, None, timeout_seconds, attributes=attributes), spec.types)
 
     async def _start_child(
         self, function_id: int, spec: WorkflowSpec, inputs: str, workflow_id: str | None,
-        timeout_seconds: float | None,
+        timeout_seconds: float | None, attributes: str | None,
     ) -> WorkflowHandle[Any]:
         parent = current_workflow()
         assert parent is not None
-        return self._handle(await self.runner.start_child(
-            parent, function_id, spec, inputs, workflow_id, timeout_seconds), spec.types)
+        return self._handle(await self.runner.start_child(parent, function_id, spec, inputs,
+                            workflow_id, timeout_seconds, attributes), spec.types)
 
     async def resume_workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Resume a CANCELLED, ERROR or MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow, continuing from

@@ -67,7 +67,7 @@ async def workflow_get(client: Client, args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in info)
     for key, value in info.items():
-        if key == "output":
+        if key in ("output", "attributes"):
             shown = _json(value, indent=False)
         elif isinstance(value, str):
             shown = value

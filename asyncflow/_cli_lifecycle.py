@@ -12,8 +12,8 @@ from typing import Any
 
 from ._cli_output import CliError, _count, _emit, _json, _table, _time
 from ._client import Client
-from ._errors import WorkflowPendingError
-from ._filters import RESUMABLE
+from ._errors import InvalidArgumentError, WorkflowPendingError
+from ._filters import RESUMABLE, parse_attribute
 from ._retention import Retention
 from ._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
 
@@ -84,9 +84,19 @@ def _narrowed(args: argparse.Namespace) -> bool:
 # -- commands ----------------------------------------------------------------------------------
 
 
+def attribute(text: str) -> tuple[str, Any]:
+    """One ``--attr``: ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON``."""
+    try:
+        return parse_attribute(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 async def workflow_list(client: Client, args: argparse.Namespace) -> int:
+    attributes = dict(args.attr) if args.attr else None
     found = await client.list_workflows(_statuses(args.status), limit=args.limit,
-                                        after=args.after, **_filters(args))
+                                        after=args.after, attributes=attributes,
+                                        **_filters(args))
     if args.json:
         _emit(_json([{**w.to_dict(), "cursor": w.cursor} for w in found]))
         return 0
@@ -234,6 +244,41 @@ async def schedule_trigger(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+async def schedule_create(client: Client, args: argparse.Namespace) -> int:
+    info = await client.create_schedule(
+        args.name, args.workflow, args.cron, timezone=args.timezone, catch_up=args.catch_up,
+        queue=args.queue, grace_seconds=args.grace_seconds)
+    _emit(_json(info.to_dict()) if args.json
+          else f"created schedule {info.name}: {info.workflow_name} at {info.cron!r}")
+    return 0
+
+
+async def schedule_delete(client: Client, args: argparse.Namespace) -> int:
+    await client.delete_schedule(args.name)
+    _emit(_json({"deleted": args.name}) if args.json else f"deleted schedule {args.name}")
+    return 0
+
+
+async def schedule_backfill(client: Client, args: argparse.Namespace) -> int:
+    ids = await client.backfill_schedule(args.name, args.start, args.end)
+    if args.json:
+        _emit(_json({"backfilled": args.name, "workflow_ids": ids}))
+    else:
+        _emit(f"backfilled {len(ids)} tick{'s' if len(ids) != 1 else ''} of schedule "
+              f"{args.name} (ticks that already ran are skipped)")
+        for workflow_id in ids:
+            _emit(workflow_id)
+    return 0
+
+
+async def workflow_delay(client: Client, args: argparse.Namespace) -> int:
+    at = await client.set_workflow_delay(args.workflow_id, seconds=args.seconds,
+                                         until=args.until)
+    _emit(_json({"workflow_id": args.workflow_id, "delay_until": at.isoformat()}) if args.json
+          else f"workflow {args.workflow_id} starts at {_time(at)} at the earliest")
+    return 0
+
+
 # -- parsers -----------------------------------------------------------------------------------
 
 
@@ -263,9 +308,10 @@ def add_commands(
     workflow: Any, commands: Any,
     command: Callable[[Any, str, str, Any], argparse.ArgumentParser],
 ) -> None:
-    """Add ``workflow list|cancel|resume|delete``, ``gc`` and ``schedule
-    list|pause|resume|trigger`` to the parser."""
-    schedule = commands.add_parser("schedule", help="list, pause, resume and trigger schedules")
+    """Add ``workflow list|cancel|resume|delete|delay``, ``gc`` and ``schedule
+    list|pause|resume|trigger|create|delete|backfill`` to the parser."""
+    schedule = commands.add_parser("schedule", help="list, pause, resume, trigger, create, "
+                                   "delete and backfill schedules")
     sched = schedule.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     command(sched, "list", "list the schedules, their state and last tick", schedule_list)
     for name, help_text, run in (
@@ -275,6 +321,24 @@ def add_commands(
          schedule_trigger),
     ):
         command(sched, name, help_text, run).add_argument("name", metavar="NAME")
+    sub = command(sched, "create", "create (or redefine) a schedule at runtime: every live app "
+                  "registering WORKFLOW serves it, one run per tick", schedule_create)
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("workflow", metavar="WORKFLOW", help="the registered workflow name")
+    sub.add_argument("cron", metavar="CRON", help="5 fields, or 6 with seconds first")
+    sub.add_argument("--timezone", default="UTC", help="IANA time zone (default UTC)")
+    sub.add_argument("--catch-up", default="skip", choices=("skip", "all", "latest"))
+    sub.add_argument("--queue", metavar="NAME", help="enqueue each run on this queue")
+    sub.add_argument("--grace-seconds", type=float, default=10.0, metavar="S",
+                     help="how late a tick may still start under --catch-up skip")
+    command(sched, "delete", "delete a schedule made at runtime",
+            schedule_delete).add_argument("name", metavar="NAME")
+    sub = command(sched, "backfill", "run every tick of a schedule from START (inclusive) to "
+                  "END (exclusive); ticks that already ran are skipped", schedule_backfill)
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("start", type=moment, metavar="START",
+                     help="ISO 8601 (UTC unless an offset is given), or a duration ago")
+    sub.add_argument("end", type=moment, metavar="END", help="the same forms")
 
     sub = command(workflow, "list", "list workflows, newest first (a page at a time)",
                   workflow_list)
@@ -282,6 +346,9 @@ def add_commands(
                      help="only these statuses (repeat, or comma-separated): "
                      + ", ".join(STATUSES))
     _add_filters(sub)
+    sub.add_argument("--attr", action="append", type=attribute, metavar="K=V",
+                     help="only workflows with attribute K equal to the string V (K:=JSON for "
+                     "another JSON value: n:=3, vip:=true); repeat for several")
     sub.add_argument("--limit", type=_count, default=100, help="at most this many (default 100)")
     sub.add_argument("--after", metavar="CURSOR",
                      help="the page after this cursor (printed under a full page)")
@@ -304,6 +371,14 @@ def add_commands(
                   "events and streams", workflow_delete)
     sub.add_argument("workflow_id", metavar="ID")
     sub.add_argument("--children", action="store_true", help="delete its descendants too")
+
+    sub = command(workflow, "delay", "change when an ENQUEUED or DELAYED workflow may start",
+                  workflow_delay)
+    sub.add_argument("workflow_id", metavar="ID")
+    when = sub.add_mutually_exclusive_group(required=True)
+    when.add_argument("--seconds", type=float, metavar="S", help="S seconds from now")
+    when.add_argument("--until", type=moment, metavar="TIME",
+                      help="at TIME (ISO 8601, UTC unless an offset is given)")
 
     sub = command(commands, "gc", "delete finished workflows older, or more, than you keep",
                   gc)

@@ -12,6 +12,7 @@ from ._errors import (
     WorkflowCancelledError,
 )
 from ._runtime import Runtime
+from ._specs import WorkflowSpec
 from ._store import JournalEntry
 
 
@@ -19,7 +20,7 @@ class WorkflowContext:
     """State of one execution of one workflow: its id, the journal to replay, the next op id."""
 
     __slots__ = ("cancelled", "db_failed", "epoch", "journal", "name", "next_function_id",
-                 "runtime", "stop_hint", "workflow_id")
+                 "runtime", "spec", "stop_hint", "workflow_id")
 
     #: True for a history replay (``asyncflow._replay``): every operation must come from the
     #: journal, and nothing may touch a database.
@@ -37,6 +38,9 @@ class WorkflowContext:
         #: it (refused once the workflow was claimed by another execution).
         self.epoch = epoch
         self.next_function_id = 0
+        #: The registered workflow it runs (set by the runner; ``continue_as_new`` encodes the
+        #: next run's arguments by it).
+        self.spec: WorkflowSpec | None = None
         self.cancelled = False  # confirmed: the database says CANCELLED
         self.stop_hint = False  # a notification says it may have ended elsewhere: check
         self.db_failed = False  # the database became unreachable under this execution

@@ -116,6 +116,18 @@ class ScheduleNotFoundError(AsyncFlowError, LookupError):
     or stored in the database (``asyncflow schedule ...``)."""
 
 
+class ScheduleConflictError(InvalidArgumentError):
+    """A runtime schedule operation (``create_schedule``, ``delete_schedule``) named a schedule
+    that ``@app.scheduled`` registers: that one is defined by the decorator (change or remove
+    it there), so nothing was written. (An :class:`InvalidArgumentError`: the name given is
+    not one these operations may change.)"""
+
+
+class WorkflowNotQueuedError(AsyncFlowError):
+    """The operation (``set_workflow_delay``) needs a workflow waiting in its queue
+    (``ENQUEUED`` or ``DELAYED``), but this one has started or ended; nothing was changed."""
+
+
 class MaxRecoveryAttemptsExceededError(AsyncFlowError):
     """The workflow was recovered more times than its ``max_recovery_attempts`` allows."""
 
@@ -223,3 +235,16 @@ class _ExecutionConflict(BaseException):
 class _OwnershipLost(_ExecutionConflict):
     """This execution's workflow was claimed by another execution (its epoch moved on): the
     write that found out was refused, and the execution stops without recording anything."""
+
+
+class _ContinuedAsNew(BaseException):
+    """The workflow continued as new (``asyncflow.continue_as_new``): its current run ended and
+    the next one, with ``inputs`` (JSON), owned at ``epoch`` and numbering its operations from
+    ``first_function_id``, starts in its place. A ``BaseException`` so that user code catching
+    ``Exception`` cannot swallow it."""
+
+    def __init__(self, inputs: str, epoch: int, first_function_id: int) -> None:
+        super().__init__("the workflow continued as new")
+        self.inputs = inputs
+        self.epoch = epoch
+        self.first_function_id = first_function_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,10 @@ class WorkflowFilter:
     workflow_id_prefix: str | None = None
     parent_workflow_id: str | None = None
     queue_name: str | None = None  # (passed after each statement's own parameters, as $11)
+    #: JSON of the attributes a listed workflow must have (``list_workflows`` only, as $12).
+    attributes: str | None = None
+    #: The first scalar attribute among them (key, JSON of the value): its index is walked.
+    walk: tuple[str, str] | None = None
 
     def params(self) -> tuple[Any, ...]:
         """The filtered statements' parameters $1-$7 (statuses, time range, name, app version,
@@ -58,7 +63,8 @@ class WorkflowFilter:
         """Whether anything but the statuses narrows the selection."""
         return any(value is not None for value in (
             self.created_after, self.created_before, self.name, self.app_version,
-            self.workflow_id_prefix, self.parent_workflow_id, self.queue_name))
+            self.workflow_id_prefix, self.parent_workflow_id, self.queue_name,
+            self.attributes))
 
 
 def check_statuses(status: object, allowed: tuple[str, ...] = ALL_STATUSES,
@@ -112,6 +118,7 @@ def make_filter(
     workflow_id_prefix: object = None,
     parent_workflow_id: object = None,
     queue_name: object = None,
+    attributes: object = None,
 ) -> WorkflowFilter:
     """Validate filters (bad input fails here, before anything is read or written)."""
     prefix = _codec.check_name(workflow_id_prefix, "workflow_id_prefix", optional=True)
@@ -125,7 +132,77 @@ def make_filter(
         parent_workflow_id=None if parent_workflow_id is None else _codec.check_id(
             parent_workflow_id, "parent_workflow_id"),
         queue_name=_codec.check_name(queue_name, "queue_name", optional=True),
+        attributes=None if attributes is None else check_attributes(attributes, empty=False),
+        walk=None if attributes is None else _walked(attributes),
     )
+
+
+def parse_attribute(text: str) -> tuple[str, Any]:
+    """One attribute filter written as text (the CLI's ``--attr``, the dashboard's box):
+    ``KEY=TEXT`` (the value is the string TEXT) or ``KEY:=JSON`` (``count:=3``, ``vip:=true``).
+    """
+    key, sep, value = text.strip().partition("=")
+    key = key.strip()
+    if not sep or not key or key == ":":
+        raise InvalidArgumentError(
+            f"not an attribute: {text!r} (use KEY=TEXT, or KEY:=JSON for a number, true, …)")
+    if not key.endswith(":"):
+        return key, value.strip()
+    try:
+        return key[:-1].strip(), orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidArgumentError(
+            f"not JSON: {value!r} in {text!r} (KEY:=JSON; use KEY=TEXT for a string)") from None
+
+
+def _walked(attributes: object) -> tuple[str, str] | None:
+    """The attribute whose index a listing walks: the first with a scalar value."""
+    assert isinstance(attributes, dict)
+    for key, value in attributes.items():
+        if not isinstance(value, list | dict):
+            return key, _codec.dumps(value, f"attributes[{key!r}]")
+    return None
+
+
+#: JSON types an attribute value may have (nested lists and objects of them too).
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_attributes(value: object, what: str = "attributes", *, empty: bool = True) -> str:
+    """Workflow attributes: a dict of str keys (each a valid name) to plain JSON values (str,
+    int, float, bool, None, and lists and dicts of them); their JSON text. Anything else raises
+    :class:`InvalidArgumentError` naming the key; a too large object, ValueTooLargeError."""
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(
+            f"{what} must be a dict of str keys to JSON values, not {type(value).__name__}")
+    if not value and not empty:
+        raise InvalidArgumentError(f"{what} must name at least one attribute, not {{}}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError(f"{what}: keys must be non-empty str, not {key!r}")
+        _codec.check_name(key, f"{what} key")
+        _check_plain(item, f"{what}[{key!r}]")
+    return _codec.dumps(value, what)
+
+
+def _check_plain(value: object, where: str) -> None:
+    if isinstance(value, _SCALARS):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgumentError(f"{where} is {value!r}, which JSON cannot hold")
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_plain(item, f"{where}[{index}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidArgumentError(f"{where}: keys must be str, not {key!r}")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise InvalidArgumentError(
+        f"{where} is a {type(value).__name__}, not a JSON value; attributes hold str, int, "
+        "float, bool, None, and lists and dicts of them")
 
 
 def parse_after(after: object) -> Cursor | None:

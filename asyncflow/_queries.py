@@ -277,6 +277,71 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.operations ADD COLUMN topic text;
     """,
+    # 13: debounce and schedules made at runtime. ``debounce_key``: a debouncer's DELAYED
+    # workflow waiting out
+    # its burst; the partial unique index holds at most one per (queue, workflow name, key)
+    # while it is DELAYED, so the calls of a burst in every process find the same row, and the
+    # first call after it left DELAYED starts the next burst's. ``schedules.dynamic``: made by
+    # create_schedule (served by every app registering its workflow; deletable), with its own
+    # ``grace_seconds``; ``backfill_starts``/``backfill_ends``: backfill ranges asked for and
+    # not run yet (a scheduler of the schedule runs their ticks under the row's lock).
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN debounce_key text;
+    CREATE UNIQUE INDEX workflows_debounce_idx ON {s}.workflows
+        (queue_name, name, debounce_key)
+        WHERE status = 'DELAYED' AND debounce_key IS NOT NULL;
+    ALTER TABLE {s}.schedules
+        ADD COLUMN dynamic         boolean NOT NULL DEFAULT false,
+        ADD COLUMN grace_seconds   double precision,
+        ADD COLUMN backfill_starts timestamptz[] NOT NULL DEFAULT '{}',
+        ADD COLUMN backfill_ends   timestamptz[] NOT NULL DEFAULT '{}';
+    """,
+    # 14: endless workflows and workflow attributes. ``run`` numbers the runs of a workflow id
+    # (continue_as_new starts run n+1 in the same row, with an empty journal whose function ids
+    # go on from ``first_function_id``, one past the continue's own); an earlier run
+    # kept as a linked row has status CONTINUED_AS_NEW, ``run_of`` naming the workflow id it
+    # continued as. ``attributes``: the workflow's searchable attributes (a JSON object), with a
+    # GIN index (jsonb_path_ops: containment, ``@>``) over the workflows that have any.
+    # IF NOT EXISTS: on a large table, build the indexes beforehand with CREATE INDEX
+    # CONCURRENTLY under these names (docs/operating-lifecycle.md).
+    """
+    ALTER TABLE {s}.workflows
+        ADD COLUMN run               integer NOT NULL DEFAULT 1,
+        ADD COLUMN first_function_id integer NOT NULL DEFAULT 0,
+        ADD COLUMN run_of            text,
+        ADD COLUMN attributes        jsonb NOT NULL DEFAULT '{}';
+    CREATE INDEX IF NOT EXISTS workflows_attributes_idx ON {s}.workflows
+        USING gin (attributes jsonb_path_ops) WHERE attributes <> '{}'::jsonb;
+    CREATE INDEX IF NOT EXISTS workflows_runs_idx ON {s}.workflows (run_of, run)
+        WHERE run_of IS NOT NULL;
+    CREATE TABLE {s}.workflow_attributes (
+        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id) ON DELETE CASCADE,
+        key         text NOT NULL,
+        value       jsonb NOT NULL,
+        created_at  timestamptz NOT NULL,
+        PRIMARY KEY (workflow_id, key)
+    );
+    CREATE INDEX workflow_attributes_walk_idx ON {s}.workflow_attributes
+        (key, value, created_at DESC, workflow_id);
+    CREATE FUNCTION {s}.workflow_attributes_sync() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            DELETE FROM {s}.workflow_attributes WHERE workflow_id = NEW.workflow_id;
+        END IF;
+        INSERT INTO {s}.workflow_attributes (workflow_id, key, value, created_at)
+        SELECT NEW.workflow_id, e.key, e.value, NEW.created_at
+        FROM jsonb_each(NEW.attributes) AS e
+        WHERE jsonb_typeof(e.value) NOT IN ('object', 'array');
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER workflow_attributes_inserted AFTER INSERT ON {s}.workflows
+        FOR EACH ROW WHEN (NEW.attributes <> '{}'::jsonb)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
+    CREATE TRIGGER workflow_attributes_updated AFTER UPDATE OF attributes ON {s}.workflows
+        FOR EACH ROW WHEN (OLD.attributes IS DISTINCT FROM NEW.attributes)
+        EXECUTE FUNCTION {s}.workflow_attributes_sync();
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -335,14 +400,15 @@ ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT asyncflow_nested; RELEASE SAVEPOI
 # Workflows
 # ---------------------------------------------------------------------------------------------
 
-# A workflow starts PENDING at epoch 1 on its starter's executor. A child ($6: its parent, $11:
-# the parent execution's epoch) is inserted only while its parent's execution still owns it.
+# A workflow starts PENDING at epoch 1 on its starter's executor, with attributes $12 (a JSON
+# object, or NULL: none). A child ($6: its parent, $11: the parent execution's epoch) is
+# inserted only while its parent's execution still owns it.
 INSERT_WORKFLOW = """
 WITH ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
-         traceparent, timeout_seconds, deadline, epoch)
-    SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, 1
+         traceparent, timeout_seconds, deadline, epoch, attributes)
+    SELECT $1, $2, 'PENDING', $3, $4, $5, $6, $7, $8, $9, 1, coalesce($12::jsonb, '{ }')
     WHERE $11::bigint IS NULL OR EXISTS (
         SELECT 1 FROM {s}.workflows p
         WHERE p.workflow_id = $6 AND p.status = 'PENDING' AND p.epoch = $11 FOR SHARE)
@@ -380,7 +446,7 @@ WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id 
 _STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
     deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline,
-    epoch"""
+    epoch, run, run_of, attributes"""
 
 WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
@@ -719,9 +785,15 @@ FROM {s}.version_changes WHERE workflow_id = $1 ORDER BY epoch"""
 # The journal
 # ---------------------------------------------------------------------------------------------
 
+# The journal of the workflow's current run, and the function id its run starts at (a run
+# started by continue_as_new numbers its operations on from the run before it: per-position
+# ids and keys stay unique across runs), and its epoch. One row with NULL operation columns: an
+# empty journal.
 LOAD_JOURNAL = """
-SELECT function_id, name, output, error, child_id, completed, deadline
-FROM {s}.operations WHERE workflow_id = $1"""
+SELECT w.first_function_id, w.epoch, o.function_id, o.name, o.output, o.error, o.child_id,
+       o.completed, o.deadline
+FROM {s}.workflows w LEFT JOIN {s}.operations o ON o.workflow_id = w.workflow_id
+WHERE w.workflow_id = $1"""
 
 LIST_OPERATIONS = """
 SELECT function_id, name, output, error, child_id, completed, deadline, created_at
@@ -892,7 +964,8 @@ IMPORT_WORKFLOW = """
 INSERT INTO {s}.workflows
 SELECT * FROM jsonb_populate_record(NULL::{s}.workflows, jsonb_build_object(
     'recovery_attempts', 0, 'priority', 0, 'epoch', 0, 'created_at', clock_timestamp(),
-    'updated_at', clock_timestamp()) || $1::jsonb)
+    'updated_at', clock_timestamp(), 'run', 1, 'first_function_id', 0,
+    'attributes', '{ }'::jsonb) || $1::jsonb)
 ON CONFLICT (workflow_id) DO NOTHING
 RETURNING workflow_id"""
 IMPORT_OPERATIONS = """
@@ -950,9 +1023,17 @@ SELECT (SELECT count(*) FROM ins) AS created,
 #   step's staged set_event commits with its checkpoint), so the row versions share their xmin;
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
 # - a stream's closed flag, when an operation before $3 closed it (by the same xmin rule: the
-#   head row is not touched again once closed).
+#   head row is not touched again once closed);
+# - the function id the source's run starts at (a run after a continue_as_new numbers its
+#   operations on from the run before) and the source's attributes.
 FORK_COPY = """
-WITH ops AS (
+WITH run AS (
+    UPDATE {s}.workflows w
+    SET first_function_id = src.first_function_id, attributes = src.attributes
+    FROM {s}.workflows src
+    WHERE w.workflow_id = $2 AND src.workflow_id = $1
+    RETURNING 1
+), ops AS (
     INSERT INTO {s}.operations
         (workflow_id, function_id, name, output, error, child_id, completed, deadline,
          created_at, topic)
@@ -987,7 +1068,88 @@ WITH ops AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ops) AS operations, (SELECT count(*) FROM ev) AS events,
-       (SELECT count(*) FROM new_entries) AS entries, pg_notify($4, 'r' || $2) AS notified"""
+       (SELECT count(*) FROM new_entries) AS entries, (SELECT count(*) FROM run) AS run,
+       pg_notify($4, 'r' || $2) AS notified"""
+
+# ---------------------------------------------------------------------------------------------
+# Endless workflows (continue_as_new) and workflow attributes
+# ---------------------------------------------------------------------------------------------
+
+# Continue workflow $1 as a new run, in one statement fenced like every write of an execution
+# (PENDING at the execution's epoch $4, here under an update lock): with $5 (keep the run) the
+# current run becomes a linked row $6 (status CONTINUED_AS_NEW, ``run_of`` $1, its inputs and
+# attributes, the continue's entry #$2 with the new inputs, and its whole journal, moved);
+# without, its journal is deleted. The row $1 then holds the new run: inputs $3, an empty
+# journal whose function ids start at $2 + 1, the next run number and a bumped epoch (the new
+# run's execution owns that epoch; a stale one is fenced out). Messages, events and streams
+# stay with the workflow id. The kept run has no parent (it is linked by ``run_of``), so
+# retention never keeps it for a parent still running. Returns the new epoch (no row: refused,
+# not owned).
+CONTINUE_AS_NEW = """
+WITH cur AS (
+    SELECT * FROM {s}.workflows
+    WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = $4
+    FOR UPDATE
+), arch AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, output, executor_id, app_version,
+         recovery_attempts, parent_workflow_id, created_at, updated_at, completed_at,
+         traceparent, epoch, run, first_function_id, run_of, attributes)
+    SELECT $6, name, 'CONTINUED_AS_NEW', inputs, $3, executor_id, app_version,
+           recovery_attempts, NULL, clock_timestamp(), clock_timestamp(),
+           clock_timestamp(), traceparent, epoch, run, first_function_id, workflow_id,
+           attributes
+    FROM cur WHERE $5
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id
+), entry AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT workflow_id, $2, 'asyncflow.continue_as_new', $3 FROM arch
+), moved AS (
+    UPDATE {s}.operations SET workflow_id = $6
+    WHERE workflow_id = $1 AND EXISTS (SELECT 1 FROM arch)
+), dropped AS (
+    DELETE FROM {s}.operations
+    WHERE workflow_id = $1 AND NOT $5 AND EXISTS (SELECT 1 FROM cur)
+), u AS (
+    UPDATE {s}.workflows w
+    SET inputs = $3, epoch = w.epoch + 1, run = w.run + 1, first_function_id = $2 + 1,
+        recovery_attempts = 0, updated_at = clock_timestamp()
+    FROM cur
+    WHERE w.workflow_id = cur.workflow_id AND (NOT $5 OR EXISTS (SELECT 1 FROM arch))
+    RETURNING w.epoch
+)
+SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS owned"""
+
+# The earlier runs kept of workflow $1, newest first.
+LIST_RUNS = "SELECT " + _STATUS_COLUMNS + """
+FROM {s}.workflows w WHERE w.run_of = $1 ORDER BY w.run DESC"""
+
+# Attributes: $2 (a JSON object) merged into (or, without $3, replacing) those of workflow $1.
+# From a workflow's body the write is journaled (entry #$4, its output the attributes set) and
+# fenced by the execution's epoch $5, in one statement.
+SET_ATTRIBUTES = """
+UPDATE {s}.workflows
+SET attributes = CASE WHEN $3 THEN attributes || $2::jsonb ELSE $2::jsonb END,
+    updated_at = clock_timestamp()
+WHERE workflow_id = $1
+RETURNING attributes::text"""
+
+JOURNALED_SET_ATTRIBUTES = """
+WITH op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT $1, $4, 'asyncflow.set_attributes', $2 FROM """ + _owned("$5") + """
+    RETURNING workflow_id
+), u AS (
+    UPDATE {s}.workflows
+    SET attributes = CASE WHEN $3 THEN attributes || $2::jsonb ELSE $2::jsonb END,
+        updated_at = clock_timestamp()
+    WHERE workflow_id = (SELECT workflow_id FROM op)
+    RETURNING 1
+)
+SELECT count(*) AS recorded FROM u"""
+
+WORKFLOW_ATTRIBUTES = "SELECT attributes::text FROM {s}.workflows WHERE workflow_id = $1"
 
 # ---------------------------------------------------------------------------------------------
 # Messages
@@ -1213,6 +1375,72 @@ SELECT (SELECT count(*) FROM n) AS created, (SELECT owned FROM owner) AS owned,
        (SELECT workflow_id FROM {s}.workflows
         WHERE queue_name = $6 AND deduplication_id = $8
           AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder"""
+
+# A debounce call ($1 queue, $2 workflow name, $3 key): the burst's DELAYED workflow takes the
+# new inputs ($5) and its time moves to $6 seconds from now, or at the latest $7 seconds after
+# the burst's first call (its created_at; NULL: no cap); a row already due is released instead
+# (ENQUEUED: its quiet period passed, it runs with the inputs it has) and its queue notified, and
+# the caller runs the statement again. With no such row, a new one ($4, app version $8,
+# traceparent $9, timeout $10) is inserted DELAYED and the queue notified ($11: the channel). Two
+# callers inserting at once: the unique index lets one in, the other inserts nothing (none of
+# the three ids is returned) and runs the statement again, which then finds the row. A claim
+# holding the row (FOR NO KEY UPDATE) makes the UPDATE wait; once committed the row is PENDING
+# and no longer matches, so the call starts the next burst's workflow.
+DEBOUNCE = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), upd AS (
+    UPDATE {s}.workflows w
+    SET status = CASE WHEN w.delay_until > t.ts THEN 'DELAYED' ELSE 'ENQUEUED' END,
+        inputs = CASE WHEN w.delay_until > t.ts THEN $5 ELSE w.inputs END,
+        delay_until = CASE WHEN w.delay_until > t.ts
+                           THEN least(t.ts + make_interval(secs => $6),
+                                      w.created_at + make_interval(secs => $7))
+                           ELSE w.delay_until END,
+        updated_at = t.ts
+    FROM t
+    WHERE w.queue_name = $1 AND w.name = $2 AND w.debounce_key = $3 AND w.status = 'DELAYED'
+    RETURNING w.workflow_id, w.status
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, debounce_key, delay_until,
+         created_at, updated_at, traceparent, timeout_seconds)
+    SELECT $4, $2, 'DELAYED', $5, $8, $1, $3,
+           least(t.ts + make_interval(secs => $6), t.ts + make_interval(secs => $7)),
+           t.ts, t.ts, $9, $10
+    FROM t
+    WHERE NOT EXISTS (SELECT 1 FROM upd)
+    ON CONFLICT DO NOTHING
+    RETURNING workflow_id
+), n AS (
+    SELECT pg_notify($11, 'q' || $1)
+    WHERE EXISTS (SELECT 1 FROM ins) OR EXISTS (SELECT 1 FROM upd WHERE status = 'ENQUEUED')
+)
+SELECT (SELECT workflow_id FROM upd WHERE status = 'DELAYED') AS extended,
+       (SELECT workflow_id FROM upd WHERE status = 'ENQUEUED') AS released,
+       (SELECT workflow_id FROM ins) AS created,
+       (SELECT count(*) FROM n) AS notified"""
+
+# A queued workflow's delay changed ($1; $2 seconds from now, or until $3 when not NULL): an
+# ENQUEUED or DELAYED one becomes DELAYED until then (ENQUEUED if that time has come), and its
+# queue's dispatchers are notified ($4: the channel) so they move their timers. A workflow
+# claimed meanwhile (PENDING) is left alone; the caller reads its status to say why.
+SET_WORKFLOW_DELAY = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), until AS (
+    SELECT coalesce($3::timestamptz, t.ts + make_interval(secs => $2)) AS at, t.ts FROM t
+), u AS (
+    UPDATE {s}.workflows w
+    SET status = CASE WHEN until.at > until.ts THEN 'DELAYED' ELSE 'ENQUEUED' END,
+        delay_until = until.at, updated_at = until.ts
+    FROM until
+    WHERE w.workflow_id = $1 AND w.status IN ('ENQUEUED', 'DELAYED')
+    RETURNING w.queue_name, w.delay_until, w.status
+), n AS (
+    SELECT pg_notify($4, 'q' || queue_name) FROM u
+)
+SELECT u.queue_name, u.delay_until, u.status, (SELECT count(*) FROM n) AS notified FROM u"""
 
 # How many workflows wait in queue $1 (telemetry's queue depth; the partial index of queued rows).
 QUEUE_DEPTH = """
@@ -1576,6 +1804,34 @@ WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10"""
 
+# The same with attributes given ($12, a JSON object the workflows' attributes contain): the
+# GIN index on attributes finds the matching workflows (the repeated ``<> '{ }'`` is the
+# partial index's predicate; the space keeps it from reading as a format placeholder), newest
+# first after the cursor; the other filters are checked on each.
+LIST_ATTRIBUTES_PAGE = """
+SELECT """ + _STATUS_COLUMNS + """
+FROM {s}.workflows w
+WHERE w.attributes @> $12::jsonb AND w.attributes <> '{ }'::jsonb AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
+ORDER BY w.created_at DESC, w.workflow_id
+LIMIT $10"""
+
+# The same walking the attribute index: the workflows whose attribute $13 is $14 (a scalar),
+# in list order after the cursor, each checked for the whole of $12 and the other filters.
+# Every page costs the same however common the value is (the GIN path above sorts every match).
+LIST_ATTRIBUTE_WALK_PAGE = """
+SELECT """ + ", ".join("w." + column.strip() for column in _STATUS_COLUMNS.split(",")) + """
+FROM {s}.workflow_attributes a JOIN {s}.workflows w ON w.workflow_id = a.workflow_id
+WHERE a.key = $13 AND a.value = $14::jsonb
+  AND a.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
+  AND a.created_at < coalesce($3::timestamptz, 'infinity'::timestamptz)
+  AND a.created_at <= coalesce($8::timestamptz, 'infinity'::timestamptz)
+  AND ($8::timestamptz IS NULL OR a.created_at < $8 OR a.workflow_id > $9::text)
+  AND w.attributes @> $12::jsonb AND """ + _FILTERS.replace(
+    "%STATUS%", "w.status = ANY ($1::text[])") + """
+ORDER BY a.created_at DESC, a.workflow_id
+LIMIT $10"""
+
 # Wakes the workflows of rows ``u`` (kind 't') and frees their queues' slots (kind 'f', for rows
 # with a queue_name); the statement selects ``notifies``.
 _NOTIFY_CANCELLED = """, woken AS (
@@ -1743,9 +1999,60 @@ WHERE (schedules.workflow_name, schedules.cron, schedules.timezone, schedules.ca
                         excluded.catch_up, excluded.queue_name)"""
 
 _SCHEDULE_COLUMNS = """schedule_name, workflow_name, cron, timezone, catch_up, queue_name,
-    paused, last_tick, triggered_at, updated_at"""
+    paused, last_tick, triggered_at, updated_at, dynamic, grace_seconds, backfill_starts,
+    backfill_ends"""
 LIST_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules ORDER BY schedule_name"
 GET_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + " FROM {s}.schedules WHERE schedule_name = $1"
+
+# The schedules made with create_schedule whose workflow ($1: names) an app registers.
+DYNAMIC_SCHEDULES = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
+WHERE dynamic AND workflow_name = ANY ($1::text[]) ORDER BY schedule_name"""
+
+# create_schedule: a new schedule (unpaused, from its next tick on), or a new definition of one
+# made the same way (its paused flag, last tick and backfills kept). A schedule of the name that
+# @app.scheduled registered is left alone (stored = 0; ``dynamic`` says why). The schedulers of
+# every process are woken ('c' with no name: the set of schedules changed; $8: the channel).
+CREATE_SCHEDULE = """
+WITH up AS (
+    INSERT INTO {s}.schedules
+        (schedule_name, workflow_name, cron, timezone, catch_up, queue_name, grace_seconds,
+         dynamic)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, true)
+    ON CONFLICT (schedule_name) DO UPDATE
+    SET workflow_name = excluded.workflow_name, cron = excluded.cron,
+        timezone = excluded.timezone, catch_up = excluded.catch_up,
+        queue_name = excluded.queue_name, grace_seconds = excluded.grace_seconds,
+        updated_at = clock_timestamp()
+    WHERE schedules.dynamic
+    RETURNING schedule_name
+), n AS (
+    SELECT pg_notify($8, 'c') FROM up
+)
+SELECT (SELECT count(*) FROM n) AS stored"""
+
+# delete_schedule: only a schedule made with create_schedule ($1); every scheduler is woken.
+# Nothing deleted: ``dynamic`` is NULL (no such schedule) or false (an @app.scheduled one).
+DELETE_SCHEDULE = """
+WITH d AS (
+    DELETE FROM {s}.schedules WHERE schedule_name = $1 AND dynamic
+    RETURNING schedule_name
+), n AS (
+    SELECT pg_notify($2, 'c') FROM d
+)
+SELECT (SELECT count(*) FROM n) AS deleted,
+       (SELECT dynamic FROM {s}.schedules WHERE schedule_name = $1) AS dynamic"""
+
+# backfill_schedule: the range [$2, $3) is added to the schedule's backfills for a scheduler of
+# it to run (woken by 'c' || name; $4: the channel). Nothing returned: no such schedule.
+BACKFILL_SCHEDULE = """
+WITH u AS (
+    UPDATE {s}.schedules
+    SET backfill_starts = backfill_starts || $2::timestamptz,
+        backfill_ends = backfill_ends || $3::timestamptz, updated_at = clock_timestamp()
+    WHERE schedule_name = $1
+    RETURNING schedule_name
+)
+SELECT u.schedule_name, pg_notify($4, 'c' || $1) FROM u"""
 
 # Pause or resume; the schedulers of every process are woken ('c' || name). $3 (not NULL): the
 # last tick moves forward to it (a resumed catch_up="skip" schedule skips what it missed).
@@ -1761,13 +2068,17 @@ WITH u AS (
 SELECT count(*) AS updated, CASE WHEN count(*) > 0 THEN pg_notify($4, 'c' || $1) END FROM u"""
 
 # A scheduler's claim of ticks, in one transaction: lock and read the schedule's row, then move
-# last_tick forward to the last tick it starts (the workflows are started in that transaction).
+# last_tick forward to the last tick it starts (the workflows are started in that transaction);
+# $3: its manual trigger ran, $4: its backfills ran.
 LOCK_SCHEDULE = "SELECT " + _SCHEDULE_COLUMNS + """ FROM {s}.schedules
 WHERE schedule_name = $1 FOR UPDATE"""
 ADVANCE_SCHEDULE = """
 UPDATE {s}.schedules
 SET last_tick = CASE WHEN last_tick IS NULL OR last_tick < $2 THEN $2 ELSE last_tick END,
-    triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END, updated_at = clock_timestamp()
+    triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END,
+    backfill_starts = CASE WHEN $4 THEN '{}' ELSE backfill_starts END,
+    backfill_ends = CASE WHEN $4 THEN '{}' ELSE backfill_ends END,
+    updated_at = clock_timestamp()
 WHERE schedule_name = $1"""
 
 # A manual trigger: recorded in the row (a trigger already waiting is kept: both callers get
@@ -1829,7 +2140,8 @@ WITH ids AS (SELECT unnest($1::text[]) AS workflow_id)""" + _DELETE_EVERYTHING.r
 # yet read their results, and so may a finished parent that is kept (newer than the bound),
 # when it is resumed or replayed. A child goes with its parent, in the same pass.
 _RETAINED = """
-    w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
+                   'CONTINUED_AS_NEW')
       AND (w.completed_at, w.workflow_id) <= ($1::timestamptz, $2::text)
       AND NOT EXISTS (
           SELECT 1 FROM {s}.workflows p
@@ -1847,7 +2159,8 @@ SELECT clock_timestamp() - make_interval(secs => $1::float8) AS age_bound,
 FROM (SELECT 1) AS one
 LEFT JOIN LATERAL (
     SELECT w.completed_at, w.workflow_id FROM {s}.workflows w
-    WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+    WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED',
+                   'CONTINUED_AS_NEW')
       AND $2::bigint IS NOT NULL
     ORDER BY w.completed_at DESC, w.workflow_id DESC
     OFFSET $2 LIMIT 1

@@ -18,13 +18,13 @@ from ._handle import WorkflowHandle
 from ._lifecycle import check_positive_int, setting
 from ._schedules import schedule_spec
 from ._signature import Signature
-from ._specs import ScheduleSpec, StepSpec, WorkflowSpec
+from ._specs import SPEC_ATTR, ScheduleSpec, StepSpec, WorkflowSpec
 from ._steps import check_step_options, run_step
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SPEC_ATTR = "__asyncflow_workflow__"
+_SPEC_ATTR = SPEC_ATTR
 Fn: TypeAlias = Callable[P, Coroutine[Any, Any, R]]
 
 
@@ -72,15 +72,21 @@ class Registrations:
         *,
         max_recovery_attempts: int = 100,
         timeout_seconds: float | None = None,
+        keep_runs: bool = True,
     ) -> Callable[[Fn[P, R]], Fn[P, R]]:
         """Register an ``async def`` workflow.
 
         Calling the decorated function outside a workflow starts it with a fresh id and awaits
         its result; inside a workflow it runs it as a child workflow (deterministic id).
         ``timeout_seconds``: the default timeout of its runs (see :meth:`start_workflow`).
+        ``keep_runs``: when it calls ``asyncflow.continue_as_new``, keep each ended run as a
+        linked earlier run with its journal (default; see ``list_workflow_runs``), or drop its
+        journal (``False``).
         """
 
         check_positive_int(max_recovery_attempts, "max_recovery_attempts", 0)
+        if not isinstance(keep_runs, bool):
+            raise InvalidSettingError(f"keep_runs must be True or False, not {keep_runs!r}")
         default_timeout = setting(_codec.check_workflow_timeout, timeout_seconds,
                                   "timeout_seconds")
 
@@ -90,7 +96,7 @@ class Registrations:
             if spec_name in self._workflows and self._workflows[spec_name].fn is not fn:
                 raise ConfigurationError(f"a workflow named {spec_name!r} is already registered")
             spec = WorkflowSpec(spec_name, fn, max_recovery_attempts, default_timeout,
-                                Signature(fn, f"workflow {spec_name!r}"))
+                                Signature(fn, f"workflow {spec_name!r}"), keep_runs)
             self._workflows[spec_name] = spec
 
             @functools.wraps(fn)

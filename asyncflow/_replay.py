@@ -29,6 +29,7 @@ from ._errors import (
     NonDeterministicWorkflowError,
     ReplayError,
     SerializationError,
+    _ContinuedAsNew,
 )
 from ._handle import WorkflowHandle
 from ._listener import Listener
@@ -37,7 +38,7 @@ from ._runner import CHILD, finished_output
 from ._runtime import Runtime
 from ._signature import Signature
 from ._specs import WorkflowSpec
-from ._status import ERROR, PENDING, SUCCESS
+from ._status import CONTINUED_AS_NEW, ERROR, PENDING, SUCCESS
 from ._store import JournalEntry, Outcome, Store
 from ._wait import WaitRegistry
 
@@ -47,7 +48,7 @@ FAILED = "failed"
 SKIPPED = "skipped"
 #: Statuses whose journal is the whole run: an operation past its end is a divergence, and the
 #: replay's result must be the recorded one.
-COMPLETE = frozenset({SUCCESS, ERROR})
+COMPLETE = frozenset({SUCCESS, ERROR, CONTINUED_AS_NEW})
 #: Added to the wall clock in a replay: every recorded timer has fired.
 _FAR_FUTURE = 1e10
 
@@ -242,6 +243,8 @@ def _error_key(error: str) -> tuple[str, str]:
 def _described(status: str, output: str | None, error: str | None) -> str:
     if status == SUCCESS:
         return "returned " + _short(output)
+    if status == CONTINUED_AS_NEW:
+        return "continued as new with " + _short(output)
     if error is not None:
         name, message = _error_key(error)
         return f"raised {name}: {message}"
@@ -256,7 +259,7 @@ def _short(text: str | None, limit: int = 200) -> str:
 def _same(recorded: Outcome, status: str, output: str | None, error: str | None) -> bool:
     if recorded.status != status:
         return False
-    if status == SUCCESS:
+    if status in (SUCCESS, CONTINUED_AS_NEW):  # the result, or the next run's arguments
         def value(text: str | None) -> Any:
             return None if text is None else _codec.loads(text)
         return bool(value(recorded.output) == value(output))
@@ -292,6 +295,8 @@ async def _run(ctx: ReplayContext, spec: WorkflowSpec, inputs: str,
             value = await task
     except (_HistoryEnds, _Refused):
         return None
+    except _ContinuedAsNew as continued:  # a kept earlier run: it ended by continuing
+        return CONTINUED_AS_NEW, continued.inputs, None
     except BaseException as exc:
         if _is_interrupt(exc):
             raise
@@ -334,6 +339,8 @@ async def replay_workflow(
     journal = history.journal()
     store = ReplayStore(outcomes)
     ctx = ReplayContext(ReplayRuntime(store), workflow_id, name, journal, status)
+    ctx.next_function_id = int(history.row.get("first_function_id") or 0)  # a later run's
+    ctx.spec = spec
     store.attach(ctx)
     ran = await _run(ctx, spec, history.inputs, timeout_seconds)
     done = len([f for f in journal if f < ctx.next_function_id])

@@ -19,6 +19,7 @@ from ._recorded import decode_error
 from ._runtime import Runtime
 from ._status import (
     CANCELLED,
+    CONTINUED_AS_NEW,
     ERROR,
     MAX_RECOVERY_ATTEMPTS_EXCEEDED,
     SUCCESS,
@@ -49,6 +50,10 @@ def outcome_value(workflow_id: str, outcome: Outcome, read: Read | None = None) 
             f"workflow {workflow_id!r} exceeded its maximum recovery attempts and was moved "
             "to MAX_RECOVERY_ATTEMPTS_EXCEEDED; fix the cause, then resume_workflow() it"
         )
+    if status == CONTINUED_AS_NEW:
+        raise WorkflowFailedError(
+            "ContinuedAsNew", f"{workflow_id!r} is an earlier run of a workflow that continued "
+            "as new (its run_of); get the result of that workflow id instead", "")
     raise WorkflowFailedError("unknown", f"workflow ended with status {status}", "")
 
 

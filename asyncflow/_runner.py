@@ -26,6 +26,7 @@ from ._errors import (
     SerializationError,
     WorkflowCancelledError,
     WorkflowConflictError,
+    _ContinuedAsNew,
     _ExecutionConflict,
 )
 from ._journal import checked, ensure_running, ownership_lost, stop_for_status
@@ -118,10 +119,12 @@ class Runner:
         parent_id: str | None,
         timeout_seconds: float | None = None,
         parent_epoch: int | None = None,
+        attributes: str | None = None,
     ) -> Coroutine[Any, Any, str]:
         """Insert the workflow (idempotent by id) and run it if it is new; returns its id.
-        ``timeout_seconds`` (default: the spec's): its deadline starts now. (A plain function
-        returning the start's coroutine: no frame of its own while a burst of starts waits.)"""
+        ``timeout_seconds`` (default: the spec's): its deadline starts now; ``attributes``: its
+        attributes (JSON of an object). (A plain function returning the start's coroutine: no
+        frame of its own while a burst of starts waits.)"""
         if workflow_id is None:
             workflow_id = secrets.token_hex(16)
         if timeout_seconds is None:
@@ -129,27 +132,30 @@ class Runner:
         telemetry = self.runtime.telemetry
         if telemetry is None:
             return self._start(spec, inputs, workflow_id, parent_id, None, timeout_seconds,
-                               parent_epoch)
+                               parent_epoch, attributes)
         return self._start_traced(telemetry, spec, inputs, workflow_id, parent_id,
-                                  timeout_seconds, parent_epoch)
+                                  timeout_seconds, parent_epoch, attributes)
 
     async def _start_traced(self, telemetry: Instruments, spec: WorkflowSpec, inputs: str,
                             workflow_id: str, parent_id: str | None,
-                            timeout_seconds: float | None, parent_epoch: int | None) -> str:
+                            timeout_seconds: float | None, parent_epoch: int | None,
+                            attributes: str | None) -> str:
         # The span of the start; its trace context is stored with the workflow, and every
         # execution of the workflow is its child (telemetry).
         with telemetry.span(f"start_workflow {spec.name}", start_attributes(workflow_id, spec),
                             kind="producer"):
             return await self._start(spec, inputs, workflow_id, parent_id,
-                                     telemetry.traceparent(), timeout_seconds, parent_epoch)
+                                     telemetry.traceparent(), timeout_seconds, parent_epoch,
+                                     attributes)
 
     async def _start(self, spec: WorkflowSpec, inputs: str, workflow_id: str,
                      parent_id: str | None, traceparent: str | None,
-                     timeout_seconds: float | None, parent_epoch: int | None) -> str:
+                     timeout_seconds: float | None, parent_epoch: int | None,
+                     attributes: str | None = None) -> str:
         deadline = None if timeout_seconds is None else self.runtime.now() + timeout_seconds
         created, existing = await self.runtime.store.insert_workflow(
             workflow_id, spec.name, inputs, self.runtime.executor_id, self.app_version,
-            parent_id, traceparent, timeout_seconds, deadline, parent_epoch,
+            parent_id, traceparent, timeout_seconds, deadline, parent_epoch, attributes,
         )
         if existing is None and parent_epoch is not None:
             # Not inserted: the parent's execution no longer owns the parent.
@@ -178,6 +184,7 @@ class Runner:
         inputs: str,
         workflow_id: str | None,
         timeout_seconds: float | None = None,
+        attributes: str | None = None,
     ) -> str:
         """Start a child workflow from a parent's body; the start is journaled."""
         recorded = parent.replay(function_id, CHILD)
@@ -187,7 +194,7 @@ class Runner:
         try:
             started = await self.start(spec, inputs, workflow_id or child_id(
                 parent.workflow_id, function_id), parent.workflow_id, timeout_seconds,
-                parent.epoch)
+                parent.epoch, attributes)
         except _ExecutionConflict:
             await stop_for_status(parent)  # cancelled, or owned by another execution now
             raise
@@ -225,6 +232,7 @@ class Runner:
             self._respawn[workflow_id] = (spec, inputs, epoch)
             return
         ctx = WorkflowContext(self.runtime, workflow_id, spec.name, {}, epoch)
+        ctx.spec = spec
         self.running[workflow_id] = ctx
         self.runtime.spawn(self._execute, ctx, spec, inputs, fresh, name=f"workflow {workflow_id}")
 
@@ -253,12 +261,25 @@ class Runner:
                 on_unavailable.set(ctx.mark_db_failed)
                 try:
                     if not fresh:
-                        ctx.journal = await runtime.store.load_journal(ctx.workflow_id)
+                        ctx.journal, ctx.next_function_id, epoch = (
+                            await runtime.store.load_journal(ctx.workflow_id))
+                        if epoch != ctx.epoch:
+                            # Owned elsewhere now (or deleted); or a lost write had committed
+                            # after all: a continue_as_new moved the epoch on, and these inputs
+                            # are stale.
+                            raise (_ExecutionConflict(f"workflow {ctx.workflow_id!r} is gone")
+                                   if epoch is None else ownership_lost(ctx, epoch))
                     run = functools.partial(self._run_once, ctx, spec, inputs)
                     finished = await (run() if runtime.telemetry is None
                                       else execution(ctx, fresh, run, self._started_under.pop(
                                           ctx.workflow_id, None)))
                     return
+                except _ContinuedAsNew as continued:
+                    # The next run, in this same execution slot: empty journal, new epoch.
+                    inputs, fresh, delay = continued.inputs, True, 0.1
+                    ctx = self._next_context(ctx, spec, continued.epoch)
+                    ctx.next_function_id = continued.first_function_id
+                    continue
                 except DatabaseUnavailableError as exc:
                     if runtime.closing:
                         return
@@ -282,10 +303,7 @@ class Runner:
                     await woken.wait_until(asyncio.get_running_loop().time() + delay)
                 delay = min(delay * 2, 5.0)
                 fresh = False
-                cancelled = ctx.cancelled
-                ctx = WorkflowContext(runtime, ctx.workflow_id, spec.name, {}, ctx.epoch)
-                ctx.cancelled = cancelled
-                self.running[ctx.workflow_id] = ctx
+                ctx = self._next_context(ctx, spec, ctx.epoch)
         finally:
             if self.running.get(ctx.workflow_id) is ctx:
                 del self.running[ctx.workflow_id]
@@ -295,6 +313,16 @@ class Runner:
                                epoch=again[2])
                 elif not finished and not runtime.closing and self.on_stopped_early is not None:
                     self.on_stopped_early()
+
+    def _next_context(self, ctx: WorkflowContext, spec: WorkflowSpec,
+                      epoch: int) -> WorkflowContext:
+        """A new context for the workflow's next execution in this slot (a retry, or the next
+        run after a continue_as_new), owning ``epoch``."""
+        fresh = WorkflowContext(self.runtime, ctx.workflow_id, spec.name, {}, epoch)
+        fresh.spec = spec
+        fresh.cancelled = ctx.cancelled
+        self.running[ctx.workflow_id] = fresh
+        return fresh
 
     async def _run_once(self, ctx: WorkflowContext, spec: WorkflowSpec, inputs: str) -> bool:
         """Run the workflow function once; True if this execution wrote its terminal status."""
@@ -306,6 +334,8 @@ class Runner:
             if spec.types is not None:  # (returns them as they are when nothing is typed)
                 args, kwargs = spec.types.decode_inputs(args, kwargs)
             result = await spec.fn(*args, **kwargs)
+        except _ContinuedAsNew:
+            raise
         except _ExecutionConflict:
             return False
         except BaseException as exc:

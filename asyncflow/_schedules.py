@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from datetime import UTC, datetime
+from collections.abc import Container
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,6 +40,7 @@ from ._errors import ConfigurationError, InvalidArgumentError, InvalidSettingErr
 from ._health import Monitor
 from ._runner import Runner
 from ._specs import ScheduleSpec, WorkflowSpec
+from ._store import ScheduleStatus
 from ._timers import loop_deadline
 from ._wait import (
     DEADLINE,
@@ -59,6 +61,10 @@ CATCH_UP = ("skip", "all", "latest")
 #: ``catch_up="all"`` starts at most this many missed ticks (the most recent ones).
 MAX_CATCH_UP = 1000
 MANUAL = "manual"
+#: ``grace_seconds`` of a schedule when none is given.
+DEFAULT_GRACE = 10.0
+#: A backfill runs at most this many ticks (a longer range is refused at the call).
+MAX_BACKFILL = 10_000
 
 
 def _croniter() -> Any:
@@ -152,6 +158,31 @@ def due_ticks(spec: ScheduleSpec, last: datetime, now: datetime) -> tuple[list[d
     return found, latest
 
 
+def backfill_ticks(spec: ScheduleSpec, start: datetime, end: datetime,
+                   limit: int) -> list[datetime] | None:
+    """The schedule's ticks in ``[start, end)``, oldest first; ``None`` when there are more
+    than ``limit``."""
+    found: list[datetime] = []
+    if end <= start:
+        return found
+    for tick in _ticks(spec, start - timedelta(seconds=1), backwards=False):
+        if tick >= end:
+            break
+        if tick < start:
+            continue
+        if len(found) >= limit:
+            return None
+        found.append(tick)
+    return found
+
+
+def spec_of_row(row: ScheduleStatus) -> ScheduleSpec:
+    """The definition of a schedule made with ``create_schedule``, as stored."""
+    grace = row.grace_seconds if row.grace_seconds is not None else DEFAULT_GRACE
+    return ScheduleSpec(row.name, row.workflow_name, row.cron, row.timezone, row.catch_up,
+                        row.queue_name, grace)
+
+
 def tick_workflow_id(schedule: str, tick: datetime, manual: bool = False) -> str:
     """The id of the workflow a schedule starts for a tick (or a manual trigger); with a name
     too long for that, the name's SHA-256 stands for it (like a child's id)."""
@@ -160,13 +191,18 @@ def tick_workflow_id(schedule: str, tick: datetime, manual: bool = False) -> str
 
 
 class Scheduler:
-    """Starts the workflows of the schedules of one app, one per tick across all processes."""
+    """Starts the workflows of the schedules of one app, one per tick across all processes:
+    those it registers with ``@app.scheduled``, and those made with ``create_schedule`` whose
+    workflow it registers (read again at each check; key ``(c, "")`` wakes it when they
+    change)."""
 
     def __init__(self, runner: Runner, schedules: dict[str, ScheduleSpec],
                  specs: dict[str, WorkflowSpec]) -> None:
         self._runner = runner
         self._schedules = schedules
         self._specs = specs
+        #: The runtime schedules this app serves, as last read.
+        self._dynamic: dict[str, ScheduleSpec] = {}
         self.monitor = Monitor("scheduler")
         self.monitor.ok()
         self.started = 0
@@ -186,11 +222,14 @@ class Scheduler:
         """Start ticks until the app shuts down; failures are reported through health and
         retried with backoff."""
         waits = self._runner.runtime.waits
-        keys: tuple[Key, ...] = tuple((SCHEDULE, name) for name in self._schedules)
         loop = asyncio.get_running_loop()
         task_status.started()
         delay = 0.05
         while True:
+            # The keys of the schedules served now; a check that finds the runtime schedules
+            # changed ends the wait, and the next one waits on their keys.
+            keys: tuple[Key, ...] = ((SCHEDULE, ""), *(
+                (SCHEDULE, name) for name in [*self._schedules, *self._dynamic]))
             try:
                 await wait(Wait(waits, keys, self._check, background=True))
                 delay = 0.05
@@ -204,7 +243,14 @@ class Scheduler:
         runtime = self._runner.runtime
         nearest = math.inf
         healthy = True
-        for spec in self._schedules.values():
+        try:
+            changed = await self._load_dynamic()
+        except Exception as exc:
+            self.monitor.failed(exc)
+            changed, healthy = False, False
+            nearest = runtime.now() + self._retry_delays.setdefault("", 0.05)
+            self._retry_delays[""] = min(self._retry_delays[""] * 2, 5.0)
+        for spec in [*self._schedules.values(), *self._dynamic.values()]:
             # One schedule's failure is its own: reported, retried with backoff, and the
             # others advance all the same.
             try:
@@ -221,8 +267,19 @@ class Scheduler:
                 nearest = min(nearest, upcoming.timestamp())
         if healthy:
             self.monitor.ok()
+            self._retry_delays.pop("", None)
+        if changed:
+            return 1  # wait again, on the keys of the schedules served now
         waiter.deadline = None if nearest == math.inf else loop_deadline(runtime, nearest)
         return NOT_YET
+
+    async def _load_dynamic(self) -> bool:
+        """Read the runtime schedules this app serves; whether their names changed."""
+        rows = await self._runner.runtime.store.dynamic_schedules(list(self._specs))
+        found = {row.name: spec_of_row(row) for row in rows if row.name not in self._schedules}
+        changed = found.keys() != self._dynamic.keys()
+        self._dynamic = found
+        return changed
 
     async def advance(self, spec: ScheduleSpec) -> datetime | None:
         """Start the due ticks (and a manual trigger) of one schedule; returns when its next
@@ -233,14 +290,25 @@ class Scheduler:
         created: list[tuple[str, str]] = []  # (workflow id, inputs)
         async with store.storage.transaction():
             row = await store.lock_schedule(spec.name)
-            if row is None:  # deleted behind our back: register it again
-                await self.register()
+            if row is None:
+                if spec.name not in self._schedules:  # a runtime schedule, deleted
+                    self._dynamic.pop(spec.name, None)
+                    return None
+                await self.register()  # deleted behind our back: register it again
                 row = await store.lock_schedule(spec.name)
                 assert row is not None
+            if row.dynamic and spec.name not in self._schedules:
+                spec = spec_of_row(row)  # its definition as of now (create_schedule may
+                # have changed it since the check read it)
+                if spec.workflow_name not in self._specs:
+                    return None  # now starts a workflow this app does not register
             runs: list[tuple[str, datetime]] = []
             if row.triggered_at is not None:
                 runs.append((tick_workflow_id(spec.name, row.triggered_at, True),
                              row.triggered_at))
+            for start, end in row.backfills:
+                ticks = backfill_ticks(spec, start, end, MAX_BACKFILL) or []
+                runs.extend((tick_workflow_id(spec.name, tick), tick) for tick in ticks)
             latest: datetime | None = None
             if not row.paused:
                 if row.last_tick is None:  # a new schedule starts from now on
@@ -252,9 +320,10 @@ class Scheduler:
                 inputs = await self._start(spec, workflow_id, tick)
                 if inputs is not None:
                     created.append((workflow_id, inputs))
-            if latest is not None or row.triggered_at is not None:
+            if latest is not None or row.triggered_at is not None or row.backfills:
                 await store.advance_schedule(spec.name, latest or row.last_tick or now,
-                                             row.triggered_at is not None)
+                                             row.triggered_at is not None,
+                                             bool(row.backfills))
         self._after_commit(spec, created)
         return None if row.paused else next_tick(spec, now)
 
@@ -294,3 +363,21 @@ class Scheduler:
             runner.spawn(workflow_id, workflow, inputs, fresh=True, epoch=1)
         if workflow.timeout_seconds is not None:
             waits.wake(DEADLINE, "")
+
+
+async def start_scheduler(runner: Runner, schedules: dict[str, ScheduleSpec],
+                          specs: dict[str, WorkflowSpec], queues: Container[str]) -> Scheduler:
+    """At launch: check that the app's schedules enqueue on queues it registers, store them,
+    and run the app's scheduler in its task group — also without ``@app.scheduled``: it
+    serves the runtime schedules of the app's workflows."""
+    for spec in schedules.values():
+        if spec.queue_name is not None and spec.queue_name not in queues:
+            raise ConfigurationError(
+                f"schedule {spec.name!r} enqueues on queue {spec.queue_name!r}, which this app "
+                "does not register; register it with app.queue(name) first")
+    runtime = runner.runtime
+    scheduler = Scheduler(runner, schedules, specs)
+    runtime.monitors[scheduler.monitor.name] = scheduler.monitor
+    await scheduler.register()
+    await runtime.tg.start(scheduler.run)
+    return scheduler

@@ -8,6 +8,9 @@ from typing import Any
 
 from ._signature import Signature
 
+#: The attribute of a decorated workflow function holding ``(app, WorkflowSpec)``.
+SPEC_ATTR = "__asyncflow_workflow__"
+
 
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
@@ -20,6 +23,9 @@ class WorkflowSpec:
     timeout_seconds: float | None = None
     #: Decoders of its parameters and result, by annotation (``None``: plain JSON).
     types: Signature | None = None
+    #: Whether a run that continues as new is kept as a linked earlier run (with its journal),
+    #: or its journal dropped: see ``@app.workflow(keep_runs=)``.
+    keep_runs: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ class Status(StrEnum):
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
     MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
+    #: An earlier run of a workflow that called ``asyncflow.continue_as_new``, kept as its own
+    #: row (``run_of`` names the workflow id, which went on with the next run).
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
 
 
 PENDING = Status.PENDING
@@ -34,7 +37,9 @@ SUCCESS = Status.SUCCESS
 ERROR = Status.ERROR
 CANCELLED = Status.CANCELLED
 MAX_RECOVERY_ATTEMPTS_EXCEEDED = Status.MAX_RECOVERY_ATTEMPTS_EXCEEDED
-TERMINAL_STATUSES = frozenset({SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED})
+CONTINUED_AS_NEW = Status.CONTINUED_AS_NEW
+TERMINAL_STATUSES = frozenset({SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED,
+                               CONTINUED_AS_NEW})
 
 
 class Delivery(StrEnum):
@@ -93,6 +98,12 @@ class WorkflowStatus:
     dispatched_at: datetime | None = None
     timeout_seconds: float | None = None
     deadline: datetime | None = None
+    #: The run of the workflow id (1, then one more at each ``continue_as_new``); on a kept
+    #: earlier run (status CONTINUED_AS_NEW) ``run_of`` is the workflow id it continued as.
+    run: int = 1
+    run_of: str | None = None
+    #: The workflow's attributes (``set_attributes``; ``list_workflows(attributes=)``).
+    attributes: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_row(cls, row: Any) -> WorkflowStatus:
@@ -118,6 +129,9 @@ class WorkflowStatus:
             timeout_seconds=row["timeout_seconds"],
             deadline=(None if row["deadline"] is None
                       else datetime.fromtimestamp(row["deadline"], UTC)),
+            run=row.get("run", 1),
+            run_of=row.get("run_of"),
+            attributes=orjson.loads(row.get("attributes") or "{}"),
         )
 
     def to_dict(self) -> dict[str, Any]:

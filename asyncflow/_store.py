@@ -41,6 +41,7 @@ from ._store_base import conflict as _conflict
 from ._store_history import EXPORT_KINDS, Forked, HistoryStatements
 from ._store_liveness import Beat, Holder, LivenessStatements, Silent
 from ._store_queues import Enqueued, QueueClaim, QueueStatements
+from ._store_runs import RunStatements
 from ._store_schedules import ScheduleStatements, ScheduleStatus
 from ._store_versions import Adopted, Stranded, VersionChange, VersionCount, VersionStatements
 
@@ -55,7 +56,7 @@ __all__ = [
 
 
 class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStatements,
-            LivenessStatements, VersionStatements):
+            LivenessStatements, VersionStatements, RunStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
     Workflow completions, journal entries and messages from outside workflows go through group
@@ -99,15 +100,17 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         timeout_seconds: float | None = None,
         deadline: float | None = None,
         parent_epoch: int | None = None,
+        attributes: str | None = None,
     ) -> tuple[bool, str | None]:
         """Insert a PENDING workflow (epoch 1) unless the id exists: ``(created, name of the
         row)``. ``traceparent``: the trace context of the span that started it (telemetry). With
         a ``deadline`` (runtime-clock seconds) the deadline enforcers are notified. A child
         (``parent_epoch`` given) is inserted only while its parent's execution owns the parent:
-        otherwise nothing is inserted and the name is ``None`` (unless the id exists)."""
+        otherwise nothing is inserted and the name is ``None`` (unless the id exists).
+        ``attributes``: its attributes (JSON text of an object)."""
         row = await self.storage.fetchrow(
             Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
-            traceparent, timeout_seconds, deadline, self.channel, parent_epoch,
+            traceparent, timeout_seconds, deadline, self.channel, parent_epoch, attributes,
         )
         if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
             # or the parent's execution no longer owns the parent (then it may not exist)
@@ -259,16 +262,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
 
     # -- the journal ------------------------------------------------------------------------------
-
-    async def load_journal(self, workflow_id: str) -> dict[int, JournalEntry]:
-        rows = await self.storage.fetch(Q.LOAD_JOURNAL, workflow_id)
-        return {
-            row["function_id"]: JournalEntry(
-                row["name"], row["output"], row["error"], row["child_id"], row["completed"],
-                row["deadline"],
-            )
-            for row in rows
-        }
 
     async def list_operations(self, workflow_id: str) -> list[StepInfo]:
         rows = await self.storage.fetch(Q.LIST_OPERATIONS, workflow_id)

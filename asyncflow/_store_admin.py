@@ -27,9 +27,20 @@ class AdminStatements(BatchStatements):
         self, selected: WorkflowFilter, after: Cursor | None, limit: int
     ) -> list[WorkflowStatus]:
         """One page of workflows, newest first, after the cursor (keyset)."""
+        cursor = (None, None) if after is None else after
+        if selected.attributes is not None:  # an attributes' index finds them
+            walk = selected.walk
+            if walk is None:  # only lists and objects: the GIN index
+                rows = await self.storage.fetch(
+                    Q.LIST_ATTRIBUTES_PAGE, *selected.params(), *cursor, limit,
+                    selected.queue_name, selected.attributes)
+            else:  # walk the first scalar attribute's index, in list order
+                rows = await self.storage.fetch(
+                    Q.LIST_ATTRIBUTE_WALK_PAGE, *selected.params(), *cursor, limit,
+                    selected.queue_name, selected.attributes, *walk)
+            return [WorkflowStatus.from_row(row) for row in rows]
         template = Q.LIST_WORKFLOWS_PAGE if selected.parent_workflow_id is None else (
             Q.LIST_CHILDREN_PAGE)
-        cursor = (None, None) if after is None else after
         rows = await self.storage.fetch(template, *selected.params(), *cursor, limit,
                                         selected.queue_name)
         return [WorkflowStatus.from_row(row) for row in rows]

@@ -117,7 +117,7 @@ class HistoryStatements(StoreBase):
                 row = await self.storage.fetchrow(
                     Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,
                     app_version or source["app_version"], None, None,  # no parent, traceparent
-                    None, None, self.channel, None)  # no timeout, not a child
+                    None, None, self.channel, None, None)  # no timeout, not a child
             if row is None or not row["created"]:  # the id exists
                 name = await self.storage.fetchval(Q.WORKFLOW_NAME, new_id)
                 return Forked(False, name, source["inputs"], 0)

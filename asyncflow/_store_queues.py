@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from . import _queries as Q
 from ._errors import WorkflowConflictError
@@ -83,6 +84,47 @@ class QueueStatements(StoreBase):
         raise WorkflowConflictError(
             f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
             "the same id or deduplication id; try again")
+
+    async def debounce(
+        self,
+        queue_name: str,
+        name: str,
+        key: str,
+        new_id: str,
+        inputs: str,
+        period_seconds: float,
+        max_wait_seconds: float | None,
+        app_version: str,
+        traceparent: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> tuple[str, bool]:
+        """One call of a burst: the burst's DELAYED workflow takes ``inputs`` and waits
+        ``period_seconds`` more (at most ``max_wait_seconds`` after the burst's first call), or
+        a new one (``new_id``) starts the burst. Returns the workflow's id and whether it was
+        inserted now (its queue was notified). Exact across processes: the partial unique index
+        admits one DELAYED workflow per key, and every caller finds it."""
+        for _ in range(20):
+            row = await self.storage.fetchrow(
+                Q.DEBOUNCE, queue_name, name, key, new_id, inputs, period_seconds,
+                max_wait_seconds, app_version, traceparent, timeout_seconds, self.channel)
+            assert row is not None
+            if row["extended"] is not None:
+                return row["extended"], False
+            if row["created"] is not None:
+                return row["created"], True
+            # Released a due workflow (its burst is over), or lost the insert to a concurrent
+            # caller: run the statement again, which finds the state those committed.
+        raise WorkflowConflictError(
+            f"debouncing key {key!r} of workflow {name!r} kept conflicting with concurrent "
+            "calls; try again")
+
+    async def set_workflow_delay(self, workflow_id: str, seconds: float,
+                                 until: datetime | None) -> tuple[str, datetime, str] | None:
+        """Delay an ENQUEUED or DELAYED workflow (``seconds`` from now, or ``until``) and notify
+        its queue; returns ``(queue name, delay_until, status)``, ``None`` if it was neither."""
+        row = await self.storage.fetchrow(Q.SET_WORKFLOW_DELAY, workflow_id, seconds, until,
+                                          self.channel)
+        return None if row is None else (row["queue_name"], row["delay_until"], row["status"])
 
     async def queue_depth(self, queue_name: str) -> int:
         """How many workflows wait in the queue (ENQUEUED or DELAYED)."""

@@ -28,13 +28,22 @@ class ScheduleStatus:
     last_tick: datetime | None
     triggered_at: datetime | None
     updated_at: datetime
+    #: Made with ``create_schedule`` (``False``: registered by ``@app.scheduled``).
+    dynamic: bool = False
+    #: How late a tick may still start under ``catch_up="skip"`` (``None``: set by the
+    #: decorator of the app serving it).
+    grace_seconds: float | None = None
+    #: Backfill ranges ``(start, end)`` asked for and not run yet.
+    backfills: tuple[tuple[datetime, datetime], ...] = ()
 
     @classmethod
     def from_row(cls, row: Any) -> ScheduleStatus:
         """Build from a database row (internal)."""
         return cls(row["schedule_name"], row["workflow_name"], row["cron"], row["timezone"],
                    row["catch_up"], row["queue_name"], row["paused"], row["last_tick"],
-                   row["triggered_at"], row["updated_at"])
+                   row["triggered_at"], row["updated_at"], row["dynamic"],
+                   row["grace_seconds"],
+                   tuple(zip(row["backfill_starts"], row["backfill_ends"], strict=True)))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (timestamps as ISO 8601 strings)."""
@@ -42,6 +51,8 @@ class ScheduleStatus:
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
             out[name] = value.isoformat() if isinstance(value, datetime) else value
+        out["backfills"] = [[start.isoformat(), end.isoformat()]
+                            for start, end in self.backfills]
         return out
 
 
@@ -104,9 +115,41 @@ class ScheduleStatements(StoreBase):
         return None if row is None else ScheduleStatus.from_row(row)
 
     async def advance_schedule(self, name: str, last_tick: datetime,
-                               clear_trigger: bool) -> None:
-        """Move a schedule's last tick forward (never back); forget its manual trigger."""
-        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick, clear_trigger)
+                               clear_trigger: bool, clear_backfills: bool = False) -> None:
+        """Move a schedule's last tick forward (never back); forget its manual trigger and
+        its backfills once they ran."""
+        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick, clear_trigger,
+                                   clear_backfills)
+
+    async def dynamic_schedules(self, workflow_names: list[str]) -> list[ScheduleStatus]:
+        """The schedules made with ``create_schedule`` that start one of ``workflow_names``."""
+        rows = await self.storage.fetch(Q.DYNAMIC_SCHEDULES, workflow_names)
+        return [ScheduleStatus.from_row(row) for row in rows]
+
+    async def create_schedule(self, name: str, workflow_name: str, cron: str, timezone: str,
+                              catch_up: str, queue_name: str | None,
+                              grace_seconds: float) -> bool:
+        """Store a runtime schedule (or a new definition of one) and wake every scheduler;
+        False: the name belongs to an ``@app.scheduled`` schedule (nothing written)."""
+        stored: int = await self.storage.fetchval(
+            Q.CREATE_SCHEDULE, name, workflow_name, cron, timezone, catch_up, queue_name,
+            grace_seconds, self.channel)
+        return stored > 0
+
+    async def delete_schedule(self, name: str) -> bool | None:
+        """Delete a runtime schedule and wake every scheduler: True; None: there is no such
+        schedule; False: it is an ``@app.scheduled`` one (nothing deleted)."""
+        row = await self.storage.fetchrow(Q.DELETE_SCHEDULE, name, self.channel)
+        assert row is not None
+        if row["deleted"]:
+            return True
+        return None if row["dynamic"] is None else False
+
+    async def backfill_schedule(self, name: str, start: datetime, end: datetime) -> bool:
+        """Ask the schedulers of a schedule to run its ticks in ``[start, end)``; False if
+        there is no such schedule."""
+        row = await self.storage.fetchrow(Q.BACKFILL_SCHEDULE, name, start, end, self.channel)
+        return row is not None
 
     async def trigger_schedule(self, name: str, at: datetime) -> datetime | None:
         """Ask the schedulers to start a run of a schedule now; returns the time of the trigger

@@ -64,8 +64,9 @@ class Supervisor:
         #: Workflows claimed again by self-repair (for tests and health).
         self.repaired = 0
         #: The adoption of workflows stranded on other app versions (``_adoption``), run in
-        #: each sweep that may take others' workflows; returns the PENDING ones adopted.
-        self.adopt: Callable[[], Awaitable[list[Claimed]]] | None = None
+        #: each sweep; it adopts only when told the sweep may take others' workflows, and
+        #: returns the PENDING ones adopted.
+        self.adopt: Callable[[bool], Awaitable[list[Claimed]]] | None = None
 
     def poke(self, *, repair: bool = False) -> None:
         """Sweep now (a workflow was resumed or left unassigned; with ``repair``, an execution
@@ -125,8 +126,8 @@ class Supervisor:
             await self._run_claimed(claimed)
             total += len(claimed)
             if len(claimed) < CLAIM_BATCH:
-                if take_others and self.adopt is not None:
-                    adopted = await self.adopt()
+                if self.adopt is not None:
+                    adopted = await self.adopt(take_others)
                     await self._run_claimed(adopted)
                     total += len(adopted)
                 if self.sweeps % PRUNE_EVERY == 1:

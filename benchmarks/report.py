@@ -13,7 +13,7 @@ from .targets import TARGETS, check, targets_of
 HIGHER_IS_BETTER = {"wf/s", "values/s", "jobs/s"}
 
 
-def _number(value: float) -> str:
+def number(value: float) -> str:
     if value >= 1000:
         return f"{value:,.0f}"
     if value >= 100:
@@ -26,7 +26,7 @@ def _number(value: float) -> str:
 
 
 def _value(figure: Figure) -> str:
-    return f"{_number(figure.value)} {figure.unit}"
+    return f"{number(figure.value)} {figure.unit}"
 
 
 def _ratio(figure: Figure, floor: Floor | None) -> str:
@@ -58,7 +58,7 @@ def _target(scenario: str, figure: Figure, run: Run) -> tuple[str, str]:
     verdict = check(target, run.results.get(scenario), run.floor)
     text = target.text
     if verdict.limit is not None and "floor" in text:
-        text += f" ({_number(verdict.limit)} {figure.unit})"
+        text += f" ({number(verdict.limit)} {figure.unit})"
     return text, verdict.status
 
 
@@ -164,7 +164,7 @@ def summary(run: Run) -> str:
             continue
         margin = verdict.value / verdict.limit if verdict.limit else float("inf")
         lines.append(f"  {verdict.status:<5} {target.scenario}.{target.key} = "
-                     f"{_number(verdict.value)} (target {target.text}; {margin:.2f}x the limit)")
+                     f"{number(verdict.value)} (target {target.text}; {margin:.2f}x the limit)")
     return "\n".join(["targets:", *lines]) if lines else ""
 
 

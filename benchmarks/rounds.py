@@ -9,6 +9,7 @@ from typing import Any
 
 from .model import Figure, Floor, Run
 from .report import grid, load_text, versus, versus_text
+from .report import number as _num
 from .stats import median
 
 FLOOR_FIELDS = (
@@ -28,18 +29,6 @@ def spread(values: Sequence[float]) -> dict[str, float] | None:
         return None
     return {"median": median(values), "min": min(values), "max": max(values),
             "n": float(len(values))}
-
-
-def _num(value: float) -> str:
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    if value >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3f}"
 
 
 def spread_text(summary: dict[str, float] | None, unit: str = "",

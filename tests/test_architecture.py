@@ -28,7 +28,7 @@ LAYERS: list[list[str]] = [
     ["_storage", "_batch"],
     ["_store_base", "_pooler"],
     ["_store_batches", "_store_queues", "_store_history", "_store_schedules", "_store_liveness",
-     "_store_versions"],
+     "_store_versions", "_store_runs"],
     ["_store_admin"],
     ["_store"],
     ["_archive"],
@@ -42,10 +42,12 @@ LAYERS: list[list[str]] = [
     ["_patch"],
     # the primitives
     ["_timers"],
-    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel"],
+    ["_steps", "_messages", "_events", "_streams", "_results", "_cancel", "_continue",
+     "_attributes"],
     ["_wait_first", "_runner", "_handle"],
     ["_supervisor", "_retention", "_dispatch", "_queues", "_replay", "_deadlines", "_schedules"],
-    ["_adoption"],
+    ["_adoption", "_debounce"],
+    ["_schedule_ops"],
     ["_admin"],
     # the app and the client, and what picks between variants
     ["_lifecycle"],

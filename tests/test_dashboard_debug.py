@@ -6,6 +6,7 @@ confirmation, actions hidden where they cannot act, and the Send form's bad JSON
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -454,3 +455,50 @@ async def test_group_committed_stream_writes_record_their_key(make_app: Any, con
                 assert f"&quot;entry of {w}&quot;" in row
         for w in ("gc-1", "gc-2"):
             await app.cancel_workflow(w)
+
+
+async def test_schedules_page_backfills_and_deletes_runtime_schedules(make_app: Any) -> None:
+    """Issue 26: a schedule made with create_schedule can be backfilled and deleted from the
+    page (delete only with its confirmation box); an @app.scheduled one is never deletable."""
+    app = make_app()
+    ran = asyncio.Event()
+
+    @app.scheduled("0 3 * * *", name="decorated")
+    @app.workflow(name="report")
+    async def report(at: str) -> str:
+        ran.set()
+        return at
+
+    async with app:
+        await app.create_schedule("rt" + EVIL, report, "0 * * * *")
+        async with client_for(dashboard(app, auth=allow)) as http:
+            page = (await http.get("/schedules")).text
+            token = csrf_of(page)
+            rows = {m.group(1): m.group(0) for m in re.finditer(
+                r'<tr data-schedule="([^"]*)".*?</tr>', page, re.S)}
+            assert 'data-schedule-action="delete"' not in rows["decorated"]
+            assert 'data-schedule-action="backfill"' in rows["decorated"]
+            assert 'data-schedule-action="delete"' in rows[f"rt{ESCAPED}"]
+            assert "(created at runtime)" in rows[f"rt{ESCAPED}"]
+            form = {"schedule": "rt" + EVIL, "csrf": token}
+            response = await http.post("/schedule-action/backfill", data={
+                **form, "start": "2026-01-01T00:00", "end": "2026-01-01T02:00"})
+            assert response.status_code == 303
+            page = (await http.get(response.headers["location"])).text
+            assert 'data-notice="backfilled"' in page
+            await asyncio.wait_for(ran.wait(), 30)
+            first = await app.retrieve_workflow(f"rt{EVIL}@2026-01-01T00:00:00+00:00")
+            assert await first.get_result(timeout_seconds=30) == "2026-01-01T00:00:00+00:00"
+            bad = await http.post("/schedule-action/backfill", data={
+                **form, "start": "2026-01-02T00:00", "end": "2026-01-01T00:00"})
+            assert bad.status_code == 400 and "before start" in html.unescape(bad.text)
+            unconfirmed = await http.post("/schedule-action/delete", data=form)
+            assert unconfirmed.status_code == 400
+            assert len(await app.list_schedules()) == 2
+            refused = await http.post("/schedule-action/delete", data={
+                "schedule": "decorated", "csrf": token, "confirm": "yes"})
+            assert refused.status_code == 400 and "@app.scheduled" in refused.text
+            response = await http.post("/schedule-action/delete",
+                                       data={**form, "confirm": "yes"})
+            assert response.status_code == 303
+            assert [s.name for s in await app.list_schedules()] == ["decorated"]

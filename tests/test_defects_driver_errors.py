@@ -16,6 +16,7 @@ import inspect
 import io
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -43,7 +44,7 @@ SQLSTATES = [
 NO_DATABASE = {
     "launch", "shutdown", "health", "database_url", "listener", "runtime", "storage",
     "app_version", "runner", "running_workflows", "queue", "scheduled", "step", "transaction",
-    "workflow",
+    "workflow", "debouncer",
 }
 
 EXPORT_HEADER = '{"type":"header","format":"asyncflow-export","version":1}\n'
@@ -79,6 +80,8 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
         "list_schedules": lambda c: c.list_schedules(),
         "list_workflow_steps": lambda c: c.list_workflow_steps("done"),
         "list_workflow_operations": lambda c: c.list_workflow_operations("done"),
+        "list_workflow_runs": lambda c: c.list_workflow_runs("done"),
+        "set_workflow_attributes": lambda c: c.set_workflow_attributes("done", {"k": 1}),
         "list_workflows": lambda c: c.list_workflows(),
         "pause_schedule": lambda c: c.pause_schedule("every"),
         "read_stream": lambda c: _first(c.read_stream("done", "s")),
@@ -90,6 +93,11 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
         "send_many": lambda c: c.send_many([("done", 1), ("failed", 2)]),
         "stream_entries": lambda c: _first(c.stream_entries("done", "s")),
         "trigger_schedule": lambda c: c.trigger_schedule("every"),
+        "create_schedule": lambda c: c.create_schedule("made", "yearly", "0 0 1 1 *"),
+        "delete_schedule": lambda c: c.delete_schedule("every"),
+        "backfill_schedule": lambda c: c.backfill_schedule(
+            "every", datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)),
+        "set_workflow_delay": lambda c: c.set_workflow_delay("done", seconds=1),
         "wait_first": lambda c: c.wait_first(asyncflow.event("done", "k"),
                                              asyncflow.timer(0.1)),
         "watch_event": lambda c: _first(c.watch_event("done", "k")),

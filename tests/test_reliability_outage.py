@@ -93,7 +93,8 @@ class Outage:
 #: The component that cannot work during each kind of outage (LISTEN and advisory locks still
 #: work on a read-only database or without the schema; the supervisor's claims do not).
 #: The health components of an app and of a client.
-APP_COMPONENTS = {"listener", "wakeups", "liveness", "supervisor", "adoption", "deadlines"}
+APP_COMPONENTS = {"listener", "wakeups", "liveness", "supervisor", "adoption", "deadlines",
+                  "scheduler"}
 CLIENT_COMPONENTS = {"listener", "wakeups"}
 FAILING = {"refused": "listener", "database-dropped": "listener", "read-only": "supervisor",
            "schema-dropped": "supervisor"}

@@ -4,11 +4,11 @@ skipped or backfilled as the schedule says; pause, resume and trigger from the A
 from __future__ import annotations
 
 import asyncio
-import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from test_cli import cli, cli_json
+from ticks import each_tick_once
 
 import asyncflow
 
@@ -203,33 +203,7 @@ async def test_three_processes_start_each_tick_exactly_once(db_url, conn, procs)
     workers = [await procs("sched_worker.py", db_url, f"s-{i}") for i in range(3)]
     for worker in workers:
         await worker.expect("READY")
-    seen: list[str] = []
-    enough = asyncio.Event()
-
-    async def read(worker) -> None:
-        while True:
-            line = await worker.expect("RAN", within=60)
-            seen.append(line.split()[1])
-            if len(set(seen)) >= 4:
-                enough.set()
-
-    readers = [asyncio.create_task(read(worker)) for worker in workers]
-    try:
-        await asyncio.wait_for(enough.wait(), 60)
-    finally:
-        for reader in readers:
-            reader.cancel()
-        for worker in workers:
-            worker.kill()
-    rows = await conn.fetch("select tick, count(*) as n, min(workflow_id) as wid "
-                            "from runs group by tick order by tick")
-    assert all(row["n"] == 1 for row in rows), rows  # never twice
-    ticks = [datetime.fromisoformat(row["tick"]) for row in rows]
-    # catch_up="all": no tick skipped between the first and the last (each second once).
-    assert [(b - a).total_seconds() for a, b in itertools.pairwise(ticks)] == [
-        1.0] * (len(ticks) - 1)
-    assert all(row["wid"] == f"every-second@{t.astimezone(UTC).isoformat()}"
-               for row, t in zip(rows, ticks, strict=True))
+    await each_tick_once(workers, conn, "every-second")
 
 
 @pytest.mark.slow

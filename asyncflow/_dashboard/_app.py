@@ -19,8 +19,8 @@ Routes, below the mount point:
                                       queue, or for the given workflow ids and queue names
 ``/action/{name}``            POST    ``cancel``, ``resume``, ``send``, ``fork`` (form: ``id``,
                                       ``csrf``, …)
-``/schedule-action/{name}``   POST    ``pause``, ``resume``, ``trigger`` (form: ``schedule``,
-                                      ``csrf``)
+``/schedule-action/{name}``   POST    ``pause``, ``resume``, ``trigger``, ``backfill``,
+                                      ``delete`` (form: ``schedule``, ``csrf``, …)
 ``/static/{file}``            GET     the script and stylesheet, from the package
 ============================  ======  =============================================================
 
@@ -455,7 +455,7 @@ class Dashboard:
             raise HTTPError(404, f"there is no schedule action {name!r}")
         form = await checked_form(request, self.auth, self._refusal())
         schedule = _codec.check_id(form.get("schedule", ""), "the form's schedule name")
-        notice, run = await found[1](self.source, schedule)  # wakes live pages (kind c)
+        notice, run = await found[1](self.source, schedule, form)  # wakes live pages (c)
         view = View(request.root, "", False)
         await redirect(send, view.url("/schedules", [("notice", notice), ("schedule", schedule)]
                                       + ([("run", run)] if run else [])))

@@ -17,6 +17,7 @@ import orjson
 
 from .. import _codec
 from .._errors import InvalidArgumentError, WorkflowNotFoundError
+from .._filters import check_attributes, parse_attribute
 from .._lifecycle import Connected
 from .._status import (
     CANCELLED,
@@ -136,6 +137,15 @@ def parse_time(text: str, what: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def attributes_of(text: str) -> dict[str, Any]:
+    """The attributes typed in the filter box: ``KEY=TEXT`` or ``KEY:=JSON`` pairs separated
+    by commas (:class:`InvalidArgumentError` names what is wrong)."""
+    pairs = [parse_attribute(part) for part in text.split(",") if part.strip()]
+    attributes = dict(pairs)
+    check_attributes(attributes, empty=False)
+    return attributes
+
+
 @dataclass(frozen=True, slots=True)
 class Filters:
     """The list page's filters. Every field is optional; ``status`` is a status or
@@ -149,6 +159,8 @@ class Filters:
     since: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    #: Attributes the workflows must have, as typed in the box (``customer=c-42, n:=3``).
+    attrs: str | None = None
     limit: int = PAGE_SIZE
     after: tuple[datetime, str] | None = None
 
@@ -184,6 +196,13 @@ class Filters:
                 values["queue"] = _codec.check_id(queue, "queue name")
             except InvalidArgumentError as exc:
                 problems.append(str(exc))
+        attrs = text("attr")
+        if attrs is not None:
+            try:
+                attributes_of(attrs)
+                values["attrs"] = attrs
+            except InvalidArgumentError as exc:
+                problems.append(str(exc))
         since = text("since")
         if since is not None:
             if since in SINCE:
@@ -216,7 +235,7 @@ class Filters:
         out: list[tuple[str, str]] = []
         for name, value in (("status", self.status), ("name", self.name),
                             ("queue", self.queue), ("id", self.id_prefix),
-                            ("since", self.since)):
+                            ("attr", self.attrs), ("since", self.since)):
             if value is not None:
                 out.append((name, value))
         for name, moment in (("from", self.created_from), ("to", self.created_to)):
@@ -245,7 +264,7 @@ class Filters:
         """Whether any filter (not counting the page size and cursor) is set."""
         return any(value is not None for value in (
             self.status, self.name, self.queue, self.id_prefix, self.since, self.created_from,
-            self.created_to,
+            self.created_to, self.attrs,
         ))
 
     @property
@@ -272,6 +291,7 @@ async def list_workflows(core: Connected, filters: Filters) -> ListPage:
     found = await core.list_workflows(
         filters.statuses, filters.name, filters.limit + 1, created_after=lower,
         created_before=upper, workflow_id_prefix=filters.id_prefix, queue_name=filters.queue,
+        attributes=None if filters.attrs is None else attributes_of(filters.attrs),
         after=filters.after)
     shown = found[: filters.limit]
     return ListPage(shown, len(found) > filters.limit, await last_activities(core, shown))

@@ -32,9 +32,13 @@ _KINDS = {
     "asyncflow.sleep": "sleep",
     "asyncflow.start_workflow": "child",
     "asyncflow.wait_first": "wait_first",
+    "asyncflow.set_attributes": "set_attributes",
+    "asyncflow.continue_as_new": "continue_as_new",
 }
 WAITS = ("recv", "get_event", "wait_first")  # when such a wait ended is not recorded
-_SHOWN = ("step", "send", "set_event", "write_stream", *WAITS)  # kinds whose value is shown
+#: Kinds whose value is shown (the attributes set; the next run's arguments).
+_SHOWN = ("step", "send", "set_event", "write_stream", "set_attributes", "continue_as_new",
+          *WAITS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +46,8 @@ class Entry:
     """One operation of the timeline.
 
     ``kind`` is ``step`` (steps and transactions), ``send``, ``recv``, ``get_event``,
-    ``wait_first``, ``set_event``, ``write_stream``, ``close_stream``, ``sleep`` or ``child``.
+    ``wait_first``, ``set_event``, ``write_stream``, ``close_stream``, ``sleep``, ``child``,
+    ``set_attributes`` or ``continue_as_new`` (the last entry of a kept earlier run).
     ``state`` is ``done``, ``failed``, ``waiting`` (a wait in progress), ``sleeping`` or
     ``interrupted`` (a wait the workflow ended in). ``key`` is an event's or a stream's key,
     ``topic`` and ``target`` a send's; ``value`` the step's or wait's result, the event's value,

@@ -7,6 +7,9 @@ change touches and swaps them in. Forms the user types into are never inside a l
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+import orjson
 
 from .._store import VersionChange
 from ._actions import ACTIONS, NOTICES, Action, FormError
@@ -77,7 +80,8 @@ def filter_form(view: View, filters: Filters, problems: list[str], path: str = "
         reset = view.url(path, [("queue", filters.queue or "")] + (
             [("status", filters.status)] if filters.status else []))
         narrowed = any(v is not None for v in (filters.name, filters.id_prefix, filters.since,
-                                               filters.created_from, filters.created_to))
+                                               filters.created_from, filters.created_to,
+                                               filters.attrs))
     else:
         reset, narrowed = view.url("/"), filters.active
     return (
@@ -87,6 +91,7 @@ def filter_form(view: View, filters: Filters, problems: list[str], path: str = "
         + field("name", "Name", filters.name, "exact workflow name")
         + ("" if on_queue else field("queue", "Queue", filters.queue, "queue name"))
         + field("id", "Id prefix", filters.id_prefix, "starts with")
+        + field("attr", "Attributes", filters.attrs, "customer=c-42, n:=3")
         + f'<label>Created<select name="since">{"".join(since)}</select></label>'
         + field("from", "From (UTC)", moment(filters.created_from), "2025-01-31T14:00")
         + field("to", "To (UTC)", moment(filters.created_to), "2025-01-31T15:00")
@@ -198,6 +203,11 @@ def summary_part(view: View, detail: Detail, queue: QueueView | None = None) -> 
         ("Recovery attempts", str(w.recovery_attempts)),
     ]
     rows += [("Adopted", _adoption(change)) for change in detail.version_changes]
+    if w.run > 1 or w.run_of is not None:
+        rows.append(("Run", str(w.run) + (
+            f" (continued as new: {workflow_link(view, w.run_of)})" if w.run_of else "")))
+    if w.attributes:
+        rows.append(("Attributes", _attributes(view, w.attributes)))
     if w.parent_workflow_id:
         rows.append(("Parent", workflow_link(view, w.parent_workflow_id)))
     if w.queue_name is not None:
@@ -220,6 +230,21 @@ def summary_part(view: View, detail: Detail, queue: QueueView | None = None) -> 
     if view.can_act and buttons:
         actions = f'<div class="actions">{buttons}</div>'
     return f'<section data-part="summary"><dl class="facts">{facts}</dl>{actions}</section>'
+
+
+def _attributes(view: View, attributes: dict[str, Any]) -> str:
+    """Each attribute as a link to the list of workflows having it (scalar values)."""
+    items = []
+    for key, value in attributes.items():
+        if isinstance(value, str):
+            typed = f"{key}={value}"
+        else:
+            typed = f"{key}:=" + orjson.dumps(value).decode()
+        shown = esc(typed)
+        if not isinstance(value, list | dict) and "," not in typed:
+            shown = f'<a href="{esc(view.url("/", [("attr", typed)]))}">{shown}</a>'
+        items.append(f'<code class="attribute">{shown}</code>')
+    return " ".join(items)
 
 
 def _version(detail: Detail) -> str:

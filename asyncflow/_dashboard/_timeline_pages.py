@@ -19,6 +19,7 @@ KIND_LABELS = {
     "step": "step", "send": "send", "recv": "recv", "get_event": "get event",
     "set_event": "set event", "write_stream": "stream write", "close_stream": "stream close",
     "sleep": "sleep", "child": "child workflow", "wait_first": "wait first",
+    "set_attributes": "set attributes", "continue_as_new": "continue as new",
 }
 _DURATION_HINT = ("time since the previous operation ended: the journal records when each "
                   "operation completed, so this is the step's duration when operations ran one "
@@ -86,7 +87,7 @@ def _outcome(view: View, e: Entry) -> str:
             return on + '<span class="muted">ended while waiting</span>'
         verb = {"recv": "received", "get_event": "read"}.get(e.kind, "fired")
         return f"{on}{verb} {expander(e.value, ident)}"
-    if e.kind == "step":
+    if e.kind in ("step", "set_attributes", "continue_as_new"):
         return expander(e.value, ident)
     return ""
 

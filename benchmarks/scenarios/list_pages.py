@@ -8,7 +8,9 @@ of 100 are timed through the public API with ``after=`` a cursor in the middle o
 - ``page``: statuses ERROR and CANCELLED, created in the last 15 days (the target: ≤ 5 ms);
 - ``unfiltered``: no filter at all;
 - ``name``: one name and one status;
-- ``walk``: ten consecutive pages, each after the last of the one before.
+- ``walk``: ten consecutive pages, each after the last of the one before;
+- ``attr_rare`` / ``attr_common``: by an attribute 100 workflows have (``customer``, every
+  workflow but one in five has one of 10,000) and by one 40% have (``tier``: ``paid``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from ._base import Context, Measured, make_app, observer
 
 FILL = """
 INSERT INTO asyncflow.workflows (workflow_id, name, status, inputs, app_version,
-                                 parent_workflow_id, created_at, updated_at, completed_at)
+                                 parent_workflow_id, created_at, updated_at, completed_at,
+                                 attributes)
 SELECT 'wf-' || lpad(g::text, 8, '0'),
        'bench.list.' || (g % 10),
        s.status,
@@ -33,7 +36,11 @@ SELECT 'wf-' || lpad(g::text, 8, '0'),
        'bench',
        CASE WHEN g % 50 = 0 THEN 'wf-' || lpad((g - 1)::text, 8, '0') END,
        t.ts, t.ts,
-       CASE WHEN s.status <> 'PENDING' THEN t.ts + interval '1 second' END
+       CASE WHEN s.status <> 'PENDING' THEN t.ts + interval '1 second' END,
+       CASE WHEN g % 5 = 0 THEN '{ }'::jsonb
+            ELSE jsonb_build_object('customer', 'c-' || (g % 10000),
+                                    'tier', CASE WHEN g % 2 = 0 THEN 'paid' ELSE 'free' END)
+       END
 FROM generate_series(1, $1::int) AS g
 CROSS JOIN LATERAL (
     SELECT now() - make_interval(secs => (($1::int - g) / 3) * 7.776 * 1000000 / $1::int) AS ts
@@ -73,6 +80,7 @@ async def run(ctx: Context) -> Measured:
         filled = time.perf_counter() - started
         ctx.note(f"{rows:,} workflow rows inserted in {filled:.1f} s")
         await conn.execute("VACUUM ANALYZE asyncflow.workflows")
+        await conn.execute("VACUUM ANALYZE asyncflow.workflow_attributes")
         middle = await conn.fetchrow(MIDDLE, rows)
         assert middle is not None
     finally:
@@ -87,6 +95,8 @@ async def run(ctx: Context) -> Measured:
         unfiltered = await _time_pages(app, repeats, after=cursor)
         named = await _time_pages(app, repeats, status="ERROR", name="bench.list.3",
                                   after=cursor)
+        rare = await _time_pages(app, repeats, attributes={"customer": "c-42"}, after=cursor)
+        common = await _time_pages(app, repeats, attributes={"tier": "paid"}, after=cursor)
         walk: list[float] = []
         after: Any = cursor
         for _ in range(10):
@@ -103,6 +113,10 @@ async def run(ctx: Context) -> Measured:
         Figure("unfiltered_p50_ms", "unfiltered page p50", median(to_ms(unfiltered)), "ms"),
         Figure("name_p50_ms", "name + status page p50", median(to_ms(named)), "ms"),
         Figure("walk_p50_ms", "10 pages walked, p50", median(to_ms(walk)), "ms"),
+        Figure("attr_rare_p50_ms", "attribute page (100 have it) p50", median(to_ms(rare)),
+               "ms"),
+        Figure("attr_common_p50_ms", "attribute page (40% have it) p50",
+               median(to_ms(common)), "ms"),
         Figure("fill_s", f"insert {rows:,} rows", filled, "s"),
     ]
     return figures, {"rows": rows, "page_size": 100, "pages_timed": repeats}
