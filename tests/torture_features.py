@@ -201,5 +201,10 @@ async def typed(h: Harness) -> None:
 
 
 async def check(h: Harness) -> None:
+    r = h.rec
+    h.note(f"features: {len(r.chains)} chains, {sum(map(len, r.chain_sends.values()))} chain "
+           f"sends, {len(r.colors)} colored, {len(r.bursts)} bursts of "
+           f"{sum(map(len, r.bursts.values()))} calls, {len(r.backfilled)} backfilled ticks, "
+           f"{len(r.delays)} delays, {len(r.typed)} typed")
     for part in (chains, attributes, debounce, schedules, delays, typed):
         await part(h)

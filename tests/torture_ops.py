@@ -98,12 +98,13 @@ def generate(seed: int, count: int) -> list[Op]:
     ops: list[Op] = []
     roots: list[str] = []
     down: list[int] = []
+    created: set[str] = set()  # runtime schedules the operations so far created
     table: list[tuple[str, float]] = [
         ("start", 4), ("enqueue", 4), ("send", 4), ("get_event", 1), ("read_stream", 1),
         ("cancel", 1.5), ("resume", 1.5), ("fork", 1), ("delete", 1), ("retention", 0.6),
         ("export_import", 0.7), ("trigger", 0.6), ("kill", 0.8), ("terminate", 1.2),
-        ("refuse", 0.4), ("pause", 3), ("chain", 1), ("send_chain", 1.5), ("attrs", 1),
-        ("debounce", 1), ("schedule", 0.6), ("delay", 1.2), ("typed", 1)]
+        ("refuse", 0.4), ("pause", 3), ("chain", 1.5), ("send_chain", 2), ("attrs", 1),
+        ("debounce", 1), ("schedule", 1), ("delay", 1.2), ("typed", 1)]
     names = [name for name, _ in table]
     weights = [weight for _, weight in table]
     for n in range(count):
@@ -174,10 +175,17 @@ def generate(seed: int, count: int) -> list[Op]:
                 [rng.randrange(WORKERS), rng.choice([0, 0, 0.1, 0.3, 1.5])]
                 for _ in range(rng.randint(1, 4))]})
         elif kind == "schedule":
-            ops.append({"op": "schedule", "name": rng.choice(RUNTIME_SCHEDULES),
-                        "action": rng.choice(["create", "create", "delete", "backfill",
-                                              "backfill"]),
-                        "range": rng.choice(BACKFILL_RANGES)})
+            name = rng.choice(RUNTIME_SCHEDULES)
+            if name in created or rng.random() < 0.1:
+                action = rng.choice(["create", "delete", "backfill", "backfill", "backfill"])
+            else:
+                action = "create"
+            if action == "create":
+                created.add(name)
+            elif action == "delete":
+                created.discard(name)
+            ops.append({"op": "schedule", "name": name, "action": action,
+                        "range": list(rng.choice(BACKFILL_RANGES))})
         elif kind == "delay":
             ops.append({"op": "delay", "target": ["queued", rng.randrange(10**6)],
                         "seconds": rng.choice([0.0, 0.5, 1.5, 3.0])})
