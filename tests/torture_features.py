@@ -57,6 +57,7 @@ async def chains(h: Harness) -> None:
                       f"{runs}")
         if _args(cur)[0] != cur["run"] - 1:
             h.violate("chain", f"{wid!r}: run #{cur['run']} ran with arguments {_args(cur)}")
+            continue
         if cur["status"] != "SUCCESS" or not _untouched(h, wid):
             continue
         total, got = orjson.loads(cur["output"])
