@@ -120,8 +120,12 @@ async def debounce(h: Harness) -> None:
     around both calls) got the same workflow, which ran with the arguments of the last call
     that got it (or of a later call whose answer was lost)."""
     assert h.conn is not None
-    outputs = {r[0]: (r[1], r[2]) for r in await h.conn.fetch(
-        "select workflow_id, status, output from asyncflow.workflows where name = 'bounce'")}
+    rows = await h.conn.fetch("select workflow_id, status, inputs, output "
+                              "from asyncflow.workflows where name = 'bounce'")
+    outputs = {r["workflow_id"]: (r["status"], r["output"]) for r in rows}
+    by_key: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        by_key[_args(r)[0]].add(r["workflow_id"])
     touched = (h.rec.delayed | h.rec.resumed | h.rec.deleted | h.rec.exported
                | {w for w, _c, _at in h.rec.cancels} | set(h.rec.forks))
     for key, calls in sorted(h.rec.bursts.items()):
@@ -134,6 +138,10 @@ async def debounce(h: Harness) -> None:
                           f"{end2 - start1:.2f}s (period {PERIOD}s) got two workflows "
                           f"{id1!r} and {id2!r}")
         lost = {c[0] for c in calls if c[3] is None}
+        extra = by_key.get(key, set()) - {c[3] for c in got} - set(h.rec.forks)
+        if len(extra) > len(lost):
+            h.violate("debounce", f"burst {key!r}: workflows {sorted(extra)} that no call got "
+                      f"(calls {calls})")
         for wid in {c[3] for c in got}:
             last = max(c[0] for c in got if c[3] == wid)
             status, output = outputs.get(wid, (None, None))
