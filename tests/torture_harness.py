@@ -68,6 +68,7 @@ class Record:
     colors: dict[str, str | None] = field(default_factory=dict)  # None: outcome unknown
     # debounce bursts: key -> [(n, start, end, workflow id or None)], driver monotonic times
     bursts: dict[str, list[tuple[int, float, float, str | None]]] = field(default_factory=dict)
+    together: set[str] = field(default_factory=set)  # bursts called concurrently
     backfilled: set[str] = field(default_factory=set)  # ids a backfill returned
     delays: list[tuple[str, Any, Any]] = field(default_factory=list)  # (id, called at, until)
     delayed: set[str] = field(default_factory=set)  # every id a delay op named
@@ -407,15 +408,24 @@ class Harness:
         """Calls of one burst, one after another (on the workers named), each recorded with
         the driver's times around it and the workflow id it got."""
         calls = self.rec.bursts.setdefault(op["key"], [])
-        for n, (w, gap) in enumerate(op["calls"]):
+
+        async def call(n: int, w: int, gap: float) -> None:
             await asyncio.sleep(gap)
             worker = self.live_worker(w)
             if worker is None:
-                continue
+                return
             start = time.monotonic()
             got = await self._command(worker, {"op": "debounce", "key": op["key"], "n": n},
                                       index)
             calls.append((n, start, time.monotonic(), got))
+
+        if op.get("together"):  # from several processes at once, no gaps: one burst
+            self.rec.together.add(op["key"])
+            await asyncio.gather(*(call(n, w, 0) for n, (w, _gap) in enumerate(op["calls"])))
+            calls.sort()
+            return
+        for n, (w, gap) in enumerate(op["calls"]):
+            await call(n, w, gap)
 
     async def _schedule(self, op: Op) -> None:
         client = self.client

@@ -171,9 +171,9 @@ def generate(seed: int, count: int) -> list[Op]:
             ops.append({"op": "attrs", "target": _target(rng), "color": rng.choice(COLORS),
                         "merge": rng.random() < 0.7})
         elif kind == "debounce":
-            ops.append({"op": "debounce", "key": f"b{n}", "calls": [
-                [rng.randrange(WORKERS), rng.choice([0, 0, 0.1, 0.3, 1.5])]
-                for _ in range(rng.randint(1, 4))]})
+            ops.append({"op": "debounce", "key": f"b{n}", "together": rng.random() < 0.4,
+                        "calls": [[rng.randrange(WORKERS), rng.choice([0, 0, 0.1, 0.3, 1.5])]
+                                  for _ in range(rng.randint(1, 4))]})
         elif kind == "schedule":
             name = rng.choice(RUNTIME_SCHEDULES)
             if name in created or rng.random() < 0.1:
