@@ -263,8 +263,9 @@ class HistoryOps(Connected):
 
         A workflow whose id exists here is skipped (and reported), so importing twice is
         harmless. PENDING workflows arrive unassigned: a live app that registers them (with the
-        same ``app_version``) recovers and finishes them. Queued ones (ENQUEUED, DELAYED) wait
-        in their queue for its dispatchers, who are woken.
+        same ``app_version``) recovers and finishes them. Queued ones (ENQUEUED, DELAYED, and
+        PENDING ones of a queue, which go back to it) wait in their queue for its dispatchers,
+        who are woken: they start within the queue's limits.
         """
         runtime = self.runtime
         result = ImportResult()
@@ -276,6 +277,11 @@ class HistoryOps(Connected):
                 if pending:
                     row["executor_id"] = None
                 queued = row.get("queue_name") if history.status in (ENQUEUED, DELAYED) else None
+                if pending and row.get("queue_name") is not None:
+                    # A queued workflow that was running goes back to its queue, as a recovered
+                    # one does: it starts again within the queue's limits.
+                    row["status"] = ENQUEUED
+                    queued, pending = row["queue_name"], False
                 rows = {kind: orjson.dumps(found).decode()
                         for kind, found in history.rows.items() if found}
                 if await runtime.store.import_workflow(

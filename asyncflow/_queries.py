@@ -342,6 +342,112 @@ MIGRATIONS: tuple[str, ...] = (
         FOR EACH ROW WHEN (OLD.attributes IS DISTINCT FROM NEW.attributes)
         EXECUTE FUNCTION {s}.workflow_attributes_sync();
     """,
+    # 15: a queue's claim in one round trip. The function locks the queue's row, then claims in
+    # a statement of its own: a VOLATILE function's statements each take a new snapshot, so the
+    # claim counts every claim committed before the lock was granted (as the two statements of a
+    # transaction did, in four round trips). Its parameters are CLAIM_QUEUED's.
+    """
+    CREATE FUNCTION {s}.claim_queued(
+        text, text, text[], text, integer, integer, integer, double precision, integer,
+        integer, double precision, text)
+    RETURNS TABLE (workflow_id text, name text, inputs text, recovery_attempts integer,
+                   fresh boolean, deadline double precision, epoch bigint,
+                   wait_s double precision, found bigint, room bigint, deadlines bigint)
+    LANGUAGE plpgsql AS $claim$
+    #variable_conflict use_column
+    BEGIN
+        INSERT INTO {s}.queues (queue_name) VALUES ($1)
+        ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE false;
+        RETURN QUERY
+    WITH t AS (
+        SELECT clock_timestamp() AS ts
+    ), starts AS (
+        SELECT count(*) AS n, min(s) AS oldest
+        FROM {s}.queues q, t, unnest(q.starts) AS s
+        WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND s > t.ts - make_interval(secs => $8)
+    ), free AS (
+        SELECT least(
+            $10::int,
+            CASE WHEN $5::int IS NOT NULL THEN $5 - (
+                SELECT count(*) FROM {s}.workflows
+                WHERE queue_name = $1 AND status = 'PENDING') END,
+            CASE WHEN $6::int IS NOT NULL THEN $6 - (
+                SELECT count(*) FROM {s}.workflows
+                WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $2) END,
+            CASE WHEN $7::int IS NOT NULL THEN $7 - (SELECT n FROM starts) END
+        ) AS n
+    ), full_partitions AS (
+        SELECT partition_key FROM {s}.workflows
+        WHERE $9::int IS NOT NULL AND queue_name = $1 AND status = 'PENDING'
+          AND partition_key IS NOT NULL
+        GROUP BY partition_key HAVING count(*) >= $9
+    ), candidates AS (
+        SELECT c.workflow_id, c.partition_key, c.priority, c.created_at,
+               c.dispatched_at IS NULL AS fresh
+        FROM {s}.workflows c
+        WHERE c.queue_name = $1
+          AND (c.status = 'ENQUEUED'
+               OR (c.status = 'DELAYED' AND c.delay_until <= (SELECT ts FROM t)))
+          AND c.name = ANY ($3::text[])
+          AND (c.dispatched_at IS NULL OR c.app_version = $4)
+          AND (c.partition_key IS NULL
+               OR c.partition_key NOT IN (SELECT partition_key FROM full_partitions))
+        ORDER BY c.priority, c.created_at, c.workflow_id
+        LIMIT (SELECT greatest(n, 0) FROM free)
+        FOR NO KEY UPDATE OF c SKIP LOCKED
+    ), chosen AS (
+        SELECT r.workflow_id, r.fresh FROM (
+            SELECT workflow_id, fresh, partition_key,
+                   row_number() OVER (PARTITION BY partition_key
+                                      ORDER BY priority, created_at, workflow_id) AS rank
+            FROM candidates
+        ) r
+        WHERE $9::int IS NULL OR r.partition_key IS NULL OR r.rank <= $9 - (
+            SELECT count(*) FROM {s}.workflows
+            WHERE queue_name = $1 AND status = 'PENDING' AND partition_key = r.partition_key)
+    ), claimed AS (
+        UPDATE {s}.workflows w
+        SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = t.ts,
+            updated_at = t.ts, deadline = coalesce(w.deadline, $11::float8 + w.timeout_seconds),
+            epoch = w.epoch + 1
+        FROM chosen, t
+        WHERE w.workflow_id = chosen.workflow_id
+        RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh, w.deadline,
+                  w.epoch
+    ), promoted AS (
+        UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = t.ts
+        FROM t
+        WHERE d.queue_name = $1 AND d.status = 'DELAYED' AND d.delay_until <= t.ts
+          AND d.workflow_id NOT IN (SELECT workflow_id FROM chosen)
+    ), recorded AS (
+        UPDATE {s}.queues q
+        SET starts = ARRAY(
+            SELECT s
+            FROM unnest(q.starts || array_fill(t.ts, ARRAY[(SELECT count(*) FROM claimed)::int])) s
+            WHERE s > t.ts - make_interval(secs => $8)
+            ORDER BY s DESC LIMIT $7)
+        FROM t
+        WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)
+    ), next AS (
+        SELECT extract(epoch FROM least(
+            (SELECT min(delay_until) FROM {s}.workflows
+             WHERE queue_name = $1 AND status = 'DELAYED' AND delay_until > t.ts),
+            CASE WHEN $7::int IS NOT NULL
+                      AND (SELECT n FROM starts) + (SELECT count(*) FROM claimed) >= $7
+                 THEN coalesce((SELECT oldest FROM starts), t.ts) + make_interval(secs => $8) END
+        ) - t.ts)::float8 AS wait_s
+        FROM t
+    )
+    SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, c.deadline, c.epoch,
+           n.wait_s,
+           (SELECT count(*) FROM candidates) AS found,
+           (SELECT greatest(n, 0) FROM free)::bigint AS room,
+           (SELECT count(*) FROM (SELECT pg_notify($12, 'd') WHERE EXISTS (
+                SELECT 1 FROM claimed WHERE deadline IS NOT NULL)) d) AS deadlines
+    FROM next n LEFT JOIN claimed c ON true;
+    END
+    $claim$;
+    """,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -1447,15 +1553,9 @@ QUEUE_DEPTH = """
 SELECT count(*) FROM {s}.workflows
 WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED')"""
 
-# The first statement of a claim's transaction: lock the queue's row (created on first use; the
-# DO UPDATE ... WHERE false locks an existing row without writing it). Every claim of the queue
-# waits here for the one before to commit, and the claim statement that follows takes its
-# snapshot after that commit, so it counts everything claimed before it.
-LOCK_QUEUE = """
-INSERT INTO {s}.queues (queue_name) VALUES ($1)
-ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE false"""
-
-# The claim (under LOCK_QUEUE, in the same transaction). $1 queue, $2 executor, $3 workflow
+# The claim, one round trip: migration 15's function (its first statement locks the queue's row
+# -- created on first use -- so every claim of the queue waits for the one before to commit;
+# its claim statement then counts everything claimed before it). $1 queue, $2 executor, $3 workflow
 # names this executor runs, $4 its app version, $5 concurrency, $6 worker concurrency,
 # $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch,
 # $11 the claimer's runtime clock (a claimed workflow's timeout starts now, unless it had a
@@ -1470,91 +1570,7 @@ ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE fa
 # the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
 # many ready rows were found and how many could start (found < room: no more ready rows).
 CLAIM_QUEUED = """
-WITH t AS (
-    SELECT clock_timestamp() AS ts
-), starts AS (
-    SELECT count(*) AS n, min(s) AS oldest
-    FROM {s}.queues q, t, unnest(q.starts) AS s
-    WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND s > t.ts - make_interval(secs => $8)
-), free AS (
-    SELECT least(
-        $10::int,
-        CASE WHEN $5::int IS NOT NULL THEN $5 - (
-            SELECT count(*) FROM {s}.workflows
-            WHERE queue_name = $1 AND status = 'PENDING') END,
-        CASE WHEN $6::int IS NOT NULL THEN $6 - (
-            SELECT count(*) FROM {s}.workflows
-            WHERE queue_name = $1 AND status = 'PENDING' AND executor_id = $2) END,
-        CASE WHEN $7::int IS NOT NULL THEN $7 - (SELECT n FROM starts) END
-    ) AS n
-), full_partitions AS (
-    SELECT partition_key FROM {s}.workflows
-    WHERE $9::int IS NOT NULL AND queue_name = $1 AND status = 'PENDING'
-      AND partition_key IS NOT NULL
-    GROUP BY partition_key HAVING count(*) >= $9
-), candidates AS (
-    SELECT c.workflow_id, c.partition_key, c.priority, c.created_at,
-           c.dispatched_at IS NULL AS fresh
-    FROM {s}.workflows c
-    WHERE c.queue_name = $1
-      AND (c.status = 'ENQUEUED'
-           OR (c.status = 'DELAYED' AND c.delay_until <= (SELECT ts FROM t)))
-      AND c.name = ANY ($3::text[])
-      AND (c.dispatched_at IS NULL OR c.app_version = $4)
-      AND (c.partition_key IS NULL
-           OR c.partition_key NOT IN (SELECT partition_key FROM full_partitions))
-    ORDER BY c.priority, c.created_at, c.workflow_id
-    LIMIT (SELECT greatest(n, 0) FROM free)
-    FOR NO KEY UPDATE OF c SKIP LOCKED
-), chosen AS (
-    SELECT r.workflow_id, r.fresh FROM (
-        SELECT workflow_id, fresh, partition_key,
-               row_number() OVER (PARTITION BY partition_key
-                                  ORDER BY priority, created_at, workflow_id) AS rank
-        FROM candidates
-    ) r
-    WHERE $9::int IS NULL OR r.partition_key IS NULL OR r.rank <= $9 - (
-        SELECT count(*) FROM {s}.workflows
-        WHERE queue_name = $1 AND status = 'PENDING' AND partition_key = r.partition_key)
-), claimed AS (
-    UPDATE {s}.workflows w
-    SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = t.ts,
-        updated_at = t.ts, deadline = coalesce(w.deadline, $11::float8 + w.timeout_seconds),
-        epoch = w.epoch + 1
-    FROM chosen, t
-    WHERE w.workflow_id = chosen.workflow_id
-    RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, chosen.fresh, w.deadline,
-              w.epoch
-), promoted AS (
-    UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = t.ts
-    FROM t
-    WHERE d.queue_name = $1 AND d.status = 'DELAYED' AND d.delay_until <= t.ts
-      AND d.workflow_id NOT IN (SELECT workflow_id FROM chosen)
-), recorded AS (
-    UPDATE {s}.queues q
-    SET starts = ARRAY(
-        SELECT s
-        FROM unnest(q.starts || array_fill(t.ts, ARRAY[(SELECT count(*) FROM claimed)::int])) s
-        WHERE s > t.ts - make_interval(secs => $8)
-        ORDER BY s DESC LIMIT $7)
-    FROM t
-    WHERE q.queue_name = $1 AND $7::int IS NOT NULL AND EXISTS (SELECT 1 FROM claimed)
-), next AS (
-    SELECT extract(epoch FROM least(
-        (SELECT min(delay_until) FROM {s}.workflows
-         WHERE queue_name = $1 AND status = 'DELAYED' AND delay_until > t.ts),
-        CASE WHEN $7::int IS NOT NULL
-                  AND (SELECT n FROM starts) + (SELECT count(*) FROM claimed) >= $7
-             THEN coalesce((SELECT oldest FROM starts), t.ts) + make_interval(secs => $8) END
-    ) - t.ts)::float8 AS wait_s
-    FROM t
-)
-SELECT c.workflow_id, c.name, c.inputs, c.recovery_attempts, c.fresh, c.deadline, c.epoch,
-       n.wait_s,
-       (SELECT count(*) FROM candidates) AS found, (SELECT greatest(n, 0) FROM free) AS room,
-       (SELECT count(*) FROM (SELECT pg_notify($12, 'd') WHERE EXISTS (
-            SELECT 1 FROM claimed WHERE deadline IS NOT NULL)) d) AS deadlines
-FROM next n LEFT JOIN claimed c ON true"""
+SELECT * FROM {s}.claim_queued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 
 # The supervisor's part in queues: PENDING queued workflows of dead executors (and, at launch,
 # of this executor) go back to their queue, ENQUEUED with their journal, so they run again

@@ -140,20 +140,19 @@ class QueueStatements(StoreBase):
         batch: int,
         now: float,
     ) -> tuple[list[QueueClaim], float | None, bool]:
-        """Claim the workflows of a queue that may start now, within its limits: one short
-        transaction serialized with every other claim of the queue by the queue row's lock.
+        """Claim the workflows of a queue that may start now, within its limits: one statement
+        (a function: the queue row's lock, then the claim) serialized with every other claim of
+        the queue by that lock.
         Returns the claims, the seconds until the next moment something may become startable
         on its own (a DELAYED row due, the rate limit's window opening), and whether another
         claim right away may find more (the batch was full, or a partition's cap dropped
         rows). ``now``: the runtime clock, where the timeouts of the claimed workflows start."""
         rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
-        async with self.storage.transaction():
-            await self.storage.execute(Q.LOCK_QUEUE, spec.name)
-            rows = await self.storage.fetch(
-                Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
-                spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
-                now, self.channel,
-            )
+        rows = await self.storage.fetch(
+            Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
+            spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
+            now, self.channel,
+        )
         claims = [
             QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
                        bool(row["fresh"]), row["deadline"], row["epoch"])

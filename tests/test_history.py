@@ -458,3 +458,41 @@ async def test_children_started_before_the_fork_step_are_shared(make_app, conn):
                                 "where child_id is not null order by workflow_id, function_id")
     assert [tuple(r) for r in children] == [("p", "p-0"), ("p", "p-2"), ("p2", "p-0"),
                                             ("p2", "p2-2")]
+
+
+async def test_an_imported_running_queued_workflow_goes_back_to_its_queue(db_url, other_db_url):
+    """A queued workflow exported while it ran (PENDING) arrives in its queue (ENQUEUED), not
+    PENDING: it starts within the queue's limits, never beside the workflow holding the slot.
+    (Found by the torture test: the import counted as an extra start of a rate-limited queue,
+    and could exceed a concurrency limit until recovery put it back in the queue.)"""
+    gate = asyncio.Event()
+
+    def build(url: str) -> tuple[asyncflow.AsyncFlow, asyncflow.Queue, object]:
+        app = asyncflow.AsyncFlow(url, app_version="imp", recovery_interval_seconds=0.2)
+        queue = app.queue("one", concurrency=1)
+
+        @app.workflow(name="held")
+        async def held(tag: str) -> str:
+            await asyncflow.set_event("running", True)
+            await gate.wait()
+            return tag
+
+        return app, queue, held
+
+    source, queue, held = build(db_url)
+    buffer = io.StringIO()
+    async with source:
+        await queue.enqueue(held, "moved", workflow_id="moved")
+        assert await source.get_event("moved", "running", timeout_seconds=30)
+        await source.export_workflows(["moved"], buffer)
+    target, other_queue, held_there = build(other_db_url)
+    async with target:
+        blocker = await other_queue.enqueue(held_there, "first", workflow_id="first")
+        assert await target.get_event("first", "running", timeout_seconds=30)
+        buffer.seek(0)
+        assert (await target.import_workflows(buffer)).imported == ["moved"]
+        assert (await target.get_workflow_status("moved")).status == "ENQUEUED"
+        gate.set()
+        assert await blocker.get_result(timeout_seconds=30) == "first"
+        moved = await target.retrieve_workflow("moved")
+        assert await moved.get_result(timeout_seconds=30) == "moved"

@@ -397,11 +397,13 @@ async def final(h: Harness) -> None:
     for name, limits in QUEUES.items():
         if "rate_limit" in limits:
             count, per = limits["rate_limit"]
-            times = [r[0] for r in await h.conn.fetch(
-                "select at from torture_dispatches where queue = $1", name)]
-            peak = _windows(times, per)
+            rows = await h.conn.fetch(
+                "select at, workflow_id from torture_dispatches where queue = $1 order by at",
+                name)
+            peak = _windows([r["at"] for r in rows], per)
             if peak > count:
-                h.violate("queue-limit", f"{name}: {peak} starts within {per}s (limit {count})")
+                h.violate("queue-limit", f"{name}: {peak} starts within {per}s (limit {count}): "
+                          + ", ".join(f"{r['workflow_id']} {r['at'].time()}" for r in rows))
     # A finished workflow's children are kept while it is (retention: a child goes with its
     # parent); only a delete operation may have taken one, and then its replay cannot work.
     spared: set[str] = set()
