@@ -313,8 +313,11 @@ class HistoryOps(Connected):
         Copied: the journal entries numbered below ``from_operation`` (child workflows
         started there are shared, not run again), the events whose latest value one of those
         operations wrote, and the stream entries those operations wrote (renumbered from 0).
-        The fork's mailbox starts empty. ``workflow_id`` chooses its id; an existing workflow
-        of the same name under that id is returned as is (a repeated fork does nothing).
+        The fork's mailbox starts empty. The fork of an earlier run kept by
+        ``continue_as_new`` starts at most at that run's ``continue_as_new``, which it then
+        performs (handing over to its own next run). ``workflow_id`` chooses its id; an
+        existing workflow of the same name under that id is returned as is (a repeated fork
+        does nothing).
 
         It runs here if this app registers the workflow; otherwise it is left unassigned for
         a live app that does, with ``app_version`` (default: the source's). The fork of a

@@ -1106,7 +1106,7 @@ NOTIFY_QUEUE = "SELECT pg_notify($1, 'q' || $2)"
 
 FORK_SOURCE = """
 SELECT name, inputs, app_version, queue_name, priority, partition_key,
-       dispatched_at IS NOT NULL AS dispatched,
+       dispatched_at IS NOT NULL AS dispatched, status = 'CONTINUED_AS_NEW' AS continued,
        (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = $1) AS last_function_id
 FROM {s}.workflows WHERE workflow_id = $1"""
 

@@ -103,10 +103,15 @@ class HistoryStatements(StoreBase):
                 raise not_found(source_id)
             last = source["last_function_id"]
             limit = 0 if last is None else last + 1  # one past the last recorded operation
+            if source["continued"] and last is not None:
+                # A kept run's last operation is its continue_as_new: a fork performs the
+                # hand-over again (a copied one would end the run without handing over).
+                limit = last
             if from_function_id > limit:
                 raise InvalidArgumentError(
                     f"from_operation must be at most {limit} (one past the last operation workflow "
-                    f"{source_id!r} recorded), not {from_function_id}")
+                    f"{source_id!r} recorded; a kept run of a continue_as_new: its "
+                    f"continue_as_new), not {from_function_id}")
             queue_name = source["queue_name"]
             if queue_name is not None:  # through the source's queue, as a resume goes
                 row = await self.storage.fetchrow(

@@ -318,3 +318,30 @@ async def test_a_childs_kept_runs_are_not_held_by_its_running_parent(make_app):
         assert await app.list_workflow_runs(child_id) == []
         await app.send("parent", "now", "stop")
         assert await handle.get_result(timeout_seconds=20) == 1
+
+
+async def test_a_fork_of_a_kept_run_hands_over_again(make_app):
+    """Met by the torture test: a fork of a kept run from one past its last operation copied
+    the run's continue_as_new entry; the fork then ended that run without handing over (its
+    row kept the run's arguments while the next run's operations were journaled in it), and
+    its replay diverged. The fork may start at most at the continue_as_new, and performs it."""
+    app = make_app()
+
+    @app.workflow()
+    async def counting(n: int) -> int:
+        if n < 2:
+            await asyncflow.continue_as_new(n + 1)
+        return n
+
+    async with app:
+        handle = await app.start_workflow(counting, 0, workflow_id="counted")
+        assert await handle.get_result(timeout_seconds=20) == 2
+        first = (await app.list_workflow_runs("counted"))[-1].workflow_id
+        last = max(s.function_id for s in await app.list_workflow_operations(first))
+        with pytest.raises(asyncflow.InvalidArgumentError, match=f"at most {last}"):
+            await app.fork_workflow(first, last + 1, workflow_id="counted-past")
+        forked = await app.fork_workflow(first, last, workflow_id="counted-fork")
+        assert await forked.get_result(timeout_seconds=20) == 2
+        assert [r.workflow_id for r in await app.list_workflow_runs("counted-fork")] != []
+        reports = await app.replay()
+        assert {r.workflow_id: r.outcome for r in reports}["counted-fork"] == "ok"

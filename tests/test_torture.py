@@ -6,9 +6,11 @@ finds the operations a failure needs."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
 import torture_checks
+import torture_features
 from torture import CI_OPS, CI_SEED, run_ops, shrink
 from torture_harness import Harness
 from torture_ops import generate
@@ -54,6 +56,35 @@ async def test_the_checks_catch_planted_violations(server_url):
         await harness.teardown()
 
 
+async def test_the_feature_checks_catch_planted_violations(server_url):
+    """Two calls of a burst 0.2 s apart that got two workflows, a start before a delay's
+    time, a color set but not found, a backfilled tick that never ran, and a chain whose run
+    ran with other arguments are each reported."""
+    harness = Harness(server_url)
+    try:
+        await harness.setup()
+        await harness.operation(0, {"op": "start", "worker": 0, "wid": "r0", "timeout": None,
+                                    "prog": [["step", "a0"]]})
+        assert harness.client is not None and harness.conn is not None
+        handle = await harness.client.retrieve_workflow("r0")
+        await handle.get_result(timeout_seconds=30)
+        await torture_features.check(harness)
+        assert harness.violations == []
+        now = await harness.now()
+        rec = harness.rec
+        rec.bursts["bx"] = [(0, 10.0, 10.1, "r0"), (1, 10.1, 10.2, "other")]
+        await harness.conn.execute("insert into torture_starts values ('r0', $1)", now)
+        rec.delays.append(("r0", now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)))
+        rec.colors["r0"] = "red"
+        rec.backfilled.add("rs0@2026-01-01T00:00:00+00:00")
+        rec.chains.add("r0")
+        await torture_features.check(harness)
+        found = {v.invariant for v in harness.violations}
+        assert found >= {"debounce", "delay", "attributes", "backfill", "chain"}, found
+    finally:
+        await harness.teardown()
+
+
 async def test_the_shrinker_keeps_what_the_failure_needs():
     """Delta debugging over 40 operations where the failure needs two of them."""
     ops = [{"op": "pause", "n": n} for n in range(40)]
@@ -75,4 +106,5 @@ def test_generation_is_seeded():
     kinds = {op["op"] for seed in range(20) for op in generate(seed, 60)}
     assert kinds >= {"start", "enqueue", "send", "get_event", "read_stream", "cancel",
                      "resume", "fork", "delete", "retention", "export_import", "trigger",
-                     "kill", "restart", "terminate", "refuse", "pause"}
+                     "kill", "restart", "terminate", "refuse", "pause", "chain",
+                     "send_chain", "attrs", "debounce", "schedule", "delay", "typed"}

@@ -19,6 +19,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import torture_features
 from torture_ops import EVENT_KEYS, STREAM
 
 import asyncflow
@@ -73,9 +74,11 @@ def side_tables(queues: dict[str, dict[str, Any]]) -> list[str]:
         "create table torture_excess (at timestamptz, queue text, what text, n bigint, "
         "workflow_id text)",
         "create table torture_dispatches (queue text, workflow_id text, at timestamptz)",
+        "create table torture_starts (workflow_id text, at timestamptz)",
         f"""create function torture_check() returns trigger language plpgsql as $$
         declare n bigint;
         begin
+            insert into torture_starts values (new.workflow_id, clock_timestamp());
             {' '.join(checks)}
             return null;
         end $$""",
@@ -265,9 +268,14 @@ def _explained(h: Harness, chain: list[str], pid: int, at: Any, until: Any) -> b
 
 async def _effects(h: Harness, parents: dict[str, str | None]) -> None:
     assert h.conn is not None
+    # An earlier run kept by continue_as_new holds its journal under its own id; its step
+    # bodies wrote the workflow's id.
     entries = await h.conn.fetch(
-        "select workflow_id, function_id, name, output, created_at from asyncflow.operations "
-        "where name in ('effect', 'flaky', 'tx') and output is not null and error is null")
+        "select coalesce(w.run_of, o.workflow_id) as workflow_id, o.function_id, o.name, "
+        "o.output, o.created_at from asyncflow.operations o "
+        "left join asyncflow.workflows w on w.workflow_id = o.workflow_id "
+        "where o.name in ('effect', 'flaky', 'tx') and o.output is not null "
+        "and o.error is null")
     rows: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
     for r in await h.conn.fetch("select * from torture_effects where ok order by id"):
         rows[(r["workflow_id"], r["tag"], r["kind"])].append(r)
@@ -397,6 +405,7 @@ async def final(h: Harness) -> None:
             "select workflow_id, child_id from asyncflow.operations "
             "where child_id = any($1::text[])", sorted(h.rec.resumed)):
         spared.add(row["workflow_id"])
+    await torture_features.check(h)
     worker = h.live_worker(0)
     assert worker is not None
     answer = await worker.call({"op": "replay"}, within=120)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import io
 import os
 import random
@@ -27,7 +28,7 @@ import asyncpg
 import orjson
 import torture_checks
 from faultlib import admin, with_database
-from torture_ops import QUEUES, SCHEDULE, STREAM, WORKERS, Op
+from torture_ops import QUEUES, RUNTIME_SCHEDULES, SCHEDULE, STREAM, WORKERS, Op
 
 import asyncflow
 
@@ -62,6 +63,17 @@ class Record:
     forks: dict[str, tuple[str, int]] = field(default_factory=dict)  # fork -> (source, step)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (op index, error type)
     pids: set[int] = field(default_factory=set)
+    chains: set[str] = field(default_factory=set)  # continue_as_new workflows started
+    chain_sends: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # (value, ok)
+    colors: dict[str, str | None] = field(default_factory=dict)  # None: outcome unknown
+    # debounce bursts: key -> [(n, start, end, workflow id or None)], driver monotonic times
+    bursts: dict[str, list[tuple[int, float, float, str | None]]] = field(default_factory=dict)
+    together: set[str] = field(default_factory=set)  # bursts called concurrently
+    backfilled: set[str] = field(default_factory=set)  # ids a backfill returned
+    delays: list[tuple[str, Any, Any]] = field(default_factory=list)  # (id, called at, until)
+    delayed: set[str] = field(default_factory=set)  # every id a delay op named
+    typed: dict[str, int] = field(default_factory=dict)
+    exported: set[str] = field(default_factory=set)  # re-imported by export_import
 
 
 class Worker:
@@ -223,6 +235,13 @@ class Harness:
         kind, n = target
         if kind == "root":
             ids = self.rec.roots
+        elif kind == "chain":
+            ids = sorted(self.rec.chains)
+        elif kind == "queued":
+            assert self.conn is not None
+            ids = [r[0] for r in await self.conn.fetch(
+                "select workflow_id from asyncflow.workflows where status in "
+                "('ENQUEUED', 'DELAYED') order by workflow_id")]
         else:
             assert self.conn is not None
             ids = [r[0] for r in await self.conn.fetch(
@@ -279,6 +298,19 @@ class Harness:
                     priority=op["priority"], deduplication_id=op["dedup"],
                     delay_seconds=op["delay"], partition_key=op["partition"],
                     timeout_seconds=op["timeout"])
+        elif kind in ("chain", "typed"):
+            self.rec.roots.append(op["wid"])
+            if kind == "chain":
+                self.rec.chains.add(op["wid"])
+            else:
+                self.rec.typed[op["wid"]] = op["n"]
+            worker = self.live_worker(op["worker"])
+            if worker is not None:
+                await self._command(worker, op, index)
+        elif kind == "debounce":
+            await self._debounce(index, op)
+        elif kind == "schedule":
+            await self._schedule(op)
         elif kind == "fork":
             self.rec.roots.append(op["wid"])
             source = await self.resolve(op["target"])
@@ -310,6 +342,24 @@ class Harness:
                     if attempt == 19:
                         raise
                     await asyncio.sleep(0.2)
+        elif kind == "send_chain":
+            sends = self.rec.chain_sends.setdefault(wid, [])
+            try:
+                await client.send(wid, op["value"], "tc", idempotency_key=op["key"])
+            except BaseException:
+                sends.append((op["value"], False))
+                raise
+            sends.append((op["value"], True))
+        elif kind == "attrs":
+            self.rec.colors[wid] = None
+            await client.set_workflow_attributes(wid, {"color": op["color"]},
+                                                 merge=op["merge"])
+            self.rec.colors[wid] = op["color"]
+        elif kind == "delay":
+            self.rec.delayed.add(wid)
+            called = await self.now()
+            until = await client.set_workflow_delay(wid, seconds=op["seconds"])
+            self.rec.delays.append((wid, called, until))
         elif kind == "get_event":
             await client.get_event(wid, op["key"], timeout_seconds=0.2)
         elif kind == "read_stream":
@@ -346,6 +396,7 @@ class Harness:
             "\n")[:-1]) if line.get("type") == "workflow"]
         if any(status in ("PENDING", "ENQUEUED", "DELAYED") for status in statuses):
             return  # (one may finish before the delete: the import would bring back the past)
+        self.rec.exported.update(exported)
         try:
             deleted = await client.delete_workflow(wid, children=True)
         except asyncflow.WorkflowPendingError:
@@ -356,6 +407,44 @@ class Harness:
             self.violate("import-roundtrip", f"operation {index}: exported {sorted(exported)}, "
                          f"deleted {sorted(deleted)}, imported {sorted(result.imported)}, "
                          f"skipped {sorted(result.skipped)}")
+
+    async def _debounce(self, index: int, op: Op) -> None:
+        """Calls of one burst, one after another (on the workers named), each recorded with
+        the driver's times around it and the workflow id it got."""
+        calls = self.rec.bursts.setdefault(op["key"], [])
+
+        async def call(n: int, w: int, gap: float) -> None:
+            await asyncio.sleep(gap)
+            worker = self.live_worker(w)
+            if worker is None:
+                return
+            start = time.monotonic()
+            got = await self._command(worker, {"op": "debounce", "key": op["key"], "n": n},
+                                      index)
+            calls.append((n, start, time.monotonic(), got))
+
+        if op.get("together"):  # from several processes at once, no gaps: one burst
+            self.rec.together.add(op["key"])
+            await asyncio.gather(*(call(n, w, 0) for n, (w, _gap) in enumerate(op["calls"])))
+            calls.sort()
+            return
+        for n, (w, gap) in enumerate(op["calls"]):
+            await call(n, w, gap)
+
+    async def _schedule(self, op: Op) -> None:
+        client = self.client
+        assert client is not None
+        if op["action"] == "create":
+            cron = "* * * * *" if op["name"] == RUNTIME_SCHEDULES[0] else "*/2 * * * *"
+            await client.create_schedule(op["name"], SCHEDULE, cron)
+        elif op["action"] == "delete":
+            await client.delete_schedule(op["name"])
+        else:
+            base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+            first, last = op["range"]
+            ids = await client.backfill_schedule(op["name"], base + dt.timedelta(minutes=first),
+                                                 base + dt.timedelta(minutes=last))
+            self.rec.backfilled.update(ids)
 
     async def _fault(self, index: int, op: Op) -> None:
         kind = op["op"]

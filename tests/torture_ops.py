@@ -27,6 +27,9 @@ EVENT_KEYS = ("e0", "e1")
 STREAM = "s0"
 WORKERS = 3
 SCHEDULE = "torture-tick"
+RUNTIME_SCHEDULES = ("rs0", "rs1")
+COLORS = ("red", "blue", "green")
+BACKFILL_RANGES = ((0, 10), (4, 16), (12, 20))  # minutes after 2026-01-01 00:00 UTC
 
 Op = dict[str, Any]
 
@@ -35,7 +38,7 @@ def program(rng: random.Random, depth: int, *, root: bool, queued: bool,
             known: list[str]) -> list[list[Any]]:
     """A random program: the actions of one workflow (``known``: root ids to talk to)."""
     kinds = ["step"] * 4 + ["flaky"] * 2 + ["tx"] * 2 + ["event"] * 2 + ["write"] * 2 + [
-        "sleep", "recv", "recv", "wait_first", "send", "get_event"]
+        "sleep", "recv", "recv", "wait_first", "send", "get_event", "attr"]
     if depth < 2:
         kinds += ["child", "child", "enqueue"]
     actions: list[list[Any]] = []
@@ -48,6 +51,8 @@ def program(rng: random.Random, depth: int, *, root: bool, queued: bool,
             actions.append(["event", rng.choice(EVENT_KEYS), i])
         elif kind == "write":
             actions.append(["write", STREAM, i])
+        elif kind == "attr":
+            actions.append(["attr", rng.randrange(4)])
         elif kind == "sleep":
             actions.append(["sleep", rng.choice([0.01, 0.1, 0.4])])
         elif kind == "recv":
@@ -93,11 +98,13 @@ def generate(seed: int, count: int) -> list[Op]:
     ops: list[Op] = []
     roots: list[str] = []
     down: list[int] = []
+    created: set[str] = set()  # runtime schedules the operations so far created
     table: list[tuple[str, float]] = [
         ("start", 4), ("enqueue", 4), ("send", 4), ("get_event", 1), ("read_stream", 1),
         ("cancel", 1.5), ("resume", 1.5), ("fork", 1), ("delete", 1), ("retention", 0.6),
         ("export_import", 0.7), ("trigger", 0.6), ("kill", 0.8), ("terminate", 1.2),
-        ("refuse", 0.4), ("pause", 3)]
+        ("refuse", 0.4), ("pause", 3), ("chain", 1.5), ("send_chain", 2), ("attrs", 1),
+        ("debounce", 1), ("schedule", 1), ("delay", 1.2), ("typed", 1)]
     names = [name for name, _ in table]
     weights = [weight for _, weight in table]
     for n in range(count):
@@ -121,7 +128,7 @@ def generate(seed: int, count: int) -> list[Op]:
                 "prog": program(rng, 0, root=True, queued=True, known=roots),
                 "priority": rng.choice([-1, 0, 0, 1, 2]),
                 "dedup": rng.choice(["d0", "d1"]) if rng.random() < 0.25 else None,
-                "delay": rng.choice([0.3, 1.0, 2.0]) if rng.random() < 0.25 else 0,
+                "delay": rng.choice([0.3, 1.0, 2.0, 4.0]) if rng.random() < 0.35 else 0,
                 "partition": rng.choice(["p0", "p1", "p2"]) if queue == "q-part" else None,
                 "timeout": rng.choice([1.0, 3.0]) if rng.random() < 0.15 else None})
         elif kind == "send":
@@ -152,6 +159,41 @@ def generate(seed: int, count: int) -> list[Op]:
             ops.append({"op": "delete", "target": _target(rng), "children": rng.random() < 0.6})
         elif kind == "export_import":
             ops.append({"op": "export_import", "target": _target(rng)})
+        elif kind == "chain":
+            wid = f"c{n}"
+            roots.append(wid)
+            ops.append({"op": "chain", "worker": rng.randrange(WORKERS), "wid": wid,
+                        "total": rng.randint(1, 4)})
+        elif kind == "send_chain":
+            ops.append({"op": "send_chain", "target": ["chain", rng.randrange(10**6)],
+                        "value": f"m{n}", "key": f"k{n}"})
+        elif kind == "attrs":
+            ops.append({"op": "attrs", "target": _target(rng), "color": rng.choice(COLORS),
+                        "merge": rng.random() < 0.7})
+        elif kind == "debounce":
+            ops.append({"op": "debounce", "key": f"b{n}", "together": rng.random() < 0.4,
+                        "calls": [[rng.randrange(WORKERS), rng.choice([0, 0, 0.1, 0.3, 1.5])]
+                                  for _ in range(rng.randint(1, 4))]})
+        elif kind == "schedule":
+            name = rng.choice(RUNTIME_SCHEDULES)
+            if name in created or rng.random() < 0.1:
+                action = rng.choice(["create", "delete", "backfill", "backfill", "backfill"])
+            else:
+                action = "create"
+            if action == "create":
+                created.add(name)
+            elif action == "delete":
+                created.discard(name)
+            ops.append({"op": "schedule", "name": name, "action": action,
+                        "range": list(rng.choice(BACKFILL_RANGES))})
+        elif kind == "delay":
+            ops.append({"op": "delay", "target": ["queued", rng.randrange(10**6)],
+                        "seconds": rng.choice([0.0, 0.5, 1.5, 3.0])})
+        elif kind == "typed":
+            wid = f"y{n}"
+            roots.append(wid)
+            ops.append({"op": "typed", "worker": rng.randrange(WORKERS), "wid": wid, "n": n,
+                        "pause": rng.choice([0.01, 0.3])})
         elif kind == "kill":
             alive = [w for w in range(WORKERS) if w not in down]
             if len(alive) >= 2 and not down:

@@ -21,8 +21,12 @@ through its own pool before returning; every transaction inserts one in its tran
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import os
 import sys
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -137,6 +141,8 @@ async def prog(actions: list[list[Any]]) -> list[Any]:
                 handle = await queues[action[1]].enqueue(prog, action[2])
                 if action[3]:
                     trace.append(await handle.get_result())
+            elif kind == "attr":
+                await asyncflow.set_attributes({"phase": action[1]})
             elif kind == "fail":
                 raise Boom("failed on purpose")
         except (Boom, asyncflow.WorkflowCancelledError):
@@ -144,6 +150,62 @@ async def prog(actions: list[list[Any]]) -> list[Any]:
         except Exception as exc:  # every error a workflow sees is recorded in its trace
             trace.append(_caught(exc))
     return trace
+
+
+@app.workflow(name="chain")
+async def chain(n: int, total: int, got: list[str]) -> list[Any]:
+    """An endless workflow of ``total`` runs (continue_as_new): each run checkpoints one step,
+    receives what the driver sent on topic ``tc`` meanwhile, and hands over what it got."""
+    await effect(f"c{n}")
+    await asyncflow.set_attributes({"run": n})
+    message = await asyncflow.recv("tc", timeout_seconds=0.2)
+    if message is not None:
+        got = [*got, message]
+    if n < total:
+        await asyncflow.continue_as_new(n + 1, total, got)
+    return [total, got]
+
+
+async def _bounce(key: str, n: int) -> list[Any]:
+    await effect(f"b{n}")
+    return [key, n]
+
+
+bounce = app.workflow(name="bounce")(_bounce)
+debouncer = app.debouncer(bounce, key=lambda key, n: key, period_seconds=1.0)
+
+
+@dataclasses.dataclass
+class Money:
+    """A typed value: decoded by annotation (issue: typed values)."""
+
+    amount: Decimal
+    at: dt.datetime
+    ref: uuid.UUID
+    tags: list[str]
+
+
+def money(n: int) -> Money:
+    return Money(Decimal(n) / Decimal(100), dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+                 + dt.timedelta(minutes=n), uuid.UUID(int=n), [f"t{n}"])
+
+
+def doubled(m: Money) -> Money:
+    return Money(m.amount * 2, m.at + dt.timedelta(days=1), m.ref, [*m.tags, "s"])
+
+
+@app.step(name="typed-step")
+async def typed_step(m: Money) -> Money:
+    await _effect(f"typed-{m.ref}", "typed", True)
+    return doubled(m)
+
+
+@app.workflow(name="typed")
+async def typed(m: Money, pause: float) -> Money:
+    out = await typed_step(m)
+    await asyncflow.sleep(pause)
+    assert isinstance(out, Money) and isinstance(out.amount, Decimal), repr(out)
+    return out
 
 
 @app.scheduled("0 0 1 1 *", name="torture-tick")
@@ -165,6 +227,28 @@ async def _command(cmd: dict[str, Any]) -> Any:
             deduplication_id=cmd["dedup"], delay_seconds=cmd["delay"],
             partition_key=cmd["partition"], timeout_seconds=cmd["timeout"])
         return handle.workflow_id
+    if op == "chain":
+        handle = await app.start_workflow(chain, 0, cmd["total"], [], workflow_id=cmd["wid"])
+        return handle.workflow_id
+    if op == "debounce":
+        handle = await debouncer.debounce(cmd["key"], cmd["n"])
+        return handle.workflow_id
+    if op == "typed":
+        handle = await app.start_workflow(typed, money(cmd["n"]), cmd["pause"],
+                                          workflow_id=cmd["wid"])
+        return handle.workflow_id
+    if op == "typed_check":  # [wid, n] pairs: the results' reprs that differ from expected
+        wrong = []
+        for wid, n in cmd["ids"]:
+            try:
+                handle = await app.retrieve_workflow(wid)
+                out = await handle.get_result(timeout_seconds=30, type=Money)
+            except asyncflow.AsyncFlowError as exc:
+                out = exc
+            if not isinstance(out, asyncflow.AsyncFlowError) and repr(out) != repr(
+                    doubled(money(n))):
+                wrong.append([wid, repr(out), repr(doubled(money(n)))])
+        return wrong
     if op == "running":
         return app.running_workflows()
     if op == "replay":
