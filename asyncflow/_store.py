@@ -223,29 +223,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             for row in rows
         ]
 
-    async def own_pending(self, executor_id: str, min_age: float) -> list[str]:
-        """This executor's PENDING workflows untouched for ``min_age`` seconds."""
-        rows = await self.storage.fetch(Q.OWN_PENDING, executor_id, min_age)
-        return [row["workflow_id"] for row in rows]
-
-    async def own_pending_count(self, executor_id: str) -> int:
-        """How many workflows are PENDING on this executor."""
-        count: int = await self.storage.fetchval(Q.OWN_PENDING_COUNT, executor_id)
-        return count
-
-    async def claim_own(
-        self, executor_id: str, workflow_ids: list[str], names: list[str], app_version: str
-    ) -> list[Claimed]:
-        """Claim again (a new epoch) this executor's PENDING ``workflow_ids`` of a registered
-        function and this version: the self-repair of workflows nothing runs here."""
-        rows = await self.storage.fetch(Q.CLAIM_OWN, executor_id, workflow_ids, names,
-                                        app_version)
-        return [
-            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
-                    row["epoch"], row["queue_name"], row["deadline"])
-            for row in rows
-        ]
-
     async def release_unregistered(self, executor_id: str, names: list[str]) -> int:
         """Unassign this executor's PENDING workflows whose names are not in ``names``."""
         rows = await self.storage.fetch(Q.RELEASE_UNREGISTERED, executor_id, names,

@@ -1,6 +1,7 @@
 """The store's statements of executor liveness: registration with the lock, heartbeats, the
-end of a lease, and what the supervisor reads to tell the dead from the briefly silent (see
-docs/operations.md, "Liveness and fencing")."""
+end of a lease, what the supervisor reads to tell the dead from the briefly silent, and the
+self-repair of an executor's own workflows that nothing runs (see docs/operations.md,
+"Liveness and fencing")."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import datetime
 from . import _queries as Q
 from ._errors import ConfigurationError
 from ._storage import Connection, Row, map_errors
-from ._store_base import StoreBase
+from ._store_base import Claimed, StoreBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,31 @@ class LivenessStatements(StoreBase):
         result = await self.storage.execute(Q.DECLARE_EXECUTOR_DEAD, silent.executor_id,
                                             silent.instance, silent.beat_at)
         return not result.endswith(" 0")
+
+    # -- self-repair: this executor's own PENDING workflows that nothing runs here ----------
+
+    async def own_pending(self, executor_id: str, min_age: float) -> list[str]:
+        """This executor's PENDING workflows untouched for ``min_age`` seconds."""
+        rows = await self.storage.fetch(Q.OWN_PENDING, executor_id, min_age)
+        return [row["workflow_id"] for row in rows]
+
+    async def own_pending_count(self, executor_id: str) -> int:
+        """How many workflows are PENDING on this executor."""
+        count: int = await self.storage.fetchval(Q.OWN_PENDING_COUNT, executor_id)
+        return count
+
+    async def claim_own(
+        self, executor_id: str, workflow_ids: list[str], names: list[str], app_version: str
+    ) -> list[Claimed]:
+        """Claim again (a new epoch) this executor's PENDING ``workflow_ids`` of a registered
+        function and this version: the self-repair of workflows nothing runs here."""
+        rows = await self.storage.fetch(Q.CLAIM_OWN, executor_id, workflow_ids, names,
+                                        app_version)
+        return [
+            Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                    row["epoch"], row["queue_name"], row["deadline"])
+            for row in rows
+        ]
 
     async def server_identity(self, conn: Connection) -> str:
         """What identifies the server ``conn`` is on (cluster, timeline, start time)."""
