@@ -189,6 +189,12 @@ class Page:
     async def click(self, selector: str, *, navigates: bool = False, within: float = 60) -> None:
         """Click the element matching ``selector`` with real mouse events at its centre;
         with ``navigates``, wait for the next page's load event."""
+        at = await self.press(selector)
+        await self.release(at, navigates=navigates, within=within)
+
+    async def press(self, selector: str) -> tuple[float, float]:
+        """Press the left mouse button at the centre of the element matching ``selector``
+        (scrolled into view); returns the point, for :meth:`release`."""
         box = await self.evaluate(
             f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
             " if (!el) return null; el.scrollIntoView({block: 'center'});"
@@ -197,14 +203,23 @@ class Page:
         )
         if box is None:
             raise CDPError(f"nothing matches {selector!r}")
+        await self._mouse("mousePressed", box[0], box[1])
+        return box[0], box[1]
+
+    async def release(self, at: tuple[float, float], *, navigates: bool = False,
+                      within: float = 60) -> None:
+        """Release the button pressed at ``at``; with ``navigates``, wait for the next page's
+        load event."""
         loaded = self.expect("Page.loadEventFired") if navigates else None
-        for kind in ("mousePressed", "mouseReleased"):
-            await self.send("Input.dispatchMouseEvent", {
-                "type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1,
-            })
+        await self._mouse("mouseReleased", *at)
         if loaded is not None:
             async with asyncio.timeout(within):
                 await loaded
+
+    async def _mouse(self, kind: str, x: float, y: float) -> None:
+        await self.send("Input.dispatchMouseEvent", {
+            "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1,
+        })
 
     async def screenshot(self, path: Path) -> None:
         """Save a PNG of the whole page."""

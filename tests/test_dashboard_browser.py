@@ -95,9 +95,20 @@ async def test_debugging_in_a_real_browser(db_url: str, procs: Any) -> None:
             "document.querySelector('form[data-action=\"send\"] textarea').value") == typed
         await page.screenshot(ARTIFACTS / "dashboard-debug-2-bad-json.png")
 
-        # Cancel asks first; "yes" cancels.
+        # Cancel asks first; "yes" cancels. A live refresh that replaces the summary while the
+        # button is held down does not swallow the click: the swap waits for it to land.
         await page.goto(f"{url}workflow?id=talk-1")
-        await page.click('button[data-action="cancel"]', navigates=True)
+        await page.wait_for("document.body.dataset.liveState === 'on'")
+        refreshes = "Number(document.body.dataset.refreshes || 0)"
+        await page.wait_for(f"{refreshes} >= 1")  # the refresh on subscribing
+        summary = "document.querySelector('[data-part=\"summary\"]')"
+        await page.evaluate(f"window.heldSummary = {summary}")
+        count = await page.evaluate(refreshes)
+        pressed_at = await page.press('button[data-action="cancel"]')
+        await client.send("talk-1", "not now", topic="later")  # changes the summary's duration
+        await page.wait_for(f"{refreshes} > {count}")
+        assert await page.evaluate(f"window.heldSummary === {summary}") is True
+        await page.release(pressed_at, navigates=True)
         assert "Cancel this workflow?" in await page.evaluate("document.body.textContent")
         assert (await client.get_workflow_status("talk-1")).status == "PENDING"
         await page.screenshot(ARTIFACTS / "dashboard-debug-3-confirm.png")

@@ -6,7 +6,9 @@
 // schedule changed, keyed by its name) in "ids", and the queues that changed in "queues" (q a
 // workflow was enqueued or put back, f one ended: a slot may be free); the page re-fetches the parts those kinds touch and swaps every
 // returned [data-part] element in. One fetch at a time: changes arriving meanwhile are merged
-// into the next one. No timers, no polling.
+// into the next one. No timers, no polling. A part whose markup did not change is left alone,
+// and nothing is swapped while a mouse button or finger is down: a click that started on a
+// button lands on that button (the held swap follows right after it).
 (function () {
   "use strict";
 
@@ -34,6 +36,8 @@
   var wanted = null; // null: nothing to do; "all"; or an object used as a set of part names
   var busy = false;
   var refreshes = 0;
+  var pressed = false; // a pointer is down: swaps wait for its click to land
+  var held = []; // the markup of swaps held while pressed, in order
 
   function setState(state, text) {
     body.setAttribute("data-live-state", state);
@@ -82,6 +86,10 @@
   }
 
   function swap(html) {
+    if (pressed) {
+      held.push(html);
+      return;
+    }
     var doc = new DOMParser().parseFromString(html, "text/html");
     var atEnd = streamPositions();
     var open = openExpanders();
@@ -94,7 +102,7 @@
     doc.querySelectorAll("[data-part]").forEach(function (fresh) {
       var name = fresh.getAttribute("data-part");
       var old = document.querySelector('[data-part="' + CSS.escape(name) + '"]');
-      if (old) {
+      if (old && !old.isEqualNode(fresh)) {
         old.replaceWith(document.adoptNode(fresh));
       }
     });
@@ -160,7 +168,24 @@
     want(Object.keys(parts));
   }
 
+  function release() {
+    if (!pressed) {
+      return;
+    }
+    pressed = false;
+    // The click (and a form's submit) is dispatched right after pointerup in the same input
+    // task; a held swap goes in after it.
+    setTimeout(function () {
+      while (held.length && !pressed) {
+        swap(held.shift());
+      }
+    }, 0);
+  }
+
   scrollStreams({});
+  document.addEventListener("pointerdown", function () { pressed = true; }, true);
+  document.addEventListener("pointerup", release, true);
+  document.addEventListener("pointercancel", release, true);
   if (!liveUrl || !fragmentsUrl || !window.EventSource) {
     return;
   }
