@@ -1,6 +1,7 @@
 """The floor: what plain asyncpg gets from the same server, measured before every run.
 
-* commit latency: one connection, single-row INSERTs in autocommit, p50/p99;
+* commit latency: one connection, single-row INSERTs in autocommit, p50/p99, and the runner
+  process's CPU time per commit (what the CPU-per-operation figures are divided by);
 * commits/s over 20 connections: the same INSERT from 20 connections at once;
 * NOTIFY round trip: ``SELECT pg_notify`` on one connection until the LISTENing one hears it;
 * notifying commits/s over 20 connections: the INSERT plus a ``pg_notify`` in the same
@@ -29,21 +30,24 @@ SELECT pg_notify('asyncflow_bench_floor', id::text) FROM row"""
 CHANNEL = "asyncflow_bench_floor"
 
 
-async def _commit_latency(url: str, warmup: int, count: int) -> tuple[list[float], float]:
+async def _commit_latency(
+    url: str, warmup: int, count: int
+) -> tuple[list[float], float, float]:
     conn = await asyncpg.connect(url)
     try:
         for _ in range(warmup):
             await conn.execute(INSERT, "warm-up")
         samples: list[float] = []
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             before = time.perf_counter()
             await conn.execute(INSERT, "x")
             samples.append(time.perf_counter() - before)
         rate = count / (time.perf_counter() - started)
+        cpu_us = (time.process_time() - cpu) * 1e6 / count
     finally:
         await conn.close()
-    return samples, rate
+    return samples, rate, cpu_us
 
 
 async def _concurrent_commits(
@@ -104,10 +108,11 @@ async def measure_floor(url: str, sizes: Sizes) -> Floor:
         await conn.execute(CREATE)
     finally:
         await conn.close()
-    commits, rate_1 = await _commit_latency(url, sizes.floor_warmup, sizes.floor_commits)
+    commits, rate_1, cpu_us = await _commit_latency(url, sizes.floor_warmup,
+                                                    sizes.floor_commits)
     commit_ms = to_ms(commits)
     note(f"floor: commit latency p50 {percentile(commit_ms, 50):.3f} ms, "
-         f"p99 {percentile(commit_ms, 99):.3f} ms")
+         f"p99 {percentile(commit_ms, 99):.3f} ms; {cpu_us:.0f} µs of CPU per commit")
     rate_20 = await _concurrent_commits(url, 20, sizes.floor_commits_per_connection)
     note(f"floor: {rate_20:,.0f} commits/s over 20 connections")
     notifying = await _concurrent_commits(url, 20, sizes.floor_commits_per_connection,
@@ -124,4 +129,5 @@ async def measure_floor(url: str, sizes: Sizes) -> Floor:
         notify_commits_per_s_20=notifying,
         notify_ms_p50=percentile(notify_ms, 50),
         notify_ms_p99=percentile(notify_ms, 99),
+        commit_cpu_us=cpu_us,
     )

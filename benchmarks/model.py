@@ -20,6 +20,10 @@ class Floor:
     notify_commits_per_s_20: float
     notify_ms_p50: float
     notify_ms_p99: float
+    #: The runner process's CPU time per commit of the commit-latency loop (µs): what one
+    #: autocommit statement costs plain asyncpg here, the unit of the CPU-per-operation figures.
+    #: 0: not measured (a results file from before it existed).
+    commit_cpu_us: float = 0.0
 
     @property
     def s_per_commit_20(self) -> float:
@@ -43,6 +47,7 @@ FLOOR_LABELS = {
     "notify_commits_per_s_20": "notifying commits/s, 20 conns",
     "notify_ms_p50": "NOTIFY p50",
     "notify_ms_p99": "NOTIFY p99",
+    "commit_cpu_us": "asyncpg CPU per commit",
     "s_per_commit_20": "commits @20 conns",
 }
 
@@ -86,8 +91,9 @@ class Figure:
 
 def cpu_figure(key: str, what: str, cpu_s: float, operations: int) -> Figure:
     """The process's CPU time (``time.process_time()``: every thread, user and system) spent
-    per operation, in µs."""
-    return Figure(key, f"CPU µs per {what}", cpu_s * 1e6 / max(operations, 1), "µs")
+    per operation, in µs; its ratio is to the CPU plain asyncpg spends per commit."""
+    return Figure(key, f"CPU µs per {what}", cpu_s * 1e6 / max(operations, 1), "µs",
+                  "commit_cpu_us")
 
 
 def latency_figures(

@@ -98,7 +98,8 @@ def header(run: Run) -> list[str]:
             f"{floor.commit_ms_p99:.3f} ms; {floor.commits_per_s_1:,.0f} commits/s on 1 "
             f"connection, {floor.commits_per_s_20:,.0f} on 20 "
             f"({floor.notify_commits_per_s_20:,.0f} with a NOTIFY); NOTIFY round trip p50 "
-            f"{floor.notify_ms_p50:.3f} ms, p99 {floor.notify_ms_p99:.3f} ms"
+            f"{floor.notify_ms_p50:.3f} ms, p99 {floor.notify_ms_p99:.3f} ms; "
+            f"{floor.commit_cpu_us:.0f} µs of CPU per commit"
         )
     else:
         lines.append(f"floor: not measured ({run.floor_error})")

@@ -20,6 +20,7 @@ FLOOR_FIELDS = (
     ("notify_commits_per_s_20", "notifying commits/s, 20 conns", "/s"),
     ("notify_ms_p50", "NOTIFY p50", "ms"),
     ("notify_ms_p99", "NOTIFY p99", "ms"),
+    ("commit_cpu_us", "asyncpg CPU per commit", "µs"),
 )
 
 
