@@ -67,26 +67,31 @@ COUNT_PARKED = """
 SELECT count(*) FROM asyncflow.operations WHERE name = 'asyncflow.recv' AND NOT completed"""
 
 
-async def drain(app: asyncflow.AsyncFlow) -> None:
+async def drain(app: asyncflow.AsyncFlow, parked: int = 0) -> None:
     """Wait for the statements already queued on the app's pool to run.
 
-    Two queries through the same pool, one after the other: the first queues behind every
-    statement issued so far (e.g. the journal rows of recvs just entered), the second behind
-    the statements those issued next (the recvs' first mailbox checks). After that the
-    workflows are parked, waiting for a wake-up, and the pool is idle.
+    With ``parked``: first until that many waiters are parked in the app's process (a wait
+    parks once its first check has returned: statements that group commit holds back for the
+    next batch are done too). Then two queries through the same pool, one after the other: the
+    first queues behind every statement issued so far (e.g. the journal rows of recvs just
+    entered), the second behind the statements those issued next (the recvs' first mailbox
+    checks). After that the workflows are parked, waiting for a wake-up, and the pool is idle.
     """
+    if parked:
+        await app.runtime.waits.wait_for_count(parked)
     await app.list_workflows(limit=1)
     await app.list_workflows(limit=1)
 
 
 async def wait_parked(app: asyncflow.AsyncFlow, url: str, expected: int) -> int:
-    """After every workflow reached its ``recv``: drain the pool until the database shows
-    ``expected`` recvs waiting (each round awaits queries, never a timer). Returns the count."""
+    """After every workflow reached its ``recv``: wait until ``expected`` waiters are parked in
+    the app's process, then drain the pool until the database shows ``expected`` recvs waiting
+    (each round awaits queries, never a timer). Returns the count."""
     conn = await observer(url)
     try:
         parked = 0
         for _ in range(100):
-            await drain(app)
+            await drain(app, expected)
             parked = await conn.fetchval(COUNT_PARKED)
             if parked >= expected:
                 break

@@ -35,7 +35,7 @@ async def run(ctx: Context) -> Measured:
         park_s = time.perf_counter() - started
         ids = [handle.workflow_id for handle in handles]
         results = asyncio.gather(*(handle.get_result() for handle in handles))
-        await drain(app)  # the result waiters made their first check and are parked too
+        await drain(app, 2 * size)  # the result waiters made their first check and park too
         started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(app.send(workflow_id, index) for index, workflow_id in
                                enumerate(ids)))
