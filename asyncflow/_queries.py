@@ -199,7 +199,7 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX IF EXISTS {s}.workflows_created_idx;
     """,
     # 7: trace context (a W3C traceparent) of the span that started a workflow, and of the span
-    # that sent a message (asyncflow._telemetry); NULL when telemetry is off.
+    # that sent a message (asyncflow._core.telemetry); NULL when telemetry is off.
     """
     ALTER TABLE {s}.workflows ADD COLUMN traceparent text;
     ALTER TABLE {s}.messages ADD COLUMN traceparent text;
@@ -491,7 +491,7 @@ IDLE_IN_TRANSACTION_TIMEOUT = """
 SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"""
 
 # ---------------------------------------------------------------------------------------------
-# Launch checks of the connection paths (asyncflow._pooler)
+# Launch checks of the connection paths (asyncflow._storage.pooler)
 # ---------------------------------------------------------------------------------------------
 
 # The server process of this statement: the connection's own pid on a direct connection, another
@@ -812,7 +812,7 @@ SELECT setting::bigint FROM pg_settings WHERE name = 'idle_session_timeout'"""
 
 # ---------------------------------------------------------------------------------------------
 # Deploying new code: workflows stranded on a version no live executor runs, and their adoption
-# by another version (asyncflow._adoption; docs/deploying.md).
+# by another version (asyncflow._operations.adoption; docs/deploying.md).
 # ---------------------------------------------------------------------------------------------
 
 # The versions live executors run (NULL: a process of an older release, which may run any).
@@ -1034,7 +1034,7 @@ WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
   AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # ---------------------------------------------------------------------------------------------
-# History: export, import, fork (asyncflow._history) and the reads of a history replay. Rows
+# History: export, import, fork (asyncflow._front.history) and the reads of a history replay. Rows
 # travel whole, as JSON (to_jsonb / jsonb_populate_record), so columns that later migrations
 # add travel with them.
 # ---------------------------------------------------------------------------------------------

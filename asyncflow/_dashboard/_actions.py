@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from .._errors import InvalidArgumentError, WorkflowConflictError
-from .._lifecycle import Connected
-from .._wait import MESSAGE, RESUMED, STARTED, TERMINAL
+from .._front.lifecycle import Connected
+from .._core.wait import MESSAGE, RESUMED, STARTED, TERMINAL
 from ._data import CANCELLABLE, RESUMABLE, Detail
 from ._http import HTTPError
 

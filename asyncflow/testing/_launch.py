@@ -13,7 +13,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
-from .._app import AsyncFlow
+from .._front.app import AsyncFlow
 from .._errors import ConfigurationError, ExecutorIdInUseError
 from ._control import check_app, control_of
 

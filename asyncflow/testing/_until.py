@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._app import AsyncFlow
+from .._front.app import AsyncFlow
 from .._errors import AsyncFlowError, AsyncFlowTimeoutError, WorkflowNotFoundError
 
 
