@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import asyncflow
-from asyncflow import _queries
+from asyncflow._storage import sql as _queries
 
 PACKAGE = Path(asyncflow.__file__).parent
 

@@ -154,6 +154,6 @@ async def test_gc(make_app, db_url):
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("15m", 900), ("12h", 43200),
                                           ("7d", 604800), ("2w", 1209600), ("2.5", 2.5)])
 def test_durations(text, seconds):
-    from asyncflow._cli_lifecycle import duration
+    from asyncflow._cli.lifecycle import duration
 
     assert duration(text) == seconds

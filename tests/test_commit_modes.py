@@ -9,7 +9,8 @@ import asyncio
 import pytest
 
 import asyncflow
-from asyncflow import _queries as Q
+from asyncflow._storage import sql
+from asyncflow._storage.sql import events, messages
 
 
 @pytest.mark.parametrize("waiting", [False, True])
@@ -28,9 +29,9 @@ async def test_recv_first_commits_asynchronously_only_while_the_wait_is_open(
         await parked.wait()
         if waiting:
             await app.send("w", "hello", topic="t")
-        sql = Q.render(Q.RECV_FIRST_TOPIC, "asyncflow")
+        statement = sql.render(messages.RECV_FIRST_TOPIC, "asyncflow")
         async with conn.transaction():
-            row = await conn.fetchrow(sql, "w", "t", 0, 1e12, 1)
+            row = await conn.fetchrow(statement, "w", "t", 0, 1e12, 1)
             mode = await conn.fetchval("SHOW synchronous_commit")
         assert row["recorded"] == 1
         assert (row["message"] is not None) == waiting
@@ -53,10 +54,10 @@ async def test_get_event_first_commits_asynchronously_only_while_the_wait_is_ope
     async with app:
         await app.start_workflow(holder, workflow_id="w")
         await parked.wait()
-        sql = Q.render(Q.GET_EVENT_FIRST, "asyncflow")
+        statement = sql.render(events.GET_EVENT_FIRST, "asyncflow")
         function_id = 1 if set_before else 0
         async with conn.transaction():
-            row = await conn.fetchrow(sql, "w", "w", "k", function_id, 1e12, 1)
+            row = await conn.fetchrow(statement, "w", "w", "k", function_id, 1e12, 1)
             mode = await conn.fetchval("SHOW synchronous_commit")
         assert row["recorded"] == 1
         assert (row["value"] is not None) == set_before

@@ -9,7 +9,7 @@ import pytest
 from faultlib import with_database
 
 import asyncflow
-from asyncflow._connect import DEFAULT_COMMAND_TIMEOUT, check_connect_options
+from asyncflow._storage.connect import DEFAULT_COMMAND_TIMEOUT, check_connect_options
 
 URL = "postgresql://nobody@127.0.0.1:1/none"
 

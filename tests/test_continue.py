@@ -255,7 +255,7 @@ async def test_a_lost_reply_to_a_committed_hand_over_replays_nothing_stale(
     finds the epoch moved on and stops, instead of replaying the old run's inputs on the new
     run's empty journal (which would run its steps again); the new run is then claimed again
     and finishes, every step body once."""
-    from asyncflow._store_runs import RunStatements
+    from asyncflow._storage.runs import RunStatements
 
     original = RunStatements.continue_as_new
     lost = []

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 
 import asyncflow
-from asyncflow import _driver
+from asyncflow._storage import driver as _driver
 
 TABLES = ("workflows", "operations", "messages", "message_keys", "events", "stream_heads",
           "streams", "schedules", "queues", "executors")

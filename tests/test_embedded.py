@@ -21,7 +21,7 @@ import pytest
 from conftest import ROOT, Proc
 from test_cli import cli, cli_env
 
-from asyncflow import _watchdog as W
+from asyncflow._storage import watchdog as W
 
 pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX lock files"),
               pytest.mark.slow]  # real embedded servers: seconds each

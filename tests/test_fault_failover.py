@@ -28,7 +28,7 @@ from clusters import ReplicatedPair, missing
 from faultlib import PrivateServer
 from liveprocs import Lines, expected_steps, results, start_worker
 
-from asyncflow._storage import Storage
+from asyncflow._storage.database import Storage
 
 pytestmark = pytest.mark.soak
 

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 import asyncflow
+from asyncflow._core.wait import decode_payload
 from asyncflow._errors import _ExecutionConflict
-from asyncflow._wait import decode_payload
 
 
 def test_batched_payloads_decode_any_id():

@@ -285,9 +285,9 @@ async def test_health_reports_wakeups_that_do_not_arrive(make_app, monkeypatch):
     LISTEN connection. When it does not (here the probe is committed without its NOTIFY, as if
     a transaction pooler had swallowed it), health turns unhealthy naming the cause; when
     probes arrive again it recovers."""
-    from asyncflow import _listener
-    from asyncflow._health import Monitor
-    from asyncflow._store import Store
+    from asyncflow._core.health import Monitor
+    from asyncflow._storage import listener as _listener
+    from asyncflow._storage.store import Store
 
     monkeypatch.setattr(_listener, "PROBE_EVERY", 0.1)
     monkeypatch.setattr(_listener, "PROBE_WITHIN", 0.3)

@@ -31,8 +31,8 @@ def colliding_schema_names() -> tuple[str, str]:
     """Two schema names whose advisory-lock namespaces collide TODAY.
 
     Internal detail, isolated here: asyncflow derives a schema's advisory-lock namespace from
-    ``zlib.crc32("asyncflow:" + schema)`` (``_storage.advisory_namespace``). If that derivation
-    changes, the pair may stop colliding and the test that uses it passes trivially.
+    ``zlib.crc32("asyncflow:" + schema)`` (``_storage.database.advisory_namespace``). If that
+    derivation changes, the pair may stop colliding and the test that uses it passes trivially.
     """
     seen: dict[int, str] = {}
     for i in range(2_000_000):

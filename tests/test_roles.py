@@ -17,7 +17,7 @@ from conftest import ROOT, python_env
 from faultlib import with_user
 
 import asyncflow
-from asyncflow._storage import SCHEMA_VERSION
+from asyncflow._storage.database import SCHEMA_VERSION
 
 GRANTS = [
     "GRANT CONNECT ON DATABASE {db} TO {role}",

@@ -20,8 +20,8 @@ import pytest
 from faultlib import with_user
 
 import asyncflow
-from asyncflow import _queries
-from asyncflow._wait import decode_payload
+from asyncflow._core.wait import decode_payload
+from asyncflow._storage import sql as _queries
 
 PACKAGE = Path(asyncflow.__file__).parent
 DRIVER_METHODS = {"execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare", "cursor"}
@@ -32,7 +32,7 @@ def _statement_argument(call: ast.Call) -> ast.expr | None:
 
 
 def _is_constant(node: ast.expr) -> bool:
-    """``Q.NAME`` / ``_queries.NAME``: a statement constant of the SQL module."""
+    """``Q.NAME`` / ``_storage.sql.NAME``: a statement constant of the SQL module."""
     return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
             and node.value.id in {"Q", "_queries"} and node.attr.isupper())
 
@@ -46,7 +46,7 @@ def _is_database_statement(node: ast.expr) -> bool:
 
 
 def test_every_statement_is_a_constant_of_the_sql_module():
-    """Every call that runs SQL passes a ``_queries`` constant (``Q.NAME``) or a template name
+    """Every call that runs SQL passes a ``_storage.sql`` constant (``Q.NAME``) or a template name
     handed through unchanged; nothing builds statement text from values at run time."""
     offenders = []
     for path in sorted(PACKAGE.glob("*.py")):

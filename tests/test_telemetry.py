@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 import asyncflow
-from asyncflow._telemetry import format_traceparent
-from asyncflow._wait import decode_payload
+from asyncflow._core.telemetry import format_traceparent
+from asyncflow._core.wait import decode_payload
 
 
 class _OnEnd(SpanProcessor):

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Awaitable
 from typing import Any
 
-from .output import PROG, CliError, _emit, _json
+from .._errors import SchemaVersionError
 from .._storage.embedded import (
     ENV_URL,
     _import_embedded,
@@ -22,7 +22,7 @@ from .._storage.embedded import (
     start_embedded_sync,
     stop_embedded_sync,
 )
-from .._errors import SchemaVersionError
+from .output import PROG, CliError, _emit, _json
 
 
 def _embedded() -> Any:

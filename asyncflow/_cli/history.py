@@ -16,13 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .._front.app import AsyncFlow
-from .embedded import _connection, _database_url, _schema_checked
-from .lifecycle import _add_filters, _filters, _statuses
-from .output import PROG, CliError, _count, _emit, _json, _non_negative, _table
 from .._front.client import Client
 from .._front.history import ImportResult
 from .._operations.replay import DIVERGED, FAILED, OK, SKIPPED, ReplayResult
 from .._status import Status
+from .embedded import _connection, _database_url, _schema_checked
+from .lifecycle import _add_filters, _filters, _statuses
+from .output import PROG, CliError, _count, _emit, _json, _non_negative, _table
 
 Command = Callable[[Any, str, str, Any], argparse.ArgumentParser]
 
@@ -152,7 +152,7 @@ def _selection(sub: argparse.ArgumentParser) -> None:
 
 
 def add_commands(commands: Any, workflow: Any, command: Command) -> None:
-    """Register the history commands (``command`` makes one subcommand, as in ``_cli``)."""
+    """Register the history commands (``command`` makes one subcommand, as in ``_cli.main``)."""
     sub = command(commands, "replay", "replay recorded workflows against the current code "
                   "and report every one that takes another path (exit 1 if any)", replay)
     sub.set_defaults(raw=True)

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .output import CliError, _count, _emit, _json, _table, _time
-from .._front.client import Client
 from .._errors import InvalidArgumentError, WorkflowPendingError
 from .._filters import RESUMABLE, parse_attribute
+from .._front.client import Client
 from .._operations.retention import Retention
 from .._status import DELAYED, ENQUEUED, PENDING, SUCCESS, Status
+from .output import CliError, _count, _emit, _json, _table, _time
 
 ACTIVE = (PENDING, ENQUEUED, DELAYED)
 

@@ -18,16 +18,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _codec
+from .._errors import AsyncFlowError
+from .._front.client import Client
+from .._status import PENDING, SUCCESS, Delivery, WorkflowStatus
+from .._storage.embedded import ENV_URL
+from ..web._snapshot import stream_snapshot
 from .embedded import _connection, _database_url, _schema_checked, postgres
 from .history import add_commands as add_history_commands
 from .lifecycle import add_commands as add_lifecycle_commands
 from .output import PROG, CliError, _count, _emit, _json, _non_negative, _short, _table
 from .versions import add_command as add_versions_command
-from .._front.client import Client
-from .._storage.embedded import ENV_URL
-from .._errors import AsyncFlowError
-from .._status import PENDING, SUCCESS, Delivery, WorkflowStatus
-from ..web._snapshot import stream_snapshot
 
 STREAM_KEYS_SHOWN = 20  # stream keys an unknown key's error lists
 

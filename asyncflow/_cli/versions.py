@@ -7,9 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .output import _count, _emit, _json, _table, _time
 from .._front.client import Client
 from .._status import DELAYED, ENQUEUED, PENDING
+from .output import _count, _emit, _json, _table, _time
 
 _STATES = (PENDING, ENQUEUED, DELAYED)
 
@@ -63,7 +63,7 @@ async def versions(client: Client, args: argparse.Namespace) -> int:
 
 
 def add_command(commands: Any, command: Any) -> None:
-    """Register ``versions`` (``command`` makes one subcommand, as in ``_cli``)."""
+    """Register ``versions`` (``command`` makes one subcommand, as in ``_cli.main``)."""
     sub = command(commands, "versions", "list app versions with their live executors and "
                   "unfinished workflows, and the workflows stranded on a version no live "
                   "executor runs", versions)

@@ -3,7 +3,7 @@
 ``opentelemetry`` is imported here only, and only when telemetry is turned on (at launch):
 ``import asyncflow`` never imports it, and with telemetry off the runtime's ``telemetry`` is
 ``None``, so every hook in the engine is one attribute check. This module knows nothing of
-workflows: its callers (``_observe``, the runner) hand it ids and names.
+workflows: its callers (``_engine.observe``, the runner) hand it ids and names.
 
 Trace context is stored and carried as a W3C ``traceparent`` string
 (``00-<trace id>-<span id>-<flags>``): with the workflow row (the context of the span that

@@ -48,14 +48,16 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._front.lifecycle import Connected
-from . import _data
-from . import _journal_data
-from . import _live
-from . import _pages
-from . import _queue_data
-from . import _queue_pages
-from . import _schedule_pages
-from . import _timeline_pages
+from . import (
+    _data,
+    _journal_data,
+    _live,
+    _pages,
+    _queue_data,
+    _queue_pages,
+    _schedule_pages,
+    _timeline_pages,
+)
 from ._actions import ACTIONS, FormError
 from ._guards import (
     CSRF_COOKIE,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from .runtime import Runtime
 from .._core.wait import TERMINAL
+from .runtime import Runtime
 
 T = TypeVar("T")
 

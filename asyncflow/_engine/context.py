@@ -11,9 +11,9 @@ from .._errors import (
     NotInWorkflowError,
     WorkflowCancelledError,
 )
-from .runtime import Runtime
 from .._specs import WorkflowSpec
 from .._storage.store import JournalEntry
+from .runtime import Runtime
 
 
 class WorkflowContext:
@@ -22,8 +22,8 @@ class WorkflowContext:
     __slots__ = ("cancelled", "db_failed", "epoch", "journal", "name", "next_function_id",
                  "runtime", "spec", "stop_hint", "workflow_id")
 
-    #: True for a history replay (``asyncflow._operations.replay``): every operation must come from the
-    #: journal, and nothing may touch a database.
+    #: True for a history replay (``asyncflow._operations.replay``): every operation must come
+    #: from the journal, and nothing may touch a database.
     replaying = False
 
     def __init__(

@@ -21,10 +21,6 @@ import anyio
 import anyio.abc
 
 from .._core.health import Monitor
-from .runner import Runner
-from .._specs import QueueSpec, WorkflowSpec
-from .._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
-from .._storage.store import QueueClaim
 from .._core.wait import (
     DEADLINE,
     NOT_YET,
@@ -37,6 +33,10 @@ from .._core.wait import (
     _NotYet,
     wait,
 )
+from .._specs import QueueSpec, WorkflowSpec
+from .._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
+from .._storage.store import QueueClaim
+from .runner import Runner
 
 logger = logging.getLogger("asyncflow")
 

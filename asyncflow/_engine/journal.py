@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from .. import _codec
-from .context import WorkflowContext
+from .._core.wait import JOURNAL
 from .._errors import (
     DatabaseUnavailableError,
     StepFailedError,
@@ -25,7 +25,7 @@ from .._errors import (
 from .._recorded import decode_error
 from .._status import CANCELLED, PENDING
 from .._storage.store import JournalEntry
-from .._core.wait import JOURNAL
+from .context import WorkflowContext
 
 logger = logging.getLogger("asyncflow")
 

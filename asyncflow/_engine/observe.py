@@ -1,8 +1,9 @@
-"""Observability hooks: where the engine meets OpenTelemetry (``_telemetry``) and ``logging``.
+"""Observability hooks: where the engine meets OpenTelemetry (``_core.telemetry``) and
+``logging``.
 
-The hooks are few and explicit: the runner wraps each execution (:func:`execution`), ``_steps``
-each attempt (:func:`attempt`), and the primitives' modules decorate their operations
-(:func:`workflow_operation`, :func:`outside_operation`). With telemetry off
+The hooks are few and explicit: the runner wraps each execution (:func:`execution`),
+``_primitives.steps`` each attempt (:func:`attempt`), and the primitives' modules decorate
+their operations (:func:`workflow_operation`, :func:`outside_operation`). With telemetry off
 (``runtime.telemetry is None``) each hook is one attribute check and hands back the coroutine it
 was given. Replayed operations (completed in the journal) get no span: they do nothing.
 
@@ -17,9 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .context import WorkflowContext, step_var, workflow_var
-from .runtime import Runtime
-from .._status import CANCELLED
 from .._core.telemetry import (
     ATTEMPT,
     FUNCTION_ID,
@@ -29,6 +27,9 @@ from .._core.telemetry import (
     WORKFLOW_NAME,
     WORKFLOW_STATUS,
 )
+from .._status import CANCELLED
+from .context import WorkflowContext, step_var, workflow_var
+from .runtime import Runtime
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 
 from .. import _codec
-from .cancel import cancel_with_descendants, mark_cancelled
-from .context import WorkflowContext, step_var, workflow_var
+from .._core.telemetry import WORKFLOW_ID, WORKFLOW_NAME, Instruments
+from .._core.wait import DEADLINE, STARTED, TERMINAL
 from .._errors import (
     DatabaseUnavailableError,
     SerializationError,
@@ -29,16 +29,16 @@ from .._errors import (
     _ContinuedAsNew,
     _ExecutionConflict,
 )
-from .journal import checked, ensure_running, ownership_lost, stop_for_status
-from .observe import execution
 from .._recorded import encode_error
-from .runtime import Runtime
 from .._specs import WorkflowSpec
 from .._status import ERROR, SUCCESS
 from .._storage.database import on_unavailable
 from .._storage.store import Outcome
-from .._core.telemetry import WORKFLOW_ID, WORKFLOW_NAME, Instruments
-from .._core.wait import DEADLINE, STARTED, TERMINAL
+from .cancel import cancel_with_descendants, mark_cancelled
+from .context import WorkflowContext, step_var, workflow_var
+from .journal import checked, ensure_running, ownership_lost, stop_for_status
+from .observe import execution
+from .runtime import Runtime
 
 logger = logging.getLogger("asyncflow")
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import anyio.abc
 
-from .._errors import NotLaunchedError
 from .._core.health import Monitor
-from .._storage.listener import Listener
-from .._status import Health
-from .._storage.store import Store
 from .._core.telemetry import Instruments
 from .._core.wait import WaitRegistry
+from .._errors import NotLaunchedError
+from .._status import Health
+from .._storage.listener import Listener
+from .._storage.store import Store
 
 
 class Runtime:
@@ -53,7 +53,7 @@ class Runtime:
         #: reserved (``asyncflow.testing`` uses it to simulate crashes); ``None`` normally.
         self.on_operation: Callable[[str, int], None] | None = None
         #: Called with (workflow id, function id, operation name) just before an operation's
-        #: journal entry is written through ``_journal.record`` -- after a step's body ran,
+        #: journal entry is written through ``_engine.journal.record`` -- after a step's body ran,
         #: before its checkpoint (``asyncflow.testing`` simulates crashes there); ``None``
         #: normally.
         self.on_checkpoint: Callable[[str, int, str], None] | None = None

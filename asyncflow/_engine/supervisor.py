@@ -4,7 +4,7 @@ one goes back to its queue instead, for a dispatcher to run within the queue's l
 A workflow needs recovering when its executor's process is gone. An executor is dead when its
 lease ran out (no heartbeat for ``liveness_timeout_seconds``) *and* its liveness lock is free;
 both are read in the claim query itself. On the same host the supervisor also proves a silent
-executor dead at once when its process no longer exists (``_process``). Right after its own
+executor dead at once when its process no longer exists (``_core.process``). Right after its own
 listener reconnected, a supervisor declares nobody dead for a whole lease: the others may not
 have renewed theirs yet. Postgres cannot notify anyone when a backend dies, so the sweep runs
 every ``recovery_interval_seconds``; resumed or unassigned workflows (kind ``r``
@@ -30,13 +30,13 @@ import anyio
 import anyio.abc
 
 from .._core.health import Monitor
-from .._storage.lease import Liveness
 from .._core.process import process_gone
-from .runner import Runner
+from .._core.wait import DEADLINE, QUEUE, RESUMED, TERMINAL, wait_until
 from .._specs import WorkflowSpec
 from .._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
+from .._storage.lease import Liveness
 from .._storage.store import Claimed
-from .._core.wait import DEADLINE, QUEUE, RESUMED, TERMINAL, wait_until
+from .runner import Runner
 
 logger = logging.getLogger("asyncflow")
 
@@ -63,7 +63,8 @@ class Supervisor:
         self.sweeps = 0
         #: Workflows claimed again by self-repair (for tests and health).
         self.repaired = 0
-        #: The adoption of workflows stranded on other app versions (``_adoption``), run in
+        #: The adoption of workflows stranded on other app versions (``_operations.adoption``),
+        #: run in
         #: each sweep; it adopts only when told the sweep may take others' workflows, and
         #: returns the PENDING ones adopted.
         self.adopt: Callable[[bool], Awaitable[list[Claimed]]] | None = None

@@ -12,20 +12,20 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar, overload
 
-from .._primitives import attributes as _attributes
 from .. import _codec
+from .._engine.context import any_context, current_step, current_workflow, require_workflow
+from .._errors import InvalidArgumentError
+from .._primitives import attributes as _attributes
 from .._primitives import continuation as _continue
 from .._primitives import events as _events
 from .._primitives import messages as _messages
 from .._primitives import streams as _streams
 from .._primitives import timers as _timers
 from .._primitives import wait_first as _wait_first
-from .._engine.context import any_context, current_step, current_workflow, require_workflow
-from .._errors import InvalidArgumentError
 from .._primitives.handle import WorkflowHandle
-from .lifecycle import check_stream_args
-from .._signature import decoded, decoded_items, reader
 from .._primitives.wait_first import Branch, Fired
+from .._signature import decoded, decoded_items, reader
+from .lifecycle import check_stream_args
 
 R = TypeVar("R")
 T = TypeVar("T")

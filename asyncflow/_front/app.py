@@ -1,5 +1,5 @@
 """The app: running workflows durably (registration of workflows, steps and schedules comes
-from ``_registration``; transactions are registered here, on the app's storage)."""
+from ``_front.registration``; transactions are registered here, on the app's storage)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,32 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from . import api as _api
 from .. import _codec
-from .._operations.adoption import attach, check_upgrade
+from .._core.telemetry import Telemetry, detached
+from .._core.wait import QUEUE
 from .._engine.context import current_step, current_workflow, workflow_on
+from .._engine.dispatch import Dispatcher
+from .._engine.runner import Runner
+from .._engine.runtime import Runtime
+from .._engine.supervisor import Supervisor
+from .._errors import ConfigurationError, InvalidSettingError
+from .._filters import check_attributes
+from .._operations.adoption import attach, check_upgrade
 from .._operations.deadlines import DeadlineWatcher
 from .._operations.debounce import Debouncer, make_debouncer
-from .._engine.dispatch import Dispatcher
-from .._errors import ConfigurationError, InvalidSettingError
+from .._operations.queues import Queue, queue_spec
+from .._operations.replay import ReplayResult, child_handle
+from .._operations.retention import Retention, RetentionWorker
+from .._operations.schedules import Scheduler, start_scheduler
 from .._primitives.events import get_event_from_workflow, get_event_outside
-from .._filters import check_attributes
 from .._primitives.handle import WorkflowHandle
+from .._primitives.messages import send_from_step, send_from_workflow, send_outside
+from .._primitives.steps import run_transaction
+from .._signature import Signature, decoded, reader
+from .._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
+from .._status import TERMINAL_STATUSES, Delivery
+from .._storage.lease import BEATS_PER_LEASE
+from . import api as _api
 from .history import (
     FileArg,
     HistoryOps,
@@ -31,22 +46,7 @@ from .history import (
     selection,
 )
 from .lifecycle import Connected, check_seconds, setting
-from .._storage.lease import BEATS_PER_LEASE
-from .._primitives.messages import send_from_step, send_from_workflow, send_outside
-from .._operations.queues import Queue, queue_spec
 from .registration import Fn, Registrations, check_coroutine_function, registered_name
-from .._operations.replay import ReplayResult, child_handle
-from .._operations.retention import Retention, RetentionWorker
-from .._engine.runner import Runner
-from .._engine.runtime import Runtime
-from .._operations.schedules import Scheduler, start_scheduler
-from .._signature import Signature, decoded, reader
-from .._specs import ScheduleSpec, TransactionSpec, WorkflowSpec
-from .._status import TERMINAL_STATUSES, Delivery
-from .._primitives.steps import run_transaction
-from .._engine.supervisor import Supervisor
-from .._core.telemetry import Telemetry, detached
-from .._core.wait import QUEUE
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -57,9 +57,8 @@ _ISOLATION_LEVELS = (None, "read_committed", "repeatable_read", "serializable")
 
 
 def _default_executor_id() -> str:
-    return os.environ.get("ASYNCFLOW_EXECUTOR_ID") or (
-        f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-    )
+    generated = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    return os.environ.get("ASYNCFLOW_EXECUTOR_ID") or generated
 
 
 class AsyncFlow(HistoryOps, Registrations):
@@ -382,7 +381,7 @@ class AsyncFlow(HistoryOps, Registrations):
         return {name: dispatcher.depth for name, dispatcher in self._dispatchers.items()
                 if dispatcher.depth is not None}
 
-    # -- history: replay, and where forks and imports run (asyncflow._front.history) -----------------
+    # -- history: replay, and where forks and imports run (asyncflow._front.history) ------------
 
     async def replay(
         self,

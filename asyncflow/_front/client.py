@@ -8,18 +8,18 @@ from collections.abc import Mapping
 from typing import Any, TypeVar, overload
 
 from .. import _codec
-from .._storage.embedded import schema_hint
+from .._core.telemetry import Telemetry
+from .._core.wait import QUEUE
 from .._errors import SchemaVersionError, WorkflowConflictError
+from .._operations.queues import NO_VERSION, enqueue_request, enqueue_with_id
 from .._primitives.events import get_event_outside
 from .._primitives.handle import WorkflowHandle
-from .history import HistoryOps
 from .._primitives.messages import send_outside
-from .._operations.queues import NO_VERSION, enqueue_request, enqueue_with_id
 from .._signature import reader
 from .._status import Delivery
 from .._storage.database import Storage
-from .._core.telemetry import Telemetry
-from .._core.wait import QUEUE
+from .._storage.embedded import schema_hint
+from .history import HistoryOps
 
 T = TypeVar("T")
 

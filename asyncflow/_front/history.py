@@ -16,17 +16,17 @@ import orjson
 from anyio import to_thread
 
 from .. import _codec
-from .._operations.archive import WorkflowHistory, from_rows, header, lines, parse
+from .._core.wait import QUEUE
 from .._errors import InvalidArgumentError, WorkflowConflictError, WorkflowNotFoundError
 from .._filters import ALL_STATUSES, Cursor, WorkflowFilter, make_filter
-from .._primitives.handle import WorkflowHandle
-from .lifecycle import Connected, check_count
+from .._operations.archive import WorkflowHistory, from_rows, header, lines, parse
 from .._operations.replay import ReplayResult, replay_workflow
+from .._primitives.handle import WorkflowHandle
 from .._specs import WorkflowSpec
 from .._status import DELAYED, ENQUEUED, PENDING
 from .._storage.database import SCHEMA_VERSION
 from .._storage.store import Outcome, Store, not_found
-from .._core.wait import QUEUE
+from .lifecycle import Connected, check_count
 
 #: A path, or a text file object open for writing (export) or reading (import, replay).
 FileArg: TypeAlias = "str | os.PathLike[str] | IO[str]"

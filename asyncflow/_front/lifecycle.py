@@ -14,30 +14,20 @@ import anyio
 import anyio.abc
 
 from .. import _codec
-from .._storage import sql as Q
-from .._operations.admin import Admin
-from .._storage.connect import connect_settings, resolve_listen_url
+from .._core.telemetry import Source, Telemetry, activate, check_option, detached
+from .._core.wait import WaitRegistry
 from .._engine.context import current_workflow, workflow_on
-from .._storage.driver import refuse_in_replay
+from .._engine.runtime import Runtime, not_launched
 from .._errors import (
     AsyncFlowError,
     ConfigurationError,
     InvalidArgumentError,
     InvalidSettingError,
 )
+from .._operations.admin import Admin
 from .._primitives.events import watch
 from .._primitives.handle import WorkflowHandle
-from .._storage.listener import Listener
-from .._storage.lease import Liveness
-from .._storage.pooler import check_paths
-from .._engine.runtime import Runtime, not_launched
-from .._signature import Signature, decoded_items, reader
-from .._status import Health, StepInfo, WorkflowStatus
-from .._storage.database import Storage
-from .._storage.store import Store
 from .._primitives.streams import entries
-from .._core.telemetry import Source, Telemetry, activate, check_option, detached
-from .._core.wait import WaitRegistry
 from .._primitives.wait_first import (
     Branch,
     Fired,
@@ -45,6 +35,16 @@ from .._primitives.wait_first import (
     wait_first_in_workflow,
     wait_first_outside,
 )
+from .._signature import Signature, decoded_items, reader
+from .._status import Health, StepInfo, WorkflowStatus
+from .._storage import sql
+from .._storage.connect import connect_settings, resolve_listen_url
+from .._storage.database import Storage
+from .._storage.driver import refuse_in_replay
+from .._storage.lease import Liveness
+from .._storage.listener import Listener
+from .._storage.pooler import check_paths
+from .._storage.store import Store
 
 MAX_BIGINT = 2**63 - 1
 logger = logging.getLogger("asyncflow")
@@ -112,7 +112,7 @@ class Connected(Admin):
         migrate: bool = False,
     ) -> None:
         try:
-            Q.quote_schema(schema)
+            sql.quote_schema(schema)
         except ValueError as exc:
             raise InvalidSettingError(str(exc)) from None
         if schema.lower().startswith("pg_"):

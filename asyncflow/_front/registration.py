@@ -14,12 +14,12 @@ from typing import Any, ParamSpec, TypeAlias, TypeVar
 from .. import _codec
 from .._engine.context import current_workflow
 from .._errors import ConfigurationError, InvalidSettingError, WorkflowNotFoundError
-from .._primitives.handle import WorkflowHandle
-from .lifecycle import check_positive_int, setting
 from .._operations.schedules import schedule_spec
+from .._primitives.handle import WorkflowHandle
+from .._primitives.steps import check_step_options, run_step
 from .._signature import Signature
 from .._specs import SPEC_ATTR, ScheduleSpec, StepSpec, WorkflowSpec
-from .._primitives.steps import check_step_options, run_step
+from .lifecycle import check_positive_int, setting
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,7 +1,7 @@
 """Operating workflows from outside them — the same from an app and from a Client: filtered,
 paged listing; cancelling (down the tree of children) and resuming, one or in bulk by filter;
 deleting; retention passes; a queued workflow's delay; and sending to many workflows at once
-(schedules: ``_schedule_ops``, a base of :class:`Admin`).
+(schedules: ``_operations.schedule_ops``, a base of :class:`Admin`).
 
 Bulk operations work in batches of :data:`BULK_BATCH` rows, each one short statement, and are
 bounded by the database's clock when they start: a bulk cancel takes the workflows created by
@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from .. import _codec
-from .._primitives.attributes import check_outside
+from .._core.wait import QUEUE, TERMINAL
 from .._engine.cancel import cancel_with_descendants, mark_cancelled
 from .._engine.context import current_step, current_workflow
+from .._engine.runtime import Runtime
 from .._errors import (
     InvalidArgumentError,
     NotInWorkflowError,
@@ -26,14 +27,13 @@ from .._errors import (
     WorkflowPendingError,
 )
 from .._filters import RESUMABLE, WorkflowFilter, make_filter, parse_after
+from .._primitives.attributes import check_outside
 from .._primitives.messages import send_many_from_workflow, send_many_outside
-from .retention import Retention, retention_pass
-from .._engine.runtime import Runtime
-from .schedule_ops import ScheduleOps
 from .._status import DELAYED, ENQUEUED, PENDING, WorkflowStatus
 from .._storage.database import RetryableTransactionError
 from .._storage.store import Send, deduplicated_resume, not_found
-from .._core.wait import QUEUE, TERMINAL
+from .retention import Retention, retention_pass
+from .schedule_ops import ScheduleOps
 
 logger = logging.getLogger("asyncflow")
 

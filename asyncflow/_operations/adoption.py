@@ -5,8 +5,8 @@ live running it, or ENQUEUED/DELAYED after it ran before) and no live executor r
 version: its processes are gone (a deploy replaced them, or the program was edited and run
 again). At launch and on each recovery sweep the app (``upgrade="replay"``, the default) loads
 each stranded workflow of a function it registers through the store, replays its journal against
-its own registered code in the history-replay sandbox (``_replay``: no database, no effects),
-and adopts it only when the replay reaches the end of the recorded operations without
+its own registered code in the history-replay sandbox (``replay``: no database, no
+effects), and adopts it only when the replay reaches the end of the recorded operations without
 diverging: the adoption stamps the app's version with a new epoch, in one guarded statement
 (``Store.adopt_workflow``: the version, epoch and journal length that were replayed, and still
 stranded), so two processes never both adopt one workflow and nothing recorded after the replay
@@ -25,16 +25,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .archive import WorkflowHistory, from_rows
-from .._errors import AsyncFlowError, InvalidSettingError, NonDeterministicWorkflowError
 from .._core.health import Monitor
-from .replay import OK, ReplayResult, replay_workflow
+from .._core.wait import QUEUE
 from .._engine.runtime import Runtime
+from .._engine.supervisor import Supervisor
+from .._errors import AsyncFlowError, InvalidSettingError, NonDeterministicWorkflowError
 from .._specs import WorkflowSpec
 from .._status import PENDING
 from .._storage.store import Claimed, Outcome, Stranded
-from .._engine.supervisor import Supervisor
-from .._core.wait import QUEUE
+from .archive import WorkflowHistory, from_rows
+from .replay import OK, ReplayResult, replay_workflow
 
 logger = logging.getLogger("asyncflow")
 

@@ -20,11 +20,11 @@ from collections.abc import Callable
 import anyio
 import anyio.abc
 
-from .._engine.cancel import cancel_with_descendants, mark_cancelled
 from .._core.health import Monitor
+from .._core.wait import DEADLINE, NOT_YET, QUEUE, Wait, Waiter, _NotYet, wait
+from .._engine.cancel import cancel_with_descendants, mark_cancelled
 from .._engine.runtime import Runtime
 from .._primitives.timers import loop_deadline
-from .._core.wait import DEADLINE, NOT_YET, QUEUE, Wait, Waiter, _NotYet, wait
 
 #: At most this many workflows are cancelled by one statement (more are cancelled at once after).
 ENFORCE_BATCH = 500

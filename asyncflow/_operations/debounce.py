@@ -25,13 +25,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .. import _codec
 from .._engine.context import current_workflow
-from .._errors import InvalidArgumentError, InvalidSettingError
-from .._primitives.handle import WorkflowHandle
 from .._engine.journal import begin, record
-from .queues import QueueHost, wake_queue
 from .._engine.runner import child_id
 from .._engine.runtime import Runtime
+from .._errors import InvalidArgumentError, InvalidSettingError
+from .._primitives.handle import WorkflowHandle
 from .._specs import WorkflowSpec
+from .queues import QueueHost, wake_queue
 
 R = TypeVar("R")
 

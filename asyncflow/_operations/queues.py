@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .. import _codec
+from .._core.telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
+from .._core.wait import QUEUE
 from .._engine.context import (
     WorkflowContext,
     after_commit_var,
@@ -33,6 +35,9 @@ from .._engine.context import (
     current_workflow,
     workflow_on,
 )
+from .._engine.journal import begin, record, replayed_value, stop_for_status
+from .._engine.runner import child_id
+from .._engine.runtime import Runtime
 from .._errors import (
     InvalidArgumentError,
     InvalidSettingError,
@@ -41,14 +46,9 @@ from .._errors import (
     _ExecutionConflict,
 )
 from .._primitives.handle import WorkflowHandle
-from .._engine.journal import begin, record, replayed_value, stop_for_status
 from .._recorded import encode_error
-from .._engine.runner import child_id
-from .._engine.runtime import Runtime
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
-from .._core.telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
-from .._core.wait import QUEUE
 
 R = TypeVar("R")
 

@@ -7,7 +7,7 @@ operation that does not match — another name at that function id, or an operat
 of a finished workflow's journal — is a divergence. Nothing reaches a database: the replay's
 runtime has no store (it answers only the outcomes of the workflow's children, from the loaded
 history), and while a replay runs, every database access in its context is refused
-(``_storage.no_database``), including through an app's or client's methods.
+(``_storage.database.no_database``), including through an app's or client's methods.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any, NoReturn, cast
 import anyio.abc
 
 from .. import _codec
-from .archive import WorkflowHistory
+from .._core.wait import WaitRegistry
 from .._engine.context import WorkflowContext, connection_var, step_var, workflow_var
-from .._storage.driver import no_database
+from .._engine.runner import CHILD, finished_output
+from .._engine.runtime import Runtime
 from .._errors import (
     AsyncFlowError,
     NonDeterministicWorkflowError,
@@ -32,15 +33,14 @@ from .._errors import (
     _ContinuedAsNew,
 )
 from .._primitives.handle import WorkflowHandle
-from .._storage.listener import Listener
 from .._recorded import encode_error
-from .._engine.runner import CHILD, finished_output
-from .._engine.runtime import Runtime
 from .._signature import Signature
 from .._specs import WorkflowSpec
 from .._status import CONTINUED_AS_NEW, ERROR, PENDING, SUCCESS
+from .._storage.driver import no_database
+from .._storage.listener import Listener
 from .._storage.store import JournalEntry, Outcome, Store
-from .._core.wait import WaitRegistry
+from .archive import WorkflowHistory
 
 OK = "ok"
 DIVERGED = "diverged"

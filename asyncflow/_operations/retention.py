@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import anyio
 import anyio.abc
 
+from .._core.health import Monitor
+from .._core.wait import wait_until
 from .._errors import InvalidSettingError
 from .._filters import Cursor
-from .._core.health import Monitor
 from .._storage.store import Store
-from .._core.wait import wait_until
 
 logger = logging.getLogger("asyncflow")
 

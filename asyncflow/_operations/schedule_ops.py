@@ -16,8 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import _codec
-from .._errors import InvalidArgumentError, ScheduleConflictError, ScheduleNotFoundError
+from .._core.wait import SCHEDULE
 from .._engine.runtime import Runtime
+from .._errors import InvalidArgumentError, ScheduleConflictError, ScheduleNotFoundError
+from .._specs import SPEC_ATTR
+from .._storage.store import ScheduleStatus
 from .schedules import (
     DEFAULT_GRACE,
     MAX_BACKFILL,
@@ -26,9 +29,6 @@ from .schedules import (
     spec_of_row,
     tick_workflow_id,
 )
-from .._specs import SPEC_ATTR
-from .._storage.store import ScheduleStatus
-from .._core.wait import SCHEDULE
 
 
 def _workflow_name(workflow: object) -> str:

@@ -36,12 +36,7 @@ import anyio
 import anyio.abc
 
 from .. import _codec
-from .._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
 from .._core.health import Monitor
-from .._engine.runner import Runner
-from .._specs import ScheduleSpec, WorkflowSpec
-from .._storage.store import ScheduleStatus
-from .._primitives.timers import loop_deadline
 from .._core.wait import (
     DEADLINE,
     NOT_YET,
@@ -54,6 +49,11 @@ from .._core.wait import (
     _NotYet,
     wait,
 )
+from .._engine.runner import Runner
+from .._errors import ConfigurationError, InvalidArgumentError, InvalidSettingError
+from .._primitives.timers import loop_deadline
+from .._specs import ScheduleSpec, WorkflowSpec
+from .._storage.store import ScheduleStatus
 
 logger = logging.getLogger("asyncflow")
 

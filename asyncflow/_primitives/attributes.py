@@ -13,11 +13,11 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from .. import _codec
+from .._core.wait import JOURNAL
 from .._engine.context import WorkflowContext, require_workflow
+from .._engine.journal import begin, checked
 from .._errors import InvalidArgumentError
 from .._filters import check_attributes
-from .._engine.journal import begin, checked
-from .._core.wait import JOURNAL
 
 NAME = "asyncflow.set_attributes"
 

@@ -22,8 +22,8 @@ from typing import Any, NoReturn
 
 from .. import _codec
 from .._engine.context import WorkflowContext, require_workflow
-from .._errors import InvalidArgumentError, WorkflowConflictError, _ContinuedAsNew
 from .._engine.journal import ensure_running, stop_for_status
+from .._errors import InvalidArgumentError, WorkflowConflictError, _ContinuedAsNew
 
 NAME = "asyncflow.continue_as_new"
 

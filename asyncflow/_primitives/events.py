@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import _codec
+from .._core.telemetry import WORKFLOW_ID
+from .._core.wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 from .._engine.context import StepContext, WorkflowContext
-from .._errors import WorkflowNotFoundError
 from .._engine.journal import begin, checked, stop_for_status
 from .._engine.observe import outside_operation, workflow_operation
-from .._recorded import encode_error
 from .._engine.runtime import Runtime
+from .._errors import WorkflowNotFoundError
+from .._recorded import encode_error
 from .._status import PENDING, TERMINAL_STATUSES
-from .._core.telemetry import WORKFLOW_ID
 from .timers import durable_wait
-from .._core.wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 
 SET_EVENT = "asyncflow.set_event"
 GET_EVENT = "asyncflow.get_event"

@@ -7,10 +7,10 @@ from typing import Any, Generic, TypeVar, overload
 
 from .. import _codec
 from .._engine.context import current_workflow
-from .results import wait_result
 from .._engine.runtime import Runtime
 from .._signature import Signature, reader
 from .._status import WorkflowStatus
+from .results import wait_result
 
 R = TypeVar("R")
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 ``send`` has three variants side by side — journaled from a workflow, keyed by position from a
 step, plain from outside — and ``recv`` (workflows only) is one wait on the mailbox.
-Arguments are validated and encoded by the caller (``_api``) before a function id is reserved,
+Arguments are validated and encoded by the caller (``_front.api``) before a function id is reserved,
 so bad input raises at the call and writes nothing.
 """
 
@@ -11,16 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _codec
+from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
 from .._engine.context import StepContext, WorkflowContext
-from .._errors import WorkflowNotFoundError, _ExecutionConflict
 from .._engine.journal import begin, checked, record, replayed_value, stop_for_status
 from .._engine.observe import outside_operation, workflow_operation
-from .._recorded import encode_error
 from .._engine.runtime import Runtime
+from .._errors import WorkflowNotFoundError, _ExecutionConflict
+from .._recorded import encode_error
 from .._status import PENDING, Delivery
 from .._storage.store import Send, not_found
 from .timers import durable_wait
-from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"

@@ -18,8 +18,8 @@ from typing import Any
 
 from .. import _codec
 from .._engine.context import WorkflowContext, require_workflow
-from .._errors import InvalidArgumentError
 from .._engine.journal import ensure_running, record
+from .._errors import InvalidArgumentError
 
 PATCH_PREFIX = "asyncflow.patched:"
 

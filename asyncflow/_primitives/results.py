@@ -7,16 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _codec
+from .._core.wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 from .._engine.context import WorkflowContext
+from .._engine.journal import ensure_running
+from .._engine.runtime import Runtime
 from .._errors import (
     AsyncFlowTimeoutError,
     MaxRecoveryAttemptsExceededError,
     WorkflowCancelledError,
     WorkflowFailedError,
 )
-from .._engine.journal import ensure_running
 from .._recorded import decode_error
-from .._engine.runtime import Runtime
 from .._status import (
     CANCELLED,
     CONTINUED_AS_NEW,
@@ -26,7 +27,6 @@ from .._status import (
     TERMINAL_STATUSES,
 )
 from .._storage.store import Outcome, not_found
-from .._core.wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
 Read = Callable[[Any], Any]
 

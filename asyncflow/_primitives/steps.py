@@ -11,7 +11,15 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from .. import _codec
-from .._engine.context import StepContext, WorkflowContext, after_commit_var, connection_var, step_var
+from .._engine.context import (
+    StepContext,
+    WorkflowContext,
+    after_commit_var,
+    connection_var,
+    step_var,
+)
+from .._engine.journal import begin, record, replayed_value
+from .._engine.observe import attempt as observed
 from .._errors import (
     AsyncFlowError,
     DatabaseUnavailableError,
@@ -20,8 +28,6 @@ from .._errors import (
     SerializationError,
     StepTimeoutError,
 )
-from .._engine.journal import begin, record, replayed_value
-from .._engine.observe import attempt as observed
 from .._recorded import encode_error
 from .._specs import StepSpec, TransactionSpec
 from .._storage.database import RetryableTransactionError, Storage

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import _codec
+from .._core.wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 from .._engine.context import StepContext, WorkflowContext
-from .._errors import StepFailedError, StreamClosedError
 from .._engine.journal import begin, checked, ensure_running, stop_for_status
 from .._engine.observe import workflow_operation
-from .._recorded import decode_error, encode_error
 from .._engine.runtime import Runtime
-from .._core.wait import NOT_YET, STREAM, TERMINAL, Key, Wait, Waiter, _NotYet, wait
+from .._errors import StepFailedError, StreamClosedError
+from .._recorded import decode_error, encode_error
 
 WRITE_STREAM = "asyncflow.write_stream"
 CLOSE_STREAM = "asyncflow.close_stream"

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import _codec
+from .._core.wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 from .._engine.context import WorkflowContext
 from .._engine.journal import begin, checked, record, replayed_value, stop_for_status
 from .._engine.observe import workflow_operation
 from .._engine.runtime import Runtime
 from .._status import PENDING
-from .._core.wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
 SLEEP = "asyncflow.sleep"
 

@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _codec
+from .._core.wait import EVENT, MESSAGE, NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 from .._engine.context import WorkflowContext
-from .._errors import InvalidArgumentError, NotInWorkflowError, _ExecutionConflict
 from .._engine.journal import begin, checked, record, stop_for_status
 from .._engine.observe import workflow_operation
-from .results import finished_outcome, outcome_value
 from .._engine.runtime import Runtime
+from .._errors import InvalidArgumentError, NotInWorkflowError, _ExecutionConflict
 from .._signature import reader
 from .._status import PENDING
 from .._storage.store import Outcome
+from .results import finished_outcome, outcome_value
 from .timers import loop_deadline
-from .._core.wait import EVENT, MESSAGE, NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 
 WAIT_FIRST = "asyncflow.wait_first"
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _codec
-from . import sql as Q
 from .._errors import QueueDeduplicatedError, WorkflowNotFoundError, _ExecutionConflict
 from .._status import TERMINAL_STATUSES, Delivery
 from .database import Storage
+from .sql import liveness, messages
 
 Finish = tuple[str, str, str | None, str | None, int]  # ..., the execution's epoch
 # workflow, function id, name, output, error, child, completed, deadline, the execution's epoch
@@ -120,7 +120,8 @@ class StoreBase:
     async def _lock_namespace(self) -> int:
         namespace = self.storage.lock_namespace
         if namespace is None:
-            namespace = await self.storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            namespace = await self.storage.fetchval(liveness.SCHEMA_LOCK_NAMESPACE,
+                                                    self.storage.schema)
             self.storage.lock_namespace = namespace
         assert namespace is not None
         return namespace
@@ -131,11 +132,11 @@ class StoreBase:
         try:
             if idempotency_key is None:
                 row = await self.storage.fetchrow(
-                    Q.SEND_MESSAGE, destination_id, topic, text, self.channel, traceparent
+                    messages.SEND_MESSAGE, destination_id, topic, text, self.channel, traceparent
                 )
             else:
                 row = await self.storage.fetchrow(
-                    Q.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
+                    messages.SEND_MESSAGE_ONCE, destination_id, topic, text, self.channel,
                     idempotency_key, traceparent,
                 )
         except WorkflowNotFoundError:

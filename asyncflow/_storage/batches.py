@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import sql as Q
 from .._status import Delivery
 from .base import (
     Finish,
@@ -20,6 +19,7 @@ from .base import (
     not_found,
     page,
 )
+from .sql import batches
 
 
 class BatchStatements(StoreBase):
@@ -29,14 +29,14 @@ class BatchStatements(StoreBase):
 
     async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]
-        rows = await self.storage.fetch(Q.FINISH_WORKFLOWS, *columns[:4], self.channel,
+        rows = await self.storage.fetch(batches.FINISH_WORKFLOWS, *columns[:4], self.channel,
                                         columns[4])
         finished = {row["workflow_id"] for row in rows}
         return [op[0] in finished for op in ops]
 
     async def _record_many(self, ops: list[Record]) -> list[bool | BaseException]:
         columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.RECORD_OPERATIONS, *map(list, columns))
+        rows = await self.storage.fetch(batches.RECORD_OPERATIONS, *map(list, columns))
         recorded = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "r"}
         pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
         results: list[bool | BaseException] = []
@@ -54,7 +54,7 @@ class BatchStatements(StoreBase):
 
     async def _write_many(self, ops: list[Write]) -> list[Written | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]
-        rows = await self.storage.fetch(Q.JOURNALED_WRITE_STREAMS, *columns[:5], self.channel,
+        rows = await self.storage.fetch(batches.JOURNALED_WRITE_STREAMS, *columns[:5], self.channel,
                                         columns[5], columns[6])
         journaled = {(r["workflow_id"], r["function_id"]): bool(r["refused"])
                      for r in rows if r["kind"] == "o"}
@@ -74,14 +74,14 @@ class BatchStatements(StoreBase):
 
     async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
         columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.SEND_MESSAGES, *map(list, columns), self.channel)
+        rows = await self.storage.fetch(batches.SEND_MESSAGES, *map(list, columns), self.channel)
         return [Delivery.of(row["inserted"], row["status"])
                 if row["found"] and row["status"] is not None else not_found(op[0])
                 for op, row in zip(ops, rows, strict=True)]
 
     async def _read_many(self, ops: list[Read]) -> list[Page | BaseException]:
         columns = list(zip(*ops, strict=True))
-        rows = await self.storage.fetch(Q.READ_STREAMS, *map(list, columns))
+        rows = await self.storage.fetch(batches.READ_STREAMS, *map(list, columns))
         grouped: dict[int, list[Any]] = {}
         for row in rows:
             grouped.setdefault(row["ord"], []).append(row)

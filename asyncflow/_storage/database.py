@@ -1,9 +1,9 @@
 """The storage layer: statements on the pool, transactions (guarded when they run user code,
 savepoints when nested), and schema migrations. The driver's errors are translated in
-``_driver`` and connections pooled by ``_pool``.
+``_storage.driver`` and connections pooled by ``_storage.pool``.
 
 With those two and the listener this is the only module that imports asyncpg. Every statement
-comes from ``_queries`` and every value is a bound parameter.
+comes from ``_storage.sql`` and every value is a bound parameter.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ import anyio
 import asyncpg
 import asyncpg.exceptions as pgerr
 
-from . import sql as Q
+from .._errors import (
+    AsyncFlowError,
+    NotLaunchedError,
+    ReadOnlyDatabaseError,
+    SchemaVersionError,
+    TransactionStateError,
+)
+from . import sql
 from .connect import ConnectSettings
 from .driver import (
     _PREPARED_STATEMENTS,
@@ -37,16 +44,10 @@ from .driver import (
     refuse_in_replay,
     report_unavailable,
 )
-from .._errors import (
-    AsyncFlowError,
-    NotLaunchedError,
-    ReadOnlyDatabaseError,
-    SchemaVersionError,
-    TransactionStateError,
-)
 from .pool import ConnectionPool
+from .sql import migrations, sessions
 
-SCHEMA_VERSION = len(Q.MIGRATIONS)
+SCHEMA_VERSION = len(migrations.MIGRATIONS)
 
 #: The connection the current task holds for an open transaction. Statements issued while it is
 #: held run on it instead of waiting for a second pool connection (which could deadlock a full
@@ -62,7 +63,7 @@ async def _roll_back(conn: Connection) -> bool:
     reset went out (the transaction was still open)."""
     if not conn.is_closed() and conn.is_in_transaction():
         with map_errors(conn):
-            await conn.execute(Q.ROLLBACK_USER_TRANSACTION)
+            await conn.execute(sessions.ROLLBACK_USER_TRANSACTION)
         return True
     return False
 
@@ -86,10 +87,10 @@ def advisory_namespace(schema: str) -> int:
 
 
 _BEGIN = {
-    None: Q.BEGIN_READ_COMMITTED,
-    "read_committed": Q.BEGIN_READ_COMMITTED,
-    "repeatable_read": Q.BEGIN_REPEATABLE_READ,
-    "serializable": Q.BEGIN_SERIALIZABLE,
+    None: sessions.BEGIN_READ_COMMITTED,
+    "read_committed": sessions.BEGIN_READ_COMMITTED,
+    "repeatable_read": sessions.BEGIN_REPEATABLE_READ,
+    "serializable": sessions.BEGIN_SERIALIZABLE,
 }
 
 
@@ -146,7 +147,7 @@ class Storage:
     def __init__(self, url: str, schema: str, *, pool_size: int = 10,
                  settings: ConnectSettings | None = None,
                  application_name: str = "asyncflow") -> None:
-        Q.quote_schema(schema)  # validate early
+        sql.quote_schema(schema)  # validate early
         self.url = url
         #: How connections are opened: the listener's session URL, the driver's options.
         self.settings = settings if settings is not None else ConnectSettings()
@@ -167,7 +168,7 @@ class Storage:
     def sql(self, template: str) -> str:
         text = self._sql.get(template)
         if text is None:
-            text = self._sql[template] = Q.render(template, self.schema)
+            text = self._sql[template] = sql.render(template, self.schema)
         return text
 
     @property
@@ -225,14 +226,14 @@ class Storage:
         conn = await pool.acquire()
         try:
             with map_errors(conn):
-                pid = await conn.fetchval(self.sql(Q.BACKEND_PID))
+                pid = await conn.fetchval(self.sql(sessions.BACKEND_PID))
         finally:
             pool.release(conn)
         return bool(pid == conn.get_server_pid())
 
     def probe_notify(self, channel: str, token: str) -> Coroutine[Any, Any, str]:
         """Commit a test NOTIFY through the pool (the launch check of the listener's path)."""
-        return self.execute(Q.PROBE_NOTIFY, channel, token)
+        return self.execute(sessions.PROBE_NOTIFY, channel, token)
 
     async def idle_timeout_ended(self, name: str, began: float) -> TransactionStateError | None:
         """The error naming ``idle_in_transaction_session_timeout`` if it explains why the
@@ -244,7 +245,7 @@ class Storage:
             conn = await self.connect(self.url)
             try:
                 with map_errors(conn):
-                    limit = int(await conn.fetchval(self.sql(Q.IDLE_IN_TRANSACTION_TIMEOUT)))
+                    limit = int(await conn.fetchval(self.sql(sessions.IDLE_IN_TRANSACTION_TIMEOUT)))
             finally:
                 conn.terminate()
         except AsyncFlowError:
@@ -329,7 +330,7 @@ class Storage:
             session_reset = False  # whether RESET_SESSION went with the commit
             try:
                 if user_code:
-                    # Guarded (see _queries.BEGIN_USER_TRANSACTION): the body cannot commit.
+                    # Guarded (see sql.sessions.BEGIN_USER_TRANSACTION): the body cannot commit.
                     with map_errors(conn):
                         begin = _BEGIN[isolation]
                         await conn.execute(self.sql(begin))
@@ -370,7 +371,7 @@ class Storage:
                         if tx is not None:
                             await tx.commit()
                         else:  # commit and reset the session in one round trip
-                            await conn.execute(self.sql(Q.COMMIT_USER_TRANSACTION))
+                            await conn.execute(self.sql(sessions.COMMIT_USER_TRANSACTION))
                             session_reset = True
                 except ReadOnlyDatabaseError as exc:  # the transaction committed is not ours
                     if not user_code:
@@ -382,21 +383,21 @@ class Storage:
                     with anyio.CancelScope(shield=True), map_errors(conn):
                         await conn.reset()  # the driver's side (and a rollback, if still open)
                         if not session_reset:
-                            await conn.execute(Q.RESET_SESSION)
+                            await conn.execute(sessions.RESET_SESSION)
 
     @asynccontextmanager
     async def _savepoint(self, conn: Connection) -> AsyncIterator[Tx]:
         with map_errors(conn):
-            await conn.execute(Q.SAVEPOINT)
+            await conn.execute(sessions.SAVEPOINT)
         try:
             yield Tx(self, conn)
         except BaseException:
             if not conn.is_closed() and conn.is_in_transaction():
                 with map_errors(conn):
-                    await conn.execute(Q.ROLLBACK_TO_SAVEPOINT)
+                    await conn.execute(sessions.ROLLBACK_TO_SAVEPOINT)
             raise
         with map_errors(conn):
-            await conn.execute(Q.RELEASE_SAVEPOINT)
+            await conn.execute(sessions.RELEASE_SAVEPOINT)
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -411,18 +412,18 @@ class Storage:
         if current == SCHEMA_VERSION:
             return SCHEMA_VERSION
         async with self.transaction() as tx:
-            await tx.execute(Q.MIGRATION_LOCK, self.namespace)
+            await tx.execute(migrations.MIGRATION_LOCK, self.namespace)
             # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema
             # exists: its owner migrates without that privilege.
-            if not await tx.fetchval(Q.SCHEMA_EXISTS, self.schema):
-                await tx.execute(Q.CREATE_SCHEMA)
-            await tx.execute(Q.CREATE_VERSION_TABLE)
-            row = await tx.fetchrow(Q.GET_SCHEMA_VERSION)
+            if not await tx.fetchval(migrations.SCHEMA_EXISTS, self.schema):
+                await tx.execute(migrations.CREATE_SCHEMA)
+            await tx.execute(migrations.CREATE_VERSION_TABLE)
+            row = await tx.fetchrow(migrations.GET_SCHEMA_VERSION)
             current = int(row[0]) if row is not None else 0
             self._check_not_newer(current)
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                await tx.execute(Q.MIGRATIONS[version - 1])
-                await tx.execute(Q.SET_SCHEMA_VERSION, version)
+                await tx.execute(migrations.MIGRATIONS[version - 1])
+                await tx.execute(migrations.SET_SCHEMA_VERSION, version)
             return SCHEMA_VERSION
 
     async def check_schema(self) -> None:
@@ -443,10 +444,10 @@ class Storage:
 
     async def _installed_version(self) -> int:
         """The schema version in the database (0: no asyncflow schema yet); read-only."""
-        table = Q.quote_schema(self.schema) + ".schema_version"
-        if not await self.fetchval(Q.VERSION_TABLE_EXISTS, table):
+        table = sql.quote_schema(self.schema) + ".schema_version"
+        if not await self.fetchval(migrations.VERSION_TABLE_EXISTS, table):
             return 0
-        return int(await self.fetchval(Q.GET_SCHEMA_VERSION))
+        return int(await self.fetchval(migrations.GET_SCHEMA_VERSION))
 
     def _check_not_newer(self, current: int) -> None:
         if current > SCHEMA_VERSION:

@@ -44,8 +44,9 @@ on_unavailable: ContextVar[Callable[[], None] | None] = ContextVar(
     "asyncflow_on_unavailable", default=None
 )
 
-#: Set while a history replay runs (asyncflow._operations.replay): code running in it must not reach any
-#: database. Called with what was attempted, it records that and returns the error to raise.
+#: Set while a history replay runs (asyncflow._operations.replay): code running in it must not
+#: reach any database. Called with what was attempted, it records that and returns the error to
+#: raise.
 no_database: ContextVar[Callable[[str], BaseException] | None] = ContextVar(
     "asyncflow_no_database", default=None
 )

@@ -1,4 +1,4 @@
-"""The store's statements for recorded histories (``_history``): exporting and importing
+"""The store's statements for recorded histories (``_front.history``): exporting and importing
 workflows with everything they own, and forking a workflow from a step."""
 
 from __future__ import annotations
@@ -7,20 +7,21 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from . import sql as Q
 from .._errors import InvalidArgumentError, WorkflowConflictError
-from .database import UniqueViolation
 from .base import StoreBase, not_found
+from .database import UniqueViolation
+from .sql import history, workflows
 
 EXPORT_KINDS = ("workflow", "operation", "event", "stream_head", "stream_entry", "message",
                 "message_key")
 _EXPORTS = dict(zip(EXPORT_KINDS, (
-    Q.EXPORT_WORKFLOWS, Q.EXPORT_OPERATIONS, Q.EXPORT_EVENTS, Q.EXPORT_STREAM_HEADS,
-    Q.EXPORT_STREAMS, Q.EXPORT_MESSAGES, Q.EXPORT_MESSAGE_KEYS), strict=True))
+    history.EXPORT_WORKFLOWS, history.EXPORT_OPERATIONS, history.EXPORT_EVENTS,
+    history.EXPORT_STREAM_HEADS, history.EXPORT_STREAMS, history.EXPORT_MESSAGES,
+    history.EXPORT_MESSAGE_KEYS), strict=True))
 _IMPORTS = {
-    "operation": Q.IMPORT_OPERATIONS, "event": Q.IMPORT_EVENTS,
-    "stream_head": Q.IMPORT_STREAM_HEADS, "stream_entry": Q.IMPORT_STREAMS,
-    "message": Q.IMPORT_MESSAGES, "message_key": Q.IMPORT_MESSAGE_KEYS,
+    "operation": history.IMPORT_OPERATIONS, "event": history.IMPORT_EVENTS,
+    "stream_head": history.IMPORT_STREAM_HEADS, "stream_entry": history.IMPORT_STREAMS,
+    "message": history.IMPORT_MESSAGES, "message_key": history.IMPORT_MESSAGE_KEYS,
 }
 
 
@@ -47,11 +48,11 @@ class HistoryStatements(StoreBase):
         return self.storage.transaction("repeatable_read")
 
     async def existing_workflow_ids(self, workflow_ids: list[str]) -> set[str]:
-        rows = await self.storage.fetch(Q.EXISTING_WORKFLOW_IDS, workflow_ids)
+        rows = await self.storage.fetch(history.EXISTING_WORKFLOW_IDS, workflow_ids)
         return {row["workflow_id"] for row in rows}
 
     async def child_workflow_ids(self, parent_ids: list[str]) -> list[str]:
-        rows = await self.storage.fetch(Q.CHILD_WORKFLOW_IDS, parent_ids)
+        rows = await self.storage.fetch(history.CHILD_WORKFLOW_IDS, parent_ids)
         return [row["workflow_id"] for row in rows]
 
     async def export_rows(self, workflow_ids: list[str], kinds: tuple[str, ...] = EXPORT_KINDS,
@@ -75,15 +76,15 @@ class HistoryStatements(StoreBase):
         recovery supervisors (``unassigned``) or the dispatchers of ``queue_name``."""
         try:
             async with self.storage.transaction():
-                if await self.storage.fetchval(Q.IMPORT_WORKFLOW, workflow) is None:
+                if await self.storage.fetchval(history.IMPORT_WORKFLOW, workflow) is None:
                     return False
                 for kind, statement in _IMPORTS.items():
                     if kind in rows:
                         await self.storage.execute(statement, rows[kind])
                 if unassigned:
-                    await self.storage.execute(Q.NOTIFY_UNASSIGNED, self.channel, workflow_id)
+                    await self.storage.execute(history.NOTIFY_UNASSIGNED, self.channel, workflow_id)
                 if queue_name is not None:
-                    await self.storage.execute(Q.NOTIFY_QUEUE, self.channel, queue_name)
+                    await self.storage.execute(history.NOTIFY_QUEUE, self.channel, queue_name)
         except UniqueViolation as exc:  # a repeated row in the file, or a deduplication id
             raise WorkflowConflictError(
                 f"workflow {workflow_id!r} cannot be imported, nothing of it was: {exc}") from None
@@ -98,7 +99,7 @@ class HistoryStatements(StoreBase):
         ``from_function_id`` (see ``FORK_COPY``), in one transaction.
         An existing ``new_id`` is left alone (``created`` false)."""
         async with self.snapshot():
-            source = await self.storage.fetchrow(Q.FORK_SOURCE, source_id)
+            source = await self.storage.fetchrow(history.FORK_SOURCE, source_id)
             if source is None:
                 raise not_found(source_id)
             last = source["last_function_id"]
@@ -115,18 +116,19 @@ class HistoryStatements(StoreBase):
             queue_name = source["queue_name"]
             if queue_name is not None:  # through the source's queue, as a resume goes
                 row = await self.storage.fetchrow(
-                    Q.FORK_ENQUEUE, new_id, source["name"], queue_name, source["priority"],
+                    history.FORK_ENQUEUE, new_id, source["name"], queue_name, source["priority"],
                     source["partition_key"], source["inputs"],
                     app_version or source["app_version"], self.channel, source["dispatched"])
             else:
                 row = await self.storage.fetchrow(
-                    Q.INSERT_WORKFLOW, new_id, source["name"], source["inputs"], executor_id,
+                    workflows.INSERT_WORKFLOW, new_id, source["name"], source["inputs"],
+                        executor_id,
                     app_version or source["app_version"], None, None,  # no parent, traceparent
                     None, None, self.channel, None, None)  # no timeout, not a child
             if row is None or not row["created"]:  # the id exists
-                name = await self.storage.fetchval(Q.WORKFLOW_NAME, new_id)
+                name = await self.storage.fetchval(workflows.WORKFLOW_NAME, new_id)
                 return Forked(False, name, source["inputs"], 0)
-            copied = await self.storage.fetchrow(Q.FORK_COPY, source_id, new_id,
+            copied = await self.storage.fetchrow(history.FORK_COPY, source_id, new_id,
                                                  from_function_id, self.channel)
             assert copied is not None
         return Forked(True, source["name"], source["inputs"], copied["operations"],

@@ -13,9 +13,9 @@ import asyncio
 import logging
 import secrets
 
-from .._errors import ExecutorIdInUseError
 from .._core.health import Monitor
 from .._core.process import host_identity, process_gone, process_identity
+from .._errors import ExecutorIdInUseError
 from .database import Connection
 from .store import Holder, Store
 

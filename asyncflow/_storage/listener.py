@@ -1,5 +1,5 @@
 """The LISTEN connection of an app or client: it feeds NOTIFYs to the waiter registry, and for
-an app it holds the executor's liveness lock and renews its lease (``_liveness``). It reconnects
+an app it holds the executor's liveness lock and renews its lease (``lease``). It reconnects
 with backoff after any failure and never lets a database error end it; its state is reported
 through health.
 
@@ -19,12 +19,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .._errors import AsyncFlowError, DatabaseUnavailableError
 from .._core.health import Monitor
-from .lease import Liveness
-from .database import Connection, Storage, map_errors
-from .store import Store
 from .._core.wait import PROBE, WaitRegistry, wait_until
+from .._errors import AsyncFlowError, DatabaseUnavailableError
+from .database import Connection, Storage, map_errors
+from .lease import Liveness
+from .store import Store
 
 logger = logging.getLogger("asyncflow")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import sql as Q
 from .._errors import ConfigurationError
-from .database import Connection, Row, map_errors
 from .base import Claimed, StoreBase
+from .database import Connection, Row, map_errors
+from .sql import liveness, workflows
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +64,8 @@ class LivenessStatements(StoreBase):
     async def lock_namespace_on(self, conn: Connection) -> int:
         """The schema's lock namespace, read on ``conn`` (and remembered)."""
         with map_errors(conn):
-            namespace: int = await conn.fetchval(Q.SCHEMA_LOCK_NAMESPACE, self.storage.schema)
+            namespace: int = await conn.fetchval(liveness.SCHEMA_LOCK_NAMESPACE,
+                                                 self.storage.schema)
         self.storage.lock_namespace = namespace
         return namespace
 
@@ -76,14 +77,15 @@ class LivenessStatements(StoreBase):
         lock on ``conn``, in one statement: whether the lock was taken (``None``: the id exists
         already)."""
         namespace = await self.lock_namespace_on(conn)
-        row = await self._fetchrow(conn, Q.REGISTER_EXECUTOR, executor_id, instance, lease, host,
+        row = await self._fetchrow(conn, liveness.REGISTER_EXECUTOR, executor_id, instance,
+                                   lease, host,
                                    process, namespace, app_version)
         return None if row is None else bool(row["locked"])
 
     async def executor_holder(self, conn: Connection, executor_id: str) -> Holder | None:
         """The current holder of an existing executor id, trying its lock on ``conn``."""
         namespace = await self.lock_namespace_on(conn)
-        row = await self._fetchrow(conn, Q.EXECUTOR_STATE, executor_id, namespace)
+        row = await self._fetchrow(conn, liveness.EXECUTOR_STATE, executor_id, namespace)
         if row is None:
             return None
         return Holder(row["lock_key"], row["instance"], row["host"], row["process"],
@@ -96,13 +98,13 @@ class LivenessStatements(StoreBase):
     ) -> bool:
         """Pass the id to this launch (running ``app_version``) unless its holder showed a sign
         of life meanwhile."""
-        row = await self._fetchrow(conn, Q.TAKE_OVER_EXECUTOR, executor_id, instance, lease,
+        row = await self._fetchrow(conn, liveness.TAKE_OVER_EXECUTOR, executor_id, instance, lease,
                                    host, process, holder.instance, holder.beat_at, app_version)
         return row is not None
 
     async def release_executor_lock(self, conn: Connection, lock_key: int) -> None:
         assert self.storage.lock_namespace is not None
-        await self._fetchrow(conn, Q.RELEASE_EXECUTOR_LOCK, self.storage.lock_namespace,
+        await self._fetchrow(conn, liveness.RELEASE_EXECUTOR_LOCK, self.storage.lock_namespace,
                              lock_key)
 
     async def heartbeat(
@@ -111,25 +113,26 @@ class LivenessStatements(StoreBase):
         """Renew this launch's lease (on ``conn``, the listener's connection: and check or
         re-take its lock; ``None``: on the pool, no lock)."""
         namespace = self.storage.lock_namespace if conn is not None else None
-        row = await self._fetchrow(conn, Q.HEARTBEAT, executor_id, instance, namespace, lease)
+        row = await self._fetchrow(conn, liveness.HEARTBEAT, executor_id, instance, namespace,
+                                   lease)
         assert row is not None
         locked = row["locked"]
         return Beat(row["lock_key"] is not None, None if locked is None else bool(locked))
 
     async def retire_executor(self, executor_id: str, instance: str) -> None:
         """End this launch's lease now (a clean shutdown)."""
-        await self.storage.execute(Q.RETIRE_EXECUTOR, executor_id, instance)
+        await self.storage.execute(liveness.RETIRE_EXECUTOR, executor_id, instance)
 
     async def unlocked_on_host(self, host: str, executor_id: str) -> list[Silent]:
         """Executors on ``host`` (other than this one) with a running lease but a free lock."""
-        rows = await self.storage.fetch(Q.UNLOCKED_ON_HOST, host, executor_id,
+        rows = await self.storage.fetch(liveness.UNLOCKED_ON_HOST, host, executor_id,
                                         await self._lock_namespace())
         return [Silent(r["executor_id"], r["instance"], r["process"], r["beat_at"])
                 for r in rows]
 
     async def declare_executor_dead(self, silent: Silent) -> bool:
         """End the lease of an executor whose process is provably gone (unless it beat since)."""
-        result = await self.storage.execute(Q.DECLARE_EXECUTOR_DEAD, silent.executor_id,
+        result = await self.storage.execute(liveness.DECLARE_EXECUTOR_DEAD, silent.executor_id,
                                             silent.instance, silent.beat_at)
         return not result.endswith(" 0")
 
@@ -137,12 +140,12 @@ class LivenessStatements(StoreBase):
 
     async def own_pending(self, executor_id: str, min_age: float) -> list[str]:
         """This executor's PENDING workflows untouched for ``min_age`` seconds."""
-        rows = await self.storage.fetch(Q.OWN_PENDING, executor_id, min_age)
+        rows = await self.storage.fetch(workflows.OWN_PENDING, executor_id, min_age)
         return [row["workflow_id"] for row in rows]
 
     async def own_pending_count(self, executor_id: str) -> int:
         """How many workflows are PENDING on this executor."""
-        count: int = await self.storage.fetchval(Q.OWN_PENDING_COUNT, executor_id)
+        count: int = await self.storage.fetchval(workflows.OWN_PENDING_COUNT, executor_id)
         return count
 
     async def claim_own(
@@ -150,7 +153,7 @@ class LivenessStatements(StoreBase):
     ) -> list[Claimed]:
         """Claim again (a new epoch) this executor's PENDING ``workflow_ids`` of a registered
         function and this version: the self-repair of workflows nothing runs here."""
-        rows = await self.storage.fetch(Q.CLAIM_OWN, executor_id, workflow_ids, names,
+        rows = await self.storage.fetch(workflows.CLAIM_OWN, executor_id, workflow_ids, names,
                                         app_version)
         return [
             Claimed(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
@@ -161,24 +164,24 @@ class LivenessStatements(StoreBase):
     async def server_identity(self, conn: Connection) -> str:
         """What identifies the server ``conn`` is on (cluster, timeline, start time)."""
         try:
-            row = await self._fetchrow(conn, Q.SERVER_IDENTITY)
+            row = await self._fetchrow(conn, liveness.SERVER_IDENTITY)
         except ConfigurationError:  # pg_control_* not granted here: the start time alone
-            row = await self._fetchrow(conn, Q.SERVER_START)
+            row = await self._fetchrow(conn, liveness.SERVER_START)
         assert row is not None
         identity: str = row["identity"]
         return identity
 
     async def keepalive(self, conn: Connection) -> None:
         """One cheap statement on ``conn``, so the server never finds the session idle."""
-        await self._fetchrow(conn, Q.KEEPALIVE)
+        await self._fetchrow(conn, liveness.KEEPALIVE)
 
     async def probe_wakeups(self, token: str) -> None:
         """Send the listener's probe NOTIFY through the pool."""
-        await self.storage.execute(Q.NOTIFY_PROBE, self.channel, token)
+        await self.storage.execute(liveness.NOTIFY_PROBE, self.channel, token)
 
     async def idle_session_timeout(self, conn: Connection) -> float | None:
         """The server's idle_session_timeout in seconds (``None``: off or unknown)."""
-        row = await self._fetchrow(conn, Q.IDLE_SESSION_TIMEOUT)
+        row = await self._fetchrow(conn, liveness.IDLE_SESSION_TIMEOUT)
         if row is None or not row[0]:
             return None
         return float(row[0]) / 1000

@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from .driver import Connection, PoolConnection, _configuration_errors, map_errors
 from .._errors import NotLaunchedError
+from .driver import Connection, PoolConnection, _configuration_errors, map_errors
 
 
 class ConnectionPool:

@@ -1,14 +1,14 @@
-"""The store's statements for queues (``_queues``, ``_dispatch``)."""
+"""The store's statements for queues (``_operations.queues``, ``_engine.dispatch``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import sql as Q
 from .._errors import WorkflowConflictError
 from .._specs import QueueSpec
 from .base import StoreBase
+from .sql import queues
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class QueueStatements(StoreBase):
         ``owned`` is False."""
         for _ in range(10):
             row = await self.storage.fetchrow(
-                Q.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
+                queues.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
                 queue_name, priority, deduplication_id, delay_seconds, partition_key,
                 self.channel, traceparent, timeout_seconds, parent_epoch,
             )
@@ -105,7 +105,7 @@ class QueueStatements(StoreBase):
         admits one DELAYED workflow per key, and every caller finds it."""
         for _ in range(20):
             row = await self.storage.fetchrow(
-                Q.DEBOUNCE, queue_name, name, key, new_id, inputs, period_seconds,
+                queues.DEBOUNCE, queue_name, name, key, new_id, inputs, period_seconds,
                 max_wait_seconds, app_version, traceparent, timeout_seconds, self.channel)
             assert row is not None
             if row["extended"] is not None:
@@ -122,13 +122,13 @@ class QueueStatements(StoreBase):
                                  until: datetime | None) -> tuple[str, datetime, str] | None:
         """Delay an ENQUEUED or DELAYED workflow (``seconds`` from now, or ``until``) and notify
         its queue; returns ``(queue name, delay_until, status)``, ``None`` if it was neither."""
-        row = await self.storage.fetchrow(Q.SET_WORKFLOW_DELAY, workflow_id, seconds, until,
+        row = await self.storage.fetchrow(queues.SET_WORKFLOW_DELAY, workflow_id, seconds, until,
                                           self.channel)
         return None if row is None else (row["queue_name"], row["delay_until"], row["status"])
 
     async def queue_depth(self, queue_name: str) -> int:
         """How many workflows wait in the queue (ENQUEUED or DELAYED)."""
-        depth: int = await self.storage.fetchval(Q.QUEUE_DEPTH, queue_name)
+        depth: int = await self.storage.fetchval(queues.QUEUE_DEPTH, queue_name)
         return depth
 
     async def claim_queued(
@@ -149,7 +149,7 @@ class QueueStatements(StoreBase):
         rows). ``now``: the runtime clock, where the timeouts of the claimed workflows start."""
         rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
         rows = await self.storage.fetch(
-            Q.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
+            queues.CLAIM_QUEUED, spec.name, executor_id, names, app_version, spec.concurrency,
             spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
             now, self.channel,
         )
@@ -169,7 +169,7 @@ class QueueStatements(StoreBase):
         """Put this executor's PENDING workflows of a queue that are not in ``running`` back in
         the queue (after a claim whose outcome was lost); returns how many."""
         released: int = await self.storage.fetchval(
-            Q.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
+            queues.RELEASE_UNSTARTED, queue_name, executor_id, running, self.channel)
         return released
 
     async def requeue_orphans(
@@ -179,7 +179,7 @@ class QueueStatements(StoreBase):
         also those of dead executors, and with ``include_own`` this executor's; returns the
         queues notified."""
         rows = await self.storage.fetch(
-            Q.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
+            queues.REQUEUE_ORPHANS, executor_id, include_own, self.channel,
             await self._lock_namespace(), take_others,
         )
         return [row["queue_name"] for row in rows]

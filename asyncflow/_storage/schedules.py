@@ -1,5 +1,5 @@
-"""The store's statements for time-driven work: workflow deadlines (``_deadlines``) and
-schedules (``_schedules``)."""
+"""The store's statements for time-driven work: workflow deadlines (``_operations.deadlines``) and
+schedules (``_operations.schedules``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import sql as Q
 from .base import StoreBase
+from .sql import deadlines, schedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,7 @@ class ScheduleStatements(StoreBase):
 
     async def next_deadline(self) -> float | None:
         """The nearest deadline (runtime-clock seconds) of a workflow not ended yet."""
-        found: float | None = await self.storage.fetchval(Q.NEXT_DEADLINE)
+        found: float | None = await self.storage.fetchval(deadlines.NEXT_DEADLINE)
         return found
 
     async def enforce_deadlines(
@@ -73,14 +73,14 @@ class ScheduleStatements(StoreBase):
     ) -> list[tuple[str, str | None]]:
         """Cancel up to ``batch`` workflows whose deadline is at or before ``now`` (recording a
         WorkflowTimeoutError) and notify them; returns ``(workflow id, queue name)`` of each."""
-        rows = await self.storage.fetch(Q.ENFORCE_DEADLINES, now, batch, self.channel)
+        rows = await self.storage.fetch(deadlines.ENFORCE_DEADLINES, now, batch, self.channel)
         return [(row["workflow_id"], row["queue_name"]) for row in rows]
 
     async def set_deadline(self, workflow_id: str, timeout_seconds: float,
                            deadline: float, epoch: int) -> bool:
         """Give a running workflow (owned at ``epoch``) without a deadline one (and notify the
         enforcers)."""
-        row = await self.storage.fetchrow(Q.SET_DEADLINE, workflow_id, timeout_seconds,
+        row = await self.storage.fetchrow(deadlines.SET_DEADLINE, workflow_id, timeout_seconds,
                                           deadline, self.channel, epoch)
         return bool(row is not None and row["updated"])
 
@@ -89,41 +89,42 @@ class ScheduleStatements(StoreBase):
     async def upsert_schedule(self, name: str, workflow_name: str, cron: str, timezone: str,
                               catch_up: str, queue_name: str | None) -> None:
         """Store a schedule's definition (its paused flag and last tick are kept)."""
-        await self.storage.execute(Q.UPSERT_SCHEDULE, name, workflow_name, cron, timezone,
+        await self.storage.execute(schedules.UPSERT_SCHEDULE, name, workflow_name, cron, timezone,
                                    catch_up, queue_name)
 
     async def list_schedules(self) -> list[ScheduleStatus]:
         """Every stored schedule, by name."""
-        return [ScheduleStatus.from_row(row) for row in await self.storage.fetch(Q.LIST_SCHEDULES)]
+        rows = await self.storage.fetch(schedules.LIST_SCHEDULES)
+        return [ScheduleStatus.from_row(row) for row in rows]
 
     async def get_schedule(self, name: str) -> ScheduleStatus | None:
         """One stored schedule, or ``None``."""
-        row = await self.storage.fetchrow(Q.GET_SCHEDULE, name)
+        row = await self.storage.fetchrow(schedules.GET_SCHEDULE, name)
         return None if row is None else ScheduleStatus.from_row(row)
 
     async def set_schedule_paused(self, name: str, paused: bool,
                                   skip_to: datetime | None) -> bool:
         """Pause or resume a schedule (with ``skip_to``, its last tick moves forward to it) and
         wake every scheduler; False if there is no such schedule."""
-        row = await self.storage.fetchrow(Q.SET_SCHEDULE_PAUSED, name, paused, skip_to,
+        row = await self.storage.fetchrow(schedules.SET_SCHEDULE_PAUSED, name, paused, skip_to,
                                           self.channel)
         return bool(row is not None and row["updated"])
 
     async def lock_schedule(self, name: str) -> ScheduleStatus | None:
         """Lock and read a schedule's row (inside ``storage.transaction()``)."""
-        row = await self.storage.fetchrow(Q.LOCK_SCHEDULE, name)
+        row = await self.storage.fetchrow(schedules.LOCK_SCHEDULE, name)
         return None if row is None else ScheduleStatus.from_row(row)
 
     async def advance_schedule(self, name: str, last_tick: datetime,
                                clear_trigger: bool, clear_backfills: bool = False) -> None:
         """Move a schedule's last tick forward (never back); forget its manual trigger and
         its backfills once they ran."""
-        await self.storage.execute(Q.ADVANCE_SCHEDULE, name, last_tick, clear_trigger,
+        await self.storage.execute(schedules.ADVANCE_SCHEDULE, name, last_tick, clear_trigger,
                                    clear_backfills)
 
     async def dynamic_schedules(self, workflow_names: list[str]) -> list[ScheduleStatus]:
         """The schedules made with ``create_schedule`` that start one of ``workflow_names``."""
-        rows = await self.storage.fetch(Q.DYNAMIC_SCHEDULES, workflow_names)
+        rows = await self.storage.fetch(schedules.DYNAMIC_SCHEDULES, workflow_names)
         return [ScheduleStatus.from_row(row) for row in rows]
 
     async def create_schedule(self, name: str, workflow_name: str, cron: str, timezone: str,
@@ -132,14 +133,14 @@ class ScheduleStatements(StoreBase):
         """Store a runtime schedule (or a new definition of one) and wake every scheduler;
         False: the name belongs to an ``@app.scheduled`` schedule (nothing written)."""
         stored: int = await self.storage.fetchval(
-            Q.CREATE_SCHEDULE, name, workflow_name, cron, timezone, catch_up, queue_name,
+            schedules.CREATE_SCHEDULE, name, workflow_name, cron, timezone, catch_up, queue_name,
             grace_seconds, self.channel)
         return stored > 0
 
     async def delete_schedule(self, name: str) -> bool | None:
         """Delete a runtime schedule and wake every scheduler: True; None: there is no such
         schedule; False: it is an ``@app.scheduled`` one (nothing deleted)."""
-        row = await self.storage.fetchrow(Q.DELETE_SCHEDULE, name, self.channel)
+        row = await self.storage.fetchrow(schedules.DELETE_SCHEDULE, name, self.channel)
         assert row is not None
         if row["deleted"]:
             return True
@@ -148,11 +149,12 @@ class ScheduleStatements(StoreBase):
     async def backfill_schedule(self, name: str, start: datetime, end: datetime) -> bool:
         """Ask the schedulers of a schedule to run its ticks in ``[start, end)``; False if
         there is no such schedule."""
-        row = await self.storage.fetchrow(Q.BACKFILL_SCHEDULE, name, start, end, self.channel)
+        row = await self.storage.fetchrow(schedules.BACKFILL_SCHEDULE, name, start, end,
+                                          self.channel)
         return row is not None
 
     async def trigger_schedule(self, name: str, at: datetime) -> datetime | None:
         """Ask the schedulers to start a run of a schedule now; returns the time of the trigger
         that will run (an earlier one still waiting is kept), ``None``: no such schedule."""
-        row = await self.storage.fetchrow(Q.TRIGGER_SCHEDULE, name, at, self.channel)
+        row = await self.storage.fetchrow(schedules.TRIGGER_SCHEDULE, name, at, self.channel)
         return None if row is None else row["triggered_at"]

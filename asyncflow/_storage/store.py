@@ -1,24 +1,19 @@
 """The store: every database operation asyncflow performs, as one named method each.
 
-A method owns its statement (from ``_queries``), the order of its parameters, the NOTIFY
-channel, the decoding of its rows and the translation of its errors. Nothing else in asyncflow
-passes ``$n`` arguments. Statements run on the pool (autocommit), or on the transaction's own
-connection when called inside ``storage.transaction()`` by the same task. The statements of
-operating workflows (``_store_admin``), of queues (``_store_queues``) and the group-commit batch
-statements (``_store_batches``) live beside this module; :class:`Store` has them all.
-"""
+A method owns its statement (from ``sql``, one module per part), the order of its parameters,
+the NOTIFY channel, the decoding of its rows and the translation of its errors. Nothing else in
+asyncflow passes ``$n`` arguments. Statements run on the pool (autocommit), or on the transaction's
+own connection when called inside ``storage.transaction()`` by the same task. The other parts
+(``admin``, ``queues``, ``batches``, ``history``, ``schedules``, ``liveness``, ``versions``,
+``runs``) live beside this module; :class:`Store` has them all."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .. import _codec
-from . import sql as Q
-from .batcher import Batcher
-from .driver import refuse_in_replay
 from .._errors import DatabaseUnavailableError, WorkflowNotFoundError
 from .._status import Delivery, StepInfo, WorkflowStatus
-from .database import Storage, UniqueViolation, holds_connection, report_unavailable
 from .admin import AdminStatements
 from .base import (
     Claimed,
@@ -38,11 +33,15 @@ from .base import (
     page,
 )
 from .base import conflict as _conflict
+from .batcher import Batcher
+from .database import Storage, UniqueViolation, holds_connection, report_unavailable
+from .driver import refuse_in_replay
 from .history import EXPORT_KINDS, Forked, HistoryStatements
 from .liveness import Beat, Holder, LivenessStatements, Silent
 from .queues import Enqueued, QueueClaim, QueueStatements
 from .runs import RunStatements
 from .schedules import ScheduleStatements, ScheduleStatus
+from .sql import events, journal, liveness, messages, streams, workflows
 from .versions import Adopted, Stranded, VersionChange, VersionCount, VersionStatements
 
 #: How often a journaled stream write that lost its offset to a concurrent writer is run again.
@@ -109,12 +108,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         otherwise nothing is inserted and the name is ``None`` (unless the id exists).
         ``attributes``: its attributes (JSON text of an object)."""
         row = await self.storage.fetchrow(
-            Q.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version, parent_id,
+            workflows.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version,
+                parent_id,
             traceparent, timeout_seconds, deadline, self.channel, parent_epoch, attributes,
         )
         if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
             # or the parent's execution no longer owns the parent (then it may not exist)
-            existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
+            existing: str | None = await self.storage.fetchval(workflows.WORKFLOW_NAME, workflow_id)
             return False, existing
         return bool(row["created"]), row["name"]
 
@@ -124,44 +124,44 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         """Insert a PENDING workflow for any live app registering ``name`` to claim (and wake
         the recovery supervisors), unless the id exists: ``(created, name of the row)``."""
         row = await self.storage.fetchrow(
-            Q.INSERT_UNASSIGNED_WORKFLOW, workflow_id, name, inputs, self.channel)
+            workflows.INSERT_UNASSIGNED_WORKFLOW, workflow_id, name, inputs, self.channel)
         if row is None:  # lost a race with a concurrent insert of the same id: it exists now
-            existing: str | None = await self.storage.fetchval(Q.WORKFLOW_NAME, workflow_id)
+            existing: str | None = await self.storage.fetchval(workflows.WORKFLOW_NAME, workflow_id)
             return False, existing
         return bool(row["created"]), row["name"]
 
     async def workflow_state(self, workflow_id: str) -> str | None:
         """The workflow's status, or ``None`` if there is no such workflow."""
-        status: str | None = await self.storage.fetchval(Q.WORKFLOW_STATE, workflow_id)
+        status: str | None = await self.storage.fetchval(workflows.WORKFLOW_STATE, workflow_id)
         return status
 
     async def workflow_ownership(self, workflow_id: str) -> tuple[str | None, int]:
         """``(status, epoch)`` of a workflow (``(None, 0)``: no such workflow)."""
-        row = await self.storage.fetchrow(Q.WORKFLOW_OWNERSHIP, workflow_id)
+        row = await self.storage.fetchrow(workflows.WORKFLOW_OWNERSHIP, workflow_id)
         if row is None:
             return None, 0
         return row["status"], row["epoch"]
 
     async def workflow_traceparent(self, workflow_id: str) -> str | None:
         """The trace context stored when the workflow was started (``None``: none)."""
-        traceparent: str | None = await self.storage.fetchval(Q.WORKFLOW_TRACEPARENT,
+        traceparent: str | None = await self.storage.fetchval(workflows.WORKFLOW_TRACEPARENT,
                                                               workflow_id)
         return traceparent
 
     async def workflow_outcome(self, workflow_id: str) -> Outcome | None:
-        row = await self.storage.fetchrow(Q.WORKFLOW_RESULT, workflow_id)
+        row = await self.storage.fetchrow(workflows.WORKFLOW_RESULT, workflow_id)
         if row is None:
             return None
         return Outcome(row["status"], row["output"], row["error"])
 
     async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
-        row = await self.storage.fetchrow(Q.WORKFLOW_STATUS, workflow_id)
+        row = await self.storage.fetchrow(workflows.WORKFLOW_STATUS, workflow_id)
         if row is None:
             raise not_found(workflow_id)
         return WorkflowStatus.from_row(row)
 
     async def workflow_exists(self, workflow_id: str) -> bool:
-        return bool(await self.storage.fetchval(Q.WORKFLOW_EXISTS, workflow_id))
+        return bool(await self.storage.fetchval(events.WORKFLOW_EXISTS, workflow_id))
 
     async def finish_workflow(
         self, workflow_id: str, status: str, output: str | None, error: str | None, epoch: int
@@ -173,12 +173,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return done
 
     async def _finish_one(self, op: Finish) -> bool:
-        return bool(await self.storage.fetch(Q.FINISH_WORKFLOW, *op[:4], self.channel, op[4]))
+        return bool(await self.storage.fetch(workflows.FINISH_WORKFLOW, *op[:4], self.channel,
+                    op[4]))
 
     async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
         """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
         Unknown id: not found."""
-        row = await self.storage.fetchrow(Q.CANCEL_WORKFLOW, workflow_id, self.channel)
+        row = await self.storage.fetchrow(workflows.CANCEL_WORKFLOW, workflow_id, self.channel)
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
@@ -192,7 +193,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         Returns what was resumed (``None``: nothing, it was not in a resumable status)."""
         try:
             row = await self.storage.fetchrow(
-                Q.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
+                workflows.RESUME_WORKFLOW, workflow_id, executor_id, self.channel
             )
         except UniqueViolation:
             raise deduplicated_resume(workflow_id) from None
@@ -214,7 +215,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         """Claim unassigned PENDING workflows (with ``take_others``, also dead executors')
         for ``executor_id``: each gets a new epoch."""
         rows = await self.storage.fetch(
-            Q.CLAIM_WORKFLOWS, executor_id, names, app_version, take_others,
+            workflows.CLAIM_WORKFLOWS, executor_id, names, app_version, take_others,
             await self._lock_namespace(), limit
         )
         return [
@@ -225,23 +226,23 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def release_unregistered(self, executor_id: str, names: list[str]) -> int:
         """Unassign this executor's PENDING workflows whose names are not in ``names``."""
-        rows = await self.storage.fetch(Q.RELEASE_UNREGISTERED, executor_id, names,
+        rows = await self.storage.fetch(workflows.RELEASE_UNREGISTERED, executor_id, names,
                                         self.channel)
         return len(rows)
 
     async def dead_letter(self, workflow_id: str) -> bool:
         """End a PENDING workflow in MAX_RECOVERY_ATTEMPTS_EXCEEDED (and notify)."""
-        return bool(await self.storage.fetch(Q.DEAD_LETTER, workflow_id, self.channel))
+        return bool(await self.storage.fetch(workflows.DEAD_LETTER, workflow_id, self.channel))
 
     async def prune_executors(self) -> None:
         """Forget dead executors that own no PENDING workflow."""
         if self.storage.lock_namespace is not None:
-            await self.storage.execute(Q.PRUNE_EXECUTORS, self.storage.lock_namespace)
+            await self.storage.execute(liveness.PRUNE_EXECUTORS, self.storage.lock_namespace)
 
     # -- the journal ------------------------------------------------------------------------------
 
     async def list_operations(self, workflow_id: str) -> list[StepInfo]:
-        rows = await self.storage.fetch(Q.LIST_OPERATIONS, workflow_id)
+        rows = await self.storage.fetch(journal.LIST_OPERATIONS, workflow_id)
         if not rows and not await self.workflow_exists(workflow_id):
             raise not_found(workflow_id)
         return [
@@ -272,7 +273,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def _record_one(self, op: Record) -> bool:
         try:
-            result = await self.storage.execute(Q.RECORD_OPERATION, *op)
+            result = await self.storage.execute(journal.RECORD_OPERATION, *op)
         except UniqueViolation:
             raise _conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
@@ -283,7 +284,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         """Complete an open wait's journal entry; False when the workflow is no longer PENDING
         at ``epoch``."""
         result = await self.storage.execute(
-            Q.COMPLETE_OPERATION, workflow_id, function_id, output, epoch
+            journal.COMPLETE_OPERATION, workflow_id, function_id, output, epoch
         )
         return not result.endswith(" 0")
 
@@ -291,13 +292,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
                              epoch: int) -> bool:
         """Complete an open wait's journal entry with an error (recorded); False when the
         workflow is no longer PENDING at ``epoch``."""
-        result = await self.storage.execute(Q.FAIL_OPERATION, workflow_id, function_id, error,
+        result = await self.storage.execute(journal.FAIL_OPERATION, workflow_id, function_id, error,
                                             epoch)
         return not result.endswith(" 0")
 
     async def set_operation_error(self, workflow_id: str, function_id: int, error: str,
                                   epoch: int) -> bool:
-        result = await self.storage.execute(Q.SET_OPERATION_ERROR, workflow_id, function_id,
+        result = await self.storage.execute(journal.SET_OPERATION_ERROR, workflow_id, function_id,
                                             error, epoch)
         return not result.endswith(" 0")
 
@@ -323,7 +324,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ) -> bool:
         """Journal a send and deliver the message in one statement; False if not owned."""
         try:
-            row = await self._journaled(Q.JOURNALED_SEND, workflow_id, function_id, name,
+            row = await self._journaled(journal.JOURNALED_SEND, workflow_id, function_id, name,
                                         destination_id, topic, text, self.channel, traceparent,
                                         epoch)
         except WorkflowNotFoundError:
@@ -333,7 +334,8 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def journaled_set_event(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str, text: str
     ) -> bool:
-        row = await self._journaled(Q.JOURNALED_SET_EVENT, workflow_id, function_id, name, key,
+        row = await self._journaled(journal.JOURNALED_SET_EVENT, workflow_id, function_id, name,
+                                    key,
                                     text, self.channel, epoch)
         return bool(row["recorded"])
 
@@ -353,13 +355,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         for _attempt in range(_OFFSET_RACES):
             try:
                 row = await self.storage.fetchrow(
-                    Q.JOURNALED_WRITE_STREAM, workflow_id, function_id, name, key, text,
+                    journal.JOURNALED_WRITE_STREAM, workflow_id, function_id, name, key, text,
                     self.channel, closed_error, epoch)
             except UniqueViolation:
                 # Either another execution journaled this write (a conflict), or the entry
                 # lost a race for its offset with a concurrent writer of the stream: then the
                 # statement, run again, takes the head's lock and its next offset.
-                if await self.storage.fetchval(Q.OPERATION_EXISTS, workflow_id, function_id):
+                if await self.storage.fetchval(journal.OPERATION_EXISTS, workflow_id, function_id):
                     raise _conflict(workflow_id, function_id) from None
                 continue
             assert row is not None
@@ -371,7 +373,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str
     ) -> bool:
-        row = await self._journaled(Q.JOURNALED_CLOSE_STREAM, workflow_id, function_id, name,
+        row = await self._journaled(journal.JOURNALED_CLOSE_STREAM, workflow_id, function_id, name,
                                     key, self.channel, epoch)
         return bool(row["recorded"])
 
@@ -395,7 +397,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ) -> tuple[bool, str | None, str | None]:
         """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
         in one statement: ``(recorded, message or None, its sender's traceparent)``."""
-        template = Q.RECV_FIRST_NO_TOPIC if topic is None else Q.RECV_FIRST_TOPIC
+        template = messages.RECV_FIRST_NO_TOPIC if topic is None else messages.RECV_FIRST_TOPIC
         row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
                                        function_id, deadline, epoch)
         if not row["consumed"]:
@@ -408,7 +410,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         """Take the next message into the open recv of the execution of ``epoch``: ``(workflow
         status, message, consumed, the sender's traceparent)``. The status is ``None`` when the
         workflow is no longer at ``epoch`` (claimed elsewhere: this execution must stop)."""
-        template = Q.RECV_NO_TOPIC if topic is None else Q.RECV_TOPIC
+        template = messages.RECV_NO_TOPIC if topic is None else messages.RECV_TOPIC
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
         assert row is not None
         status = row["status"] if row["epoch"] == epoch else None
@@ -419,7 +421,8 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ) -> tuple[str | None, str | None, bool]:
         """Like :meth:`recv_next` for wait_first's branch ``index``: the open journal entry is
         completed with ``{"index": index, "value": message}``."""
-        template = Q.TAKE_BRANCH_MESSAGE_NO_TOPIC if topic is None else Q.TAKE_BRANCH_MESSAGE_TOPIC
+        template = (messages.TAKE_BRANCH_MESSAGE_NO_TOPIC if topic is None
+                    else messages.TAKE_BRANCH_MESSAGE_TOPIC)
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id, index,
                                           epoch)
         assert row is not None
@@ -430,19 +433,19 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def watch_event(self, workflow_id: str, key: str) -> tuple[str, str | None, int]:
         """``(workflow status, event value or None, event version or 0)``."""
-        row = await self.storage.fetchrow(Q.WATCH_EVENT, workflow_id, key)
+        row = await self.storage.fetchrow(events.WATCH_EVENT, workflow_id, key)
         if row is None:
             raise not_found(workflow_id)
         return row["status"], row["value"], row["version"] or 0
 
     async def set_event(self, workflow_id: str, key: str, text: str) -> None:
-        await self.storage.execute(Q.SET_EVENT, workflow_id, key, text, self.channel)
+        await self.storage.execute(events.SET_EVENT, workflow_id, key, text, self.channel)
 
     async def get_event(
         self, workflow_id: str, key: str, waiter_id: str | None = None
     ) -> tuple[str | None, str | None]:
         """``(value or None, status of the waiting workflow)``; unknown workflow: not found."""
-        row = await self.storage.fetchrow(Q.GET_EVENT, workflow_id, key, waiter_id)
+        row = await self.storage.fetchrow(events.GET_EVENT, workflow_id, key, waiter_id)
         assert row is not None
         if not row["found"]:
             raise not_found(workflow_id)
@@ -454,14 +457,15 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ) -> tuple[bool, str | None]:
         """Journal get_event #function_id of ``workflow_id``, completed if event (target, key)
         is set: ``(recorded, value or None)``."""
-        row = await self._insert_entry(workflow_id, function_id, Q.GET_EVENT_FIRST, workflow_id,
+        row = await self._insert_entry(workflow_id, function_id, events.GET_EVENT_FIRST,
+                                       workflow_id,
                                        target_id, key, function_id, deadline, epoch)
         if row["recorded"] and not row["found"]:
             raise not_found(target_id)
         return bool(row["recorded"]), row["value"]
 
     async def get_all_events(self, workflow_id: str) -> dict[str, Any]:
-        rows = await self.storage.fetch(Q.GET_ALL_EVENTS, workflow_id)
+        rows = await self.storage.fetch(events.GET_ALL_EVENTS, workflow_id)
         if not rows and not await self.workflow_exists(workflow_id):
             raise not_found(workflow_id)
         return {row["key"]: _codec.loads(row["value"]) for row in rows}
@@ -473,12 +477,12 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ) -> int | None:
         """Write (or overwrite) the value of writer (fid, seq); ``None``: the stream is closed."""
         row = await self.storage.fetchrow(
-            Q.WRITE_STREAM, workflow_id, key, text, writer_fid, writer_seq, self.channel
+            streams.WRITE_STREAM, workflow_id, key, text, writer_fid, writer_seq, self.channel
         )
         return None if row is None else row["offset"]
 
     async def close_stream(self, workflow_id: str, key: str) -> None:
-        await self.storage.execute(Q.CLOSE_STREAM, workflow_id, key, self.channel)
+        await self.storage.execute(streams.CLOSE_STREAM, workflow_id, key, self.channel)
 
     async def read_stream(
         self, workflow_id: str, key: str, offset: int, limit: int
@@ -490,7 +494,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return page
 
     async def _read_one(self, op: Read) -> Page:
-        rows = await self.storage.fetch(Q.READ_STREAM, *op)
+        rows = await self.storage.fetch(streams.READ_STREAM, *op)
         if not rows:
             raise not_found(op[0])
         return page(rows)

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import sql as Q
 from .base import Claimed, StoreBase
+from .sql import versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class VersionStatements(StoreBase):
                                  limit: int) -> list[Stranded]:
         """Workflows of other versions than ``app_version`` (and of the ``names`` it registers)
         that no live executor of their version can run, oldest first."""
-        rows = await self.storage.fetch(Q.STRANDED_WORKFLOWS, app_version, names, limit,
+        rows = await self.storage.fetch(versions.STRANDED_WORKFLOWS, app_version, names, limit,
                                         await self._lock_namespace())
         return [Stranded(r["workflow_id"], r["name"], r["status"], r["app_version"], r["epoch"],
                          r["operations"]) for r in rows]
@@ -78,7 +78,7 @@ class VersionStatements(StoreBase):
         version, epoch and journal length, still stranded); ``None``: it was not (another
         process adopted or claimed it, or it moved on)."""
         row = await self.storage.fetchrow(
-            Q.ADOPT_WORKFLOW, workflow.workflow_id, app_version, workflow.app_version,
+            versions.ADOPT_WORKFLOW, workflow.workflow_id, app_version, workflow.app_version,
             workflow.epoch, executor_id, workflow.operations, replayed, self.channel,
             await self._lock_namespace())
         if row is None:
@@ -89,29 +89,31 @@ class VersionStatements(StoreBase):
 
     async def live_executor_versions(self) -> dict[str | None, int]:
         """How many live executors run each app version (``None``: an older release's)."""
-        rows = await self.storage.fetch(Q.LIVE_EXECUTOR_VERSIONS, await self._lock_namespace())
+        rows = await self.storage.fetch(versions.LIVE_EXECUTOR_VERSIONS,
+                                        await self._lock_namespace())
         return {r["app_version"]: r["executors"] for r in rows}
 
     async def version_counts(self) -> list[VersionCount]:
         """Unfinished workflows per version and status, with how many are stranded."""
-        rows = await self.storage.fetch(Q.VERSION_COUNTS, await self._lock_namespace())
+        rows = await self.storage.fetch(versions.VERSION_COUNTS, await self._lock_namespace())
         return [VersionCount(r["app_version"], r["status"], r["workflows"], r["stranded"])
                 for r in rows]
 
     async def stranded_ids(self, limit: int) -> list[Stranded]:
         """The first stranded workflows, oldest first (epoch and journal length left at 0)."""
-        rows = await self.storage.fetch(Q.STRANDED_IDS, await self._lock_namespace(), limit)
+        rows = await self.storage.fetch(versions.STRANDED_IDS, await self._lock_namespace(), limit)
         return [Stranded(r["workflow_id"], r["name"], r["status"], r["app_version"], 0, 0,
                          r["created_at"]) for r in rows]
 
     async def workflow_stranded(self, workflow_id: str) -> bool:
         """Whether the workflow waits for an executor of its version that is not there."""
-        value = await self.storage.fetchval(Q.WORKFLOW_STRANDED, await self._lock_namespace(),
+        value = await self.storage.fetchval(versions.WORKFLOW_STRANDED,
+                                            await self._lock_namespace(),
                                             workflow_id)
         return bool(value)
 
     async def version_changes(self, workflow_id: str) -> list[VersionChange]:
         """The adoptions of a workflow by other versions, oldest first."""
-        rows = await self.storage.fetch(Q.VERSION_CHANGES, workflow_id)
+        rows = await self.storage.fetch(versions.VERSION_CHANGES, workflow_id)
         return [VersionChange(r["epoch"], r["from_version"], r["to_version"], r["executor_id"],
                               r["replayed"], r["changed_at"]) for r in rows]

@@ -19,11 +19,11 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from .._front.app import AsyncFlow
 from .._codec import check_id
 from .._errors import (
     InvalidArgumentError,
 )
+from .._front.app import AsyncFlow
 from .._primitives.handle import WorkflowHandle
 from ._control import control_of
 from ._until import until_event

@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 import asyncflow
-from asyncflow._store_runs import RunStatements
+from asyncflow._storage.runs import RunStatements
 
 
 async def main() -> None:

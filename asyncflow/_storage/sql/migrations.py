@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 # ---------------------------------------------------------------------------------------------
 # Migrations: forward-only, numbered from 1, applied in one transaction under an advisory lock.
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
 from .liveness import LIVE_EXECUTORS
-from .queues import REQUEUE_ORPHANS
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
