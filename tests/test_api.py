@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
 import asyncflow
-from asyncflow._storage import sql as _queries
 
 PACKAGE = Path(asyncflow.__file__).parent
 
@@ -95,8 +95,9 @@ def test_only_storage_and_listener_import_asyncpg():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             if any(n == "asyncpg" or n.startswith("asyncpg.") for n in names):
-                importers.add(path.name)
-    assert importers <= {"_storage.py", "_driver.py", "_pool.py", "_listener.py"}
+                importers.add(path.relative_to(PACKAGE).as_posix())
+    assert importers <= {"_storage/database.py", "_storage/driver.py", "_storage/pool.py",
+                         "_storage/listener.py"}
 
 
 # Where the library may call sleep: retry backoffs, the listener's reconnect backoff, the SSE
@@ -104,18 +105,19 @@ def test_only_storage_and_listener_import_asyncpg():
 # asyncflow.sleep outside a workflow (a plain sleep by definition). Waiting for database state
 # is always a registered waiter woken by NOTIFY, never a sleep in a loop.
 ALLOWED_SLEEPS = {
-    ("_steps.py", "run_step"),
-    ("_steps.py", "run_transaction"),
-    ("_listener.py", "run"),
-    ("_api.py", "sleep"),
-    ("_sse.py", "keep_alive"),  # the SSE keep-alive comment timer (asyncflow/web/)
-    ("_live.py", "serve"),  # the dashboard coalesces a burst of changes (at most 4 pushes/s)
+    ("_primitives/steps.py", "run_step"),
+    ("_primitives/steps.py", "run_transaction"),
+    ("_storage/listener.py", "run"),
+    ("_front/api.py", "sleep"),
+    ("web/_sse.py", "keep_alive"),  # the SSE keep-alive comment timer
+    # the dashboard coalesces a burst of changes (at most 4 pushes/s)
+    ("_dashboard/_live.py", "serve"),
     # asyncflow.testing's relaunch: backoff while the executor lock of the app's own previous
     # launch is still held by its exiting backend
-    ("_launch.py", "launch"),
+    ("testing/_launch.py", "launch"),
     # a launch waiting out the lease of the previous holder of its executor id (one wait, then
     # a conditional take-over that fails if the holder showed a sign of life meanwhile)
-    ("_liveness.py", "_take_over"),
+    ("_storage/lease.py", "_take_over"),
 }
 
 
@@ -144,29 +146,44 @@ def test_sleep_is_only_called_where_allowed():
                     and isinstance(node.func.value, ast.Name)
                     and node.func.value.id in {"asyncio", "anyio", "time", "trio"}
                 ):
-                    found.add((path.name, func.name))
+                    found.add((path.relative_to(PACKAGE).as_posix(), func.name))
     assert found <= ALLOWED_SLEEPS, found - ALLOWED_SLEEPS
 
 
+SQL_DIR = PACKAGE / "_storage" / "sql"
+
+
+def sql_statements() -> dict[str, str]:
+    """Every statement constant of the SQL modules (``asyncflow/_storage/sql/``), by name."""
+    found: dict[str, str] = {}
+    for path in sorted(SQL_DIR.glob("*.py")):
+        module = importlib.import_module(f"asyncflow._storage.sql.{path.stem}"
+                                         if path.stem != "__init__" else "asyncflow._storage.sql")
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, str):
+                found[f"{path.stem}.{name}"] = value
+    return found
+
+
 def test_sql_never_formats_values():
-    source = (PACKAGE / "_queries.py").read_text()
-    # No f-strings, %-formatting or .format() in the SQL module: the schema identifier is the only
-    # substitution (render()), values are always $n parameters.
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        assert not isinstance(node, ast.JoinedStr), "f-string in _queries.py"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            assert node.func.attr != "format", ".format() in _queries.py"
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
-            raise AssertionError("%-formatting in _queries.py")
-    for name in dir(_queries):
-        value = getattr(_queries, name)
-        if isinstance(value, str) and name.isupper() and "SELECT" in value.upper():
+    # No f-strings, %-formatting or .format() in the SQL modules: the schema identifier is the
+    # only substitution (render()), values are always $n parameters.
+    sources = sorted(SQL_DIR.glob("*.py"))
+    assert len(sources) > 10
+    for source in sources:
+        for node in ast.walk(ast.parse(source.read_text())):
+            assert not isinstance(node, ast.JoinedStr), f"f-string in {source.name}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                assert node.func.attr != "format", f".format() in {source.name}"
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+                raise AssertionError(f"%-formatting in {source.name}")
+    for name, value in sql_statements().items():
+        if "SELECT" in value.upper():
             placeholders = set(re.findall(r"\{(\w*)\}", value))
             assert placeholders <= {"s"}, (name, placeholders)
     # Other modules never build SQL from strings at run time.
     for path in PACKAGE.rglob("*.py"):
-        if path.name == "_queries.py":
+        if SQL_DIR in path.parents:
             continue
         text = path.read_text()
         assert not re.search(r"f\"\s*(SELECT|INSERT|UPDATE|DELETE)\b", text, re.I), path.name
@@ -182,9 +199,7 @@ def test_no_pickle_anywhere():
 
 
 def test_notify_payloads_are_kind_plus_id():
-    payloads = re.findall(r"pg_notify\(\$\d+, ([^)]*)\)", "\n".join(
-        getattr(_queries, n) for n in dir(_queries) if n.isupper()
-        and isinstance(getattr(_queries, n), str)))
+    payloads = re.findall(r"pg_notify\(\$\d+, ([^)]*)\)", "\n".join(sql_statements().values()))
     assert payloads
     for payload in payloads:
         if payload.startswith("'*'"):  # a batch: items built below, ids only
@@ -196,9 +211,7 @@ def test_notify_payloads_are_kind_plus_id():
             continue
         assert re.fullmatch(
             r"'[a-z]' \|\| (\$\d+|workflow_id|destination_id|queue_name)", payload), payload
-    items = re.findall(r"SELECT (.*) AS item FROM", "\n".join(
-        getattr(_queries, n) for n in dir(_queries) if n.isupper()
-        and isinstance(getattr(_queries, n), str)))
+    items = re.findall(r"SELECT (.*) AS item FROM", "\n".join(sql_statements().values()))
     assert items
     for item in items:
         assert re.fullmatch(r"'[a-z]' \|\| char_length\((\w+)\) \|\| ':' \|\| \1", item), item

@@ -1,9 +1,9 @@
-"""Security: every statement comes from the SQL module with its values bound as parameters,
+"""Security: every statement comes from the SQL modules with its values bound as parameters,
 NOTIFY payloads carry only a kind and an id, and the runtime works under a plain role holding
 only the documented privileges (no superuser, no DDL).
 
-(tests/test_api.py pins the static rules on _queries.py itself: no f-strings, %-formatting or
-.format(), only the ``{s}`` schema placeholder, no pickle.)
+(tests/test_api.py pins the static rules on the SQL modules themselves (asyncflow/_storage/sql/):
+no f-strings, %-formatting or .format(), only the ``{s}`` schema placeholder, no pickle.)
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 from faultlib import with_user
+from test_api import sql_statements
 
 import asyncflow
 from asyncflow._core.wait import decode_payload
-from asyncflow._storage import sql as _queries
+from asyncflow._storage import sql
+from asyncflow._storage.sql import messages, testkit
 
 PACKAGE = Path(asyncflow.__file__).parent
 DRIVER_METHODS = {"execute", "executemany", "fetch", "fetchrow", "fetchval", "prepare", "cursor"}
@@ -31,26 +33,37 @@ def _statement_argument(call: ast.Call) -> ast.expr | None:
     return call.args[0] if call.args else None
 
 
-def _is_constant(node: ast.expr) -> bool:
-    """``Q.NAME`` / ``_storage.sql.NAME``: a statement constant of the SQL module."""
+def _sql_modules(tree: ast.Module) -> set[str]:
+    """The names a module binds to SQL modules (``from .sql import journal, workflows``)."""
+    return {alias.asname or alias.name for node in tree.body
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("sql")
+            for alias in node.names}
+
+
+def _is_constant(node: ast.expr, sql_modules: set[str]) -> bool:
+    """``journal.NAME``: a statement constant of an SQL module."""
     return (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-            and node.value.id in {"Q", "_queries"} and node.attr.isupper())
+            and node.value.id in sql_modules and node.attr.isupper())
 
 
-def _is_database_statement(node: ast.expr) -> bool:
-    """``Q.database_statement(Q.NAME, db=…)``: a constant with database names quoted in."""
+def _is_database_statement(node: ast.expr, sql_modules: set[str]) -> bool:
+    """``testkit.database_statement(testkit.NAME, db=…)``: a constant with database names
+    quoted in."""
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
             and node.func.attr == "database_statement" and isinstance(node.func.value, ast.Name)
-            and node.func.value.id == "Q" and len(node.args) == 1
-            and _is_constant(node.args[0]))
+            and node.func.value.id in sql_modules and len(node.args) == 1
+            and _is_constant(node.args[0], sql_modules))
 
 
 def test_every_statement_is_a_constant_of_the_sql_module():
-    """Every call that runs SQL passes a ``_storage.sql`` constant (``Q.NAME``) or a template name
-    handed through unchanged; nothing builds statement text from values at run time."""
+    """Every call that runs SQL passes a constant of an SQL module (``journal.NAME``) or a
+    template name handed through unchanged; nothing builds statement text from values at run
+    time."""
     offenders = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    checked = 0
+    for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text())
+        sql_modules = _sql_modules(tree)
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr in DRIVER_METHODS):
@@ -58,14 +71,15 @@ def test_every_statement_is_a_constant_of_the_sql_module():
             arg = _statement_argument(node)
             if arg is None:
                 continue
+            checked += 1
             ok = (
-                # Q.SOME_STATEMENT / _queries.SOME_STATEMENT
-                _is_constant(arg)
-                # Q.MIGRATIONS[version - 1]
-                or (isinstance(arg, ast.Subscript) and _is_constant(arg.value))
+                # journal.SOME_STATEMENT
+                _is_constant(arg, sql_modules)
+                # migrations.MIGRATIONS[version - 1]
+                or (isinstance(arg, ast.Subscript) and _is_constant(arg.value, sql_modules))
                 # the test kit's CREATE/DROP DATABASE, with the database names it generates
-                # quoted as identifiers: Q.database_statement(Q.SOME_STATEMENT, db=name)
-                or _is_database_statement(arg)
+                # quoted as identifiers: testkit.database_statement(testkit.NAME, db=name)
+                or _is_database_statement(arg, sql_modules)
                 # a template parameter passed through, or rendered: self.sql(template)
                 or isinstance(arg, ast.Name)
                 or (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute)
@@ -74,33 +88,34 @@ def test_every_statement_is_a_constant_of_the_sql_module():
             )
             if not ok:
                 offenders.append(f"{path.name}:{node.lineno}: {ast.unparse(arg)[:80]}")
+    assert checked > 100  # the walk reaches the store's modules
     assert not offenders, offenders
 
 
 def test_statement_templates_bind_every_value():
     """No statement contains a literal that looks like spliced-in data: the only text ever
     substituted is the schema identifier, and values are ``$n`` parameters."""
-    statements = {n: v for n, v in vars(_queries).items()
-                  if n.isupper() and not n.startswith("_") and isinstance(v, str) and "{s}" in v}
+    statements = {n: v for n, v in sql_statements().items()
+                  if "{s}" in v and not n.split(".")[1].startswith("_")}  # not the fragments
     assert len(statements) > 20
     for name, text in statements.items():
         assert "%(" not in text and "%s" not in text, name
         numbers = sorted({int(m) for m in re.findall(r"\$(\d+)", text)})
         assert numbers == list(range(1, len(numbers) + 1)), (name, numbers)
-    rendered = _queries.render(_queries.SEND_MESSAGE, "asyncflow")
+    rendered = sql.render(messages.SEND_MESSAGE, "asyncflow")
     assert "{s}" not in rendered and '"asyncflow".messages' in rendered
     for bad in ['a"; drop table x; --', "a b", "1abc", "", "x" * 64, "é"]:
         with pytest.raises(ValueError):
-            _queries.quote_schema(bad)
+            sql.quote_schema(bad)
         with pytest.raises(ValueError):
-            _queries.database_statement(_queries.DROP_DATABASE, db=bad)
-    clone = _queries.database_statement(_queries.CREATE_DATABASE_FROM_TEMPLATE, db="a",
-                                        template="b")
+            testkit.database_statement(testkit.DROP_DATABASE, db=bad)
+    clone = testkit.database_statement(testkit.CREATE_DATABASE_FROM_TEMPLATE, db="a",
+                                       template="b")
     assert clone == 'CREATE DATABASE "a" TEMPLATE "b"'
 
 
 def test_no_pickle_or_eval_on_stored_data():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):

@@ -9,7 +9,7 @@ from __future__ import annotations
 # no payload passes 8000 bytes (ids are at most 1000 bytes).
 # ---------------------------------------------------------------------------------------------
 
-NOTIFY_WOKEN = """, chunks AS (
+_NOTIFY_WOKEN = """, chunks AS (
     SELECT item, sum(octet_length(item)) OVER (ORDER BY item ROWS UNBOUNDED PRECEDING) / 6000
            AS chunk
     FROM (SELECT DISTINCT item FROM woken) d
@@ -34,11 +34,11 @@ WITH input AS (
     UNION ALL  -- a queued workflow ended: a slot of its queue may be free
     SELECT 'f' || char_length(queue_name) || ':' || queue_name AS item FROM u
     WHERE queue_name IS NOT NULL
-)""" + NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
 # Rows 'r' (recorded) and 'p' (workflows still PENDING, with their epoch, share-locked as in
-# OWNED); a PENDING workflow's entry at its epoch that was not recorded already existed (another
+# _OWNED); a PENDING workflow's entry at its epoch that was not recorded already existed (another
 # execution recorded it).
 RECORD_OPERATIONS = """
 WITH input AS (
@@ -87,7 +87,7 @@ WITH input AS (
     RETURNING destination_id
 ), woken AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
-)""" + NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        i.ord IN (SELECT ord FROM chosen) AS inserted,
        (SELECT w.status FROM {s}.workflows w WHERE w.workflow_id = i.destination_id) AS status,
@@ -143,7 +143,7 @@ WITH input AS (
     RETURNING workflow_id, writer_fid, "offset"
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
-)""" + NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT 'o' AS kind, workflow_id, function_id, NULL::bigint AS "offset",
        error IS NOT NULL AS refused, (SELECT count(*) FROM notified) AS notifies,
        NULL::bigint AS epoch FROM op

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .operating import NOTIFY_CANCELLED
+from .operating import _NOTIFY_CANCELLED
 
 # ---------------------------------------------------------------------------------------------
 # Workflow deadlines (_deadlines): enforced by every live app's deadline watcher; one guarded
@@ -39,7 +39,7 @@ WITH due AS (
     WHERE w.workflow_id = due.workflow_id AND w.deadline <= $1
       AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
     RETURNING w.workflow_id, w.queue_name
-)""" + NOTIFY_CANCELLED.replace("%CHANNEL%", "$3") + """
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$3") + """
 SELECT u.workflow_id, u.queue_name, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
 # A queued workflow enqueued without a timeout whose registered workflow has a default one: its

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .journal import owned
-from .messages import OPEN_WAIT_COMMIT
+from .journal import _owned
+from .messages import _OPEN_WAIT_COMMIT
 
 # ---------------------------------------------------------------------------------------------
 # Events
@@ -33,13 +33,13 @@ WITH v AS (
 ), op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output, completed, deadline)
     SELECT $1, $4, 'asyncflow.get_event', (SELECT value FROM v), EXISTS (SELECT 1 FROM v), $5
-    FROM """ + owned("$6") + """
+    FROM """ + _owned("$6") + """
     RETURNING 1
 )
 SELECT EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = $2) AS found,
        (SELECT value FROM v) AS value,
        (SELECT count(*) FROM op) AS recorded,
-       """ + OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM v)")
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM v)")
 
 # A watcher's snapshot: the workflow's status and the event's value and version.
 WATCH_EVENT = """

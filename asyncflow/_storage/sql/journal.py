@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .streams import STREAM_APPEND
+from .streams import _STREAM_APPEND
 
 # ---------------------------------------------------------------------------------------------
 # The journal
@@ -27,12 +27,12 @@ FROM {s}.operations WHERE workflow_id = $1 ORDER BY function_id"""
 # claim (which bumps the epoch) either waits for the write to commit (and the new owner's journal
 # load sees it) or commits first (and the write is refused). Refused: the workflow was cancelled
 # or ended (the next operation stops), or it was claimed elsewhere (this execution stops).
-OWNED = """{s}.workflows WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = %EPOCH%
+_OWNED = """{s}.workflows WHERE workflow_id = $1 AND status = 'PENDING' AND epoch = %EPOCH%
     FOR SHARE"""
 
 
-def owned(epoch_param: str) -> str:
-    return OWNED.replace("%EPOCH%", epoch_param)
+def _owned(epoch_param: str) -> str:
+    return _OWNED.replace("%EPOCH%", epoch_param)
 
 
 # A duplicate (workflow_id, function_id) is a unique violation: another execution recorded it.
@@ -40,7 +40,7 @@ RECORD_OPERATION = """
 INSERT INTO {s}.operations
     (workflow_id, function_id, name, output, error, child_id, completed, deadline)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8
-FROM """ + owned("$9")
+FROM """ + _owned("$9")
 
 OPERATION_EXISTS = """
 SELECT EXISTS (SELECT 1 FROM {s}.operations WHERE workflow_id = $1 AND function_id = $2)"""
@@ -48,7 +48,7 @@ SELECT EXISTS (SELECT 1 FROM {s}.operations WHERE workflow_id = $1 AND function_
 COMPLETE_OPERATION = """
 UPDATE {s}.operations SET output = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
-  AND EXISTS (SELECT 1 FROM """ + owned("$4") + ")"
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 
 # Journaled effects of a workflow: the journal entry and the effect in ONE statement (one round
 # trip, atomic). ``recorded`` is 0 when the workflow is no longer PENDING (nothing was done); a
@@ -58,7 +58,7 @@ WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
 _JOURNAL_ENTRY = """
 WITH op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output)
-    SELECT $1, $2, $3, %OUTPUT% FROM """ + OWNED + """
+    SELECT $1, $2, $3, %OUTPUT% FROM """ + _OWNED + """
     RETURNING workflow_id
 )"""
 
@@ -97,9 +97,9 @@ WITH op AS (
     SELECT $1, $2, $3, CASE WHEN EXISTS (
         SELECT 1 FROM {s}.stream_heads WHERE workflow_id = $1 AND key = $4 AND closed
     ) THEN $7 END, '{"key":' || to_json($4::text)::text || '}'
-    FROM """ + owned("$8") + """
+    FROM """ + _owned("$8") + """
     RETURNING workflow_id, error
-)""" + STREAM_APPEND.replace(
+)""" + _STREAM_APPEND.replace(
     "%HEAD%", "workflow_id, $4, 1 FROM op WHERE error IS NULL"
 ).replace("%ROW%", '$1, $4, "offset", $5, $2, 0') + """\
 SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "offset",
@@ -119,10 +119,10 @@ SELECT (SELECT count(*) FROM op) AS recorded,
 
 SET_OPERATION_ERROR = """
 UPDATE {s}.operations SET error = $3 WHERE workflow_id = $1 AND function_id = $2
-  AND EXISTS (SELECT 1 FROM """ + owned("$4") + ")"
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"
 # An open wait ended by an error (the workflow it waits on does not exist): completed with the
 # error, which replays raise again.
 FAIL_OPERATION = """
 UPDATE {s}.operations SET error = $3, completed = true
 WHERE workflow_id = $1 AND function_id = $2 AND NOT completed
-  AND EXISTS (SELECT 1 FROM """ + owned("$4") + ")"
+  AND EXISTS (SELECT 1 FROM """ + _owned("$4") + ")"

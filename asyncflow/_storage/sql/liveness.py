@@ -11,7 +11,7 @@ from __future__ import annotations
 # lock. An executor is taken for dead only when both fail: a reconnect (which drops the lock for
 # a moment) or a stalled statement (which delays a heartbeat) alone never makes it look dead.
 # $5: the lock namespace (the schema's OID).
-LIVE_EXECUTORS = """
+_LIVE_EXECUTORS = """
 WITH live AS (
     SELECT e.executor_id FROM {s}.executors e
     WHERE e.beat_at > clock_timestamp() - make_interval(secs => e.lease_seconds)

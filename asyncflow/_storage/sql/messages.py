@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .journal import OWNED, owned
+from .journal import _OWNED, _owned
 
 # ---------------------------------------------------------------------------------------------
 # Messages
@@ -57,7 +57,7 @@ _RECV = _MAILBOX_HEAD + """, op AS (
     UPDATE {s}.operations SET output = %OUTPUT%, completed = true
     WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
       AND EXISTS (SELECT 1 FROM m)
-      AND EXISTS (SELECT 1 FROM """ + OWNED + """)
+      AND EXISTS (SELECT 1 FROM """ + _OWNED + """)
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
        (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status,
@@ -81,7 +81,7 @@ TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
 # instead of two. Only a crash of the server itself within the WAL writer's delay (about 0.6 s)
 # can lose it; the wait is then journaled again, with a deadline counted from then. A value taken
 # at once commits as the session says (synchronously by default).
-OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
+_OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
            current_setting('synchronous_commit') ELSE 'off' END, true) AS commit_mode"""
 
 # The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
@@ -91,11 +91,11 @@ _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
         (workflow_id, function_id, name, output, completed, deadline, topic)
     SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4,
            $2
-    FROM """ + owned("$5") + """
+    FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """
        (SELECT count(*) FROM op) AS recorded,
-       """ + OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
 
 RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
 RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")

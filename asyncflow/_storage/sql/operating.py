@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .batches import NOTIFY_WOKEN
-from .workflows import STATUS_COLUMNS
+from .batches import _NOTIFY_WOKEN
+from .workflows import _STATUS_COLUMNS
 
 # ---------------------------------------------------------------------------------------------
 # Operating workflows (_admin, _cancel, _retention): filtered pages, cascading and bulk cancels,
@@ -33,7 +33,7 @@ _AFTER_CURSOR = """
 LIST_WORKFLOWS_PAGE = """
 SELECT p.* FROM unnest($1::text[]) AS wanted(status)
 CROSS JOIN LATERAL (
-    SELECT """ + STATUS_COLUMNS + """
+    SELECT """ + _STATUS_COLUMNS + """
     FROM {s}.workflows w
     WHERE """ + _FILTERS.replace("%STATUS%", "w.status = wanted.status") + _AFTER_CURSOR + """
     ORDER BY w.status, w.created_at DESC, w.workflow_id
@@ -44,7 +44,7 @@ LIMIT $10"""
 
 # The same with a parent given ($7): walks that parent's children.
 LIST_CHILDREN_PAGE = """
-SELECT """ + STATUS_COLUMNS + """
+SELECT """ + _STATUS_COLUMNS + """
 FROM {s}.workflows w
 WHERE w.parent_workflow_id = $7 AND """ + _FILTERS.replace(
     "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
@@ -56,7 +56,7 @@ LIMIT $10"""
 # partial index's predicate; the space keeps it from reading as a format placeholder), newest
 # first after the cursor; the other filters are checked on each.
 LIST_ATTRIBUTES_PAGE = """
-SELECT """ + STATUS_COLUMNS + """
+SELECT """ + _STATUS_COLUMNS + """
 FROM {s}.workflows w
 WHERE w.attributes @> $12::jsonb AND w.attributes <> '{ }'::jsonb AND """ + _FILTERS.replace(
     "%STATUS%", "w.status = ANY ($1::text[])") + _AFTER_CURSOR + """
@@ -67,7 +67,7 @@ LIMIT $10"""
 # in list order after the cursor, each checked for the whole of $12 and the other filters.
 # Every page costs the same however common the value is (the GIN path above sorts every match).
 LIST_ATTRIBUTE_WALK_PAGE = """
-SELECT """ + ", ".join("w." + column.strip() for column in STATUS_COLUMNS.split(",")) + """
+SELECT """ + ", ".join("w." + column.strip() for column in _STATUS_COLUMNS.split(",")) + """
 FROM {s}.workflow_attributes a JOIN {s}.workflows w ON w.workflow_id = a.workflow_id
 WHERE a.key = $13 AND a.value = $14::jsonb
   AND a.created_at >= coalesce($2::timestamptz, '-infinity'::timestamptz)
@@ -81,12 +81,12 @@ LIMIT $10"""
 
 # Wakes the workflows of rows ``u`` (kind 't') and frees their queues' slots (kind 'f', for rows
 # with a queue_name); the statement selects ``notifies``.
-NOTIFY_CANCELLED = """, woken AS (
+_NOTIFY_CANCELLED = """, woken AS (
     SELECT 't' || char_length(workflow_id) || ':' || workflow_id AS item FROM u
     UNION ALL
     SELECT 'f' || char_length(queue_name) || ':' || queue_name AS item FROM u
     WHERE queue_name IS NOT NULL
-)""" + NOTIFY_WOKEN
+)""" + _NOTIFY_WOKEN
 
 # Every PENDING descendant of the workflows $1 (any status themselves) is cancelled.
 CANCEL_DESCENDANTS = """
@@ -100,7 +100,7 @@ WITH RECURSIVE tree AS (
     WHERE w.workflow_id IN (SELECT workflow_id FROM tree)
       AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
     RETURNING w.workflow_id, w.queue_name
-)""" + NOTIFY_CANCELLED.replace("%CHANNEL%", "$2") + """
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$2") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
 # Up to $9 PENDING workflows matching the filters and created at or before $8, oldest first.
@@ -119,7 +119,7 @@ WITH c AS (
     SET status = 'CANCELLED', updated_at = clock_timestamp(), completed_at = clock_timestamp()
     FROM c WHERE w.workflow_id = c.workflow_id AND w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
     RETURNING w.workflow_id, w.queue_name
-)""" + NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
+)""" + _NOTIFY_CANCELLED.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
 # A queued workflow whose deduplication id another workflow of its queue holds (ENQUEUED,
@@ -164,7 +164,7 @@ WITH c AS (
     UNION ALL
     SELECT 'q' || char_length(queue_name) || ':' || queue_name AS item FROM u
     WHERE queue_name IS NOT NULL
-)""" + NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$10") + """
 SELECT u.workflow_id, (SELECT count(*) FROM notified) AS notifies FROM u"""
 
 # The workflows a bulk resume (same parameters $1-$8, the queue as $9) left out because another

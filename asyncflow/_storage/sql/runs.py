@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .journal import owned
-from .workflows import STATUS_COLUMNS
+from .journal import _owned
+from .workflows import _STATUS_COLUMNS
 
 # ---------------------------------------------------------------------------------------------
 # Endless workflows (continue_as_new) and workflow attributes
@@ -18,7 +18,7 @@ from .workflows import STATUS_COLUMNS
 # run's execution owns that epoch; a stale one is fenced out). Messages, events and streams
 # stay with the workflow id. The kept run has no parent (it is linked by ``run_of``), so
 # retention never keeps it for a parent still running. Returns the new epoch (no row: refused,
-# not owned).
+# not _owned).
 CONTINUE_AS_NEW = """
 WITH cur AS (
     SELECT * FROM {s}.workflows
@@ -53,10 +53,10 @@ WITH cur AS (
     WHERE w.workflow_id = cur.workflow_id AND (NOT $5 OR EXISTS (SELECT 1 FROM arch))
     RETURNING w.epoch
 )
-SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS owned"""
+SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS _owned"""
 
 # The earlier runs kept of workflow $1, newest first.
-LIST_RUNS = "SELECT " + STATUS_COLUMNS + """
+LIST_RUNS = "SELECT " + _STATUS_COLUMNS + """
 FROM {s}.workflows w WHERE w.run_of = $1 ORDER BY w.run DESC"""
 
 # Attributes: $2 (a JSON object) merged into (or, without $3, replacing) those of workflow $1.
@@ -72,7 +72,7 @@ RETURNING attributes::text"""
 JOURNALED_SET_ATTRIBUTES = """
 WITH op AS (
     INSERT INTO {s}.operations (workflow_id, function_id, name, output)
-    SELECT $1, $4, 'asyncflow.set_attributes', $2 FROM """ + owned("$5") + """
+    SELECT $1, $4, 'asyncflow.set_attributes', $2 FROM """ + _owned("$5") + """
     RETURNING workflow_id
 ), u AS (
     UPDATE {s}.workflows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # Appending to a stream: the head row's lock serializes writers and hands out the next offset
 # (nothing when the stream is closed); %HEAD% and %ROW% name where the values come from.
-STREAM_APPEND = """, head AS (
+_STREAM_APPEND = """, head AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset)
     SELECT %HEAD%
     ON CONFLICT (workflow_id, key)
@@ -33,7 +33,7 @@ WITH existing AS (
     UPDATE {s}.streams SET value = $3
     WHERE workflow_id = $1 AND key = $2 AND "offset" = (SELECT "offset" FROM existing)
     RETURNING "offset"
-)""" + STREAM_APPEND.replace(
+)""" + _STREAM_APPEND.replace(
     "%HEAD%", "$1, $2, 1 WHERE NOT EXISTS (SELECT 1 FROM existing)"
 ).replace("%ROW%", '$1, $2, "offset", $3, $4, $5') + """\
 SELECT coalesce((SELECT "offset" FROM ins), (SELECT "offset" FROM upd)) AS "offset",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .liveness import LIVE_EXECUTORS
+from .liveness import _LIVE_EXECUTORS
 
 # ---------------------------------------------------------------------------------------------
 # Deploying new code: workflows stranded on a version no live executor runs, and their adoption
@@ -26,7 +26,7 @@ _STRANDED = """(CASE WHEN w.status = 'PENDING'
 # An app's candidates for adoption ($1: its version, $2: the workflow names it registers, $3:
 # at most, $4: the lock namespace), oldest first, each with its epoch and how many operations it
 # recorded (the adoption is guarded by both).
-STRANDED_WORKFLOWS = LIVE_EXECUTORS.replace("$5", "$4") + _LIVE_VERSIONS + """
+STRANDED_WORKFLOWS = _LIVE_EXECUTORS.replace("$5", "$4") + _LIVE_VERSIONS + """
 SELECT w.workflow_id, w.name, w.status, w.app_version, w.epoch,
        (SELECT count(*) FROM {s}.operations o WHERE o.workflow_id = w.workflow_id) AS operations
 FROM {s}.workflows w
@@ -41,7 +41,7 @@ LIMIT $3"""
 # or DELAYED one stays in its queue with the new version (and a new epoch), and its queue is
 # notified. The adoption is journaled in version_changes ($7: operations replayed; NULL:
 # adopted without replay). $8: the NOTIFY channel; $9: the lock namespace.
-ADOPT_WORKFLOW = LIVE_EXECUTORS.replace("$5", "$9") + _LIVE_VERSIONS + """, u AS (
+ADOPT_WORKFLOW = _LIVE_EXECUTORS.replace("$5", "$9") + _LIVE_VERSIONS + """, u AS (
     UPDATE {s}.workflows w
     SET app_version = $2, epoch = w.epoch + 1, updated_at = clock_timestamp(),
         executor_id = CASE WHEN w.status = 'PENDING' THEN $5 END,
@@ -62,26 +62,26 @@ SELECT workflow_id, name, inputs, recovery_attempts, epoch, queue_name, deadline
        CASE WHEN status <> 'PENDING' THEN pg_notify($8, 'q' || queue_name) END AS notified
 FROM u"""
 # The versions view ($1: the lock namespace): live executors per version ...
-LIVE_EXECUTOR_VERSIONS = LIVE_EXECUTORS.replace("$5", "$1") + """
+LIVE_EXECUTOR_VERSIONS = _LIVE_EXECUTORS.replace("$5", "$1") + """
 SELECT e.app_version, count(*) AS executors FROM {s}.executors e
 WHERE e.executor_id IN (SELECT executor_id FROM live)
 GROUP BY e.app_version"""
 # ... unfinished workflows per version and status, and how many of them are stranded ...
-VERSION_COUNTS = LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+VERSION_COUNTS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
 SELECT w.app_version, w.status, count(*) AS workflows,
        count(*) FILTER (WHERE """ + _STRANDED + """) AS stranded
 FROM {s}.workflows w
 WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED')
 GROUP BY w.app_version, w.status"""
 # ... and the first stranded ones ($2: at most), oldest first.
-STRANDED_IDS = LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+STRANDED_IDS = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
 SELECT w.workflow_id, w.name, w.status, w.app_version, w.created_at
 FROM {s}.workflows w
 WHERE w.status IN ('PENDING', 'ENQUEUED', 'DELAYED') AND """ + _STRANDED + """
 ORDER BY w.created_at, w.workflow_id
 LIMIT $2"""
 # One workflow ($2): whether it waits for an executor of its version that is not there.
-WORKFLOW_STRANDED = LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
+WORKFLOW_STRANDED = _LIVE_EXECUTORS.replace("$5", "$1") + _LIVE_VERSIONS + """
 SELECT """ + _STRANDED + """ AS stranded FROM {s}.workflows w WHERE w.workflow_id = $2"""
 # The adoptions of one workflow, oldest first.
 VERSION_CHANGES = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .liveness import LIVE_EXECUTORS
+from .liveness import _LIVE_EXECUTORS
 
 # ---------------------------------------------------------------------------------------------
 # Workflows
@@ -51,12 +51,12 @@ WORKFLOW_OWNERSHIP = "SELECT status, epoch FROM {s}.workflows WHERE workflow_id 
 WORKFLOW_RESULT = "SELECT status, output, error FROM {s}.workflows WHERE workflow_id = $1"
 WORKFLOW_TRACEPARENT = "SELECT traceparent FROM {s}.workflows WHERE workflow_id = $1"
 
-STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
+_STATUS_COLUMNS = """workflow_id, name, status, executor_id, app_version, recovery_attempts,
     parent_workflow_id, created_at, updated_at, completed_at, error, queue_name, priority,
     deduplication_id, partition_key, delay_until, dispatched_at, timeout_seconds, deadline,
     epoch, run, run_of, attributes"""
 
-WORKFLOW_STATUS = "SELECT " + STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
+WORKFLOW_STATUS = "SELECT " + _STATUS_COLUMNS + " FROM {s}.workflows WHERE workflow_id = $1"
 
 FINISH_WORKFLOW = """
 WITH u AS (
@@ -114,7 +114,7 @@ FROM (SELECT 1) AS one LEFT JOIN u ON true"""
 # send in flight holds a KEY SHARE lock on its destination's row (the foreign key check), which
 # must not make a sweep skip that workflow. Queued workflows are not claimed here:
 # REQUEUE_ORPHANS puts them back in their queue. This executor's own are CLAIM_OWN's.
-CLAIM_WORKFLOWS = LIVE_EXECUTORS + """, candidates AS (
+CLAIM_WORKFLOWS = _LIVE_EXECUTORS + """, candidates AS (
     SELECT c.workflow_id FROM {s}.workflows c
     WHERE c.status = 'PENDING' AND c.queue_name IS NULL
       AND c.name = ANY ($2::text[])
