@@ -21,7 +21,7 @@ WITH t AS (
 ), owner AS (
     SELECT $14::bigint IS NULL OR EXISTS (
         SELECT 1 FROM {s}.workflows p
-        WHERE p.workflow_id = $5 AND p.status = 'PENDING' AND p.epoch = $14 FOR SHARE) AS _owned
+        WHERE p.workflow_id = $5 AND p.status = 'PENDING' AND p.epoch = $14 FOR SHARE) AS owned
 ), ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
@@ -30,13 +30,13 @@ WITH t AS (
     SELECT $1, $2, CASE WHEN $9::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, $3, $4, $5, $6,
            $7, $8, $10, CASE WHEN $9::float8 > 0 THEN t.ts + make_interval(secs => $9) END,
            t.ts, t.ts, $12, $13
-    FROM t, owner WHERE owner._owned
+    FROM t, owner WHERE owner.owned
     ON CONFLICT DO NOTHING
     RETURNING queue_name
 ), n AS (
     SELECT pg_notify($11, 'q' || queue_name) FROM ins
 )
-SELECT (SELECT count(*) FROM n) AS created, (SELECT _owned FROM owner) AS _owned,
+SELECT (SELECT count(*) FROM n) AS created, (SELECT owned FROM owner) AS owned,
        (SELECT name FROM {s}.workflows WHERE workflow_id = $1) AS existing_name,
        (SELECT workflow_id FROM {s}.workflows
         WHERE queue_name = $6 AND deduplication_id = $8

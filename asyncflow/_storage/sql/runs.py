@@ -18,7 +18,7 @@ from .workflows import _STATUS_COLUMNS
 # run's execution owns that epoch; a stale one is fenced out). Messages, events and streams
 # stay with the workflow id. The kept run has no parent (it is linked by ``run_of``), so
 # retention never keeps it for a parent still running. Returns the new epoch (no row: refused,
-# not _owned).
+# not owned).
 CONTINUE_AS_NEW = """
 WITH cur AS (
     SELECT * FROM {s}.workflows
@@ -53,7 +53,7 @@ WITH cur AS (
     WHERE w.workflow_id = cur.workflow_id AND (NOT $5 OR EXISTS (SELECT 1 FROM arch))
     RETURNING w.epoch
 )
-SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS _owned"""
+SELECT (SELECT epoch FROM u) AS epoch, EXISTS (SELECT 1 FROM cur) AS owned"""
 
 # The earlier runs kept of workflow $1, newest first.
 LIST_RUNS = "SELECT " + _STATUS_COLUMNS + """
