@@ -1,5 +1,5 @@
 """Prunes dead executors' rows in a loop, as every supervisor does now and then: asyncflow's
-own PRUNE_EXECUTORS statement through its Store (tests/test_fault_liveness.py races launches
+own PRUNE_EXECUTORS statement through its Store (tests/faults/test_fault_liveness.py races launches
 against three of these).
 
     pruner.py URL

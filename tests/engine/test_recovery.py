@@ -141,7 +141,7 @@ async def test_dead_letter_after_max_recovery_attempts_and_resume(make_app, conn
 
 async def test_only_matching_app_version_is_recovered(make_app, conn):
     # With upgrade="never", a workflow runs on its own version only (the default, "replay",
-    # adopts it when its history replays cleanly: tests/test_upgrade.py).
+    # adopts it when its history replays cleanly: tests/operations/test_upgrade.py).
     await conn.execute(_seed_pending(1, version="old"))
     app = make_app(app_version="new", upgrade="never")
 

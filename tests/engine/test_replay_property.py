@@ -519,7 +519,8 @@ async def test_replay_matches_first_run(mode: str, procs: Any, new_database: Any
         ref_url, trial_url = await new_database(), await new_database()
         about = (f"program seed {seed} ({mode}), killed at {kills}; replay it: "
                  f"ASYNCFLOW_REPLAY_SEED={seed} ASYNCFLOW_SOAK_REPLAY_PROGRAMS=1 python -m pytest"
-                 f" -q 'tests/test_replay_property.py::test_replay_matches_first_run[{mode}]'"
+                 " -q 'tests/engine/test_replay_property.py"
+                 f"::test_replay_matches_first_run[{mode}]'"
                  f"\nprogram: {json.dumps(program)}")
         try:
             async with asyncio.TaskGroup() as tg:  # both at once; a failure stops the other

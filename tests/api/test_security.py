@@ -2,8 +2,9 @@
 NOTIFY payloads carry only a kind and an id, and the runtime works under a plain role holding
 only the documented privileges (no superuser, no DDL).
 
-(tests/test_api.py pins the static rules on the SQL modules themselves (asyncflow/_storage/sql/):
-no f-strings, %-formatting or .format(), only the ``{s}`` schema placeholder, no pickle.)
+(tests/api/test_api.py pins the static rules on the SQL modules themselves,
+asyncflow/_storage/sql/: no f-strings, %-formatting or .format(), only the ``{s}`` schema
+placeholder, no pickle.)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import re
 from collections import Counter
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 
 import asyncflow
 from asyncflow.testing import step_runs, until_waiting

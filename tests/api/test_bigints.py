@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 
 import asyncflow
 from asyncflow import _codec

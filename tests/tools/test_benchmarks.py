@@ -23,7 +23,7 @@ from benchmarks.server import Server
 
 pytestmark = pytest.mark.slow  # the whole benchmark suite, quick mode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_quick_run_writes_every_scenario(server_url: str, tmp_path: Path) -> None:

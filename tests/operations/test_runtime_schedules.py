@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 from ticks import each_tick_once
 
 import asyncflow

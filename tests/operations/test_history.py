@@ -10,9 +10,9 @@ from collections import Counter
 
 import asyncpg
 import pytest
+from clilib import run_cli
 from conftest import with_database
 from faultlib import admin
-from test_replay import run_cli
 
 import asyncflow
 

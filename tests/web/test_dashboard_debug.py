@@ -2,7 +2,7 @@
 topics and values, the last activity that moves with each operation, long journals paged, the
 waterfall, the workflow's queue state, the schedules page and its actions, the cancel
 confirmation, actions hidden where they cannot act, and the Send form's bad JSON coming back.
-(The same in a real browser: tests/test_dashboard_browser.py.)"""
+(The same in a real browser: tests/web/test_dashboard_browser.py.)"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 
 import asyncflow
 

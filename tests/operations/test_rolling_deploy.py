@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from test_cli import cli_json
+from clilib import cli_json
 
 import asyncflow
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clilib import run_cli
 from conftest import ROOT, python_env
 
 import asyncflow
@@ -301,19 +302,6 @@ async def record():
         handle = await app.start_workflow(shop, "hat", 2, workflow_id="shop-1")
         return await handle.get_result()
 """)
-
-
-async def run_cli(*args: str, cwd: Path, db_url: str | None = None) -> tuple[int, str, str]:
-    env = python_env()
-    env.pop("ASYNCFLOW_DATABASE_URL", None)
-    if db_url is not None:
-        env["ASYNCFLOW_DATABASE_URL"] = db_url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "asyncflow", *args, cwd=cwd, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert b"Traceback" not in err, err.decode()
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_cli_replay_against_a_database_and_a_file(db_url, tmp_path):

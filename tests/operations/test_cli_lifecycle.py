@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 
 import asyncflow
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from test_cli import cli, cli_json
+from clilib import cli, cli_json
 from ticks import each_tick_once
 
 import asyncflow

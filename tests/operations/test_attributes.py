@@ -95,7 +95,7 @@ async def test_bad_attributes_fail_at_the_call_and_write_nothing(make_app, conn)
 
 
 async def test_cli_lists_by_attributes_and_shows_them(make_app, db_url):
-    from test_cli import cli, cli_json
+    from clilib import cli, cli_json
 
     app = make_app()
 

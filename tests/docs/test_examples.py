@@ -16,8 +16,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from clilib import cli, cli_env
 from conftest import ROOT, Proc, python_env
-from test_cli import cli, cli_env
 
 pytestmark = pytest.mark.slow  # real servers and subprocesses
 

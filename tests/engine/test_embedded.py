@@ -18,8 +18,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from clilib import cli, cli_env
 from conftest import ROOT, Proc
-from test_cli import cli, cli_env
 
 from asyncflow._storage import watchdog as W
 

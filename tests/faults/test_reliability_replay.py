@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import ROOT
 from faultlib import FaultProxy
 
 import asyncflow
@@ -363,7 +364,7 @@ async def test_item6_oversized_error_is_recorded_with_its_type(make_app):
 def _program_module() -> Any:
     """The worker script (tests/procs/rel_random_program.py) also defines the programs and
     their expected outcomes; import it from its path (tests/procs is not a package)."""
-    path = Path(__file__).resolve().parent / "procs" / "rel_random_program.py"
+    path = ROOT / "tests" / "procs" / "rel_random_program.py"
     spec = importlib.util.spec_from_file_location("rel_random_program", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""The dashboard's debugging pages in a real headless Chromium (as tests/test_dashboard.py's
+"""The dashboard's debugging pages in a real headless Chromium (as tests/web/test_dashboard.py's
 browser test): timeline rows with keys, topics and values and their expanders, the waterfall,
 the last activity moving live, a long journal paged, bad JSON kept in the Send form, Cancel
 confirmed, Send hidden on an ended workflow, the schedules page's pause, resume and trigger, and
