@@ -4,8 +4,9 @@
 
 The program is a list of operations (see ``tests/engine/test_replay_property.py``:
 ``generate``); the workflow interprets it and returns what it observed: each step's value,
-each caught exception's type, args and attributes, each message received. Every incarnation starts ``p`` (idempotent:
-after the first it only returns a handle), so it either runs it or recovers it, and waits for it.
+each caught exception's type, args and attributes, each message received. Every incarnation
+starts ``p`` (idempotent: after the first it only returns a handle), so it either runs it or
+recovers it, and waits for it.
 
 Output lines (the test's clock; nothing here sleeps to wait for anything):
 
