@@ -20,6 +20,17 @@ Sent = tuple[str, str | None, str, str | None, str | None]  # ... and the sender
 # workflow, function id, name, key, value, the recorded error if the stream is closed, epoch
 Write = tuple[str, int, str, str, str, str, int]
 Read = tuple[str, str, int, int]
+# INSERT_WORKFLOW's parameters but the channel: workflow, name, inputs, executor, app version,
+# parent, traceparent, timeout, deadline, the parent execution's epoch, attributes
+Start = tuple[str, str, str, str | None, str, str | None, str | None, float | None,
+              float | None, int | None, str | None]
+Started = tuple[bool, str | None]  # created, the name of the row (None: no row)
+# A recv's first attempt: workflow, topic, function id, deadline, the execution's epoch
+FirstRecv = tuple[str, str | None, int, float, int]
+Taken = tuple[bool, str | None, str | None]  # journaled, the message taken, its traceparent
+Recv = tuple[str, str | None, int, int]  # a later attempt: workflow, topic, function id, epoch
+# the status (None: no longer at the epoch), the message, consumed, the sender's traceparent
+Received = tuple[str | None, str | None, bool, str | None]
 Written = tuple[bool, int | None, bool]
 Page = tuple[list[tuple[int, Any]], bool]
 

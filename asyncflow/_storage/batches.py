@@ -1,5 +1,6 @@
 """The group-commit statements of the store: many operations of one kind in one statement,
-with one outcome per operation (see :mod:`asyncflow._storage.batcher`)."""
+with one outcome per operation (see :mod:`asyncflow._storage.batcher`). For the starts, outcome
+checks and recvs, both halves live here: the statement of one operation and of many."""
 
 from __future__ import annotations
 
@@ -8,22 +9,31 @@ from typing import Any
 from .._status import Delivery
 from .base import (
     Finish,
+    FirstRecv,
+    Outcome,
     Page,
     Read,
+    Received,
     Record,
+    Recv,
     Sent,
+    Start,
+    Started,
     StoreBase,
+    Taken,
     Write,
     Written,
     conflict,
     not_found,
     page,
 )
-from .sql import batches
+from .database import UniqueViolation
+from .sql import batches, journal, messages, streams, workflows
 
 
 class BatchStatements(StoreBase):
-    """The ``*_many`` statements of the store's batchers."""
+    """The statements of the store's batchers: each kind's ``*_many`` and, for most, its ``*_one``
+    (a lone operation, or each operation of a batch that failed as a whole)."""
 
     __slots__ = ()
 
@@ -93,3 +103,136 @@ class BatchStatements(StoreBase):
             else:
                 results.append(page(mine))
         return results
+
+    # -- single operations: a lone one, or each of a failed batch -------------------------------
+
+    async def _finish_one(self, op: Finish) -> bool:
+        return bool(await self.storage.fetch(workflows.FINISH_WORKFLOW, *op[:4], self.channel,
+                    op[4]))
+
+    async def _record_one(self, op: Record) -> bool:
+        try:
+            result = await self.storage.execute(journal.RECORD_OPERATION, *op)
+        except UniqueViolation:
+            raise conflict(op[0], op[1]) from None
+        return not result.endswith(" 0")
+
+    async def _read_one(self, op: Read) -> Page:
+        rows = await self.storage.fetch(streams.READ_STREAM, *op)
+        if not rows:
+            raise not_found(op[0])
+        return page(rows)
+
+    # -- starts ---------------------------------------------------------------------------------
+
+    async def _insert_one(self, op: Start) -> Started:
+        row = await self.storage.fetchrow(workflows.INSERT_WORKFLOW, *op[:9], self.channel,
+                                          *op[9:])
+        if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
+            # or the parent's execution no longer owns the parent (then it may not exist)
+            existing: str | None = await self.storage.fetchval(workflows.WORKFLOW_NAME, op[0])
+            return False, existing
+        return bool(row["created"]), row["name"]
+
+    async def _insert_many(self, ops: list[Start]) -> list[Started | BaseException]:
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(batches.INSERT_WORKFLOWS, *columns[:9], self.channel,
+                                        *columns[9:])
+        created = {row["workflow_id"]: row["name"] for row in rows if row["kind"] == "c"}
+        existing = {row["workflow_id"]: row["name"] for row in rows if row["kind"] == "e"}
+        results: list[Started | BaseException] = []
+        for op in ops:
+            workflow_id = op[0]
+            if workflow_id in existing:
+                results.append((False, existing[workflow_id]))
+            elif workflow_id in created:  # the first start of the id in the batch created it
+                existing[workflow_id] = created[workflow_id]
+                results.append((True, created[workflow_id]))
+            else:  # refused by its parent's fence, or raced by a concurrent insert: alone
+                try:
+                    results.append(await self._insert_one(op))
+                except Exception as exc:
+                    results.append(exc)
+        return results
+
+    # -- outcome checks -------------------------------------------------------------------------
+
+    async def _outcome_one(self, workflow_id: str) -> Outcome | None:
+        row = await self.storage.fetchrow(workflows.WORKFLOW_RESULT, workflow_id)
+        if row is None:
+            return None
+        return Outcome(row["status"], row["output"], row["error"])
+
+    async def _outcome_many(self, ids: list[str]) -> list[Outcome | BaseException | None]:
+        rows = await self.storage.fetch(batches.WORKFLOW_RESULTS, ids)
+        found = {row["workflow_id"]: Outcome(row["status"], row["output"], row["error"])
+                 for row in rows}
+        return [found.get(workflow_id) for workflow_id in ids]
+
+    # -- recvs ----------------------------------------------------------------------------------
+
+    async def _recv_first_one(self, op: FirstRecv) -> Taken:
+        workflow_id, topic, function_id, deadline, epoch = op
+        template = messages.RECV_FIRST_NO_TOPIC if topic is None else messages.RECV_FIRST_TOPIC
+        try:
+            row = await self.storage.fetchrow(template, workflow_id, topic, function_id,
+                                              deadline, epoch)
+        except UniqueViolation:
+            raise conflict(workflow_id, function_id) from None
+        assert row is not None
+        if not row["consumed"]:
+            return bool(row["recorded"]), None, None
+        return bool(row["recorded"]), row["message"], row["traceparent"]
+
+    async def _recv_first_many(self, ops: list[FirstRecv]) -> list[Taken | BaseException]:
+        if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
+            raise _SameMailbox
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(batches.RECV_FIRST_MANY, *columns)
+        journaled = {row["ord"]: row for row in rows if row["kind"] == "r"}
+        pending = {(row["workflow_id"], row["epoch"]) for row in rows if row["kind"] == "p"}
+        results: list[Taken | BaseException] = []
+        for ordinal, (workflow_id, _topic, function_id, _deadline, epoch) in enumerate(
+                ops, start=1):
+            row = journaled.get(ordinal)
+            if row is not None:
+                taken = bool(row["consumed"])
+                results.append((True, row["message"] if taken else None,
+                                row["traceparent"] if taken else None))
+            elif (workflow_id, epoch) in pending:  # owned, but its entry exists: another
+                results.append(conflict(workflow_id, function_id))  # execution journaled it
+            else:
+                results.append((False, None, None))
+        return results
+
+    async def _recv_one(self, op: Recv) -> Received:
+        workflow_id, topic, function_id, epoch = op
+        template = messages.RECV_NO_TOPIC if topic is None else messages.RECV_TOPIC
+        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
+        assert row is not None
+        status = row["status"] if row["epoch"] == epoch else None
+        return status, row["message"], bool(row["consumed"]), row["traceparent"]
+
+    async def _recv_many(self, ops: list[Recv]) -> list[Received | BaseException]:
+        if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
+            raise _SameMailbox
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(batches.RECV_MANY, *columns)
+        taken = {row["ord"]: row for row in rows if row["kind"] == "m"}
+        states = {row["workflow_id"]: row for row in rows if row["kind"] == "s"}
+        results: list[Received | BaseException] = []
+        for ordinal, (workflow_id, _topic, _function_id, epoch) in enumerate(ops, start=1):
+            state = states.get(workflow_id)
+            status = state["status"] if state is not None and state["epoch"] == epoch else None
+            row = taken.get(ordinal)
+            if row is None:
+                results.append((status, None, False, None))
+            else:
+                results.append((status, row["message"], bool(row["consumed"]),
+                                row["traceparent"]))
+        return results
+
+
+class _SameMailbox(Exception):
+    """A batch holding two recvs of one mailbox (a workflow and topic): each would take the
+    same message, so the batch is written one by one instead."""

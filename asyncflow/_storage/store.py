@@ -18,19 +18,24 @@ from .admin import AdminStatements
 from .base import (
     Claimed,
     Finish,
+    FirstRecv,
     JournalEntry,
     Outcome,
     Page,
     Read,
+    Received,
     Record,
+    Recv,
     Resumed,
     Send,
     Sent,
+    Start,
+    Started,
+    Taken,
     Write,
     Written,
     deduplicated_resume,
     not_found,
-    page,
 )
 from .base import conflict as _conflict
 from .batcher import Batcher
@@ -58,11 +63,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             LivenessStatements, VersionStatements, RunStatements):
     """Named database operations over one :class:`Storage` (pool + schema).
 
-    Workflow completions, journal entries and messages from outside workflows go through group
-    commit (:mod:`asyncflow._storage.batcher`): concurrent ones share a statement.
+    Workflow starts and completions, outcome checks, journal entries, recvs and messages from
+    outside workflows go through group commit (:mod:`asyncflow._storage.batcher`): concurrent
+    ones share a statement.
     """
 
-    __slots__ = ("channel", "finishes", "reads", "records", "sends", "storage", "writes")
+    __slots__ = ("channel", "finishes", "first_recvs", "outcomes", "reads", "records", "recvs",
+                 "sends", "starts", "storage", "writes")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -73,6 +80,12 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
+        self.starts: Batcher[Start, Started] = Batcher(self._insert_many, self._insert_one)
+        self.outcomes: Batcher[str, Outcome | None] = Batcher(
+            self._outcome_many, self._outcome_one, writers=2)  # reads, as above
+        self.first_recvs: Batcher[FirstRecv, Taken] = Batcher(self._recv_first_many,
+                                                               self._recv_first_one)
+        self.recvs: Batcher[Recv, Received] = Batcher(self._recv_many, self._recv_one)
 
     @staticmethod
     async def _submit(batcher: Batcher[Any, Any], one: Any, op: Any) -> Any:
@@ -106,17 +119,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         a ``deadline`` (runtime-clock seconds) the deadline enforcers are notified. A child
         (``parent_epoch`` given) is inserted only while its parent's execution owns the parent:
         otherwise nothing is inserted and the name is ``None`` (unless the id exists).
-        ``attributes``: its attributes (JSON text of an object)."""
-        row = await self.storage.fetchrow(
-            workflows.INSERT_WORKFLOW, workflow_id, name, inputs, executor_id, app_version,
-                parent_id,
-            traceparent, timeout_seconds, deadline, self.channel, parent_epoch, attributes,
-        )
-        if row is None:  # lost a race with a concurrent insert of the same id (it exists now),
-            # or the parent's execution no longer owns the parent (then it may not exist)
-            existing: str | None = await self.storage.fetchval(workflows.WORKFLOW_NAME, workflow_id)
-            return False, existing
-        return bool(row["created"]), row["name"]
+        ``attributes``: its attributes (JSON text of an object). Concurrent starts share a
+        statement."""
+        started: Started = await self._submit(
+            self.starts, self._insert_one,
+            (workflow_id, name, inputs, executor_id, app_version, parent_id, traceparent,
+             timeout_seconds, deadline, parent_epoch, attributes))
+        return started
 
     async def insert_unassigned_workflow(
         self, workflow_id: str, name: str, inputs: str
@@ -149,10 +158,11 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return traceparent
 
     async def workflow_outcome(self, workflow_id: str) -> Outcome | None:
-        row = await self.storage.fetchrow(workflows.WORKFLOW_RESULT, workflow_id)
-        if row is None:
-            return None
-        return Outcome(row["status"], row["output"], row["error"])
+        """Status, output and error (``None``: no such workflow); concurrent checks share a
+        query."""
+        outcome: Outcome | None = await self._submit(self.outcomes, self._outcome_one,
+                                                     workflow_id)
+        return outcome
 
     async def workflow_status(self, workflow_id: str) -> WorkflowStatus:
         row = await self.storage.fetchrow(workflows.WORKFLOW_STATUS, workflow_id)
@@ -171,10 +181,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         done: bool = await self._submit(self.finishes, self._finish_one,
                                         (workflow_id, status, output, error, epoch))
         return done
-
-    async def _finish_one(self, op: Finish) -> bool:
-        return bool(await self.storage.fetch(workflows.FINISH_WORKFLOW, *op[:4], self.channel,
-                    op[4]))
 
     async def cancel_workflow(self, workflow_id: str) -> tuple[bool, str | None]:
         """Cancel a PENDING (or queued) workflow: ``(cancelled now, its queue or None)``.
@@ -270,13 +276,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             (workflow_id, function_id, name, output, error, child_id, completed, deadline,
              epoch))
         return recorded
-
-    async def _record_one(self, op: Record) -> bool:
-        try:
-            result = await self.storage.execute(journal.RECORD_OPERATION, *op)
-        except UniqueViolation:
-            raise _conflict(op[0], op[1]) from None
-        return not result.endswith(" 0")
 
     async def complete_operation(
         self, workflow_id: str, function_id: int, output: str | None, epoch: int
@@ -396,25 +395,22 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         epoch: int,
     ) -> tuple[bool, str | None, str | None]:
         """Journal recv #function_id (with its wall-clock deadline) and take a waiting message
-        in one statement: ``(recorded, message or None, its sender's traceparent)``."""
-        template = messages.RECV_FIRST_NO_TOPIC if topic is None else messages.RECV_FIRST_TOPIC
-        row = await self._insert_entry(workflow_id, function_id, template, workflow_id, topic,
-                                       function_id, deadline, epoch)
-        if not row["consumed"]:
-            return bool(row["recorded"]), None, None
-        return bool(row["recorded"]), row["message"], row["traceparent"]
+        in one statement (shared by concurrent ones): ``(recorded, message or None, its
+        sender's traceparent)``."""
+        taken: Taken = await self._submit(self.first_recvs, self._recv_first_one,
+                                          (workflow_id, topic, function_id, deadline, epoch))
+        return taken
 
     async def recv_next(
         self, workflow_id: str, topic: str | None, function_id: int, epoch: int
     ) -> tuple[str | None, str | None, bool, str | None]:
         """Take the next message into the open recv of the execution of ``epoch``: ``(workflow
         status, message, consumed, the sender's traceparent)``. The status is ``None`` when the
-        workflow is no longer at ``epoch`` (claimed elsewhere: this execution must stop)."""
-        template = messages.RECV_NO_TOPIC if topic is None else messages.RECV_TOPIC
-        row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
-        assert row is not None
-        status = row["status"] if row["epoch"] == epoch else None
-        return status, row["message"], bool(row["consumed"]), row["traceparent"]
+        workflow is no longer at ``epoch`` (claimed elsewhere: this execution must stop).
+        Concurrent ones share a statement."""
+        received: Received = await self._submit(self.recvs, self._recv_one,
+                                                (workflow_id, topic, function_id, epoch))
+        return received
 
     async def take_branch_message(
         self, workflow_id: str, topic: str | None, function_id: int, index: int, epoch: int
@@ -492,9 +488,3 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         page: Page = await self._submit(self.reads, self._read_one,
                                         (workflow_id, key, offset, limit))
         return page
-
-    async def _read_one(self, op: Read) -> Page:
-        rows = await self.storage.fetch(streams.READ_STREAM, *op)
-        if not rows:
-            raise not_found(op[0])
-        return page(rows)

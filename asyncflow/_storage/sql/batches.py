@@ -166,3 +166,144 @@ LEFT JOIN LATERAL (
     ORDER BY s."offset" LIMIT i.lim
 ) r ON w.workflow_id IS NOT NULL
 ORDER BY i.ord, r."offset\""""
+
+# Many starts in one statement ($1-$9, $11, $12: arrays of INSERT_WORKFLOW's parameters; $10 the
+# channel): rows 'c' (created, with the row's name) and 'e' (the id existed before: its name).
+# An id in neither (the parent's execution no longer owns the parent, or a concurrent insert
+# committed after this statement's snapshot) is written again alone. Of two starts of one id in
+# the batch, the first (by position) inserts and the other finds it.
+INSERT_WORKFLOWS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::float8[], $9::float8[], $11::bigint[],
+                         $12::text[])
+        WITH ORDINALITY AS i(workflow_id, name, inputs, executor_id, app_version, parent_id,
+                             traceparent, timeout_seconds, deadline, parent_epoch, attributes,
+                             ord)
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
+         traceparent, timeout_seconds, deadline, epoch, attributes)
+    SELECT i.workflow_id, i.name, 'PENDING', i.inputs, i.executor_id, i.app_version,
+           i.parent_id, i.traceparent, i.timeout_seconds, i.deadline, 1,
+           coalesce(i.attributes::jsonb, '{ }')
+    FROM input i
+    WHERE i.parent_epoch IS NULL OR EXISTS (
+        SELECT 1 FROM {s}.workflows p
+        WHERE p.workflow_id = i.parent_id AND p.status = 'PENDING'
+          AND p.epoch = i.parent_epoch FOR SHARE)
+    ORDER BY i.ord
+    ON CONFLICT (workflow_id) DO NOTHING
+    RETURNING workflow_id, name, deadline
+)
+SELECT 'c' AS kind, workflow_id, name,
+       (SELECT count(pg_notify($10, 'd')) FROM (SELECT 1 FROM ins WHERE deadline IS NOT NULL
+                                                LIMIT 1) d) AS notified
+FROM ins
+UNION ALL
+SELECT 'e', workflow_id, name, NULL FROM {s}.workflows
+WHERE workflow_id = ANY ($1::text[])"""
+
+# Many recvs' later attempts in one statement (RECV_TOPIC / RECV_NO_TOPIC for each op: $1
+# workflow, $2 topic, $3 function id, $4 the execution's epoch). Rows 'm' (a message taken for
+# op #ord, consumed when its open entry was completed and the message deleted) and 's' (each
+# workflow's status and epoch). One op per mailbox in a batch (the caller's rule).
+_RECV_LATERAL = """
+    SELECT i.ord, i.workflow_id, i.function_id, i.epoch, x.message_id, x.message, x.traceparent
+    FROM input i CROSS JOIN LATERAL (
+        SELECT message_id, message, traceparent FROM {s}.messages
+        WHERE destination_id = i.workflow_id AND %TOPIC%
+        ORDER BY message_id LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) x
+    WHERE %WHICH%"""
+RECV_MANY = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])
+        WITH ORDINALITY AS i(workflow_id, topic, function_id, epoch, ord)
+), m AS (""" + _RECV_LATERAL.replace("%TOPIC%", "topic = i.topic").replace(
+    "%WHICH%", "i.topic IS NOT NULL") + """
+    UNION ALL""" + _RECV_LATERAL.replace("%TOPIC%", "topic IS NULL").replace(
+    "%WHICH%", "i.topic IS NULL") + """
+), pending AS (
+    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE
+), op AS (
+    UPDATE {s}.operations o SET output = m.message, completed = true
+    FROM m
+    WHERE o.workflow_id = m.workflow_id AND o.function_id = m.function_id AND NOT o.completed
+      AND (m.workflow_id, m.epoch) IN (SELECT workflow_id, epoch FROM pending)
+    RETURNING m.message_id
+), d AS (
+    DELETE FROM {s}.messages WHERE message_id IN (SELECT message_id FROM op)
+    RETURNING message_id
+)
+SELECT 'm' AS kind, ord, NULL AS workflow_id, message, traceparent,
+       message_id IN (SELECT message_id FROM d) AS consumed, NULL AS status,
+       NULL::bigint AS epoch
+FROM m
+UNION ALL
+SELECT 's', NULL, workflow_id, NULL, NULL, NULL, status, epoch FROM {s}.workflows
+WHERE workflow_id = ANY ($1::text[])"""
+
+# Many recvs' first attempts in one statement (RECV_FIRST_TOPIC / RECV_FIRST_NO_TOPIC for each
+# op: $1 workflow, $2 topic, $3 function id, $4 deadline, $5 the execution's epoch). Rows 'r'
+# (journaled: the message taken, if any), 'p' (workflows still PENDING, with their epoch: an
+# entry of a PENDING workflow at its epoch that was not journaled already existed) and one 'c'
+# row, which commits asynchronously when no op took a message (see _OPEN_WAIT_COMMIT). One op
+# per mailbox (workflow and topic) in a batch (the caller's rule).
+RECV_FIRST_MANY = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::float8[], $5::bigint[])
+        WITH ORDINALITY AS i(workflow_id, topic, function_id, deadline, epoch, ord)
+), m AS (
+    SELECT i.*, x.message_id, x.message, x.traceparent FROM input i
+    LEFT JOIN LATERAL (
+        SELECT message_id, message, traceparent FROM {s}.messages
+        WHERE destination_id = i.workflow_id AND topic = i.topic
+        ORDER BY message_id LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) x ON true
+    WHERE i.topic IS NOT NULL
+    UNION ALL
+    SELECT i.*, x.message_id, x.message, x.traceparent FROM input i
+    LEFT JOIN LATERAL (
+        SELECT message_id, message, traceparent FROM {s}.messages
+        WHERE destination_id = i.workflow_id AND topic IS NULL
+        ORDER BY message_id LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) x ON true
+    WHERE i.topic IS NULL
+), pending AS (
+    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE
+), op AS (
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, completed, deadline, topic)
+    SELECT workflow_id, function_id, 'asyncflow.recv', message, message_id IS NOT NULL,
+           deadline, topic
+    FROM m WHERE (workflow_id, epoch) IN (SELECT workflow_id, epoch FROM pending)
+    ON CONFLICT (workflow_id, function_id) DO NOTHING
+    RETURNING workflow_id, function_id
+), d AS (
+    DELETE FROM {s}.messages WHERE message_id IN (
+        SELECT message_id FROM m
+        WHERE (workflow_id, function_id) IN (SELECT workflow_id, function_id FROM op))
+    RETURNING message_id
+)
+SELECT 'r' AS kind, m.ord, m.workflow_id, m.message, m.traceparent,
+       m.message_id IN (SELECT message_id FROM d) AS consumed, NULL::bigint AS epoch,
+       NULL AS commit_mode
+FROM m WHERE (m.workflow_id, m.function_id) IN (SELECT workflow_id, function_id FROM op)
+UNION ALL
+SELECT 'p', NULL, workflow_id, NULL, NULL, NULL, epoch, NULL FROM pending
+UNION ALL
+SELECT 'c', NULL, NULL, NULL, NULL, NULL, NULL, set_config('synchronous_commit', CASE WHEN
+           EXISTS (SELECT 1 FROM m WHERE message_id IS NOT NULL)
+           THEN current_setting('synchronous_commit') ELSE 'off' END, true)"""
+
+# Many outcome checks in one query (the ids that exist).
+WORKFLOW_RESULTS = """
+SELECT workflow_id, status, output, error FROM {s}.workflows WHERE workflow_id = ANY ($1::text[])"""
