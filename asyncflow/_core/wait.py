@@ -162,9 +162,10 @@ class WaitRegistry:
 
         return remove
 
-    def wake(self, kind: str, workflow_id: str, value: Any = None) -> None:
+    def wake(self, kind: str, workflow_id: str, value: Any = None) -> bool:
         """Wake the waiters of a key; ``value`` (if given) is handed to each of them, so that a
-        local commit's outcome need not be read back from the database."""
+        local commit's outcome need not be read back from the database. Returns whether a
+        waiter of this process was woken."""
         group = self._waiters.get((kind, workflow_id))
         if group:
             for event in group:
@@ -173,6 +174,7 @@ class WaitRegistry:
                 event.set()
         for observer in self._observers:
             observer(kind, workflow_id)
+        return bool(group)
 
     def wake_all(self) -> None:
         """Wake every waiter (after a reconnect anything may have happened)."""
@@ -211,6 +213,15 @@ class WaitRegistry:
             await reached.wait()
         finally:
             self._target = None
+
+
+async def hand_over() -> None:
+    """Let the tasks a local wake-up just woke run before the waking task goes on: the woken
+    side of an exchange (a caller waiting on ``get_event``, a workflow in ``recv``) is on its
+    critical path, and the waker's next statement (a workflow's next ``recv``) would otherwise
+    reach the database first. A wake-up by NOTIFY arrives after that statement anyway; a local
+    hand-over must not be slower than it."""
+    await asyncio.sleep(0)
 
 
 def decode_payload(payload: str) -> list[Key]:

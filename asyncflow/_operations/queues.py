@@ -218,11 +218,14 @@ async def _insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_v
 def wake_queue(runtime: Runtime, queue_name: str) -> None:
     """Wake this process's dispatchers of a queue once what was just written is committed:
     now, or when the enclosing ``@app.transaction`` commits."""
+    def wake() -> None:
+        runtime.waits.wake(QUEUE, queue_name)
+
     pending = after_commit_var.get()
     if pending is not None:
-        pending.append(lambda: runtime.waits.wake(QUEUE, queue_name))
+        pending.append(wake)
     else:
-        runtime.waits.wake(QUEUE, queue_name)
+        wake()
 
 
 async def enqueue_with_id(runtime: Runtime, req: EnqueueRequest, workflow_id: str,

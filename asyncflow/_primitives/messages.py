@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _codec
-from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet
+from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet, hand_over
 from .._engine.context import StepContext, WorkflowContext
 from .._engine.journal import begin, checked, record, replayed_value, stop_for_status
 from .._engine.observe import outside_operation, workflow_operation
@@ -36,8 +36,8 @@ async def send_outside(
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
     delivery = await runtime.store.send_message(destination_id, topic, text, key, traceparent)
-    if delivery is not Delivery.DUPLICATE:
-        runtime.waits.wake(MESSAGE, destination_id)
+    if delivery is not Delivery.DUPLICATE and runtime.waits.wake(MESSAGE, destination_id):
+        await hand_over()  # the woken recv goes first
     return delivery
 
 
@@ -78,7 +78,8 @@ async def send_from_workflow(
         await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
                      error=encode_error(exc))
         raise
-    runtime.waits.wake(MESSAGE, destination_id)
+    if runtime.waits.wake(MESSAGE, destination_id):
+        await hand_over()  # the woken recv goes first
 
 
 def _described(destination_id: str, topic: str | None, text: str) -> str:

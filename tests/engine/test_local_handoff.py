@@ -131,3 +131,39 @@ async def test_a_reader_that_missed_entries_reads_them_from_the_database(make_ap
 
 async def _collect(iterator):
     return [value async for value in iterator]
+
+
+async def test_the_woken_side_of_a_local_hand_over_runs_before_the_waker_goes_on(make_app):
+    """Issue 23, item 1. A workflow's ``set_event`` wakes a caller in ``get_event`` (and an
+    outside ``send`` wakes a workflow in ``recv``); the woken task runs before the waker's next
+    statement is issued, so the waker's next ``recv`` does not go to the database ahead of the
+    woken side of the exchange (a wake-up by NOTIFY would arrive after it anyway)."""
+    app = make_app()
+    rounds = 10
+
+    @app.workflow()
+    async def ponger():
+        for index in range(rounds):
+            await asyncflow.recv("ping", timeout_seconds=30)
+            await asyncflow.set_event(f"pong{index}", index)
+
+    async with app:
+        handle = await app.start_workflow(ponger, workflow_id="p")
+        store = app.runtime.store
+        await app.runtime.waits.wait_for_count(1)  # the ponger waits in its first recv
+        for index in range(rounds):
+
+            async def ping(index: int = index) -> None:
+                await app.runtime.waits.wait_for_count(2)  # the ponger and the get_event below
+                taken = store.recvs.ops
+                await app.send("p", index, "ping")
+                # Back from the send: the woken ponger has already taken the message (its recv
+                # ran before this task went on).
+                assert store.recvs.ops == taken + 1
+
+            sender = asyncio.ensure_future(ping())
+            assert await app.get_event("p", f"pong{index}", 30) == index
+            # Back from get_event: the ponger has not yet journaled its next recv.
+            assert store.first_recvs.ops == index + 1
+            await sender
+        await handle.get_result()
