@@ -32,11 +32,11 @@ async def test_concurrent_starts_share_statements_and_keep_their_outcomes(make_a
         assert ops == 66 and batches < ops  # they shared statements
         assert isinstance(outcomes[-1], asyncflow.WorkflowConflictError)
         assert ".other'" in str(outcomes[-1])
-        results = await asyncio.gather(*(h.get_result(timeout_seconds=30)  # type: ignore[union-attr]
+        results = await asyncio.gather(*(h.get_result(timeout_seconds=30)
                                          for h in outcomes[:60]))
         assert results == [2 * k for k in range(60)]
         # Five starts of one id: one workflow, started once, whose result all of them get.
-        twice = [await h.get_result(timeout_seconds=30) for h in outcomes[60:65]]  # type: ignore[union-attr]
+        twice = [await h.get_result(timeout_seconds=30) for h in outcomes[60:65]]
         assert len(set(twice)) == 1 and twice[0] in {200 + 2 * k for k in range(5)}
 
 
@@ -51,11 +51,13 @@ async def test_a_batched_child_start_is_refused_when_the_parent_is_not_owned(mak
         handle = await app.start_workflow(parent)
         await app._waits.wait_for_count(1)
         store = app.runtime.store
+        before = store.starts.batches
         # Starts of children fenced by the parent's epoch: the current one (1) is owned, a
         # stale one (0) is not; in one batch each gets its own answer.
         calls = [store.insert_workflow(f"c{k}", "elsewhere", "[]", "x", "v", handle.workflow_id,
                                        parent_epoch=1 if k % 2 else 0) for k in range(20)]
         outcomes = await asyncio.gather(*calls)
+        assert store.starts.batches - before < 20  # (the first alone, the rest together)
         for k, (created, name) in enumerate(outcomes):
             if k % 2:
                 assert (created, name) == (True, "elsewhere")
@@ -82,8 +84,8 @@ async def test_concurrent_result_checks_share_queries(make_app):
         found = await asyncio.gather(*calls)
         batches, ops = store.outcomes.batches - before[0], store.outcomes.ops - before[1]
         assert ops == 41 and batches < ops
-        assert [o.output for o in found[:40]] == [str(k) for k in range(40)]  # type: ignore[union-attr]
-        assert {o.status for o in found[:40]} == {"SUCCESS"}  # type: ignore[union-attr]
+        assert [o.output for o in found[:40]] == [str(k) for k in range(40)]
+        assert {o.status for o in found[:40]} == {"SUCCESS"}
         assert found[40] is None
 
 
