@@ -135,6 +135,8 @@ class BatchStatements(StoreBase):
         return bool(row["created"]), row["name"]
 
     async def _insert_many(self, ops: list[Start]) -> list[Started | BaseException]:
+        if len({op[0] for op in ops}) < len(ops):  # two starts of one id: one by one
+            raise _SameKey
         columns = [list(column) for column in zip(*ops, strict=True)]
         rows = await self.storage.fetch(batches.INSERT_WORKFLOWS, *columns[:9], self.channel,
                                         *columns[9:])
@@ -145,8 +147,7 @@ class BatchStatements(StoreBase):
             workflow_id = op[0]
             if workflow_id in existing:
                 results.append((False, existing[workflow_id]))
-            elif workflow_id in created:  # the first start of the id in the batch created it
-                existing[workflow_id] = created[workflow_id]
+            elif workflow_id in created:
                 results.append((True, created[workflow_id]))
             else:  # refused by its parent's fence, or raced by a concurrent insert: alone
                 try:
@@ -186,7 +187,7 @@ class BatchStatements(StoreBase):
 
     async def _recv_first_many(self, ops: list[FirstRecv]) -> list[Taken | BaseException]:
         if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
-            raise _SameMailbox
+            raise _SameKey
         columns = [list(column) for column in zip(*ops, strict=True)]
         rows = await self.storage.fetch(batches.RECV_FIRST_MANY, *columns)
         journaled = {row["ord"]: row for row in rows if row["kind"] == "r"}
@@ -215,7 +216,7 @@ class BatchStatements(StoreBase):
 
     async def _recv_many(self, ops: list[Recv]) -> list[Received | BaseException]:
         if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
-            raise _SameMailbox
+            raise _SameKey
         columns = [list(column) for column in zip(*ops, strict=True)]
         rows = await self.storage.fetch(batches.RECV_MANY, *columns)
         taken = {row["ord"]: row for row in rows if row["kind"] == "m"}
@@ -233,6 +234,7 @@ class BatchStatements(StoreBase):
         return results
 
 
-class _SameMailbox(Exception):
-    """A batch holding two recvs of one mailbox (a workflow and topic): each would take the
-    same message, so the batch is written one by one instead."""
+class _SameKey(Exception):
+    """A batch holding two starts of one workflow id, or two recvs of one mailbox (a workflow
+    and topic: each would take the same message): it is written one by one instead, so each
+    gets the answer it would get alone."""

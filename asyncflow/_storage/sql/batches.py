@@ -170,16 +170,15 @@ ORDER BY i.ord, r."offset\""""
 # Many starts in one statement ($1-$9, $11, $12: arrays of INSERT_WORKFLOW's parameters; $10 the
 # channel): rows 'c' (created, with the row's name) and 'e' (the id existed before: its name).
 # An id in neither (the parent's execution no longer owns the parent, or a concurrent insert
-# committed after this statement's snapshot) is written again alone. Of two starts of one id in
-# the batch, the first (by position) inserts and the other finds it.
+# committed after this statement's snapshot) is written again alone. One start per id in a batch
+# (the caller's rule).
 INSERT_WORKFLOWS = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::text[], $7::text[], $8::float8[], $9::float8[], $11::bigint[],
                          $12::text[])
-        WITH ORDINALITY AS i(workflow_id, name, inputs, executor_id, app_version, parent_id,
-                             traceparent, timeout_seconds, deadline, parent_epoch, attributes,
-                             ord)
+        AS i(workflow_id, name, inputs, executor_id, app_version, parent_id, traceparent,
+             timeout_seconds, deadline, parent_epoch, attributes)
 ), ins AS (
     INSERT INTO {s}.workflows
         (workflow_id, name, status, inputs, executor_id, app_version, parent_workflow_id,
@@ -192,7 +191,6 @@ WITH input AS (
         SELECT 1 FROM {s}.workflows p
         WHERE p.workflow_id = i.parent_id AND p.status = 'PENDING'
           AND p.epoch = i.parent_epoch FOR SHARE)
-    ORDER BY i.ord
     ON CONFLICT (workflow_id) DO NOTHING
     RETURNING workflow_id, name, deadline
 )
