@@ -5,26 +5,10 @@ they resume where they stopped. They talk to the world with messages, events and
 every wait is woken by LISTEN/NOTIFY.
 """
 
-from ._api import (
-    close_stream,
-    continue_as_new,
-    get_all_events,
-    get_event,
-    read_stream,
-    recv,
-    send,
-    set_attributes,
-    set_event,
-    sleep,
-    start_workflow,
-    wait_first,
-    write_stream,
-)
-from ._app import AsyncFlow
-from ._client import Client
 from ._codec import MAX_ID_LENGTH, MAX_VALUE_BYTES
-from ._context import connection, workflow_id
-from ._debounce import Debouncer
+from ._core.telemetry import Telemetry
+from ._engine.context import connection, workflow_id
+from ._engine.observe import logging_filter
 from ._errors import (
     AsyncFlowError,
     AsyncFlowTimeoutError,
@@ -61,13 +45,31 @@ from ._errors import (
     WorkflowPendingError,
     WorkflowTimeoutError,
 )
-from ._handle import WorkflowHandle
-from ._history import ImportResult
-from ._observe import logging_filter
-from ._patch import deprecate_patch, patched
-from ._queues import Queue
-from ._replay import ReplayResult
-from ._retention import Retention
+from ._front.api import (
+    close_stream,
+    continue_as_new,
+    get_all_events,
+    get_event,
+    read_stream,
+    recv,
+    send,
+    set_attributes,
+    set_event,
+    sleep,
+    start_workflow,
+    wait_first,
+    write_stream,
+)
+from ._front.app import AsyncFlow
+from ._front.client import Client
+from ._front.history import ImportResult
+from ._operations.debounce import Debouncer
+from ._operations.queues import Queue
+from ._operations.replay import ReplayResult
+from ._operations.retention import Retention
+from ._primitives.handle import WorkflowHandle
+from ._primitives.patch import deprecate_patch, patched
+from ._primitives.wait_first import Branch, Fired, event, message, result, timer
 from ._status import (
     CANCELLED,
     CONTINUED_AS_NEW,
@@ -84,9 +86,7 @@ from ._status import (
     StepInfo,
     WorkflowStatus,
 )
-from ._store_schedules import ScheduleStatus
-from ._telemetry import Telemetry
-from ._wait_first import Branch, Fired, event, message, result, timer
+from ._storage.schedules import ScheduleStatus
 
 __version__ = "0.1.0"
 

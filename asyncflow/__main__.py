@@ -1,6 +1,6 @@
-"""``python -m asyncflow``: the command line (see :mod:`asyncflow._cli`)."""
+"""``python -m asyncflow``: the command line (see :mod:`asyncflow._cli.main`)."""
 
-from ._cli import main
+from ._cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

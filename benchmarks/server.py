@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import anyio.to_thread
 import asyncpg
 
-from asyncflow._embedded import ENV_URL, data_directory, embedded_url, start_embedded_sync
+from asyncflow._storage.embedded import ENV_URL, data_directory, embedded_url, start_embedded_sync
 
 SETTINGS = (
     "server_version",

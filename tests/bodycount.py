@@ -1,5 +1,5 @@
-"""Counting step-body executions in the liveness fault tests (tests/test_fault_liveness.py,
-tests/test_fault_failover.py).
+"""Counting step-body executions in the liveness fault tests (tests/faults/test_fault_liveness.py,
+tests/faults/test_fault_failover.py).
 
 Two records, both written by the database, never inferred from the workers' output:
 

@@ -1,4 +1,4 @@
-"""Private Postgres clusters for the failover test (tests/test_fault_failover.py): a primary
+"""Private Postgres clusters for the failover test (tests/faults/test_fault_failover.py): a primary
 made with the Debian binaries (``initdb`` on a free loopback port) and a streaming replica made
 with ``pg_basebackup -R``, which the test promotes after stopping the primary.
 

@@ -23,7 +23,7 @@ import pytest
 from faultlib import admin, with_database
 
 import asyncflow
-from asyncflow._storage import Storage
+from asyncflow._storage.database import Storage
 from asyncflow.testing import TestDatabases
 
 ROOT = Path(__file__).resolve().parent.parent

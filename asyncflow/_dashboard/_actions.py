@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
+from .._core.wait import MESSAGE, RESUMED, STARTED, TERMINAL
 from .._errors import InvalidArgumentError, WorkflowConflictError
-from .._lifecycle import Connected
-from .._wait import MESSAGE, RESUMED, STARTED, TERMINAL
+from .._front.lifecycle import Connected
 from ._data import CANCELLABLE, RESUMABLE, Detail
 from ._http import HTTPError
 

@@ -47,7 +47,7 @@ from .._errors import (
     ScheduleNotFoundError,
     WorkflowNotFoundError,
 )
-from .._lifecycle import Connected
+from .._front.lifecycle import Connected
 from . import (
     _data,
     _journal_data,

@@ -18,7 +18,7 @@ import orjson
 from .. import _codec
 from .._errors import InvalidArgumentError, WorkflowNotFoundError
 from .._filters import check_attributes, parse_attribute
-from .._lifecycle import Connected
+from .._front.lifecycle import Connected
 from .._status import (
     CANCELLED,
     DELAYED,
@@ -30,7 +30,7 @@ from .._status import (
     TERMINAL_STATUSES,
     WorkflowStatus,
 )
-from .._store import VersionChange
+from .._storage.store import VersionChange
 
 STATUSES = (PENDING, ENQUEUED, DELAYED, SUCCESS, ERROR, CANCELLED, MAX_RECOVERY_ATTEMPTS_EXCEEDED)
 RESUMABLE = frozenset({CANCELLED, ERROR, MAX_RECOVERY_ATTEMPTS_EXCEEDED})

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from .._lifecycle import Connected
+from .._front.lifecycle import Connected
 from .._status import PENDING, WorkflowStatus
 from ._data import ENTRY_CHARS, Value, decode_error
 

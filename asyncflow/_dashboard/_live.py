@@ -21,8 +21,8 @@ import anyio
 import anyio.abc
 import orjson
 
-from .._lifecycle import Connected
-from .._wait import QUEUE, SLOT_FREED, WaitRegistry
+from .._core.wait import QUEUE, SLOT_FREED, WaitRegistry
+from .._front.lifecycle import Connected
 from ._http import Receive, Send
 
 logger = logging.getLogger("asyncflow")

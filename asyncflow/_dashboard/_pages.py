@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .._store import VersionChange
+from .._storage.store import VersionChange
 from ._actions import ACTIONS, NOTICES, Action, FormError
 from ._data import (
     FINISHED,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .._lifecycle import Connected
+from .._front.lifecycle import Connected
 from .._specs import QueueSpec
 
 

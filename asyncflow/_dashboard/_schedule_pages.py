@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .._errors import AsyncFlowError, InvalidArgumentError
-from .._lifecycle import Connected
-from .._schedules import next_tick, tick_workflow_id
+from .._front.lifecycle import Connected
+from .._operations.schedules import next_tick, tick_workflow_id
 from .._specs import ScheduleSpec
-from .._store_schedules import ScheduleStatus
+from .._storage.schedules import ScheduleStatus
 from ._html import View, esc, hidden, layout, queue_link, when, workflow_link
 
 _CRONITER_MISSING = "unknown (the croniter package is not installed here)"

@@ -15,10 +15,10 @@ import weakref
 from collections import Counter
 from typing import Any
 
-from .._app import AsyncFlow
-from .._context import WorkflowContext, step_var, workflow_var
+from .._engine.context import WorkflowContext, step_var, workflow_var
+from .._engine.runtime import Runtime
 from .._errors import InvalidArgumentError, _ExecutionConflict
-from .._runtime import Runtime
+from .._front.app import AsyncFlow
 from ._until import until_event
 
 #: Operations the engine journals under its own names (sleep, send, wait_first, …).

@@ -22,10 +22,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .._app import AsyncFlow
 from .._codec import check_id
 from .._errors import InvalidArgumentError
-from .._handle import WorkflowHandle
+from .._front.app import AsyncFlow
+from .._primitives.handle import WorkflowHandle
 from ._control import ENGINE_PREFIX, Crash, check_app, control_of
 from ._launch import relaunch
 

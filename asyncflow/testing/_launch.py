@@ -13,8 +13,8 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
-from .._app import AsyncFlow
 from .._errors import ConfigurationError, ExecutorIdInUseError
+from .._front.app import AsyncFlow
 from ._control import check_app, control_of
 
 #: Relaunching with the same executor id right after a shutdown may find the executor's lock

@@ -7,8 +7,8 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from .._app import AsyncFlow
-from .._embedded import ENV_URL
+from .._front.app import AsyncFlow
+from .._storage.embedded import ENV_URL
 from ._control import reset
 from ._launch import launched
 from ._server import TestDatabases

@@ -22,10 +22,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .._embedded import release_sync, start_embedded_sync, stop_embedded_sync
 from .._errors import ConfigurationError, InvalidArgumentError
-from .._storage import Storage
-from .._store import Store
+from .._storage.database import Storage
+from .._storage.embedded import release_sync, start_embedded_sync, stop_embedded_sync
+from .._storage.store import Store
 
 T = TypeVar("T")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .._app import AsyncFlow
 from .._errors import AsyncFlowError, AsyncFlowTimeoutError, WorkflowNotFoundError
+from .._front.app import AsyncFlow
 
 
 async def journal_text(app: AsyncFlow, workflow_id: str) -> str:

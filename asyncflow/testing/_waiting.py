@@ -19,12 +19,12 @@ import math
 from datetime import timedelta
 from typing import Any
 
-from .._app import AsyncFlow
 from .._codec import check_id
 from .._errors import (
     InvalidArgumentError,
 )
-from .._handle import WorkflowHandle
+from .._front.app import AsyncFlow
+from .._primitives.handle import WorkflowHandle
 from ._control import control_of
 from ._until import until_event
 

@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._lifecycle import Connected as Core
+from .._front.lifecycle import Connected as Core
 
 
 def lifespan(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._lifecycle import Connected as Core
-from .._lifecycle import check_stream_args
-from .._streams import STREAM_BATCH
+from .._front.lifecycle import Connected as Core
+from .._front.lifecycle import check_stream_args
+from .._primitives.streams import STREAM_BATCH
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,8 +24,8 @@ from .._errors import (
     InvalidArgumentError,
     WorkflowNotFoundError,
 )
-from .._lifecycle import Connected as Core
-from .._lifecycle import check_count
+from .._front.lifecycle import Connected as Core
+from .._front.lifecycle import check_count
 from . import _shutdown
 
 if TYPE_CHECKING:

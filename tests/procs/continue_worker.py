@@ -1,4 +1,4 @@
-"""A worker for the continue_as_new crash test (tests/test_continue.py): runs the workflow
+"""A worker for the continue_as_new crash test (tests/engine/test_continue.py): runs the workflow
 ``endless`` (30 iterations, continuing as new every 5), each step body recording its run in the
 side table ``cont_runs`` first thing, and kills itself (SIGKILL) around a hand-over:
 
@@ -20,7 +20,7 @@ from typing import Any
 import asyncpg
 
 import asyncflow
-from asyncflow._store_runs import RunStatements
+from asyncflow._storage.runs import RunStatements
 
 
 async def main() -> None:

@@ -1,5 +1,5 @@
 """The kill-loop worker: runs COUNT workflows of STEPS steps (and as many transactions) until all
-are done, and is SIGKILLed at random moments by tests/test_faults.py.
+are done, and is SIGKILLed at random moments by tests/faults/test_faults.py.
 
     fault_worker.py URL EXECUTOR_ID COUNT STEPS
 

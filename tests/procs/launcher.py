@@ -1,5 +1,5 @@
 """Launches many apps in one process while other processes prune executors
-(tests/test_fault_liveness.py), or tries to launch their twins.
+(tests/faults/test_fault_liveness.py), or tries to launch their twins.
 
     launcher.py APP_URL SIDE_URL LIVENESS launch COUNT
         launch apps ``launch-<i>`` (explicit executor ids) one after the other, each starting a

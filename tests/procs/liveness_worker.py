@@ -1,4 +1,5 @@
-"""A worker of the liveness fault tests (tests/test_fault_liveness.py, test_fault_failover.py).
+"""A worker of the liveness fault tests (tests/faults/test_fault_liveness.py and
+test_fault_failover.py).
 
     liveness_worker.py APP_URL SIDE_URL EXECUTOR_ID LIVENESS GATED STEPS GATE_STEP [RUNNING N M]
 

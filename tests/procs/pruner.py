@@ -1,5 +1,5 @@
 """Prunes dead executors' rows in a loop, as every supervisor does now and then: asyncflow's
-own PRUNE_EXECUTORS statement through its Store (tests/test_fault_liveness.py races launches
+own PRUNE_EXECUTORS statement through its Store (tests/faults/test_fault_liveness.py races launches
 against three of these).
 
     pruner.py URL
@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from asyncflow import _queries as Q
-from asyncflow._storage import Storage
-from asyncflow._store import Store
+from asyncflow._storage.database import Storage
+from asyncflow._storage.sql import liveness
+from asyncflow._storage.store import Store
 
 
 async def main() -> None:
     storage = Storage(sys.argv[1], "asyncflow", pool_size=1)
     await storage.open()
     store = Store(storage)
-    storage.lock_namespace = await storage.fetchval(Q.SCHEMA_LOCK_NAMESPACE, "asyncflow")
+    storage.lock_namespace = await storage.fetchval(liveness.SCHEMA_LOCK_NAMESPACE, "asyncflow")
     print("PRUNING", flush=True)
     pruned = 0
     while True:

@@ -1,4 +1,4 @@
-"""A worker for the first-run-versus-replay property test (tests/test_reliability_replay.py).
+"""A worker for the first-run-versus-replay property test (tests/faults/test_reliability_replay.py).
 
     rel_random_program.py URL EXECUTOR_ID SEED COUNT
 

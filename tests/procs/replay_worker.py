@@ -1,11 +1,12 @@
-"""The worker of tests/test_replay_property.py: runs one random "program" as workflow ``p``.
+"""The worker of tests/engine/test_replay_property.py: runs one random "program" as workflow ``p``.
 
     replay_worker.py URL EXECUTOR_ID PROGRAM_JSON KILL_AT
 
-The program is a list of operations (see ``tests/test_replay_property.py``: ``generate``); the
-workflow interprets it and returns what it observed: each step's value, each caught exception's
-type, args and attributes, each message received. Every incarnation starts ``p`` (idempotent:
-after the first it only returns a handle), so it either runs it or recovers it, and waits for it.
+The program is a list of operations (see ``tests/engine/test_replay_property.py``:
+``generate``); the workflow interprets it and returns what it observed: each step's value,
+each caught exception's type, args and attributes, each message received. Every incarnation
+starts ``p`` (idempotent: after the first it only returns a handle), so it either runs it or
+recovers it, and waits for it.
 
 Output lines (the test's clock; nothing here sleeps to wait for anything):
 

@@ -1,4 +1,5 @@
-"""A worker of the rolling-deploy test (tests/test_rolling_deploy.py), in version v1 or v2.
+"""A worker of the rolling-deploy test (tests/operations/test_rolling_deploy.py), in version v1
+or v2.
 
     upgrade_worker.py URL EXECUTOR_ID VERSION [start COUNT | enqueue COUNT]
 

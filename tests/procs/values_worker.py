@@ -1,4 +1,4 @@
-"""The worker of tests/test_values.py: workflow ``checkout`` with typed values, killed and
+"""The worker of tests/api/test_values.py: workflow ``checkout`` with typed values, killed and
 relaunched by the test.
 
     values_worker.py URL EXECUTOR_ID MODE

@@ -1,4 +1,4 @@
-"""Checked by ``mypy --strict`` in tests/test_values.py (never run): a handle from
+"""Checked by ``mypy --strict`` in tests/api/test_values.py (never run): a handle from
 ``start_workflow(fn, ...)`` is a ``WorkflowHandle[R]`` for ``fn``'s return annotation ``R``, its
 ``get_result()`` returns an ``R``, and ``type=`` types the waits."""
 

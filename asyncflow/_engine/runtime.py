@@ -1,0 +1,89 @@
+"""The runtime: what a launched app or client shares with the code that runs under it.
+
+Made at launch, dropped at shutdown. Workflow contexts, the supervisor, the web helpers and the
+client reach the database, the waiter registry and the task group only through it; nothing
+below the app reaches into the app.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio.abc
+
+from .._core.health import Monitor
+from .._core.telemetry import Instruments
+from .._core.wait import WaitRegistry
+from .._errors import NotLaunchedError
+from .._status import Health
+from .._storage.listener import Listener
+from .._storage.store import Store
+
+
+class Runtime:
+    """The store, the waiter registry, the listener and the task group of one running app or
+    client, plus its executor id (``None`` for a client)."""
+
+    __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
+                 "on_checkpoint", "on_operation", "store", "telemetry", "tg", "waits")
+
+    def __init__(
+        self,
+        store: Store,
+        waits: WaitRegistry,
+        listener: Listener,
+        tg: anyio.abc.TaskGroup,
+        executor_id: str | None,
+    ) -> None:
+        self.store = store
+        self.waits = waits
+        self.listener = listener
+        self.tg = tg
+        self.executor_id = executor_id
+        self.closing = False
+        self.monitors: dict[str, Monitor] = {"listener": listener.monitor,
+                                             "wakeups": listener.wakeups}
+        if listener.liveness is not None:
+            self.monitors["liveness"] = listener.liveness.monitor
+        #: Seconds added to the wall clock of durable timers (``asyncflow.testing`` moves it).
+        self.clock_offset = 0.0
+        #: Called with (workflow id, function id) as each durable operation of a workflow is
+        #: reserved (``asyncflow.testing`` uses it to simulate crashes); ``None`` normally.
+        self.on_operation: Callable[[str, int], None] | None = None
+        #: Called with (workflow id, function id, operation name) just before an operation's
+        #: journal entry is written through ``_engine.journal.record`` -- after a step's body ran,
+        #: before its checkpoint (``asyncflow.testing`` simulates crashes there); ``None``
+        #: normally.
+        self.on_checkpoint: Callable[[str, int, str], None] | None = None
+        #: OpenTelemetry instruments while telemetry is on, else ``None`` (set at launch).
+        self.telemetry: Instruments | None = None
+
+    def now(self) -> float:
+        """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move durable timers' clock forward and let every waiter look again."""
+        self.clock_offset += seconds
+        self.waits.wake_all()
+
+    def health(self) -> Health:
+        components = {name: m.snapshot() for name, m in self.monitors.items()}
+        healthy = not self.closing and all(c.healthy for c in components.values())
+        return Health(healthy=healthy, running=not self.closing, components=components)
+
+    def spawn(self, fn: Any, *args: Any, name: str) -> bool:
+        """Run ``fn(*args)`` in the task group; False once shutting down."""
+        if self.closing:
+            return False
+        self.tg.start_soon(fn, *args, name=name)
+        return True
+
+
+def not_launched(what: str) -> NotLaunchedError:
+    return NotLaunchedError(
+        f"{what} is not running: use `async with` (or `await launch()`) before calling it, and "
+        "not after `shutdown()`"
+    )

@@ -1,0 +1,133 @@
+"""A lean connection pool for asyncflow's own statements."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import asyncpg
+
+from .._errors import NotLaunchedError
+from .driver import Connection, PoolConnection, _configuration_errors, map_errors
+
+
+class ConnectionPool:
+    """A lean connection pool: at most ``size`` connections, reused last-in first-out.
+
+    Release is synchronous (no reset round trip, no task per release): asyncflow's statements
+    leave no session state, and connections that ran user code are reset by ``transaction()``.
+    A closed connection is dropped on release and its slot handed to a waiter.
+    """
+
+    def __init__(self, url: str, size: int, options: dict[str, Any] | None = None) -> None:
+        self._url = url
+        self._options = options or {}
+        self._size = size
+        self._idle: list[tuple[Connection, float]] = []  # with the loop time it became idle
+        #: Idle connections older than this (seconds) are closed rather than reused: set below
+        #: the server's idle_session_timeout, which would otherwise end them under a statement.
+        self.max_idle: float | None = None
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._open = 0  # open or opening
+        self._closed = False
+        #: Backend pids of this pool's connections: NOTIFYs they send are echoes of local
+        #: commits whose waiters were already woken in-process.
+        self.pids: set[int] = set()
+        # The pid of each open connection, kept here: a terminated connection cannot tell it.
+        self._pid_of: dict[Connection, int] = {}
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    @property
+    def busy(self) -> bool:
+        """Whether an acquire now would wait: no idle connection, and no room to open one."""
+        return not self._idle and self._open >= self._size
+
+    async def acquire(self) -> Connection:
+        while True:
+            if self._closed:
+                raise NotLaunchedError("the connection pool is closed")
+            while self._idle:
+                conn, since = self._idle.pop()
+                if not conn.is_closed():
+                    if (self.max_idle is None
+                            or asyncio.get_running_loop().time() - since < self.max_idle):
+                        return conn
+                    conn.terminate()  # about to be ended by the server: open a fresh one
+                self._open -= 1
+                self.pids.discard(self._pid_of.pop(conn, 0))
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    with map_errors(), _configuration_errors(self._url):
+                        new: Connection = await asyncpg.connect(
+                            self._url, connection_class=PoolConnection, **self._options)
+                    pid = self._pid_of[new] = new.get_server_pid()
+                    self.pids.add(pid)
+                    # Forget the pid the moment the connection is gone, so a backend that later
+                    # gets the same pid is never mistaken for ours.
+                    new.add_termination_listener(lambda _c, pid=pid: self.pids.discard(pid))
+                    return new
+                except BaseException:
+                    self._open -= 1
+                    self._hand(None)
+                    raise
+            waiter: asyncio.Future[Connection | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiters.append(waiter)
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    got = waiter.result()
+                    if got is not None:
+                        self.release(got)
+                    else:
+                        self._hand(None)
+                raise
+            if handed is not None:
+                return handed
+            # None: a slot was freed (a connection was dropped): open one on the next turn.
+
+    def release(self, conn: Connection) -> None:
+        if self._closed or conn.is_closed():
+            if not conn.is_closed():
+                conn.terminate()
+            self._open -= 1
+            self.pids.discard(self._pid_of.pop(conn, 0))
+            self._hand(None)
+        else:
+            self._hand(conn)
+
+    def _hand(self, conn: Connection | None) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append((conn, asyncio.get_running_loop().time()))
+
+    async def close(self) -> None:
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(NotLaunchedError("the connection pool is closed"))
+        self._waiters.clear()
+        idle, self._idle = self._idle, []
+        self.pids.clear()
+        self._pid_of.clear()
+        for conn, _since in idle:
+            self._open -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()

@@ -1,0 +1,101 @@
+"""Messages: send, and the recv that takes one exactly once."""
+
+from __future__ import annotations
+
+from .journal import _OWNED, _owned
+
+# ---------------------------------------------------------------------------------------------
+# Messages
+# ---------------------------------------------------------------------------------------------
+
+# Sends from outside a workflow also return whether the message was stored (`inserted`: not
+# with an idempotency key sent before) and the destination's status (NULL: no such workflow), so
+# that send can say what became of it (asyncflow.Delivery).
+SEND_MESSAGE = """
+WITH ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    VALUES ($1, $2, $3, $5)
+    RETURNING destination_id
+)
+SELECT pg_notify($4, 'm' || destination_id)::text AS notified, true AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status
+FROM ins"""
+
+SEND_MESSAGE_ONCE = """
+WITH k AS (
+    INSERT INTO {s}.message_keys (destination_id, idempotency_key) VALUES ($1, $5)
+    ON CONFLICT DO NOTHING
+    RETURNING destination_id
+), ins AS (
+    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
+    SELECT destination_id, $2, $3, $6 FROM k
+    RETURNING destination_id
+)
+SELECT (SELECT pg_notify($4, 'm' || destination_id) FROM ins)::text AS notified,
+       EXISTS (SELECT 1 FROM ins) AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
+
+# The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
+_MAILBOX_HEAD = """
+WITH m AS (
+    SELECT message_id, message, traceparent FROM {s}.messages
+    WHERE destination_id = $1 AND %TOPIC%
+    ORDER BY message_id LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)"""
+_TAKE_MESSAGE = """, d AS (
+    DELETE FROM {s}.messages
+    WHERE message_id = (SELECT message_id FROM m) AND EXISTS (SELECT 1 FROM op)
+    RETURNING 1
+)
+SELECT (SELECT message FROM m) AS message,
+       (SELECT traceparent FROM m) AS traceparent,
+       (SELECT count(*) FROM d) AS consumed,"""
+
+# A later attempt of recv #$3: complete its open journal entry with the message, if any.
+_RECV = _MAILBOX_HEAD + """, op AS (
+    UPDATE {s}.operations SET output = %OUTPUT%, completed = true
+    WHERE workflow_id = $1 AND function_id = $3 AND NOT completed
+      AND EXISTS (SELECT 1 FROM m)
+      AND EXISTS (SELECT 1 FROM """ + _OWNED + """)
+    RETURNING 1
+)""" + _TAKE_MESSAGE + """
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status,
+       (SELECT epoch FROM {s}.workflows WHERE workflow_id = $1) AS epoch"""
+
+_TOPIC = "topic = $2"
+_NO_TOPIC = "topic IS NULL AND $2::text IS NULL"
+_MESSAGE = "(SELECT message FROM m)"
+_RECV_NEXT = _RECV.replace("%EPOCH%", "$4").replace("%OUTPUT%", _MESSAGE)
+RECV_TOPIC = _RECV_NEXT.replace("%TOPIC%", _TOPIC)
+RECV_NO_TOPIC = _RECV_NEXT.replace("%TOPIC%", _NO_TOPIC)
+# wait_first's message branch: the same, but the journal records {"index": $4, "value": message}.
+_BRANCH = """'{"index":' || $4::int || ',"value":' || (SELECT message FROM m) || '}'"""
+_TAKE_BRANCH = _RECV.replace("%EPOCH%", "$5").replace("%OUTPUT%", _BRANCH)
+TAKE_BRANCH_MESSAGE_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _TOPIC)
+TAKE_BRANCH_MESSAGE_NO_TOPIC = _TAKE_BRANCH.replace("%TOPIC%", _NO_TOPIC)
+
+# An open wait's journal entry (no value taken yet) commits asynchronously: nothing was returned
+# to anyone, so there is nothing to lose but the entry itself, and the next synchronous commit of
+# any session (the send that will end the wait, typically) flushes it with its own WAL, one flush
+# instead of two. Only a crash of the server itself within the WAL writer's delay (about 0.6 s)
+# can lose it; the wait is then journaled again, with a deadline counted from then. A value taken
+# at once commits as the session says (synchronously by default).
+_OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
+           current_setting('synchronous_commit') ELSE 'off' END, true) AS commit_mode"""
+
+# The first attempt of a recv: journal it (deadline $4) and take a waiting message, if any, in
+# one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
+_RECV_FIRST = _MAILBOX_HEAD + """, op AS (
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, completed, deadline, topic)
+    SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4,
+           $2
+    FROM """ + _owned("$5") + """
+    RETURNING 1
+)""" + _TAKE_MESSAGE + """
+       (SELECT count(*) FROM op) AS recorded,
+       """ + _OPEN_WAIT_COMMIT.replace("%TAKEN%", "EXISTS (SELECT 1 FROM m)")
+
+RECV_FIRST_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic = $2")
+RECV_FIRST_NO_TOPIC = _RECV_FIRST.replace("%TOPIC%", "topic IS NULL AND $2::text IS NULL")
