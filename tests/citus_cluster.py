@@ -24,6 +24,12 @@ from pathlib import Path
 import asyncpg
 from clusters import Cluster, _system_user, bindir, free_port, missing, run
 
+from asyncflow._storage.citus import distribute
+from asyncflow._storage.database import Storage
+
+#: Whether the suites run on a Citus cluster (``.ci/citus``).
+ENABLED = os.environ.get("ASYNCFLOW_TEST_CITUS", "") not in ("", "0")
+
 #: Shards per distributed table in test databases: enough to spread workflows over both
 #: workers, few enough that distributing and copying a database stays fast.
 SHARD_COUNT = 4
@@ -128,6 +134,19 @@ class CitusCluster:
     def logs(self) -> str:
         return "\n".join(f"--- {n.log.name}\n" + (n.log.read_text() if n.log.exists() else "")
                          for n in self.nodes)
+
+
+async def prepare_template(cluster: CitusCluster, name: str, schema: str = "asyncflow") -> None:
+    """``name`` on every node: migrated and distributed by workflow id (``asyncflow db
+    distribute``'s plan), then frozen for copying."""
+    await cluster.create_database(name)
+    storage = Storage(cluster.url(name), schema, pool_size=2)
+    await storage.open()
+    try:
+        await distribute(storage, shard_count=SHARD_COUNT)
+    finally:
+        await storage.close()
+    await cluster.freeze_template(name)
 
 
 def run_copy(source: Path, target: Path) -> None:

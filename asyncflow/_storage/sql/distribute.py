@@ -1,0 +1,346 @@
+"""The distribution plan of ``asyncflow db distribute`` (docs/scaling.md), and the functions a
+distributed database runs in place of the plain ones. Every step may run again: a table
+already distributed is left alone, the rest is IF NOT EXISTS / OR REPLACE. Only
+``asyncflow._storage.citus`` runs these, and only on a database with Citus.
+"""
+
+from __future__ import annotations
+
+#: Migration 15's ``claim_queued`` for a distributed database (``asyncflow db distribute``
+#: replaces it): the same claim, same parameters and result, as a few statements under the queue
+#: row's lock. ``queues`` stays on the coordinator, and the coordinator holds that lock until every
+#: node has committed the claim before it (Citus commits the workers' prepared transactions before
+#: the coordinator's locks are released), so each claim counts every claim before it and the limits
+#: stay exact. The candidates are read without row locks (Citus refuses ``FOR UPDATE SKIP LOCKED``
+#: across shards) and taken by compare-and-set: the UPDATE takes a row only at the epoch and status
+#: it was read with, so a row that a cancel, resume or requeue changed meanwhile is left alone.
+CLAIM_QUEUED_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.claim_queued(
+    text, text, text[], text, integer, integer, integer, double precision, integer,
+    integer, double precision, text)
+RETURNS TABLE (workflow_id text, name text, inputs text, recovery_attempts integer,
+               fresh boolean, deadline double precision, epoch bigint,
+               wait_s double precision, found bigint, room bigint, deadlines bigint)
+LANGUAGE plpgsql AS $claim$
+#variable_conflict use_column
+DECLARE
+    ts timestamptz;
+    n_starts bigint := 0;
+    oldest timestamptz;
+    free_n bigint;
+    full_keys text[];
+    c_ids text[]; c_epochs bigint[]; c_fresh boolean[]; c_keys text[]; c_found bigint := 0;
+    p_keys text[]; p_running bigint[];
+    k_ids text[]; k_epochs bigint[]; k_fresh boolean[];
+    r_ids text[]; r_names text[]; r_inputs text[]; r_attempts integer[]; r_fresh boolean[];
+    r_deadlines double precision[]; r_epochs bigint[];
+    n_claimed integer := 0;
+    wait double precision;
+    notified bigint := 0;
+BEGIN
+    INSERT INTO {s}.queues (queue_name) VALUES ($1)
+    ON CONFLICT (queue_name) DO UPDATE SET queue_name = excluded.queue_name WHERE false;
+    ts := clock_timestamp();
+    IF $7 IS NOT NULL THEN
+        SELECT count(*), min(s) INTO n_starts, oldest
+        FROM {s}.queues q, unnest(q.starts) AS s
+        WHERE q.queue_name = $1 AND s > ts - make_interval(secs => $8);
+    END IF;
+    free_n := greatest(least(
+        $10::bigint,
+        CASE WHEN $5 IS NOT NULL THEN $5 - (
+            SELECT count(*) FROM {s}.workflows w
+            WHERE w.queue_name = $1 AND w.status = 'PENDING') END,
+        CASE WHEN $6 IS NOT NULL THEN $6 - (
+            SELECT count(*) FROM {s}.workflows w
+            WHERE w.queue_name = $1 AND w.status = 'PENDING' AND w.executor_id = $2) END,
+        CASE WHEN $7 IS NOT NULL THEN $7 - n_starts END), 0);
+    IF $9 IS NOT NULL THEN
+        full_keys := ARRAY(
+            SELECT w.partition_key FROM {s}.workflows w
+            WHERE w.queue_name = $1 AND w.status = 'PENDING' AND w.partition_key IS NOT NULL
+            GROUP BY w.partition_key HAVING count(*) >= $9);
+    END IF;
+    IF free_n > 0 THEN
+        SELECT array_agg(c.workflow_id ORDER BY c.priority, c.created_at, c.workflow_id),
+               array_agg(c.epoch ORDER BY c.priority, c.created_at, c.workflow_id),
+               array_agg(c.dispatched_at IS NULL ORDER BY c.priority, c.created_at, c.workflow_id),
+               array_agg(c.partition_key ORDER BY c.priority, c.created_at, c.workflow_id),
+               count(*)
+        INTO c_ids, c_epochs, c_fresh, c_keys, c_found
+        FROM (
+            SELECT w.workflow_id, w.epoch, w.dispatched_at, w.partition_key, w.priority,
+                   w.created_at
+            FROM {s}.workflows w
+            WHERE w.queue_name = $1
+              AND (w.status = 'ENQUEUED' OR (w.status = 'DELAYED' AND w.delay_until <= ts))
+              AND w.name = ANY ($3) AND (w.dispatched_at IS NULL OR w.app_version = $4)
+              AND (w.partition_key IS NULL OR full_keys IS NULL
+                   OR NOT (w.partition_key = ANY (full_keys)))
+            ORDER BY w.priority, w.created_at, w.workflow_id
+            LIMIT free_n
+        ) c;
+    END IF;
+    IF c_found > 0 THEN
+        IF $9 IS NOT NULL THEN
+            SELECT array_agg(r.partition_key), array_agg(r.running) INTO p_keys, p_running
+            FROM (
+                SELECT w.partition_key, count(*) AS running FROM {s}.workflows w
+                WHERE w.queue_name = $1 AND w.status = 'PENDING'
+                  AND w.partition_key = ANY (c_keys)
+                GROUP BY w.partition_key
+            ) r;
+        END IF;
+        SELECT array_agg(x.id ORDER BY x.ord), array_agg(x.ep ORDER BY x.ord),
+               array_agg(x.fr ORDER BY x.ord)
+        INTO k_ids, k_epochs, k_fresh
+        FROM (
+            SELECT u.id, u.ep, u.fr, u.ord, u.key,
+                   row_number() OVER (PARTITION BY u.key ORDER BY u.ord) AS rank
+            FROM unnest(c_ids, c_epochs, c_fresh, c_keys) WITH ORDINALITY AS u(id, ep, fr, key, ord)
+        ) x
+        LEFT JOIN unnest(p_keys, p_running) AS p(key, running) ON p.key = x.key
+        WHERE $9 IS NULL OR x.key IS NULL OR x.rank <= $9 - coalesce(p.running, 0);
+    END IF;
+    IF k_ids IS NOT NULL THEN
+        WITH claimed AS (
+            UPDATE {s}.workflows w
+            SET status = 'PENDING', executor_id = $2, app_version = $4, dispatched_at = ts,
+                updated_at = ts, deadline = coalesce(w.deadline, $11 + w.timeout_seconds),
+                epoch = w.epoch + 1
+            FROM unnest(k_ids, k_epochs, k_fresh) AS k(id, ep, fr)
+            WHERE w.workflow_id = k.id AND w.epoch = k.ep AND w.status IN ('ENQUEUED', 'DELAYED')
+            RETURNING w.workflow_id, w.name, w.inputs, w.recovery_attempts, k.fr, w.deadline,
+                      w.epoch
+        )
+        SELECT array_agg(c.workflow_id), array_agg(c.name), array_agg(c.inputs),
+               array_agg(c.recovery_attempts), array_agg(c.fr), array_agg(c.deadline),
+               array_agg(c.epoch), count(*)
+        INTO r_ids, r_names, r_inputs, r_attempts, r_fresh, r_deadlines, r_epochs, n_claimed
+        FROM claimed c;
+    END IF;
+    UPDATE {s}.workflows d SET status = 'ENQUEUED', updated_at = ts
+    WHERE d.queue_name = $1 AND d.status = 'DELAYED' AND d.delay_until <= ts;
+    IF $7 IS NOT NULL AND n_claimed > 0 THEN
+        UPDATE {s}.queues q
+        SET starts = ARRAY(
+            SELECT s FROM unnest(q.starts || array_fill(ts, ARRAY[n_claimed])) s
+            WHERE s > ts - make_interval(secs => $8)
+            ORDER BY s DESC LIMIT $7)
+        WHERE q.queue_name = $1;
+    END IF;
+    wait := extract(epoch FROM least(
+        (SELECT min(w.delay_until) FROM {s}.workflows w
+         WHERE w.queue_name = $1 AND w.status = 'DELAYED' AND w.delay_until > ts),
+        CASE WHEN $7 IS NOT NULL AND n_starts + n_claimed >= $7
+             THEN coalesce(oldest, ts) + make_interval(secs => $8) END) - ts)::float8;
+    IF EXISTS (SELECT 1 FROM unnest(r_deadlines) d WHERE d IS NOT NULL) THEN
+        PERFORM pg_notify($12, 'd');
+        notified := 1;
+    END IF;
+    IF n_claimed = 0 THEN
+        RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, NULL::integer, NULL::boolean,
+                            NULL::double precision, NULL::bigint, wait, c_found, free_n,
+                            notified;
+    ELSE
+        RETURN QUERY SELECT u.*, wait, c_found, free_n, notified
+        FROM unnest(r_ids, r_names, r_inputs, r_attempts, r_fresh, r_deadlines, r_epochs) u;
+    END IF;
+END
+$claim$;
+"""
+
+
+#: ``DEBOUNCE`` on a distributed database, as a function on the coordinator: the burst's row is
+#: found under a transaction-level advisory lock on (queue, workflow name, key) -- Citus keeps no
+#: unique index without the distribution column -- then updated by its id, with the new times
+#: computed on the coordinator (Citus refuses STABLE functions over columns in an UPDATE).
+#: Parameters and result are DEBOUNCE's.
+DEBOUNCE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.debounce(
+    text, text, text, text, text, double precision, double precision, text, text,
+    double precision, text)
+RETURNS TABLE (extended text, released text, created text, notified bigint)
+LANGUAGE plpgsql AS $debounce$
+DECLARE
+    ts timestamptz;
+    burst text;
+    burst_until timestamptz;
+    burst_created timestamptz;
+BEGIN
+    PERFORM pg_advisory_xact_lock(
+        hashtextextended('asyncflow-debounce:{s}:' || $1 || ':' || $2 || ':' || $3, 0));
+    ts := clock_timestamp();
+    SELECT w.workflow_id, w.delay_until, w.created_at INTO burst, burst_until, burst_created
+    FROM {s}.workflows w
+    WHERE w.queue_name = $1 AND w.name = $2 AND w.debounce_key = $3 AND w.status = 'DELAYED'
+    LIMIT 1;
+    IF burst IS NOT NULL AND burst_until > ts THEN
+        UPDATE {s}.workflows w
+        SET inputs = $5, updated_at = ts,
+            delay_until = least(ts + make_interval(secs => $6),
+                                burst_created + make_interval(secs => $7))
+        WHERE w.workflow_id = burst AND w.status = 'DELAYED';
+        IF FOUND THEN
+            RETURN QUERY SELECT burst, NULL::text, NULL::text, 0::bigint;
+            RETURN;
+        END IF;
+    ELSIF burst IS NOT NULL THEN
+        UPDATE {s}.workflows w SET status = 'ENQUEUED', updated_at = ts
+        WHERE w.workflow_id = burst AND w.status = 'DELAYED';
+        IF FOUND THEN
+            PERFORM pg_notify($11, 'q' || $1);
+            RETURN QUERY SELECT NULL::text, burst, NULL::text, 1::bigint;
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, debounce_key, delay_until,
+         created_at, updated_at, traceparent, timeout_seconds)
+    VALUES ($4, $2, 'DELAYED', $5, $8, $1, $3,
+            least(ts + make_interval(secs => $6), ts + make_interval(secs => $7)),
+            ts, ts, $9, $10)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM pg_notify($11, 'q' || $1);
+        RETURN QUERY SELECT NULL::text, NULL::text, $4, 1::bigint;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT NULL::text, NULL::text, NULL::text, 0::bigint;
+END
+$debounce$;
+"""
+
+
+#: A workflow ($3) about to hold deduplication id $2 of queue $1 again (a resume), on a
+#: distributed database: under the id's advisory lock (ENQUEUE_WORKFLOW's), refused with a
+#: unique violation -- what the unique index raises on Postgres -- while another workflow holds it.
+HOLD_DEDUPLICATION_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.hold_deduplication_id(text, text, text) RETURNS text
+LANGUAGE plpgsql AS $hold$
+BEGIN
+    PERFORM pg_advisory_xact_lock(
+        hashtextextended('asyncflow-dedup:{s}:' || $1 || ':' || $2, 0));
+    IF EXISTS (SELECT 1 FROM {s}.workflows h
+               WHERE h.queue_name = $1 AND h.deduplication_id = $2 AND h.workflow_id <> $3
+                 AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING')) THEN
+        RAISE EXCEPTION 'deduplication id % of queue % is held', $2, $1
+            USING ERRCODE = 'unique_violation';
+    END IF;
+    RETURN $2;
+END
+$hold$;
+"""
+
+
+#: The workflows below the workflows $1 (children, their children, …), one level per statement:
+#: Citus runs a recursive CTE only within one shard, and a tree spans shards.
+DESCENDANTS_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.descendants(text[]) RETURNS TABLE (workflow_id text)
+LANGUAGE plpgsql AS $walk$
+DECLARE
+    frontier text[] := $1;
+    found text[];
+BEGIN
+    LOOP
+        SELECT array_agg(c.workflow_id) INTO found
+        FROM {s}.workflows c WHERE c.parent_workflow_id = ANY (frontier);
+        EXIT WHEN found IS NULL;
+        RETURN QUERY SELECT unnest(found);
+        frontier := found;
+    END LOOP;
+END
+$walk$;
+"""
+
+# ---------------------------------------------------------------------------------------------
+# The distribution plan (``asyncflow db distribute``, docs/scaling.md). Every step may run again:
+# a table already distributed is left alone, the rest is IF NOT EXISTS / OR REPLACE.
+# ---------------------------------------------------------------------------------------------
+
+#: Whether this database runs Citus (plain Postgres: refused).
+CITUS_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'citus'"
+
+#: Whether the schema is distributed: its anchor table exists (only ``distribute`` makes it) and
+#: Citus is installed. Read once when the storage opens; ``$1`` is ``<schema>.coordinator``.
+IS_DISTRIBUTED = """
+SELECT to_regclass($1) IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"""
+
+#: The schema's tables Citus distributes already ($1: the schema name).
+DISTRIBUTED_TABLES = """
+SELECT c.relname::text FROM pg_dist_partition p
+JOIN pg_class c ON c.oid = p.logicalrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1"""
+
+#: Nodes that may hold shards (the workers, and the coordinator if it was made to hold some).
+SHARD_NODES = """
+SELECT count(*) FROM pg_dist_node
+WHERE noderole = 'primary' AND isactive AND shouldhaveshards"""
+
+#: The tables distributed by workflow id, co-located (the shards of one workflow's rows are on one
+#: node, so every per-workflow statement is single-shard), with their distribution column. The
+#: first one sets the shard count. Everything else -- executors, schema_version, the transaction
+#: guard, queues (the rate limit's starts, the row whose lock serializes a queue's claims) and
+#: schedules -- stays on the coordinator, as does the anchor below.
+DISTRIBUTED = (
+    ("workflows", "workflow_id"),
+    ("operations", "workflow_id"),
+    ("messages", "destination_id"),
+    ("message_keys", "destination_id"),
+    ("events", "workflow_id"),
+    ("stream_heads", "workflow_id"),
+    ("streams", "workflow_id"),
+    ("version_changes", "workflow_id"),
+    ("workflow_attributes", "workflow_id"),
+)
+
+#: The coordinator-only anchor (see the module's docstring): one row, never distributed.
+CREATE_ANCHOR = """
+CREATE TABLE IF NOT EXISTS {s}.coordinator (
+    here boolean PRIMARY KEY DEFAULT true CHECK (here)
+);
+INSERT INTO {s}.coordinator VALUES (true) ON CONFLICT DO NOTHING"""
+
+#: Unique indexes without the distribution column, which Citus refuses: the deduplication id and
+#: a debouncer's burst are held under coordinator advisory locks instead (ENQUEUE_WORKFLOW's,
+#: RESUME_WORKFLOW's and DEBOUNCE's forms above); plain indexes serve their lookups.
+REPLACE_UNIQUE_INDEXES = """
+CREATE INDEX IF NOT EXISTS workflows_deduplication_key_idx ON {s}.workflows
+    (queue_name, deduplication_id)
+    WHERE status IN ('ENQUEUED', 'DELAYED', 'PENDING') AND deduplication_id IS NOT NULL;
+DROP INDEX IF EXISTS {s}.workflows_deduplication_idx;
+CREATE INDEX IF NOT EXISTS workflows_debounce_key_idx ON {s}.workflows
+    (queue_name, name, debounce_key)
+    WHERE status = 'DELAYED' AND debounce_key IS NOT NULL;
+DROP INDEX IF EXISTS {s}.workflows_debounce_idx"""
+
+#: A message's key must hold its distribution column (the mailbox order is still message_id's,
+#: from the coordinator's sequence: every insert goes through the coordinator).
+MESSAGES_KEY = """
+ALTER TABLE {s}.messages DROP CONSTRAINT IF EXISTS messages_pkey,
+    ADD PRIMARY KEY (destination_id, message_id)"""
+
+#: The workflows table ($1) by workflow id, in a colocation group of its own, $2 shards.
+DISTRIBUTE_FIRST = """
+SELECT create_distributed_table($1::regclass, 'workflow_id', colocate_with => 'none',
+                                shard_count => $2::int)"""
+
+#: Another table ($1) by its column $2, co-located with the workflows table ($3).
+DISTRIBUTE_COLOCATED = """
+SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)"""
+
+#: The workflows table's triggers (workflow attributes) run on the worker holding the row's
+#: shard, which writes the co-located attributes shard: Citus asks to allow them explicitly.
+ALLOW_TRIGGERS = "SET citus.enable_unsafe_triggers = on"
+
+#: The functions a distributed database runs in place of the plain ones, in order.
+FUNCTIONS = (
+    DESCENDANTS_FUNCTION, CLAIM_QUEUED_FUNCTION, DEBOUNCE_FUNCTION,
+    HOLD_DEDUPLICATION_FUNCTION,
+)
+
+#: One ``distribute`` at a time per schema ($1: the schema's migration lock namespace), on the
+#: session that runs it (released when it closes).
+DISTRIBUTE_LOCK = "SELECT pg_advisory_lock($1::int, 1)"
