@@ -112,7 +112,19 @@ class CitusCluster:
             await _execute(node.url(), f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
     async def drop_database(self, name: str) -> None:
+        """Drop ``name`` on every node, after rolling back the prepared (two-phase) transactions
+        a test left in it: an interrupted commit's, which Citus would recover later."""
         for node in self.nodes:
+            try:
+                conn = await asyncpg.connect(node.url(name))
+            except asyncpg.InvalidCatalogNameError:
+                continue
+            try:
+                for row in await conn.fetch("SELECT gid FROM pg_prepared_xacts "
+                                            "WHERE database = current_database()"):
+                    await conn.execute(f"ROLLBACK PREPARED '{row[0]}'")
+            finally:
+                await conn.close()
             await _execute(node.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def restart_worker(self, index: int = 0, mode: str = "immediate") -> None:

@@ -19,6 +19,7 @@ from .._errors import DistributionError
 from .database import Storage
 from .driver import map_errors
 from .sql import distribute as D
+from .sql import render
 
 
 @dataclass(frozen=True)
@@ -55,32 +56,35 @@ async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution
             "no node of this Citus cluster holds shards: add the workers with "
             "citus_add_node() (docs/scaling.md) before distributing")
     await storage.migrate()
+    def plain(template: str) -> str:  # the plan as written, never a statement's Citus form
+        return render(template, storage.schema)
+
     conn = await storage.connect(storage.url)
     try:
         with map_errors(conn):
-            await conn.execute(storage.sql(D.DISTRIBUTE_LOCK), storage.namespace)
-            done = {row[0] for row in await conn.fetch(storage.sql(D.DISTRIBUTED_TABLES),
+            await conn.execute(plain(D.DISTRIBUTE_LOCK), storage.namespace)
+            done = {row[0] for row in await conn.fetch(plain(D.DISTRIBUTED_TABLES),
                                                         storage.schema)}
-            await conn.execute(storage.sql(D.CREATE_ANCHOR))
+            await conn.execute(plain(D.CREATE_ANCHOR))
             if "workflows" not in done:
-                await conn.execute(storage.sql(D.REPLACE_UNIQUE_INDEXES))
+                await conn.execute(plain(D.REPLACE_UNIQUE_INDEXES))
             if "messages" not in done:
-                await conn.execute(storage.sql(D.MESSAGES_KEY))
+                await conn.execute(plain(D.MESSAGES_KEY))
             await conn.execute(D.ALLOW_TRIGGERS)
-            schema = storage.sql("{s}")
+            schema = plain("{s}")
             workflows = f"{schema}.workflows"
             made: list[str] = []
             for table, column in D.DISTRIBUTED:
                 if table in done:
                     continue
                 if table == "workflows":
-                    await conn.execute(storage.sql(D.DISTRIBUTE_FIRST), workflows, shard_count)
+                    await conn.execute(plain(D.DISTRIBUTE_FIRST), workflows, shard_count)
                 else:
-                    await conn.execute(storage.sql(D.DISTRIBUTE_COLOCATED),
+                    await conn.execute(plain(D.DISTRIBUTE_COLOCATED),
                                        f"{schema}.{table}", column, workflows)
                 made.append(table)
             for function in D.FUNCTIONS:
-                await conn.execute(storage.sql(function))
+                await conn.execute(plain(function))
     finally:
         await conn.close()
     await storage.detect_distribution()

@@ -206,7 +206,7 @@ async def test_an_id_in_use_is_refused_even_while_its_holder_reconnects(make_app
                 pass
         for _ in range(3):
             old = app.listener.backend_pid
-            await conn.execute("select pg_terminate_backend($1)", old)
+            await conn.execute("select pg_terminate_backend($1::int)", old)
             with pytest.raises(asyncflow.ExecutorIdInUseError):
                 async with asyncflow.AsyncFlow(app.database_url, executor_id="one-id",
                                                liveness_timeout_seconds=1.0):
