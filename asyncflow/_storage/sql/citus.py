@@ -28,6 +28,7 @@ from . import (
     liveness,
     migrations,
     operating,
+    runs,
     queues,
     retention,
     workflows,
@@ -225,6 +226,8 @@ _DEDUPLICATION_LOCK = """, dedup_lock AS (
 )"""
 
 OVERRIDES: dict[str, str] = {
+    runs.CONTINUE_AS_NEW: """
+SELECT epoch, owned FROM {s}.continue_as_new($1, $2, $3, $4, $5, $6)""",
     # A queued workflow resumed with a deduplication id another workflow of its queue holds:
     # the coordinator's hold_deduplication_id refuses it as the unique index does on Postgres.
     workflows.RESUME_WORKFLOW: _swap(

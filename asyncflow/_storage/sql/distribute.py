@@ -253,6 +253,63 @@ END
 $walk$;
 """
 
+#: CONTINUE_AS_NEW on a distributed database (same parameters and result), as a function on the
+#: coordinator: the kept run ($6) lives on another shard than the workflow ($1), and Citus
+#: refuses to change a row's distribution column, so the journal is copied to the kept run and
+#: deleted from the workflow (one distributed transaction) instead of moved by an UPDATE.
+CONTINUE_AS_NEW_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.continue_as_new(text, integer, text, bigint, boolean, text)
+RETURNS TABLE (epoch bigint, owned boolean)
+LANGUAGE plpgsql AS $continue$
+#variable_conflict use_column
+DECLARE
+    cur {s}.workflows%ROWTYPE;
+    ts timestamptz := clock_timestamp();
+    kept boolean := false;
+    next_epoch bigint;
+BEGIN
+    SELECT * INTO cur FROM {s}.workflows w
+    WHERE w.workflow_id = $1 AND w.status = 'PENDING' AND w.epoch = $4
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT NULL::bigint, false;
+        RETURN;
+    END IF;
+    IF $5 THEN
+        INSERT INTO {s}.workflows
+            (workflow_id, name, status, inputs, output, executor_id, app_version,
+             recovery_attempts, parent_workflow_id, created_at, updated_at, completed_at,
+             traceparent, epoch, run, first_function_id, run_of, attributes)
+        VALUES ($6, cur.name, 'CONTINUED_AS_NEW', cur.inputs, $3, cur.executor_id,
+                cur.app_version, cur.recovery_attempts, NULL, ts, ts, ts, cur.traceparent,
+                cur.epoch, cur.run, cur.first_function_id, cur.workflow_id, cur.attributes)
+        ON CONFLICT (workflow_id) DO NOTHING;
+        kept := FOUND;
+        IF NOT kept THEN
+            RETURN QUERY SELECT NULL::bigint, true;
+            RETURN;
+        END IF;
+        INSERT INTO {s}.operations
+            (workflow_id, function_id, name, output, error, child_id, completed, deadline,
+             created_at, topic)
+        SELECT $6, o.function_id, o.name, o.output, o.error, o.child_id, o.completed,
+               o.deadline, o.created_at, o.topic
+        FROM {s}.operations o WHERE o.workflow_id = $1;
+        INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+        VALUES ($6, $2, 'asyncflow.continue_as_new', $3);
+    END IF;
+    DELETE FROM {s}.operations o WHERE o.workflow_id = $1;
+    UPDATE {s}.workflows w
+    SET inputs = $3, epoch = w.epoch + 1, run = w.run + 1, first_function_id = $2 + 1,
+        recovery_attempts = 0, updated_at = ts
+    WHERE w.workflow_id = $1
+    RETURNING w.epoch INTO next_epoch;
+    RETURN QUERY SELECT next_epoch, true;
+END
+$continue$;
+"""
+
+
 # ---------------------------------------------------------------------------------------------
 # The distribution plan (``asyncflow db distribute``, docs/scaling.md). Every step may run again:
 # a table already distributed is left alone, the rest is IF NOT EXISTS / OR REPLACE.
@@ -338,7 +395,7 @@ ALLOW_TRIGGERS = "SET citus.enable_unsafe_triggers = on"
 #: The functions a distributed database runs in place of the plain ones, in order.
 FUNCTIONS = (
     DESCENDANTS_FUNCTION, CLAIM_QUEUED_FUNCTION, DEBOUNCE_FUNCTION,
-    HOLD_DEDUPLICATION_FUNCTION,
+    HOLD_DEDUPLICATION_FUNCTION, CONTINUE_AS_NEW_FUNCTION,
 )
 
 #: One ``distribute`` at a time per schema ($1: the schema's migration lock namespace), on the
