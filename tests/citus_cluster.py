@@ -35,7 +35,7 @@ ENABLED = os.environ.get("ASYNCFLOW_TEST_CITUS", "") not in ("", "0")
 SHARD_COUNT = 4
 
 SETTINGS = (
-    "shared_preload_libraries=citus", "max_connections=300", "synchronous_commit=off",
+    "shared_preload_libraries=citus", "max_connections=300",
     "full_page_writes=off", "citus.max_adaptive_executor_pool_size=4",
     "citus.max_shared_pool_size=200", "citus.log_remote_commands=off",
     "citus.background_task_queue_interval=-1", "citus.node_conninfo=sslmode=disable",

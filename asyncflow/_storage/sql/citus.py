@@ -225,7 +225,23 @@ _DEDUPLICATION_LOCK = """, dedup_lock AS (
     LIMIT 1
 )"""
 
+#: A batch's fence (its workflows PENDING at the epochs it was written for) locks their rows by a
+#: no-op UPDATE: Citus refuses ``FOR SHARE`` on rows of more than one shard. The lock is
+#: stronger (two batches of one workflow wait for each other, as two claims do), the fence the
+#: same: a claim waits for the batch, or commits first and the batch writes nothing for it.
+_SHARED_PENDING = """    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE"""
+_LOCKED_PENDING = """    UPDATE {s}.workflows w SET epoch = w.epoch
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    RETURNING w.workflow_id, w.epoch"""
+
+
 OVERRIDES: dict[str, str] = {
+    batches.RECORD_OPERATIONS: _swap(batches.RECORD_OPERATIONS,
+                                     (_SHARED_PENDING, _LOCKED_PENDING)),
+    batches.JOURNALED_WRITE_STREAMS: _swap(batches.JOURNALED_WRITE_STREAMS,
+                                           (_SHARED_PENDING, _LOCKED_PENDING)),
     runs.CONTINUE_AS_NEW: """
 SELECT epoch, owned FROM {s}.continue_as_new($1, $2, $3, $4, $5, $6)""",
     # A queued workflow resumed with a deduplication id another workflow of its queue holds:
