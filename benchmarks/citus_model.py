@@ -29,11 +29,11 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from citus_cluster import CitusCluster, citus_missing  # noqa: E402
+from citus_cluster import CitusCluster, citus_missing
 
-import asyncflow  # noqa: E402
-from asyncflow._storage.citus import distribute  # noqa: E402
-from asyncflow._storage.database import Storage  # noqa: E402
+import asyncflow
+from asyncflow._storage.citus import distribute
+from asyncflow._storage.database import Storage
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -42,7 +42,7 @@ async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution
     Raises :class:`~asyncflow.DistributionError` on a database without Citus (nothing is
     changed) or without a node to hold shards."""
     if shard_count < 1:
-        raise DistributionError(f"shard_count must be at least 1, not {shard_count!r}")
+        raise DistributionError("shard_count must be at least 1, not " + repr(shard_count))
     version = await storage.fetchval(D.CITUS_VERSION)
     if version is None:
         raise DistributionError(
@@ -72,7 +72,7 @@ async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution
                 await conn.execute(plain(D.MESSAGES_KEY))
             await conn.execute(D.ALLOW_TRIGGERS)
             schema = plain("{s}")
-            workflows = f"{schema}.workflows"
+            workflows = schema + ".workflows"
             made: list[str] = []
             for table, column in D.DISTRIBUTED:
                 if table in done:
@@ -81,7 +81,7 @@ async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution
                     await conn.execute(plain(D.DISTRIBUTE_FIRST), workflows, shard_count)
                 else:
                     await conn.execute(plain(D.DISTRIBUTE_COLOCATED),
-                                       f"{schema}.{table}", column, workflows)
+                                       schema + "." + table, column, workflows)
                 made.append(table)
             for function in D.FUNCTIONS:
                 await conn.execute(plain(function))

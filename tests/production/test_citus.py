@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import asyncpg
 import pytest
@@ -116,12 +115,18 @@ async def test_no_notify_ever_leaves_a_worker(cluster: CitusCluster, citus_db: s
         await storage.close()
     channel = channel_name("asyncflow")
     heard: dict[str, list[str]] = {"coordinator": [], "workers": []}
+    from_worker = asyncio.Event()
+
+    def hear(where: str, payload: str) -> None:
+        heard[where].append(payload)
+        if where == "workers":
+            from_worker.set()
+
     listeners = []
     for node in cluster.nodes:
         where = "coordinator" if node is cluster.coordinator else "workers"
         conn = await asyncpg.connect(node.url(citus_db))
-        await conn.add_listener(
-            channel, lambda *args, where=where: heard[where].append(args[3]))
+        await conn.add_listener(channel, lambda *args, where=where: hear(where, args[3]))
         listeners.append(conn)
     try:
         # The detector works: a statement routed whole to one shard NOTIFYs from its worker.
@@ -136,7 +141,8 @@ async def test_no_notify_ever_leaves_a_worker(cluster: CitusCluster, citus_db: s
                 "SELECT pg_notify($1, 'x' || workflow_id)::text FROM u", channel)
         finally:
             await raw.close()
-        await _until(lambda: heard["workers"] == ["xprobe"])
+        await asyncio.wait_for(from_worker.wait(), 10)
+        assert heard["workers"] == ["xprobe"]
         heard["workers"].clear()
 
         await _every_wake_up(url)
@@ -148,12 +154,6 @@ async def test_no_notify_ever_leaves_a_worker(cluster: CitusCluster, citus_db: s
     finally:
         for conn in listeners:
             await conn.close()
-
-
-async def _until(done: Any, within: float = 10) -> None:
-    async with asyncio.timeout(within):
-        while not done():
-            await asyncio.sleep(0.01)
 
 
 async def _every_wake_up(url: str) -> None:

@@ -26,11 +26,10 @@ from . import (
     events,
     journal,
     liveness,
-    migrations,
     operating,
-    runs,
     queues,
     retention,
+    runs,
     workflows,
 )
 
@@ -38,7 +37,9 @@ ANCHOR = "{s}.coordinator"
 
 _NOTIFY = "pg_notify("
 _KEYWORD = re.compile(r"\b(FROM|WHERE|GROUP|UNION|ORDER|LIMIT)\b|[()]|$")
-_FROM_ITEM = re.compile(r"\s+[A-Za-z_{}.]+(\s+(AS\s+)?(?!WHERE\b|GROUP\b|UNION\b|ORDER\b|LIMIT\b|LEFT\b|JOIN\b|ON\b)[A-Za-z_]+)?")
+_FROM_ITEM = re.compile(
+    r"\s+[A-Za-z_{}.]+"
+    r"(\s+(AS\s+)?(?!WHERE\b|GROUP\b|UNION\b|ORDER\b|LIMIT\b|LEFT\b|JOIN\b|ON\b)[A-Za-z_]+)?")
 
 
 def _close(text: str, start: int) -> int:
@@ -106,16 +107,25 @@ def citus_form(template: str) -> str:
     return _rules(OVERRIDES.get(template, template))
 
 
-def _compare_and_set(template: str, alias: str = "c", target: str = "candidates") -> str:
-    """A claim without row locks: the candidates are read with their epoch (no ``FOR ... SKIP
-    LOCKED``, which Citus refuses across shards), and the UPDATE takes only rows whose epoch is
-    still the one read. A concurrent claim bumped it: its UPDATE waits on the row, re-reads it and
-    skips it, so two claimers never both take a workflow."""
-    text = template.replace(f"SELECT {alias}.workflow_id FROM", f"SELECT {alias}.workflow_id, {alias}.epoch FROM")
-    text = re.sub(rf"\s*FOR NO KEY UPDATE OF {alias} SKIP LOCKED", "", text)
-    guard = f"w.workflow_id = {target}.workflow_id"
-    assert guard in text, template
-    return text.replace(guard, guard + f" AND w.epoch = {target}.epoch AND w.status = 'PENDING'")
+def _swap(template: str, *pairs: tuple[str, str]) -> str:
+    """``template`` with each (old, new) replaced; every old text must be there."""
+    for old, new in pairs:
+        assert old in template, (old, template)
+        template = template.replace(old, new)
+    return template
+
+
+def _compare_and_set(template: str, target: str = "candidates") -> str:
+    """A claim without row locks: the candidates (alias ``c``) are read with their epoch (no
+    ``FOR ... SKIP LOCKED``, which Citus refuses across shards), and the UPDATE takes only rows
+    whose epoch is still the one read. A concurrent claim bumped it: its UPDATE waits on the row,
+    re-reads it and skips it, so two claimers never both take a workflow."""
+    guard = "w.workflow_id = " + target + ".workflow_id"
+    return _swap(
+        template,
+        ("SELECT c.workflow_id FROM", "SELECT c.workflow_id, c.epoch FROM"),
+        ("\n    FOR NO KEY UPDATE OF c SKIP LOCKED", ""),
+        (guard, guard + " AND w.epoch = " + target + ".epoch AND w.status = 'PENDING'"))
 
 
 def _uncorrelated_pending(template: str) -> str:
@@ -140,10 +150,13 @@ def _upsert_event(template: str) -> str:
     there): the time is inserted, and an update takes the inserted row's."""
     text = template.replace("updated_at = clock_timestamp(),\n                  version",
                             "updated_at = excluded.updated_at,\n                  version")
-    text = text.replace("(workflow_id, key, value) VALUES ($1, $2, $3)",
-                        "(workflow_id, key, value, updated_at) VALUES ($1, $2, $3, clock_timestamp())")
-    text = text.replace("(workflow_id, key, value)\n    SELECT workflow_id, $4, $5 FROM op",
-                        "(workflow_id, key, value, updated_at)\n    SELECT workflow_id, $4, $5, clock_timestamp() FROM op")
+    text = text.replace(
+        "(workflow_id, key, value) VALUES ($1, $2, $3)",
+        "(workflow_id, key, value, updated_at) VALUES ($1, $2, $3, clock_timestamp())")
+    text = text.replace(
+        "(workflow_id, key, value)\n    SELECT workflow_id, $4, $5 FROM op",
+        "(workflow_id, key, value, updated_at)\n"
+        "    SELECT workflow_id, $4, $5, clock_timestamp() FROM op")
     assert "excluded.updated_at" in text and text.count("clock_timestamp()") == 1, template
     return text
 
@@ -165,14 +178,6 @@ def _error_in_select(template: str) -> str:
         "    FROM {s}.workflows\n    WHERE deadline IS NOT NULL",
         "    FROM {s}.workflows, LATERAL (SELECT " + message + " AS message) m\n"
         "    WHERE deadline IS NOT NULL", 1)
-
-
-def _swap(template: str, *pairs: tuple[str, str]) -> str:
-    """``template`` with each (old, new) replaced; every old text must be there."""
-    for old, new in pairs:
-        assert old in template, (old, template)
-        template = template.replace(old, new)
-    return template
 
 
 #: A tree walk without a recursive CTE (Citus runs one only within a shard): the coordinator's
@@ -275,7 +280,8 @@ FROM {s}.debounce($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
     operating.CANCEL_DESCENDANTS: _swap(operating.CANCEL_DESCENDANTS, (_TREE, """WITH tree AS (
     SELECT d.workflow_id FROM {s}.descendants($1::text[]) d
 )""")),
-    retention.LOCK_WORKFLOW_TREE: _swap(retention.LOCK_WORKFLOW_TREE, (_LOCK_TREE, _CITUS_LOCK_TREE)),
+    retention.LOCK_WORKFLOW_TREE: _swap(retention.LOCK_WORKFLOW_TREE,
+                                        (_LOCK_TREE, _CITUS_LOCK_TREE)),
     retention.LOCK_PARENT: """
 WITH l AS (
     UPDATE {s}.workflows p SET status = p.status
@@ -295,13 +301,15 @@ WITH r AS (
 )
 SELECT l.workflow_id, l.status, r.child_id FROM l JOIN r USING (workflow_id)
 ORDER BY l.workflow_id""",
-    operating.CANCEL_MATCHING: _swap(operating.CANCEL_MATCHING, ("\n    FOR NO KEY UPDATE OF w\n", "\n")),
+    operating.CANCEL_MATCHING: _swap(operating.CANCEL_MATCHING,
+                                     ("\n    FOR NO KEY UPDATE OF w\n", "\n")),
     # A keyset page without the lateral walk per status (Citus cannot push it down): every
     # shard returns its first page in the same order and the coordinator merges them.
     operating.LIST_WORKFLOWS_PAGE: """
 SELECT """ + workflows._STATUS_COLUMNS + """
 FROM {s}.workflows w
-WHERE """ + operating._FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])") + operating._AFTER_CURSOR + """
+WHERE """ + operating._FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])")
+    + operating._AFTER_CURSOR + """
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10""",
     batches.SEND_MESSAGES: _swap(
@@ -309,7 +317,8 @@ LIMIT $10""",
         ("WHERE EXISTS (SELECT 1 FROM {s}.workflows w WHERE w.workflow_id = i.destination_id)",
          "WHERE i.destination_id IN (\n        SELECT w.workflow_id FROM {s}.workflows w"
          " WHERE w.workflow_id = ANY ($1::text[]))"),
-        ("       (SELECT w.status FROM {s}.workflows w WHERE w.workflow_id = i.destination_id) AS status,",
+        ("       (SELECT w.status FROM {s}.workflows w"
+         " WHERE w.workflow_id = i.destination_id) AS status,",
          "       s.status,"),
         ("FROM input i ORDER BY i.ord",
          "FROM input i LEFT JOIN (\n    SELECT w.workflow_id, w.status FROM {s}.workflows w"
