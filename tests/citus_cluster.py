@@ -125,7 +125,7 @@ class CitusCluster:
                     await conn.execute(f"ROLLBACK PREPARED '{row[0]}'")
             finally:
                 await conn.close()
-            await _execute(node.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await _drop(node, name)
 
     def restart_worker(self, index: int = 0, mode: str = "immediate") -> None:
         """Stop a worker (``-m immediate``: a crash) and start it again."""
@@ -167,6 +167,24 @@ def run_copy(source: Path, target: Path) -> None:
     extra = {} if user is None else {"user": user.pw_uid, "group": user.pw_gid,
                                      "extra_groups": []}
     subprocess.run(["cp", "-a", str(source), str(target)], check=True, timeout=60, **extra)
+
+
+async def _drop(node: Cluster, name: str) -> None:
+    """Drop ``name`` on ``node``: no new connections, every session ended (FORCE does not end
+    Citus's maintenance daemon, which may still be connected: then try again)."""
+    for attempt in range(50):
+        try:
+            await _execute(node.url(), f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+            await _execute(node.url(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                       "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+            await _execute(node.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except asyncpg.InvalidCatalogNameError:
+            return
+        except asyncpg.ObjectInUseError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def _execute(url: str, statement: str, *args: object) -> None:

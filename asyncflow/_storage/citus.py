@@ -19,7 +19,7 @@ from .._errors import DistributionError
 from .database import Storage
 from .driver import map_errors
 from .sql import distribute as D
-from .sql import render
+from .sql import quote_schema, render
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,17 @@ class Distribution:
     distributed: tuple[str, ...]
     #: The tables that were distributed already (a second run: all of them).
     already: tuple[str, ...]
+
+
+class _Plan:
+    """The plan's statements as written: never a statement's Citus form (``Storage.sql`` gives
+    those once the schema is distributed, as on a second run)."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+
+    def sql(self, template: str) -> str:
+        return render(template, self.schema)
 
 
 async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution:
@@ -56,35 +67,33 @@ async def distribute(storage: Storage, *, shard_count: int = 32) -> Distribution
             "no node of this Citus cluster holds shards: add the workers with "
             "citus_add_node() (docs/scaling.md) before distributing")
     await storage.migrate()
-    def plain(template: str) -> str:  # the plan as written, never a statement's Citus form
-        return render(template, storage.schema)
-
+    plan = _Plan(storage.schema)
     conn = await storage.connect(storage.url)
     try:
         with map_errors(conn):
-            await conn.execute(plain(D.DISTRIBUTE_LOCK), storage.namespace)
-            done = {row[0] for row in await conn.fetch(plain(D.DISTRIBUTED_TABLES),
+            await conn.execute(plan.sql(D.DISTRIBUTE_LOCK), storage.namespace)
+            done = {row[0] for row in await conn.fetch(plan.sql(D.DISTRIBUTED_TABLES),
                                                         storage.schema)}
-            await conn.execute(plain(D.CREATE_ANCHOR))
+            await conn.execute(plan.sql(D.CREATE_ANCHOR))
             if "workflows" not in done:
-                await conn.execute(plain(D.REPLACE_UNIQUE_INDEXES))
+                await conn.execute(plan.sql(D.REPLACE_UNIQUE_INDEXES))
             if "messages" not in done:
-                await conn.execute(plain(D.MESSAGES_KEY))
+                await conn.execute(plan.sql(D.MESSAGES_KEY))
             await conn.execute(D.ALLOW_TRIGGERS)
-            schema = plain("{s}")
+            schema = quote_schema(storage.schema)
             workflows = schema + ".workflows"
             made: list[str] = []
             for table, column in D.DISTRIBUTED:
                 if table in done:
                     continue
                 if table == "workflows":
-                    await conn.execute(plain(D.DISTRIBUTE_FIRST), workflows, shard_count)
+                    await conn.execute(plan.sql(D.DISTRIBUTE_FIRST), workflows, shard_count)
                 else:
-                    await conn.execute(plain(D.DISTRIBUTE_COLOCATED),
+                    await conn.execute(plan.sql(D.DISTRIBUTE_COLOCATED),
                                        schema + "." + table, column, workflows)
                 made.append(table)
             for function in D.FUNCTIONS:
-                await conn.execute(plain(function))
+                await conn.execute(plan.sql(function))
     finally:
         await conn.close()
     await storage.detect_distribution()
