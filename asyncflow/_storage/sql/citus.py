@@ -24,6 +24,7 @@ from . import (
     batches,
     deadlines,
     events,
+    history,
     journal,
     liveness,
     operating,
@@ -242,7 +243,43 @@ _LOCKED_PENDING = """    UPDATE {s}.workflows w SET epoch = w.epoch
     RETURNING w.workflow_id, w.epoch"""
 
 
+#: Whether another workflow of its queue holds a workflow's deduplication id, uncorrelated
+#: (Citus refuses a correlated subquery over other shards): the held ids, read once.
+_HELD_IDS = """(%W%.queue_name, %W%.deduplication_id) IN (
+          SELECT h.queue_name, h.deduplication_id FROM {s}.workflows h
+          WHERE h.deduplication_id IS NOT NULL
+            AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING'))"""
+
+_HOLDER = """(
+    SELECT h.workflow_id FROM {s}.workflows h
+    WHERE h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id
+      AND h.status IN ('ENQUEUED', 'DELAYED', 'PENDING') LIMIT 1) AS holder
+FROM {s}.workflows w"""
+
+_HOLDER_JOINED = """h.workflow_id AS holder
+FROM {s}.workflows w
+JOIN (SELECT DISTINCT ON (queue_name, deduplication_id) queue_name, deduplication_id,
+             workflow_id
+      FROM {s}.workflows
+      WHERE deduplication_id IS NOT NULL AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+      ORDER BY queue_name, deduplication_id, workflow_id) h
+  ON h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id"""
+
+
 OVERRIDES: dict[str, str] = {
+    history.FORK_COPY: """
+SELECT operations, events, entries, run, notified
+FROM {s}.fork_copy($1, $2, $3, $4)""",
+    # Bulk resume: candidates read without row locks (the UPDATE re-checks each one's status),
+    # deduplication ids held looked up once.
+    operating.RESUME_MATCHING: _swap(
+        operating.RESUME_MATCHING,
+        ("\n    FOR NO KEY UPDATE OF w\n", "\n"),
+        (operating._DEDUPLICATION_HELD.replace("%W%", "w"), _HELD_IDS.replace("%W%", "w"))),
+    operating.RESUME_CONFLICTS: _swap(
+        operating.RESUME_CONFLICTS,
+        (_HOLDER, _HOLDER_JOINED),
+        ("  AND " + operating._DEDUPLICATION_HELD.replace("%W%", "w") + "\n", "\n")),
     batches.RECORD_OPERATIONS: _swap(batches.RECORD_OPERATIONS,
                                      (_SHARED_PENDING, _LOCKED_PENDING)),
     batches.JOURNALED_WRITE_STREAMS: _swap(batches.JOURNALED_WRITE_STREAMS,

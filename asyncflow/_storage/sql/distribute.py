@@ -310,6 +310,68 @@ $continue$;
 """
 
 
+#: FORK_COPY on a distributed database (same parameters and result), as a function on the
+#: coordinator: the fork ($2) lives on another shard than its source ($1), so each part reads the
+#: source in a statement routed to the source's node alone -- where its journal's and events'
+#: row versions share transaction ids, as FORK_COPY's rule needs -- and inserts into the fork's.
+FORK_COPY_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.fork_copy(text, text, integer, text)
+RETURNS TABLE (operations bigint, events bigint, entries bigint, run bigint, notified text)
+LANGUAGE plpgsql AS $fork$
+DECLARE
+    first_id integer;
+    attrs jsonb;
+    n_ops bigint;
+    n_events bigint;
+    n_entries bigint;
+    n_run bigint;
+BEGIN
+    SELECT w.first_function_id, w.attributes INTO first_id, attrs
+    FROM {s}.workflows w WHERE w.workflow_id = $1;
+    UPDATE {s}.workflows w SET first_function_id = first_id, attributes = attrs
+    WHERE w.workflow_id = $2 AND first_id IS NOT NULL;
+    GET DIAGNOSTICS n_run = ROW_COUNT;
+    INSERT INTO {s}.operations
+        (workflow_id, function_id, name, output, error, child_id, completed, deadline,
+         created_at, topic)
+    SELECT $2, o.function_id, o.name, o.output, o.error, o.child_id, o.completed, o.deadline,
+           o.created_at, o.topic
+    FROM {s}.operations o WHERE o.workflow_id = $1 AND o.function_id < $3;
+    GET DIAGNOSTICS n_ops = ROW_COUNT;
+    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version)
+    SELECT $2, e.key, e.value, e.updated_at, e.version FROM (
+        SELECT ev.key, ev.value, ev.updated_at, ev.version FROM {s}.events ev
+        WHERE ev.workflow_id = $1 AND ev.xmin::text IN (
+            SELECT o.xmin::text FROM {s}.operations o
+            WHERE o.workflow_id = $1 AND o.function_id < $3)
+    ) e;
+    GET DIAGNOSTICS n_events = ROW_COUNT;
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
+    SELECT $2, h.key, h.n, h.closed FROM (
+        SELECT hd.key,
+               (SELECT count(*) FROM {s}.streams st
+                WHERE st.workflow_id = $1 AND st.key = hd.key AND st.writer_fid < $3) AS n,
+               hd.closed AND hd.xmin::text IN (
+                   SELECT o.xmin::text FROM {s}.operations o
+                   WHERE o.workflow_id = $1 AND o.function_id < $3) AS closed
+        FROM {s}.stream_heads hd WHERE hd.workflow_id = $1
+    ) h
+    WHERE h.closed OR h.n > 0;
+    INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq,
+                             created_at)
+    SELECT $2, e.key, e.pos, e.value, e.writer_fid, e.writer_seq, e.created_at FROM (
+        SELECT st.key, st.value, st.writer_fid, st.writer_seq, st.created_at,
+               row_number() OVER (PARTITION BY st.key ORDER BY st."offset") - 1 AS pos
+        FROM {s}.streams st WHERE st.workflow_id = $1 AND st.writer_fid < $3
+    ) e;
+    GET DIAGNOSTICS n_entries = ROW_COUNT;
+    PERFORM pg_notify($4, 'r' || $2);
+    RETURN QUERY SELECT n_ops, n_events, n_entries, n_run, ''::text;
+END
+$fork$;
+"""
+
+
 # ---------------------------------------------------------------------------------------------
 # The distribution plan (``asyncflow db distribute``, docs/scaling.md). Every step may run again:
 # a table already distributed is left alone, the rest is IF NOT EXISTS / OR REPLACE.
@@ -395,7 +457,7 @@ ALLOW_TRIGGERS = "SET citus.enable_unsafe_triggers = on"
 #: The functions a distributed database runs in place of the plain ones, in order.
 FUNCTIONS = (
     DESCENDANTS_FUNCTION, CLAIM_QUEUED_FUNCTION, DEBOUNCE_FUNCTION,
-    HOLD_DEDUPLICATION_FUNCTION, CONTINUE_AS_NEW_FUNCTION,
+    HOLD_DEDUPLICATION_FUNCTION, CONTINUE_AS_NEW_FUNCTION, FORK_COPY_FUNCTION,
 )
 
 #: One ``distribute`` at a time per schema ($1: the schema's migration lock namespace), on the
