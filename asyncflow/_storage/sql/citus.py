@@ -266,7 +266,36 @@ JOIN (SELECT DISTINCT ON (queue_name, deduplication_id) queue_name, deduplicatio
   ON h.queue_name = w.queue_name AND h.deduplication_id = w.deduplication_id"""
 
 
+_TERMINAL = ("'SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', "
+             "'CONTINUED_AS_NEW'")
+
+#: Deleting chosen workflows: the rows first, each only if still finished (a resume or claim
+#: that got there first keeps it: no row locks across shards), then what the deleted rows own.
+_DELETE_CHOSEN = """, d AS (
+    DELETE FROM {s}.workflows WHERE workflow_id IN (SELECT workflow_id FROM chosen)
+      AND status IN (""" + _TERMINAL + """)
+    RETURNING workflow_id
+), o AS (
+    DELETE FROM {s}.operations WHERE workflow_id IN (SELECT workflow_id FROM d)
+), e AS (
+    DELETE FROM {s}.events WHERE workflow_id IN (SELECT workflow_id FROM d)
+), h AS (
+    DELETE FROM {s}.stream_heads WHERE workflow_id IN (SELECT workflow_id FROM d)
+), v AS (
+    DELETE FROM {s}.streams WHERE workflow_id IN (SELECT workflow_id FROM d)
+)
+SELECT workflow_id FROM d"""
+
+
 OVERRIDES: dict[str, str] = {
+    retention.RETENTION_DELETE: """
+WITH chosen AS (
+    SELECT c.workflow_id FROM {s}.retention_candidates($1, $2, $3, true) c
+)""" + _DELETE_CHOSEN,
+    retention.RETENTION_COUNT: """
+SELECT count(*) FROM {s}.retention_candidates($1, $2, NULL, false)""",
+    retention.RETENTION_BOUNDS: _swap(
+        retention.RETENTION_BOUNDS, ("LEFT JOIN LATERAL (", "LEFT JOIN (")),
     history.FORK_COPY: """
 SELECT operations, events, entries, run, notified
 FROM {s}.fork_copy($1, $2, $3, $4)""",

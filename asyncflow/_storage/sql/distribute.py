@@ -372,6 +372,81 @@ $fork$;
 """
 
 
+#: Retention's choice on a distributed database ($1/$2 the bound, $3 at most so many, NULL: all;
+#: $4: only workflows whose parent row is gone, else also those whose parent goes in the same
+#: pass), as a function on the coordinator: the rule of ``_RETAINED`` -- finished at or before
+#: the bound, no parent that stays, no unfinished or kept workflow whose journal names it as a
+#: child -- checked per chunk in the workflows' completion order, without the correlated
+#: subqueries over other shards that Citus refuses.
+RETENTION_CANDIDATES_FUNCTION = """
+CREATE OR REPLACE FUNCTION {s}.retention_candidates(timestamptz, text, bigint, boolean)
+RETURNS TABLE (workflow_id text)
+LANGUAGE plpgsql AS $retain$
+#variable_conflict use_column
+DECLARE
+    after_at timestamptz := '-infinity';
+    after_id text := '';
+    ids text[];
+    parents text[];
+    times timestamptz[];
+    staying text[];
+    read text[];
+    found_n bigint := 0;
+    chunk integer := 1000;
+    i integer;
+BEGIN
+    LOOP
+        SELECT array_agg(c.workflow_id ORDER BY c.completed_at, c.workflow_id),
+               array_agg(c.parent_workflow_id ORDER BY c.completed_at, c.workflow_id),
+               array_agg(c.completed_at ORDER BY c.completed_at, c.workflow_id)
+        INTO ids, parents, times
+        FROM (
+            SELECT w.workflow_id, w.parent_workflow_id, w.completed_at FROM {s}.workflows w
+            WHERE w.status IN ('SUCCESS', 'ERROR', 'CANCELLED',
+                               'MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CONTINUED_AS_NEW')
+              AND (w.completed_at, w.workflow_id) <= ($1, $2)
+              AND (w.completed_at, w.workflow_id) > (after_at, after_id)
+            ORDER BY w.completed_at, w.workflow_id
+            LIMIT chunk
+        ) c;
+        EXIT WHEN ids IS NULL;
+        staying := ARRAY(
+            SELECT p.workflow_id FROM {s}.workflows p
+            WHERE p.workflow_id = ANY (parents)
+              AND ($4 OR NOT coalesce(
+                  p.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                  AND (p.completed_at, p.workflow_id) <= ($1, $2), false)));
+        read := ARRAY(
+            SELECT o.child_id FROM {s}.operations o
+            JOIN {s}.workflows r ON r.workflow_id = o.workflow_id
+            WHERE o.child_id = ANY (ids) AND r.workflow_id <> o.child_id
+              AND NOT coalesce(
+                  r.status IN ('SUCCESS', 'ERROR', 'CANCELLED', 'MAX_RECOVERY_ATTEMPTS_EXCEEDED')
+                  AND (r.completed_at, r.workflow_id) <= ($1, $2), false));
+        FOR i IN 1 .. cardinality(ids) LOOP
+            IF (parents[i] IS NULL OR NOT (parents[i] = ANY (staying)))
+               AND NOT (ids[i] = ANY (read)) THEN
+                IF $4 THEN  -- deleting: a row being resumed, claimed or finished waits
+                    PERFORM 1 FROM {s}.workflows w WHERE w.workflow_id = ids[i]
+                    FOR UPDATE SKIP LOCKED;  -- one shard: Citus allows it
+                    CONTINUE WHEN NOT FOUND;
+                END IF;
+                workflow_id := ids[i];
+                RETURN NEXT;
+                found_n := found_n + 1;
+                IF $3 IS NOT NULL AND found_n >= $3 THEN
+                    RETURN;
+                END IF;
+            END IF;
+        END LOOP;
+        after_at := times[cardinality(times)];
+        after_id := ids[cardinality(ids)];
+    END LOOP;
+END
+$retain$;
+"""
+
+
 # ---------------------------------------------------------------------------------------------
 # The distribution plan (``asyncflow db distribute``, docs/scaling.md). Every step may run again:
 # a table already distributed is left alone, the rest is IF NOT EXISTS / OR REPLACE.
@@ -458,6 +533,7 @@ ALLOW_TRIGGERS = "SET citus.enable_unsafe_triggers = on"
 FUNCTIONS = (
     DESCENDANTS_FUNCTION, CLAIM_QUEUED_FUNCTION, DEBOUNCE_FUNCTION,
     HOLD_DEDUPLICATION_FUNCTION, CONTINUE_AS_NEW_FUNCTION, FORK_COPY_FUNCTION,
+    RETENTION_CANDIDATES_FUNCTION,
 )
 
 #: One ``distribute`` at a time per schema ($1: the schema's migration lock namespace), on the
