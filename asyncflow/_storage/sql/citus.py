@@ -22,6 +22,7 @@ import re
 
 from . import (
     batches,
+    dashboard,
     deadlines,
     events,
     history,
@@ -288,6 +289,52 @@ SELECT workflow_id FROM d"""
 
 
 OVERRIDES: dict[str, str] = {
+    # The dashboard's queues: the figures aggregated per queue on every shard first (Citus
+    # cannot join the coordinator's names to the workflows' shards), then matched to the names.
+    dashboard.DASHBOARD_QUEUES: """
+WITH counts AS MATERIALIZED (
+    SELECT w.queue_name,
+           count(*) FILTER (WHERE w.status = 'ENQUEUED') AS enqueued,
+           count(*) FILTER (WHERE w.status = 'DELAYED') AS delayed,
+           count(*) FILTER (WHERE w.status = 'PENDING') AS running,
+           min(w.delay_until) FILTER (WHERE w.status = 'DELAYED') AS next_due,
+           min(w.created_at) FILTER (WHERE w.status = 'ENQUEUED') AS oldest_enqueued
+    FROM {s}.workflows w
+    WHERE w.queue_name IS NOT NULL AND w.status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+    GROUP BY w.queue_name
+), names AS (
+    SELECT queue_name FROM {s}.queues
+    UNION
+    SELECT queue_name FROM counts
+    UNION
+    SELECT unnest($1::text[])
+)
+SELECT n.queue_name, coalesce(c.enqueued, 0) AS enqueued, coalesce(c.delayed, 0) AS delayed,
+       coalesce(c.running, 0) AS running, c.next_due, c.oldest_enqueued
+FROM names n LEFT JOIN counts c ON c.queue_name = n.queue_name
+ORDER BY n.queue_name""",
+    dashboard.DASHBOARD_LAST_ACTIVITY: """
+SELECT w.id AS workflow_id, l.last_at
+FROM unnest($1::text[]) AS w(id)
+LEFT JOIN (
+    SELECT DISTINCT ON (o.workflow_id) o.workflow_id, o.created_at AS last_at
+    FROM {s}.operations o WHERE o.workflow_id = ANY ($1::text[])
+    ORDER BY o.workflow_id, o.function_id DESC
+) l ON l.workflow_id = w.id""",
+    dashboard.DASHBOARD_QUEUE: """
+WITH c AS MATERIALIZED (
+    SELECT count(*) FILTER (WHERE status = 'ENQUEUED') AS enqueued,
+           count(*) FILTER (WHERE status = 'DELAYED') AS delayed,
+           count(*) FILTER (WHERE status = 'PENDING') AS running,
+           min(delay_until) FILTER (WHERE status = 'DELAYED') AS next_due,
+           min(created_at) FILTER (WHERE status = 'ENQUEUED') AS oldest_enqueued,
+           count(*) AS active
+    FROM {s}.workflows
+    WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')
+)
+SELECT enqueued, delayed, running, next_due, oldest_enqueued,
+       active > 0 OR EXISTS (SELECT 1 FROM {s}.queues WHERE queue_name = $1) AS known
+FROM c""",
     retention.RETENTION_DELETE: """
 WITH chosen AS (
     SELECT c.workflow_id FROM {s}.retention_candidates($1, $2, $3, true) c
