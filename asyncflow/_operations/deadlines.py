@@ -78,6 +78,7 @@ class DeadlineWatcher:
             done, _descendants = await cancel_with_descendants(
                 runtime, lambda: store.enforce_deadlines(runtime.now(), ENFORCE_BATCH),
                 lambda rows: [workflow_id for workflow_id, _ in rows], self._on_cancelled)
+            self.enforced += len(done)  # counted before anyone is woken
             ids = [workflow_id for workflow_id, _ in done]
             mark_cancelled(runtime, ids, self._on_cancelled)
             for queue_name in {queue for _, queue in done if queue is not None}:
@@ -85,5 +86,4 @@ class DeadlineWatcher:
             timed_out.extend(ids)
             if len(done) < ENFORCE_BATCH:
                 break
-        self.enforced += len(timed_out)
         return timed_out
