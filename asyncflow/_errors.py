@@ -15,6 +15,11 @@ class SchemaVersionError(AsyncFlowError):
     """The database schema is missing, or newer than this version of asyncflow understands."""
 
 
+class DistributionError(ConfigurationError):
+    """``asyncflow db distribute`` cannot distribute the schema here: the database does not run
+    Citus (plain Postgres is left untouched), or no node of the cluster holds shards."""
+
+
 class NotLaunchedError(AsyncFlowError):
     """The app or client is used before ``launch()`` / ``async with`` or after ``shutdown()``."""
 

@@ -3,6 +3,11 @@
 The server is ``ASYNCFLOW_TEST_DATABASE_URL`` when set, else a private embedded Postgres in a
 temporary directory. A template database is migrated once; each test gets ``CREATE DATABASE …
 TEMPLATE`` of it and drops it afterwards.
+
+With ``ASYNCFLOW_TEST_CITUS=1`` (``.ci/citus``) the server is a private Citus cluster (a
+coordinator and two workers, tests/citus_cluster.py): the template is migrated and distributed by
+workflow id (``asyncflow db distribute``), and each test's database is a copy of it on every node.
+Tests marked ``not_on_citus`` are skipped there (each says why).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import citus_cluster
 import pytest
 from faultlib import admin, with_database
 
@@ -39,9 +45,40 @@ async def _migrate(url: str) -> None:
         await storage.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "not_on_citus(reason): skipped on the Citus cluster (ASYNCFLOW_TEST_CITUS)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not citus_cluster.ENABLED:
+        return
+    for item in items:
+        marker = item.get_closest_marker("not_on_citus")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "not on Citus"
+            item.add_marker(pytest.mark.skip(reason=f"not on Citus: {reason}"))
+
+
 @pytest.fixture(scope="session")
-def server_url() -> Iterator[str]:
-    """An admin URL (database ``postgres``) of the test server."""
+def citus() -> Iterator[citus_cluster.CitusCluster | None]:
+    """The session's Citus cluster (``ASYNCFLOW_TEST_CITUS=1``), else ``None``."""
+    if not citus_cluster.ENABLED:
+        yield None
+        return
+    cluster = citus_cluster.CitusCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def server_url(citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
+    """An admin URL (database ``postgres``) of the test server (the Citus coordinator's)."""
+    if citus is not None:
+        yield citus.url()
+        return
     env = os.environ.get("ASYNCFLOW_TEST_DATABASE_URL")
     if env:
         yield with_database(env, "postgres")
@@ -60,7 +97,11 @@ def server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def template_db(server_url: str) -> Iterator[str]:
+def template_db(server_url: str, citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
+    if citus is not None:
+        asyncio.run(citus_cluster.prepare_template(citus, TEMPLATE))
+        yield TEMPLATE
+        return
     asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{TEMPLATE}"',
                        f'CREATE DATABASE "{TEMPLATE}"'))
     asyncio.run(_migrate(with_database(server_url, TEMPLATE)))
@@ -76,18 +117,29 @@ def asyncflow_databases(server_url: str) -> Iterator[TestDatabases]:
 
 
 @pytest.fixture
-def db_url(server_url: str, template_db: str) -> Iterator[str]:
-    """A fresh, migrated database for this test."""
+def db_url(server_url: str, template_db: str,
+           citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
+    """A fresh, migrated database for this test (on Citus: distributed)."""
     name = f"asyncflow_t_{uuid.uuid4().hex[:12]}"
+    if citus is not None:
+        asyncio.run(citus.clone_database(template_db, name))
+        yield citus.url(name)
+        asyncio.run(citus.drop_database(name))
+        return
     asyncio.run(admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
     yield with_database(server_url, name)
     asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
-def empty_db_url(server_url: str) -> Iterator[str]:
-    """A fresh database without the asyncflow schema."""
+def empty_db_url(server_url: str, citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
+    """A fresh database without the asyncflow schema (on Citus: with the extension and nodes)."""
     name = f"asyncflow_e_{uuid.uuid4().hex[:12]}"
+    if citus is not None:
+        asyncio.run(citus.create_database(name))
+        yield citus.url(name)
+        asyncio.run(citus.drop_database(name))
+        return
     asyncio.run(admin(server_url, f'CREATE DATABASE "{name}"'))
     yield with_database(server_url, name)
     asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

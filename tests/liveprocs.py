@@ -87,7 +87,7 @@ async def terminate_listener(conn: asyncpg.Connection, executor: str, pid: int) 
         f"asyncflow-listener:{executor}")]
     # (A backend just terminated may still be listed for a moment under the same name.)
     assert pid in named, (named, pid)
-    assert await conn.fetchval("select pg_terminate_backend($1)", pid), pid
+    assert await conn.fetchval("select pg_terminate_backend($1::int)", pid), pid
 
 
 async def results(url: str, ids: list[str], within: float = 60) -> dict[str, Any]:

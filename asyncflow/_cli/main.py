@@ -228,6 +228,28 @@ async def db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def db_distribute(args: argparse.Namespace) -> int:
+    """Distribute the schema on the database's Citus cluster (docs/scaling.md)."""
+    from .._storage.citus import distribute
+    from .._storage.database import Storage
+
+    storage = Storage(_database_url(args), args.schema, pool_size=1)
+    await storage.open()
+    try:
+        done = await distribute(storage, shard_count=args.shard_count)
+    finally:
+        await storage.close()
+    if args.json:
+        _emit(_json({"schema": args.schema, "citus": done.citus_version,
+                     "shard_nodes": done.shard_nodes, "distributed": list(done.distributed),
+                     "already": list(done.already)}))
+    else:
+        now = ", ".join(done.distributed) or "nothing new (already distributed)"
+        _emit(f"schema {args.schema!r} on Citus {done.citus_version}, {done.shard_nodes} "
+              f"shard nodes: distributed {now}")
+    return 0
+
+
 def dashboard(args: argparse.Namespace) -> int:
     """Serve the web dashboard against the database until interrupted."""
     try:
@@ -402,6 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     dbs = db.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
     command(dbs, "migrate", "create or upgrade the asyncflow schema", db_migrate).set_defaults(
         raw=True)
+    sub = command(dbs, "distribute", "distribute the schema by workflow id on a Citus cluster",
+                  db_distribute)
+    sub.add_argument("--shard-count", type=_count, default=32,
+                     help="shards per distributed table (default 32; set once, at the first run)")
+    sub.set_defaults(raw=True)
 
     sub = command(commands, "postgres", "start, stop or locate the embedded Postgres server",
                   postgres)

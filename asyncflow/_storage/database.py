@@ -45,7 +45,7 @@ from .driver import (
     report_unavailable,
 )
 from .pool import ConnectionPool
-from .sql import migrations, sessions
+from .sql import citus, distribute, migrations, sessions
 
 SCHEMA_VERSION = len(migrations.MIGRATIONS)
 
@@ -164,12 +164,23 @@ class Storage:
         self.lock_namespace: int | None = None
         self._pool: ConnectionPool | None = None
         self._sql: dict[str, str] = {}
+        #: Whether Citus distributes the schema (``asyncflow db distribute``; found at open):
+        #: statements then take their Citus forms (``sql.citus``), plain Postgres keeps its own.
+        self.distributed = False
 
     def sql(self, template: str) -> str:
         text = self._sql.get(template)
         if text is None:
-            text = self._sql[template] = sql.render(template, self.schema)
+            form = citus.citus_form(template) if self.distributed else template
+            text = self._sql[template] = sql.render(form, self.schema)
         return text
+
+    async def detect_distribution(self) -> None:
+        """Find out (one statement) whether Citus distributes the schema, and render statements
+        accordingly from now on."""
+        anchor = sql.quote_schema(self.schema) + ".coordinator"
+        self.distributed = bool(await self.fetchval(distribute.IS_DISTRIBUTED, anchor))
+        self._sql.clear()
 
     @property
     def pool(self) -> ConnectionPool:
@@ -183,6 +194,7 @@ class Storage:
         pool = ConnectionPool(self.url, self.pool_size, self._options(self.application_name))
         pool.release(await pool.acquire())  # fail now on a bad URL or an unreachable server
         self._pool = pool
+        await self.detect_distribution()
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

@@ -14,6 +14,7 @@ PACKAGE = Path(asyncflow.__file__).parent
 EXPECTED = {
     "AsyncFlow", "AsyncFlowError", "AsyncFlowTimeoutError", "CANCELLED", "Client",
     "ComponentHealth", "ConfigurationError", "DatabaseError", "DatabaseUnavailableError",
+    "DistributionError",
     "ERROR",
     "ExecutorIdInUseError", "Health", "Status",
     "InvalidArgumentError", "InvalidSettingError", "MAX_ID_LENGTH",

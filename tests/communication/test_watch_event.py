@@ -81,7 +81,7 @@ async def test_watch_survives_the_listener_being_killed(make_app, db_url):
                         # the reconnect wakes the watcher, which re-reads.
                         old = client.listener.backend_pid
                         admin = await asyncpg.connect(db_url)
-                        await admin.execute("select pg_terminate_backend($1)", old)
+                        await admin.execute("select pg_terminate_backend($1::int)", old)
                         await admin.close()
                         await client.listener.wait_connected(not_pid=old)
                     await app.send(handle.workflow_id, 1, topic="go")

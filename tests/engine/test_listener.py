@@ -33,7 +33,7 @@ async def test_listener_killed_while_waiters_are_parked(make_app, db_url, conn):
                 if i % 10 == 0:  # kill the app's LISTEN connection again and again
                     await listener.wait_connected(not_pid=killed)
                     killed = listener.backend_pid
-                    assert await conn.fetchval("select pg_terminate_backend($1)", killed)
+                    assert await conn.fetchval("select pg_terminate_backend($1::int)", killed)
                 await client.send(f"p{i}", i)  # from another connection: only NOTIFY wakes
             results = [await h.get_result(timeout_seconds=30) for h in handles]
             events = await asyncio.wait_for(asyncio.gather(*event_waiters), 30)
@@ -51,7 +51,7 @@ async def test_listener_reconnects_and_keeps_executor_lock(make_app, conn):
     async with app:
         listener = app.listener
         old = listener.backend_pid
-        await conn.execute("select pg_terminate_backend($1)", old)
+        await conn.execute("select pg_terminate_backend($1::int)", old)
         # The executor's advisory lock comes back with the new connection.
         async with asyncio.timeout(20):
             await listener.wait_connected(not_pid=old, lock=True)

@@ -18,7 +18,7 @@ import asyncflow
 
 BUMP = """
 UPDATE asyncflow.workflows
-SET epoch = epoch + 1, executor_id = 'elsewhere', updated_at = clock_timestamp()
+SET epoch = epoch + 1, executor_id = 'elsewhere', updated_at = statement_timestamp()
 WHERE workflow_id = $1"""
 
 
@@ -186,7 +186,7 @@ async def test_a_stray_own_workflow_is_repaired(make_app, conn):
         await _bump(conn, "stray")
         await conn.execute(
             "update asyncflow.workflows set executor_id = $1, "
-            "updated_at = clock_timestamp() - interval '1 minute' where workflow_id = 'stray'",
+            "updated_at = statement_timestamp() - interval '1 minute' where workflow_id = 'stray'",
             app.executor_id)
         gate.set()
         assert await handle.get_result(timeout_seconds=30) == "finished"
@@ -206,7 +206,7 @@ async def test_an_id_in_use_is_refused_even_while_its_holder_reconnects(make_app
                 pass
         for _ in range(3):
             old = app.listener.backend_pid
-            await conn.execute("select pg_terminate_backend($1)", old)
+            await conn.execute("select pg_terminate_backend($1::int)", old)
             with pytest.raises(asyncflow.ExecutorIdInUseError):
                 async with asyncflow.AsyncFlow(app.database_url, executor_id="one-id",
                                                liveness_timeout_seconds=1.0):

@@ -143,6 +143,8 @@ async def _poison(conn: asyncpg.Connection, sqlstate: str) -> None:
         CREATE OR REPLACE FUNCTION asyncflow.scan_refuse() RETURNS trigger LANGUAGE plpgsql AS
         $fn$ BEGIN RAISE EXCEPTION 'refused by the scan' USING ERRCODE = '{sqlstate}'; END $fn$
     """)
+    if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')"):
+        await conn.execute("SET citus.enable_unsafe_triggers = on")  # the shards' triggers
     for table in TABLES:
         await conn.execute(
             f"CREATE TRIGGER scan_refuse BEFORE INSERT OR UPDATE OR DELETE ON asyncflow.{table} "

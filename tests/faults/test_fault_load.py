@@ -122,7 +122,7 @@ async def test_listener_terminated_repeatedly_during_send_recv_storm(make_app, d
             await received.reach(total * (k + 1) // (kills + 2))
             await listener.wait_connected()
             pid = listener.backend_pid
-            assert await conn.fetchval("select pg_terminate_backend($1)", pid)
+            assert await conn.fetchval("select pg_terminate_backend($1::int)", pid)
             await listener.wait_connected(not_pid=pid)
         await senders
         got = await asyncio.gather(*results)

@@ -212,7 +212,7 @@ async def test_connection_killed_inside_transaction_body(make_app, conn, noticed
 
     async with app:
         handle = await app.start_workflow(wf, workflow_id="killed-tx")
-        assert await conn.fetchval("select pg_terminate_backend($1)", await pids.get())
+        assert await conn.fetchval("select pg_terminate_backend($1::int)", await pids.get())
         resume.set()
         assert await handle.get_result(timeout_seconds=30) == 2
     assert await conn.fetchval("select count(*) from tx_effects") == 1

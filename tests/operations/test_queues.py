@@ -384,7 +384,7 @@ async def test_listener_reconnect_makes_dispatchers_check_again(make_app, conn):
             "insert into asyncflow.workflows (workflow_id, name, status, inputs, app_version, "
             "queue_name) values ('silent', 'job', 'ENQUEUED', "
             "'{\"args\": [\"silent\"], \"kwargs\": {}}', '', 'q')")
-        await conn.execute("select pg_terminate_backend($1)", old_pid)
+        await conn.execute("select pg_terminate_backend($1::int)", old_pid)
         await app.listener.wait_connected(not_pid=old_pid)
         handle = await app.retrieve_workflow("silent")
         assert await handle.get_result(timeout_seconds=20) == "silent"

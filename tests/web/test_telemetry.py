@@ -350,7 +350,7 @@ async def test_metrics(make_app, otel, conn):
         listener = app.listener
         old = listener.backend_pid
         assert otel.points("asyncflow.listener.reconnects")[here].value == 0
-        assert await conn.fetchval("select pg_terminate_backend($1)", old)
+        assert await conn.fetchval("select pg_terminate_backend($1::int)", old)
         await listener.wait_connected(not_pid=old)
         assert otel.points("asyncflow.listener.reconnects")[here].value == 1
 
