@@ -277,7 +277,7 @@ async def test_versions_view_lists_live_executors_counts_and_stranded_workflows(
 
 
 async def test_dashboard_shows_the_version_a_workflow_waits_for_and_its_adoption(make_app):
-    from test_dashboard import client_for
+    from dashlib import client_for
 
     from asyncflow._dashboard import dashboard
 

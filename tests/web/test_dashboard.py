@@ -5,42 +5,24 @@ ASGI app), the `asyncflow dashboard` command, and a real headless Chromium drivi
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from cdp import chromium, find_chromium
-from conftest import ROOT, python_env
+from conftest import python_env
+from dashlib import ARTIFACTS, BASE, allow, client_for, csrf_of
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import asyncflow
 from asyncflow._dashboard import Dashboard, dashboard
-
-ARTIFACTS = Path(os.environ.get("ASYNCFLOW_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
-BASE = "http://dash.test"
-
-
-def client_for(asgi: Any, base: str = BASE) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=asgi), base_url=base)
-
-
-def allow(_scope: Any) -> bool:
-    return True
-
-
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def row_ids(page: str) -> list[str]:

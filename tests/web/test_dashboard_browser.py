@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cdp import chromium, find_chromium
 from conftest import python_env
-from test_dashboard import ARTIFACTS
+from dashlib import ARTIFACTS
 
 import asyncflow
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from test_dashboard import BASE, allow, client_for, csrf_of
+from dashlib import BASE, allow, client_for, csrf_of
 
 import asyncflow
 from asyncflow._dashboard import dashboard
