@@ -74,6 +74,21 @@ def citus() -> Iterator[citus_cluster.CitusCluster | None]:
 
 
 @pytest.fixture(scope="session")
+def citus_nodes(citus: citus_cluster.CitusCluster | None
+                ) -> Iterator[citus_cluster.CitusCluster]:
+    """A Citus cluster for the tests of Citus itself: the session's (``ASYNCFLOW_TEST_CITUS``),
+    else one of this test worker's own (those tests are skipped where Citus is missing)."""
+    if citus is not None:
+        yield citus
+        return
+    own = citus_cluster.CitusCluster()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+@pytest.fixture(scope="session")
 def server_url(citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
     """An admin URL (database ``postgres``) of the test server (the Citus coordinator's)."""
     if citus is not None:

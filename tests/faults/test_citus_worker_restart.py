@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -27,40 +27,27 @@ STARTED = 24
 QUEUED = 16
 
 
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[CitusCluster]:
-    shared = request.getfixturevalue("citus")
-    if shared is not None:
-        yield shared
-        return
-    own = CitusCluster()
-    try:
-        yield own
-    finally:
-        own.close()
-
-
 @pytest.fixture
-async def distributed_url(cluster: CitusCluster) -> AsyncIterator[str]:
+async def distributed_url(citus_nodes: CitusCluster) -> AsyncIterator[str]:
     name = f"asyncflow_r_{uuid.uuid4().hex[:12]}"
-    await cluster.create_database(name)
-    storage = Storage(cluster.url(name), "asyncflow", pool_size=2)
+    await citus_nodes.create_database(name)
+    storage = Storage(citus_nodes.url(name), "asyncflow", pool_size=2)
     await storage.open()
     try:
         await distribute(storage, shard_count=SHARD_COUNT)
     finally:
         await storage.close()
-    conn = await asyncpg.connect(cluster.url(name))
+    conn = await asyncpg.connect(citus_nodes.url(name))
     try:  # the transactions' effects: a plain table on the coordinator
         await conn.execute("CREATE TABLE effects (workflow_id text NOT NULL)")
     finally:
         await conn.close()
-    yield cluster.url(name)
-    await cluster.drop_database(name)
+    yield citus_nodes.url(name)
+    await citus_nodes.drop_database(name)
 
 
 async def test_a_worker_restarted_mid_run_loses_nothing_and_runs_nothing_twice(
-    cluster: CitusCluster, distributed_url: str
+    citus_nodes: CitusCluster, distributed_url: str
 ) -> None:
     app = asyncflow.AsyncFlow(distributed_url, recovery_interval_seconds=0.2)
     queue = app.queue("restart", concurrency=4)
@@ -98,7 +85,7 @@ async def test_a_worker_restarted_mid_run_loses_nothing_and_runs_nothing_twice(
         results = asyncio.gather(*(result(h) for h in handles))
         await asyncio.wait_for(halfway.wait(), 60)
         unfinished = STARTED + QUEUED - len(finished)
-        await asyncio.to_thread(cluster.restart_worker, 0)
+        await asyncio.to_thread(citus_nodes.restart_worker, 0)
         values = await asyncio.wait_for(results, 180)
     assert unfinished > 0  # the crash came mid-run
     expected = [i * 10 + (i + 1) * 10 for i in range(STARTED)]

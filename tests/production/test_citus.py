@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -27,26 +27,13 @@ from asyncflow._storage.sql import distribute as D
 pytestmark = pytest.mark.skipif(citus_missing() is not None, reason=citus_missing() or "")
 
 
-@pytest.fixture(scope="module")
-def cluster(request: pytest.FixtureRequest) -> Iterator[CitusCluster]:
-    shared = request.getfixturevalue("citus")
-    if shared is not None:
-        yield shared
-        return
-    own = CitusCluster()
-    try:
-        yield own
-    finally:
-        own.close()
-
-
 @pytest.fixture
-async def citus_db(cluster: CitusCluster) -> AsyncIterator[str]:
+async def citus_db(citus_nodes: CitusCluster) -> AsyncIterator[str]:
     """A database with Citus on every node and the nodes registered, not distributed yet."""
     name = f"asyncflow_c_{uuid.uuid4().hex[:12]}"
-    await cluster.create_database(name)
+    await citus_nodes.create_database(name)
     yield name
-    await cluster.drop_database(name)
+    await citus_nodes.drop_database(name)
 
 
 async def _storage(url: str) -> Storage:
@@ -55,11 +42,12 @@ async def _storage(url: str) -> Storage:
     return storage
 
 
-async def test_distribute_refuses_plain_postgres_and_changes_nothing(cluster: CitusCluster) -> None:
+async def test_distribute_refuses_plain_postgres_and_changes_nothing(
+        citus_nodes: CitusCluster) -> None:
     name = f"asyncflow_p_{uuid.uuid4().hex[:12]}"
-    await admin(cluster.url(), f'CREATE DATABASE "{name}"')  # the coordinator only: no Citus
+    await admin(citus_nodes.url(), f'CREATE DATABASE "{name}"')  # the coordinator only: no Citus
     try:
-        storage = await _storage(cluster.url(name))
+        storage = await _storage(citus_nodes.url(name))
         try:
             with pytest.raises(asyncflow.DistributionError, match="does not run Citus"):
                 await distribute(storage)
@@ -76,18 +64,19 @@ async def test_distribute_refuses_plain_postgres_and_changes_nothing(cluster: Ci
         finally:
             await storage.close()
     finally:
-        await admin(cluster.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin(citus_nodes.url(), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-async def test_distribute_runs_again_and_from_the_cli(cluster: CitusCluster, citus_db: str) -> None:
-    url = cluster.url(citus_db)
+async def test_distribute_runs_again_and_from_the_cli(citus_nodes: CitusCluster,
+                                                      citus_db: str) -> None:
+    url = citus_nodes.url(citus_db)
     storage = await _storage(url)
     try:
         assert not storage.distributed
         first = await distribute(storage, shard_count=SHARD_COUNT)
         tables = tuple(table for table, _ in D.DISTRIBUTED)
         assert first.distributed == tables and first.already == ()
-        assert first.shard_nodes == len(cluster.workers)
+        assert first.shard_nodes == len(citus_nodes.workers)
         assert storage.distributed
         again = await distribute(storage, shard_count=SHARD_COUNT)
         assert again.distributed == () and again.already == tables
@@ -106,8 +95,8 @@ async def test_distribute_runs_again_and_from_the_cli(cluster: CitusCluster, cit
     assert out["distributed"] == [] and out["already"] == list(tables)
 
 
-async def test_no_notify_ever_leaves_a_worker(cluster: CitusCluster, citus_db: str) -> None:
-    url = cluster.url(citus_db)
+async def test_no_notify_ever_leaves_a_worker(citus_nodes: CitusCluster, citus_db: str) -> None:
+    url = citus_nodes.url(citus_db)
     storage = await _storage(url)
     try:
         await distribute(storage, shard_count=SHARD_COUNT)
@@ -123,8 +112,8 @@ async def test_no_notify_ever_leaves_a_worker(cluster: CitusCluster, citus_db: s
             from_worker.set()
 
     listeners = []
-    for node in cluster.nodes:
-        where = "coordinator" if node is cluster.coordinator else "workers"
+    for node in citus_nodes.nodes:
+        where = "coordinator" if node is citus_nodes.coordinator else "workers"
         conn = await asyncpg.connect(node.url(citus_db))
         await conn.add_listener(channel, lambda *args, where=where: hear(where, args[3]))
         listeners.append(conn)
