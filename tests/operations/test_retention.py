@@ -308,15 +308,17 @@ async def test_retention_keeps_the_children_of_a_queued_parent(make_app, conn, d
         blocker = await queue.enqueue(parked, workflow_id="blocker")
         await app.get_event("blocker", "parked", 10)
         await app.resume_workflow("p")
-        if delayed:  # (as a resumed queued workflow delayed in its queue)
-            await conn.execute("UPDATE asyncflow.workflows SET status = 'DELAYED', "
-                               "delay_until = now() WHERE workflow_id = 'p'")
+        if delayed:  # (as a resumed queued workflow delayed in its queue; an hour: a delay
+            # already over may be promoted to ENQUEUED before the status is read)
+            await app.set_workflow_delay("p", seconds=3600)
         expected = "DELAYED" if delayed else "ENQUEUED"
         assert (await app.get_workflow_status("p")).status == expected
         retention = asyncflow.Retention(max_count=0)
         assert await app.apply_retention(retention, dry_run=True) == 0
         assert await app.apply_retention(retention) == 0
         assert (await rows_of(conn, "child"))["workflows"] == 1
+        if delayed:
+            await app.set_workflow_delay("p", seconds=0)  # its dispatchers are woken
         await app.send("blocker", "done")
         assert await blocker.get_result(10) == "done"
         await app.send("p", "now", topic="go")
