@@ -4,6 +4,7 @@ checks and recvs, both halves live here: the statement of one operation and of m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .._status import Delivery
@@ -135,9 +136,7 @@ class BatchStatements(StoreBase):
         return bool(row["created"]), row["name"]
 
     async def _insert_many(self, ops: list[Start]) -> list[Started | BaseException]:
-        if len({op[0] for op in ops}) < len(ops):  # two starts of one id: one by one
-            raise _SameKey
-        columns = [list(column) for column in zip(*ops, strict=True)]
+        columns = _distinct_columns(ops, 1)  # two starts of one id: one by one
         rows = await self.storage.fetch(batches.INSERT_WORKFLOWS, *columns[:9], self.channel,
                                         *columns[9:])
         created = {row["workflow_id"]: row["name"] for row in rows if row["kind"] == "c"}
@@ -186,9 +185,7 @@ class BatchStatements(StoreBase):
         return bool(row["recorded"]), row["message"], row["traceparent"]
 
     async def _recv_first_many(self, ops: list[FirstRecv]) -> list[Taken | BaseException]:
-        if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
-            raise _SameKey
-        columns = [list(column) for column in zip(*ops, strict=True)]
+        columns = _distinct_columns(ops, 2)  # two recvs of one mailbox: one by one
         rows = await self.storage.fetch(batches.RECV_FIRST_MANY, *columns)
         journaled = {row["ord"]: row for row in rows if row["kind"] == "r"}
         pending = {(row["workflow_id"], row["epoch"]) for row in rows if row["kind"] == "p"}
@@ -215,9 +212,7 @@ class BatchStatements(StoreBase):
         return status, row["message"], bool(row["consumed"]), row["traceparent"]
 
     async def _recv_many(self, ops: list[Recv]) -> list[Received | BaseException]:
-        if len({op[:2] for op in ops}) < len(ops):  # two recvs of one mailbox: one by one
-            raise _SameKey
-        columns = [list(column) for column in zip(*ops, strict=True)]
+        columns = _distinct_columns(ops, 2)  # two recvs of one mailbox: one by one
         rows = await self.storage.fetch(batches.RECV_MANY, *columns)
         taken = {row["ord"]: row for row in rows if row["kind"] == "m"}
         states = {row["workflow_id"]: row for row in rows if row["kind"] == "s"}
@@ -238,3 +233,11 @@ class _SameKey(Exception):
     """A batch holding two starts of one workflow id, or two recvs of one mailbox (a workflow
     and topic: each would take the same message): it is written one by one instead, so each
     gets the answer it would get alone."""
+
+
+def _distinct_columns(ops: Sequence[tuple[Any, ...]], key: int) -> list[list[Any]]:
+    """The batch's parameters column by column, or :class:`_SameKey` when two operations share
+    their first ``key`` fields."""
+    if len({op[:key] for op in ops}) < len(ops):
+        raise _SameKey
+    return [list(column) for column in zip(*ops, strict=True)]
