@@ -11,6 +11,7 @@ import asyncpg
 
 import asyncflow
 
+from ..counts import Counted
 from ..model import Figure
 from ..progress import note
 from ..sizes import Sizes
@@ -32,6 +33,11 @@ class Context:
 
     def note(self, message: str) -> None:
         note(f"{self.name}: {message}")
+
+    def counted(self) -> Counted:
+        """Count round trips, write transactions and WAL bytes over a timed section:
+        ``async with ctx.counted() as counts: ...``, then ``counts.figures(...)``."""
+        return Counted(self.url)
 
 
 Scenario: TypeAlias = Callable[[Context], Awaitable[Measured]]

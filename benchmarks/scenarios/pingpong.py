@@ -40,9 +40,10 @@ async def run(ctx: Context) -> Measured:
     async with app:
         handle = await app.start_workflow(ponger, total)
         await _rounds(app, handle.workflow_id, 0, warmup)
-        cpu = time.process_time()
-        in_app = await _rounds(app, handle.workflow_id, warmup, rounds)
-        cpu = time.process_time() - cpu
+        async with ctx.counted() as counts:
+            cpu = time.process_time()
+            in_app = await _rounds(app, handle.workflow_id, warmup, rounds)
+            cpu = time.process_time() - cpu
         await handle.get_result()
         ctx.note(f"{rounds} rounds from the app")
         handle = await app.start_workflow(ponger, total)
@@ -56,4 +57,5 @@ async def run(ctx: Context) -> Measured:
                                "notify_ms_p50", "notify_ms_p99")
     figures.append(cpu_figure("cpu_us_per_round", "round (send, recv, set_event, get_event)",
                               cpu, rounds))
+    figures += counts.figures("round", "round (send, recv, set_event, get_event)", rounds)
     return figures, {"rounds": rounds, "warmup_rounds": warmup}

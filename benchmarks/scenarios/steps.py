@@ -30,17 +30,20 @@ async def run(ctx: Context) -> Measured:
     async with app:
         await chain(ctx.sizes.warmup_rounds, False)
         totals: list[float] = []
-        cpu = time.process_time()
-        for repeat in range(repeats):
-            started = time.perf_counter()
-            await chain(count, True)
-            totals.append(time.perf_counter() - started)
-            ctx.note(f"workflow {repeat + 1}/{repeats}: {count} steps in {totals[-1]:.3f} s")
-        cpu = time.process_time() - cpu
+        async with ctx.counted() as counts:
+            cpu = time.process_time()
+            for repeat in range(repeats):
+                started = time.perf_counter()
+                await chain(count, True)
+                totals.append(time.perf_counter() - started)
+                ctx.note(f"workflow {repeat + 1}/{repeats}: {count} steps in {totals[-1]:.3f} s")
+            cpu = time.process_time() - cpu
     figures = latency_figures("step", "step", durations, "commit_ms_p50", "commit_ms_p99")
     whole = median(to_ms(totals)) / count
     figures.append(
         Figure("workflow_ms_per_step", "whole workflow / steps", whole, "ms", "commit_ms_p50")
     )
     figures.append(cpu_figure("cpu_us_per_step", "step", cpu, count * repeats))
+    # (each timed workflow's start, result and finish are counted with its steps)
+    figures += counts.figures("step", "step", count * repeats)
     return figures, {"steps": count, "workflows_timed": repeats}

@@ -33,9 +33,10 @@ async def run(ctx: Context) -> Measured:
 
     async with app:
         await batch(max(10, count // 10))  # warm-up
-        cpu = time.process_time()
-        start_s, total_s = await batch(count)
-        cpu = time.process_time() - cpu
+        async with ctx.counted() as counts:
+            cpu = time.process_time()
+            start_s, total_s = await batch(count)
+            cpu = time.process_time() - cpu
     rate = count / total_s
     ctx.note(f"{count} workflows in {total_s:.3f} s ({rate:,.0f}/s)")
     figures = [
@@ -44,5 +45,6 @@ async def run(ctx: Context) -> Measured:
         Figure("total_s", f"all {count} finished", total_s, "s", "s_per_commit_20",
                float(count)),
         cpu_figure("cpu_us_per_workflow", "workflow (start, 3 steps, result)", cpu, count),
+        *counts.figures("workflow", "workflow", count),
     ]
     return figures, {"workflows": count, "steps_each": STEPS}

@@ -43,8 +43,10 @@ async def run(ctx: Context) -> Measured:
 
     async with app:
         await transactions(ctx.sizes.warmup_rounds, False)
-        await transactions(count, True)
+        async with ctx.counted() as counts:
+            await transactions(count, True)
     ctx.note(f"{count} transactions")
     figures = latency_figures("transaction", "transaction step", durations, "commit_ms_p50",
                               "commit_ms_p99")
+    figures += counts.figures("transaction", "transaction step", count)
     return figures, {"transactions": count}
