@@ -339,6 +339,8 @@ class Storage:
                 yield nested
             return
         async with self._acquire() as conn:
+            if user_code:  # user code's statements: bounded one by one, by the driver
+                self.pool.exempt(conn)
             session_reset = False  # whether RESET_SESSION went with the commit
             try:
                 if user_code:

@@ -34,8 +34,19 @@ class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
     sends ``RESET_SESSION`` itself, with a user transaction's commit when it can (one round trip
     less per ``@app.transaction``)."""
 
+    #: Set by the pool's watch (``ConnectionPool``) when it closed this connection because
+    #: asyncflow's code held it past ``command_timeout``: the error then names the timeout.
+    timed_out = False
+    _config: Any  # the driver's ConnectionConfiguration (a named tuple; annotation only)
+
     def get_reset_query(self) -> str:
         return ""
+
+    def bound_each_statement(self, seconds: float | None) -> None:
+        """Let the driver bound every statement of this connection by ``seconds`` (with a
+        timer per statement: for user code's statements in an ``@app.transaction`` body), or
+        not (``None``: asyncflow's own statements, which the pool's watch bounds)."""
+        self._config = self._config._replace(command_timeout=seconds)
 
 #: Set by whoever runs code that must know when the database became unreachable under it (a
 #: workflow execution): called whenever a DatabaseUnavailableError is raised in its context,
@@ -149,21 +160,17 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "listen_url= (ASYNCFLOW_LISTEN_URL) a direct or session-mode URL for the listener"
         ) from exc
     except TimeoutError as exc:
-        if conn is None or conn.is_closed():
+        if conn is None or (conn.is_closed() and not _timed_out(conn)):
             raise _unavailable(f"database connection lost: {exc!r}") from exc
-        raise _unavailable(
-            "a statement did not finish within the command timeout (connect_options"
-            "['command_timeout'], default 60 s): the server is overloaded, a lock is held, or "
-            "synchronous replication waits for a standby that is down (synchronous_standby_"
-            "names). A write may have taken effect all the same (a commit waiting for a "
-            "synchronous standby is already durable on the primary): retry it idempotently"
-        ) from exc
+        raise _command_timeout() from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
             f"the database role lacks a privilege asyncflow needs ({exc}); see the README's "
             "privileges section for the GRANTs a runtime role needs"
         ) from exc
     except _CONNECTION_LOSS as exc:
+        if _timed_out(conn):
+            raise _command_timeout() from exc
         raise _unavailable(f"database connection lost: {exc!r}") from exc
     except pgerr.InsufficientResourcesError as exc:  # disk full, out of memory (53xxx)
         raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
@@ -173,6 +180,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "constraint, trigger or rule of the database's own may refuse it", exc.sqlstate
         ) from exc
     except asyncpg.InterfaceError as exc:
+        if _timed_out(conn):
+            raise _command_timeout() from exc
         if conn is None or conn.is_closed():
             raise _unavailable(f"database connection lost: {exc!r}") from exc
         raise DatabaseError(f"the database driver refused a statement: {exc}") from exc
@@ -183,6 +192,20 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         if conn is not None and not conn.is_closed():
             conn.terminate()
         raise _unavailable(f"database connection lost: {exc!r}") from exc
+
+
+def _timed_out(conn: Connection | None) -> bool:
+    """Whether the pool's watch closed ``conn`` for running past ``command_timeout``."""
+    return conn is not None and getattr(conn, "timed_out", False)
+
+
+def _command_timeout() -> DatabaseUnavailableError:
+    return _unavailable(
+        "a statement did not finish within the command timeout (connect_options"
+        "['command_timeout'], default 60 s): the server is overloaded, a lock is held, or "
+        "synchronous replication waits for a standby that is down (synchronous_standby_"
+        "names). A write may have taken effect all the same (a commit waiting for a "
+        "synchronous standby is already durable on the primary): retry it idempotently")
 
 
 _CONFIGURATION: tuple[type[BaseException], ...] = (

@@ -18,11 +18,25 @@ class ConnectionPool:
     Release is synchronous (no reset round trip, no task per release): asyncflow's statements
     leave no session state, and connections that ran user code are reset by ``transaction()``.
     A closed connection is dropped on release and its slot handed to a waiter.
+
+    ``command_timeout`` bounds how long asyncflow's code holds a connection (one statement, or
+    the few of one of its transactions): one timer for the whole pool, set for the oldest
+    connection out, closes a connection held longer (its statement then fails with the
+    command-timeout error). The driver's own bound would arm and cancel a timer per
+    statement, about a sixth of a statement's CPU. A connection running user code
+    (``exempt``) is bounded by the driver instead, statement by statement.
     """
 
     def __init__(self, url: str, size: int, options: dict[str, Any] | None = None) -> None:
         self._url = url
-        self._options = options or {}
+        options = dict(options or {})
+        #: Seconds asyncflow's code may hold a connection (``None``: no bound).
+        self.command_timeout: float | None = options.pop("command_timeout", None)
+        self._options = {**options, "command_timeout": None}
+        #: Connections out, in the order taken (so the first is the oldest): when each was.
+        self._out: dict[Connection, float] = {}
+        self._exempt: set[Connection] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self._size = size
         self._idle: list[tuple[Connection, float]] = []  # with the loop time it became idle
         #: Idle connections older than this (seconds) are closed rather than reused: set below
@@ -51,6 +65,37 @@ class ConnectionPool:
         return not self._idle and self._open >= self._size
 
     async def acquire(self) -> Connection:
+        conn = await self._take()
+        if self.command_timeout is not None:
+            loop = asyncio.get_running_loop()
+            taken = self._out[conn] = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(taken + self.command_timeout, self._expire)
+        return conn
+
+    def exempt(self, conn: Connection) -> None:
+        """``conn`` runs user code now (an ``@app.transaction`` body, for as long as it is
+        out): the driver bounds each of its statements, the watch leaves it alone."""
+        self._out.pop(conn, None)
+        self._exempt.add(conn)
+        conn.bound_each_statement(self.command_timeout)
+
+    def _expire(self) -> None:
+        """The watch: close every connection held past ``command_timeout``, then wait for the
+        oldest one still out."""
+        self._timer = None
+        assert self.command_timeout is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for conn, taken in list(self._out.items()):
+            if now - taken < self.command_timeout:
+                self._timer = loop.call_at(taken + self.command_timeout, self._expire)
+                return
+            del self._out[conn]
+            conn.timed_out = True
+            conn.terminate()  # the statement under way fails with the command-timeout error
+
+    async def _take(self) -> Connection:
         while True:
             if self._closed:
                 raise NotLaunchedError("the connection pool is closed")
@@ -98,6 +143,11 @@ class ConnectionPool:
             # None: a slot was freed (a connection was dropped): open one on the next turn.
 
     def release(self, conn: Connection) -> None:
+        self._out.pop(conn, None)
+        if conn in self._exempt:
+            self._exempt.discard(conn)
+            if not conn.is_closed():
+                conn.bound_each_statement(None)
         if self._closed or conn.is_closed():
             if not conn.is_closed():
                 conn.terminate()
@@ -118,6 +168,9 @@ class ConnectionPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(NotLaunchedError("the connection pool is closed"))

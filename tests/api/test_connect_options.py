@@ -87,3 +87,40 @@ async def test_a_statement_past_command_timeout_is_a_clear_error(db_url, conn):
             await conn.execute("ROLLBACK")
         with pytest.raises(asyncflow.WorkflowNotFoundError):  # the connection still works
             await client.get_workflow_status("x")
+
+
+async def test_command_timeout_bounds_each_statement_of_a_transaction_body(db_url, conn):
+    """asyncflow's own statements are bounded by the pool's watch, a user transaction's by the
+    driver, statement by statement: a body may run longer than command_timeout in all, but
+    not one statement; afterwards the connection serves asyncflow's statements again."""
+    app = asyncflow.AsyncFlow(db_url, connect_options={"command_timeout": 0.5})
+    slow_statement = "SELECT count(*) FROM asyncflow.workflows"
+
+    @app.transaction()
+    async def many_quick_statements() -> int:
+        conn = asyncflow.connection()
+        for _ in range(6):  # 0.6 s in all, each statement well under the bound
+            await conn.execute("SELECT pg_sleep(0.1)")
+        return 6
+
+    @app.transaction()
+    async def one_slow_statement() -> int:
+        return int(await asyncflow.connection().fetchval(slow_statement))
+
+    async with app:
+        assert await many_quick_statements() == 6
+        await conn.execute("BEGIN")
+        await conn.execute("LOCK TABLE asyncflow.workflows IN ACCESS EXCLUSIVE MODE")
+        try:
+            with pytest.raises(TimeoutError):  # the driver's, as user code's statements raise
+                await one_slow_statement()
+            with pytest.raises(asyncflow.DatabaseUnavailableError, match="command timeout"):
+                await app.get_workflow_status("x")  # the watch: asyncflow's own statement
+        finally:
+            await conn.execute("ROLLBACK")
+        assert await one_slow_statement() == 0
+        with pytest.raises(asyncflow.WorkflowNotFoundError):
+            await app.get_workflow_status("x")
+        # Every connection back in the pool is bounded by the watch again, not the driver.
+        pool = app.storage.pool
+        assert all(idle._config.command_timeout is None for idle, _ in pool._idle)
