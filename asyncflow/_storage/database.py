@@ -316,6 +316,9 @@ class Storage:
         refuse_in_replay("a database transaction")
         pool = self.pool
         conn = await pool.acquire()
+        # A transaction's statements (its own and user code's in an @app.transaction body,
+        # with the body's other awaits between them) are bounded one by one, by the driver.
+        pool.exempt(conn)
         try:
             yield conn
         except asyncio.CancelledError:
@@ -339,8 +342,6 @@ class Storage:
                 yield nested
             return
         async with self._acquire() as conn:
-            if user_code:  # user code's statements: bounded one by one, by the driver
-                self.pool.exempt(conn)
             session_reset = False  # whether RESET_SESSION went with the commit
             try:
                 if user_code:

@@ -44,8 +44,8 @@ class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
 
     def bound_each_statement(self, seconds: float | None) -> None:
         """Let the driver bound every statement of this connection by ``seconds`` (with a
-        timer per statement: for user code's statements in an ``@app.transaction`` body), or
-        not (``None``: asyncflow's own statements, which the pool's watch bounds)."""
+        timer per statement: while it runs a transaction), or not (``None``: while it runs
+        single statements, which the pool's watch bounds)."""
         self._config = self._config._replace(command_timeout=seconds)
 
 #: Set by whoever runs code that must know when the database became unreachable under it (a

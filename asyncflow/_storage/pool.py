@@ -19,12 +19,13 @@ class ConnectionPool:
     leave no session state, and connections that ran user code are reset by ``transaction()``.
     A closed connection is dropped on release and its slot handed to a waiter.
 
-    ``command_timeout`` bounds how long asyncflow's code holds a connection (one statement, or
-    the few of one of its transactions): one timer for the whole pool, set for the oldest
-    connection out, closes a connection held longer (its statement then fails with the
-    command-timeout error). The driver's own bound would arm and cancel a timer per
-    statement, about a sixth of a statement's CPU. A connection running user code
-    (``exempt``) is bounded by the driver instead, statement by statement.
+    ``command_timeout`` bounds each statement. A connection taken for one statement (what the
+    storage's ``execute``/``fetch*`` do: nearly all of asyncflow's statements) is watched by
+    one timer for the whole pool, set for the connection out longest, which closes a
+    connection held longer (its statement then fails with the command-timeout error): the
+    driver's own bound arms and cancels a timer per statement, about a sixth of a statement's
+    CPU. A connection that runs a transaction (``exempt``: several statements, with other
+    awaits between them) is bounded by the driver instead, statement by statement.
     """
 
     def __init__(self, url: str, size: int, options: dict[str, Any] | None = None) -> None:
@@ -74,8 +75,8 @@ class ConnectionPool:
         return conn
 
     def exempt(self, conn: Connection) -> None:
-        """``conn`` runs user code now (an ``@app.transaction`` body, for as long as it is
-        out): the driver bounds each of its statements, the watch leaves it alone."""
+        """``conn`` runs a transaction (for as long as it is out): the driver bounds each of
+        its statements, the watch leaves it alone."""
         self._out.pop(conn, None)
         self._exempt.add(conn)
         conn.bound_each_statement(self.command_timeout)

@@ -90,9 +90,9 @@ async def test_a_statement_past_command_timeout_is_a_clear_error(db_url, conn):
 
 
 async def test_command_timeout_bounds_each_statement_of_a_transaction_body(db_url, conn):
-    """asyncflow's own statements are bounded by the pool's watch, a user transaction's by the
+    """asyncflow's single statements are bounded by the pool's watch, a transaction's by the
     driver, statement by statement: a body may run longer than command_timeout in all, but
-    not one statement; afterwards the connection serves asyncflow's statements again."""
+    not one statement; afterwards the connection serves single statements again."""
     app = asyncflow.AsyncFlow(db_url, connect_options={"command_timeout": 0.5})
     slow_statement = "SELECT count(*) FROM asyncflow.workflows"
 
