@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from pathlib import Path
 
-from . import RESULTS_FORMAT
+from . import RESULTS_FORMAT, loop
 from .compare import SYSTEMS
 from .model import Run
 from .progress import note
@@ -41,6 +40,9 @@ def parser() -> argparse.ArgumentParser:
                         help="run everything N times, alternating which side goes first, and "
                         "print each figure's median and range with every round's floor and "
                         "load average")
+    result.add_argument("--loop", choices=loop.LOOPS, default=None,
+                        help="the event loop of every process of the run: asyncio (default) or "
+                        "uvloop (the bench extra; what uvicorn runs on when installed)")
     result.add_argument("--output", type=Path, metavar="PATH",
                         help="JSON results file (default: benchmarks/results/<time>.json)")
     result.add_argument("--otel", action="store_true",
@@ -82,15 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.scenario or list(SCENARIOS)
     names = [name for name in SCENARIOS if name in names]  # canonical order, no repeats
     compare = list(dict.fromkeys(args.compare))
+    if args.loop is not None:
+        loop.choose(args.loop)
     if args.otel:
         configure_otel()
     runs: list[Run] = []
     for number in range(1, args.rounds + 1):
         if args.rounds > 1:
             note(f"round {number} of {args.rounds}")
-        runs.append(asyncio.run(run_suite(names, quick=args.quick, compare=compare,
-                                          argv=args_list,
-                                          round_number=number if args.rounds > 1 else None)))
+        runs.append(loop.run(run_suite(names, quick=args.quick, compare=compare,
+                                       argv=args_list,
+                                       round_number=number if args.rounds > 1 else None)))
     output = args.output or RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if len(runs) == 1:
         write_json(to_json(runs[0]), output)

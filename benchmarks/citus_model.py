@@ -35,6 +35,8 @@ import asyncflow
 from asyncflow._storage.citus import distribute
 from asyncflow._storage.database import Storage
 
+from . import loop
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -160,4 +162,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parser().parse_args()))
+    loop.run(main(parser().parse_args()))

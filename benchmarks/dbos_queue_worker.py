@@ -14,6 +14,8 @@ import sys
 
 from dbos import DBOS, DBOSConfig
 
+from . import loop
+
 STEPS = 3
 
 
@@ -40,4 +42,4 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    loop.run(main(sys.argv[1]))

@@ -27,6 +27,7 @@ from typing import Any
 
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, SetWorkflowID, WorkflowHandleAsync
 
+from . import loop
 from .model import Figure, ScenarioResult, cpu_figure, latency_figures
 from .scenarios._subprocess import cpu_seconds
 from .sizes import FULL, QUICK, Sizes
@@ -446,4 +447,4 @@ async def main(name: str, url: str, quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], "--quick" in sys.argv[3:]))
+    loop.run(main(sys.argv[1], sys.argv[2], "--quick" in sys.argv[3:]))

@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 from pgqueuer import Job, PgQueuer, Queries
 
+from . import loop
 from .model import Figure, ScenarioResult, latency_figures
 from .scenarios._subprocess import Helper, cpu_seconds
 from .sizes import FULL, QUICK, Sizes
@@ -190,4 +191,4 @@ async def main(name: str, url: str, quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], "--quick" in sys.argv[3:]))
+    loop.run(main(sys.argv[1], sys.argv[2], "--quick" in sys.argv[3:]))

@@ -21,6 +21,8 @@ import time
 import asyncpg
 from pgqueuer import Job, PgQueuer, Queries
 
+from . import loop
+
 
 async def main(url: str) -> None:
     conn = await asyncpg.connect(url)
@@ -57,4 +59,4 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    loop.run(main(sys.argv[1]))

@@ -89,7 +89,8 @@ def header(run: Run) -> list[str]:
     lines = [
         f"asyncflow benchmarks{quick}",
         f"PostgreSQL {pg.get('server_version')} ({where}, {pg.get('transport')}); "
-        f"{machine.get('cpus')} CPUs {machine.get('cpu')}; Python {machine.get('python')}",
+        f"{machine.get('cpus')} CPUs {machine.get('cpu')}; Python {machine.get('python')} "
+        f"on {machine.get('event_loop', 'asyncio')}",
     ]
     floor = run.floor
     if floor is not None:

@@ -121,7 +121,8 @@ def render_rounds(runs: Sequence[Run], summary: dict[str, Any]) -> str:
         f"PostgreSQL {pg.get('server_version')} "
         f"({'embedded' if pg.get('embedded') else 'ASYNCFLOW_DATABASE_URL'}, "
         f"{pg.get('transport')}); {machine.get('cpus')} CPUs {machine.get('cpu')}; "
-        f"Python {machine.get('python')}; asyncflow {machine.get('asyncflow_revision')}",
+        f"Python {machine.get('python')} on {machine.get('event_loop', 'asyncio')}; "
+        f"asyncflow {machine.get('asyncflow_revision')}",
         _floor_line(summary),
     ]
     for run in runs:

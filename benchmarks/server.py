@@ -24,6 +24,8 @@ import asyncpg
 
 from asyncflow._storage.embedded import ENV_URL, data_directory, embedded_url, start_embedded_sync
 
+from . import loop
+
 SETTINGS = (
     "server_version",
     "fsync",
@@ -171,6 +173,7 @@ def describe_machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "python": sys.version.split()[0],
+        "event_loop": loop.describe(),
         "packages": {
             name: _version(name) for name in ("asyncflow", "asyncpg", "anyio", "orjson", "dbos")
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from .. import loop
 from .queue_app import build
 
 
@@ -25,4 +26,4 @@ async def main(url: str, queue: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    loop.run(main(sys.argv[1], sys.argv[2]))

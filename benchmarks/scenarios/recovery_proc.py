@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from .. import loop
 from ._base import Arrivals
 from .recovery_app import build, workflow_id
 
@@ -33,4 +34,4 @@ async def main(url: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    loop.run(main(sys.argv[1], int(sys.argv[2])))

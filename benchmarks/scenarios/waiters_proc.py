@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncflow
 
+from .. import loop
 from ._base import Arrivals, make_app, wait_parked
 
 
@@ -65,4 +66,4 @@ async def main(url: str, count: int, pool_size: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    loop.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
