@@ -24,8 +24,7 @@ from .._filters import check_attributes
 from .._operations.adoption import attach, check_upgrade
 from .._operations.deadlines import DeadlineWatcher
 from .._operations.debounce import Debouncer, make_debouncer
-from .._operations.enqueue_args import queue_spec
-from .._operations.queues import Queue
+from .._operations.queues import Queue, queue_spec
 from .._operations.replay import ReplayResult, child_handle
 from .._operations.retention import Retention, RetentionWorker
 from .._operations.schedules import Scheduler, start_scheduler
