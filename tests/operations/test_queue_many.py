@@ -52,12 +52,20 @@ async def test_enqueue_many_is_one_statement_and_runs_in_the_order_given(make_ap
                                      priority=2)
         assert await conn.fetchval(
             "select status from asyncflow.workflows where workflow_id = 'w-u'") == "ENQUEUED"
+        # The same id twice in one call: one workflow, both handles refer to it.
+        twice = await queue.enqueue_many(job, [("d1",), ("d2",)], workflow_ids=["w-d", "w-d"],
+                                         priority=2)
+        assert [h.workflow_id for h in twice] == ["w-d", "w-d"]
+        assert await conn.fetchval(
+            "select inputs from asyncflow.workflows where workflow_id = 'w-d'") == \
+            '{"args":["d1"],"kwargs":{}}'
         async with worker:
             results = [await h.get_result(timeout_seconds=20) for h in handles]
             await (await producer.retrieve_workflow("w-u")).get_result(timeout_seconds=20)
+            await twice[0].get_result(timeout_seconds=20)
     assert results == tags
     assert runs[:12] == tags  # first-in first-out in the order given, not the ids' order
-    assert sorted(runs[12:]) == ["u", "y"]
+    assert sorted(runs[12:]) == ["d1", "u", "y"]
 
 
 async def test_enqueue_many_with_a_delay_and_new_ids(make_app, conn):
