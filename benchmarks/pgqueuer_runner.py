@@ -14,8 +14,10 @@ comparison is asyncflow's queued workflow against the lightest thing pgqueuer do
   (:mod:`benchmarks.pgqueuer_worker`), the runner enqueueing; and in one process (a queue
   manager in the runner itself).
 - ``queue_fleet``: jobs enqueued in one statement, drained by 1, 2 and 4 worker processes
-  started beforehand: jobs/s from the enqueue's commit until every entrypoint has run; and the
-  workers' CPU per job.
+  started beforehand: jobs/s from the enqueue's commit until every entrypoint has run; the
+  workers' CPU per job; the server's commits and WAL flushes per job. A job does nothing: its
+  figures are reported under asyncflow's keys for 0, 1 and 3 no-op steps alike (the 0-step
+  workflow is its counterpart: a claim and a terminal write).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from pgqueuer import Job, PgQueuer, Queries
 
 from . import loop
 from .model import Figure, ScenarioResult, latency_figures
+from .scenarios._pgstats import Counts, counts
 from .scenarios._subprocess import Helper, cpu_seconds
 from .sizes import FULL, QUICK, Sizes
 
 Measured = tuple[list[Figure], dict[str, Any]]
+#: asyncflow's fleet figures by body (0, 1 and 3 no-op steps): a job is compared with each.
+FLEET_PREFIXES = ("steps0_", "steps1_", "")
 
 
 def progress(text: str) -> None:
@@ -108,8 +113,9 @@ async def queue_latency(url: str, queries: Queries, sizes: Sizes) -> Measured:
 
 
 async def _drain(url: str, queries: Queries, workers: int,
-                 count: int) -> tuple[float, float, float]:
+                 count: int) -> tuple[float, float, float, Counts]:
     helpers = [await start_worker(url) for _ in range(workers)]
+    stats = await asyncpg.connect(url)
     done = asyncio.Event()
     seen = [0]
 
@@ -125,6 +131,7 @@ async def _drain(url: str, queries: Queries, workers: int,
     readers = [asyncio.ensure_future(count_lines(helper)) for helper in helpers]
     try:
         pids = [helper.process.pid for helper in helpers]
+        before = await counts(stats)
         cpu_before = cpu_seconds(pids)
         started = time.perf_counter()
         await queries.enqueue(["bench_noop"] * count, [None] * count, [0] * count)
@@ -143,26 +150,43 @@ async def _drain(url: str, queries: Queries, workers: int,
             reader.cancel()
         for helper in helpers:
             await helper.finish()
-    return committed - started, drained - committed, cpu
+    try:
+        server = await counts(stats) - before  # the workers' backends have exited: reported
+    finally:
+        await stats.close()
+    return committed - started, drained - committed, cpu, server
 
 
 async def queue_fleet(url: str, queries: Queries, sizes: Sizes) -> Measured:
     count = sizes.queue_fleet
     figures: list[Figure] = []
     cpu_figures: list[Figure] = []
+    server_figures: list[Figure] = []
     enqueue_s = 0.0
     for workers in sizes.queue_fleet_workers:
-        enqueue_s, drain_s, cpu = await _drain(url, queries, workers, count)
+        enqueue_s, drain_s, cpu, server = await _drain(url, queries, workers, count)
         rate = count / drain_s
         progress(f"{workers} worker(s): {count} jobs drained in {drain_s:.3f} s ({rate:,.0f}/s); "
-                 f"enqueued in {enqueue_s:.3f} s; worker CPU {cpu * 1e6 / count:.0f} µs/job")
-        figures.append(Figure(f"workers_{workers}_per_s", f"jobs/s, {workers} worker(s)", rate,
-                              "jobs/s", "commits_per_s_20"))
-        cpu_figures.append(Figure(f"cpu_us_per_dispatch_{workers}",
-                                  f"worker CPU µs per job, {workers} worker(s)",
-                                  cpu * 1e6 / count, "µs"))
-    figures += cpu_figures
+                 f"enqueued in {enqueue_s:.3f} s; worker CPU {cpu * 1e6 / count:.0f} µs/job; "
+                 f"per job: {server.commits / count:.3f} commits, "
+                 f"{server.wal_records / count:.1f} WAL records, "
+                 f"{server.wal_flushes / count:.3f} WAL flushes")
+        for prefix in FLEET_PREFIXES:
+            figures.append(Figure(f"{prefix}workers_{workers}_per_s",
+                                  f"jobs/s, {workers} worker(s)", rate, "jobs/s",
+                                  "commits_per_s_20"))
+            cpu_figures.append(Figure(f"{prefix}cpu_us_per_dispatch_{workers}",
+                                      f"worker CPU µs per job, {workers} worker(s)",
+                                      cpu * 1e6 / count, "µs"))
+            if workers == sizes.queue_fleet_workers[0]:
+                server_figures += [
+                    Figure(f"{prefix}commits_per_workflow", "server commits per job",
+                           server.commits / count, ""),
+                    Figure(f"{prefix}wal_flushes_per_workflow", "WAL flushes per job",
+                           server.wal_flushes / count, "")]
+    figures += cpu_figures + server_figures
     figures.append(Figure("enqueue_s", f"enqueue {count} (one statement)", enqueue_s, "s"))
+    figures.append(Figure("enqueue_each_s", f"enqueue {count} (one statement)", enqueue_s, "s"))
     return figures, {"jobs": count, "workers": list(sizes.queue_fleet_workers),
                      "batch_size": 10}
 

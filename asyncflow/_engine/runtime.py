@@ -20,13 +20,14 @@ from .._errors import NotLaunchedError
 from .._status import Health
 from .._storage.listener import Listener
 from .._storage.store import Store
+from .executions import Executions
 
 
 class Runtime:
     """The store, the waiter registry, the listener and the task group of one running app or
     client, plus its executor id (``None`` for a client)."""
 
-    __slots__ = ("clock_offset", "closing", "executor_id", "listener", "monitors",
+    __slots__ = ("clock_offset", "closing", "executions", "executor_id", "listener", "monitors",
                  "on_checkpoint", "on_operation", "store", "telemetry", "tg", "waits")
 
     def __init__(
@@ -41,6 +42,8 @@ class Runtime:
         self.waits = waits
         self.listener = listener
         self.tg = tg
+        #: Where ``spawn`` runs tasks: plain asyncio tasks the task group cancels and waits for.
+        self.executions = Executions(tg)
         self.executor_id = executor_id
         self.closing = False
         self.monitors: dict[str, Monitor] = {"listener": listener.monitor,
@@ -75,10 +78,11 @@ class Runtime:
         return Health(healthy=healthy, running=not self.closing, components=components)
 
     def spawn(self, fn: Any, *args: Any, name: str) -> bool:
-        """Run ``fn(*args)`` in the task group; False once shutting down."""
+        """Run ``fn(*args)`` as a task the task group cancels and waits for (see
+        :mod:`.executions`); False once shutting down."""
         if self.closing:
             return False
-        self.tg.start_soon(fn, *args, name=name)
+        self.executions.start(fn, args, name)
         return True
 
 

@@ -11,7 +11,8 @@ from .. import _codec
 from .._core.telemetry import Telemetry
 from .._core.wait import QUEUE
 from .._errors import SchemaVersionError, WorkflowConflictError
-from .._operations.queues import NO_VERSION, enqueue_request, enqueue_with_id
+from .._operations.enqueue_args import NO_VERSION, enqueue_request
+from .._operations.queues import enqueue_with_id
 from .._primitives.events import get_event_outside
 from .._primitives.handle import WorkflowHandle
 from .._primitives.messages import send_outside

@@ -19,13 +19,10 @@ synchronously, so bad input writes nothing and ``gather`` replays in order):
 
 from __future__ import annotations
 
-import math
 import secrets
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from .. import _codec
 from .._core.telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
 from .._core.wait import QUEUE
 from .._engine.context import (
@@ -40,7 +37,6 @@ from .._engine.runner import child_id
 from .._engine.runtime import Runtime
 from .._errors import (
     InvalidArgumentError,
-    InvalidSettingError,
     QueueDeduplicatedError,
     WorkflowConflictError,
     _ExecutionConflict,
@@ -49,119 +45,12 @@ from .._primitives.handle import WorkflowHandle
 from .._recorded import encode_error
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
+from .enqueue_args import EnqueueRequest, enqueue_request, step_child_id
+from .enqueue_args import queue_spec as queue_spec  # (re-exported for the app)
 
 R = TypeVar("R")
 
 ENQUEUE = "asyncflow.enqueue"
-ON_DUPLICATE = ("raise", "return_existing")
-#: The app version stored with a workflow enqueued by a Client (which has none). A queued
-#: workflow that never ran has no journal, so any worker registering its name may run it; it
-#: is stamped with that worker's version when dispatched.
-NO_VERSION = ""
-_INT4 = 2**31
-
-
-def _limit(value: object, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < _INT4:
-        raise InvalidSettingError(f"{what} must be None or an int from 1 to 2**31-1, not "
-                                  f"{value!r}")
-    return value
-
-
-def queue_spec(
-    name: object,
-    concurrency: object = None,
-    worker_concurrency: object = None,
-    rate_limit: object = None,
-    partition_concurrency: object = None,
-) -> QueueSpec:
-    """Validate a queue's name and limits (:class:`InvalidSettingError` when one is bad)."""
-    try:
-        checked = _codec.check_id(name, "queue name")
-    except InvalidArgumentError as exc:
-        raise InvalidSettingError(str(exc)) from None
-    rate: tuple[int, float] | None = None
-    if rate_limit is not None:
-        if not isinstance(rate_limit, tuple | list) or len(rate_limit) != 2:
-            raise InvalidSettingError(
-                f"rate_limit must be None or (starts, per_seconds), e.g. (10, 1.0), not "
-                f"{rate_limit!r}")
-        count, per = rate_limit
-        count = _limit(count, "rate_limit's count of starts")
-        if (isinstance(per, bool) or not isinstance(per, int | float) or not math.isfinite(per)
-                or not 0 < per <= 365 * 24 * 3600):
-            raise InvalidSettingError(
-                f"rate_limit's period must be a number of seconds > 0 (at most a year), not "
-                f"{per!r}")
-        assert count is not None
-        rate = (count, float(per))
-    return QueueSpec(checked, _limit(concurrency, "concurrency"),
-                     _limit(worker_concurrency, "worker_concurrency"), rate,
-                     _limit(partition_concurrency, "partition_concurrency"))
-
-
-@dataclass(frozen=True, slots=True)
-class EnqueueRequest:
-    """A validated enqueue: which workflow, where, and how."""
-
-    queue_name: str
-    name: str
-    inputs: str
-    workflow_id: str | None
-    priority: int
-    deduplication_id: str | None
-    delay_seconds: float
-    partition_key: str | None
-    on_duplicate: str
-    #: Its timeout (``None``: none); the clock starts when a dispatcher starts it.
-    timeout_seconds: float | None = None
-    #: The workflow function's decoders (``None``: enqueued by name), for its handle.
-    types: Signature | None = None
-
-
-def enqueue_request(
-    queue_name: str,
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    workflow_id: object,
-    priority: object,
-    deduplication_id: object,
-    delay_seconds: object,
-    partition_key: object,
-    on_duplicate: object,
-    timeout_seconds: object = None,
-    types: Signature | None = None,
-) -> EnqueueRequest:
-    """Validate and encode an enqueue's arguments (raises before anything is written)."""
-    wid = None if workflow_id is None else _codec.check_id(workflow_id)
-    if isinstance(priority, bool) or not isinstance(priority, int) or not (
-            -_INT4 <= priority < _INT4):
-        raise InvalidArgumentError(f"priority must be an int from -2**31 to 2**31-1 (lower runs "
-                                   f"first), not {priority!r}")
-    dedup = (None if deduplication_id is None
-             else _codec.check_id(deduplication_id, "deduplication_id"))
-    partition = None if partition_key is None else _codec.check_id(partition_key,
-                                                                     "partition_key")
-    delay = _codec.check_timeout(delay_seconds, "delay_seconds")
-    timeout = _codec.check_workflow_timeout(timeout_seconds)
-    if on_duplicate not in ON_DUPLICATE:
-        raise InvalidArgumentError(
-            f"on_duplicate must be 'raise' or 'return_existing', not {on_duplicate!r}")
-    inputs = (types.encode_inputs(args, kwargs) if types is not None
-              else _codec.dumps({"args": list(args), "kwargs": kwargs},
-                                f"the arguments of workflow {name!r}"))
-    return EnqueueRequest(queue_name, name, inputs, wid, priority, dedup, delay, partition,
-                          str(on_duplicate), timeout, types)
-
-
-def step_child_id(parent_id: str, function_id: int, seq: int) -> str:
-    """The id of a workflow enqueued by a step or transaction: keyed by the step's position and
-    the enqueue's order within it, so a retried attempt enqueues the same workflow."""
-    return _codec.derived_id(parent_id, f"-{function_id}.{seq}")
 
 
 # -- the variants -------------------------------------------------------------------------------
@@ -301,6 +190,113 @@ async def _enqueue_outside(host: QueueHost, req: EnqueueRequest, version: str) -
                                  version, None)
 
 
+# -- many at once -------------------------------------------------------------------------------
+
+
+async def insert_many(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[str],
+                      app_version: str, parent_id: str | None) -> list[str]:
+    """Insert queued workflows of one function and queue (same options, their own ids and
+    inputs) in one statement; returns the ids the handles refer to, as :func:`insert` would
+    one by one (an id that existed: the same workflow, or :class:`WorkflowConflictError`)."""
+    telemetry = runtime.telemetry
+    if telemetry is None:
+        return await _insert_many(runtime, reqs, ids, app_version, parent_id, None)
+    first = reqs[0]
+    with telemetry.span(f"enqueue {first.name}", {WORKFLOW_NAME: first.name,
+                                                 QUEUE_NAME: first.queue_name}, kind="producer"):
+        return await _insert_many(runtime, reqs, ids, app_version, parent_id,
+                                  telemetry.traceparent())
+
+
+async def _insert_many(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[str],
+                       app_version: str, parent_id: str | None,
+                       traceparent: str | None) -> list[str]:
+    first = reqs[0]
+    created = await runtime.store.enqueue_workflows(
+        ids, first.name, [req.inputs for req in reqs], app_version, parent_id, first.queue_name,
+        first.priority, first.delay_seconds, first.partition_key, traceparent,
+        first.timeout_seconds)
+    if runtime.telemetry is not None:
+        for _ in created:
+            runtime.telemetry.workflow_started(first.name)
+    got = []
+    for req, workflow_id in zip(reqs, ids, strict=True):
+        if workflow_id not in created:  # it existed: the same workflow, or a conflict
+            await _insert(runtime, req, workflow_id, app_version, parent_id, traceparent, None)
+        got.append(workflow_id)
+    return got
+
+
+async def _enqueue_many_with_ids(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[str],
+                                 app_version: str, parent_id: str | None) -> list[str]:
+    got = await insert_many(runtime, reqs, ids, app_version, parent_id)
+    wake_queue(runtime, reqs[0].queue_name)
+    return got
+
+
+async def _one_by_one(calls: list[Coroutine[Any, Any, str]]) -> list[str]:
+    got: list[str] = []
+    try:
+        for call in calls:
+            got.append(await call)
+    finally:
+        for call in calls[len(got) + 1:]:  # not started (after the one that raised)
+            call.close()
+    return got
+
+
+async def _handles_of(ids: Coroutine[Any, Any, list[str]],
+                      make: Callable[[str], WorkflowHandle[Any]]) -> list[WorkflowHandle[Any]]:
+    return [make(workflow_id) for workflow_id in await ids]
+
+
+async def _none() -> list[str]:
+    return []
+
+
+def enqueue_many(host: QueueHost, reqs: list[EnqueueRequest]
+                 ) -> Coroutine[Any, Any, list[WorkflowHandle[Any]]]:
+    """:func:`enqueue` for requests of one function and queue: in a workflow body one journaled
+    enqueue after the other; elsewhere one statement for all."""
+    runtime = host._runtime
+    version = host.app_version
+    types = reqs[0].types if reqs else None
+
+    def handle(workflow_id: str) -> WorkflowHandle[Any]:
+        return host._handle(workflow_id, types)
+
+    if not reqs:
+        return _handles_of(_none(), handle)
+    replayed = workflow_on(runtime)
+    if replayed is not None and replayed.replaying:
+        replay_runtime = replayed.runtime
+        return _handles_of(
+            _one_by_one([enqueue_from_workflow(replayed, replayed.reserve(), req, version)
+                         for req in reqs]),
+            lambda child: WorkflowHandle(lambda: replay_runtime, child, types))
+    if runtime is not None and not runtime.closing:
+        ctx = current_workflow(runtime)
+        if ctx is not None:
+            return _handles_of(
+                _one_by_one([enqueue_from_workflow(ctx, ctx.reserve(), req, version)
+                             for req in reqs]), handle)
+        step = current_step(runtime)
+        if step is not None:
+            parent = step.workflow.workflow_id
+            ids = [req.workflow_id or step_child_id(parent, step.function_id, step.next_seq())
+                   for req in reqs]
+            return _handles_of(_enqueue_many_with_ids(runtime, reqs, ids, version, parent),
+                               handle)
+    return _handles_of(_enqueue_many_outside(host, reqs, version), handle)
+
+
+async def _enqueue_many_outside(host: QueueHost, reqs: list[EnqueueRequest],
+                                version: str) -> list[str]:
+    runtime = host.runtime  # raises NotLaunchedError when not running
+    ids = [req.workflow_id or secrets.token_hex(16) for req in reqs]
+    return await _enqueue_many_with_ids(runtime, reqs, ids, version, None)
+
+
 # -- the Queue object ---------------------------------------------------------------------------
 
 
@@ -407,6 +403,56 @@ class Queue:
                              else timeout_seconds), types=spec.types)
         handle: Coroutine[Any, Any, WorkflowHandle[R]] = enqueue(self._host, req)
         return handle
+
+    def enqueue_many(
+        self,
+        fn: Callable[..., Coroutine[Any, Any, R]],
+        calls: Iterable[tuple[Any, ...]],
+        *,
+        workflow_ids: Sequence[str] | None = None,
+        priority: int = 0,
+        delay_seconds: float = 0,
+        partition_key: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> Coroutine[Any, Any, list[WorkflowHandle[R]]]:
+        """Enqueue ``fn(*call)`` for each tuple of positional arguments in ``calls``, in one
+        statement; returns (when awaited) their handles in the same order, once every workflow
+        is durable. They run first-in first-out in that order within their priority.
+
+        ``workflow_ids``: one id per call (default: new ids); an id that exists is that
+        workflow's handle, as with :meth:`enqueue`. The other options are :meth:`enqueue`'s,
+        shared by all. There are no deduplication ids here: use :meth:`enqueue` for those.
+
+        In a step or an ``@app.transaction`` (where it commits or rolls back with the
+        transaction) and outside workflows it is one statement and one wake-up of the queue's
+        dispatchers, however many calls; in a workflow body each enqueue is journaled, one after
+        the other. If an id is taken by another workflow function
+        (:class:`WorkflowConflictError`), the others are enqueued (roll back with an enclosing
+        transaction).
+        """
+        spec = self._host._spec_of(fn)
+        calls = list(calls)
+        for call in calls:
+            if not isinstance(call, tuple):
+                raise InvalidArgumentError(
+                    f"each call of enqueue_many must be a tuple of positional arguments, not "
+                    f"{call!r}")
+        if workflow_ids is None:
+            ids: list[str | None] = [None] * len(calls)
+        elif isinstance(workflow_ids, str) or len(workflow_ids) != len(calls):
+            raise InvalidArgumentError(
+                "workflow_ids must be a sequence of one workflow id per call "
+                f"({len(calls)}), not {workflow_ids!r}")
+        else:
+            ids = list(workflow_ids)
+        timeout = spec.timeout_seconds if timeout_seconds is None else timeout_seconds
+        reqs = [enqueue_request(
+            self.spec.name, spec.name, call, {}, workflow_id=workflow_id, priority=priority,
+            deduplication_id=None, delay_seconds=delay_seconds, partition_key=partition_key,
+            on_duplicate="raise", timeout_seconds=timeout, types=spec.types)
+            for call, workflow_id in zip(calls, ids, strict=True)]
+        handles: Coroutine[Any, Any, list[WorkflowHandle[R]]] = enqueue_many(self._host, reqs)
+        return handles
 
     def __repr__(self) -> str:
         spec = self.spec

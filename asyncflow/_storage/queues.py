@@ -85,6 +85,39 @@ class QueueStatements(StoreBase):
             f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
             "the same id or deduplication id; try again")
 
+    async def enqueue_workflows(
+        self,
+        workflow_ids: list[str],
+        name: str,
+        inputs: list[str],
+        app_version: str,
+        parent_id: str | None,
+        queue_name: str,
+        priority: int,
+        delay_seconds: float,
+        partition_key: str | None,
+        traceparent: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> set[str]:
+        """Insert ENQUEUED (or DELAYED) workflows of one workflow function, one per id with its
+        inputs, in one statement (on Citus: one by one), and notify their queue; returns the ids
+        inserted. An id that exists is left alone (the caller looks at it with
+        :meth:`enqueue_workflow`)."""
+        if self.storage.distributed:  # the Citus form of an enqueue holds deduplication locks
+            created = set()
+            for workflow_id, encoded in zip(workflow_ids, inputs, strict=True):
+                found = await self.enqueue_workflow(
+                    workflow_id, name, encoded, app_version, parent_id, queue_name, priority,
+                    None, delay_seconds, partition_key, traceparent, timeout_seconds)
+                if found.created:
+                    created.add(workflow_id)
+            return created
+        rows = await self.storage.fetch(
+            queues.ENQUEUE_WORKFLOWS, workflow_ids, name, inputs, app_version, parent_id,
+            queue_name, priority, delay_seconds, partition_key, self.channel, traceparent,
+            timeout_seconds)
+        return {row["workflow_id"] for row in rows}
+
     async def debounce(
         self,
         queue_name: str,

@@ -628,6 +628,28 @@ async def test_queued_workflows_join_the_enqueuers_trace_and_report_queue_depth(
         == [3]
 
 
+async def test_enqueue_many_is_one_span_whose_workflows_join_its_trace(make_app, otel, conn):
+    app = make_app(telemetry=otel.telemetry)
+    queue = app.queue("jobs")
+
+    @app.workflow(name="job")
+    async def job(n):
+        return n
+
+    async with app:
+        with otel.tracer.start_as_current_span("producer") as producer:
+            handles = await queue.enqueue_many(job, [(n,) for n in range(3)])
+        assert [await h.get_result(timeout_seconds=20) for h in handles] == [0, 1, 2]
+    [enqueue] = otel.spans("enqueue job")
+    assert child_of(enqueue, producer) and enqueue.kind == SpanKind.PRODUCER
+    assert enqueue.attributes["asyncflow.queue.name"] == "jobs"
+    executions = otel.spans("workflow job")
+    assert len(executions) == 3 and all(child_of(e, enqueue) for e in executions)
+    started = otel.points("asyncflow.workflows.started")
+    assert [p.value for k, p in started.items() if dict(k)["asyncflow.workflow.name"] == "job"] \
+        == [3]
+
+
 async def test_send_many_carries_trace_context(make_app, otel, conn):
     app = make_app(telemetry=otel.telemetry)
 

@@ -42,6 +42,33 @@ SELECT (SELECT count(*) FROM n) AS created, (SELECT owned FROM owner) AS owned,
         WHERE queue_name = $6 AND deduplication_id = $8
           AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder"""
 
+# Enqueue many (``Queue.enqueue_many``): workflows $1 with inputs $3 (one per id), all of workflow
+# $2 on queue $6, in one statement, and one NOTIFY to the queue's dispatchers if any was
+# inserted ($10: the channel). The rest is shared: app version $4, parent $5 (enqueued by a step
+# of it), priority $7, delay $8 seconds (DELAYED while it runs), partition key $9, traceparent
+# $11, timeout $12. An id that exists is skipped (any unique index: no conflict target; the caller
+# looks at those one by one); no deduplication ids here. Their created_at follow the given order
+# one microsecond apart from the statement's time, so they run first-in first-out in that order
+# within a priority. Returns the ids inserted.
+ENQUEUE_WORKFLOWS = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, parent_workflow_id, queue_name,
+         priority, partition_key, delay_until, created_at, updated_at, traceparent,
+         timeout_seconds)
+    SELECT i.id, $2, CASE WHEN $8::float8 > 0 THEN 'DELAYED' ELSE 'ENQUEUED' END, i.inputs, $4,
+           $5, $6, $7, $9, CASE WHEN $8::float8 > 0 THEN t.ts + make_interval(secs => $8) END,
+           t.ts + make_interval(secs => (i.n - 1) / 1e6), t.ts, $11, $12
+    FROM t, unnest($1::text[], $3::text[]) WITH ORDINALITY AS i(id, inputs, n)
+    ON CONFLICT DO NOTHING
+    RETURNING workflow_id
+), n AS (
+    SELECT pg_notify($10, 'q' || $6) WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT workflow_id, (SELECT count(*) FROM n) AS notified FROM ins"""
+
 # A debounce call ($1 queue, $2 workflow name, $3 key): the burst's DELAYED workflow takes the
 # new inputs ($5) and its time moves to $6 seconds from now, or at the latest $7 seconds after
 # the burst's first call (its created_at; NULL: no cap); a row already due is released instead
