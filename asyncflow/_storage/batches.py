@@ -4,7 +4,7 @@ checks and recvs, both halves live here: the statement of one operation and of m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._status import Delivery
@@ -31,12 +31,24 @@ from .base import (
 from .database import UniqueViolation
 from .sql import batches, journal, messages, streams, workflows
 
+#: Told of each journaled stream write committed: (workflow id, key, offset, value text).
+StreamWritten = Callable[[str, str, int, str], None]
+
 
 class BatchStatements(StoreBase):
     """The statements of the store's batchers: each kind's ``*_many`` and, for most, its ``*_one``
     (a lone operation, or each operation of a batch that failed as a whole)."""
 
     __slots__ = ()
+    on_stream_written: StreamWritten | None
+
+    def _written(self, op: Write, result: Written) -> None:
+        """A journaled stream write committed (the ``settled`` hook of the store's writes): its
+        entry goes to ``on_stream_written`` (the runtime hands it to local readers) as soon as
+        the statement returned, before the writers of its batch resume one after another."""
+        hook = self.on_stream_written
+        if hook is not None and result[1] is not None:
+            hook(op[0], op[3], result[1], op[4])
 
     async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]

@@ -39,6 +39,7 @@ from .base import (
 )
 from .base import conflict as _conflict
 from .batcher import Batcher
+from .batches import StreamWritten
 from .database import Storage, UniqueViolation, holds_connection, report_unavailable
 from .driver import refuse_in_replay
 from .history import EXPORT_KINDS, Forked, HistoryStatements
@@ -68,8 +69,8 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ones share a statement.
     """
 
-    __slots__ = ("channel", "finishes", "first_recvs", "outcomes", "reads", "records", "recvs",
-                 "sends", "starts", "storage", "writes")
+    __slots__ = ("channel", "finishes", "first_recvs", "on_stream_written", "outcomes", "reads",
+                 "records", "recvs", "sends", "starts", "storage", "writes")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
@@ -77,7 +78,9 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
         self.sends: Batcher[Sent, Delivery] = Batcher(self._send_many, self._send_one)
-        self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one)
+        self.on_stream_written: StreamWritten | None = None  # (see BatchStatements._written)
+        self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one,
+                                                       settled=self._written)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
         self.starts: Batcher[Start, Started] = Batcher(self._insert_many, self._insert_one)

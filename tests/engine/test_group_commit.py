@@ -10,6 +10,7 @@ import pytest
 import asyncflow
 from asyncflow._core.wait import decode_payload
 from asyncflow._errors import _ExecutionConflict
+from asyncflow._storage.batcher import Batcher
 
 
 def test_batched_payloads_decode_any_id():
@@ -19,6 +20,43 @@ def test_batched_payloads_decode_any_id():
     assert decode_payload("tabc") == [("t", "abc")]
     assert decode_payload("") == []
     assert decode_payload("*m5:ab") == [("m", "ab")]  # a truncated item is cut, never misread
+
+
+async def test_settled_sees_each_success_before_any_caller_resumes():
+    """The batcher's ``settled`` hook is told of each operation written successfully (the lone
+    one, the batch's leader and the rest alike) as soon as its statement returned, before any
+    caller of the batch resumes; a failed operation is not settled."""
+    release = asyncio.Event()
+    settled: list[int] = []
+
+    async def many(ops: list[int]) -> list[int | BaseException]:
+        await release.wait()
+        return [ValueError(op) if op == 3 else op * 10 for op in ops]
+
+    async def one(op: int) -> int:
+        await release.wait()
+        return op * 10
+
+    batcher: Batcher[int, int] = Batcher(many, one, settled=lambda op, r: settled.append(op))
+
+    async def call(op: int) -> tuple[int | str, list[int]]:
+        try:
+            result: int | str = await batcher.submit(op)
+        except ValueError:
+            result = "failed"
+        return result, list(settled)  # what was settled when this caller resumed
+
+    lone = asyncio.ensure_future(call(0))
+    await asyncio.sleep(0)  # the lone op is in its statement: the next ones queue
+    batch = [asyncio.ensure_future(call(op)) for op in range(1, 6)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await lone == (0, [0])
+    results = await asyncio.gather(*batch)
+    assert [r for r, _ in results] == [10, 20, "failed", 40, 50]
+    assert settled == [0, 1, 2, 4, 5]
+    assert all(seen == [0, 1, 2, 4, 5] for _, seen in results)  # the batch was settled first
+    assert (batcher.batches, batcher.ops) == (2, 6)
 
 
 async def test_concurrent_sends_batch_and_fail_alone(make_app):

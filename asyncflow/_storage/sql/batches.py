@@ -139,7 +139,7 @@ WITH input AS (
 ), ins AS (
     INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
     SELECT workflow_id, key, base + pos - 1, value, function_id, 0 FROM cur
-    WHERE (workflow_id, key) IN (SELECT workflow_id, key FROM head)
+    WHERE coalesce((workflow_id, key) IN (SELECT workflow_id, key FROM head), false)
     RETURNING workflow_id, writer_fid, "offset"
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
