@@ -9,6 +9,7 @@ from typing import Any
 
 from .._status import Delivery
 from .base import (
+    Close,
     Finish,
     FirstRecv,
     Outcome,
@@ -95,6 +96,23 @@ class BatchStatements(StoreBase):
                 results.append((False, None, False))
         return results
 
+    async def _close_many(self, ops: list[Close]) -> list[bool | BaseException]:
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(batches.JOURNALED_CLOSE_STREAMS, *columns[:4],
+                                        self.channel, columns[4])
+        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+        pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
+        results: list[bool | BaseException] = []
+        for op in ops:
+            if (op[0], op[1]) in journaled:  # (the first of two executions' closes wins)
+                journaled.discard((op[0], op[1]))
+                results.append(True)
+            elif (op[0], op[4]) in pending:
+                results.append(conflict(op[0], op[1]))
+            else:
+                results.append(False)
+        return results
+
     async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(batches.SEND_MESSAGES, *map(list, columns), self.channel)
@@ -129,6 +147,16 @@ class BatchStatements(StoreBase):
         except UniqueViolation:
             raise conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
+
+    async def _close_one(self, op: Close) -> bool:
+        workflow_id, function_id, name, key, epoch = op
+        try:
+            row = await self.storage.fetchrow(journal.JOURNALED_CLOSE_STREAM, workflow_id,
+                                              function_id, name, key, self.channel, epoch)
+        except UniqueViolation:
+            raise conflict(workflow_id, function_id) from None
+        assert row is not None
+        return bool(row["recorded"])
 
     async def _read_one(self, op: Read) -> Page:
         rows = await self.storage.fetch(streams.READ_STREAM, *op)

@@ -84,6 +84,63 @@ async def test_concurrent_sends_batch_and_fail_alone(make_app):
             assert await h.get_result(timeout_seconds=30) == [0, 1, 2, 3, 4]
 
 
+async def test_concurrent_closes_batch_and_each_keeps_its_outcome(make_app):
+    """Stream closes of many workflows share statements: each stream is closed (its reader
+    ends, a later write fails as closed), one workflow closing two streams at once closes both,
+    and a close refused as not owned, or as journaled by another execution, is answered so
+    alone."""
+    app = make_app()
+    go = asyncio.Event()
+
+    @app.step()
+    async def ready() -> None:
+        await go.wait()
+
+    @app.workflow()
+    async def closer(index: int) -> str:
+        await asyncflow.write_stream("s", index)
+        await ready()
+        if index == 0:  # two streams closed at once by one workflow
+            await asyncio.gather(asyncflow.close_stream("s"), asyncflow.close_stream("t"))
+        else:
+            await asyncflow.close_stream("s")
+        try:
+            await asyncflow.write_stream("s", "late")
+        except asyncflow.StreamClosedError:
+            return "closed"
+        return "open"
+
+    @app.workflow()
+    async def closes_and_waits() -> None:
+        await asyncflow.close_stream("s")
+        await asyncflow.recv("go", timeout_seconds=30)
+
+    async with app:
+        handles = [await app.start_workflow(closer, i) for i in range(40)]
+        store = app.runtime.store
+        before = (store.closes.batches, store.closes.ops)
+        go.set()
+        assert [await h.get_result(timeout_seconds=30) for h in handles] == ["closed"] * 40
+        batches, ops = store.closes.batches - before[0], store.closes.ops - before[1]
+        assert ops == 41 and batches < ops  # they shared statements
+        for index, handle in enumerate(handles):
+            assert [v async for v in app.read_stream(handle.workflow_id, "s")] == [index]
+        assert [v async for v in app.read_stream(handles[0].workflow_id, "t")] == []
+        # A running workflow's close journaled already (by "another execution"), and a close at
+        # a stale epoch (not owned), in one batch.
+        parked = await app.start_workflow(closes_and_waits)
+        await app.runtime.waits.wait_for_count(1)
+        function_id = await store.storage.fetchval(
+            "SELECT function_id FROM {s}.operations WHERE workflow_id = $1 AND name = $2",
+            parked.workflow_id, "asyncflow.close_stream")
+        results = await store._close_many([
+            (parked.workflow_id, function_id, "asyncflow.close_stream", "s", 1),
+            (parked.workflow_id, 900, "asyncflow.close_stream", "u", 0)])
+        assert isinstance(results[0], _ExecutionConflict) and results[1] is False
+        await app.send(parked.workflow_id, None, "go")
+        await parked.get_result(timeout_seconds=30)
+
+
 async def test_idempotency_keys_inside_one_batch(make_app):
     app = make_app()
 
