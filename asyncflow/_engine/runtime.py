@@ -15,7 +15,7 @@ import anyio.abc
 
 from .._core.health import Monitor
 from .._core.telemetry import Instruments
-from .._core.wait import WaitRegistry
+from .._core.wait import STREAM, WaitRegistry
 from .._errors import NotLaunchedError
 from .._status import Health
 from .._storage.listener import Listener
@@ -40,6 +40,8 @@ class Runtime:
     ) -> None:
         self.store = store
         self.waits = waits
+        # A journaled stream write is handed to local readers as soon as it committed.
+        store.on_stream_written = self._stream_written
         self.listener = listener
         self.tg = tg
         #: Where ``spawn`` runs tasks: plain asyncio tasks the task group cancels and waits for.
@@ -62,6 +64,9 @@ class Runtime:
         self.on_checkpoint: Callable[[str, int, str], None] | None = None
         #: OpenTelemetry instruments while telemetry is on, else ``None`` (set at launch).
         self.telemetry: Instruments | None = None
+
+    def _stream_written(self, workflow_id: str, key: str, offset: int, text: str) -> None:
+        self.waits.wake(STREAM, workflow_id, (key, offset, text))
 
     def now(self) -> float:
         """The wall-clock time durable timers (sleep, recv/get_event deadlines) go by."""

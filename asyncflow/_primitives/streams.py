@@ -60,8 +60,8 @@ async def write_from_workflow(ctx: WorkflowContext, function_id: int, key: str,
                                                      _closed_record(ctx.workflow_id, key),
                                                      ctx.epoch))
         raise closed_error(ctx.workflow_id, key)
-    # The committed entry is handed to local readers (no read back when it is the next one).
-    ctx.runtime.waits.wake(STREAM, ctx.workflow_id, (key, offset, text))
+    # The committed entry was handed to local readers as its statement returned (no read back
+    # when it is the next one): the store's on_stream_written, set by the runtime.
 
 
 async def write_from_step(step: StepContext, key: str, text: str) -> None:

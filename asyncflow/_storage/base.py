@@ -19,6 +19,7 @@ Send = tuple[str, str | None, str, str | None]  # destination, topic, text, idem
 Sent = tuple[str, str | None, str, str | None, str | None]  # ... and the sender's traceparent
 # workflow, function id, name, key, value, the recorded error if the stream is closed, epoch
 Write = tuple[str, int, str, str, str, str, int]
+Close = tuple[str, int, str, str, int]  # workflow, function id, name, key, epoch
 Read = tuple[str, str, int, int]
 # INSERT_WORKFLOW's parameters but the channel: workflow, name, inputs, executor, app version,
 # parent, traceparent, timeout, deadline, the parent execution's epoch, attributes

@@ -7,6 +7,10 @@ costs one round trip, as before. Batches run in the callers' own tasks: the call
 operation opens a batch writes it (shielded from cancellation, so every operation in it is
 either committed or failed), then hands the turn to the first operation still queued.
 
+``settled`` (optional) is called with each operation and its result as soon as its statement has
+returned, before any caller resumes: a batch of n wakes n tasks, and what a commit makes
+possible elsewhere (a local reader handed the value just written) need not wait for them all.
+
 A batch statement reports a result per operation. If it fails as a whole with anything but a
 lost connection (one bad row, a unique violation of rows racing a concurrent writer — whatever
 the exception's type, the driver's internal ones included), each of its operations is retried
@@ -49,7 +53,8 @@ class Batcher(Generic[Op, R]):
 
     ``many(ops)`` writes several in one statement and returns one result (or exception) per
     op; ``one(op)`` writes a single op (used for lone ops and for the one-by-one fallback).
-    At most ``writers`` batches are in flight at once.
+    At most ``writers`` batches are in flight at once. ``settled(op, result)``: called for
+    each op written successfully, before its caller resumes (it must not raise).
     """
 
     def __init__(
@@ -59,9 +64,11 @@ class Batcher(Generic[Op, R]):
         *,
         max_batch: int = 500,
         writers: int = 1,
+        settled: Callable[[Op, R], None] | None = None,
     ) -> None:
         self._many = many
         self._one = one
+        self._settled = settled
         self._max_batch = max_batch
         self._writers = writers
         self._active = 0
@@ -78,9 +85,12 @@ class Batcher(Generic[Op, R]):
                 self.batches += 1
                 self.ops += 1
                 try:
-                    return await self._one(op)
+                    alone = await self._one(op)
                 finally:
                     self._hand_over()
+                if self._settled is not None:
+                    self._settled(op, alone)
+                return alone
             return await self._lead(op)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         entry: _Entry[Op] = _Entry(op, future)
@@ -114,6 +124,11 @@ class Batcher(Generic[Op, R]):
             results = [exc for _ in batch]
         finally:
             self._hand_over()
+        settled = self._settled
+        if settled is not None:
+            for entry, result in zip(batch, results, strict=True):
+                if not isinstance(result, BaseException):
+                    settled(entry.op, result)
         for entry, result in zip(batch[1:], results[1:], strict=True):
             assert entry.future is not None
             if not entry.future.done():  # (done: its caller was cancelled meanwhile)

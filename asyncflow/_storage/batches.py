@@ -4,11 +4,12 @@ checks and recvs, both halves live here: the statement of one operation and of m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._status import Delivery
 from .base import (
+    Close,
     Finish,
     FirstRecv,
     Outcome,
@@ -31,12 +32,24 @@ from .base import (
 from .database import UniqueViolation
 from .sql import batches, journal, messages, streams, workflows
 
+#: Told of each journaled stream write committed: (workflow id, key, offset, value text).
+StreamWritten = Callable[[str, str, int, str], None]
+
 
 class BatchStatements(StoreBase):
     """The statements of the store's batchers: each kind's ``*_many`` and, for most, its ``*_one``
     (a lone operation, or each operation of a batch that failed as a whole)."""
 
     __slots__ = ()
+    on_stream_written: StreamWritten | None
+
+    def _written(self, op: Write, result: Written) -> None:
+        """A journaled stream write committed (the ``settled`` hook of the store's writes): its
+        entry goes to ``on_stream_written`` (the runtime hands it to local readers) as soon as
+        the statement returned, before the writers of its batch resume one after another."""
+        hook = self.on_stream_written
+        if hook is not None and result[1] is not None:
+            hook(op[0], op[3], result[1], op[4])
 
     async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]
@@ -83,6 +96,23 @@ class BatchStatements(StoreBase):
                 results.append((False, None, False))
         return results
 
+    async def _close_many(self, ops: list[Close]) -> list[bool | BaseException]:
+        columns = [list(column) for column in zip(*ops, strict=True)]
+        rows = await self.storage.fetch(batches.JOURNALED_CLOSE_STREAMS, *columns[:4],
+                                        self.channel, columns[4])
+        journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
+        pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
+        results: list[bool | BaseException] = []
+        for op in ops:
+            if (op[0], op[1]) in journaled:  # (the first of two executions' closes wins)
+                journaled.discard((op[0], op[1]))
+                results.append(True)
+            elif (op[0], op[4]) in pending:
+                results.append(conflict(op[0], op[1]))
+            else:
+                results.append(False)
+        return results
+
     async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(batches.SEND_MESSAGES, *map(list, columns), self.channel)
@@ -117,6 +147,16 @@ class BatchStatements(StoreBase):
         except UniqueViolation:
             raise conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
+
+    async def _close_one(self, op: Close) -> bool:
+        workflow_id, function_id, name, key, epoch = op
+        try:
+            row = await self.storage.fetchrow(journal.JOURNALED_CLOSE_STREAM, workflow_id,
+                                              function_id, name, key, self.channel, epoch)
+        except UniqueViolation:
+            raise conflict(workflow_id, function_id) from None
+        assert row is not None
+        return bool(row["recorded"])
 
     async def _read_one(self, op: Read) -> Page:
         rows = await self.storage.fetch(streams.READ_STREAM, *op)

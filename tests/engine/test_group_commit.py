@@ -10,6 +10,7 @@ import pytest
 import asyncflow
 from asyncflow._core.wait import decode_payload
 from asyncflow._errors import _ExecutionConflict
+from asyncflow._storage.batcher import Batcher
 
 
 def test_batched_payloads_decode_any_id():
@@ -19,6 +20,43 @@ def test_batched_payloads_decode_any_id():
     assert decode_payload("tabc") == [("t", "abc")]
     assert decode_payload("") == []
     assert decode_payload("*m5:ab") == [("m", "ab")]  # a truncated item is cut, never misread
+
+
+async def test_settled_sees_each_success_before_any_caller_resumes():
+    """The batcher's ``settled`` hook is told of each operation written successfully (the lone
+    one, the batch's leader and the rest alike) as soon as its statement returned, before any
+    caller of the batch resumes; a failed operation is not settled."""
+    release = asyncio.Event()
+    settled: list[int] = []
+
+    async def many(ops: list[int]) -> list[int | BaseException]:
+        await release.wait()
+        return [ValueError(op) if op == 3 else op * 10 for op in ops]
+
+    async def one(op: int) -> int:
+        await release.wait()
+        return op * 10
+
+    batcher: Batcher[int, int] = Batcher(many, one, settled=lambda op, r: settled.append(op))
+
+    async def call(op: int) -> tuple[int | str, list[int]]:
+        try:
+            result: int | str = await batcher.submit(op)
+        except ValueError:
+            result = "failed"
+        return result, list(settled)  # what was settled when this caller resumed
+
+    lone = asyncio.ensure_future(call(0))
+    await asyncio.sleep(0)  # the lone op is in its statement: the next ones queue
+    batch = [asyncio.ensure_future(call(op)) for op in range(1, 6)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await lone == (0, [0])
+    results = await asyncio.gather(*batch)
+    assert [r for r, _ in results] == [10, 20, "failed", 40, 50]
+    assert settled == [0, 1, 2, 4, 5]
+    assert all(seen == [0, 1, 2, 4, 5] for _, seen in results)  # the batch was settled first
+    assert (batcher.batches, batcher.ops) == (2, 6)
 
 
 async def test_concurrent_sends_batch_and_fail_alone(make_app):
@@ -44,6 +82,63 @@ async def test_concurrent_sends_batch_and_fail_alone(make_app):
             assert f"missing-{k}" in str(error)
         for h in handles:  # per-destination FIFO held inside batches
             assert await h.get_result(timeout_seconds=30) == [0, 1, 2, 3, 4]
+
+
+async def test_concurrent_closes_batch_and_each_keeps_its_outcome(make_app):
+    """Stream closes of many workflows share statements: each stream is closed (its reader
+    ends, a later write fails as closed), one workflow closing two streams at once closes both,
+    and a close refused as not owned, or as journaled by another execution, is answered so
+    alone."""
+    app = make_app()
+    go = asyncio.Event()
+
+    @app.step()
+    async def ready() -> None:
+        await go.wait()
+
+    @app.workflow()
+    async def closer(index: int) -> str:
+        await asyncflow.write_stream("s", index)
+        await ready()
+        if index == 0:  # two streams closed at once by one workflow
+            await asyncio.gather(asyncflow.close_stream("s"), asyncflow.close_stream("t"))
+        else:
+            await asyncflow.close_stream("s")
+        try:
+            await asyncflow.write_stream("s", "late")
+        except asyncflow.StreamClosedError:
+            return "closed"
+        return "open"
+
+    @app.workflow()
+    async def closes_and_waits() -> None:
+        await asyncflow.close_stream("s")
+        await asyncflow.recv("go", timeout_seconds=30)
+
+    async with app:
+        handles = [await app.start_workflow(closer, i) for i in range(40)]
+        store = app.runtime.store
+        before = (store.closes.batches, store.closes.ops)
+        go.set()
+        assert [await h.get_result(timeout_seconds=30) for h in handles] == ["closed"] * 40
+        batches, ops = store.closes.batches - before[0], store.closes.ops - before[1]
+        assert ops == 41 and batches < ops  # they shared statements
+        for index, handle in enumerate(handles):
+            assert [v async for v in app.read_stream(handle.workflow_id, "s")] == [index]
+        assert [v async for v in app.read_stream(handles[0].workflow_id, "t")] == []
+        # A running workflow's close journaled already (by "another execution"), and a close at
+        # a stale epoch (not owned), in one batch.
+        parked = await app.start_workflow(closes_and_waits)
+        await app.runtime.waits.wait_for_count(1)
+        function_id = await store.storage.fetchval(
+            "SELECT function_id FROM {s}.operations WHERE workflow_id = $1 AND name = $2",
+            parked.workflow_id, "asyncflow.close_stream")
+        results = await store._close_many([
+            (parked.workflow_id, function_id, "asyncflow.close_stream", "s", 1),
+            (parked.workflow_id, 900, "asyncflow.close_stream", "u", 0)])
+        assert isinstance(results[0], _ExecutionConflict) and results[1] is False
+        await app.send(parked.workflow_id, None, "go")
+        await parked.get_result(timeout_seconds=30)
 
 
 async def test_idempotency_keys_inside_one_batch(make_app):

@@ -167,3 +167,45 @@ async def test_the_woken_side_of_a_local_hand_over_runs_before_the_waker_goes_on
             assert store.first_recvs.ops == index + 1
             await sender
         await handle.get_result()
+
+
+async def test_the_readers_of_a_batch_get_its_values_before_its_writers_resume(make_app):
+    """Issue 23, §2. Stream writes of many workflows share a statement; as soon as it returns,
+    each value is handed to its reader, before the batch's writers resume one after another
+    (n tasks, each going back through its workflow's code). Only the writer whose task wrote
+    the statement (one per statement) goes on before its reader has the value."""
+    app = make_app()
+    writers = 30
+    go = asyncio.Event()
+    order: list[tuple[str, int]] = []
+
+    @app.step()
+    async def ready() -> None:
+        await go.wait()
+
+    @app.workflow()
+    async def writer(index: int) -> None:
+        await ready()
+        await asyncflow.write_stream("s", index)
+        order.append(("wrote", index))
+        await asyncflow.close_stream("s")
+
+    async def follow(workflow_id: str) -> None:
+        async for index in app.read_stream(workflow_id, "s"):
+            order.append(("read", index))
+
+    async with app:
+        handles = [await app.start_workflow(writer, i) for i in range(writers)]
+        readers = [asyncio.ensure_future(follow(h.workflow_id)) for h in handles]
+        await app.runtime.waits.wait_for_count(writers)  # the readers are parked
+        store = app.runtime.store
+        statements = store.writes.batches
+        go.set()
+        await asyncio.wait_for(asyncio.gather(*readers), 30)
+        for handle in handles:
+            await handle.get_result()
+        statements = store.writes.batches - statements
+        assert statements < writers  # the writes were batched
+        position = {event: at for at, event in enumerate(order)}
+        ahead = [i for i in range(writers) if position[("wrote", i)] < position[("read", i)]]
+        assert len(ahead) <= statements, (ahead, statements)

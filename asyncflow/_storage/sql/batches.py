@@ -139,7 +139,7 @@ WITH input AS (
 ), ins AS (
     INSERT INTO {s}.streams (workflow_id, key, "offset", value, writer_fid, writer_seq)
     SELECT workflow_id, key, base + pos - 1, value, function_id, 0 FROM cur
-    WHERE (workflow_id, key) IN (SELECT workflow_id, key FROM head)
+    WHERE coalesce((workflow_id, key) IN (SELECT workflow_id, key FROM head), false)
     RETURNING workflow_id, writer_fid, "offset"
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM ins
@@ -151,6 +151,40 @@ UNION ALL
 SELECT 'w', workflow_id, writer_fid, "offset", NULL, NULL, NULL FROM ins
 UNION ALL
 SELECT 'p', workflow_id, NULL, NULL, NULL, NULL, epoch FROM pending"""
+
+# Closes (JOURNALED_CLOSE_STREAM's parameters as arrays, $5 the channel): rows 'o' (journaled:
+# its stream is closed) and 'p' (workflows still PENDING, with their epoch, share-locked as in
+# _OWNED): a PENDING workflow's close at its epoch that was not journaled already existed
+# (another execution journaled it).
+JOURNALED_CLOSE_STREAMS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $6::bigint[])
+        AS i(workflow_id, function_id, name, key, epoch)
+), pending AS (
+    SELECT w.workflow_id, w.epoch FROM {s}.workflows w
+    WHERE w.workflow_id = ANY ($1::text[]) AND w.status = 'PENDING'
+    FOR SHARE
+), op AS (
+    INSERT INTO {s}.operations (workflow_id, function_id, name, output)
+    SELECT i.workflow_id, i.function_id, i.name, '{"key":' || to_json(i.key)::text || '}'
+    FROM input i
+    WHERE (i.workflow_id, i.epoch) IN (SELECT workflow_id, epoch FROM pending)
+    ON CONFLICT (workflow_id, function_id) DO NOTHING
+    RETURNING workflow_id, function_id
+), h AS (
+    INSERT INTO {s}.stream_heads AS h (workflow_id, key, next_offset, closed)
+    SELECT DISTINCT i.workflow_id, i.key, 0::bigint, true FROM input i
+    WHERE coalesce((i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op),
+                   false)
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    RETURNING workflow_id
+), woken AS (
+    SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM h
+)""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
+SELECT 'o' AS kind, workflow_id, function_id, (SELECT count(*) FROM notified) AS notifies,
+       NULL::bigint AS epoch FROM op
+UNION ALL
+SELECT 'p', workflow_id, NULL, NULL, epoch FROM pending"""
 
 # Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
 # workflow does not exist gets one row with a NULL status).

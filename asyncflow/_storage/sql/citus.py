@@ -360,6 +360,8 @@ FROM {s}.fork_copy($1, $2, $3, $4)""",
                                      (_SHARED_PENDING, _LOCKED_PENDING)),
     batches.JOURNALED_WRITE_STREAMS: _swap(batches.JOURNALED_WRITE_STREAMS,
                                            (_SHARED_PENDING, _LOCKED_PENDING)),
+    batches.JOURNALED_CLOSE_STREAMS: _swap(batches.JOURNALED_CLOSE_STREAMS,
+                                           (_SHARED_PENDING, _LOCKED_PENDING)),
     runs.CONTINUE_AS_NEW: """
 SELECT epoch, owned FROM {s}.continue_as_new($1, $2, $3, $4, $5, $6)""",
     # A queued workflow resumed with a deduplication id another workflow of its queue holds:
