@@ -4,19 +4,14 @@ enqueue can be made (outside workflows, a transaction, a step, a workflow body).
 from __future__ import annotations
 
 import pytest
+from queuelib import order_app
 
 import asyncflow
 
 
 def jobs_app(make_app, runs, **kwargs):
-    """An app with queue ``q`` (one at a time) and workflow ``job`` that appends its tag."""
-    app = make_app(**kwargs)
-    queue = app.queue("q", concurrency=1)
-
-    @app.workflow(name="job")
-    async def job(tag: str) -> str:
-        runs.append(tag)
-        return tag
+    """The queue tests' app (queue ``q``, workflow ``job``) and workflow ``other``."""
+    app, queue, job = order_app(make_app, runs, **kwargs)
 
     @app.workflow(name="other")
     async def other() -> None:

@@ -11,6 +11,7 @@ import asyncio
 import time
 
 import pytest
+from queuelib import order_app
 
 import asyncflow
 
@@ -36,19 +37,6 @@ class Gate:
             event.set()
         async with asyncio.timeout(30):
             await event.wait()
-
-
-def order_app(make_app, runs, **kwargs):
-    """An app with queue ``q`` and workflow ``job`` that appends its tag to ``runs``."""
-    app = make_app(**kwargs)
-    queue = app.queue("q", concurrency=1)
-
-    @app.workflow(name="job")
-    async def job(tag: str) -> str:
-        runs.append(tag)
-        return tag
-
-    return app, queue, job
 
 
 async def test_enqueue_runs_and_reports_queued_statuses(make_app):
