@@ -11,12 +11,18 @@ made, the write transactions the server committed and the WAL it wrote.
   asyncflow's only asynchronous commit is a ``recv``'s first attempt that found no message.
 * **WAL bytes**: ``pg_current_wal_insert_lsn`` before and after.
 
-(WAL syncs are not counted: server processes publish their I/O statistics up to ten seconds
-late, so ``pg_stat_io`` cannot be read exactly at the end of a section.)
+(WAL syncs are not counted here: server processes publish their I/O statistics up to ten
+seconds late, so ``pg_stat_io`` cannot be read exactly at the end of a section in a running app.)
+
+``counts()`` reads the server's statistics instead — transactions committed in the database, WAL
+records and WAL flushes (PostgreSQL 16+: ``pg_stat_io``; else ``pg_stat_wal``) — for a stretch
+whose processes have closed their connections by its end (a backend publishes its counts when it
+exits): the queue fleet's worker processes, and pgqueuer's.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -112,3 +118,32 @@ class Counted:
                    self.write_transactions / per, "xacts"),
             Figure(f"{prefix}_wal_bytes", f"WAL bytes per {what}", self.wal_bytes / per, "B"),
         ]
+
+
+# -- the server's statistics, for stretches whose processes exit ---------------------------------
+
+_COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+_WAL_16 = """SELECT (SELECT wal_records FROM pg_stat_wal),
+       (SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal')"""
+_WAL_14 = "SELECT wal_records, wal_sync FROM pg_stat_wal"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    commits: int
+    wal_records: int
+    wal_flushes: int
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.commits - other.commits, self.wal_records - other.wal_records,
+                      self.wal_flushes - other.wal_flushes)
+
+
+async def counts(conn: asyncpg.Connection) -> Counts:
+    """The counts now (the caller's own statements included: a few per snapshot)."""
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    commits = await conn.fetchval(_COMMITS)
+    version = int(await conn.fetchval("SHOW server_version_num"))
+    row = await conn.fetchrow(_WAL_16 if version >= 160000 else _WAL_14)
+    assert row is not None
+    return Counts(int(commits), int(row[0] or 0), int(row[1] or 0))

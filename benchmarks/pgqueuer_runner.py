@@ -33,8 +33,8 @@ import asyncpg
 from pgqueuer import Job, PgQueuer, Queries
 
 from . import loop
+from .counts import Counts, counts
 from .model import Figure, ScenarioResult, latency_figures
-from .scenarios._pgstats import Counts, counts
 from .scenarios._subprocess import Helper, cpu_seconds
 from .sizes import FULL, QUICK, Sizes
 

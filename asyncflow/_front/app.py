@@ -24,7 +24,8 @@ from .._filters import check_attributes
 from .._operations.adoption import attach, check_upgrade
 from .._operations.deadlines import DeadlineWatcher
 from .._operations.debounce import Debouncer, make_debouncer
-from .._operations.queues import Queue, queue_spec
+from .._operations.enqueue_args import queue_spec
+from .._operations.queues import Queue
 from .._operations.replay import ReplayResult, child_handle
 from .._operations.retention import Retention, RetentionWorker
 from .._operations.schedules import Scheduler, start_scheduler
@@ -188,8 +189,7 @@ class AsyncFlow(HistoryOps, Registrations):
         caps each ``partition_key``. ``None``: no limit. This app runs the queue's workflows
         (if it registers their functions) unless ``queues=`` leaves the queue out.
         """
-        spec = queue_spec(name, concurrency, worker_concurrency, rate_limit,
-                          partition_concurrency)
+        spec = queue_spec(name, concurrency, worker_concurrency, rate_limit, partition_concurrency)
         if spec.name in self._queues:
             raise ConfigurationError(f"a queue named {spec.name!r} is already registered")
         queue = self._queues[spec.name] = Queue(spec, self)

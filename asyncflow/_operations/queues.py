@@ -46,7 +46,6 @@ from .._recorded import encode_error
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
 from .enqueue_args import EnqueueRequest, enqueue_request, step_child_id
-from .enqueue_args import queue_spec as queue_spec  # (re-exported for the app)
 
 R = TypeVar("R")
 

@@ -160,8 +160,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "listen_url= (ASYNCFLOW_LISTEN_URL) a direct or session-mode URL for the listener"
         ) from exc
     except TimeoutError as exc:
-        if conn is None or (conn.is_closed() and not _timed_out(conn)):
-            raise _unavailable(f"database connection lost: {exc!r}") from exc
+        if conn is None or conn.is_closed():
+            raise _lost(conn, exc) from exc
         raise _command_timeout() from exc
     except pgerr.InsufficientPrivilegeError as exc:
         raise ConfigurationError(
@@ -169,9 +169,7 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "privileges section for the GRANTs a runtime role needs"
         ) from exc
     except _CONNECTION_LOSS as exc:
-        if _timed_out(conn):
-            raise _command_timeout() from exc
-        raise _unavailable(f"database connection lost: {exc!r}") from exc
+        raise _lost(conn, exc) from exc
     except pgerr.InsufficientResourcesError as exc:  # disk full, out of memory (53xxx)
         raise _unavailable(f"the database cannot serve the request now: {exc}") from exc
     except pgerr.PostgresError as exc:  # anything else: never the driver's own class
@@ -180,10 +178,8 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
             "constraint, trigger or rule of the database's own may refuse it", exc.sqlstate
         ) from exc
     except asyncpg.InterfaceError as exc:
-        if _timed_out(conn):
-            raise _command_timeout() from exc
         if conn is None or conn.is_closed():
-            raise _unavailable(f"database connection lost: {exc!r}") from exc
+            raise _lost(conn, exc) from exc
         raise DatabaseError(f"the database driver refused a statement: {exc}") from exc
     except asyncpg.InternalClientError as exc:
         # The connection's protocol is out of step, typically because the server's FATAL
@@ -191,12 +187,15 @@ def map_errors(conn: Connection | None = None) -> Iterator[None]:
         # was never sent. Drop the connection so the pool opens a fresh one.
         if conn is not None and not conn.is_closed():
             conn.terminate()
-        raise _unavailable(f"database connection lost: {exc!r}") from exc
+        raise _lost(conn, exc) from exc
 
 
-def _timed_out(conn: Connection | None) -> bool:
-    """Whether the pool's watch closed ``conn`` for running past ``command_timeout``."""
-    return conn is not None and getattr(conn, "timed_out", False)
+def _lost(conn: Connection | None, exc: BaseException) -> DatabaseUnavailableError:
+    """The connection under a statement is gone: the command-timeout error when the pool's
+    watch closed it (held past ``command_timeout``), else "connection lost"."""
+    if conn is not None and getattr(conn, "timed_out", False):
+        return _command_timeout()
+    return _unavailable(f"database connection lost: {exc!r}")
 
 
 def _command_timeout() -> DatabaseUnavailableError:

@@ -19,9 +19,9 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from ..counts import Counts, counts
 from ..model import Figure
 from ._base import Context, Measured, observer
-from ._pgstats import Counts, counts
 from ._subprocess import Helper, cpu_seconds
 from .queue_app import FLEET_QUEUE, FLEET_STEPS, STEPS, build
 
