@@ -445,6 +445,9 @@ class Harness:
             ids = await client.backfill_schedule(op["name"], base + dt.timedelta(minutes=first),
                                                  base + dt.timedelta(minutes=last))
             self.rec.backfilled.update(ids)
+            for wid in ids:  # a colored tick that retention removed runs again, uncolored
+                if wid in self.rec.colors:
+                    self.rec.colors[wid] = None
 
     async def _fault(self, index: int, op: Op) -> None:
         kind = op["op"]

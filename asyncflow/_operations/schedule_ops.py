@@ -177,7 +177,8 @@ class ScheduleOps:
         """Run every tick of a schedule from ``start`` (inclusive) to ``end`` (exclusive) —
         ticks missed while no app ran it, or from before it existed. Each run has its tick's
         id, ``"<name>@<tick>"``, so a tick that already ran (or is already backfilled) is
-        skipped, never run twice. A live app serving the schedule starts them (at once, also
+        skipped, never run twice (while its workflow is kept: one removed by retention or
+        ``delete_workflow`` runs again). A live app serving the schedule starts them (at once, also
         while the schedule is paused); returns their ids, oldest first.
 
         ``start`` and ``end`` are timezone-aware datetimes; ``end`` before ``start``, or a

@@ -90,6 +90,30 @@ async def test_backfill_runs_missed_ticks_once_with_their_ids(make_app, db_url):
         assert await app.backfill_schedule("hourly-rt", T0, T0) == []  # an empty range
 
 
+async def test_a_removed_tick_runs_again_on_a_later_backfill(make_app):
+    """The skip goes by the tick's workflow: once retention or delete_workflow removed it,
+    backfilling its tick again runs it again, as a new workflow without the old attributes."""
+    app = make_app()
+    ran: Counter[str] = Counter()
+    events: dict[str, asyncio.Event] = {}
+    report = _hourly_report(app, ran, events)
+    async with app:
+        await app.create_schedule("hourly-rm", report, "0 * * * *")
+        [tick] = await app.backfill_schedule("hourly-rm", T0, T0 + timedelta(hours=1))
+        await _ran(events, [tick])
+        await app.set_workflow_attributes(tick, {"color": "blue"})
+        assert [w.workflow_id for w in await app.list_workflows(
+            attributes={"color": "blue"})] == [tick]
+        assert await app.backfill_schedule("hourly-rm", T0, T0 + timedelta(hours=1)) == [tick]
+        assert ran[tick] == 1  # kept: skipped
+        assert await app.delete_workflow(tick) == [tick]
+        events.pop(tick)
+        assert await app.backfill_schedule("hourly-rm", T0, T0 + timedelta(hours=1)) == [tick]
+        await _ran(events, [tick])
+        assert ran[tick] == 2
+        assert await app.list_workflows(attributes={"color": "blue"}) == []
+
+
 async def test_bad_input_fails_at_the_call_and_writes_nothing(make_app, conn):
     app = make_app()
 
