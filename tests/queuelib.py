@@ -1,7 +1,9 @@
-"""A queue app the queue tests share (tests/operations/test_queues.py, test_queue_many.py)."""
+"""What the queue tests share (tests/operations/test_queues.py, test_queue_many.py,
+test_queue_claim_on_enqueue.py): an app, and waiting for its dispatchers to park."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 
@@ -17,3 +19,9 @@ def order_app(make_app: Any, runs: list[str], **kwargs: Any) -> tuple[Any, Any, 
         return tag
 
     return app, queue, job
+
+
+async def parked(app: Any, count: int = 1) -> None:
+    """Wait until the app's dispatchers have finished their claims and parked."""
+    async with asyncio.timeout(30):
+        await app._waits.wait_for_count(count)

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.abc
 
 from .._core.health import Monitor
+from .._core.telemetry import detached
 from .._core.wait import (
     DEADLINE,
     NOT_YET,
@@ -35,7 +37,7 @@ from .._core.wait import (
 )
 from .._specs import QueueSpec, WorkflowSpec
 from .._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
-from .._storage.store import QueueClaim
+from .._storage.store import ClaimArgs, Enqueued, QueueClaim
 from .runner import Runner
 
 logger = logging.getLogger("asyncflow")
@@ -68,6 +70,8 @@ class Dispatcher:
         #: Telemetry on: how many workflows waited in the queue after this dispatcher's last
         #: claim (the ``asyncflow.queue.depth`` metric); ``None`` until counted.
         self.depth: int | None = None
+        #: An enqueue here is claiming with its insert (at most one at a time).
+        self._enqueuing = False
 
     def _observe(self, kind: str, workflow_id: str) -> None:
         if kind == TERMINAL and workflow_id in self._local:
@@ -128,6 +132,46 @@ class Dispatcher:
         waiter.deadline = None if wait_s is None else (
             asyncio.get_running_loop().time() + max(wait_s, 0.001))
         return NOT_YET
+
+    async def enqueue(
+        self, workflow_id: str,
+        insert: Callable[[ClaimArgs], Awaitable[tuple[Enqueued, list[QueueClaim],
+                                                      float | None, bool]]],
+    ) -> Enqueued | None:
+        """An enqueue in this process that claims in the same statement (``insert``, given the
+        claim's arguments): one commit before the workflow runs here, instead of the enqueue's
+        and then this dispatcher's. Starts what it claimed and wakes this dispatcher unless it
+        took the new workflow and nothing else may be waiting. ``None``: not now (another such
+        enqueue is in flight, a claim's outcome is uncertain, or the app is stopping): the
+        caller enqueues the plain way."""
+        runner = self._runner
+        runtime = runner.runtime
+        if self._enqueuing or self._uncertain or runtime.closing or runtime.executor_id is None:
+            return None
+        self._enqueuing = True
+        try:
+            try:
+                found, claims, wait_s, more = await insert(ClaimArgs(
+                    self.spec, runtime.executor_id, list(self._specs), CLAIM_BATCH,
+                    runtime.now()))
+            except BaseException:
+                self._uncertain = True  # its claim may have committed unseen: put back first
+                runtime.waits.wake(*self._key)
+                raise
+            if claims:
+                # Claimed here, they run here; started as the dispatcher would (outside the
+                # enqueuer's trace: a run's span follows the trace context stored with it).
+                with anyio.CancelScope(shield=True), detached(runtime.telemetry):
+                    self._local.intersection_update(runner.running)
+                    for claim in claims:
+                        await self._start(claim)
+                self.claimed += len(claims)
+            if more or wait_s is not None or not any(
+                    claim.workflow_id == workflow_id for claim in claims):
+                runtime.waits.wake(*self._key)
+            return found
+        finally:
+            self._enqueuing = False
 
     async def _start(self, claim: QueueClaim) -> None:
         runner = self._runner

@@ -20,7 +20,7 @@ synchronously, so bad input writes nothing and ``gather`` replays in order):
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .._core.telemetry import QUEUE_NAME, WORKFLOW_ID, WORKFLOW_NAME
@@ -32,6 +32,7 @@ from .._engine.context import (
     current_workflow,
     workflow_on,
 )
+from .._engine.dispatch import Dispatcher
 from .._engine.journal import begin, record, replayed_value, stop_for_status
 from .._engine.runner import child_id
 from .._engine.runtime import Runtime
@@ -45,6 +46,7 @@ from .._primitives.handle import WorkflowHandle
 from .._recorded import encode_error
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
+from .._storage.store import ClaimArgs, Enqueued, QueueClaim
 from .enqueue_args import EnqueueRequest, enqueue_request, step_child_id
 
 R = TypeVar("R")
@@ -56,31 +58,46 @@ ENQUEUE = "asyncflow.enqueue"
 
 
 async def insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_version: str,
-                 parent_id: str | None, parent_epoch: int | None = None) -> str:
+                 parent_id: str | None, parent_epoch: int | None = None,
+                 claimer: Dispatcher | None = None) -> str:
     """Insert the queued workflow; returns the id the handle refers to (``workflow_id``, or with
     ``on_duplicate="return_existing"`` the workflow holding the deduplication id). With
     ``parent_epoch`` (an enqueue by the parent's execution) it raises ``_ExecutionConflict``,
-    inserting nothing, when that execution no longer owns the parent."""
+    inserting nothing, when that execution no longer owns the parent. ``claimer``: this
+    process's dispatcher of the queue, which may claim with the insert."""
     telemetry = runtime.telemetry
     if telemetry is None:
         return await _insert(runtime, req, workflow_id, app_version, parent_id, None,
-                             parent_epoch)
+                             parent_epoch, claimer)
     # The enqueue's span: its trace context is stored with the workflow, and the workflow's
     # executions are its children (telemetry).
     with telemetry.span(f"enqueue {req.name}", {WORKFLOW_ID: workflow_id, WORKFLOW_NAME: req.name,
                                                QUEUE_NAME: req.queue_name}, kind="producer"):
         return await _insert(runtime, req, workflow_id, app_version, parent_id,
-                             telemetry.traceparent(), parent_epoch)
+                             telemetry.traceparent(), parent_epoch, claimer)
 
 
 async def _insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_version: str,
                   parent_id: str | None, traceparent: str | None,
-                  parent_epoch: int | None) -> str:
-    found = await runtime.store.enqueue_workflow(
-        workflow_id, req.name, req.inputs, app_version, parent_id, req.queue_name, req.priority,
-        req.deduplication_id, req.delay_seconds, req.partition_key, traceparent,
-        req.timeout_seconds, parent_epoch,
-    )
+                  parent_epoch: int | None, claimer: Dispatcher | None) -> str:
+    found = None
+    if claimer is not None and parent_id is None and req.delay_seconds <= 0:
+        store = runtime.store
+
+        def claiming(claim: ClaimArgs) -> Awaitable[tuple[Enqueued, list[QueueClaim],
+                                                          float | None, bool]]:
+            return store.enqueue_claim(
+                workflow_id, req.name, req.inputs, app_version, req.queue_name, req.priority,
+                req.deduplication_id, req.partition_key, traceparent, req.timeout_seconds,
+                claim)
+
+        found = await claimer.enqueue(workflow_id, claiming)
+    if found is None:
+        found = await runtime.store.enqueue_workflow(
+            workflow_id, req.name, req.inputs, app_version, parent_id, req.queue_name,
+            req.priority, req.deduplication_id, req.delay_seconds, req.partition_key,
+            traceparent, req.timeout_seconds, parent_epoch,
+        )
     if not found.owned:
         raise _ExecutionConflict(f"the parent of queued workflow {workflow_id!r} is not owned")
     if found.created:
@@ -117,10 +134,14 @@ def wake_queue(runtime: Runtime, queue_name: str) -> None:
 
 
 async def enqueue_with_id(runtime: Runtime, req: EnqueueRequest, workflow_id: str,
-                          app_version: str, parent_id: str | None) -> str:
-    """Enqueue outside a workflow body (from outside, a step, or a transaction)."""
-    got = await insert(runtime, req, workflow_id, app_version, parent_id)
-    wake_queue(runtime, req.queue_name)
+                          app_version: str, parent_id: str | None,
+                          claimer: Dispatcher | None = None) -> str:
+    """Enqueue outside a workflow body (from outside, a step, or a transaction). With
+    ``claimer`` (outside any transaction) the dispatcher claims with the insert and wakes
+    itself as needed."""
+    got = await insert(runtime, req, workflow_id, app_version, parent_id, claimer=claimer)
+    if claimer is None:
+        wake_queue(runtime, req.queue_name)
     return got
 
 
@@ -185,8 +206,11 @@ def enqueue(host: QueueHost, req: EnqueueRequest) -> Coroutine[Any, Any, Workflo
 
 async def _enqueue_outside(host: QueueHost, req: EnqueueRequest, version: str) -> str:
     runtime = host.runtime  # raises NotLaunchedError when not running
+    # Served here and not in a transaction (whose enqueue runs when it commits): the insert
+    # may claim too, so the workflow starts here after one commit, not two.
+    claimer = host._dispatchers.get(req.queue_name) if after_commit_var.get() is None else None
     return await enqueue_with_id(runtime, req, req.workflow_id or secrets.token_hex(16),
-                                 version, None)
+                                 version, None, claimer)
 
 
 # -- many at once -------------------------------------------------------------------------------
@@ -221,7 +245,8 @@ async def _insert_many(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[s
     got = []
     for req, workflow_id in zip(reqs, ids, strict=True):
         if workflow_id not in created:  # it existed: the same workflow, or a conflict
-            await _insert(runtime, req, workflow_id, app_version, parent_id, traceparent, None)
+            await _insert(runtime, req, workflow_id, app_version, parent_id, traceparent, None,
+                          None)
         got.append(workflow_id)
     return got
 
@@ -303,6 +328,8 @@ class QueueHost(Protocol):
     """What a queue needs from its app (internal)."""
 
     _runtime: Runtime | None
+    #: This process's dispatchers, by queue (an enqueue to a queue served here may claim).
+    _dispatchers: dict[str, Dispatcher]
 
     @property
     def runtime(self) -> Runtime: ...
@@ -311,6 +338,7 @@ class QueueHost(Protocol):
     def app_version(self) -> str: ...
 
     def _spec_of(self, fn: Any) -> WorkflowSpec: ...
+
 
     def _handle(self, workflow_id: str, types: Signature | None = None
                 ) -> WorkflowHandle[Any]: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from .._errors import WorkflowConflictError
 from .._specs import QueueSpec
@@ -36,6 +37,33 @@ class QueueClaim:
     deadline: float | None = None
     #: The ownership epoch this claim gave it (its execution's writes are fenced by it).
     epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimArgs:
+    """What a claim by this executor needs besides the queue's name: the queue's limits
+    (``spec``), this executor, the workflow names it runs, its batch size and the runtime
+    clock's now (where the claimed workflows' timeouts start)."""
+
+    spec: QueueSpec
+    executor_id: str
+    names: list[str]
+    batch: int
+    now: float
+
+
+def _claims_of(rows: list[Any], batch: int) -> tuple[list[QueueClaim], float | None, bool]:
+    """A claim's rows (``claim_queued``'s columns): the claims, the seconds to the next
+    deadline, and whether claiming again at once may find more."""
+    claims = [
+        QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
+                   bool(row["fresh"]), row["deadline"], row["epoch"])
+        for row in rows if row["workflow_id"] is not None
+    ]
+    first = rows[0]
+    found, room = first["found"], first["room"]
+    more = len(claims) < found or (found == room == batch)
+    return claims, first["wait_s"], more
 
 
 class QueueStatements(StoreBase):
@@ -81,6 +109,83 @@ class QueueStatements(StoreBase):
             if row["existing_name"] is not None or row["holder"] is not None:
                 return Enqueued(False, row["existing_name"], row["holder"])
             # A concurrent insert committed after this statement's snapshot: look again.
+        raise WorkflowConflictError(
+            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
+            "the same id or deduplication id; try again")
+
+    async def enqueue_claim(
+        self,
+        workflow_id: str,
+        name: str,
+        inputs: str,
+        app_version: str,
+        queue_name: str,
+        priority: int,
+        deduplication_id: str | None,
+        partition_key: str | None,
+        traceparent: str | None,
+        timeout_seconds: float | None,
+        claim: ClaimArgs,
+    ) -> tuple[Enqueued, list[QueueClaim], float | None, bool]:
+        """Enqueue (as :meth:`enqueue_workflow`, with no parent and no delay) and, in the same
+        statement, claim for this executor what the queue lets start now (as
+        :meth:`claim_queued`), unless a claim of the queue is in progress elsewhere; the queue
+        is notified only when the new workflow is left ENQUEUED. Returns the enqueue's outcome
+        and the claim's (nothing claimed when nothing was inserted or the queue was busy)."""
+        if self.storage.distributed:  # (the Citus form of an enqueue: no claim with it)
+            found = await self.enqueue_workflow(
+                workflow_id, name, inputs, app_version, None, queue_name, priority,
+                deduplication_id, 0.0, partition_key, traceparent, timeout_seconds)
+            return found, [], None, False
+        spec = claim.spec
+        if not spec.bounds_running and spec.rate_limit is None:
+            return await self._enqueue_run(
+                workflow_id, name, inputs, app_version, queue_name, priority, deduplication_id,
+                partition_key, traceparent, timeout_seconds, claim)
+        rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
+        for _ in range(10):
+            rows = await self.storage.fetch(
+                queues.ENQUEUE_CLAIM, workflow_id, name, inputs, app_version, queue_name,
+                priority, deduplication_id, partition_key, traceparent, timeout_seconds,
+                self.channel, claim.executor_id, claim.names, spec.concurrency,
+                spec.worker_concurrency, rate, per, spec.partition_concurrency, claim.batch,
+                claim.now,
+            )
+            first = rows[0]
+            if first["created"]:
+                if first["found"] is None:  # the queue was busy: nothing claimed
+                    return Enqueued(True, None, None), [], None, False
+                claims, wait_s, more = _claims_of(rows, claim.batch)
+                return Enqueued(True, None, None), claims, wait_s, more
+            if first["existing_name"] is not None or first["holder"] is not None:
+                return Enqueued(False, first["existing_name"], first["holder"]), [], None, False
+            # A concurrent insert committed after the lookup's snapshot: look again.
+        raise WorkflowConflictError(
+            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
+            "the same id or deduplication id; try again")
+
+    async def _enqueue_run(
+        self, workflow_id: str, name: str, inputs: str, app_version: str, queue_name: str,
+        priority: int, deduplication_id: str | None, partition_key: str | None,
+        traceparent: str | None, timeout_seconds: float | None, claim: ClaimArgs,
+    ) -> tuple[Enqueued, list[QueueClaim], float | None, bool]:
+        """:meth:`enqueue_claim` for a queue without limits: nothing to count, so no claim and
+        no lock; the workflow is inserted as this executor's unless another waits first."""
+        for _ in range(10):
+            row = await self.storage.fetchrow(
+                queues.ENQUEUE_RUN, workflow_id, name, inputs, app_version, queue_name,
+                priority, deduplication_id, partition_key, traceparent, timeout_seconds,
+                self.channel, claim.executor_id, claim.now,
+            )
+            assert row is not None
+            if row["status"] == "PENDING":
+                return Enqueued(True, None, None), [QueueClaim(
+                    workflow_id, name, inputs, 0, True, row["deadline"], row["epoch"])], None, \
+                    False
+            if row["status"] is not None:
+                return Enqueued(True, None, None), [], None, False
+            if row["existing_name"] is not None or row["holder"] is not None:
+                return Enqueued(False, row["existing_name"], row["holder"]), [], None, False
         raise WorkflowConflictError(
             f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
             "the same id or deduplication id; try again")
@@ -186,15 +291,7 @@ class QueueStatements(StoreBase):
             spec.worker_concurrency, rate, per, spec.partition_concurrency, batch,
             now, self.channel,
         )
-        claims = [
-            QueueClaim(row["workflow_id"], row["name"], row["inputs"], row["recovery_attempts"],
-                       bool(row["fresh"]), row["deadline"], row["epoch"])
-            for row in rows if row["workflow_id"] is not None
-        ]
-        first = rows[0]
-        found, room = first["found"], first["room"]
-        more = len(claims) < found or (found == room == batch)
-        return claims, first["wait_s"], more
+        return _claims_of(rows, batch)
 
     async def release_unstarted(
         self, queue_name: str, executor_id: str, running: list[str]

@@ -11,7 +11,7 @@ import asyncio
 import time
 
 import pytest
-from queuelib import order_app
+from queuelib import order_app, parked
 
 import asyncflow
 
@@ -139,12 +139,6 @@ def gated_app(make_app, gate, **queue_limits):
     return app, queue, gated_job
 
 
-async def _parked(app, count=1):
-    """Wait until the app's dispatchers have finished their claims and parked."""
-    async with asyncio.timeout(30):
-        await app._waits.wait_for_count(count)
-
-
 async def test_partition_concurrency_caps_each_partition(make_app, conn):
     gate = Gate()
     app, queue, job = gated_app(make_app, gate, partition_concurrency=1)
@@ -152,7 +146,7 @@ async def test_partition_concurrency_caps_each_partition(make_app, conn):
         handles = [await queue.enqueue(job, f"{key}{n}", partition_key=key)
                    for n in range(3) for key in "ab"]
         await gate.reached(2)  # one of each partition runs
-        await _parked(app)
+        await parked(app)
         assert sorted(gate.arrived) == ["a0", "b0"]
         counts = await conn.fetch(
             "select partition_key, status, count(*) as n from asyncflow.workflows "
@@ -172,8 +166,8 @@ async def test_worker_concurrency_caps_each_process(make_app, conn):
     async with first, second:
         handles = [await queue.enqueue(job, f"t{n}") for n in range(7)]
         await gate.reached(4)
-        await _parked(first)
-        await _parked(second)
+        await parked(first)
+        await parked(second)
         per_executor = await conn.fetch(
             "select executor_id, count(*) as n from asyncflow.workflows "
             "where status = 'PENDING' group by 1 order by 1")
@@ -196,7 +190,7 @@ async def test_global_concurrency_holds_across_apps_and_slots_refill(make_app, c
         handles = [await queue.enqueue(job, f"t{n}") for n in range(8)]
         await gate.reached(3)
         for app, _, _ in apps:
-            await _parked(app)
+            await parked(app)
         assert len(gate.arrived) == 3
         assert await conn.fetchval(
             "select count(*) from asyncflow.workflows where status = 'PENDING'") == 3

@@ -428,4 +428,63 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS operations_child_idx ON {s}.operations (child_id)
         WHERE child_id IS NOT NULL;
     """,
+    # 17: an enqueue that claims in the same statement, for an app that serves the queue
+    # (ENQUEUE_CLAIM): the workflow is inserted ENQUEUED, then, when no claim of the queue holds
+    # its row now (SKIP LOCKED: never waits for one), claim_queued runs in a statement of its
+    # own, so it sees the new row and claims within the limits what a dispatcher would, oldest
+    # first. One commit instead of two; the queue is notified only when the new workflow is
+    # still ENQUEUED. Parameters: the enqueue's ($1 id, $2 name, $3 inputs, $4 app version, $5
+    # queue, $6 priority, $7 deduplication id, $8 partition key, $9 traceparent, $10 timeout,
+    # $11 channel), then claim_queued's that the enqueue does not give ($12 executor, $13
+    # names, $14-$18 the limits, $19 batch, $20 now). Returns the enqueue's outcome on every row
+    # (created, existing_name, holder) with claim_queued's columns (NULL when nothing was
+    # claimed or nothing inserted).
+    """
+    CREATE FUNCTION {s}.enqueue_claim(
+        text, text, text, text, text, integer, text, text, text, double precision, text,
+        text, text[], integer, integer, integer, double precision, integer, integer,
+        double precision)
+    RETURNS TABLE (created boolean, existing_name text, holder text,
+                   workflow_id text, name text, inputs text, recovery_attempts integer,
+                   fresh boolean, deadline double precision, epoch bigint,
+                   wait_s double precision, found bigint, room bigint, deadlines bigint)
+    LANGUAGE plpgsql AS $enqueue$
+    #variable_conflict use_column
+    DECLARE
+        ts timestamptz := clock_timestamp();
+    BEGIN
+        INSERT INTO {s}.workflows
+            (workflow_id, name, status, inputs, app_version, queue_name, priority,
+             deduplication_id, partition_key, created_at, updated_at, traceparent,
+             timeout_seconds)
+        VALUES ($1, $2, 'ENQUEUED', $3, $4, $5, $6, $7, $8, ts, ts, $9, $10)
+        ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RETURN QUERY SELECT false,
+                (SELECT e.name FROM {s}.workflows e WHERE e.workflow_id = $1),
+                (SELECT e.workflow_id FROM {s}.workflows e
+                 WHERE e.queue_name = $5 AND e.deduplication_id = $7
+                   AND e.status IN ('ENQUEUED', 'DELAYED', 'PENDING')),
+                NULL::text, NULL::text, NULL::text, NULL::integer, NULL::boolean,
+                NULL::double precision, NULL::bigint, NULL::double precision, NULL::bigint,
+                NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        PERFORM 1 FROM {s}.queues q WHERE q.queue_name = $5 FOR UPDATE SKIP LOCKED;
+        IF FOUND OR NOT EXISTS (SELECT 1 FROM {s}.queues q WHERE q.queue_name = $5) THEN
+            RETURN QUERY SELECT true, NULL::text, NULL::text, c.*
+            FROM {s}.claim_queued($5, $12, $13, $4, $14, $15, $16, $17, $18, $19, $20, $11) c;
+        ELSE
+            RETURN QUERY SELECT true, NULL::text, NULL::text,
+                NULL::text, NULL::text, NULL::text, NULL::integer, NULL::boolean,
+                NULL::double precision, NULL::bigint, NULL::double precision, NULL::bigint,
+                NULL::bigint, NULL::bigint;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM {s}.workflows e
+                       WHERE e.workflow_id = $1 AND e.status = 'PENDING') THEN
+            PERFORM pg_notify($11, 'q' || $5);
+        END IF;
+    END
+    $enqueue$;
+    """,
 )

@@ -156,6 +156,56 @@ WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED')"""
 # Returns the claimed rows (none: one row of NULLs) and, in every row, how many seconds until
 # the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
 # many ready rows were found and how many could start (found < room: no more ready rows).
+# Enqueue to a queue without limits that this process serves ($12: its executor id; $13: the
+# runtime clock's now, where the timeout $10 starts): inserted PENDING and owned by this executor
+# (as a claim would leave it: epoch 1, dispatched now) unless a workflow waits in the queue (an
+# ENQUEUED one, or a DELAYED one due), which goes first: then inserted ENQUEUED and the queue
+# notified. ENQUEUE_CLAIM's other parameters; returns the new row's status, epoch and deadline,
+# or (nothing inserted) what ENQUEUE_WORKFLOW reports.
+ENQUEUE_RUN = """
+WITH t AS (
+    SELECT clock_timestamp() AS ts
+), waiting AS (
+    SELECT EXISTS (
+        SELECT 1 FROM {s}.workflows w, t
+        WHERE w.queue_name = $5
+          AND (w.status = 'ENQUEUED' OR (w.status = 'DELAYED' AND w.delay_until <= t.ts))
+    ) AS yes
+), ins AS (
+    INSERT INTO {s}.workflows
+        (workflow_id, name, status, inputs, app_version, queue_name, priority, deduplication_id,
+         partition_key, created_at, updated_at, traceparent, timeout_seconds, executor_id,
+         dispatched_at, deadline, epoch)
+    SELECT $1, $2, CASE WHEN w.yes THEN 'ENQUEUED' ELSE 'PENDING' END, $3, $4, $5, $6, $7,
+           $8, t.ts, t.ts, $9, $10, CASE WHEN NOT w.yes THEN $12::text END,
+           CASE WHEN NOT w.yes THEN t.ts END,
+           CASE WHEN NOT w.yes THEN $13::float8 + $10::float8 END,
+           CASE WHEN w.yes THEN 0 ELSE 1 END
+    FROM t, waiting w
+    ON CONFLICT DO NOTHING
+    RETURNING status, epoch, deadline
+), queued AS (
+    SELECT pg_notify($11, 'q' || $5) FROM ins WHERE status = 'ENQUEUED'
+), timed AS (
+    SELECT pg_notify($11, 'd') FROM ins WHERE deadline IS NOT NULL
+)
+SELECT ins.status, ins.epoch, ins.deadline,
+       (SELECT count(*) FROM queued) + (SELECT count(*) FROM timed) AS notified,
+       (SELECT name FROM {s}.workflows WHERE workflow_id = $1) AS existing_name,
+       (SELECT workflow_id FROM {s}.workflows
+        WHERE queue_name = $5 AND deduplication_id = $7
+          AND status IN ('ENQUEUED', 'DELAYED', 'PENDING')) AS holder
+FROM (SELECT 1) one LEFT JOIN ins ON true"""
+
+# Enqueue and claim in one statement (migration 17's function), for an app serving the queue:
+# ENQUEUE_WORKFLOW's parameters without parent, delay and parent epoch ($1 id, $2 name, $3 inputs,
+# $4 app version, $5 queue, $6 priority, $7 deduplication id, $8 partition key, $9 traceparent,
+# $10 timeout, $11 channel), then the claim's ($12 executor, $13 names, $14 concurrency, $15
+# worker concurrency, $16-$17 rate limit, $18 partition concurrency, $19 batch, $20 now).
+ENQUEUE_CLAIM = """
+SELECT * FROM {s}.enqueue_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                 $15, $16, $17, $18, $19, $20)"""
+
 CLAIM_QUEUED = """
 SELECT * FROM {s}.claim_queued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 
