@@ -405,7 +405,9 @@ class Queue:
         **kwargs: Any,
     ) -> Coroutine[Any, Any, WorkflowHandle[R]]:
         """Enqueue workflow ``fn(*args, **kwargs)``; returns (when awaited) its handle, once the
-        workflow is durable (``ENQUEUED``, or ``DELAYED`` for ``delay_seconds``).
+        workflow is durable (``ENQUEUED``, or ``DELAYED`` for ``delay_seconds``). In a process
+        that serves the queue the same statement may hand it to this process (``PENDING``,
+        started here: one commit, no NOTIFY) when the queue's limits and order allow.
 
         ``priority``: lower runs first (default 0); FIFO within a priority.
         ``deduplication_id``: refused with :class:`QueueDeduplicatedError` while a workflow of
