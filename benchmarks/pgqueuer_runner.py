@@ -36,6 +36,7 @@ from . import loop
 from .counts import Counts, counts
 from .model import Figure, ScenarioResult, latency_figures
 from .scenarios._subprocess import Helper, cpu_seconds
+from .scenarios.queue_latency import OPEN_RATE, open_loop
 from .sizes import FULL, QUICK, Sizes
 
 Measured = tuple[list[Figure], dict[str, Any]]
@@ -99,14 +100,38 @@ async def _in_process(url: str, queries: Queries, rounds: int) -> list[float]:
     return samples
 
 
+async def _open_loop(url: str, queries: Queries, count: int) -> list[float]:
+    worker = await start_worker(url)
+    try:
+        async def ran() -> tuple[str, float]:
+            kind, payload = await worker.line()
+            job_id, _, at = payload.partition(" ")
+            if kind != "RAN":
+                raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
+            return job_id, float(at)
+
+        async def enqueue() -> str:
+            [job_id] = await queries.enqueue("bench_ping", None)
+            return str(job_id)
+
+        return await open_loop(count, enqueue, ran)
+    finally:
+        await worker.finish()
+
+
 async def queue_latency(url: str, queries: Queries, sizes: Sizes) -> Measured:
     rounds, warmup = sizes.queue_latency, sizes.warmup_rounds
     across = (await _across_processes(url, queries, warmup + rounds))[warmup:]
     progress(f"{rounds} enqueues to a worker process")
     local = (await _in_process(url, queries, warmup + rounds))[warmup:]
     progress(f"{rounds} enqueues in one process")
+    offered = (await _open_loop(url, queries, warmup + rounds))[warmup:]
+    progress(f"{rounds} enqueues at {OPEN_RATE}/s to a worker process")
     figures = latency_figures("latency", "enqueue → entrypoint (worker process)", across,
                               "notify_ms_p50", "notify_ms_p99")
+    figures += latency_figures("open_latency",
+                               f"enqueue → entrypoint (worker process, {OPEN_RATE}/s open loop)",
+                               offered, "notify_ms_p50", "notify_ms_p99")
     figures += latency_figures("local_latency", "enqueue → entrypoint (same process)", local,
                                "commit_ms_p50", "commit_ms_p99")
     return figures, {"rounds": rounds, "warmup_rounds": warmup}
