@@ -21,6 +21,7 @@ QUEUES: dict[str, dict[str, Any]] = {
     "q-conc": {"concurrency": 2, "worker_concurrency": 1},
     "q-part": {"concurrency": 3, "partition_concurrency": 1},
     "q-rate": {"rate_limit": [3, 1.0]},
+    "q-free": {},  # no limits: an enqueue in a worker inserts its workflow as that worker's
 }
 TOPICS = ("t0", "t1")
 EVENT_KEYS = ("e0", "e1")
