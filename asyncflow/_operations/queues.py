@@ -339,7 +339,6 @@ class QueueHost(Protocol):
 
     def _spec_of(self, fn: Any) -> WorkflowSpec: ...
 
-
     def _handle(self, workflow_id: str, types: Signature | None = None
                 ) -> WorkflowHandle[Any]: ...
 

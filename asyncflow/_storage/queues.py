@@ -66,6 +66,12 @@ def _claims_of(rows: list[Any], batch: int) -> tuple[list[QueueClaim], float | N
     return claims, first["wait_s"], more
 
 
+def _kept_conflicting(workflow_id: str) -> WorkflowConflictError:
+    return WorkflowConflictError(
+        f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of the "
+        "same id or deduplication id; try again")
+
+
 class QueueStatements(StoreBase):
     """Enqueueing, claiming and requeueing queued workflows."""
 
@@ -109,9 +115,7 @@ class QueueStatements(StoreBase):
             if row["existing_name"] is not None or row["holder"] is not None:
                 return Enqueued(False, row["existing_name"], row["holder"])
             # A concurrent insert committed after this statement's snapshot: look again.
-        raise WorkflowConflictError(
-            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
-            "the same id or deduplication id; try again")
+        raise _kept_conflicting(workflow_id)
 
     async def enqueue_claim(
         self,
@@ -160,9 +164,7 @@ class QueueStatements(StoreBase):
             if first["existing_name"] is not None or first["holder"] is not None:
                 return Enqueued(False, first["existing_name"], first["holder"]), [], None, False
             # A concurrent insert committed after the lookup's snapshot: look again.
-        raise WorkflowConflictError(
-            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
-            "the same id or deduplication id; try again")
+        raise _kept_conflicting(workflow_id)
 
     async def _enqueue_run(
         self, workflow_id: str, name: str, inputs: str, app_version: str, queue_name: str,
@@ -178,17 +180,13 @@ class QueueStatements(StoreBase):
                 self.channel, claim.executor_id, claim.now,
             )
             assert row is not None
-            if row["status"] == "PENDING":
-                return Enqueued(True, None, None), [QueueClaim(
-                    workflow_id, name, inputs, 0, True, row["deadline"], row["epoch"])], None, \
-                    False
-            if row["status"] is not None:
-                return Enqueued(True, None, None), [], None, False
+            if row["status"] is not None:  # inserted: here and running, or left in the queue
+                mine = [QueueClaim(workflow_id, name, inputs, 0, True, row["deadline"],
+                                   row["epoch"])] if row["status"] == "PENDING" else []
+                return Enqueued(True, None, None), mine, None, False
             if row["existing_name"] is not None or row["holder"] is not None:
                 return Enqueued(False, row["existing_name"], row["holder"]), [], None, False
-        raise WorkflowConflictError(
-            f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of "
-            "the same id or deduplication id; try again")
+        raise _kept_conflicting(workflow_id)
 
     async def enqueue_workflows(
         self,

@@ -104,7 +104,7 @@ async def test_the_limits_and_the_order_hold(make_app, conn):
 
 
 async def test_a_claim_in_progress_is_not_waited_for(make_app, db_url, conn):
-    app, queue, job, gate, running, _order = gated(make_app, concurrency=5)
+    app, queue, job, gate, _running, _order = gated(make_app, concurrency=5)
     gate.set()
     async with app:
         await (await queue.enqueue(job, "warm")).get_result(timeout_seconds=30)
