@@ -36,7 +36,7 @@ from . import loop
 from .counts import Counts, counts
 from .model import Figure, ScenarioResult, latency_figures
 from .scenarios._subprocess import Helper, cpu_seconds
-from .scenarios.queue_latency import OPEN_RATE, open_loop
+from .scenarios.queue_latency import OPEN_RATE, open_loop, ran_lines
 from .sizes import FULL, QUICK, Sizes
 
 Measured = tuple[list[Figure], dict[str, Any]]
@@ -103,18 +103,11 @@ async def _in_process(url: str, queries: Queries, rounds: int) -> list[float]:
 async def _open_loop(url: str, queries: Queries, count: int) -> list[float]:
     worker = await start_worker(url)
     try:
-        async def ran() -> tuple[str, float]:
-            kind, payload = await worker.line()
-            job_id, _, at = payload.partition(" ")
-            if kind != "RAN":
-                raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
-            return job_id, float(at)
-
         async def enqueue() -> str:
             [job_id] = await queries.enqueue("bench_ping", None)
             return str(job_id)
 
-        return await open_loop(count, enqueue, ran)
+        return await open_loop(count, enqueue, ran_lines(worker))
     finally:
         await worker.finish()
 

@@ -23,22 +23,42 @@ from ._subprocess import Helper
 from .queue_app import LATENCY_QUEUE, PING, build
 
 
-async def _across_processes(ctx: Context, rounds: int) -> list[float]:
+async def _worker(ctx: Context) -> Helper:
+    """A worker process serving the latency queue, once it says it is ready."""
     helper = await Helper.start("queue_proc", ctx.url, LATENCY_QUEUE)
-    try:
+    kind, payload = await helper.line()
+    if kind != "READY":
+        await helper.finish()
+        raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
+    return helper
+
+
+def ran_lines(helper: Helper) -> Callable[[], Awaitable[tuple[str, float]]]:
+    """A reader of a worker's ``RAN <id> <time.monotonic()>`` lines (also pgqueuer's)."""
+    async def ran() -> tuple[str, float]:
         kind, payload = await helper.line()
-        if kind != "READY":
+        job_id, _, at = payload.partition(" ")
+        if kind != "RAN":
             raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
+        return job_id, float(at)
+
+    return ran
+
+
+async def _across_processes(ctx: Context, rounds: int) -> list[float]:
+    helper = await _worker(ctx)
+    try:
         samples = []
+        ran = ran_lines(helper)
         async with asyncflow.Client(ctx.url) as client:
             for _ in range(rounds):
                 before = time.monotonic()
                 handle = await client.enqueue(LATENCY_QUEUE, PING)
-                kind, payload = await helper.line()
-                workflow_id, _, at = payload.partition(" ")
-                if kind != "RAN" or workflow_id != handle.workflow_id:
-                    raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
-                samples.append(float(at) - before)
+                workflow_id, at = await ran()
+                if workflow_id != handle.workflow_id:
+                    raise AssertionError(f"the worker ran {workflow_id}, not "
+                                         f"{handle.workflow_id}")
+                samples.append(at - before)
                 await handle.get_result(timeout_seconds=60)  # the worker is idle again
     finally:
         await helper.finish()
@@ -80,24 +100,13 @@ async def open_loop(count: int, enqueue: Callable[[], Awaitable[str]],
 
 
 async def _open_loop(ctx: Context, count: int) -> list[float]:
-    helper = await Helper.start("queue_proc", ctx.url, LATENCY_QUEUE)
+    helper = await _worker(ctx)
     try:
-        kind, payload = await helper.line()
-        if kind != "READY":
-            raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
-
-        async def ran() -> tuple[str, float]:
-            kind, payload = await helper.line()
-            workflow_id, _, at = payload.partition(" ")
-            if kind != "RAN":
-                raise AssertionError(f"unexpected line from the worker: {kind} {payload}")
-            return workflow_id, float(at)
-
         async with asyncflow.Client(ctx.url) as client:
             async def enqueue() -> str:
                 return (await client.enqueue(LATENCY_QUEUE, PING)).workflow_id
 
-            return await open_loop(count, enqueue, ran)
+            return await open_loop(count, enqueue, ran_lines(helper))
     finally:
         await helper.finish()
 
