@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from .. import _codec
 from .._core.telemetry import Telemetry
 from .._core.wait import QUEUE
 from .._errors import SchemaVersionError, WorkflowConflictError
-from .._operations.enqueue_args import NO_VERSION, enqueue_request
-from .._operations.queues import enqueue_with_id
+from .._operations.enqueue_args import NO_VERSION, enqueue_request, many_requests
+from .._operations.queues import enqueue_many_with_ids, enqueue_with_id
 from .._primitives.events import get_event_outside
 from .._primitives.handle import WorkflowHandle
 from .._primitives.messages import send_outside
@@ -172,3 +172,37 @@ class Client(HistoryOps):
         got = await enqueue_with_id(runtime, req, req.workflow_id or secrets.token_hex(16),
                                     NO_VERSION, None)
         return self._handle(got)
+
+    async def enqueue_many(
+        self,
+        queue_name: str,
+        workflow_name: str,
+        calls: Iterable[tuple[Any, ...]],
+        *,
+        workflow_ids: Sequence[str] | None = None,
+        priority: int = 0,
+        delay_seconds: float = 0,
+        partition_key: str | None = None,
+        timeout_seconds: float | None = None,
+    ) -> list[WorkflowHandle[Any]]:
+        """Enqueue workflow ``workflow_name(*call)`` on queue ``queue_name`` for each tuple of
+        positional arguments in ``calls``, in one statement (one round trip, one NOTIFY);
+        returns their handles in the same order once every workflow is durable. They run
+        first-in first-out in that order within their priority.
+
+        The options are those of :meth:`Queue.enqueue_many` (``workflow_ids``: one id per call,
+        an id that exists is that workflow's handle; no deduplication ids) and, as for
+        :meth:`enqueue`, any app registering the queue and a workflow of that name runs them.
+        """
+        _codec.check_id(queue_name, "queue name")
+        _codec.check_id(workflow_name, "workflow_name")
+        reqs = many_requests(
+            queue_name, workflow_name, calls, workflow_ids=workflow_ids, priority=priority,
+            delay_seconds=delay_seconds, partition_key=partition_key,
+            timeout_seconds=timeout_seconds)
+        runtime = self.runtime
+        if not reqs:
+            return []
+        ids = [req.workflow_id or secrets.token_hex(16) for req in reqs]
+        got = await enqueue_many_with_ids(runtime, reqs, ids, NO_VERSION, None)
+        return [self._handle(workflow_id) for workflow_id in got]

@@ -4,6 +4,7 @@ is written (:mod:`.queues` picks where the enqueue goes)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,42 @@ def enqueue_request(
                                 f"the arguments of workflow {name!r}"))
     return EnqueueRequest(queue_name, name, inputs, wid, priority, dedup, delay, partition,
                           str(on_duplicate), timeout, types)
+
+
+def many_requests(
+    queue_name: str,
+    name: str,
+    calls: Iterable[tuple[Any, ...]],
+    *,
+    workflow_ids: Sequence[str] | None,
+    priority: object,
+    delay_seconds: object,
+    partition_key: object,
+    timeout_seconds: object,
+    types: Signature | None = None,
+) -> list[EnqueueRequest]:
+    """Validate and encode an ``enqueue_many``'s calls (tuples of positional arguments) with
+    their shared options and optional ids, one request per call (raises before anything is
+    written)."""
+    calls = list(calls)
+    for call in calls:
+        if not isinstance(call, tuple):
+            raise InvalidArgumentError(
+                f"each call of enqueue_many must be a tuple of positional arguments, not "
+                f"{call!r}")
+    if workflow_ids is None:
+        ids: list[str | None] = [None] * len(calls)
+    elif isinstance(workflow_ids, str) or len(workflow_ids) != len(calls):
+        raise InvalidArgumentError(
+            "workflow_ids must be a sequence of one workflow id per call "
+            f"({len(calls)}), not {workflow_ids!r}")
+    else:
+        ids = list(workflow_ids)
+    return [enqueue_request(
+        queue_name, name, call, {}, workflow_id=workflow_id, priority=priority,
+        deduplication_id=None, delay_seconds=delay_seconds, partition_key=partition_key,
+        on_duplicate="raise", timeout_seconds=timeout_seconds, types=types)
+        for call, workflow_id in zip(calls, ids, strict=True)]
 
 
 def step_child_id(parent_id: str, function_id: int, seq: int) -> str:

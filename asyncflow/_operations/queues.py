@@ -37,7 +37,6 @@ from .._engine.journal import begin, record, replayed_value, stop_for_status
 from .._engine.runner import child_id
 from .._engine.runtime import Runtime
 from .._errors import (
-    InvalidArgumentError,
     QueueDeduplicatedError,
     WorkflowConflictError,
     _ExecutionConflict,
@@ -47,7 +46,7 @@ from .._recorded import encode_error
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
 from .._storage.store import ClaimArgs, Enqueued, QueueClaim
-from .enqueue_args import EnqueueRequest, enqueue_request, step_child_id
+from .enqueue_args import EnqueueRequest, enqueue_request, many_requests, step_child_id
 
 R = TypeVar("R")
 
@@ -251,8 +250,10 @@ async def _insert_many(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[s
     return got
 
 
-async def _enqueue_many_with_ids(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[str],
-                                 app_version: str, parent_id: str | None) -> list[str]:
+async def enqueue_many_with_ids(runtime: Runtime, reqs: list[EnqueueRequest], ids: list[str],
+                                app_version: str, parent_id: str | None) -> list[str]:
+    """Enqueue many outside a workflow body (from outside, a step, or a transaction): one
+    statement, and the queue's local dispatcher woken once committed."""
     got = await insert_many(runtime, reqs, ids, app_version, parent_id)
     wake_queue(runtime, reqs[0].queue_name)
     return got
@@ -309,7 +310,7 @@ def enqueue_many(host: QueueHost, reqs: list[EnqueueRequest]
             parent = step.workflow.workflow_id
             ids = [req.workflow_id or step_child_id(parent, step.function_id, step.next_seq())
                    for req in reqs]
-            return _handles_of(_enqueue_many_with_ids(runtime, reqs, ids, version, parent),
+            return _handles_of(enqueue_many_with_ids(runtime, reqs, ids, version, parent),
                                handle)
     return _handles_of(_enqueue_many_outside(host, reqs, version), handle)
 
@@ -318,7 +319,7 @@ async def _enqueue_many_outside(host: QueueHost, reqs: list[EnqueueRequest],
                                 version: str) -> list[str]:
     runtime = host.runtime  # raises NotLaunchedError when not running
     ids = [req.workflow_id or secrets.token_hex(16) for req in reqs]
-    return await _enqueue_many_with_ids(runtime, reqs, ids, version, None)
+    return await enqueue_many_with_ids(runtime, reqs, ids, version, None)
 
 
 # -- the Queue object ---------------------------------------------------------------------------
@@ -459,26 +460,11 @@ class Queue:
         transaction).
         """
         spec = self._host._spec_of(fn)
-        calls = list(calls)
-        for call in calls:
-            if not isinstance(call, tuple):
-                raise InvalidArgumentError(
-                    f"each call of enqueue_many must be a tuple of positional arguments, not "
-                    f"{call!r}")
-        if workflow_ids is None:
-            ids: list[str | None] = [None] * len(calls)
-        elif isinstance(workflow_ids, str) or len(workflow_ids) != len(calls):
-            raise InvalidArgumentError(
-                "workflow_ids must be a sequence of one workflow id per call "
-                f"({len(calls)}), not {workflow_ids!r}")
-        else:
-            ids = list(workflow_ids)
-        timeout = spec.timeout_seconds if timeout_seconds is None else timeout_seconds
-        reqs = [enqueue_request(
-            self.spec.name, spec.name, call, {}, workflow_id=workflow_id, priority=priority,
-            deduplication_id=None, delay_seconds=delay_seconds, partition_key=partition_key,
-            on_duplicate="raise", timeout_seconds=timeout, types=spec.types)
-            for call, workflow_id in zip(calls, ids, strict=True)]
+        reqs = many_requests(
+            self.spec.name, spec.name, calls, workflow_ids=workflow_ids, priority=priority,
+            delay_seconds=delay_seconds, partition_key=partition_key,
+            timeout_seconds=spec.timeout_seconds if timeout_seconds is None else timeout_seconds,
+            types=spec.types)
         handles: Coroutine[Any, Any, list[WorkflowHandle[R]]] = enqueue_many(self._host, reqs)
         return handles
 

@@ -1,7 +1,10 @@
 """``Queue.enqueue_many``: one statement for many workflows of one function, in each place an
-enqueue can be made (outside workflows, a transaction, a step, a workflow body)."""
+enqueue can be made (outside workflows, a transaction, a step, a workflow body); and
+``Client.enqueue_many``, by name."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 from queuelib import order_app
@@ -168,3 +171,33 @@ async def test_enqueue_many_checks_its_arguments_before_writing(make_app, conn):
         with pytest.raises(asyncflow.InvalidArgumentError, match="priority"):
             queue.enqueue_many(job, [("a",)], priority="high")  # type: ignore[arg-type]
     assert await conn.fetchval("select count(*) from asyncflow.workflows") == 0
+
+
+@pytest.mark.not_on_citus("on Citus enqueue_many enqueues one at a time (docs/scaling.md)")
+async def test_a_client_enqueues_many_by_name_in_one_statement(make_app, db_url, conn):
+    runs: list[str] = []
+    worker, _, _, _ = jobs_app(make_app, runs)
+    async with asyncflow.Client(db_url) as client:
+        assert await client.enqueue_many("q", "job", []) == []
+        with pytest.raises(asyncflow.InvalidArgumentError, match="tuple"):
+            await client.enqueue_many("q", "job", ["a"])  # type: ignore[list-item]
+        with pytest.raises(asyncflow.InvalidArgumentError, match="one workflow id per call"):
+            await client.enqueue_many("q", "job", [("a",)], workflow_ids=["x", "y"])
+        with pytest.raises(asyncflow.InvalidArgumentError, match="queue name"):
+            await client.enqueue_many("", "job", [("a",)])
+        assert await conn.fetchval("select count(*) from asyncflow.workflows") == 0
+        handles = await client.enqueue_many("q", "job", [(f"c{n}",) for n in range(5)],
+                                            workflow_ids=[f"c{n}" for n in range(5)])
+        assert [h.workflow_id for h in handles] == [f"c{n}" for n in range(5)]
+        # One statement: its rows' times are its own time, a microsecond apart in call order.
+        times = [r[0] for r in await conn.fetch(
+            "select created_at from asyncflow.workflows order by workflow_id")]
+        assert [(b - a).total_seconds() for a, b in itertools.pairwise(times)] == [1e-6] * 4
+        rows = await conn.fetch("select status, app_version from asyncflow.workflows")
+        assert {tuple(r) for r in rows} == {("ENQUEUED", "")}  # any version's worker runs them
+        again = await client.enqueue_many("q", "job", [("x",)], workflow_ids=["c0"])
+        assert [h.workflow_id for h in again] == ["c0"]  # an id that exists is that workflow
+        async with worker:
+            assert [await h.get_result(timeout_seconds=20) for h in handles] == [
+                f"c{n}" for n in range(5)]
+        assert runs == [f"c{n}" for n in range(5)]  # first-in first-out, in the order given
