@@ -109,7 +109,9 @@ class Dispatcher:
         store = runtime.store
         executor_id = runtime.executor_id
         assert executor_id is not None
-        if self._uncertain:
+        # (Not while an enqueue here is starting what it claimed: those are not running yet.
+        # It wakes this dispatcher when it is done.)
+        if self._uncertain and not self._enqueuing:
             if await store.release_unstarted(self.spec.name, executor_id, list(runner.running)):
                 logger.info("asyncflow queue %s: put back workflows claimed by a claim whose "
                             "outcome was lost", self.spec.name)
@@ -172,6 +174,8 @@ class Dispatcher:
             return found
         finally:
             self._enqueuing = False
+            if self._uncertain:  # a claim failed meanwhile: its put-back waited for this one
+                runtime.waits.wake(*self._key)
 
     async def _start(self, claim: QueueClaim) -> None:
         runner = self._runner

@@ -159,3 +159,53 @@ async def test_a_waiting_workflow_goes_first(make_app, db_url):
         assert await handle.get_result(timeout_seconds=30) == "b"
         assert (await (await app.retrieve_workflow(other.workflow_id)).get_status()).status \
             == asyncflow.ENQUEUED
+
+
+async def test_a_lost_claim_is_put_back_only_once_the_enqueue_started_its_own(make_app, conn,
+                                                                               monkeypatch):
+    """A claim of the dispatcher failing (outcome unknown) while an enqueue here holds claimed
+    workflows it has not started yet: the put-back (this executor's PENDING workflows not
+    running) waits for the enqueue, so the workflow it claimed is not taken from it."""
+    app, queue, job, gate, _running, _order = gated(make_app)
+    gate.set()
+    async with app:
+        await (await queue.enqueue(job, "warm")).get_result(timeout_seconds=30)
+        await parked(app)
+        dispatcher = app._dispatchers["q"]
+        store = app.runtime.store
+        held, resume, checked = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        start = dispatcher._start
+
+        async def slow_start(claim):
+            held.set()
+            await resume.wait()
+            await start(claim)
+
+        claim_queued = type(store).claim_queued
+
+        async def claim_and_tell(self, *args, **kwargs):
+            try:
+                return await claim_queued(self, *args, **kwargs)
+            finally:
+                checked.set()
+
+        dispatcher._start = slow_start
+        monkeypatch.setattr(type(store), "claim_queued", claim_and_tell)
+        enqueuing = asyncio.ensure_future(queue.enqueue(job, "b"))
+        async with asyncio.timeout(30):
+            await held.wait()  # claimed by the enqueue's statement, not started yet
+        dispatcher._uncertain = True  # as after a claim whose outcome was lost
+        app.runtime.waits.wake("q", "q")
+        async with asyncio.timeout(30):
+            await checked.wait()  # the dispatcher checked meanwhile
+        [row] = await conn.fetch("select status, epoch, executor_id from asyncflow.workflows "
+                                 "where inputs like '%\"b\"%'")
+        assert (row["status"], row["epoch"], row["executor_id"]) == (
+            "PENDING", 1, app.executor_id)  # still the enqueue's
+        checked.clear()
+        resume.set()
+        handle = await enqueuing
+        async with asyncio.timeout(30):
+            await checked.wait()  # woken by the enqueue once done: the put-back ran then
+        assert dispatcher._uncertain is False
+        assert await handle.get_result(timeout_seconds=30) == "b"
