@@ -140,22 +140,6 @@ QUEUE_DEPTH = """
 SELECT count(*) FROM {s}.workflows
 WHERE queue_name = $1 AND status IN ('ENQUEUED', 'DELAYED')"""
 
-# The claim, one round trip: migration 15's function (its first statement locks the queue's row
-# -- created on first use -- so every claim of the queue waits for the one before to commit;
-# its claim statement then counts everything claimed before it). $1 queue, $2 executor, $3 workflow
-# names this executor runs, $4 its app version, $5 concurrency, $6 worker concurrency,
-# $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch,
-# $11 the claimer's runtime clock (a claimed workflow's timeout starts now, unless it had a
-# deadline already), $12 the channel ('d': a deadline was set, for the deadline enforcers).
-# How many may start: the least of the free slots (PENDING workflows of the queue, of this
-# executor), the rate limit's room (starts recorded in the last $8 seconds) and the batch. The
-# ready rows (ENQUEUED, or DELAYED and due) are taken in (priority, created_at) order, skipping
-# full partitions, then at most the free slots of each partition. A row never dispatched runs on
-# any app version (it has no journal yet: it is stamped with the claimer's); one that ran before
-# only on its own version. Due DELAYED rows not taken become ENQUEUED; the starts are recorded.
-# Returns the claimed rows (none: one row of NULLs) and, in every row, how many seconds until
-# the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
-# many ready rows were found and how many could start (found < room: no more ready rows).
 # Enqueue to a queue without limits that this process serves ($12: its executor id; $13: the
 # runtime clock's now, where the timeout $10 starts): inserted PENDING and owned by this executor
 # (as a claim would leave it: epoch 1, dispatched now) unless a workflow waits in the queue (an
@@ -206,6 +190,22 @@ ENQUEUE_CLAIM = """
 SELECT * FROM {s}.enqueue_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                  $15, $16, $17, $18, $19, $20)"""
 
+# The claim, one round trip: migration 15's function (its first statement locks the queue's row
+# -- created on first use -- so every claim of the queue waits for the one before to commit;
+# its claim statement then counts everything claimed before it). $1 queue, $2 executor, $3 workflow
+# names this executor runs, $4 its app version, $5 concurrency, $6 worker concurrency,
+# $7/$8 rate limit (count per seconds), $9 partition concurrency (NULL: no limit), $10 batch,
+# $11 the claimer's runtime clock (a claimed workflow's timeout starts now, unless it had a
+# deadline already), $12 the channel ('d': a deadline was set, for the deadline enforcers).
+# How many may start: the least of the free slots (PENDING workflows of the queue, of this
+# executor), the rate limit's room (starts recorded in the last $8 seconds) and the batch. The
+# ready rows (ENQUEUED, or DELAYED and due) are taken in (priority, created_at) order, skipping
+# full partitions, then at most the free slots of each partition. A row never dispatched runs on
+# any app version (it has no journal yet: it is stamped with the claimer's); one that ran before
+# only on its own version. Due DELAYED rows not taken become ENQUEUED; the starts are recorded.
+# Returns the claimed rows (none: one row of NULLs) and, in every row, how many seconds until
+# the next DELAYED row is due or the rate limit's window opens (NULL: nothing to wait for), how
+# many ready rows were found and how many could start (found < room: no more ready rows).
 CLAIM_QUEUED = """
 SELECT * FROM {s}.claim_queued($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 
