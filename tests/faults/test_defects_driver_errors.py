@@ -70,6 +70,7 @@ def _calls(app: asyncflow.AsyncFlow, flows: dict[str, Any]) -> dict[str, Callabl
         "cancel_workflows": lambda c: c.cancel_workflows(workflow_id_prefix="f"),
         "delete_workflow": lambda c: c.delete_workflow("done"),
         "enqueue": lambda c: c.enqueue("q", "done", 1),
+        "enqueue_many": lambda c: c.enqueue_many("q", "done", [(1,), (2,)]),
         "export_workflows": lambda c: c.export_workflows(None, io.StringIO()),
         "fork_workflow": lambda c: c.fork_workflow("done", 0, workflow_id="forked"),
         "get_all_events": lambda c: c.get_all_events("done"),
