@@ -37,7 +37,7 @@ from .._core.wait import (
 )
 from .._specs import QueueSpec, WorkflowSpec
 from .._status import MAX_RECOVERY_ATTEMPTS_EXCEEDED
-from .._storage.store import ClaimArgs, Enqueued, QueueClaim
+from .._storage.store import ClaimArgs, EnqueueClaimed, Enqueued, QueueClaim
 from .runner import Runner
 
 logger = logging.getLogger("asyncflow")
@@ -123,10 +123,7 @@ class Dispatcher:
             self.depth = await store.queue_depth(self.spec.name)
         self.monitor.ok()
         if claims:
-            self._local.intersection_update(runner.running)
-            for claim in claims:
-                await self._start(claim)
-            self.claimed += len(claims)
+            await self._start_all(claims)
             if more:
                 return len(claims)  # claim again at once
         # Nothing more startable now: park (at once re-checked if woken during this check)
@@ -137,8 +134,7 @@ class Dispatcher:
 
     async def enqueue(
         self, workflow_id: str,
-        insert: Callable[[ClaimArgs], Awaitable[tuple[Enqueued, list[QueueClaim],
-                                                      float | None, bool]]],
+        insert: Callable[[ClaimArgs], Awaitable[EnqueueClaimed]],
     ) -> Enqueued | None:
         """An enqueue in this process that claims in the same statement (``insert``, given the
         claim's arguments): one commit before the workflow runs here, instead of the enqueue's
@@ -164,10 +160,7 @@ class Dispatcher:
                 # Claimed here, they run here; started as the dispatcher would (outside the
                 # enqueuer's trace: a run's span follows the trace context stored with it).
                 with anyio.CancelScope(shield=True), detached(runtime.telemetry):
-                    self._local.intersection_update(runner.running)
-                    for claim in claims:
-                        await self._start(claim)
-                self.claimed += len(claims)
+                    await self._start_all(claims)
             if more or wait_s is not None or not any(
                     claim.workflow_id == workflow_id for claim in claims):
                 runtime.waits.wake(*self._key)
@@ -176,6 +169,12 @@ class Dispatcher:
             self._enqueuing = False
             if self._uncertain:  # a claim failed meanwhile: its put-back waited for this one
                 runtime.waits.wake(*self._key)
+
+    async def _start_all(self, claims: list[QueueClaim]) -> None:
+        self._local.intersection_update(self._runner.running)
+        for claim in claims:
+            await self._start(claim)
+        self.claimed += len(claims)
 
     async def _start(self, claim: QueueClaim) -> None:
         runner = self._runner

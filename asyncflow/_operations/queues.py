@@ -45,7 +45,7 @@ from .._primitives.handle import WorkflowHandle
 from .._recorded import encode_error
 from .._signature import Signature
 from .._specs import QueueSpec, WorkflowSpec
-from .._storage.store import ClaimArgs, Enqueued, QueueClaim
+from .._storage.store import ClaimArgs, EnqueueClaimed
 from .enqueue_args import EnqueueRequest, enqueue_request, many_requests, step_child_id
 
 R = TypeVar("R")
@@ -83,8 +83,7 @@ async def _insert(runtime: Runtime, req: EnqueueRequest, workflow_id: str, app_v
     if claimer is not None and parent_id is None and req.delay_seconds <= 0:
         store = runtime.store
 
-        def claiming(claim: ClaimArgs) -> Awaitable[tuple[Enqueued, list[QueueClaim],
-                                                          float | None, bool]]:
+        def claiming(claim: ClaimArgs) -> Awaitable[EnqueueClaimed]:
             return store.enqueue_claim(
                 workflow_id, req.name, req.inputs, app_version, req.queue_name, req.priority,
                 req.deduplication_id, req.partition_key, traceparent, req.timeout_seconds,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import WorkflowConflictError
 from .._specs import QueueSpec
@@ -66,8 +67,28 @@ def _claims_of(rows: list[Any], batch: int) -> tuple[list[QueueClaim], float | N
     return claims, first["wait_s"], more
 
 
-def _kept_conflicting(workflow_id: str) -> WorkflowConflictError:
-    return WorkflowConflictError(
+#: What an enqueue that may claim returns: the enqueue's outcome, then the claim's (the
+#: claims, the seconds to the next deadline, whether claiming again at once may find more).
+EnqueueClaimed = tuple[Enqueued, list[QueueClaim], float | None, bool]
+_T = TypeVar("_T")
+
+
+def _existing(row: Any) -> Enqueued | None:
+    """Nothing inserted, and the enqueue's row names what holds the id or deduplication id; or
+    ``None``: neither was seen (a concurrent insert committed after the lookup's snapshot)."""
+    if row["existing_name"] is None and row["holder"] is None:
+        return None
+    return Enqueued(False, row["existing_name"], row["holder"])
+
+
+async def _settled(workflow_id: str, attempt: Callable[[], Awaitable[_T | None]]) -> _T:
+    """Run an enqueue's statement until it settles: inserted, or it saw what holds the id or
+    deduplication id (``None``: look again)."""
+    for _ in range(10):
+        got = await attempt()
+        if got is not None:
+            return got
+    raise WorkflowConflictError(
         f"enqueueing workflow {workflow_id!r} kept conflicting with concurrent enqueues of the "
         "same id or deduplication id; try again")
 
@@ -101,7 +122,7 @@ class QueueStatements(StoreBase):
         starts at dispatch. With ``parent_epoch`` (enqueued by the parent's execution of that
         epoch) nothing is inserted unless that execution still owns the parent: then
         ``owned`` is False."""
-        for _ in range(10):
+        async def attempt() -> Enqueued | None:
             row = await self.storage.fetchrow(
                 queues.ENQUEUE_WORKFLOW, workflow_id, name, inputs, app_version, parent_id,
                 queue_name, priority, deduplication_id, delay_seconds, partition_key,
@@ -112,10 +133,9 @@ class QueueStatements(StoreBase):
                 return Enqueued(True, None, None)
             if not row["owned"]:
                 return Enqueued(False, None, None, owned=False)
-            if row["existing_name"] is not None or row["holder"] is not None:
-                return Enqueued(False, row["existing_name"], row["holder"])
-            # A concurrent insert committed after this statement's snapshot: look again.
-        raise _kept_conflicting(workflow_id)
+            return _existing(row)
+
+        return await _settled(workflow_id, attempt)
 
     async def enqueue_claim(
         self,
@@ -130,7 +150,7 @@ class QueueStatements(StoreBase):
         traceparent: str | None,
         timeout_seconds: float | None,
         claim: ClaimArgs,
-    ) -> tuple[Enqueued, list[QueueClaim], float | None, bool]:
+    ) -> EnqueueClaimed:
         """Enqueue (as :meth:`enqueue_workflow`, with no parent and no delay) and, in the same
         statement, claim for this executor what the queue lets start now (as
         :meth:`claim_queued`), unless a claim of the queue is in progress elsewhere; the queue
@@ -147,7 +167,8 @@ class QueueStatements(StoreBase):
                 workflow_id, name, inputs, app_version, queue_name, priority, deduplication_id,
                 partition_key, traceparent, timeout_seconds, claim)
         rate, per = spec.rate_limit if spec.rate_limit is not None else (None, None)
-        for _ in range(10):
+
+        async def attempt() -> EnqueueClaimed | None:
             rows = await self.storage.fetch(
                 queues.ENQUEUE_CLAIM, workflow_id, name, inputs, app_version, queue_name,
                 priority, deduplication_id, partition_key, traceparent, timeout_seconds,
@@ -161,19 +182,19 @@ class QueueStatements(StoreBase):
                     return Enqueued(True, None, None), [], None, False
                 claims, wait_s, more = _claims_of(rows, claim.batch)
                 return Enqueued(True, None, None), claims, wait_s, more
-            if first["existing_name"] is not None or first["holder"] is not None:
-                return Enqueued(False, first["existing_name"], first["holder"]), [], None, False
-            # A concurrent insert committed after the lookup's snapshot: look again.
-        raise _kept_conflicting(workflow_id)
+            existing = _existing(first)
+            return None if existing is None else (existing, [], None, False)
+
+        return await _settled(workflow_id, attempt)
 
     async def _enqueue_run(
         self, workflow_id: str, name: str, inputs: str, app_version: str, queue_name: str,
         priority: int, deduplication_id: str | None, partition_key: str | None,
         traceparent: str | None, timeout_seconds: float | None, claim: ClaimArgs,
-    ) -> tuple[Enqueued, list[QueueClaim], float | None, bool]:
+    ) -> EnqueueClaimed:
         """:meth:`enqueue_claim` for a queue without limits: nothing to count, so no claim and
         no lock; the workflow is inserted as this executor's unless another waits first."""
-        for _ in range(10):
+        async def attempt() -> EnqueueClaimed | None:
             row = await self.storage.fetchrow(
                 queues.ENQUEUE_RUN, workflow_id, name, inputs, app_version, queue_name,
                 priority, deduplication_id, partition_key, traceparent, timeout_seconds,
@@ -184,9 +205,10 @@ class QueueStatements(StoreBase):
                 mine = [QueueClaim(workflow_id, name, inputs, 0, True, row["deadline"],
                                    row["epoch"])] if row["status"] == "PENDING" else []
                 return Enqueued(True, None, None), mine, None, False
-            if row["existing_name"] is not None or row["holder"] is not None:
-                return Enqueued(False, row["existing_name"], row["holder"]), [], None, False
-        raise _kept_conflicting(workflow_id)
+            existing = _existing(row)
+            return None if existing is None else (existing, [], None, False)
+
+        return await _settled(workflow_id, attempt)
 
     async def enqueue_workflows(
         self,

@@ -45,7 +45,7 @@ from .database import Storage, UniqueViolation, holds_connection, report_unavail
 from .driver import refuse_in_replay
 from .history import EXPORT_KINDS, Forked, HistoryStatements
 from .liveness import Beat, Holder, LivenessStatements, Silent
-from .queues import ClaimArgs, Enqueued, QueueClaim, QueueStatements
+from .queues import ClaimArgs, EnqueueClaimed, Enqueued, QueueClaim, QueueStatements
 from .runs import RunStatements
 from .schedules import ScheduleStatements, ScheduleStatus
 from .sql import events, journal, liveness, messages, streams, workflows
@@ -55,9 +55,10 @@ from .versions import Adopted, Stranded, VersionChange, VersionCount, VersionSta
 _OFFSET_RACES = 5
 
 __all__ = [
-    "EXPORT_KINDS", "Adopted", "Beat", "ClaimArgs", "Claimed", "Enqueued", "Forked", "Holder",
-    "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleStatus", "Send", "Silent",
-    "Store", "Stranded", "VersionChange", "VersionCount", "deduplicated_resume", "not_found",
+    "EXPORT_KINDS", "Adopted", "Beat", "ClaimArgs", "Claimed", "Enqueued", "EnqueueClaimed",
+    "Forked", "Holder", "JournalEntry", "Outcome", "QueueClaim", "Resumed", "ScheduleStatus",
+    "Send", "Silent", "Store", "Stranded", "VersionChange", "VersionCount",
+    "deduplicated_resume", "not_found",
 ]
 
 
