@@ -57,9 +57,10 @@ async def main() -> None:
         else:
             print(f"workflow {WORKFLOW_ID} already ended ({before}): its recorded outcome")
         print("event:", await app.get_event(WORKFLOW_ID, "greeting"), flush=True)
-        await app.send(WORKFLOW_ID, "hi there", "reply", idempotency_key="reply-1")
         async for line in app.read_stream(WORKFLOW_ID, "log"):
             print("stream:", line, flush=True)
+            if line == "waiting for a reply":  # (sent once whatever the runs: a key)
+                await app.send(WORKFLOW_ID, "hi there", "reply", idempotency_key="reply-1")
         print("result:", await handle.get_result())
 
 
