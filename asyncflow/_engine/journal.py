@@ -78,8 +78,10 @@ async def record(ctx: WorkflowContext, function_id: int, name: str, **fields: An
     hook = ctx.runtime.on_checkpoint
     if hook is not None:
         hook(ctx.workflow_id, function_id, name)
-    await checked(ctx, ctx.runtime.store.record_operation(
-        ctx.workflow_id, function_id, name, ctx.epoch, **fields))
+    # (checked(), inline: every step's checkpoint comes here)
+    if not await ctx.runtime.store.record_operation(
+            ctx.workflow_id, function_id, name, ctx.epoch, **fields):
+        await stop_for_status(ctx)
     ctx.runtime.waits.wake(JOURNAL, ctx.workflow_id)  # observers only: nobody waits on it
 
 

@@ -18,7 +18,7 @@ from .._engine.context import (
     connection_var,
     step_var,
 )
-from .._engine.journal import begin, record, replayed_value
+from .._engine.journal import begin, ensure_running, record, replayed_value
 from .._engine.observe import attempt as observed
 from .._errors import (
     AsyncFlowError,
@@ -64,9 +64,12 @@ async def run_step(
     """Run a step once per workflow: replay its recorded outcome, or run and record it."""
     if ctx is None:
         return await spec.fn(*args, **kwargs)
-    recorded = await begin(ctx, function_id, spec.name)
+    # (begin(), inline: no coroutine of its own on every step)
+    recorded = ctx.replay(function_id, spec.name)
     if recorded is not None:
         return _read(spec, replayed_value(recorded))
+    if ctx.db_failed or ctx.should_check:
+        await ensure_running(ctx)
     attempt = 0
     delay = spec.retry_interval_seconds
     while True:

@@ -32,6 +32,7 @@ from . import sql
 from .connect import ConnectSettings
 from .driver import (
     _PREPARED_STATEMENTS,
+    DRIVER_ERRORS,
     Connection,
     RetryableTransactionError,
     Row,
@@ -41,8 +42,12 @@ from .driver import (
     _unavailable,
     map_errors,
     on_unavailable,
+    prepare_kept,
+    raise_mapped,
     refuse_in_replay,
     report_unavailable,
+    run_prepared,
+    shaped,
 )
 from .pool import ConnectionPool
 from .sql import citus, distribute, migrations, sessions
@@ -296,16 +301,30 @@ class Storage:
         return self._query("fetchval", template, args)
 
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
+        # Nearly every statement's path: no coroutine or context manager but this one.
         refuse_in_replay("a database statement")
         held = _held.get()
         if held is not None:  # inside a transaction of this task: use its connection
             with map_errors(held):
                 return await getattr(held, method)(self.sql(template), *args)
         pool = self.pool
-        conn = await pool.acquire()
+        conn = pool.take_idle() or await pool.acquire()
         try:
+            text = self.sql(template)
+            statement = conn.statements.get(text)
+            if statement is None:
+                statement = await prepare_kept(conn, text, args)
+                if statement is None:
+                    return await getattr(conn, method)(text, *args)
+            rows, status, _ = await run_prepared(conn, statement, args, method)
+            return shaped(method, rows, status)
+        except pgerr.InvalidCachedStatementError:
+            # A schema change since it was prepared (so it did nothing): the driver runs it.
+            conn.statements.pop(text, None)
             with map_errors(conn):
-                return await getattr(conn, method)(self.sql(template), *args)
+                return await getattr(conn, method)(text, *args)
+        except DRIVER_ERRORS as exc:
+            raise_mapped(exc, conn)  # (as map_errors does)
         finally:
             # Also when cancelled mid-statement: asyncpg cancels the statement on the server and
             # the connection's next statement waits for that, so it stays usable.

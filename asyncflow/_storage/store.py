@@ -9,6 +9,7 @@ own connection when called inside ``storage.transaction()`` by the same task. Th
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any
 
 from .. import _codec
@@ -262,7 +263,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             for row in rows
         ]
 
-    async def record_operation(
+    def record_operation(
         self,
         workflow_id: str,
         function_id: int,
@@ -274,14 +275,14 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         child_id: str | None = None,
         completed: bool = True,
         deadline: float | None = None,
-    ) -> bool:
+    ) -> Coroutine[Any, Any, bool]:
         """Journal one operation of the execution of ``epoch``; False when the workflow is no
-        longer PENDING at that epoch."""
-        recorded: bool = await self._submit(
+        longer PENDING at that epoch. (A plain function returning the write's coroutine: it is
+        every step's checkpoint.)"""
+        return self._submit(
             self.records, self._record_one,
             (workflow_id, function_id, name, output, error, child_id, completed, deadline,
              epoch))
-        return recorded
 
     async def complete_operation(
         self, workflow_id: str, function_id: int, output: str | None, epoch: int
