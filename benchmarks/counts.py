@@ -2,7 +2,8 @@
 made, the write transactions the server committed and the WAL it wrote.
 
 * **round trips**: every statement this process sent (``fetch*``, ``execute`` with or without
-  arguments, ``executemany``), counted in the driver's ``Connection`` while the section runs.
+  arguments, ``executemany``), counted in the driver's ``Connection`` while the section runs,
+  and the statements asyncflow's storage runs prepared (``run_prepared``, past those methods).
   A multi-statement simple query counts once: it is one round trip.
 * **write transactions**: transaction ids assigned on the whole server (``pg_current_xact_id``
   before and after, less the one the second read takes). A read-only statement assigns none;
@@ -28,6 +29,8 @@ from typing import Any
 
 import asyncpg
 
+from asyncflow._storage import database
+
 from .model import Figure
 
 XACT_ID = "SELECT pg_current_xact_id()::text::bigint"
@@ -40,6 +43,7 @@ class _Trips:
     def __init__(self) -> None:
         self.count = 0
         self._saved: dict[str, Any] = {}
+        self._prepared: Any = None
 
     def install(self) -> None:
         cls = asyncpg.Connection
@@ -63,10 +67,20 @@ class _Trips:
         cls.execute = counted_execute
         cls._execute = counted_internal
         cls.executemany = counted_many
+        # asyncflow's storage runs the statements it keeps prepared through the driver's
+        # protocol (asyncflow._storage.driver.run_prepared), past the methods above.
+        prepared = self._prepared = getattr(database, "run_prepared")  # noqa: B009
+
+        def counted_prepared(*args: Any) -> Any:
+            trips.count += 1
+            return prepared(*args)
+
+        setattr(database, "run_prepared", counted_prepared)  # noqa: B010
 
     def remove(self) -> None:
         for name, method in self._saved.items():
             setattr(asyncpg.Connection, name, method)
+        setattr(database, "run_prepared", self._prepared)  # noqa: B010
 
 
 class Counted:
