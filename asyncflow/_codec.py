@@ -81,7 +81,7 @@ def dumps(value: Any, what: str = "value", root: str = "value") -> str:
     if len(data) > MAX_VALUE_BYTES:
         _too_large(what, len(data))
     # orjson writes NaN/Infinity as null; refuse instead of silently changing the value.
-    if b"null" in data and _has_non_finite(value):
+    if b"null" in data and value is not None and _has_non_finite(value):
         plain(value, what, root)  # raises, naming where the NaN is
     return data.decode()
 

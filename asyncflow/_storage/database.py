@@ -303,12 +303,9 @@ class Storage:
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
         # Nearly every statement's path: no coroutine or context manager but this one.
         refuse_in_replay("a database statement")
-        held = _held.get()
-        if held is not None:  # inside a transaction of this task: use its connection
-            with map_errors(held):
-                return await getattr(held, method)(self.sql(template), *args)
+        held = _held.get()  # inside a transaction of this task: its connection
         pool = self.pool
-        conn = pool.take_idle() or await pool.acquire()
+        conn = held or pool.take_idle() or await pool.acquire()
         try:
             text = self.sql(template)
             statement = conn.statements.get(text)
@@ -318,9 +315,12 @@ class Storage:
                     return await getattr(conn, method)(text, *args)
             rows, status, _ = await run_prepared(conn, statement, args, method)
             return shaped(method, rows, status)
-        except pgerr.InvalidCachedStatementError:
-            # A schema change since it was prepared (so it did nothing): the driver runs it.
+        except pgerr.InvalidCachedStatementError as exc:
+            # A schema change since it was prepared (so it did nothing): the driver runs it,
+            # unless it aborted the transaction it ran in.
             conn.statements.pop(text, None)
+            if held is not None:
+                raise_mapped(exc, conn)
             with map_errors(conn):
                 return await getattr(conn, method)(text, *args)
         except DRIVER_ERRORS as exc:
@@ -328,7 +328,8 @@ class Storage:
         finally:
             # Also when cancelled mid-statement: asyncpg cancels the statement on the server and
             # the connection's next statement waits for that, so it stays usable.
-            pool.release(conn)
+            if held is None:
+                pool.release(conn)
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[Connection]:
