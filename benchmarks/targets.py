@@ -28,6 +28,12 @@ def _throughput_limit(floor: Floor | None, _params: dict[str, Any]) -> float | N
     return 2500.0 if floor is None else min(2500.0, 0.6 * floor.notify_commits_per_s_20)
 
 
+def _step_cpu_limit(floor: Floor | None, _params: dict[str, Any]) -> float | None:
+    # Issue 23's "≤ 60 µs per step" was set on a machine where the floor's commit cost 42.6 µs
+    # of CPU: as a ratio (this machine's CPU per commit varies with the day), 1.4x.
+    return 60.0 if floor is None or floor.commit_cpu_us <= 0 else 1.4 * floor.commit_cpu_us
+
+
 def _pool_limit(_floor: Floor | None, params: dict[str, Any]) -> float | None:
     pool = params.get("pool_size")
     return None if pool is None else float(pool) + 1
@@ -56,7 +62,8 @@ TARGETS: tuple[Target, ...] = (
     Target("streams_concurrent", "sustained_latency_p99_ms", "<=",
            "≤ 10 ms at half the capacity", _fixed(10.0)),
     Target("streams_concurrent", "cpu_us_per_value", "<=", "≤ 40 µs", _fixed(40.0)),
-    Target("steps", "cpu_us_per_step", "<=", "≤ 60 µs", _fixed(60.0)),
+    Target("steps", "cpu_us_per_step", "<=",
+           "≤ 1.4x asyncpg CPU per commit (60 µs when it was 42.6)", _step_cpu_limit),
     Target("waiters", "connections_peak", "<=", "≤ pool size + 1", _pool_limit),
     Target("waiters", "rss_mb", "<=", "≤ 300 MB", _fixed(300)),
     Target("recovery", "seconds", "<=", "≤ 3 s", _fixed(3.0)),

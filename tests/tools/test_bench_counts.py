@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from asyncflow._storage.database import Storage
 from benchmarks.counts import Counted
 
 
@@ -30,3 +31,22 @@ async def test_counts_round_trips_write_transactions_and_wal(db_url: str) -> Non
         assert counts.round_trips == 6
     finally:
         await conn.close()
+
+
+async def test_counts_the_statements_asyncflow_runs_prepared(db_url: str) -> None:
+    # asyncflow's storage runs statements it keeps prepared through the driver's protocol, past
+    # the driver's methods: they are counted all the same.
+    storage = Storage(db_url, "asyncflow", pool_size=1)
+    await storage.open()
+    try:
+        await storage.execute("CREATE TABLE counted (id integer PRIMARY KEY)")
+        async with Counted(db_url) as counts:
+            for index in range(3):  # prepared by the first, then run as kept
+                await storage.execute("INSERT INTO counted VALUES ($1)", index)
+            assert await storage.fetchval("SELECT count(*) FROM counted WHERE id < $1", 9) == 3
+        assert counts.round_trips == 4
+        assert counts.write_transactions == 3
+        await storage.execute("INSERT INTO counted VALUES ($1)", 30)
+        assert counts.round_trips == 4  # outside the section
+    finally:
+        await storage.close()
