@@ -535,8 +535,18 @@ async def queued(make_app: Any) -> AsyncIterator[tuple[asyncflow.AsyncFlow, dict
                            deduplication_id="dedup-<1>", partition_key="tenant-a", priority=-5)
         await fast.enqueue(hold, workflow_id="fast-hold")
         assert await app.get_event("fast-hold", "up", timeout_seconds=60) is True
+        # Its result may be read from the database before the task that committed it wakes
+        # this process's observers ("t"): the setup waits for that too, so no live page opened
+        # afterwards hears of it.
+        ended = asyncio.Event()
+        remove = app._waits.add_observer(
+            lambda kind, workflow_id: ended.set() if (kind, workflow_id) == ("t", "fast-done")
+            else None)
         done = await fast.enqueue(flows["double"], 21, workflow_id="fast-done")
         assert await done.get_result(timeout_seconds=60) == 42
+        async with asyncio.timeout(30):
+            await ended.wait()
+        remove()
         yield app, {**flows, "work": work, "fast": fast}
 
 
