@@ -303,9 +303,12 @@ class Storage:
     async def _query(self, method: str, template: str, args: tuple[Any, ...]) -> Any:
         # Nearly every statement's path: no coroutine or context manager but this one.
         refuse_in_replay("a database statement")
-        held = _held.get()  # inside a transaction of this task: its connection
-        pool = self.pool
-        conn = held or pool.take_idle() or await pool.acquire()
+        held = _held.get()
+        if held is None:
+            pool = self.pool
+            conn = pool.take_idle() or await pool.acquire()
+        else:  # inside a transaction of this task: its connection
+            pool, conn = None, held
         try:
             text = self.sql(template)
             statement = conn.statements.get(text)
@@ -316,8 +319,7 @@ class Storage:
             rows, status, _ = await run_prepared(conn, statement, args, method)
             return shaped(method, rows, status)
         except pgerr.InvalidCachedStatementError as exc:
-            # A schema change since it was prepared (so it did nothing): the driver runs it,
-            # unless it aborted the transaction it ran in.
+            # Prepared before a schema change (it did nothing): run again, unless in a transaction.
             conn.statements.pop(text, None)
             if held is not None:
                 raise_mapped(exc, conn)
@@ -328,7 +330,7 @@ class Storage:
         finally:
             # Also when cancelled mid-statement: asyncpg cancels the statement on the server and
             # the connection's next statement waits for that, so it stays usable.
-            if held is None:
+            if pool is not None:
                 pool.release(conn)
 
     @asynccontextmanager

@@ -46,7 +46,7 @@ class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         #: asyncflow's single statements prepared on this connection, by SQL text: the storage
         #: runs them as prepared statements, a shorter path through the driver than its own
-        #: statement cache (about an eighth of a statement's CPU). Not kept when the driver
+        #: statement cache (about a fifth of a statement's CPU). Not kept when the driver
         #: caches no statements (``statement_cache_size=0``: a transaction pooler).
         self.statements: dict[str, asyncpg.prepared_stmt.PreparedStatement] = {}
         self.prepares = _DIRECT and self._config.statement_cache_size > 0
@@ -61,8 +61,8 @@ class PoolConnection(asyncpg.Connection):  # type: ignore[misc]
         self._config = self._config._replace(command_timeout=seconds)
 
 
-#: Whether the driver has what :func:`run_prepared` uses (asyncpg 0.18 and later have: a test
-#: pins it); without it every statement takes the driver's public path.
+#: Whether the driver has what :func:`run_prepared` uses (asyncpg 0.29 to 0.32 have, with the
+#: same ``bind_execute``; a test pins it); without it every statement takes the public path.
 _DIRECT = (hasattr(asyncpg.Connection, "_protocol")
            and hasattr(asyncpg.prepared_stmt.PreparedStatement, "_state")
            and hasattr(asyncpg.protocol.Protocol, "bind_execute"))
