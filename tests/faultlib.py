@@ -120,6 +120,8 @@ class FaultProxy:
     server keeps its backend (and its locks) until ``release()`` — a half-open connection.
     ``cut_off()`` cuts every connection and refuses new ones until ``restore()``: the clients
     behind the proxy are cut off from the database (their backends exit, their locks go).
+    ``hold_connects()`` keeps new connections waiting before they reach the server (a slow
+    connect) until ``release_connects()``; ``connecting`` is set when one waits.
     """
 
     def __init__(self, url: str) -> None:
@@ -132,6 +134,9 @@ class FaultProxy:
         self.cuts = 0
         self.refusing = False
         self.refused = 0
+        self.accepted = 0  # connections that reached the server
+        self._gate: asyncio.Event | None = None
+        self.connecting = asyncio.Event()
 
     async def start(self) -> str:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -167,6 +172,16 @@ class FaultProxy:
         self.refusing = True
         return self.cut_all()
 
+    def hold_connects(self) -> None:
+        """Keep each new connection waiting before it reaches the server."""
+        self._gate = asyncio.Event()
+
+    def release_connects(self) -> None:
+        """Let the held connections (and any new one) through."""
+        if self._gate is not None:
+            self._gate.set()
+            self._gate = None
+
     def restore(self) -> None:
         """Accept connections again."""
         self.refusing = False
@@ -194,7 +209,12 @@ class FaultProxy:
             self.refused += 1
             _close(writer)
             return
+        gate = self._gate
+        if gate is not None:
+            self.connecting.set()
+            await gate.wait()
         path, host, port = self._upstream
+        self.accepted += 1
         try:
             if path is not None:
                 up_reader, up_writer = await asyncio.open_unix_connection(path)

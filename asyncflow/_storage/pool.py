@@ -52,6 +52,8 @@ class ConnectionPool:
         self.pids: set[int] = set()
         # The pid of each open connection, kept here: a terminated connection cannot tell it.
         self._pid_of: dict[Connection, int] = {}
+        #: Connections being opened, by tasks of the pool's own (see ``_take``).
+        self._opening: set[asyncio.Future[Connection]] = set()
 
     @property
     def size(self) -> int:
@@ -123,20 +125,22 @@ class ConnectionPool:
                 return idle
             if self._open < self._size:
                 self._open += 1
+                # Opened by a task of the pool's: a caller cancelled while it connects (a
+                # client's deadline) leaves the connection to the pool rather than abandoning
+                # a session the server has already started (a storm of short deadlines would
+                # otherwise open sessions without end, none of them ever used).
+                opening = asyncio.ensure_future(self._connect())
+                self._opening.add(opening)
+                opening.add_done_callback(self._opening.discard)
                 try:
-                    with map_errors(), _configuration_errors(self._url):
-                        new: Connection = await asyncpg.connect(
-                            self._url, connection_class=PoolConnection, **self._options)
-                    pid = self._pid_of[new] = new.get_server_pid()
-                    self.pids.add(pid)
-                    # Forget the pid the moment the connection is gone, so a backend that later
-                    # gets the same pid is never mistaken for ours.
-                    new.add_termination_listener(lambda _c, pid=pid: self.pids.discard(pid))
-                    return self._watched(new)
-                except BaseException:
-                    self._open -= 1
-                    self._hand(None)
+                    new = await asyncio.shield(opening)
+                except asyncio.CancelledError:
+                    if not opening.cancelled():  # the caller was, not the connect
+                        opening.add_done_callback(self._opened_for_none)
+                    elif self._closed and not _cancelling():  # the connect was, by close()
+                        raise NotLaunchedError("the connection pool is closed") from None
                     raise
+                return self._watched(new)
             waiter: asyncio.Future[Connection | None] = (
                 asyncio.get_running_loop().create_future()
             )
@@ -179,8 +183,37 @@ class ConnectionPool:
         if conn is not None:
             self._idle.append((conn, time.monotonic()))
 
+    async def _connect(self) -> Connection:
+        """Open a connection for a slot already counted in ``_open``; on failure the slot is
+        freed (and handed to a waiter, which then opens one itself)."""
+        try:
+            with map_errors(), _configuration_errors(self._url):
+                new: Connection = await asyncpg.connect(
+                    self._url, connection_class=PoolConnection, **self._options)
+            pid = self._pid_of[new] = new.get_server_pid()
+            self.pids.add(pid)
+            # Forget the pid the moment the connection is gone, so a backend that later gets
+            # the same pid is never mistaken for ours.
+            new.add_termination_listener(lambda _c, pid=pid: self.pids.discard(pid))
+            return new
+        except BaseException:
+            self._open -= 1
+            self._hand(None)
+            raise
+
+    def _opened_for_none(self, opening: asyncio.Future[Connection]) -> None:
+        """A connection opened for a caller that was cancelled meanwhile: the pool's (idle, or
+        to a waiter); a failure was already accounted for by ``_connect``."""
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        self.release(opening.result())
+
     async def close(self) -> None:
         self._closed = True
+        opening = list(self._opening)
+        for task in opening:
+            task.cancel()
+        await asyncio.gather(*opening, return_exceptions=True)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -197,3 +230,9 @@ class ConnectionPool:
                 await asyncio.wait_for(conn.close(), 5)
             except Exception:
                 conn.terminate()
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
