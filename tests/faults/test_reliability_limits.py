@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import math
+import traceback
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,9 @@ import asyncpg
 import pytest
 
 import asyncflow
+from asyncflow._storage.database import Storage
+from asyncflow._storage.driver import PoolConnection
+from asyncflow._storage.pool import ConnectionPool
 
 WITHIN = 10  # seconds: bound on waits that hang while a bug is present
 
@@ -390,8 +394,40 @@ async def _cancelled_waits(app: asyncflow.AsyncFlow, handle: Any, call: str, cou
             return
 
 
+class _Openings:
+    """The connections the app opens, by who opened them, and why pool connections ended."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pool = 0
+        self.other = 0
+        self.ended: list[str] = []
+        connect, session = ConnectionPool._connect, Storage.connect
+        terminate = PoolConnection.terminate
+
+        async def pool_connect(pool: ConnectionPool) -> Any:
+            self.pool += 1
+            return await connect(pool)
+
+        async def session_connect(storage: Storage, *args: Any, **kwargs: Any) -> Any:
+            self.other += 1
+            return await session(storage, *args, **kwargs)
+
+        def ended(conn: PoolConnection) -> None:
+            frames = traceback.extract_stack(limit=6)[:-1]
+            self.ended.append(" < ".join(f"{f.name}:{f.lineno}" for f in reversed(frames)))
+            terminate(conn)
+
+        monkeypatch.setattr(ConnectionPool, "_connect", pool_connect)
+        monkeypatch.setattr(Storage, "connect", session_connect)
+        monkeypatch.setattr(PoolConnection, "terminate", ended)
+
+    def __str__(self) -> str:
+        return (f"the pool opened {self.pool}, other sessions {self.other}; pool connections "
+                f"terminated: {self.ended}")
+
+
 async def _run_cancelled_waits(make_app: Any, conn: Any, db_url: str, call: str,
-                               count: int) -> None:
+                               count: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``count`` calls, each cancelled while its statement runs: the statement waits for a lock
     held by another session, so every cancellation lands mid-statement."""
     if await conn.fetchval("select current_setting('server_version_num')::int") < 140000:
@@ -405,9 +441,10 @@ async def _run_cancelled_waits(make_app: Any, conn: Any, db_url: str, call: str,
 
     monitor = await asyncpg.connect(db_url)  # outside the lock's transaction: fresh statistics
     before = await sessions_opened(monitor)
+    openings = _Openings(monkeypatch)
 
     async def too_many() -> bool:
-        return await sessions_opened(monitor) - before > pool_size + 3
+        return openings.pool > pool_size + 2
 
     async with asyncio.timeout(120), app:
         handle = await app.start_workflow(quiet, workflow_id="q")
@@ -425,17 +462,22 @@ async def _run_cancelled_waits(make_app: Any, conn: Any, db_url: str, call: str,
     await monitor.close()
     # A cancellation racing the statement's end can (rarely, under load) leave asyncpg's
     # connection unusable, and the pool replaces it: a couple, never one per cancelled call.
-    assert opened <= pool_size + 3, f"{opened} sessions opened (pool of {pool_size} + LISTEN)"
+    assert openings.pool <= pool_size + 2, f"{opened} sessions opened: {openings}"
+    # And the server saw no session the app did not open. Its statistics lag: a backend
+    # reports its session when it first goes idle, and defers that under contention, so the
+    # test's own two sessions (``conn``, ``monitor``) may land after ``before``.
+    assert opened <= openings.pool + openings.other + 2, f"{opened} sessions opened: {openings}"
 
 
-async def test_item11_cancelled_get_event_waits_keep_their_connections(make_app, conn, db_url):
-    await _run_cancelled_waits(make_app, conn, db_url, "get_event", 1000)
+async def test_item11_cancelled_get_event_waits_keep_their_connections(make_app, conn, db_url,
+                                                                      monkeypatch):
+    await _run_cancelled_waits(make_app, conn, db_url, "get_event", 1000, monkeypatch)
 
 
 @pytest.mark.parametrize("call", ["get_result", "list_workflows"])
 async def test_item11_sibling_cancelled_calls_keep_their_connections(make_app, conn, db_url,
-                                                                   call):
-    await _run_cancelled_waits(make_app, conn, db_url, call, 200)
+                                                                   call, monkeypatch):
+    await _run_cancelled_waits(make_app, conn, db_url, call, 200, monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------
