@@ -9,7 +9,9 @@ this is the figure to compare before and after a change of a hot path. The floor
 the suite's (``floor.py``): plain asyncpg sending a one-row INSERT on a held connection.
 
 Cases: ``floor``; ``step`` (a no-op step in a running workflow: its checkpoint); ``workflow``
-(start a workflow of one step and wait for its result, one after another).
+(start a workflow of one step and wait for its result, one after another); ``pingpong`` (a
+round of the scenario of that name, from the app: ``send``, the workflow's ``recv`` and
+``set_event``, ``get_event``; the instructions of both sides, which share the process).
 
 It runs against ``ASYNCFLOW_DATABASE_URL`` when set, else the embedded server, in a fresh
 database of its own, and needs ``valgrind`` on the PATH. Under valgrind Python runs about 50
@@ -33,7 +35,7 @@ from .floor import CREATE, INSERT
 from .server import Server
 
 SMALL, LARGE = 500, 2500
-CASES = ("floor", "step", "workflow")
+CASES = ("floor", "step", "workflow", "pingpong")
 
 
 async def _child(case: str, count: int, url: str) -> None:
@@ -58,9 +60,22 @@ async def _child(case: str, count: int, url: str) -> None:
             await noop()
         return total
 
+    @app.workflow(name="bench.ponger")
+    async def ponger(total: int) -> int:
+        for index in range(total):
+            message = await asyncflow.recv("ping", timeout_seconds=60)
+            await asyncflow.set_event(f"pong{index}", message)
+        return total
+
     async with app:
         if case == "step":
             await steps(count)
+        elif case == "pingpong":
+            handle = await app.start_workflow(ponger, count)
+            for index in range(count):
+                await app.send(handle.workflow_id, index, "ping")
+                await app.get_event(handle.workflow_id, f"pong{index}", timeout_seconds=30)
+            await handle.get_result()
         else:
             for _ in range(count):
                 await (await app.start_workflow(steps, 1)).get_result()
