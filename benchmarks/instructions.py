@@ -32,6 +32,7 @@ import asyncpg
 import asyncflow
 
 from .floor import CREATE, INSERT
+from .scenarios import pingpong
 from .server import Server
 
 SMALL, LARGE = 500, 2500
@@ -60,21 +61,14 @@ async def _child(case: str, count: int, url: str) -> None:
             await noop()
         return total
 
-    @app.workflow(name="bench.ponger")
-    async def ponger(total: int) -> int:
-        for index in range(total):
-            message = await asyncflow.recv("ping", timeout_seconds=60)
-            await asyncflow.set_event(f"pong{index}", message)
-        return total
+    ponger = pingpong.register(app)
 
     async with app:
         if case == "step":
             await steps(count)
         elif case == "pingpong":
             handle = await app.start_workflow(ponger, count)
-            for index in range(count):
-                await app.send(handle.workflow_id, index, "ping")
-                await app.get_event(handle.workflow_id, f"pong{index}", timeout_seconds=30)
+            await pingpong.rounds(app, handle.workflow_id, 0, count)
             await handle.get_result()
         else:
             for _ in range(count):
