@@ -11,7 +11,10 @@ the suite's (``floor.py``): plain asyncpg sending a one-row INSERT on a held con
 Cases: ``floor``; ``step`` (a no-op step in a running workflow: its checkpoint); ``workflow``
 (start a workflow of one step and wait for its result, one after another); ``pingpong`` (a
 round of the scenario of that name, from the app: ``send``, the workflow's ``recv`` and
-``set_event``, ``get_event``; the instructions of both sides, which share the process).
+``set_event``, ``get_event``; the instructions of both sides, which share the process);
+``queued`` (a workflow of no step, enqueued with all the others by one ``enqueue_many`` in one
+transaction and run by the same process, which serves the queue: ``queue_fleet``'s 0-step
+drain with one worker, the enqueue included).
 
 It runs against ``ASYNCFLOW_DATABASE_URL`` when set, else the embedded server, in a fresh
 database of its own, and needs ``valgrind`` on the PATH. Under valgrind Python runs about 50
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -32,11 +36,11 @@ import asyncpg
 import asyncflow
 
 from .floor import CREATE, INSERT
-from .scenarios import pingpong
+from .scenarios import pingpong, queue_app, queue_fleet
 from .server import Server
 
 SMALL, LARGE = 500, 2500
-CASES = ("floor", "step", "workflow", "pingpong")
+CASES = ("floor", "step", "workflow", "pingpong", "queued")
 
 
 async def _child(case: str, count: int, url: str) -> None:
@@ -48,6 +52,9 @@ async def _child(case: str, count: int, url: str) -> None:
                 await conn.execute(INSERT, "x")
         finally:
             await conn.close()
+        return
+    if case == "queued":
+        await _queued(count, url)
         return
     app = asyncflow.AsyncFlow(url, app_version="bench")
 
@@ -73,6 +80,17 @@ async def _child(case: str, count: int, url: str) -> None:
         else:
             for _ in range(count):
                 await (await app.start_workflow(steps, 1)).get_result()
+
+
+async def _queued(count: int, url: str) -> None:
+    built = queue_app.build(url, [queue_app.FLEET_QUEUE], lambda _id, _at: None)
+    prefix = f"q{os.getpid()}-"  # (each measured process: workflows of its own)
+    finished = queue_fleet.Finished(prefix, count)
+    async with built.app:
+        remove = built.app._waits.add_observer(finished)
+        await built.enqueue_all(prefix, count, 0)
+        await finished.done.wait()
+        remove()
 
 
 def _instructions(case: str, count: int, url: str) -> int:
