@@ -246,6 +246,13 @@ async def test_streaming_sse_resume_and_client_example(server: str, db_url: str)
         assert lines[-1] == "stream closed"
 
 
+def _ctrl_c_as_a_terminal_sends_it() -> None:
+    """In the child, before it runs: SIGINT back to its default disposition. A suite started
+    in the background of a non-interactive shell inherits SIGINT ignored, and a Python started
+    with it ignored never raises KeyboardInterrupt: the Ctrl-C these tests send would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def run_quickstart(
     cwd: Path, stop: signal.Signals | None = None, at: str = "stream: waiting 2 seconds"
 ) -> tuple[int, list[str], str]:
@@ -253,7 +260,8 @@ async def run_quickstart(
     prints a line starting with ``at``. Its exit code, stdout lines and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLES / "quickstart.py"), cwd=cwd, env=cli_env(None),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_a_terminal_sends_it)
     proc = Proc(process)
     try:
         if stop is not None:
@@ -322,7 +330,8 @@ async def _quickstart_copy(path: Path, db_url: str, stop_at: str | None = None) 
     env["ASYNCFLOW_DATABASE_URL"] = db_url
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(path), cwd=path.parent, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=_ctrl_c_as_a_terminal_sends_it)
     proc = Proc(process)
     try:
         if stop_at is not None:
