@@ -75,8 +75,10 @@ class WorkflowContext:
             raise WorkflowCancelledError(f"workflow {self.workflow_id!r} was cancelled")
 
     @property
-    def should_check(self) -> bool:
-        return self.cancelled or self.stop_hint
+    def needs_check(self) -> bool:
+        """Whether an operation must look before it starts (``journal.ensure_running`` has
+        something to do): a plain test, for the paths that skip the call when it has not."""
+        return self.db_failed or self.cancelled or self.stop_hint
 
 
 class StepContext:

@@ -54,12 +54,12 @@ async def ensure_running(ctx: WorkflowContext) -> None:
     """Before starting an operation: stop if the workflow was cancelled (or ended elsewhere),
     or if an earlier operation of this execution lost the database (the execution is re-run
     from its journal: nothing may be recorded after an operation that was not)."""
+    if not ctx.needs_check:
+        return
     if ctx.db_failed:
         raise DatabaseUnavailableError(
             f"an earlier operation of workflow {ctx.workflow_id!r} could not reach the "
             "database; this execution records nothing more and is re-run from its journal")
-    if not ctx.should_check:
-        return
     ctx.check_cancelled()
     ctx.stop_hint = False
     status, epoch = await ctx.runtime.store.workflow_ownership(ctx.workflow_id)

@@ -68,7 +68,7 @@ async def run_step(
     recorded = ctx.replay(function_id, spec.name)
     if recorded is not None:
         return _read(spec, replayed_value(recorded))
-    if ctx.db_failed or ctx.should_check:
+    if ctx.needs_check:
         await ensure_running(ctx)
     attempt = 0
     delay = spec.retry_interval_seconds

@@ -52,7 +52,7 @@ class ConnectionPool:
         self.pids: set[int] = set()
         # The pid of each open connection, kept here: a terminated connection cannot tell it.
         self._pid_of: dict[Connection, int] = {}
-        #: Connections being opened, by tasks of the pool's own (see ``_take``).
+        #: Connections being opened, by tasks of the pool's own (see ``acquire``).
         self._opening: set[asyncio.Future[Connection]] = set()
 
     @property
@@ -67,9 +67,6 @@ class ConnectionPool:
     def busy(self) -> bool:
         """Whether an acquire now would wait: no idle connection, and no room to open one."""
         return not self._idle and self._open >= self._size
-
-    async def acquire(self) -> Connection:
-        return await self._take()  # (an idle one first: see take_idle)
 
     def take_idle(self) -> Connection | None:
         """An idle connection, taken without waiting; ``None`` when none is idle (then
@@ -116,7 +113,9 @@ class ConnectionPool:
             conn.timed_out = True
             conn.terminate()  # the statement under way fails with the command-timeout error
 
-    async def _take(self) -> Connection:
+    async def acquire(self) -> Connection:
+        """A connection: an idle one (see :meth:`take_idle`), a new one while there is room,
+        else the next one released."""
         while True:
             if self._closed:
                 raise NotLaunchedError("the connection pool is closed")

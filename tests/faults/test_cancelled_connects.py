@@ -5,6 +5,8 @@ connect under way."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -14,17 +16,23 @@ from asyncflow import NotLaunchedError
 from asyncflow._storage.pool import ConnectionPool
 
 
-async def _held(db_url: str) -> tuple[FaultProxy, ConnectionPool]:
+@asynccontextmanager
+async def _held(db_url: str) -> AsyncIterator[tuple[FaultProxy, ConnectionPool]]:
+    """A pool of one connection behind a proxy that holds each connect until released."""
     proxy = FaultProxy(db_url)
     url = await proxy.start()
     proxy.hold_connects()
-    return proxy, ConnectionPool(url, 1)
+    pool = ConnectionPool(url, 1)
+    try:
+        yield proxy, pool
+    finally:
+        await pool.close()
+        await proxy.close()
 
 
 async def test_a_caller_cancelled_while_its_connection_opens_leaves_it_to_the_pool(
         db_url: str) -> None:
-    proxy, pool = await _held(db_url)
-    try:
+    async with _held(db_url) as (proxy, pool):
         caller = asyncio.ensure_future(pool.acquire())
         await asyncio.wait_for(proxy.connecting.wait(), 30)
         caller.cancel()
@@ -36,14 +44,10 @@ async def test_a_caller_cancelled_while_its_connection_opens_leaves_it_to_the_po
         assert proxy.accepted == 1, "the cancelled caller's connection was abandoned"
         assert pool.open_connections == 1
         pool.release(conn)
-    finally:
-        await pool.close()
-        await proxy.close()
 
 
 async def test_a_cancelled_callers_connection_goes_to_the_next_waiter(db_url: str) -> None:
-    proxy, pool = await _held(db_url)
-    try:
+    async with _held(db_url) as (proxy, pool):
         first = asyncio.ensure_future(pool.acquire())
         await asyncio.wait_for(proxy.connecting.wait(), 30)
         second = asyncio.ensure_future(pool.acquire())  # waits: the one slot is opening
@@ -53,19 +57,13 @@ async def test_a_cancelled_callers_connection_goes_to_the_next_waiter(db_url: st
         conn = await asyncio.wait_for(second, 30)
         assert proxy.accepted == 1
         pool.release(conn)
-    finally:
-        await pool.close()
-        await proxy.close()
 
 
 async def test_closing_the_pool_ends_a_connect_under_way(db_url: str) -> None:
-    proxy, pool = await _held(db_url)
-    try:
+    async with _held(db_url) as (proxy, pool):
         caller: asyncio.Future[Any] = asyncio.ensure_future(pool.acquire())
         await asyncio.wait_for(proxy.connecting.wait(), 30)
         await asyncio.wait_for(pool.close(), 30)
         with pytest.raises(NotLaunchedError):
             await caller
         assert pool.open_connections == 0
-    finally:
-        await proxy.close()
