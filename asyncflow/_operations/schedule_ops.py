@@ -159,10 +159,13 @@ class ScheduleOps:
         return found
 
     async def delete_schedule(self, name: str) -> None:
-        """Delete a schedule made with :meth:`create_schedule`: no tick of it starts anywhere
-        from now on (runs already started go on). :class:`ScheduleNotFoundError` if there is
-        none; one registered by ``@app.scheduled`` is refused (:class:`ScheduleConflictError`:
-        remove the decorator, or :meth:`pause_schedule` it)."""
+        """Delete a schedule made with :meth:`create_schedule`: no new tick of it starts
+        anywhere from now on. Runs already started go on, and the ticks already asked for by
+        :meth:`backfill_schedule` or :meth:`trigger_schedule` still start (an app serving it
+        starts them; the schedule is gone from every list at once).
+        :class:`ScheduleNotFoundError` if there is none; one registered by ``@app.scheduled`` is
+        refused (:class:`ScheduleConflictError`: remove the decorator, or
+        :meth:`pause_schedule` it)."""
         _codec.check_id(name, "schedule name")
         deleted = await self.runtime.store.delete_schedule(name)
         if deleted is None:

@@ -118,9 +118,10 @@ class ScheduleStatements(StoreBase):
     async def advance_schedule(self, name: str, last_tick: datetime,
                                clear_trigger: bool, clear_backfills: bool = False) -> None:
         """Move a schedule's last tick forward (never back); forget its manual trigger and
-        its backfills once they ran."""
+        its backfills once they ran. A deleted schedule's row (whose asked-for ticks just
+        started) is removed instead, and every scheduler woken."""
         await self.storage.execute(schedules.ADVANCE_SCHEDULE, name, last_tick, clear_trigger,
-                                   clear_backfills)
+                                   clear_backfills, self.channel)
 
     async def dynamic_schedules(self, workflow_names: list[str]) -> list[ScheduleStatus]:
         """The schedules made with ``create_schedule`` that start one of ``workflow_names``."""
@@ -139,12 +140,19 @@ class ScheduleStatements(StoreBase):
 
     async def delete_schedule(self, name: str) -> bool | None:
         """Delete a runtime schedule and wake every scheduler: True; None: there is no such
-        schedule; False: it is an ``@app.scheduled`` one (nothing deleted)."""
-        row = await self.storage.fetchrow(schedules.DELETE_SCHEDULE, name, self.channel)
-        assert row is not None
-        if row["deleted"]:
+        schedule; False: it is an ``@app.scheduled`` one (nothing deleted). Ticks asked for
+        and not started yet (a backfill, a manual trigger) still start: the row stays, marked
+        deleted, until a scheduler of it has started them."""
+        async with self.storage.transaction() as tx:
+            row = await tx.fetchrow(schedules.LOCK_SCHEDULE_TO_DELETE, name)
+            if row is None:
+                return None
+            if not row["dynamic"]:
+                return False
+            statement = schedules.MARK_SCHEDULE_DELETED if row["asked"] else (
+                schedules.DELETE_SCHEDULE)
+            await tx.execute(statement, name, self.channel)
             return True
-        return None if row["dynamic"] is None else False
 
     async def backfill_schedule(self, name: str, start: datetime, end: datetime) -> bool:
         """Ask the schedulers of a schedule to run its ticks in ``[start, end)``; False if

@@ -114,6 +114,42 @@ async def test_a_removed_tick_runs_again_on_a_later_backfill(make_app):
         assert await app.list_workflows(attributes={"color": "blue"}) == []
 
 
+async def test_ticks_asked_for_before_a_delete_still_start(make_app, db_url, conn):
+    """A backfill or a trigger returned the ids of runs to come: deleting the schedule before
+    any app started them does not drop them. The schedule leaves every list at once; the first
+    app serving it starts those runs (and no other tick), then its row goes."""
+    async with asyncflow.Client(db_url) as client:  # no scheduler runs until the app below
+        await client.create_schedule("gone-rt", "report", "0 * * * *")
+        await client.pause_schedule("gone-rt")
+        ids = await client.backfill_schedule("gone-rt", T0, T0 + timedelta(hours=3))
+        triggered = await client.trigger_schedule("gone-rt")
+        await client.delete_schedule("gone-rt")
+        assert await client.list_schedules() == []
+        for call in (client.delete_schedule("gone-rt"), client.trigger_schedule("gone-rt"),
+                     client.pause_schedule("gone-rt"),
+                     client.backfill_schedule("gone-rt", T0, T0 + timedelta(hours=1))):
+            with pytest.raises(asyncflow.ScheduleNotFoundError):
+                await call
+        # Made again before they started: a new schedule (unpaused, from its next tick on)
+        # that still owes those runs; deleted again, it still owes them.
+        again = await client.create_schedule("gone-rt", "report", "0 * * * *")
+        assert (again.paused, again.last_tick, len(again.backfills)) == (False, None, 1)
+        await client.delete_schedule("gone-rt")
+    assert await conn.fetchval(
+        "select deleted from asyncflow.schedules where schedule_name = 'gone-rt'") is True
+
+    app = make_app()
+    ran: Counter[str] = Counter()
+    events: dict[str, asyncio.Event] = {}
+    _hourly_report(app, ran, events)
+    async with app:
+        await _ran(events, [*ids, triggered])
+        assert await conn.fetchval(
+            "select count(*) from asyncflow.schedules where schedule_name = 'gone-rt'") == 0
+        assert sorted(ran) == sorted([*ids, triggered]) and set(ran.values()) == {1}
+        assert await app.list_schedules() == []
+
+
 async def test_bad_input_fails_at_the_call_and_writes_nothing(make_app, conn):
     app = make_app()
 

@@ -487,4 +487,11 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $enqueue$;
     """,
+    # 18: a runtime schedule deleted while ticks asked for by backfill_schedule or
+    # trigger_schedule had not started yet. Its row stays, ``deleted``, until a scheduler of it
+    # has started those ticks (then the row goes): no other tick of it starts, and every read
+    # but the schedulers' leaves it out.
+    """
+    ALTER TABLE {s}.schedules ADD COLUMN deleted boolean NOT NULL DEFAULT false;
+    """,
 )
