@@ -119,8 +119,8 @@ WITH moved AS (
     UPDATE {s}.schedules
     SET last_tick = CASE WHEN last_tick IS NULL OR last_tick < $2 THEN $2 ELSE last_tick END,
         triggered_at = CASE WHEN $3 THEN NULL ELSE triggered_at END,
-        backfill_starts = CASE WHEN $4 THEN '{}' ELSE backfill_starts END,
-        backfill_ends = CASE WHEN $4 THEN '{}' ELSE backfill_ends END,
+        backfill_starts = CASE WHEN $4 THEN ARRAY[]::timestamptz[] ELSE backfill_starts END,
+        backfill_ends = CASE WHEN $4 THEN ARRAY[]::timestamptz[] ELSE backfill_ends END,
         updated_at = clock_timestamp()
     WHERE schedule_name = $1 AND NOT deleted
     RETURNING schedule_name
