@@ -14,6 +14,7 @@ from typing import Any
 import anyio.abc
 
 from .._core.health import Monitor
+from .._core.inflight import InFlight
 from .._core.telemetry import Instruments
 from .._core.wait import STREAM, WaitRegistry
 from .._errors import NotLaunchedError
@@ -28,7 +29,7 @@ class Runtime:
     client, plus its executor id (``None`` for a client)."""
 
     __slots__ = ("clock_offset", "closing", "executions", "executor_id", "listener", "monitors",
-                 "on_checkpoint", "on_operation", "store", "telemetry", "tg", "waits")
+                 "on_checkpoint", "on_operation", "sends", "store", "telemetry", "tg", "waits")
 
     def __init__(
         self,
@@ -40,6 +41,9 @@ class Runtime:
     ) -> None:
         self.store = store
         self.waits = waits
+        #: Sends of this process in flight, by destination (a recv starting meanwhile waits for
+        #: them, and takes the message in its first statement).
+        self.sends = InFlight()
         # A journaled stream write is handed to local readers as soon as it committed.
         store.on_stream_written = self._stream_written
         self.listener = listener

@@ -35,8 +35,15 @@ async def send_outside(
     """A send from outside any workflow (an app's or client's method): what became of it."""
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
-    delivery = await runtime.store.send_message(destination_id, topic, text, key, traceparent)
-    if delivery is not Delivery.DUPLICATE and runtime.waits.wake(MESSAGE, destination_id):
+    sends = runtime.sends
+    write = sends.begin(destination_id)
+    try:
+        delivery = await runtime.store.send_message(destination_id, topic, text, key,
+                                                    traceparent)
+    finally:
+        sends.end(destination_id, write)
+    woken = delivery is not Delivery.DUPLICATE and runtime.waits.wake(MESSAGE, destination_id)
+    if woken or write.awaited:
         await hand_over()  # the woken recv goes first
     return delivery
 
@@ -61,12 +68,18 @@ async def send_from_workflow(
     store = runtime.store
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
+    awaited = False  # whether a recv of this process waited for this send (it goes first)
     try:
         if idempotency_key is None:
             # Journal entry and delivery in one statement.
-            await checked(ctx, store.journaled_send(
-                ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
-                traceparent))
+            write = runtime.sends.begin(destination_id)
+            try:
+                await checked(ctx, store.journaled_send(
+                    ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
+                    traceparent))
+            finally:
+                runtime.sends.end(destination_id, write)
+            awaited = write.awaited
         else:
             # Rare: a caller-chosen key on top of the journal; both in one transaction.
             async with store.storage.transaction():
@@ -78,7 +91,7 @@ async def send_from_workflow(
         await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
                      error=encode_error(exc))
         raise
-    if runtime.waits.wake(MESSAGE, destination_id):
+    if runtime.waits.wake(MESSAGE, destination_id) or awaited:
         await hand_over()  # the woken recv goes first
 
 
@@ -172,11 +185,15 @@ async def recv(
     """Take the next message of ``topic`` into the journal, waiting up to ``timeout_seconds``
     (the deadline is checkpointed first, so a recovery waits only for what is left)."""
     store = ctx.runtime.store
+    sends = ctx.runtime.sends
     workflow_id = ctx.workflow_id
 
     telemetry = ctx.runtime.telemetry
 
     async def first(deadline: float) -> str | _NotYet:
+        # A send of this process to this workflow being committed right now: its message is
+        # about to be there, and taken in this statement (see _core.inflight).
+        await sends.settled(workflow_id)
         # Journal the recv with its deadline and take a waiting message, in one statement.
         recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
                                                            deadline, ctx.epoch)

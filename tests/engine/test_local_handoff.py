@@ -209,3 +209,75 @@ async def test_the_readers_of_a_batch_get_its_values_before_its_writers_resume(m
         position = {event: at for at, event in enumerate(order)}
         ahead = [i for i in range(writers) if position[("wrote", i)] < position[("read", i)]]
         assert len(ahead) <= statements, (ahead, statements)
+
+
+async def test_a_recv_takes_a_message_whose_local_send_is_in_flight(make_app, monkeypatch):
+    """A recv that starts while a send of this process to its workflow is being committed waits
+    for that commit, and its first statement takes the message: no deadline journaled first,
+    no second statement (one durable commit less per ping-pong round)."""
+    from asyncflow._core.inflight import InFlight
+    from asyncflow._storage.store import Store
+
+    app = make_app()
+    gate, in_flight, recv_waits = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    send_message, settled = Store.send_message, InFlight.settled
+
+    async def gated_send(self, *args, **kwargs):
+        in_flight.set()
+        await gate.wait()  # the send is in flight (and registered) until the gate opens
+        return await send_message(self, *args, **kwargs)
+
+    async def seen_settled(self, key):
+        recv_waits.set()
+        await settled(self, key)
+
+    monkeypatch.setattr(Store, "send_message", gated_send)
+    monkeypatch.setattr(InFlight, "settled", seen_settled)
+
+    @app.workflow()
+    async def receiver():
+        return await asyncflow.recv("ping", timeout_seconds=30)
+
+    async with app:
+        firsts = _count_calls(monkeypatch, app.runtime.store, "recv_first")
+        nexts = _count_calls(monkeypatch, app.runtime.store, "recv_next")
+        sending = asyncio.ensure_future(app.send("r", {"n": 1}, "ping"))
+        await in_flight.wait()
+        handle = await app.start_workflow(receiver, workflow_id="r")
+        await asyncio.wait_for(recv_waits.wait(), 10)
+        assert firsts == []  # the recv waits for the send before its first statement
+        gate.set()
+        assert await handle.get_result() == {"n": 1}
+        await sending
+        assert len(firsts) == 1 and nexts == []
+
+
+async def test_in_flight_waits_only_for_the_writes_in_flight_at_the_call():
+    from asyncflow._core.inflight import InFlight
+
+    inflight = InFlight()
+    await inflight.settled("a")  # nothing in flight: returns at once
+    first_done, later_done = asyncio.Event(), asyncio.Event()
+
+    async def write(done):
+        handle = inflight.begin("a")
+        try:
+            await done.wait()
+        finally:
+            inflight.end("a", handle)
+        return handle.awaited
+
+    first = asyncio.ensure_future(write(first_done))
+    await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(inflight.settled("a"))
+    cancelled = asyncio.ensure_future(inflight.settled("a"))
+    await asyncio.sleep(0)
+    later = asyncio.ensure_future(write(later_done))
+    await asyncio.sleep(0)
+    cancelled.cancel()  # cancelling one waiter leaves the write and the other waiter alone
+    first_done.set()
+    await waiting  # the write begun after the call is not waited for
+    assert await first is True and not later.done()
+    later_done.set()
+    assert await later is False
+    await inflight.settled("a")
