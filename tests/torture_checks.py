@@ -272,7 +272,9 @@ async def _effects(h: Harness, parents: dict[str, str | None]) -> None:
     # bodies wrote the workflow's id.
     entries = await h.conn.fetch(
         "select coalesce(w.run_of, o.workflow_id) as workflow_id, o.function_id, o.name, "
-        "o.output, o.created_at from asyncflow.operations o "
+        "o.output, o.created_at, (select x.created_at from asyncflow.workflows x "
+        "where x.workflow_id = coalesce(w.run_of, o.workflow_id)) as incarnation "
+        "from asyncflow.operations o "
         "left join asyncflow.workflows w on w.workflow_id = o.workflow_id "
         "where o.name in ('effect', 'flaky', 'tx') and o.output is not null "
         "and o.error is null")
@@ -287,6 +289,11 @@ async def _effects(h: Harness, parents: dict[str, str | None]) -> None:
         fork = h.rec.forks.get(wid)
         copied = fork is not None and entry["function_id"] < fork[1]
         runs = rows.get((wid, tag, kind), [])
+        if wid in h.rec.backfilled and entry["incarnation"] is not None:
+            # A tick's workflow that retention removed (with its journal) and a later backfill
+            # (or the cron) started again is a new workflow of the same id: the runs before it
+            # was created were the earlier one's.
+            runs = [r for r in runs if r["at"] >= entry["incarnation"]]
         where = f"{entry['name']} {tag!r} of {wid!r} (#{entry['function_id']})"
         if copied:
             if runs:
