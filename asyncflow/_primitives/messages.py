@@ -8,7 +8,8 @@ so bad input raises at the call and writes nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from .. import _codec
 from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet, hand_over
@@ -21,6 +22,8 @@ from .._recorded import encode_error
 from .._status import PENDING, Delivery
 from .._storage.store import Send, not_found
 from .timers import durable_wait
+
+T = TypeVar("T")
 
 SEND = "asyncflow.send"
 RECV = "asyncflow.recv"
@@ -35,17 +38,25 @@ async def send_outside(
     """A send from outside any workflow (an app's or client's method): what became of it."""
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
-    sends = runtime.sends
-    write = sends.begin(destination_id)
-    try:
-        delivery = await runtime.store.send_message(destination_id, topic, text, key,
-                                                    traceparent)
-    finally:
-        sends.end(destination_id, write)
+    delivery, awaited = await _in_flight(runtime, destination_id, runtime.store.send_message(
+        destination_id, topic, text, key, traceparent))
     woken = delivery is not Delivery.DUPLICATE and runtime.waits.wake(MESSAGE, destination_id)
-    if woken or write.awaited:
+    if woken or awaited:
         await hand_over()  # the woken recv goes first
     return delivery
+
+
+async def _in_flight(runtime: Runtime, destination_id: str,
+                     statement: Awaitable[T]) -> tuple[T, bool]:
+    """Await a send's ``statement`` marked in flight to ``destination_id`` (a recv of that
+    workflow starting meanwhile waits for it: see ``_core.inflight``): its result, and whether a
+    recv waited (the sender then hands over, so that recv goes first)."""
+    write = runtime.sends.begin(destination_id)
+    try:
+        result = await statement
+    finally:
+        runtime.sends.end(destination_id, write)
+    return result, write.awaited
 
 
 @workflow_operation(SEND, "producer", _SENT)
@@ -72,14 +83,9 @@ async def send_from_workflow(
     try:
         if idempotency_key is None:
             # Journal entry and delivery in one statement.
-            write = runtime.sends.begin(destination_id)
-            try:
-                await checked(ctx, store.journaled_send(
-                    ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
-                    traceparent))
-            finally:
-                runtime.sends.end(destination_id, write)
-            awaited = write.awaited
+            _, awaited = await _in_flight(runtime, destination_id, checked(
+                ctx, store.journaled_send(ctx.workflow_id, function_id, SEND, ctx.epoch,
+                                          destination_id, topic, text, traceparent)))
         else:
             # Rare: a caller-chosen key on top of the journal; both in one transaction.
             async with store.storage.transaction():
