@@ -257,27 +257,16 @@ async def test_in_flight_waits_only_for_the_writes_in_flight_at_the_call():
 
     inflight = InFlight()
     await inflight.settled("a")  # nothing in flight: returns at once
-    first_done, later_done = asyncio.Event(), asyncio.Event()
-
-    async def write(done):
-        handle = inflight.begin("a")
-        try:
-            await done.wait()
-        finally:
-            inflight.end("a", handle)
-        return handle.awaited
-
-    first = asyncio.ensure_future(write(first_done))
-    await asyncio.sleep(0)
+    first = inflight.begin("a")
     waiting = asyncio.ensure_future(inflight.settled("a"))
     cancelled = asyncio.ensure_future(inflight.settled("a"))
-    await asyncio.sleep(0)
-    later = asyncio.ensure_future(write(later_done))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one turn of the loop: each task runs to its wait
+    assert first.waiters is not None and len(first.waiters) == 2
+    later = inflight.begin("a")  # begun after the calls: not waited for
     cancelled.cancel()  # cancelling one waiter leaves the write and the other waiter alone
-    first_done.set()
-    await waiting  # the write begun after the call is not waited for
-    assert await first is True and not later.done()
-    later_done.set()
-    assert await later is False
+    inflight.end("a", first)
+    await waiting
+    assert cancelled.cancelled()
+    assert first.awaited and not later.awaited
+    inflight.end("a", later)
     await inflight.settled("a")
