@@ -20,10 +20,9 @@ class Write:
     """One write in flight; :attr:`awaited` says whether a reader waited for it (the writer
     then hands over, so that reader goes first)."""
 
-    __slots__ = ("finished", "waiters")
+    __slots__ = ("waiters",)
 
     def __init__(self) -> None:
-        self.finished = False
         self.waiters: list[asyncio.Future[None]] | None = None  # made only when someone waits
 
     @property
@@ -51,7 +50,6 @@ class InFlight:
 
     def end(self, key: str, write: Write) -> None:
         """The write returned (or failed): release whoever waits for it."""
-        write.finished = True
         writes = self._writes[key]
         if len(writes) == 1:
             del self._writes[key]
@@ -68,12 +66,15 @@ class InFlight:
         writes = self._writes.get(key)
         if not writes:
             return
+        # Every write listed is in flight (``end`` unlists it): a future on each, then the wait.
+        # Each waiter's futures are its own, so cancelling it cancels only its wait.
         loop = asyncio.get_running_loop()
-        for write in writes[:]:
-            if write.finished:
-                continue
+        waiting: list[asyncio.Future[None]] = []
+        for write in writes:
             waiter: asyncio.Future[None] = loop.create_future()
             if write.waiters is None:
                 write.waiters = []
             write.waiters.append(waiter)
-            await waiter  # each waiter has its own future: cancelling it cancels only that
+            waiting.append(waiter)
+        for waiter in waiting:
+            await waiter
