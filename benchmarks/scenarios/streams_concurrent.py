@@ -14,12 +14,19 @@
    whose writes share a batch return together and sleep together, so they stay in step: 200
    values arrive at once every period (bursts, not a load spread in time).
 
-Latency is from the ``write_stream`` call to the reader having the value.
+Latency is from the ``write_stream`` call to the reader having the value. Phase 3 reports it
+twice: over every value, and over the steady state, each writer's first and last values left
+out. A writer's first value comes right after all 200 workflows were released together (their
+``ready`` steps checkpointed at once), and its last is followed at once by its ``close_stream``
+and its workflow's end: in the phase's last period the machine does the period's 200 writes
+and 200 closes, 200 workflow ends and 200 readers' ends besides, which is not the offered load.
+The phase also counts the garbage collector's full collections (each stops the event loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from dataclasses import dataclass
 
@@ -36,6 +43,9 @@ SUSTAINED_SHARE = 0.5  # phases 3 and 4 offer this share of the measured capacit
 @dataclass(slots=True)
 class Phase:
     latencies: list[float]
+    steady: list[float]  # latencies of every value but each writer's first and last
+    edges: list[float]  # latencies of each writer's first and last values
+    full_collections: list[float]  # seconds each full collection of the garbage collector took
     lateness: list[float]  # open loop: how late each write started after its scheduled time
     elapsed: float
     cpu: float
@@ -83,12 +93,16 @@ async def run(ctx: Context) -> Measured:
 
     async def phase(gap_s: float, *, open_loop: bool = False) -> Phase:
         latencies: list[float] = []
+        steady: list[float] = []
+        edges: list[float] = []
         lateness.clear()
 
         async def follow(workflow_id: str) -> int:
             read = 0
             async for written_at in app.read_stream(workflow_id, "tokens"):
-                latencies.append(time.perf_counter() - written_at)
+                latency = time.perf_counter() - written_at
+                latencies.append(latency)
+                (edges if read in (0, values - 1) else steady).append(latency)
                 read += 1
             return read
 
@@ -102,16 +116,31 @@ async def run(ctx: Context) -> Measured:
         batches, ops = store.writes.batches, store.writes.ops
         started, cpu = time.perf_counter(), time.process_time()
         released[0] = started
+        full_collections: list[float] = []
+        collecting = [0.0]
+
+        def on_collection(event: str, info: dict[str, int]) -> None:
+            if info["generation"] != 2:
+                return
+            if event == "start":
+                collecting[0] = time.perf_counter()
+            else:
+                full_collections.append(time.perf_counter() - collecting[0])
+
+        gc.callbacks.append(on_collection)
         go.set()
-        counts = await asyncio.gather(*readers)
+        try:
+            counts = await asyncio.gather(*readers)
+        finally:
+            gc.callbacks.remove(on_collection)
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
         await asyncio.gather(*(h.get_result() for h in handles))
         total = writers * values
         if sum(counts) != total:
             raise AssertionError(f"read {sum(counts)} of {total} values")
-        return Phase(latencies, list(lateness), elapsed, cpu, store.writes.batches - batches,
-                     store.writes.ops - ops, total)
+        return Phase(latencies, steady, edges, full_collections, list(lateness), elapsed, cpu,
+                     store.writes.batches - batches, store.writes.ops - ops, total)
 
     async with app:
         offered = await phase(GAP_S)
@@ -127,7 +156,7 @@ async def run(ctx: Context) -> Measured:
         ctx.note(f"offered {writers / sustained_gap:,.0f} values/s, spread in time (each "
                  f"writer {sustained_gap * 1000:.1f} ms apart): {sustained.rate:,.0f} values/s, "
                  f"{sustained.writes_per_statement:.1f} writes per statement, writes started "
-                 f"p99 {late_p99:.2f} ms late")
+                 f"p99 {late_p99:.2f} ms late; {_collections(sustained)}")
         bursty = await phase(sustained_gap)
         ctx.note(f"offered {writers / sustained_gap:,.0f} values/s in bursts (all writers in "
                  f"step): {bursty.rate:,.0f} values/s, {bursty.writes_per_statement:.1f} writes "
@@ -148,6 +177,18 @@ async def run(ctx: Context) -> Measured:
     ]
     figures += latency_figures("sustained_latency", "write→read at that load, spread in time",
                                sustained.latencies, "notify_ms_p50", "notify_ms_p99")
+    figures += latency_figures("sustained_steady_latency",
+                               "write→read at that load, steady state (no first or last values)",
+                               sustained.steady, "notify_ms_p50", "notify_ms_p99")
+    figures += latency_figures("sustained_edge_latency",
+                               "write→read at that load, first and last values",
+                               sustained.edges, "notify_ms_p50", "notify_ms_p99")
+    figures.append(Figure("sustained_full_collections",
+                          "full garbage collections during that load",
+                          len(sustained.full_collections), "collections"))
+    figures.append(Figure("sustained_full_collection_max_ms",
+                          "longest full garbage collection during that load",
+                          max(sustained.full_collections, default=0.0) * 1000, "ms"))
     figures += latency_figures("sustained_bursty_latency",
                                "write→read at that load, in bursts (writers in step)",
                                bursty.latencies, "notify_ms_p50", "notify_ms_p99")
@@ -160,3 +201,11 @@ async def run(ctx: Context) -> Measured:
               "sustained_late_start_ms_p99": late_p99,
               "cpu_us_per_value_offered": offered.cpu * 1e6 / offered.total}
     return figures, params
+
+
+def _collections(phase: Phase) -> str:
+    if not phase.full_collections:
+        return "no full garbage collection"
+    longest = max(phase.full_collections) * 1000
+    return (f"{len(phase.full_collections)} full garbage collection(s), the longest "
+            f"{longest:.1f} ms")
