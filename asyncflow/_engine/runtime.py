@@ -44,8 +44,8 @@ class Runtime:
         #: Sends of this process in flight, by destination (a recv starting meanwhile waits for
         #: them, and takes the message in its first statement).
         self.sends = InFlight()
-        # A journaled stream write is handed to local readers as soon as it committed.
-        store.on_stream_written = self._stream_written
+        # A journaled stream write or close is handed to local readers as soon as it committed.
+        store.on_stream_committed = self._stream_committed
         self.listener = listener
         self.tg = tg
         #: Where ``spawn`` runs tasks: plain asyncio tasks the task group cancels and waits for.
@@ -69,7 +69,8 @@ class Runtime:
         #: OpenTelemetry instruments while telemetry is on, else ``None`` (set at launch).
         self.telemetry: Instruments | None = None
 
-    def _stream_written(self, workflow_id: str, key: str, offset: int, text: str) -> None:
+    def _stream_committed(self, workflow_id: str, key: str, offset: int,
+                          text: str | None) -> None:
         self.waits.wake(STREAM, workflow_id, (key, offset, text))
 
     def now(self) -> float:

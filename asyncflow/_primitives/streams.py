@@ -112,8 +112,11 @@ async def entries(
             await ensure_running(reader)
         handed = waiter.handed.pop((STREAM, workflow_id), None)
         if handed is not None and handed[0] == key and handed[1] == offset:
-            # Written by a commit in this process and exactly the next entry: no read. (Not
-            # ended: a close or the workflow's end wakes this reader again.)
+            # Committed in this process, and nothing of the stream is left to read: no read.
+            if handed[2] is None:  # closed, and this reader has read all it holds
+                return [], True
+            # Exactly the next entry. (Not ended: a close or the workflow's end wakes this
+            # reader again.)
             return [(offset, _codec.loads(handed[2]))], False
         page, ended = await store.read_stream(workflow_id, key, offset, STREAM_BATCH)
         return (page, ended) if page or ended else NOT_YET

@@ -32,8 +32,9 @@ from .base import (
 from .database import UniqueViolation
 from .sql import batches, journal, messages, streams, workflows
 
-#: Told of each journaled stream write committed: (workflow id, key, offset, value text).
-StreamWritten = Callable[[str, str, int, str], None]
+#: Told of each journaled stream write or close committed: (workflow id, key, offset, value
+#: text), or for a close (workflow id, key, the stream's length, ``None``).
+StreamCommitted = Callable[[str, str, int, str | None], None]
 
 
 class BatchStatements(StoreBase):
@@ -41,15 +42,22 @@ class BatchStatements(StoreBase):
     (a lone operation, or each operation of a batch that failed as a whole)."""
 
     __slots__ = ()
-    on_stream_written: StreamWritten | None
+    on_stream_committed: StreamCommitted | None
 
     def _written(self, op: Write, result: Written) -> None:
         """A journaled stream write committed (the ``settled`` hook of the store's writes): its
-        entry goes to ``on_stream_written`` (the runtime hands it to local readers) as soon as
-        the statement returned, before the writers of its batch resume one after another."""
-        hook = self.on_stream_written
+        entry goes to ``on_stream_committed`` (the runtime hands it to local readers) as soon
+        as the statement returned, before the writers of its batch resume one after another."""
+        hook = self.on_stream_committed
         if hook is not None and result[1] is not None:
             hook(op[0], op[3], result[1], op[4])
+
+    def _closed(self, op: Close, length: int | None) -> None:
+        """A journaled close committed (the ``settled`` hook of the store's closes): local
+        readers that have read ``length`` entries learn that the stream ended without a read."""
+        hook = self.on_stream_committed
+        if hook is not None and length is not None:
+            hook(op[0], op[3], length, None)
 
     async def _finish_many(self, ops: list[Finish]) -> list[bool | BaseException]:
         columns = [list(column) for column in zip(*ops, strict=True)]
@@ -96,21 +104,23 @@ class BatchStatements(StoreBase):
                 results.append((False, None, False))
         return results
 
-    async def _close_many(self, ops: list[Close]) -> list[bool | BaseException]:
+    async def _close_many(self, ops: list[Close]) -> list[int | BaseException | None]:
         columns = [list(column) for column in zip(*ops, strict=True)]
         rows = await self.storage.fetch(batches.JOURNALED_CLOSE_STREAMS, *columns[:4],
                                         self.channel, columns[4])
         journaled = {(r["workflow_id"], r["function_id"]) for r in rows if r["kind"] == "o"}
         pending = {(r["workflow_id"], r["epoch"]) for r in rows if r["kind"] == "p"}
-        results: list[bool | BaseException] = []
+        lengths = {(r["workflow_id"], r["key"]): r["next_offset"] for r in rows
+                   if r["kind"] == "h"}
+        results: list[int | BaseException | None] = []
         for op in ops:
             if (op[0], op[1]) in journaled:  # (the first of two executions' closes wins)
                 journaled.discard((op[0], op[1]))
-                results.append(True)
+                results.append(int(lengths[op[0], op[3]]))
             elif (op[0], op[4]) in pending:
                 results.append(conflict(op[0], op[1]))
             else:
-                results.append(False)
+                results.append(None)
         return results
 
     async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
@@ -148,7 +158,8 @@ class BatchStatements(StoreBase):
             raise conflict(op[0], op[1]) from None
         return not result.endswith(" 0")
 
-    async def _close_one(self, op: Close) -> bool:
+    async def _close_one(self, op: Close) -> int | None:
+        """The closed stream's length, or ``None`` when not recorded (not owned)."""
         workflow_id, function_id, name, key, epoch = op
         try:
             row = await self.storage.fetchrow(journal.JOURNALED_CLOSE_STREAM, workflow_id,
@@ -156,7 +167,7 @@ class BatchStatements(StoreBase):
         except UniqueViolation:
             raise conflict(workflow_id, function_id) from None
         assert row is not None
-        return bool(row["recorded"])
+        return int(row["next_offset"]) if row["recorded"] else None
 
     async def _read_one(self, op: Read) -> Page:
         rows = await self.storage.fetch(streams.READ_STREAM, *op)

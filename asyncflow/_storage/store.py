@@ -41,7 +41,7 @@ from .base import (
 )
 from .base import conflict as _conflict
 from .batcher import Batcher
-from .batches import StreamWritten
+from .batches import StreamCommitted
 from .database import Storage, UniqueViolation, holds_connection, report_unavailable
 from .driver import refuse_in_replay
 from .history import EXPORT_KINDS, Forked, HistoryStatements
@@ -72,7 +72,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     ones share a statement.
     """
 
-    __slots__ = ("channel", "closes", "finishes", "first_recvs", "on_stream_written", "outcomes",
+    __slots__ = ("channel", "closes", "finishes", "first_recvs", "on_stream_committed", "outcomes",
                  "reads", "records", "recvs", "sends", "starts", "storage", "writes")
 
     def __init__(self, storage: Storage) -> None:
@@ -81,10 +81,12 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
         self.sends: Batcher[Sent, Delivery] = Batcher(self._send_many, self._send_one)
-        self.on_stream_written: StreamWritten | None = None  # (see BatchStatements._written)
+        #: (See BatchStatements._written and _closed.)
+        self.on_stream_committed: StreamCommitted | None = None
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one,
                                                        settled=self._written)
-        self.closes: Batcher[Close, bool] = Batcher(self._close_many, self._close_one)
+        self.closes: Batcher[Close, int | None] = Batcher(self._close_many, self._close_one,
+                                                          settled=self._closed)
         # Readers woken by one commit read together (reads do not contend: two in flight).
         self.reads: Batcher[Read, Page] = Batcher(self._read_many, self._read_one, writers=2)
         self.starts: Batcher[Start, Started] = Batcher(self._insert_many, self._insert_one)
@@ -379,9 +381,9 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def journaled_close_stream(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str
     ) -> bool:
-        closed: bool = await self._submit(self.closes, self._close_one,
-                                          (workflow_id, function_id, name, key, epoch))
-        return closed
+        length: int | None = await self._submit(self.closes, self._close_one,
+                                                (workflow_id, function_id, name, key, epoch))
+        return length is not None
 
     # -- messages -------------------------------------------------------------------------------
 

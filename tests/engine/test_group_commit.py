@@ -136,7 +136,7 @@ async def test_concurrent_closes_batch_and_each_keeps_its_outcome(make_app):
         results = await store._close_many([
             (parked.workflow_id, function_id, "asyncflow.close_stream", "s", 1),
             (parked.workflow_id, 900, "asyncflow.close_stream", "u", 0)])
-        assert isinstance(results[0], _ExecutionConflict) and results[1] is False
+        assert isinstance(results[0], _ExecutionConflict) and results[1] is None
         await app.send(parked.workflow_id, None, "go")
         await parked.get_result(timeout_seconds=30)
 

@@ -156,9 +156,9 @@ UNION ALL
 SELECT 'p', workflow_id, NULL, NULL, NULL, NULL, epoch FROM pending"""
 
 # Closes (JOURNALED_CLOSE_STREAM's parameters as arrays, $5 the channel): rows 'o' (journaled:
-# its stream is closed) and 'p' (workflows still PENDING, with their epoch, share-locked as in
-# _OWNED): a PENDING workflow's close at its epoch that was not journaled already existed
-# (another execution journaled it).
+# its stream is closed), 'h' (each stream closed, with its length: next_offset) and 'p'
+# (workflows still PENDING, with their epoch, share-locked as in _OWNED): a PENDING workflow's
+# close at its epoch that was not journaled already existed (another execution journaled it).
 JOURNALED_CLOSE_STREAMS = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $6::bigint[])
@@ -180,14 +180,16 @@ WITH input AS (
     WHERE coalesce((i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op),
                    false)
     ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
-    RETURNING workflow_id
+    RETURNING workflow_id, key, next_offset
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM h
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$5") + """
 SELECT 'o' AS kind, workflow_id, function_id, (SELECT count(*) FROM notified) AS notifies,
-       NULL::bigint AS epoch FROM op
+       NULL::bigint AS epoch, NULL::text AS key, NULL::bigint AS next_offset FROM op
 UNION ALL
-SELECT 'p', workflow_id, NULL, NULL, epoch FROM pending"""
+SELECT 'p', workflow_id, NULL, NULL, epoch, NULL, NULL FROM pending
+UNION ALL
+SELECT 'h', workflow_id, NULL, NULL, NULL, key, next_offset FROM h"""
 
 # Many readers' next pages in one query: rows tagged with the reader's ordinal (a reader whose
 # workflow does not exist gets one row with a NULL status).

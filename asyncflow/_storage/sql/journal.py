@@ -106,15 +106,15 @@ SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "off
        coalesce((SELECT error IS NOT NULL FROM op), false) AS refused,
        (SELECT pg_notify($6, 's' || $1) FROM ins) AS notified"""
 
-# {"key": key}
+# {"key": key}; next_offset: the closed stream's length (when recorded).
 JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6").replace(
     "%OUTPUT%", """'{"key":' || to_json($4::text)::text || '}'""") + """, h AS (
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
     SELECT workflow_id, $4, 0, true FROM op
     ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
-    RETURNING workflow_id
+    RETURNING workflow_id, next_offset
 )
-SELECT (SELECT count(*) FROM op) AS recorded,
+SELECT (SELECT count(*) FROM op) AS recorded, (SELECT next_offset FROM h) AS next_offset,
        (SELECT pg_notify($5, 's' || workflow_id) FROM h) AS notified"""
 
 SET_OPERATION_ERROR = """
