@@ -15,12 +15,13 @@
    values arrive at once every period (bursts, not a load spread in time).
 
 Latency is from the ``write_stream`` call to the reader having the value. Phase 3 reports it
-twice: over every value, and over the steady state, each writer's first and last values left
-out. A writer's first value comes right after all 200 workflows were released together (their
-``ready`` steps checkpointed at once), and its last is followed at once by its ``close_stream``
-and its workflow's end: in the phase's last period the machine does the period's 200 writes
-and 200 closes, 200 workflow ends and 200 readers' ends besides, which is not the offered load.
-The phase also counts the garbage collector's full collections (each stops the event loop).
+three ways: over every value; over the steady state, each writer's first and last values left
+out (the target's figure); and over those first and last values alone. A writer's first value
+comes right after all 200 workflows were released together (their ``ready`` steps checkpointed
+at once), and its last is followed at once by its ``close_stream`` and its workflow's end: in
+the phase's last period the machine does the period's 200 writes and 200 closes, 200 workflow
+ends and 200 readers' ends besides, which is not the offered load. The phase also counts the
+garbage collector's full collections (each stops the event loop).
 """
 
 from __future__ import annotations
