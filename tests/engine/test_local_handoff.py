@@ -102,9 +102,10 @@ async def test_a_local_reader_takes_each_next_entry_without_reading_it(make_app,
         expected = [{"i": i, "pair": [i, -i]} for i in range(count)]
         expected[0]["mutated"] = True
         assert first == expected and second == expected
-        # Each reader read once before the first write (the close too was handed over), never
-        # per value.
-        assert len(reads) <= 2
+        # Each reader read once before the first write (and once more if that read already
+        # found the first value, whose hand-over then does not fit), never per value, and not
+        # at the close (handed over too: see the next test).
+        assert len(reads) <= 4
         # A reader from the database sees the same values.
         assert [v async for v in app.read_stream("w", "s")] == [
             {"i": i, "pair": [i, -i]} for i in range(count)]
