@@ -14,7 +14,7 @@ HIGHER_IS_BETTER = {"wf/s", "values/s", "jobs/s"}
 
 
 def number(value: float) -> str:
-    if value == int(value) and value < 1000:  # a count
+    if float(value).is_integer() and value < 1000:  # a count
         return f"{value:.0f}"
     if value >= 1000:
         return f"{value:,.0f}"

@@ -85,7 +85,8 @@ async def close_from_workflow(ctx: WorkflowContext, function_id: int, key: str) 
         return
     await checked(ctx, ctx.runtime.store.journaled_close_stream(
         ctx.workflow_id, function_id, CLOSE_STREAM, ctx.epoch, key))
-    ctx.runtime.waits.wake(STREAM, ctx.workflow_id)
+    # The committed close was handed to local readers (the stream's length) as its statement
+    # returned: the store's on_stream_committed, set by the runtime, as for a write.
 
 
 async def close_from_step(step: StepContext, key: str) -> None:

@@ -116,7 +116,7 @@ class BatchStatements(StoreBase):
         for op in ops:
             if (op[0], op[1]) in journaled:  # (the first of two executions' closes wins)
                 journaled.discard((op[0], op[1]))
-                results.append(int(lengths[op[0], op[3]]))
+                results.append(lengths[op[0], op[3]])
             elif (op[0], op[4]) in pending:
                 results.append(conflict(op[0], op[1]))
             else:
@@ -167,7 +167,8 @@ class BatchStatements(StoreBase):
         except UniqueViolation:
             raise conflict(workflow_id, function_id) from None
         assert row is not None
-        return int(row["next_offset"]) if row["recorded"] else None
+        length: int | None = row["next_offset"] if row["recorded"] else None
+        return length
 
     async def _read_one(self, op: Read) -> Page:
         rows = await self.storage.fetch(streams.READ_STREAM, *op)
