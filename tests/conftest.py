@@ -147,7 +147,19 @@ def asyncflow_databases(server_url: str) -> Iterator[TestDatabases]:
 def db_url(server_url: str, template_db: str,
            citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
     """A fresh, migrated database for this test (on Citus: distributed)."""
-    name = f"asyncflow_t_{uuid.uuid4().hex[:12]}"
+    yield from _copy_of_template(server_url, template_db, citus, "t")
+
+
+@pytest.fixture
+def other_db_url(server_url: str, template_db: str,
+                 citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
+    """A second fresh, migrated database (the target of a migration; on Citus: distributed)."""
+    yield from _copy_of_template(server_url, template_db, citus, "h")
+
+
+def _copy_of_template(server_url: str, template_db: str,
+                      citus: citus_cluster.CitusCluster | None, kind: str) -> Iterator[str]:
+    name = f"asyncflow_{kind}_{uuid.uuid4().hex[:12]}"
     if citus is not None:
         asyncio.run(citus.clone_database(template_db, name))
         yield citus.url(name)

@@ -44,7 +44,8 @@ async def set_event_from_step(step: StepContext, key: str, text: str) -> None:
     """Staged: the event is set with the step's checkpoint (never by a failed attempt)."""
     store = step.workflow.runtime.store
     workflow_id = step.workflow.workflow_id
-    step.stage(lambda: store.set_event(workflow_id, key, text), (EVENT, workflow_id))
+    step.stage(lambda: store.set_event(workflow_id, key, text, step.function_id),
+               (EVENT, workflow_id))
 
 
 @outside_operation(GET_EVENT, arguments={WORKFLOW_ID: 0, "asyncflow.event.key": 1})

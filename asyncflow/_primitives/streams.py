@@ -93,7 +93,8 @@ async def close_from_step(step: StepContext, key: str) -> None:
     """Staged: the stream is closed with the step's checkpoint."""
     store = step.workflow.runtime.store
     workflow_id = step.workflow.workflow_id
-    step.stage(lambda: store.close_stream(workflow_id, key), (STREAM, workflow_id))
+    step.stage(lambda: store.close_stream(workflow_id, key, step.function_id),
+               (STREAM, workflow_id))
 
 
 async def entries(

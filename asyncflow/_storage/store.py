@@ -443,8 +443,10 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
             raise not_found(workflow_id)
         return row["status"], row["value"], row["version"] or 0
 
-    async def set_event(self, workflow_id: str, key: str, text: str) -> None:
-        await self.storage.execute(events.SET_EVENT, workflow_id, key, text, self.channel)
+    async def set_event(self, workflow_id: str, key: str, text: str, writer_fid: int) -> None:
+        """Set by step #writer_fid of the workflow (staged with its checkpoint)."""
+        await self.storage.execute(events.SET_EVENT, workflow_id, key, text, self.channel,
+                                   writer_fid)
 
     async def get_event(
         self, workflow_id: str, key: str, waiter_id: str | None = None
@@ -486,8 +488,10 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         )
         return None if row is None else row["offset"]
 
-    async def close_stream(self, workflow_id: str, key: str) -> None:
-        await self.storage.execute(streams.CLOSE_STREAM, workflow_id, key, self.channel)
+    async def close_stream(self, workflow_id: str, key: str, closed_by: int) -> None:
+        """Closed by step #closed_by of the workflow (staged with its checkpoint)."""
+        await self.storage.execute(streams.CLOSE_STREAM, workflow_id, key, self.channel,
+                                   closed_by)
 
     async def read_stream(
         self, workflow_id: str, key: str, offset: int, limit: int

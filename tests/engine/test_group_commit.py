@@ -126,6 +126,13 @@ async def test_concurrent_closes_batch_and_each_keeps_its_outcome(make_app):
         for index, handle in enumerate(handles):
             assert [v async for v in app.read_stream(handle.workflow_id, "s")] == [index]
         assert [v async for v in app.read_stream(handles[0].workflow_id, "t")] == []
+        # Each head names the operation that closed it (what a fork copies by).
+        heads = await store.storage.fetch(
+            "SELECT h.closed_by, o.function_id FROM {s}.stream_heads h"
+            " JOIN {s}.operations o ON o.workflow_id = h.workflow_id"
+            "  AND o.name = 'asyncflow.close_stream' AND o.output::jsonb ->> 'key' = h.key"
+            " WHERE h.workflow_id = ANY ($1::text[])", [h.workflow_id for h in handles])
+        assert len(heads) == 41 and all(r["closed_by"] == r["function_id"] for r in heads)
         # A running workflow's close journaled already (by "another execution"), and a close at
         # a stale epoch (not owned), in one batch.
         parked = await app.start_workflow(closes_and_waits)

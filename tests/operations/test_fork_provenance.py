@@ -1,65 +1,133 @@
-"""A fork of a fork (a known defect, found by the torture test on 2026-12-07, seed 742495332).
+"""A fork copies the events and closed flags that operations before its step wrote, also from a
+workflow whose rows one transaction wrote (a fork's copy, an import): each row names the
+operation that wrote it (``events.writer_fid``, ``stream_heads.closed_by``).
 
-``FORK_COPY`` copies a stream's closed flag, and the events, that operations before the fork's
-step wrote, and tells them by the row's ``xmin``: the transaction of one of the copied journal
-entries. In a workflow that is itself a fork, every row the first fork copied shares that fork's
-one transaction, so a second fork from an earlier step takes the closed flag and every event of
-the first, also those written by operations after its step. These tests fail until the rows say
-which operation wrote them (a closing function id on the stream head, a writer on the event)."""
+Found by the torture test on 2026-12-07 (seed 742495332): provenance by ``xmin`` alone let a
+fork of a fork take every closed flag and event the first fork had copied. Rows written before
+migration 19 name no writer and are still told by their transaction."""
 
 from __future__ import annotations
 
-import pytest
-
 import asyncflow
 
-DEFECT = ("a fork of a fork copies every closed flag and event of the first fork: provenance "
-          "by xmin cannot tell rows one fork copied together apart (issue 23's closing note)")
 
+def define_writer(app: asyncflow.AsyncFlow, *, in_steps: bool) -> object:
+    """Writes "a", "b" and closes stream "s", and sets event "first" (operation 0) and "later"
+    (after a recv): from the workflow itself, or from steps (staged with their checkpoints)."""
 
-@pytest.mark.xfail(strict=True, raises=asyncflow.StreamClosedError, reason=DEFECT)
-async def test_a_fork_of_a_fork_copies_a_close_only_from_before_its_step(make_app):
-    app = make_app()
+    @app.step()
+    async def set_in_step(key: str, value: int) -> None:
+        await asyncflow.set_event(key, value)
+
+    @app.step()
+    async def close_in_step() -> None:
+        await asyncflow.close_stream("s")
 
     @app.workflow()
-    async def writer():
-        await asyncflow.write_stream("s", "a")
-        await asyncflow.write_stream("s", "b")
-        await asyncflow.close_stream("s")
+    async def writer() -> str:
+        if in_steps:
+            await set_in_step("first", 1)                   # 0
+        else:
+            await asyncflow.set_event("first", 1)           # 0
+        await asyncflow.write_stream("s", "a")              # 1
+        await asyncflow.recv("go", timeout_seconds=300)     # 2
+        await asyncflow.write_stream("s", "b")              # 3
+        if in_steps:
+            await set_in_step("later", 2)                   # 4
+            await close_in_step()                           # 5
+        else:
+            await asyncflow.set_event("later", 2)           # 4
+            await asyncflow.close_stream("s")               # 5
         return "done"
 
+    return writer
+
+
+async def fork_of_a_fork(app: asyncflow.AsyncFlow, writer: object) -> None:
+    source = await app.start_workflow(writer, workflow_id="src")
+    await app.send("src", None, "go")
+    assert await source.get_result(timeout_seconds=30) == "done"
+    whole = await app.fork_workflow("src", 6, workflow_id="whole")  # everything copied
+    assert await whole.get_result(timeout_seconds=30) == "done"
+    assert await app.get_event("whole", "later", timeout_seconds=0) == 2
+
+
+async def check_early_fork(app: asyncflow.AsyncFlow, source_id: str) -> None:
+    """A fork of ``source_id`` from the recv (operation 2): "first" and "a" come before it;
+    "later", "b" and the close come after it, so the fork does them again once sent "go"."""
+    early = await app.fork_workflow(source_id, 2, workflow_id="early")
+    assert await app.get_event("early", "first", timeout_seconds=0) == 1
+    assert await app.get_event("early", "later", timeout_seconds=0) is None
+    await app.send("early", None, "go")
+    assert await early.get_result(timeout_seconds=30) == "done"
+    assert [v async for v in app.read_stream("early", "s")] == ["a", "b"]
+    assert await app.get_event("early", "later", timeout_seconds=0) == 2
+
+
+async def test_a_fork_of_a_fork_copies_only_what_came_before_its_step(make_app):
+    app = make_app()
+    writer = define_writer(app, in_steps=False)
+    async with app:
+        await fork_of_a_fork(app, writer)
+        await check_early_fork(app, "whole")
+
+
+async def test_events_and_closes_staged_by_steps_name_their_step(make_app, conn):
+    app = make_app()
+    writer = define_writer(app, in_steps=True)
+    async with app:
+        await fork_of_a_fork(app, writer)
+        rows = await conn.fetch("SELECT workflow_id, key, writer_fid FROM asyncflow.events "
+                                "ORDER BY workflow_id, key")
+        assert [tuple(r) for r in rows] == [("src", "first", 0), ("src", "later", 4),
+                                             ("whole", "first", 0), ("whole", "later", 4)]
+        heads = await conn.fetch("SELECT workflow_id, closed, closed_by "
+                                 "FROM asyncflow.stream_heads ORDER BY workflow_id")
+        assert [tuple(r) for r in heads] == [("src", True, 5), ("whole", True, 5)]
+        await check_early_fork(app, "whole")
+
+
+async def test_an_imported_workflow_forks_by_its_rows_writers(make_app, other_db_url,
+                                                                tmp_path):
+    source = make_app()
+    writer = define_writer(source, in_steps=False)
+    async with source:
+        handle = await source.start_workflow(writer, workflow_id="src")
+        await source.send("src", None, "go")
+        assert await handle.get_result(timeout_seconds=30) == "done"
+        await source.export_workflows(["src"], tmp_path / "src.jsonl")
+    target = asyncflow.AsyncFlow(database_url=other_db_url)
+    define_writer(target, in_steps=False)
+    async with target:
+        # One transaction writes every row of an imported workflow.
+        assert (await target.import_workflows(tmp_path / "src.jsonl")).imported == ["src"]
+        await check_early_fork(target, "src")
+
+
+async def test_rows_from_before_the_migration_are_told_by_their_transaction(make_app, conn):
+    """Rows that name no writer (written before migration 19) are copied when the transaction
+    that last wrote them also wrote a journal entry before the fork's step."""
+    app = make_app()
+    writer = define_writer(app, in_steps=False)
     async with app:
         source = await app.start_workflow(writer, workflow_id="src")
-        assert await source.get_result(timeout_seconds=30) == "done"
-        whole = await app.fork_workflow("src", 3, workflow_id="whole")  # everything copied
-        assert await whole.get_result(timeout_seconds=30) == "done"
-        # Only the first write is before operation 1: the close is not, so "b" is written.
-        early = await app.fork_workflow("whole", 1, workflow_id="early")
-        assert await early.get_result(timeout_seconds=30) == "done"
-        assert [v async for v in app.read_stream("early", "s")] == ["a", "b"]
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=DEFECT)
-async def test_a_fork_of_a_fork_copies_an_event_only_from_before_its_step(make_app):
-    app = make_app()
-
-    @app.workflow()
-    async def setter():
-        await asyncflow.set_event("first", 1)
-        await asyncflow.recv("go", timeout_seconds=30)
-        await asyncflow.set_event("later", 2)
-        return "done"
-
-    async with app:
-        source = await app.start_workflow(setter, workflow_id="src")
         await app.send("src", None, "go")
         assert await source.get_result(timeout_seconds=30) == "done"
-        whole = await app.fork_workflow("src", 3, workflow_id="whole")  # everything copied
-        assert await whole.get_result(timeout_seconds=30) == "done"
-        # From operation 1 on: "first" was set before it, "later" after it (not yet, here:
-        # the fork waits in its recv).
-        early = await app.fork_workflow("whole", 1, workflow_id="early")
-        assert await app.get_event("early", "first") == 1
-        assert await app.get_event("early", "later") is None
-        await app.send("early", None, "go")
-        assert await early.get_result(timeout_seconds=30) == "done"
+        # As schema version 18 left them: no writer named, and each row last written by the
+        # transaction of its operation's journal entry (rewritten here together).
+        for table, match, function_id in (
+                ("events", "writer_fid = NULL WHERE key = 'first'", 0),
+                ("events", "writer_fid = NULL WHERE key = 'later'", 4),
+                ("stream_heads", "closed_by = NULL WHERE key = 's'", 5)):
+            async with conn.transaction():
+                await conn.execute(f"UPDATE asyncflow.{table} SET {match}")
+                await conn.execute("UPDATE asyncflow.operations SET completed = completed "
+                                   "WHERE workflow_id = 'src' AND function_id = $1",
+                                   function_id)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM asyncflow.events WHERE writer_fid IS NOT NULL") == 0
+        late = await app.fork_workflow("src", 6, workflow_id="late")  # all of it
+        assert await late.get_result(timeout_seconds=30) == "done"
+        assert await app.get_event("late", "later", timeout_seconds=0) == 2
+        assert [v async for v in app.read_stream("late", "s")] == ["a", "b"]
+        await check_early_fork(app, "src")

@@ -5,32 +5,15 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import uuid
 from collections import Counter
 
 import asyncpg
 import pytest
 from clilib import run_cli
-from conftest import with_database
-from faultlib import admin
 
 import asyncflow
 
 EXCLUDED = {"messages": ("message_id",)}  # assigned anew on import
-
-
-@pytest.fixture
-def other_db_url(server_url: str, template_db: str, citus):
-    """A second fresh, migrated database (the target of a migration; on Citus: distributed)."""
-    name = f"asyncflow_h_{uuid.uuid4().hex[:12]}"
-    if citus is not None:
-        asyncio.run(citus.clone_database(template_db, name))
-        yield citus.url(name)
-        asyncio.run(citus.drop_database(name))
-        return
-    asyncio.run(admin(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-    yield with_database(server_url, name)
-    asyncio.run(admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def table_rows(url: str, workflow_ids: list[str]) -> dict[str, list]:

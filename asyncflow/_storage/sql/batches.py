@@ -175,11 +175,15 @@ WITH input AS (
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id
 ), h AS (
-    INSERT INTO {s}.stream_heads AS h (workflow_id, key, next_offset, closed)
-    SELECT DISTINCT i.workflow_id, i.key, 0::bigint, true FROM input i
+    INSERT INTO {s}.stream_heads AS h (workflow_id, key, next_offset, closed, closed_by)
+    SELECT DISTINCT ON (i.workflow_id, i.key) i.workflow_id, i.key, 0::bigint, true,
+           i.function_id
+    FROM input i
     WHERE coalesce((i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op),
                    false)
-    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    ORDER BY i.workflow_id, i.key, i.function_id
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true,
+        closed_by = CASE WHEN h.closed THEN h.closed_by ELSE excluded.closed_by END
     RETURNING workflow_id, key, next_offset
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM h

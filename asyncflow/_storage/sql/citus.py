@@ -153,12 +153,13 @@ def _upsert_event(template: str) -> str:
     text = template.replace("updated_at = clock_timestamp(),\n                  version",
                             "updated_at = excluded.updated_at,\n                  version")
     text = text.replace(
-        "(workflow_id, key, value) VALUES ($1, $2, $3)",
-        "(workflow_id, key, value, updated_at) VALUES ($1, $2, $3, clock_timestamp())")
+        "(workflow_id, key, value, writer_fid) VALUES ($1, $2, $3, $5)",
+        "(workflow_id, key, value, writer_fid, updated_at)"
+        " VALUES ($1, $2, $3, $5, clock_timestamp())")
     text = text.replace(
-        "(workflow_id, key, value)\n    SELECT workflow_id, $4, $5 FROM op",
-        "(workflow_id, key, value, updated_at)\n"
-        "    SELECT workflow_id, $4, $5, clock_timestamp() FROM op")
+        "(workflow_id, key, value, writer_fid)\n    SELECT workflow_id, $4, $5, $2 FROM op",
+        "(workflow_id, key, value, writer_fid, updated_at)\n"
+        "    SELECT workflow_id, $4, $5, $2, clock_timestamp() FROM op")
     assert "excluded.updated_at" in text and text.count("clock_timestamp()") == 1, template
     return text
 

@@ -312,7 +312,8 @@ $continue$;
 #: FORK_COPY on a distributed database (same parameters and result), as a function on the
 #: coordinator: the fork ($2) lives on another shard than its source ($1), so each part reads the
 #: source in a statement routed to the source's node alone -- where its journal's and events'
-#: row versions share transaction ids, as FORK_COPY's rule needs -- and inserts into the fork's.
+#: row versions share transaction ids, as FORK_COPY's rule for rows that name no writer needs --
+#: and inserts into the fork's.
 FORK_COPY_FUNCTION = """
 CREATE OR REPLACE FUNCTION {s}.fork_copy(text, text, integer, text)
 RETURNS TABLE (operations bigint, events bigint, entries bigint, run bigint, notified text)
@@ -337,22 +338,22 @@ BEGIN
            o.created_at, o.topic
     FROM {s}.operations o WHERE o.workflow_id = $1 AND o.function_id < $3;
     GET DIAGNOSTICS n_ops = ROW_COUNT;
-    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version)
-    SELECT $2, e.key, e.value, e.updated_at, e.version FROM (
-        SELECT ev.key, ev.value, ev.updated_at, ev.version FROM {s}.events ev
-        WHERE ev.workflow_id = $1 AND ev.xmin::text IN (
+    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
+    SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid FROM (
+        SELECT ev.key, ev.value, ev.updated_at, ev.version, ev.writer_fid FROM {s}.events ev
+        WHERE ev.workflow_id = $1 AND coalesce(ev.writer_fid < $3, ev.xmin::text IN (
             SELECT o.xmin::text FROM {s}.operations o
-            WHERE o.workflow_id = $1 AND o.function_id < $3)
+            WHERE o.workflow_id = $1 AND o.function_id < $3))
     ) e;
     GET DIAGNOSTICS n_events = ROW_COUNT;
-    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
-    SELECT $2, h.key, h.n, h.closed FROM (
-        SELECT hd.key,
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
+    SELECT $2, h.key, h.n, h.closed, CASE WHEN h.closed THEN h.closed_by END FROM (
+        SELECT hd.key, hd.closed_by,
                (SELECT count(*) FROM {s}.streams st
                 WHERE st.workflow_id = $1 AND st.key = hd.key AND st.writer_fid < $3) AS n,
-               hd.closed AND hd.xmin::text IN (
+               hd.closed AND coalesce(hd.closed_by < $3, hd.xmin::text IN (
                    SELECT o.xmin::text FROM {s}.operations o
-                   WHERE o.workflow_id = $1 AND o.function_id < $3) AS closed
+                   WHERE o.workflow_id = $1 AND o.function_id < $3)) AS closed
         FROM {s}.stream_heads hd WHERE hd.workflow_id = $1
     ) h
     WHERE h.closed OR h.n > 0;

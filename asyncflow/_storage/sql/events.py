@@ -9,11 +9,13 @@ from .messages import _OPEN_WAIT_COMMIT
 # Events
 # ---------------------------------------------------------------------------------------------
 
+# $5: the function id of the step that sets it (with its checkpoint).
 SET_EVENT = """
 WITH u AS (
-    INSERT INTO {s}.events (workflow_id, key, value) VALUES ($1, $2, $3)
+    INSERT INTO {s}.events (workflow_id, key, value, writer_fid) VALUES ($1, $2, $3, $5)
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+    DO UPDATE SET value = excluded.value, writer_fid = excluded.writer_fid,
+                  updated_at = clock_timestamp(),
                   version = {s}.events.version + 1
     RETURNING workflow_id
 )

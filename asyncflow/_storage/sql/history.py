@@ -100,14 +100,16 @@ SELECT (SELECT count(*) FROM ins) AS created,
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):
 # - journal entries with function ids below $3;
-# - events whose latest value was written by one of those operations: the same database
-#   transaction wrote both (a workflow's set_event is one statement with its journal entry; a
-#   step's staged set_event commits with its checkpoint), so the row versions share their xmin;
+# - events whose latest value an operation below $3 wrote (writer_fid);
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
-# - a stream's closed flag, when an operation before $3 closed it (by the same xmin rule: the
-#   head row is not touched again once closed);
+# - a stream's closed flag, when an operation below $3 closed it (closed_by);
 # - the function id the source's run starts at (a run after a continue_as_new numbers its
 #   operations on from the run before) and the source's attributes.
+# Rows written before migration 19 name no writer (NULL): those are told by their transaction.
+# A workflow's set_event and close_stream are one statement with their journal entry, and a
+# step's staged ones commit with its checkpoint, so such a row version shares its xmin with the
+# entry of the operation that wrote it (the rule cannot tell apart rows that one transaction
+# copied or imported together: hence the columns).
 FORK_COPY = """
 WITH run AS (
     UPDATE {s}.workflows w
@@ -126,20 +128,24 @@ WITH run AS (
 ), before AS (
     SELECT xmin::text AS x FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
 ), ev AS (
-    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version)
-    SELECT $2, key, value, updated_at, version FROM {s}.events
-    WHERE workflow_id = $1 AND xmin::text IN (SELECT x FROM before)
+    INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
+    SELECT $2, key, value, updated_at, version, writer_fid FROM {s}.events
+    WHERE workflow_id = $1
+      AND coalesce(writer_fid < $3, xmin::text IN (SELECT x FROM before))
     RETURNING 1
 ), entries AS (
     SELECT key, value, writer_fid, writer_seq, created_at,
            row_number() OVER (PARTITION BY key ORDER BY "offset") - 1 AS pos
     FROM {s}.streams WHERE workflow_id = $1 AND writer_fid < $3
 ), heads AS (
-    SELECT h.key, h.closed AND h.xmin::text IN (SELECT x FROM before) AS closed
+    SELECT h.key, h.closed_by,
+           h.closed AND coalesce(h.closed_by < $3, h.xmin::text IN (SELECT x FROM before))
+               AS closed
     FROM {s}.stream_heads h WHERE h.workflow_id = $1
 ), new_heads AS (
-    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
-    SELECT $2, h.key, (SELECT count(*) FROM entries e WHERE e.key = h.key), h.closed
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
+    SELECT $2, h.key, (SELECT count(*) FROM entries e WHERE e.key = h.key), h.closed,
+           CASE WHEN h.closed THEN h.closed_by END
     FROM heads h
     WHERE h.closed OR h.key IN (SELECT key FROM entries)
     RETURNING 1

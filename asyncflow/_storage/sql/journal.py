@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .streams import _STREAM_APPEND
+from .streams import _FIRST_CLOSER, _STREAM_APPEND
 
 # ---------------------------------------------------------------------------------------------
 # The journal
@@ -78,10 +78,11 @@ SELECT (SELECT count(*) FROM op) AS recorded,
 _SET_EVENT_OUTPUT = """'{"key":' || to_json($4::text)::text || ',"value":' || $5 || '}'"""
 JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7").replace(
     "%OUTPUT%", _SET_EVENT_OUTPUT) + """, u AS (
-    INSERT INTO {s}.events (workflow_id, key, value)
-    SELECT workflow_id, $4, $5 FROM op
+    INSERT INTO {s}.events (workflow_id, key, value, writer_fid)
+    SELECT workflow_id, $4, $5, $2 FROM op
     ON CONFLICT (workflow_id, key)
-    DO UPDATE SET value = excluded.value, updated_at = clock_timestamp(),
+    DO UPDATE SET value = excluded.value, writer_fid = excluded.writer_fid,
+                  updated_at = clock_timestamp(),
                   version = {s}.events.version + 1
     RETURNING workflow_id
 )
@@ -109,9 +110,9 @@ SELECT (SELECT count(*) FROM op) AS recorded, (SELECT "offset" FROM ins) AS "off
 # {"key": key}; next_offset: the closed stream's length (when recorded).
 JOURNALED_CLOSE_STREAM = _JOURNAL_ENTRY.replace("%EPOCH%", "$6").replace(
     "%OUTPUT%", """'{"key":' || to_json($4::text)::text || '}'""") + """, h AS (
-    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed)
-    SELECT workflow_id, $4, 0, true FROM op
-    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
+    SELECT workflow_id, $4, 0, true, $2 FROM op
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true, """ + _FIRST_CLOSER + """
     RETURNING workflow_id, next_offset
 )
 SELECT (SELECT count(*) FROM op) AS recorded, (SELECT next_offset FROM h) AS next_offset,

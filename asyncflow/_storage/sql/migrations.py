@@ -494,4 +494,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE {s}.schedules ADD COLUMN deleted boolean NOT NULL DEFAULT false;
     """,
+    # 19: which operation (function id) last set an event, and which one closed a stream, so
+    # that a fork copies what came before its step also from a workflow whose rows one
+    # transaction wrote (a fork's, an import's). NULL on rows written before: a fork tells those
+    # by their transaction (xmin), as it did.
+    """
+    ALTER TABLE {s}.events ADD COLUMN writer_fid integer;
+    ALTER TABLE {s}.stream_heads ADD COLUMN closed_by integer;
+    """,
 )

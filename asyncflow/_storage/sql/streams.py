@@ -39,10 +39,17 @@ WITH existing AS (
 SELECT coalesce((SELECT "offset" FROM ins), (SELECT "offset" FROM upd)) AS "offset",
        pg_notify($6, 's' || $1)"""
 
+# A closed stream's head names the operation that closed it first (closed_by: FORK_COPY's rule).
+_FIRST_CLOSER = """closed_by = CASE WHEN {s}.stream_heads.closed
+                                    THEN {s}.stream_heads.closed_by
+                                    ELSE excluded.closed_by END"""
+
+# $4: the function id of the step that closes it (with its checkpoint).
 CLOSE_STREAM = """
 WITH h AS (
-    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed) VALUES ($1, $2, 0, true)
-    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
+    VALUES ($1, $2, 0, true, $4)
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true, """ + _FIRST_CLOSER + """
     RETURNING workflow_id
 )
 SELECT pg_notify($3, 's' || workflow_id) FROM h"""
