@@ -343,8 +343,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str, text: str
     ) -> bool:
         row = await self._journaled(journal.JOURNALED_SET_EVENT, workflow_id, function_id, name,
-                                    key,
-                                    text, self.channel, epoch)
+                                    key, text, self.channel, epoch)
         return bool(row["recorded"])
 
     async def journaled_write_stream(
@@ -444,7 +443,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return row["status"], row["value"], row["version"] or 0
 
     async def set_event(self, workflow_id: str, key: str, text: str, writer_fid: int) -> None:
-        """Set by step #writer_fid of the workflow (staged with its checkpoint)."""
         await self.storage.execute(events.SET_EVENT, workflow_id, key, text, self.channel,
                                    writer_fid)
 
@@ -489,7 +487,6 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         return None if row is None else row["offset"]
 
     async def close_stream(self, workflow_id: str, key: str, closed_by: int) -> None:
-        """Closed by step #closed_by of the workflow (staged with its checkpoint)."""
         await self.storage.execute(streams.CLOSE_STREAM, workflow_id, key, self.channel,
                                    closed_by)
 
