@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from .history import EVENTS_BEFORE
+
 #: Migration 15's ``claim_queued`` for a distributed database (``asyncflow db distribute``
 #: replaces it): the same claim, same parameters and result, as a few statements under the queue
 #: row's lock. ``queues`` stays on the coordinator, and the coordinator holds that lock until every
@@ -339,12 +341,8 @@ BEGIN
     FROM {s}.operations o WHERE o.workflow_id = $1 AND o.function_id < $3;
     GET DIAGNOSTICS n_ops = ROW_COUNT;
     INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
-    SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid FROM (
-        SELECT ev.key, ev.value, ev.updated_at, ev.version, ev.writer_fid FROM {s}.events ev
-        WHERE ev.workflow_id = $1 AND coalesce(ev.writer_fid < $3, ev.xmin::text IN (
-            SELECT o.xmin::text FROM {s}.operations o
-            WHERE o.workflow_id = $1 AND o.function_id < $3))
-    ) e;
+    SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid
+    FROM (""" + EVENTS_BEFORE + """) e;
     GET DIAGNOSTICS n_events = ROW_COUNT;
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
     SELECT $2, h.key, h.n, h.closed, CASE WHEN h.closed THEN h.closed_by END FROM (

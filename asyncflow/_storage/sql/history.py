@@ -97,10 +97,35 @@ WITH ins AS (
 SELECT (SELECT count(*) FROM ins) AS created,
        (SELECT pg_notify($8, 'q' || queue_name) FROM ins) AS notified"""
 
+# The events of workflow $1 as they were before its operation $3 (key, value, updated_at, version,
+# writer_fid): an event whose latest value an operation below $3 wrote (writer_fid; rows written
+# before migration 19 name no writer and are told by their transaction, see below) is copied as
+# it is; one set again from $3 on takes the value the workflow body's latest set_event below $3
+# wrote, from that operation's journal entry ({"key": key, "value": value}, the value's text cut
+# out as written: never re-encoded). A value only a step set (staged with its checkpoint, not
+# journaled) and set again from $3 on is not kept anywhere.
+EVENTS_BEFORE = """
+SELECT DISTINCT ON (c.key) c.key, c.value, c.updated_at, c.version, c.writer_fid FROM (
+    SELECT ev.key, ev.value, ev.updated_at, ev.version, ev.writer_fid, 0 AS rank
+    FROM {s}.events ev
+    WHERE ev.workflow_id = $1 AND coalesce(ev.writer_fid < $3, ev.xmin::text IN (
+        SELECT o.xmin::text FROM {s}.operations o
+        WHERE o.workflow_id = $1 AND o.function_id < $3))
+    UNION ALL
+    SELECT j.key,
+           left(substr(o.output,
+                       char_length('{"key":' || to_json(j.key)::text || ',"value":') + 1), -1),
+           o.created_at, count(*) OVER (PARTITION BY j.key), o.function_id, 1
+    FROM {s}.operations o CROSS JOIN LATERAL (SELECT o.output::json ->> 'key' AS key) j
+    WHERE o.workflow_id = $1 AND o.function_id < $3 AND o.name = 'asyncflow.set_event'
+      AND o.output IS NOT NULL
+) c
+ORDER BY c.key, c.rank, c.writer_fid DESC"""
+
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):
 # - journal entries with function ids below $3;
-# - events whose latest value an operation below $3 wrote (writer_fid);
+# - the events as they were before $3 (EVENTS_BEFORE);
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
 # - a stream's closed flag, when an operation below $3 closed it (closed_by);
 # - the function id the source's run starts at (a run after a continue_as_new numbers its
@@ -129,9 +154,8 @@ WITH run AS (
     SELECT xmin::text AS x FROM {s}.operations WHERE workflow_id = $1 AND function_id < $3
 ), ev AS (
     INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
-    SELECT $2, key, value, updated_at, version, writer_fid FROM {s}.events
-    WHERE workflow_id = $1
-      AND coalesce(writer_fid < $3, xmin::text IN (SELECT x FROM before))
+    SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid
+    FROM (""" + EVENTS_BEFORE + """) e
     RETURNING 1
 ), entries AS (
     SELECT key, value, writer_fid, writer_seq, created_at,
