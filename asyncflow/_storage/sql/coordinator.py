@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from .history import EVENTS_BEFORE
+from .history import _EVENTS_BEFORE
 
 #: Migration 15's ``claim_queued`` for a distributed database (``asyncflow db distribute``
 #: replaces it): the same claim, same parameters and result, as a few statements under the queue
@@ -342,7 +342,7 @@ BEGIN
     GET DIAGNOSTICS n_ops = ROW_COUNT;
     INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
     SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid
-    FROM (""" + EVENTS_BEFORE + """) e;
+    FROM (""" + _EVENTS_BEFORE + """) e;
     GET DIAGNOSTICS n_events = ROW_COUNT;
     INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
     SELECT $2, h.key, h.n, h.closed, CASE WHEN h.closed THEN h.closed_by END FROM (

@@ -104,7 +104,7 @@ SELECT (SELECT count(*) FROM ins) AS created,
 # wrote, from that operation's journal entry ({"key": key, "value": value}, the value's text cut
 # out as written: never re-encoded). A value only a step set (staged with its checkpoint, not
 # journaled) and set again from $3 on is not kept anywhere.
-EVENTS_BEFORE = """
+_EVENTS_BEFORE = """
 SELECT DISTINCT ON (c.key) c.key, c.value, c.updated_at, c.version, c.writer_fid FROM (
     SELECT ev.key, ev.value, ev.updated_at, ev.version, ev.writer_fid, 0 AS rank
     FROM {s}.events ev
@@ -125,7 +125,7 @@ ORDER BY c.key, c.rank, c.writer_fid DESC"""
 # Copy what workflow $1 recorded before function id $3 into the new workflow $2 (inserted just
 # before, in the same transaction), and wake the supervisors (channel $4):
 # - journal entries with function ids below $3;
-# - the events as they were before $3 (EVENTS_BEFORE);
+# - the events as they were before $3 (_EVENTS_BEFORE);
 # - stream entries whose writer (function id) is below $3, renumbered from offset 0;
 # - a stream's closed flag, when an operation below $3 closed it (closed_by);
 # - the function id the source's run starts at (a run after a continue_as_new numbers its
@@ -155,7 +155,7 @@ WITH run AS (
 ), ev AS (
     INSERT INTO {s}.events (workflow_id, key, value, updated_at, version, writer_fid)
     SELECT $2, e.key, e.value, e.updated_at, e.version, e.writer_fid
-    FROM (""" + EVENTS_BEFORE + """) e
+    FROM (""" + _EVENTS_BEFORE + """) e
     RETURNING 1
 ), entries AS (
     SELECT key, value, writer_fid, writer_seq, created_at,
