@@ -47,10 +47,15 @@ def define_writer(app: asyncflow.AsyncFlow, *, in_steps: bool) -> object:
     return writer
 
 
-async def fork_of_a_fork(app: asyncflow.AsyncFlow, writer: object) -> None:
+async def run_source(app: asyncflow.AsyncFlow, writer: object) -> None:
+    """Workflow "src" runs ``writer`` to its end."""
     source = await app.start_workflow(writer, workflow_id="src")
     await app.send("src", None, "go")
     assert await source.get_result(timeout_seconds=30) == "done"
+
+
+async def fork_of_a_fork(app: asyncflow.AsyncFlow, writer: object) -> None:
+    await run_source(app, writer)
     whole = await app.fork_workflow("src", 7, workflow_id="whole")  # everything copied
     assert await whole.get_result(timeout_seconds=30) == "done"
     assert await app.get_all_events("whole") == {"first": 10, "later": 2}
@@ -100,9 +105,7 @@ async def test_an_imported_workflow_forks_by_its_rows_writers(make_app, other_db
     source = make_app()
     writer = define_writer(source, in_steps=False)
     async with source:
-        handle = await source.start_workflow(writer, workflow_id="src")
-        await source.send("src", None, "go")
-        assert await handle.get_result(timeout_seconds=30) == "done"
+        await run_source(source, writer)
         await source.export_workflows(["src"], tmp_path / "src.jsonl")
     target = asyncflow.AsyncFlow(database_url=other_db_url)
     define_writer(target, in_steps=False)
@@ -118,9 +121,7 @@ async def test_rows_from_before_the_migration_are_told_by_their_transaction(make
     app = make_app()
     writer = define_writer(app, in_steps=False)
     async with app:
-        source = await app.start_workflow(writer, workflow_id="src")
-        await app.send("src", None, "go")
-        assert await source.get_result(timeout_seconds=30) == "done"
+        await run_source(app, writer)
         # As schema version 18 left them: no writer named, and each row last written by the
         # transaction of its operation's journal entry (rewritten here together).
         for table, match, function_id in (
