@@ -116,9 +116,12 @@ SELECT DISTINCT ON (c.key) c.key, c.value, c.updated_at, c.version, c.writer_fid
            left(substr(o.output,
                        char_length('{"key":' || to_json(j.key)::text || ',"value":') + 1), -1),
            o.created_at, count(*) OVER (PARTITION BY j.key), o.function_id, 1
-    FROM {s}.operations o CROSS JOIN LATERAL (SELECT o.output::json ->> 'key' AS key) j
+    FROM {s}.operations o CROSS JOIN LATERAL (
+        -- parsed only where it is a set_event's, whatever order the planner picks
+        SELECT CASE WHEN o.name = 'asyncflow.set_event' THEN o.output::json ->> 'key' END AS key
+    ) j
     WHERE o.workflow_id = $1 AND o.function_id < $3 AND o.name = 'asyncflow.set_event'
-      AND o.output IS NOT NULL
+      AND j.key IS NOT NULL
 ) c
 ORDER BY c.key, c.rank, c.writer_fid DESC"""
 
