@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .streams import _FIRST_CLOSER
+
 # ---------------------------------------------------------------------------------------------
 # Group commit (_batch): one statement writes many operations of one kind, reports a result per
 # operation, and wakes every woken key with as few NOTIFYs as fit: a batched payload is '*'
@@ -175,15 +177,14 @@ WITH input AS (
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id
 ), h AS (
-    INSERT INTO {s}.stream_heads AS h (workflow_id, key, next_offset, closed, closed_by)
+    INSERT INTO {s}.stream_heads (workflow_id, key, next_offset, closed, closed_by)
     SELECT DISTINCT ON (i.workflow_id, i.key) i.workflow_id, i.key, 0::bigint, true,
            i.function_id
     FROM input i
     WHERE coalesce((i.workflow_id, i.function_id) IN (SELECT workflow_id, function_id FROM op),
                    false)
     ORDER BY i.workflow_id, i.key, i.function_id
-    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true,
-        closed_by = CASE WHEN h.closed THEN h.closed_by ELSE excluded.closed_by END
+    ON CONFLICT (workflow_id, key) DO UPDATE SET closed = true, """ + _FIRST_CLOSER + """
     RETURNING workflow_id, key, next_offset
 ), woken AS (
     SELECT 's' || char_length(workflow_id) || ':' || workflow_id AS item FROM h
