@@ -13,15 +13,18 @@ from ticks import each_tick_once
 import asyncflow
 
 
-def _far_minute() -> int:
-    """A minute of the hour at least ~29 minutes away from now: no tick of an hourly schedule
-    at that minute comes due during a test."""
+@pytest.fixture
+def far_minute() -> int:
+    """A minute of the hour ~30 minutes away from the test's start: no tick of an hourly
+    schedule at that minute comes due during a test. Taken once per test, so that every app
+    a test makes declares the same schedule even when the clock's minute turns between them
+    (a second app declaring the next minute saw one tick more than the downtime held)."""
     return (datetime.now(UTC).minute + 30) % 60
 
 
-def _hourly(app: asyncflow.AsyncFlow, catch_up: str, ran: list[str] | None = None,
+def _hourly(app: asyncflow.AsyncFlow, minute: int, catch_up: str, ran: list[str] | None = None,
             event: asyncio.Event | None = None) -> None:
-    @app.scheduled(f"{_far_minute()} * * * *", name="hourly", catch_up=catch_up)
+    @app.scheduled(f"{minute} * * * *", name="hourly", catch_up=catch_up)
     @app.workflow(name="report")
     async def report(scheduled_at: str) -> str:
         if ran is not None:
@@ -128,9 +131,9 @@ async def test_a_per_second_schedule_starts_a_workflow_per_tick(make_app):
 
 
 @pytest.mark.parametrize(("catch_up", "expected"), [("all", 5), ("latest", 1), ("skip", 0)])
-async def test_missed_ticks_after_downtime(make_app, conn, catch_up, expected):
+async def test_missed_ticks_after_downtime(make_app, conn, far_minute, catch_up, expected):
     app = make_app()
-    _hourly(app, catch_up)
+    _hourly(app, far_minute, catch_up)
     async with app:
         await _advance(app)  # a new schedule starts from now: nothing missed yet
         assert await _started(app) == []
@@ -138,7 +141,7 @@ async def test_missed_ticks_after_downtime(make_app, conn, catch_up, expected):
     await conn.execute("update asyncflow.schedules "
                        "set last_tick = last_tick - interval '5 hours'")
     app = make_app()
-    _hourly(app, catch_up)
+    _hourly(app, far_minute, catch_up)
     async with app:
         await _advance(app)
         started = await _started(app)
@@ -150,11 +153,11 @@ async def test_missed_ticks_after_downtime(make_app, conn, catch_up, expected):
         assert started == [f"hourly@{row['last_tick'].astimezone(UTC).isoformat()}"]
 
 
-async def test_pause_resume_and_trigger(make_app, conn):
+async def test_pause_resume_and_trigger(make_app, conn, far_minute):
     app = make_app()
     ran: list[str] = []
     triggered = asyncio.Event()
-    _hourly(app, "all", ran, triggered)
+    _hourly(app, far_minute, "all", ran, triggered)
     async with app:
         await app.pause_schedule("hourly")
         [info] = await app.list_schedules()
@@ -207,10 +210,10 @@ async def test_three_processes_start_each_tick_exactly_once(db_url, conn, procs)
 
 
 @pytest.mark.slow
-async def test_schedule_cli(make_app, db_url):
+async def test_schedule_cli(make_app, db_url, far_minute):
     app = make_app()
     triggered = asyncio.Event()
-    _hourly(app, "skip", event=triggered)
+    _hourly(app, far_minute, "skip", event=triggered)
     async with app:
         [row] = await cli_json(db_url, "schedule", "list")
         assert row["name"] == "hourly" and row["paused"] is False
