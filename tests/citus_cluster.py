@@ -18,7 +18,6 @@ import atexit
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +25,7 @@ from clusters import Cluster, _system_user, bindir, free_port, missing, run
 
 from asyncflow._storage.citus import distribute
 from asyncflow._storage.database import Storage
+from asyncflow.testing._server import scratch_directory
 
 #: Whether the suites run on a Citus cluster (``.ci/citus``).
 ENABLED = os.environ.get("ASYNCFLOW_TEST_CITUS", "") not in ("", "0")
@@ -61,7 +61,7 @@ class CitusCluster:
         reason = citus_missing()
         if reason is not None:
             raise RuntimeError(reason)
-        self.root = Path(tempfile.mkdtemp(prefix="asyncflow-citus-"))
+        self.root = scratch_directory("asyncflow-citus-")
         user = _system_user()
         if user is not None:
             os.chown(self.root, user.pw_uid, user.pw_gid)

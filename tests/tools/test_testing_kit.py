@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ import asyncflow
 from asyncflow.testing import (
     Crash,
     TestDatabases,
+    _server,
     crash_and_recover,
     crash_at,
     launched,
@@ -543,11 +545,29 @@ def test_test_databases_on_a_private_embedded_server(monkeypatch):
         assert databases.embedded
         data_dir = databases._data_dir
         assert data_dir is not None and (data_dir / "pgdata").is_dir()
+        if _server.RAM_DIRECTORY.is_dir() and os.access(_server.RAM_DIRECTORY, os.W_OK):
+            assert data_dir.parent == _server.RAM_DIRECTORY  # this machine's memory has room
         admin_url = databases.admin_url
         databases.drop(url)
     assert not data_dir.exists()
     with pytest.raises(OSError):  # the server was stopped
         asyncio.run(asyncpg.connect(admin_url, timeout=30))
+
+
+def test_a_scratch_directory_is_in_memory_only_where_there_is_room(monkeypatch, tmp_path):
+    roomy = tmp_path / "roomy"
+    roomy.mkdir()
+    monkeypatch.setattr(_server, "RAM_DIRECTORY", roomy)
+    made = _server.scratch_directory("kit-")
+    assert made.parent == roomy and made.name.startswith("kit-") and made.is_dir()
+    monkeypatch.setattr(_server, "RAM_NEEDED", shutil.disk_usage(roomy).free + (1 << 40))
+    full = _server.scratch_directory("kit-")  # too little room: the usual temporary directory
+    assert full.parent == Path(tempfile.gettempdir()) and full.is_dir()
+    monkeypatch.setattr(_server, "RAM_DIRECTORY", tmp_path / "missing")
+    absent = _server.scratch_directory("kit-")
+    assert absent.parent == Path(tempfile.gettempdir())
+    full.rmdir()
+    absent.rmdir()
 
 
 def test_the_testing_extra_has_the_plugins_the_pytest_configuration_uses() -> None:
