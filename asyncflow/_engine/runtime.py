@@ -29,7 +29,8 @@ class Runtime:
     client, plus its executor id (``None`` for a client)."""
 
     __slots__ = ("clock_offset", "closing", "executions", "executor_id", "listener", "monitors",
-                 "on_checkpoint", "on_operation", "sends", "store", "telemetry", "tg", "waits")
+                 "on_checkpoint", "on_operation", "opening", "sends", "store", "telemetry", "tg",
+                 "waits")
 
     def __init__(
         self,
@@ -44,6 +45,7 @@ class Runtime:
         #: Sends of this process in flight, by destination (a recv starting meanwhile waits for
         #: them, and takes the message in its first statement).
         self.sends = InFlight()
+        self.opening = InFlight()  # recvs journaling their first attempt, by workflow id
         # A journaled stream write or close is handed to local readers as soon as it committed.
         store.on_stream_committed = self._stream_committed
         self.listener = listener

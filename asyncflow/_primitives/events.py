@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import _codec
 from .._core.telemetry import WORKFLOW_ID
-from .._core.wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, hand_over, wait
+from .._core.wait import EVENT, NOT_YET, TERMINAL, Wait, Waiter, _NotYet, wait
 from .._engine.context import StepContext, WorkflowContext
 from .._engine.journal import begin, checked, stop_for_status
 from .._engine.observe import outside_operation, workflow_operation
@@ -34,10 +34,8 @@ async def set_event_from_workflow(
         return
     await checked(ctx, ctx.runtime.store.journaled_set_event(
         ctx.workflow_id, function_id, SET_EVENT, ctx.epoch, key, text))
-    # The committed value is handed to local waiters (no read back for an outside get_event),
-    # who go first.
-    if ctx.runtime.waits.wake(EVENT, ctx.workflow_id, (key, text)):
-        await hand_over()
+    # The committed value is handed to local waiters (no read back for an outside get_event).
+    ctx.runtime.waits.wake(EVENT, ctx.workflow_id, (key, text))
 
 
 async def set_event_from_step(step: StepContext, key: str, text: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from .. import _codec
 from .._core.wait import MESSAGE, NOT_YET, TERMINAL, _NotYet, hand_over
 from .._engine.context import StepContext, WorkflowContext
-from .._engine.journal import begin, checked, record, replayed_value, stop_for_status
+from .._engine.journal import begin, record, replayed_value, stop_for_status
 from .._engine.observe import outside_operation, workflow_operation
 from .._engine.runtime import Runtime
 from .._errors import WorkflowNotFoundError, _ExecutionConflict
@@ -38,12 +38,21 @@ async def send_outside(
     """A send from outside any workflow (an app's or client's method): what became of it."""
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
-    delivery, awaited = await _in_flight(runtime, destination_id, runtime.store.send_message(
-        destination_id, topic, text, key, traceparent))
-    woken = delivery is not Delivery.DUPLICATE and runtime.waits.wake(MESSAGE, destination_id)
+    (delivery, handed), awaited = await _in_flight(runtime, destination_id,
+                                                   runtime.store.send_message(
+                                                       destination_id, topic, text, key,
+                                                       traceparent))
+    woken = delivery is not Delivery.DUPLICATE and _wake(runtime, destination_id, handed, text)
     if woken or awaited:
         await hand_over()  # the woken recv goes first
     return delivery
+
+
+def _wake(runtime: Runtime, destination_id: str, handed: int | None, text: str) -> bool:
+    """Wake the destination's recvs in this process; a message handed to recv #``handed``
+    goes to its waiter with the wake-up (it need not read its entry back)."""
+    value = None if handed is None else (handed, text)
+    return runtime.waits.wake(MESSAGE, destination_id, value)
 
 
 async def _in_flight(runtime: Runtime, destination_id: str,
@@ -51,6 +60,9 @@ async def _in_flight(runtime: Runtime, destination_id: str,
     """Await a send's ``statement`` marked in flight to ``destination_id`` (a recv of that
     workflow starting meanwhile waits for it: see ``_core.inflight``): its result, and whether a
     recv waited (the sender then hands over, so that recv goes first)."""
+    # A recv of that workflow journaling itself right now (see _core.inflight): wait for its
+    # entry, so that this send hands the message to it.
+    await runtime.opening.settled(destination_id)
     write = runtime.sends.begin(destination_id)
     try:
         result = await statement
@@ -80,12 +92,16 @@ async def send_from_workflow(
     telemetry = runtime.telemetry
     traceparent = None if telemetry is None else telemetry.traceparent()
     awaited = False  # whether a recv of this process waited for this send (it goes first)
+    handed: int | None = None  # the destination's recv the message was handed to, if any
     try:
         if idempotency_key is None:
             # Journal entry and delivery in one statement.
-            _, awaited = await _in_flight(runtime, destination_id, checked(
-                ctx, store.journaled_send(ctx.workflow_id, function_id, SEND, ctx.epoch,
-                                          destination_id, topic, text, traceparent)))
+            (journaled, handed), awaited = await _in_flight(
+                runtime, destination_id, store.journaled_send(
+                    ctx.workflow_id, function_id, SEND, ctx.epoch, destination_id, topic, text,
+                    traceparent))
+            if not journaled:
+                await stop_for_status(ctx)
         else:
             # Rare: a caller-chosen key on top of the journal; both in one transaction.
             async with store.storage.transaction():
@@ -97,7 +113,7 @@ async def send_from_workflow(
         await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
                      error=encode_error(exc))
         raise
-    if runtime.waits.wake(MESSAGE, destination_id) or awaited:
+    if _wake(runtime, destination_id, handed, text) or awaited:
         await hand_over()  # the woken recv goes first
 
 
@@ -200,9 +216,14 @@ async def recv(
         # A send of this process to this workflow being committed right now: its message is
         # about to be there, and taken in this statement (see _core.inflight).
         await sends.settled(workflow_id)
-        # Journal the recv with its deadline and take a waiting message, in one statement.
-        recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
-                                                           deadline, ctx.epoch)
+        # Journal the recv with its deadline and take a waiting message, in one statement. A
+        # send of this process starting meanwhile waits for it, and hands its message over.
+        opening = ctx.runtime.opening.begin(workflow_id)
+        try:
+            recorded, message, sender = await store.recv_first(workflow_id, topic, function_id,
+                                                               deadline, ctx.epoch)
+        finally:
+            ctx.runtime.opening.end(workflow_id, opening)
         if not recorded:
             await stop_for_status(ctx)
         if message is None:
@@ -212,10 +233,12 @@ async def recv(
         return message
 
     async def later(_deadline: float) -> str | _NotYet:
-        status, message, consumed, sender = await store.recv_next(workflow_id, topic,
-                                                                  function_id, ctx.epoch)
+        status, message, consumed, sender, handed = await store.recv_next(
+            workflow_id, topic, function_id, ctx.epoch)
         if status != PENDING:
             await stop_for_status(ctx)
+        if handed is not None:  # a send completed the entry with its message (still ours)
+            return handed
         if message is None:
             return NOT_YET
         if not consumed:
@@ -224,5 +247,10 @@ async def recv(
             telemetry.link(sender)
         return message
 
+    def handed(value: tuple[int, str]) -> str | None:
+        """A send of this process handed this recv its message: the committed entry's value."""
+        return value[1] if value[0] == function_id else None
+
     keys = ((MESSAGE, workflow_id), (TERMINAL, workflow_id))
-    return await durable_wait(ctx, function_id, RECV, timeout_seconds, keys, first, later)
+    return await durable_wait(ctx, function_id, RECV, timeout_seconds, keys, first, later,
+                              handed)

@@ -9,7 +9,7 @@ from typing import Any
 from .. import _codec
 from .._core.wait import NOT_YET, TERMINAL, Key, Wait, Waiter, _NotYet, wait
 from .._engine.context import WorkflowContext
-from .._engine.journal import begin, checked, record, replayed_value, stop_for_status
+from .._engine.journal import begin, record, replayed_value, stop_for_status
 from .._engine.observe import workflow_operation
 from .._engine.runtime import Runtime
 from .._status import PENDING
@@ -59,6 +59,7 @@ async def durable_wait(
     keys: tuple[Key, ...],
     first: Attempt,
     later: Attempt,
+    handed: Callable[[Any], str | None] | None = None,
 ) -> Any:
     """A journaled wait with a durable deadline (``recv``, ``get_event`` in a workflow).
 
@@ -67,7 +68,9 @@ async def durable_wait(
     checks ``later(deadline)``: each returns the value's JSON text, or :data:`NOT_YET` (an entry
     completed with an error, see ``get_event``, raises it again). When the
     runtime's clock passes the deadline the entry is completed with ``None`` and ``None`` is
-    returned; a recovery waits only for what is left.
+    returned; a recovery waits only for what is left. ``handed``: the value a local wake-up
+    of ``keys[0]`` carries, or ``None`` (a wake-up carrying the committed value need not be
+    followed by a read).
     """
     recorded = await begin(ctx, function_id, name)
     if recorded is not None and recorded.completed:
@@ -80,6 +83,11 @@ async def durable_wait(
 
     async def check(waiter: Waiter) -> str | _NotYet | None:
         nonlocal attempt
+        if handed is not None and attempt is later:
+            carried = waiter.handed.pop(keys[0], None)
+            value = None if carried is None else handed(carried)
+            if value is not None:
+                return value
         current, attempt = attempt, later
         found = await current(wall_deadline)
         if not isinstance(found, _NotYet):
@@ -93,6 +101,12 @@ async def durable_wait(
                              deadline=loop_deadline(runtime, wall_deadline)))
     if isinstance(result, str):
         return _codec.loads(result)
-    await checked(ctx, runtime.store.complete_operation(ctx.workflow_id, function_id, None,
-                                                        ctx.epoch))
+    if not await runtime.store.complete_operation(ctx.workflow_id, function_id, None,
+                                                  ctx.epoch):
+        # Completed meanwhile, by a send handing its message to this recv (the last check
+        # then returns it), or the workflow is no longer ours to run (it stops).
+        found = await later(wall_deadline)
+        if isinstance(found, str):
+            return _codec.loads(found)
+        await stop_for_status(ctx)
     return None

@@ -30,8 +30,11 @@ Started = tuple[bool, str | None]  # created, the name of the row (None: no row)
 FirstRecv = tuple[str, str | None, int, float, int]
 Taken = tuple[bool, str | None, str | None]  # journaled, the message taken, its traceparent
 Recv = tuple[str, str | None, int, int]  # a later attempt: workflow, topic, function id, epoch
-# the status (None: no longer at the epoch), the message, consumed, the sender's traceparent
-Received = tuple[str | None, str | None, bool, str | None]
+# the status (None: no longer at the epoch), the message, consumed, the sender's traceparent,
+# and the entry's output when it was completed before (a send handed its message over)
+Received = tuple[str | None, str | None, bool, str | None, str | None]
+# what became of a send, and the function id of the recv it was handed to (see messages.py)
+Delivered = tuple[Delivery, int | None]
 Written = tuple[bool, int | None, bool]
 Page = tuple[list[tuple[int, Any]], bool]
 
@@ -139,7 +142,7 @@ class StoreBase:
         return namespace
 
 
-    async def _send_one(self, op: Sent) -> Delivery:
+    async def _send_one(self, op: Sent) -> Delivered:
         destination_id, topic, text, idempotency_key, traceparent = op
         try:
             if idempotency_key is None:
@@ -155,5 +158,5 @@ class StoreBase:
             raise not_found(destination_id) from None
         if row is None or row["status"] is None:  # (a repeated key to a deleted workflow)
             raise not_found(destination_id)
-        return Delivery.of(row["inserted"], row["status"])
+        return Delivery.of(row["inserted"], row["status"]), row.get("handed")
 

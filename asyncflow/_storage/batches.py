@@ -10,6 +10,7 @@ from typing import Any
 from .._status import Delivery
 from .base import (
     Close,
+    Delivered,
     Finish,
     FirstRecv,
     Outcome,
@@ -123,10 +124,10 @@ class BatchStatements(StoreBase):
                 results.append(None)
         return results
 
-    async def _send_many(self, ops: list[Sent]) -> list[Delivery | BaseException]:
+    async def _send_many(self, ops: list[Sent]) -> list[Delivered | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(batches.SEND_MESSAGES, *map(list, columns), self.channel)
-        return [Delivery.of(row["inserted"], row["status"])
+        return [(Delivery.of(row["inserted"], row["status"]), None)
                 if row["found"] and row["status"] is not None else not_found(op[0])
                 for op, row in zip(ops, rows, strict=True)]
 
@@ -261,23 +262,25 @@ class BatchStatements(StoreBase):
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
         assert row is not None
         status = row["status"] if row["epoch"] == epoch else None
-        return status, row["message"], bool(row["consumed"]), row["traceparent"]
+        return (status, row["message"], bool(row["consumed"]), row["traceparent"],
+                row["handed"])
 
     async def _recv_many(self, ops: list[Recv]) -> list[Received | BaseException]:
         columns = _distinct_columns(ops, 2)  # two recvs of one mailbox: one by one
         rows = await self.storage.fetch(batches.RECV_MANY, *columns)
         taken = {row["ord"]: row for row in rows if row["kind"] == "m"}
         states = {row["workflow_id"]: row for row in rows if row["kind"] == "s"}
+        handed = {row["ord"]: row["message"] for row in rows if row["kind"] == "h"}
         results: list[Received | BaseException] = []
         for ordinal, (workflow_id, _topic, _function_id, epoch) in enumerate(ops, start=1):
             state = states.get(workflow_id)
             status = state["status"] if state is not None and state["epoch"] == epoch else None
             row = taken.get(ordinal)
             if row is None:
-                results.append((status, None, False, None))
+                results.append((status, None, False, None, handed.get(ordinal)))
             else:
                 results.append((status, row["message"], bool(row["consumed"]),
-                                row["traceparent"]))
+                                row["traceparent"], handed.get(ordinal)))
         return results
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from .. import _codec
 from .._errors import DatabaseUnavailableError, WorkflowNotFoundError
-from .._status import Delivery, StepInfo, WorkflowStatus
+from .._status import StepInfo, WorkflowStatus
 from .admin import AdminStatements
 from .base import (
     Claimed,
     Close,
+    Delivered,
     Finish,
     FirstRecv,
     JournalEntry,
@@ -80,7 +81,7 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
         self.channel = storage.channel
         self.finishes: Batcher[Finish, bool] = Batcher(self._finish_many, self._finish_one)
         self.records: Batcher[Record, bool] = Batcher(self._record_many, self._record_one)
-        self.sends: Batcher[Sent, Delivery] = Batcher(self._send_many, self._send_one)
+        self.sends: Batcher[Sent, Delivered] = Batcher(self._send_many, self._send_one)
         #: (See BatchStatements._written and _closed.)
         self.on_stream_committed: StreamCommitted | None = None
         self.writes: Batcher[Write, Written] = Batcher(self._write_many, self._write_one,
@@ -329,15 +330,16 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def journaled_send(
         self, workflow_id: str, function_id: int, name: str, epoch: int, destination_id: str,
         topic: str | None, text: str, traceparent: str | None = None,
-    ) -> bool:
-        """Journal a send and deliver the message in one statement; False if not owned."""
+    ) -> tuple[bool, int | None]:
+        """Journal a send and deliver the message (or hand it to the destination's waiting
+        recv) in one statement: (False if not owned, the function id of the recv handed it)."""
         try:
-            row = await self._journaled(journal.JOURNALED_SEND, workflow_id, function_id, name,
+            row = await self._journaled(messages.JOURNALED_SEND, workflow_id, function_id, name,
                                         destination_id, topic, text, self.channel, traceparent,
                                         epoch)
         except WorkflowNotFoundError:
             raise not_found(destination_id) from None
-        return bool(row["recorded"])
+        return bool(row["recorded"]), row["handed"]
 
     async def journaled_set_event(
         self, workflow_id: str, function_id: int, name: str, epoch: int, key: str, text: str
@@ -389,14 +391,13 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
     async def send_message(
         self, destination_id: str, topic: str | None, text: str, idempotency_key: str | None,
         traceparent: str | None = None,
-    ) -> Delivery:
-        """Deliver a message (once per idempotency key, if given) and say what became of it;
-        unknown destination: not found. ``traceparent``: the trace context of the sending span
-        (telemetry)."""
-        delivery: Delivery = await self._submit(
+    ) -> Delivered:
+        """Deliver a message (once per idempotency key, if given): see :data:`Delivered`.
+        Unknown destination: not found. ``traceparent``: the sending span's trace context."""
+        delivered: Delivered = await self._submit(
             self.sends, self._send_one, (destination_id, topic, text, idempotency_key,
                                          traceparent))
-        return delivery
+        return delivered
 
     async def recv_first(
         self, workflow_id: str, topic: str | None, function_id: int, deadline: float,
@@ -411,10 +412,9 @@ class Store(AdminStatements, QueueStatements, HistoryStatements, ScheduleStateme
 
     async def recv_next(
         self, workflow_id: str, topic: str | None, function_id: int, epoch: int
-    ) -> tuple[str | None, str | None, bool, str | None]:
-        """Take the next message into the open recv of the execution of ``epoch``: ``(workflow
-        status, message, consumed, the sender's traceparent)``. The status is ``None`` when the
-        workflow is no longer at ``epoch`` (claimed elsewhere: this execution must stop).
+    ) -> Received:
+        """Take the next message into the open recv of the execution of ``epoch``: see
+        :data:`Received` (status ``None``: claimed elsewhere, this execution must stop).
         Concurrent ones share a statement."""
         received: Received = await self._submit(self.recvs, self._recv_one,
                                                 (workflow_id, topic, function_id, epoch))

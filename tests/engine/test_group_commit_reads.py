@@ -139,17 +139,19 @@ async def test_a_recv_batch_reports_a_lost_epoch_and_two_recvs_of_one_workflow(m
         calls += [store.recv_next(wid, None, 0, 1) for wid in ids[1:10]]
         outcomes = await asyncio.gather(*calls)
         assert store.recvs.batches - before == 2
-        assert outcomes[0] == (None, None, False, None)
+        assert outcomes[0] == (None, None, False, None, None)
         assert outcomes[1][0] is None and outcomes[1][2] is False  # nothing consumed
-        for status, message, consumed, _sender in outcomes[2:]:
-            assert (status, message, consumed) == ("PENDING", "7", True)
+        for status, message, consumed, _sender, handed in outcomes[2:]:
+            assert (status, message, consumed, handed) == ("PENDING", "7", True, None)
         # Two recvs of one workflow in a batch are written one by one: the message is taken
         # once, by the first.
         outcomes = await asyncio.gather(store.recv_next("no-such-workflow", None, 0, 1),
                                         store.recv_next(ids[10], None, 0, 1),
                                         store.recv_next(ids[10], None, 0, 1))
         assert outcomes[1][1:3] == ("7", True)
-        assert outcomes[2][1:3] == (None, False)
+        # The second finds the entry completed before it: its output, as a recv handed its
+        # message by a send would.
+        assert outcomes[2][1:3] == (None, False) and outcomes[2][4] == "7"
         left = await conn.fetch("SELECT destination_id FROM asyncflow.messages")
         assert sorted(row["destination_id"] for row in left) == sorted([ids[0], ids[11]])
         for h in handles:

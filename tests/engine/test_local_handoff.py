@@ -173,11 +173,12 @@ async def _collect(iterator):
     return [value async for value in iterator]
 
 
-async def test_the_woken_side_of_a_local_hand_over_runs_before_the_waker_goes_on(make_app):
-    """Issue 23, item 1. A workflow's ``set_event`` wakes a caller in ``get_event`` (and an
-    outside ``send`` wakes a workflow in ``recv``); the woken task runs before the waker's next
-    statement is issued, so the waker's next ``recv`` does not go to the database ahead of the
-    woken side of the exchange (a wake-up by NOTIFY would arrive after it anyway)."""
+async def test_a_local_send_hands_its_message_to_the_recv_journaled_before_it(make_app, conn):
+    """Issue 23, item 1. A workflow's ``set_event`` wakes a caller in ``get_event``, and the
+    workflow goes on to journal its next ``recv`` before the caller runs; the caller's ``send``
+    waits for that entry and completes it with its message in its own statement (one durable
+    commit for the send and the recv), then hands the message to the woken workflow, which
+    reads nothing back."""
     app = make_app()
     rounds = 10
 
@@ -187,6 +188,12 @@ async def test_the_woken_side_of_a_local_hand_over_runs_before_the_waker_goes_on
             await asyncflow.recv("ping", timeout_seconds=30)
             await asyncflow.set_event(f"pong{index}", index)
 
+    await conn.execute("""
+        CREATE TABLE stored (n int);
+        CREATE FUNCTION count_stored() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN INSERT INTO stored VALUES (1); RETURN NEW; END $$;
+        CREATE TRIGGER count_stored AFTER INSERT ON asyncflow.messages
+            FOR EACH ROW EXECUTE FUNCTION count_stored()""")
     async with app:
         handle = await app.start_workflow(ponger, workflow_id="p")
         store = app.runtime.store
@@ -197,16 +204,21 @@ async def test_the_woken_side_of_a_local_hand_over_runs_before_the_waker_goes_on
                 await app.runtime.waits.wait_for_count(2)  # the ponger and the get_event below
                 taken = store.recvs.ops
                 await app.send("p", index, "ping")
-                # Back from the send: the woken ponger has already taken the message (its recv
-                # ran before this task went on).
-                assert store.recvs.ops == taken + 1
+                # Back from the send: the woken ponger got the message with the wake-up (no
+                # statement of its own).
+                assert store.recvs.ops == taken
 
             sender = asyncio.ensure_future(ping())
             assert await app.get_event("p", f"pong{index}", 30) == index
-            # Back from get_event: the ponger has not yet journaled its next recv.
-            assert store.first_recvs.ops == index + 1
+            # Back from get_event: the ponger's next recv is already journaling itself.
+            assert store.first_recvs.ops == min(index + 2, rounds)
             await sender
         await handle.get_result()
+    assert await conn.fetchval("SELECT count(*) FROM stored") == 0  # no message was stored
+    rows = await conn.fetch("SELECT output FROM asyncflow.operations "
+                            "WHERE workflow_id = 'p' AND name = 'asyncflow.recv' "
+                            "ORDER BY function_id")
+    assert [row["output"] for row in rows] == [str(i) for i in range(rounds)]
 
 
 async def test_the_readers_of_a_batch_get_its_values_before_its_writers_resume(make_app):

@@ -248,8 +248,10 @@ WHERE workflow_id = ANY ($1::text[])"""
 
 # Many recvs' later attempts in one statement (RECV_TOPIC / RECV_NO_TOPIC for each op: $1
 # workflow, $2 topic, $3 function id, $4 the execution's epoch). Rows 'm' (a message taken for
-# op #ord, consumed when its open entry was completed and the message deleted) and 's' (each
-# workflow's status and epoch). One op per mailbox in a batch (the caller's rule).
+# op #ord, consumed when its open entry was completed and the message deleted), 's' (each
+# workflow's status and epoch) and 'h' (op #ord's entry was completed before the statement, by
+# a send that handed its message over: see messages._HAND_OVER). One op per mailbox in a batch
+# (the caller's rule).
 _RECV_LATERAL = """
     SELECT i.ord, i.workflow_id, i.function_id, i.epoch, x.message_id, x.message, x.traceparent
     FROM input i CROSS JOIN LATERAL (
@@ -287,7 +289,13 @@ SELECT 'm' AS kind, ord, NULL AS workflow_id, message, traceparent,
 FROM m
 UNION ALL
 SELECT 's', NULL, workflow_id, NULL, NULL, NULL, status, epoch FROM {s}.workflows
-WHERE workflow_id = ANY ($1::text[])"""
+WHERE workflow_id = ANY ($1::text[])
+UNION ALL
+SELECT 'h', i.ord, NULL, o.output, NULL, NULL, NULL, NULL
+FROM input i JOIN (
+    SELECT workflow_id, function_id, output FROM {s}.operations
+    WHERE workflow_id = ANY ($1::text[]) AND function_id = ANY ($3::int[]) AND completed
+) o ON o.workflow_id = i.workflow_id AND o.function_id = i.function_id"""
 
 # Many recvs' first attempts in one statement (RECV_FIRST_TOPIC / RECV_FIRST_NO_TOPIC for each
 # op: $1 workflow, $2 topic, $3 function id, $4 deadline, $5 the execution's epoch). Rows 'r'

@@ -62,18 +62,6 @@ WITH op AS (
     RETURNING workflow_id
 )"""
 
-# {"to": destination, "topic": topic, "message": message}
-_SEND_OUTPUT = """'{"to":' || to_json($4::text)::text || ',"topic":' || coalesce(
-    to_json($5::text)::text, 'null') || ',"message":' || $6 || '}'"""
-JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9").replace(
-    "%OUTPUT%", _SEND_OUTPUT) + """, ins AS (
-    INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
-    SELECT $4, $5, $6, $8 FROM op
-    RETURNING destination_id
-)
-SELECT (SELECT count(*) FROM op) AS recorded,
-       (SELECT pg_notify($7, 'm' || destination_id) FROM ins) AS notified"""
-
 # {"key": key, "value": value}
 _SET_EVENT_OUTPUT = """'{"key":' || to_json($4::text)::text || ',"value":' || $5 || '}'"""
 JOURNALED_SET_EVENT = _JOURNAL_ENTRY.replace("%EPOCH%", "$7").replace(
