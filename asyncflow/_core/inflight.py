@@ -7,6 +7,10 @@ as its ``get_event`` returned, while the workflow goes on to its next ``recv`` -
 for that one commit instead, and its first statement takes the message: one commit less, and no
 second commit racing the send's for the disk.
 
+The other way round, a send that starts while a recv of its destination journals its first
+attempt waits for that entry (``Runtime.opening``), then completes it with its message in its
+own statement (``sql/messages._HAND_OVER``): again one commit for the send and the recv.
+
 Waiting here is waiting for a statement already running to return (never for state), and it
 never waits longer than that statement: a failed or cancelled write releases its waiters too.
 """

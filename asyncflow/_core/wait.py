@@ -217,10 +217,9 @@ class WaitRegistry:
 
 async def hand_over() -> None:
     """Let the tasks a local wake-up just woke run before the waking task goes on: the woken
-    side of an exchange (a caller waiting on ``get_event``, a workflow in ``recv``) is on its
-    critical path, and the waker's next statement (a workflow's next ``recv``) would otherwise
-    reach the database first. A wake-up by NOTIFY arrives after that statement anyway; a local
-    hand-over must not be slower than it."""
+    side of an exchange (a workflow in ``recv`` woken by a ``send``) is on its critical path.
+    (A ``set_event`` does not yield: its workflow's next ``recv`` journals itself first, so
+    that the woken caller's ``send`` hands its message to it; see ``_core.inflight``.)"""
     await asyncio.sleep(0)
 
 
