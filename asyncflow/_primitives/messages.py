@@ -42,16 +42,19 @@ async def send_outside(
                                                    runtime.store.send_message(
                                                        destination_id, topic, text, key,
                                                        traceparent))
-    woken = delivery is not Delivery.DUPLICATE and _wake(runtime, destination_id, handed, text)
+    woken = delivery is not Delivery.DUPLICATE and _wake(runtime, destination_id, handed, text,
+                                                         traceparent)
     if woken or awaited:
         await hand_over()  # the woken recv goes first
     return delivery
 
 
-def _wake(runtime: Runtime, destination_id: str, handed: int | None, text: str) -> bool:
+def _wake(runtime: Runtime, destination_id: str, handed: int | None, text: str,
+          traceparent: str | None) -> bool:
     """Wake the destination's recvs in this process; a message handed to recv #``handed``
-    goes to its waiter with the wake-up (it need not read its entry back)."""
-    value = None if handed is None else (handed, text)
+    goes to its waiter with the wake-up, with the send's trace context (it need not read its
+    entry back)."""
+    value = None if handed is None else (handed, text, traceparent)
     return runtime.waits.wake(MESSAGE, destination_id, value)
 
 
@@ -113,7 +116,7 @@ async def send_from_workflow(
         await record(ctx, function_id, SEND, output=_described(destination_id, topic, text),
                      error=encode_error(exc))
         raise
-    if _wake(runtime, destination_id, handed, text) or awaited:
+    if _wake(runtime, destination_id, handed, text, traceparent) or awaited:
         await hand_over()  # the woken recv goes first
 
 
@@ -238,6 +241,8 @@ async def recv(
         if status != PENDING:
             await stop_for_status(ctx)
         if handed is not None:  # a send completed the entry with its message (still ours)
+            if telemetry is not None:
+                telemetry.link(sender)
             return handed
         if message is None:
             return NOT_YET
@@ -247,9 +252,13 @@ async def recv(
             telemetry.link(sender)
         return message
 
-    def handed(value: tuple[int, str]) -> str | None:
+    def handed(value: tuple[int, str, str | None]) -> str | None:
         """A send of this process handed this recv its message: the committed entry's value."""
-        return value[1] if value[0] == function_id else None
+        if value[0] != function_id:
+            return None
+        if telemetry is not None:
+            telemetry.link(value[2])
+        return value[1]
 
     keys = ((MESSAGE, workflow_id), (TERMINAL, workflow_id))
     return await durable_wait(ctx, function_id, RECV, timeout_seconds, keys, first, later,

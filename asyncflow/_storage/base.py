@@ -31,7 +31,8 @@ FirstRecv = tuple[str, str | None, int, float, int]
 Taken = tuple[bool, str | None, str | None]  # journaled, the message taken, its traceparent
 Recv = tuple[str, str | None, int, int]  # a later attempt: workflow, topic, function id, epoch
 # the status (None: no longer at the epoch), the message, consumed, the sender's traceparent,
-# and the entry's output when it was completed before (a send handed its message over)
+# and the entry's output when it was completed before (a send handed its message over: the
+# traceparent is then that send's)
 Received = tuple[str | None, str | None, bool, str | None, str | None]
 # what became of a send, and the function id of the recv it was handed to (see messages.py)
 Delivered = tuple[Delivery, int | None]

@@ -127,7 +127,7 @@ class BatchStatements(StoreBase):
     async def _send_many(self, ops: list[Sent]) -> list[Delivered | BaseException]:
         columns = list(zip(*ops, strict=True))
         rows = await self.storage.fetch(batches.SEND_MESSAGES, *map(list, columns), self.channel)
-        return [(Delivery.of(row["inserted"], row["status"]), None)
+        return [(Delivery.of(row["inserted"], row["status"]), row["handed"])
                 if row["found"] and row["status"] is not None else not_found(op[0])
                 for op, row in zip(ops, rows, strict=True)]
 
@@ -262,25 +262,29 @@ class BatchStatements(StoreBase):
         row = await self.storage.fetchrow(template, workflow_id, topic, function_id, epoch)
         assert row is not None
         status = row["status"] if row["epoch"] == epoch else None
-        return (status, row["message"], bool(row["consumed"]), row["traceparent"],
-                row["handed"])
+        if row["handed"] is not None:  # (the handing send's trace context)
+            return status, None, False, row["handed_traceparent"], row["handed"]
+        return status, row["message"], bool(row["consumed"]), row["traceparent"], None
 
     async def _recv_many(self, ops: list[Recv]) -> list[Received | BaseException]:
         columns = _distinct_columns(ops, 2)  # two recvs of one mailbox: one by one
         rows = await self.storage.fetch(batches.RECV_MANY, *columns)
         taken = {row["ord"]: row for row in rows if row["kind"] == "m"}
         states = {row["workflow_id"]: row for row in rows if row["kind"] == "s"}
-        handed = {row["ord"]: row["message"] for row in rows if row["kind"] == "h"}
+        handed = {row["ord"]: row for row in rows if row["kind"] == "h"}
         results: list[Received | BaseException] = []
         for ordinal, (workflow_id, _topic, _function_id, epoch) in enumerate(ops, start=1):
             state = states.get(workflow_id)
             status = state["status"] if state is not None and state["epoch"] == epoch else None
             row = taken.get(ordinal)
-            if row is None:
-                results.append((status, None, False, None, handed.get(ordinal)))
+            done = handed.get(ordinal)
+            if done is not None:  # (the handing send's trace context)
+                results.append((status, None, False, done["traceparent"], done["message"]))
+            elif row is None:
+                results.append((status, None, False, None, None))
             else:
                 results.append((status, row["message"], bool(row["consumed"]),
-                                row["traceparent"], handed.get(ordinal)))
+                                row["traceparent"], None))
         return results
 
 

@@ -238,6 +238,11 @@ async def test_send_carries_trace_context_to_the_receivers_recv(make_app, otel, 
         assert [link.context.span_id for link in recv.links] == [producer.context.span_id], topic
         assert recv.links[0].context.trace_id == producer.context.trace_id
     assert await conn.fetchval("select count(*) from asyncflow.messages") == 0
+    # The workflow's send reached the parked recv("t") and handed its message over: the entry
+    # keeps the send's trace context, which the link above came from.
+    assert await conn.fetchval(
+        "select traceparent from asyncflow.operations "
+        "where workflow_id = 'r' and name = 'asyncflow.recv' and topic = 't'") is not None
 
 
 async def test_a_resumed_run_after_relaunch_joins_the_original_trace(make_app, otel):

@@ -65,6 +65,24 @@ SELECT 'r' AS kind, workflow_id, function_id, NULL::bigint AS epoch FROM ins
 UNION ALL
 SELECT 'p', workflow_id, NULL, epoch FROM pending"""
 
+# The batched form of messages._HAND_OVER: the first message of each mailbox in the batch
+# (``first``) completes that mailbox's waiting recv, if the conditions hold; ``handed`` is the
+# recv's function id.
+_HAND_OVER_MANY = """
+    UPDATE {s}.operations o SET output = f.message, completed = true,
+                                traceparent = f.traceparent
+    FROM first f
+    WHERE o.workflow_id = f.destination_id AND NOT o.completed AND o.name = 'asyncflow.recv'
+      AND o.handoff AND o.topic IS NOT DISTINCT FROM f.topic
+      AND o.function_id = (SELECT max(l.function_id) FROM {s}.operations l
+                           WHERE l.workflow_id = o.workflow_id)
+      AND NOT EXISTS (SELECT 1 FROM {s}.messages m
+                      WHERE m.destination_id = o.workflow_id
+                        AND m.topic IS NOT DISTINCT FROM o.topic)
+      AND EXISTS (SELECT 1 FROM {s}.workflows w
+                  WHERE w.workflow_id = o.workflow_id AND w.status = 'PENDING' FOR SHARE)
+    RETURNING f.ord, o.workflow_id, o.function_id"""
+
 SEND_MESSAGES = """
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
@@ -83,17 +101,25 @@ WITH input AS (
     (SELECT DISTINCT ON (known.destination_id, known.idempotency_key) known.*
      FROM known JOIN k USING (destination_id, idempotency_key)
      ORDER BY known.destination_id, known.idempotency_key, known.ord)
+), first AS (
+    SELECT DISTINCT ON (destination_id, topic) * FROM chosen
+    ORDER BY destination_id, topic, ord
+), hand AS (""" + _HAND_OVER_MANY + """
 ), ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
-    SELECT destination_id, topic, message, traceparent FROM chosen ORDER BY ord
+    SELECT destination_id, topic, message, traceparent FROM chosen
+    WHERE ord NOT IN (SELECT ord FROM hand) ORDER BY ord
     RETURNING destination_id
 ), woken AS (
     SELECT 'm' || char_length(destination_id) || ':' || destination_id AS item FROM ins
+    UNION ALL
+    SELECT 'm' || char_length(workflow_id) || ':' || workflow_id FROM hand
 )""" + _NOTIFY_WOKEN.replace("%CHANNEL%", "$6") + """
 SELECT i.ord, i.ord IN (SELECT ord FROM known) AS found,
        i.ord IN (SELECT ord FROM chosen) AS inserted,
        (SELECT w.status FROM {s}.workflows w WHERE w.workflow_id = i.destination_id) AS status,
-       (SELECT count(*) FROM notified) AS notifies
+       (SELECT count(*) FROM notified) AS notifies,
+       (SELECT h.function_id FROM hand h WHERE h.ord = i.ord) AS handed
 FROM input i ORDER BY i.ord"""
 
 # $7: the recorded StreamClosedError of each write, journaled with it if its stream is closed.
@@ -291,9 +317,9 @@ UNION ALL
 SELECT 's', NULL, workflow_id, NULL, NULL, NULL, status, epoch FROM {s}.workflows
 WHERE workflow_id = ANY ($1::text[])
 UNION ALL
-SELECT 'h', i.ord, NULL, o.output, NULL, NULL, NULL, NULL
+SELECT 'h', i.ord, NULL, o.output, o.traceparent, NULL, NULL, NULL
 FROM input i JOIN (
-    SELECT workflow_id, function_id, output FROM {s}.operations
+    SELECT workflow_id, function_id, output, traceparent FROM {s}.operations
     WHERE workflow_id = ANY ($1::text[]) AND function_id = ANY ($3::int[]) AND completed
 ) o ON o.workflow_id = i.workflow_id AND o.function_id = i.function_id"""
 
@@ -331,9 +357,9 @@ WITH input AS (
     FOR SHARE
 ), op AS (
     INSERT INTO {s}.operations
-        (workflow_id, function_id, name, output, completed, deadline, topic)
+        (workflow_id, function_id, name, output, completed, deadline, topic, handoff)
     SELECT workflow_id, function_id, 'asyncflow.recv', message, message_id IS NOT NULL,
-           deadline, topic
+           deadline, topic, true
     FROM m WHERE (workflow_id, epoch) IN (SELECT workflow_id, epoch FROM pending)
     ON CONFLICT (workflow_id, function_id) DO NOTHING
     RETURNING workflow_id, function_id

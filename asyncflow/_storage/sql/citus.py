@@ -428,8 +428,13 @@ WHERE """ + operating._FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])"
     + operating._AFTER_CURSOR + """
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10""",
+    # No hand-over in a batch: its row locks on the destinations' rows across shards cannot be
+    # pushed down (a single send's hand is one shard's, and stays).
     batches.SEND_MESSAGES: _swap(
         batches.SEND_MESSAGES,
+        (batches._HAND_OVER_MANY, """
+    SELECT NULL::bigint AS ord, NULL::text AS workflow_id, NULL::int AS function_id
+    WHERE false"""),
         ("WHERE EXISTS (SELECT 1 FROM {s}.workflows w WHERE w.workflow_id = i.destination_id)",
          "WHERE i.destination_id IN (\n        SELECT w.workflow_id FROM {s}.workflows w"
          " WHERE w.workflow_id = ANY ($1::text[]))"),

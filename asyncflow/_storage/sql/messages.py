@@ -15,16 +15,17 @@ from .journal import _JOURNAL_ENTRY, _OWNED, _owned
 # is then durable with the send's commit: one WAL flush where the recv taking it would have
 # been a second (the woken recv finds its entry completed: see ``handed`` below). The same
 # outcome as a recv taking the message, only sooner: a recv in a workflow's gather, or one of
-# several recvs open at once, gets its messages from the mailbox as before, and so does every
-# recv when the send carries a trace context (a taken message links the recv's span to the
-# send's; a handed one could not). A concurrent completion of the entry (another send's hand,
+# several recvs open at once, gets its messages from the mailbox as before, and so does a recv
+# whose entry does not say ``handoff`` (journaled by an older release, which would not look for
+# the completion). The entry keeps the send's trace context (the recv's span links to it, as
+# to a taken message's). A concurrent completion of the entry (another send's hand,
 # the recv's timeout) holds its row lock: this send then finds it completed and stores its
 # message. ``handed``: the recv's function id. %D% destination, %T% topic, %M% message, %TP%
 # traceparent, %IF% a further condition.
 _HAND_OVER = """hand AS (
-    UPDATE {s}.operations SET output = %M%, completed = true
-    WHERE workflow_id = %D% AND NOT completed AND name = 'asyncflow.recv'
-      AND topic IS NOT DISTINCT FROM %T% AND %TP%::text IS NULL AND %IF%
+    UPDATE {s}.operations SET output = %M%, completed = true, traceparent = %TP%
+    WHERE workflow_id = %D% AND NOT completed AND name = 'asyncflow.recv' AND handoff
+      AND topic IS NOT DISTINCT FROM %T% AND %IF%
       AND function_id = (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = %D%)
       AND NOT EXISTS (SELECT 1 FROM {s}.messages
                       WHERE destination_id = %D% AND topic IS NOT DISTINCT FROM %T%)
@@ -112,8 +113,11 @@ _MESSAGE = "(SELECT message FROM m)"
 # ``handed``: the entry's output when it was completed before this statement (by a send that
 # handed its message over, or by this execution's own earlier attempt whose answer was lost).
 _RECV_NEXT = _RECV.replace("%EPOCH%", "$4").replace("%OUTPUT%", _MESSAGE) + """,
-       (SELECT output FROM {s}.operations
-        WHERE workflow_id = $1 AND function_id = $3 AND completed) AS handed"""
+       h.output AS handed, h.traceparent AS handed_traceparent
+FROM (SELECT 1) one LEFT JOIN (
+    SELECT output, traceparent FROM {s}.operations
+    WHERE workflow_id = $1 AND function_id = $3 AND completed
+) h ON true"""
 RECV_TOPIC = _RECV_NEXT.replace("%TOPIC%", _TOPIC)
 RECV_NO_TOPIC = _RECV_NEXT.replace("%TOPIC%", _NO_TOPIC)
 # wait_first's message branch: the same, but the journal records {"index": $4, "value": message}.
@@ -135,9 +139,9 @@ _OPEN_WAIT_COMMIT = """set_config('synchronous_commit', CASE WHEN %TAKEN% THEN
 # one statement. A message taken is the recv's recorded output; otherwise the entry stays open.
 _RECV_FIRST = _MAILBOX_HEAD + """, op AS (
     INSERT INTO {s}.operations
-        (workflow_id, function_id, name, output, completed, deadline, topic)
+        (workflow_id, function_id, name, output, completed, deadline, topic, handoff)
     SELECT $1, $3, 'asyncflow.recv', (SELECT message FROM m), EXISTS (SELECT 1 FROM m), $4,
-           $2
+           $2, true
     FROM """ + _owned("$5") + """
     RETURNING 1
 )""" + _TAKE_MESSAGE + """

@@ -429,4 +429,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE {s}.events ADD COLUMN writer_fid integer;
     ALTER TABLE {s}.stream_heads ADD COLUMN closed_by integer;
     """,
+    # 20: a send hands its message to the recv waiting for it (sql/messages._HAND_OVER).
+    # ``handoff``: set on a recv's open entry by a version that reads such a completion (a recv
+    # parked in a process of an older release is never handed a message: it would not see it).
+    # ``traceparent``: the trace context of the send that handed the message (the recv's span
+    # links to it). Both NULL on every other entry.
+    """
+    ALTER TABLE {s}.operations ADD COLUMN handoff boolean, ADD COLUMN traceparent text;
+    """,
 )
