@@ -237,3 +237,25 @@ async def test_a_batch_of_sends_hands_each_mailbox_its_first_message(make_app, c
     if not citus_cluster.ENABLED:  # every "a" was handed over (each "b" may or may not be)
         stored = [row["message"] for row in await conn.fetch("SELECT message FROM stored")]
         assert not [m for m in stored if m.endswith(':a"')]
+
+
+async def test_a_keyed_send_hands_over_once(make_app, conn):
+    """A send with an idempotency key hands its message over the first time; the same key
+    again delivers nothing, and the next recv waits for the next message."""
+    app = make_app()
+
+    @app.workflow()
+    async def two() -> list[object]:
+        return [await asyncflow.recv(timeout_seconds=60) for _ in range(2)]
+
+    await _log_stored(conn)
+    async with app:
+        handle = await app.start_workflow(two, workflow_id="w")
+        await app.runtime.waits.wait_for_count(1)
+        assert await app.send("w", "x", idempotency_key="k") is asyncflow.Delivery.DELIVERED
+        assert await app.send("w", "x", idempotency_key="k") is asyncflow.Delivery.DUPLICATE
+        assert await app.send("w", "y") is asyncflow.Delivery.DELIVERED
+        assert await handle.get_result(timeout_seconds=30) == ["x", "y"]
+    # "x" was handed over ("y" too, if the second recv was already waiting for it).
+    assert await _stored(conn, []) or await _stored(conn, ['"y"'])
+    assert await _recv_entries(conn, "w") == [(True, '"x"'), (True, '"y"')]

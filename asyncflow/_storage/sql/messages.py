@@ -65,19 +65,22 @@ SELECT (SELECT count(*) FROM op) AS recorded,
        (SELECT pg_notify($7, 'm' || $4) FROM op) AS notified,
        (SELECT function_id FROM hand) AS handed"""
 
+# With an idempotency key ($5): delivered (stored or handed over) only the first time.
 SEND_MESSAGE_ONCE = """
 WITH k AS (
     INSERT INTO {s}.message_keys (destination_id, idempotency_key) VALUES ($1, $5)
     ON CONFLICT DO NOTHING
     RETURNING destination_id
-), ins AS (
+), """ + _HAND_OVER.replace("%D%", "$1").replace("%T%", "$2").replace("%M%", "$3").replace(
+    "%TP%", "$6").replace("%IF%", "EXISTS (SELECT 1 FROM k)") + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
-    SELECT destination_id, $2, $3, $6 FROM k
+    SELECT destination_id, $2, $3, $6 FROM k WHERE NOT EXISTS (SELECT 1 FROM hand)
     RETURNING destination_id
 )
-SELECT (SELECT pg_notify($4, 'm' || destination_id) FROM ins)::text AS notified,
-       EXISTS (SELECT 1 FROM ins) AS inserted,
-       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status"""
+SELECT (SELECT pg_notify($4, 'm' || $1) FROM k)::text AS notified,
+       EXISTS (SELECT 1 FROM k) AS inserted,
+       (SELECT status FROM {s}.workflows WHERE workflow_id = $1) AS status,
+       (SELECT function_id FROM hand) AS handed"""
 
 # The oldest message of mailbox ($1, topic), locked; and its deletion once the journal took it.
 _MAILBOX_HEAD = """
