@@ -7,6 +7,7 @@ workflow that is no longer running."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import citus_cluster
 import pytest
@@ -35,6 +36,23 @@ async def _stored(conn, expected: list[str]) -> bool:
     return [row["message"] for row in await conn.fetch("SELECT message FROM stored")] == expected
 
 
+def _waiter(app: asyncflow.AsyncFlow, topic: str | None = None) -> Any:
+    """Register the workflow of one ``recv`` (of ``topic``) that returns its message."""
+
+    @app.workflow(name="waiter")
+    async def waiter() -> object:
+        return await asyncflow.recv(topic, timeout_seconds=60)
+
+    return waiter
+
+
+async def _parked(app: asyncflow.AsyncFlow, workflow: Any) -> Any:
+    """Start ``workflow`` as "w" and return its handle once it waits in its recv."""
+    handle = await app.start_workflow(workflow, workflow_id="w")
+    await app.runtime.waits.wait_for_count(1)
+    return handle
+
+
 async def _recv_entries(conn, workflow_id: str) -> list[tuple[bool, str | None]]:
     rows = await conn.fetch(
         "SELECT completed, output FROM asyncflow.operations WHERE workflow_id = $1 "
@@ -44,15 +62,10 @@ async def _recv_entries(conn, workflow_id: str) -> list[tuple[bool, str | None]]
 
 async def test_a_send_from_another_process_completes_the_waiting_recv(make_app, db_url, conn):
     app = make_app()
-
-    @app.workflow()
-    async def waiter() -> object:
-        return await asyncflow.recv("t", timeout_seconds=60)
-
+    waiter = _waiter(app, "t")
     await _log_stored(conn)
     async with app:
-        handle = await app.start_workflow(waiter, workflow_id="w")
-        await app.runtime.waits.wait_for_count(1)
+        handle = await _parked(app, waiter)
         async with asyncflow.Client(db_url) as client:  # its own connections: a NOTIFY wakes
             assert await client.send("w", {"b": 1, "a": [2.5]}, topic="t") is \
                 asyncflow.Delivery.DELIVERED
@@ -63,10 +76,7 @@ async def test_a_send_from_another_process_completes_the_waiting_recv(make_app, 
 
 async def test_a_workflows_send_hands_its_message_over_too(make_app, conn):
     app = make_app()
-
-    @app.workflow()
-    async def waiter() -> object:
-        return await asyncflow.recv(timeout_seconds=60)
+    waiter = _waiter(app)
 
     @app.workflow()
     async def sender(destination: str) -> None:
@@ -74,8 +84,7 @@ async def test_a_workflows_send_hands_its_message_over_too(make_app, conn):
 
     await _log_stored(conn)
     async with app:
-        handle = await app.start_workflow(waiter, workflow_id="w")
-        await app.runtime.waits.wait_for_count(1)
+        handle = await _parked(app, waiter)
         await (await app.start_workflow(sender, "w")).get_result(timeout_seconds=30)
         assert await handle.get_result(timeout_seconds=30) == "hello"
     assert await _stored(conn, [])
@@ -125,15 +134,10 @@ async def test_a_recv_journaled_by_an_older_release_is_not_handed_a_message(
     """An open entry without ``handoff`` (written by a release that would not look for a
     completed entry): the send stores its message, and the woken recv takes it."""
     app = make_app()
-
-    @app.workflow()
-    async def waiter() -> object:
-        return await asyncflow.recv(timeout_seconds=60)
-
+    waiter = _waiter(app)
     await _log_stored(conn)
     async with app:
-        handle = await app.start_workflow(waiter, workflow_id="w")
-        await app.runtime.waits.wait_for_count(1)
+        handle = await _parked(app, waiter)
         await conn.execute("UPDATE asyncflow.operations SET handoff = NULL "
                            "WHERE workflow_id = 'w'")
         async with asyncflow.Client(db_url) as client:
@@ -145,15 +149,10 @@ async def test_a_recv_journaled_by_an_older_release_is_not_handed_a_message(
 
 async def test_a_cancelled_workflows_recv_is_not_completed(make_app, conn):
     app = make_app()
-
-    @app.workflow()
-    async def waiter() -> object:
-        return await asyncflow.recv(timeout_seconds=60)
-
+    waiter = _waiter(app)
     await _log_stored(conn)
     async with app:
-        handle = await app.start_workflow(waiter, workflow_id="w")
-        await app.runtime.waits.wait_for_count(1)
+        handle = await _parked(app, waiter)
         await app.cancel_workflow("w")
         with pytest.raises(asyncflow.WorkflowCancelledError):
             await handle.get_result(timeout_seconds=30)
