@@ -80,7 +80,7 @@ _HAND_OVER_MANY = """
                       WHERE m.destination_id = o.workflow_id
                         AND m.topic IS NOT DISTINCT FROM o.topic)
       AND EXISTS (SELECT 1 FROM {s}.workflows w
-                  WHERE w.workflow_id = o.workflow_id AND w.status = 'PENDING' FOR SHARE)
+                  WHERE w.workflow_id = o.workflow_id AND w.status = 'PENDING')
     RETURNING f.ord, o.workflow_id, o.function_id"""
 
 SEND_MESSAGES = """

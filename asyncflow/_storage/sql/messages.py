@@ -20,8 +20,12 @@ from .journal import _JOURNAL_ENTRY, _OWNED, _owned
 # the completion). The entry keeps the send's trace context (the recv's span links to it, as
 # to a taken message's). A concurrent completion of the entry (another send's hand,
 # the recv's timeout) holds its row lock: this send then finds it completed and stores its
-# message. ``handed``: the recv's function id. %D% destination, %T% topic, %M% message, %TP%
-# traceparent, %IF% a further condition.
+# message. The workflow's row is read, not locked: a share lock would make a claim of the
+# workflow running at that moment skip it (``FOR UPDATE SKIP LOCKED``), which then waits for the
+# next sweep; a cancel committing meanwhile serializes after the hand (the recv took the
+# message, then the workflow was cancelled, as when a recv takes it). ``handed``: the recv's
+# function id. %D% destination, %T% topic, %M% message, %TP% traceparent, %IF% a further
+# condition.
 _HAND_OVER = """hand AS (
     UPDATE {s}.operations SET output = %M%, completed = true, traceparent = %TP%
     WHERE workflow_id = %D% AND NOT completed AND name = 'asyncflow.recv' AND handoff
@@ -29,8 +33,7 @@ _HAND_OVER = """hand AS (
       AND function_id = (SELECT max(function_id) FROM {s}.operations WHERE workflow_id = %D%)
       AND NOT EXISTS (SELECT 1 FROM {s}.messages
                       WHERE destination_id = %D% AND topic IS NOT DISTINCT FROM %T%)
-      AND EXISTS (SELECT 1 FROM {s}.workflows
-                  WHERE workflow_id = %D% AND status = 'PENDING' FOR SHARE)
+      AND EXISTS (SELECT 1 FROM {s}.workflows WHERE workflow_id = %D% AND status = 'PENDING')
     RETURNING function_id
 )"""
 
