@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import citus_cluster
 import pytest
 
 import asyncflow
+from asyncflow._storage import sql
+from asyncflow._storage.sql import messages
 
 COUNT_STORED = """
     CREATE TABLE stored (message text);
@@ -258,3 +261,28 @@ async def test_a_keyed_send_hands_over_once(make_app, conn):
     # "x" was handed over ("y" too, if the second recv was already waiting for it).
     assert await _stored(conn, []) or await _stored(conn, ['"y"'])
     assert await _recv_entries(conn, "w") == [(True, '"x"'), (True, '"y"')]
+
+
+@pytest.mark.not_on_citus("reads the statement's locks on one server")
+async def test_a_hand_leaves_the_workflows_row_free_for_a_claim(make_app, db_url, conn):
+    """A send handing its message over reads the destination's row without locking it: a
+    claim of the workflow running meanwhile (``FOR NO KEY UPDATE SKIP LOCKED``) still finds it.
+    (Under a share lock the claim skipped it, and a resumed workflow waited for the next
+    sweep.)"""
+    app = make_app()
+    waiter = _waiter(app)
+    async with app:
+        handle = await _parked(app, waiter)
+        sender = await asyncpg.connect(db_url)
+        try:
+            async with sender.transaction():  # the hand, not committed yet
+                row = await sender.fetchrow(sql.render(messages.SEND_MESSAGE, "asyncflow"),
+                                            "w", None, '"x"', app.storage.channel, None)
+                assert row["handed"] is not None
+                claimable = await conn.fetch(
+                    "SELECT workflow_id FROM asyncflow.workflows WHERE workflow_id = 'w' "
+                    "FOR NO KEY UPDATE SKIP LOCKED")
+                assert [r["workflow_id"] for r in claimable] == ["w"]
+        finally:
+            await sender.close()
+        assert await handle.get_result(timeout_seconds=30) == "x"
