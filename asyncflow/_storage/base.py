@@ -159,5 +159,5 @@ class StoreBase:
             raise not_found(destination_id) from None
         if row is None or row["status"] is None:  # (a repeated key to a deleted workflow)
             raise not_found(destination_id)
-        return Delivery.of(row["inserted"], row["status"]), row.get("handed")
+        return Delivery.of(row["inserted"], row["status"]), row["handed"]
 

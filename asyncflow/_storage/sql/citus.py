@@ -428,8 +428,9 @@ WHERE """ + operating._FILTERS.replace("%STATUS%", "w.status = ANY ($1::text[])"
     + operating._AFTER_CURSOR + """
 ORDER BY w.created_at DESC, w.workflow_id
 LIMIT $10""",
-    # No hand-over in a batch: its row locks on the destinations' rows across shards cannot be
-    # pushed down (a single send's hand is one shard's, and stays).
+    # No hand-over in a batch here (an UPDATE joined with the batch, across shards, with
+    # subqueries on three distributed tables): its messages are stored. A single send's hand
+    # is one shard's, and stays.
     batches.SEND_MESSAGES: _swap(
         batches.SEND_MESSAGES,
         (batches._HAND_OVER_MANY, """

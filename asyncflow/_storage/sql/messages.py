@@ -24,8 +24,7 @@ from .journal import _JOURNAL_ENTRY, _OWNED, _owned
 # workflow running at that moment skip it (``FOR UPDATE SKIP LOCKED``), which then waits for the
 # next sweep; a cancel committing meanwhile serializes after the hand (the recv took the
 # message, then the workflow was cancelled, as when a recv takes it). ``handed``: the recv's
-# function id. %D% destination, %T% topic, %M% message, %TP% traceparent, %IF% a further
-# condition.
+# function id.
 _HAND_OVER = """hand AS (
     UPDATE {s}.operations SET output = %M%, completed = true, traceparent = %TP%
     WHERE workflow_id = %D% AND NOT completed AND name = 'asyncflow.recv' AND handoff
@@ -37,13 +36,21 @@ _HAND_OVER = """hand AS (
     RETURNING function_id
 )"""
 
+
+def _hand_over(destination: str, topic: str, message: str, traceparent: str,
+               condition: str = "true") -> str:
+    """The ``hand`` CTE of a send statement, given the parameters it names (and a further
+    condition: the send itself was made)."""
+    return (_HAND_OVER.replace("%D%", destination).replace("%T%", topic)
+            .replace("%M%", message).replace("%TP%", traceparent).replace("%IF%", condition))
+
+
 # Sends from outside a workflow also return whether the message was stored (`inserted`: not
 # with an idempotency key sent before) and the destination's status (NULL: no such workflow), so
 # that send can say what became of it (asyncflow.Delivery). A message handed to a waiting recv
 # counts as stored.
 SEND_MESSAGE = """
-WITH """ + _HAND_OVER.replace("%D%", "$1").replace("%T%", "$2").replace("%M%", "$3").replace(
-    "%TP%", "$5").replace("%IF%", "true") + """, ins AS (
+WITH """ + _hand_over("$1", "$2", "$3", "$5") + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT $1, $2, $3, $5 WHERE NOT EXISTS (SELECT 1 FROM hand)
     RETURNING destination_id
@@ -57,9 +64,8 @@ SELECT pg_notify($4, 'm' || $1)::text AS notified, true AS inserted,
 _SEND_OUTPUT = """'{"to":' || to_json($4::text)::text || ',"topic":' || coalesce(
     to_json($5::text)::text, 'null') || ',"message":' || $6 || '}'"""
 JOURNALED_SEND = _JOURNAL_ENTRY.replace("%EPOCH%", "$9").replace(
-    "%OUTPUT%", _SEND_OUTPUT) + """, """ + _HAND_OVER.replace("%D%", "$4").replace(
-    "%T%", "$5").replace("%M%", "$6").replace("%TP%", "$8").replace(
-    "%IF%", "EXISTS (SELECT 1 FROM op)") + """, ins AS (
+    "%OUTPUT%", _SEND_OUTPUT) + """, """ + _hand_over(
+    "$4", "$5", "$6", "$8", "EXISTS (SELECT 1 FROM op)") + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT $4, $5, $6, $8 FROM op WHERE NOT EXISTS (SELECT 1 FROM hand)
     RETURNING destination_id
@@ -74,8 +80,7 @@ WITH k AS (
     INSERT INTO {s}.message_keys (destination_id, idempotency_key) VALUES ($1, $5)
     ON CONFLICT DO NOTHING
     RETURNING destination_id
-), """ + _HAND_OVER.replace("%D%", "$1").replace("%T%", "$2").replace("%M%", "$3").replace(
-    "%TP%", "$6").replace("%IF%", "EXISTS (SELECT 1 FROM k)") + """, ins AS (
+), """ + _hand_over("$1", "$2", "$3", "$6", "EXISTS (SELECT 1 FROM k)") + """, ins AS (
     INSERT INTO {s}.messages (destination_id, topic, message, traceparent)
     SELECT destination_id, $2, $3, $6 FROM k WHERE NOT EXISTS (SELECT 1 FROM hand)
     RETURNING destination_id
